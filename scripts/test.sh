@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up the lab (Python packages and the Debian packages the tests drive), then runs the
+# whole test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --system
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest "$@"
