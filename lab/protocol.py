@@ -54,6 +54,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         "_in_message",
         "_messages_in_read",
         "_paused_for_queue",
+        "_peer_done",
         "_pending",
         "_rejection",
         "_repeat_cache",
@@ -83,7 +84,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.sock: Any = None
         self.requests_served = 0
-        self.closing = False
+        self.closing = False  # answered with "close" (or failed): nothing more will be answered
+        self._peer_done = False  # the client half-closed: answer what is queued, then close
         self.deadline: float | None = None
         self._deadline_kind = 0
         self._pending: deque[Request | Response] = deque()
@@ -159,7 +161,7 @@ class HttpConnection(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         # The client has finished sending. Answer what is already queued, then close; with
         # nothing queued there is nothing to wait for.
-        self.closing = True
+        self._peer_done = True
         return bool(self._busy or self._pending)
 
     def pause_writing(self) -> None:
@@ -172,6 +174,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         if self.transport is not None and not self._paused_for_queue:
             self.transport.resume_reading()
         self._wake_writer()
+        if not self._busy:
+            self._drain_queue()
 
     def _wake_writer(self) -> None:
         waiter = self._drain_waiter
@@ -208,7 +212,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         if self.closing:
             return
         cache = self._repeat_cache
-        if cache is not None and not self._in_message and not self._busy:
+        if (cache is not None and not self._in_message and not self._busy and not self._pending
+                and not self._write_paused):
             data = bytes(self._view[:nbytes])
             cached = cache.get(data)
             if cached is not None:
@@ -309,14 +314,22 @@ class HttpConnection(asyncio.BufferedProtocol):
     # --- answering ----------------------------------------------------------------------
 
     def _queue_or_send(self, item: Request | Response) -> None:
-        """Answer now, or after the requests already waiting (pipelining keeps order)."""
-        if self._busy:
+        """Answer now, or after the requests already waiting (pipelining keeps order).
+
+        While the peer is not reading (writes paused) answers wait too: producing them would
+        only pile them up in our write buffer.
+        """
+        if self._busy or self._write_paused or self._pending:
             self._pending.append(item)
             if len(self._pending) >= MAX_QUEUED_REQUESTS and not self._paused_for_queue:
                 self._paused_for_queue = True
                 if self.transport is not None:
                     self.transport.pause_reading()
-        elif type(item) is Request:
+        else:
+            self._dispatch(item)
+
+    def _dispatch(self, item: Request | Response) -> None:
+        if type(item) is Request:
             self._handle(item)
         else:
             self._write_and_close(item)
@@ -376,24 +389,24 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._next_in_queue()
 
     def _next_in_queue(self) -> None:
+        """An async answer or a stream has finished: go on with the queue."""
         self._busy = False
         self._task = None
-        while self._pending and not self._busy and not self.closing:
-            item = self._pending.popleft()
-            if type(item) is Request:
-                self._handle(item)
-            else:
-                self._write_and_close(item)
+        self._drain_queue()
+
+    def _drain_queue(self) -> None:
+        while self._pending and not self._busy and not self._write_paused and not self.closing:
+            self._dispatch(self._pending.popleft())
         if self._paused_for_queue and len(self._pending) < MAX_QUEUED_REQUESTS // 2:
             self._paused_for_queue = False
             if self.transport is not None and not self._write_paused:
                 self.transport.resume_reading()
-        if self._busy:
+        if self._busy or (self._pending and not self.closing):
             return
-        if self.closing:
+        if self.closing or self._peer_done:
             if self.transport is not None:
                 self.transport.close()
-        elif not self._pending:
+        else:
             self._set_deadline(_IDLE, self.settings.keepalive_timeout_seconds)
 
     def _connection_line(self, request: Request, served: int) -> tuple[bytes, bool]:
