@@ -2,14 +2,17 @@
 
 The functions build ``matplotlib.figure.Figure`` objects directly instead of going through
 ``pyplot``: no global figure state, nothing to close, no GUI backend chosen behind the user's
-back. In a notebook a returned Figure displays inline (the kernel's inline backend renders
-Figures); from the CLI :func:`save_figure` writes PNG, SVG or PDF by the file's suffix.
+back (so the CLI and the tests never need a display). In a notebook a returned Figure
+displays inline: importing this module inside IPython registers a PNG formatter for Figures
+unless one is registered already (``%matplotlib inline`` does, and then its settings win).
+From the CLI :func:`save_figure` writes PNG, SVG or PDF by the file's suffix.
 
 Several records overlay in one figure, each labelled by the settings that differ between them.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -244,3 +247,36 @@ def save_figure(figure: Figure, path: Path | str, *, dpi: int = 120) -> Path:
         raise ValueError(f"{target}: unknown picture format {suffix!r}; use .png, .svg or .pdf")
     write_with_atomically(target, lambda temporary: figure.savefig(temporary, dpi=dpi, format=suffix))
     return target
+
+
+# --- inline display in Jupyter --------------------------------------------------------------
+
+def _figure_png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def enable_inline_display() -> bool:
+    """Make IPython render a returned Figure as PNG; True if this call registered it.
+
+    Without pyplot nobody tells IPython how to show a Figure, and a cell would print
+    ``<Figure size 900x500 with 1 Axes>`` instead of the picture.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    formatter = shell.display_formatter.formatters["image/png"]
+    try:
+        formatter.lookup_by_type(Figure)
+    except KeyError:
+        formatter.for_type(Figure, _figure_png)
+        return True
+    return False
+
+
+enable_inline_display()
