@@ -197,7 +197,8 @@ def timeline(records: Records, *, interval_s: float | None = None, max_points: i
                         label=f"{label}: errors/s")
     top.set_yscale("log")
     top.set_ylabel("latency (ms, log scale)")
-    top.set_title(_title("Over time", listed, "latency"))
+    top.set_title("Latency over time — " + (f"{listed[0].name} ({listed[0].id})" if len(listed) == 1
+                                             else f"{len(listed)} runs"))
     bottom.set_ylabel("requests/s")
     bottom.set_xlabel("time since the run started (s)")
     _finish_legend(top)
