@@ -101,7 +101,7 @@ def test_errors_are_counted_by_kind_and_share_under_a_threshold() -> None:
 def test_timeline_accounts_for_every_request(open_loop_run: Record) -> None:
     timeline = open_loop_run.timeline()
     assert timeline["requests"].sum() == open_loop_run.summary.requests
-    assert (timeline["requests_per_s"] > 0).all()
+    assert (timeline["requests_per_s"] >= 0).all() and timeline["requests_per_s"].mean() > 0
     assert timeline["p99_ms"].max() == pytest.approx(open_loop_run.summary.latency.max, rel=0.5)
     assert timeline["max_ms"].max() == pytest.approx(open_loop_run.summary.latency.max)
     fine = open_loop_run.timeline(0.1)

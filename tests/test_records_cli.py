@@ -57,7 +57,7 @@ def test_export_writes_each_format(format: str, saved: RecordStore, tmp_path: Pa
 
 def test_export_to_standard_output(saved: RecordStore, open_loop_run: Record,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli(saved, "export", open_loop_run.id[:15], "--format", "hgrm", "-o", "-") == 0
+    assert run_cli(saved, "export", open_loop_run.id, "--format", "hgrm", "-o", "-") == 0
     output = capsys.readouterr().out
     assert output.startswith("       Value   Percentile")
     assert f"Total count    = {open_loop_run.summary.succeeded:12d}" in output
