@@ -46,3 +46,14 @@ def pinned_command(command: Sequence[str], cores: Cores | None) -> list[str]:
     if taskset is None:
         raise PinningError("taskset not found: install Debian's util-linux package to pin to cores")
     return [taskset, "-c", ",".join(str(core) for core in chosen), *command]
+
+
+def server_and_load_cores() -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+    """Default split: the first usable core for the server, the next for the load generator.
+
+    (None, None) on a one-core machine: pinning both to the same core adds nothing.
+    """
+    cores = sorted(usable_cores())
+    if len(cores) < 2:
+        return None, None
+    return (cores[0],), (cores[1],)
