@@ -6,8 +6,12 @@ from __future__ import annotations
 import errno
 import http.client
 import os
+import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,3 +125,15 @@ def test_free_port_can_be_listened_on() -> None:
     with socket.socket() as listener:
         listener.bind((LOOPBACK, port))
         listener.listen()
+
+
+def test_the_peer_benchmark_runs_end_to_end() -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk not installed: install Debian's wrk package")
+    benchmark = Path(__file__).resolve().parent.parent / "benchmarks" / "server_vs_peers.py"
+    completed = subprocess.run(
+        [sys.executable, str(benchmark), "-c", "4", "-d", "1", "--warmup", "0", "--peers", "lab,nginx"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert completed.returncode == 0, completed.stderr + completed.stdout
+    assert "lab / nginx:" in completed.stdout
+    assert "requests/s x" in completed.stdout
