@@ -36,20 +36,26 @@ def fsync_directory(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path | str) -> Iterator[BinaryIO]:
-    """Open a binary file that appears at ``path`` only when the ``with`` block succeeds."""
+def _published(path: Path | str) -> Iterator[Path]:
+    """A temporary sibling to fill; it replaces ``path`` only if the ``with`` block succeeds."""
     target = Path(path)
     temporary = temporary_sibling(target)
     try:
-        with open(temporary, "xb") as stream:
-            yield stream
-            stream.flush()
+        yield temporary
+        with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     fsync_directory(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path | str) -> Iterator[BinaryIO]:
+    """Open a binary file that appears at ``path`` only when the ``with`` block succeeds."""
+    with _published(path) as temporary, open(temporary, "xb") as stream:
+        yield stream
 
 
 def write_bytes_atomically(path: Path | str, data: bytes) -> None:
@@ -63,14 +69,5 @@ def write_text_atomically(path: Path | str, text: str) -> None:
 
 def write_with_atomically(path: Path | str, write: Callable[[Path], None]) -> None:
     """For writers that insist on a path (pandas, pyarrow, matplotlib): give them a temporary one."""
-    target = Path(path)
-    temporary = temporary_sibling(target)
-    try:
+    with _published(path) as temporary:
         write(temporary)
-        with open(temporary, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(target.parent)
