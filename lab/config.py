@@ -69,6 +69,10 @@ class ServerConfig:
     split_writes: bool = knob(False, help="send headers and body as two writes "
                               "(with Nagle on, shows the delayed-ACK stall)",
                               flag="--split-writes", group="http")
+    repeat_cache: bool = knob(
+        True, help="answer a request byte-identical to an earlier one on a pure route (like "
+        "/fast) from a cache, skipping the parse; off = parse every request",
+        flag="--repeat-cache", group="http")
     processing_time_header: bool = knob(
         False, help="add X-Processing-Time (server-side microseconds) to responses",
         flag="--processing-time-header", group="http")

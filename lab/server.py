@@ -1,0 +1,354 @@
+"""Start the lab's HTTP/1.1 server where a notebook or a script can use it.
+
+``start_server(...)`` returns a :class:`ServerHandle` once the port is listening. The server
+runs either in a background thread with an event loop of its own (``isolation="thread"``, the
+default: it works inside a Jupyter kernel, which already runs a loop, and shares the kernel's
+GIL -- which is itself a lesson) or in separate processes (``isolation="process"``; also
+what ``workers > 1`` needs, each worker a process sharing the port through SO_REUSEPORT).
+
+    with start_server(nodelay=False, split_writes=True) as server:
+        print(server.url)               # http://127.0.0.1:PORT
+        server.reconfigure(nodelay=True)
+        print(server.stats()["requests"])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import errno
+import importlib
+import multiprocessing
+import multiprocessing.connection
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+from lab.config import ServerConfig
+from lab.demo_routes import demo_router
+from lab.options import ConfigError, changed_knobs, knobs
+from lab.routing import Router
+from lab.server_core import LabServer, add_snapshots
+
+Isolation = Literal["thread", "process"]
+DEMO_ROUTER = "lab.demo_routes:demo_router"
+START_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 10.0
+
+RESTART_KNOBS = frozenset(field.name for field, spec in knobs(ServerConfig) if spec.restart)
+
+
+class ServerError(RuntimeError):
+    """The server could not start, or stopped answering its handle."""
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A fresh loop of the configured kind, never installed as a global policy.
+
+    ``uvloop.install()`` inside a Jupyter kernel hangs the kernel (see the guide), so the
+    loop is created directly and lives only in the thread or process that runs it.
+    """
+    if kind == "uvloop":
+        import uvloop
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def load_router(router: Router | str | None) -> Router:
+    """A Router, or ``"module:function"`` naming a function that builds one."""
+    if router is None:
+        return demo_router()
+    if isinstance(router, Router):
+        return router
+    module_name, _, function_name = router.partition(":")
+    factory: Callable[[], Router] = getattr(importlib.import_module(module_name), function_name)
+    return factory()
+
+
+def format_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+# --- runners: where the loop lives ----------------------------------------------------------
+
+class ThreadRunner:
+    """The server's own event loop in a daemon thread of this process."""
+
+    def __init__(self, config: ServerConfig, router: Router | str | None) -> None:
+        self.config = config
+        self._router = load_router(router)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: LabServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        started: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(started,), daemon=True,
+                                        name=f"lab-server-{self.config.port or 'auto'}")
+        self._thread.start()
+        self.port = started.result(timeout=START_TIMEOUT_SECONDS)
+        return self.port
+
+    def _run(self, started: concurrent.futures.Future[int]) -> None:
+        loop = new_event_loop(self.config.loop)
+        asyncio.set_event_loop(loop)  # this thread only; the kernel's loop is untouched
+        self._loop = loop
+        self._server = LabServer(self.config, self._router)
+        try:
+            port = loop.run_until_complete(self._server.start())
+        except BaseException as error:
+            started.set_exception(error)
+            loop.close()
+            return
+        started.set_result(port)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._server.close())
+            loop.close()
+
+    def _call(self, function: Callable[[], Any]) -> Any:
+        assert self._loop is not None
+
+        async def call() -> Any:
+            return function()
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(STOP_TIMEOUT_SECONDS)
+
+    def apply(self, config: ServerConfig) -> None:
+        assert self._server is not None
+        self.config = config
+        self._call(lambda: self._server.apply(config))  # type: ignore[union-attr]
+
+    def stats(self) -> dict[str, Any]:
+        assert self._server is not None
+        return self._call(self._server.stats)
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(STOP_TIMEOUT_SECONDS)
+        self._loop = None
+
+
+class ProcessRunner:
+    """One or more worker processes, each with its own loop, sharing the port."""
+
+    def __init__(self, config: ServerConfig, router: Router | str | None) -> None:
+        if isinstance(router, Router):
+            raise ConfigError("router", "a server in another process needs the router as "
+                              "'module:function' (importable there), not a Router object")
+        self.config = config
+        self._router = router or DEMO_ROUTER
+        self._workers: list[tuple[multiprocessing.process.BaseProcess,
+                                  multiprocessing.connection.Connection]] = []
+        self.port = 0
+
+    def start(self) -> int:
+        # spawn, not fork: forking a Jupyter kernel (threads, zmq sockets) is unsafe, and the
+        # worker code lives in this package, so it is importable in the new interpreter.
+        context = multiprocessing.get_context("spawn")
+        config = self.config
+        try:
+            for index in range(config.workers):
+                parent_end, child_end = context.Pipe()
+                process = context.Process(target=worker_main, args=(config, child_end, self._router),
+                                          name=f"lab-server-worker-{index}", daemon=True)
+                process.start()
+                child_end.close()
+                self._workers.append((process, parent_end))
+                port = self._expect(parent_end, "ready")
+                if index == 0:
+                    # The others bind the port the first one got (port 0 picks a free one).
+                    self.port = port
+                    config = config.replace(port=port)
+        except BaseException:
+            self.stop()
+            raise
+        return self.port
+
+    def _expect(self, pipe: multiprocessing.connection.Connection, kind: str) -> Any:
+        if not pipe.poll(START_TIMEOUT_SECONDS):
+            raise ServerError(f"server worker did not answer within {START_TIMEOUT_SECONDS:g} s")
+        try:
+            message = pipe.recv()
+        except EOFError:
+            raise ServerError("server worker exited unexpectedly") from None
+        if message[0] == "error":
+            raise message[1]
+        if message[0] != kind:
+            raise ServerError(f"server worker said {message[0]!r}, expected {kind!r}")
+        return message[1]
+
+    def _ask_all(self, request: tuple[Any, ...], reply: str) -> list[Any]:
+        for _, pipe in self._workers:
+            pipe.send(request)
+        return [self._expect(pipe, reply) for _, pipe in self._workers]
+
+    def apply(self, config: ServerConfig) -> None:
+        self.config = config
+        self._ask_all(("apply", config.replace(port=self.port)), "applied")
+
+    def stats(self) -> dict[str, Any]:
+        return add_snapshots(self._ask_all(("stats",), "stats"))
+
+    def stop(self) -> None:
+        for _, pipe in self._workers:
+            with contextlib.suppress(OSError, ValueError):
+                pipe.send(("stop",))
+        for process, pipe in self._workers:
+            process.join(STOP_TIMEOUT_SECONDS)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            pipe.close()
+        self._workers.clear()
+
+
+def worker_main(config: ServerConfig, pipe: multiprocessing.connection.Connection,
+                router: str) -> None:
+    """Entry point of a server worker process: serve until told to stop over the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
+    loop = new_event_loop(config.loop)
+    asyncio.set_event_loop(loop)
+    server = LabServer(config, load_router(router))
+    try:
+        port = loop.run_until_complete(server.start())
+    except BaseException as error:
+        pipe.send(("error", error))
+        return
+    pipe.send(("ready", port))
+
+    def on_command() -> None:
+        try:
+            command, *arguments = pipe.recv()
+        except (EOFError, OSError):  # the parent is gone: nobody can stop us any more
+            loop.stop()
+            return
+        if command == "stats":
+            pipe.send(("stats", server.stats()))
+        elif command == "apply":
+            server.apply(arguments[0])
+            pipe.send(("applied", None))
+        elif command == "stop":
+            loop.stop()
+
+    loop.add_reader(pipe.fileno(), on_command)
+    loop.add_signal_handler(signal.SIGTERM, loop.stop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.remove_reader(pipe.fileno())
+        loop.run_until_complete(server.close())
+        loop.close()
+
+
+# --- the handle -----------------------------------------------------------------------------
+
+class ServerHandle:
+    """A running lab server: its address, its settings, its counters, and how to stop it."""
+
+    def __init__(self, config: ServerConfig, isolation: Isolation,
+                 router: Router | str | None) -> None:
+        if isolation not in ("thread", "process"):
+            raise ConfigError("isolation", f"must be 'thread' or 'process', got {isolation!r}")
+        if isolation == "thread" and config.workers > 1:
+            raise ConfigError("workers", "more than one worker needs isolation='process'")
+        self.config = config
+        self.isolation = isolation
+        self._router = router
+        self._runner: ThreadRunner | ProcessRunner | None = None
+        self.port = 0
+
+    def _start(self, config: ServerConfig) -> None:
+        runner_class = ThreadRunner if self.isolation == "thread" else ProcessRunner
+        runner = runner_class(config, self._router)
+        self.port = runner.start()
+        self._runner = runner
+
+    @property
+    def host(self) -> str:
+        return self.config.host
+
+    @property
+    def url(self) -> str:
+        return format_url(self.host, self.port)
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the listener started: requests, connections, bytes, errors by kind."""
+        return self._require_running().stats()
+
+    def reconfigure(self, **changes: Any) -> ServerConfig:
+        """Apply new settings; the listener is re-created only when a setting needs it.
+
+        Settings apply to connections opened after the call. A restart keeps the port unless
+        ``port`` is among the changes.
+        """
+        runner = self._require_running()
+        new_config = self.config.replace(**changes)
+        changed = changed_knobs(self.config, new_config)
+        if not changed:
+            return self.config
+        if self.isolation == "thread" and new_config.workers > 1:
+            raise ConfigError("workers", "more than one worker needs isolation='process'")
+        if RESTART_KNOBS.intersection(changed):
+            self._restart(new_config, keep_port="port" not in changes)
+        else:
+            runner.apply(new_config)
+        self.config = new_config
+        return new_config
+
+    def _restart(self, new_config: ServerConfig, keep_port: bool) -> None:
+        old_port = self.port
+        self.stop()
+        if keep_port and new_config.host == self.config.host:
+            try:
+                self._start(new_config.replace(port=old_port))
+                return
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE or new_config.port != 0:
+                    raise
+        self._start(new_config)
+
+    def stop(self) -> None:
+        """Close the listener and every connection; the port is free when this returns."""
+        if self._runner is not None:
+            self._runner.stop()
+            self._runner = None
+
+    def _require_running(self) -> ThreadRunner | ProcessRunner:
+        if self._runner is None:
+            raise ServerError("the server is not running (it was stopped)")
+        return self._runner
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = self.url if self.running else "stopped"
+        return f"<ServerHandle {state} isolation={self.isolation}>"
+
+
+def start_server(config: ServerConfig | None = None, *, isolation: Isolation = "thread",
+                 router: Router | str | None = None, **changes: Any) -> ServerHandle:
+    """Start a server and return once it is listening.
+
+    ``config`` defaults to ``ServerConfig()``; keyword arguments change single knobs, e.g.
+    ``start_server(nodelay=False, split_writes=True)``. ``router`` is a Router (thread only)
+    or ``"module:function"``; the default serves the demo routes (lab/demo_routes.py).
+    """
+    config = (config or ServerConfig()).replace(**changes) if changes else (config or ServerConfig())
+    handle = ServerHandle(config, isolation, router)
+    handle._start(config)
+    return handle

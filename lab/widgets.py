@@ -1,0 +1,125 @@
+"""Widgets generated from knob declarations, so the panel never defines a knob again.
+
+``KnobForm(ServerConfig, current_config)`` builds one control per knob from its type and its
+:class:`~lab.options.Knob` metadata (range, choices, help), reads the values back, and turns
+them into a validated configuration -- or the :class:`~lab.options.ConfigError` that says
+which value is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import ipywidgets as widgets
+
+from lab.options import Knob, describe_range, field_type, knobs
+
+LABEL_WIDTH = "190px"
+VALUE_WIDTH = "140px"
+
+
+class KnobControl:
+    """One knob's widget: a checkbox, a dropdown, a bounded number box or a text box.
+
+    A knob that accepts None gets a checkbox in front: unticked means None ("OS default",
+    "no limit"), ticked enables the value box.
+    """
+
+    def __init__(self, name: str, spec: Knob, base: type, nullable: bool, value: Any) -> None:
+        self.name, self.spec, self.base, self.nullable = name, spec, base, nullable
+        self.value_widget = self._value_widget(value)
+        self.enabled: widgets.Checkbox | None = None
+        label = widgets.Label(name, layout=widgets.Layout(width=LABEL_WIDTH))
+        label.tooltip = f"{spec.help} [{describe_range(spec, nullable)}]"
+        self.value_widget.tooltip = label.tooltip
+        parts: list[widgets.Widget] = [label]
+        if nullable:
+            self.enabled = widgets.Checkbox(value=value is not None, indent=False,
+                                            layout=widgets.Layout(width="28px"))
+            self.enabled.observe(self._sync_enabled, names="value")
+            self._sync_enabled()
+            parts.append(self.enabled)
+        parts.append(self.value_widget)
+        if spec.unit and base is not bool:
+            parts.append(widgets.Label(spec.unit))
+        self.widget = widgets.HBox(parts)
+
+    def _value_widget(self, value: Any) -> widgets.ValueWidget:
+        spec, base = self.spec, self.base
+        layout = widgets.Layout(width=VALUE_WIDTH)
+        if base is bool:
+            return widgets.Checkbox(value=bool(value), indent=False, layout=layout)
+        if spec.choices is not None:
+            return widgets.Dropdown(options=list(spec.choices), value=value, layout=layout)
+        if base in (int, float):
+            # Unbounded boxes on purpose: a bounded one silently clamps what the user typed,
+            # while validation names the knob and its range in the panel's message.
+            number_class = widgets.IntText if base is int else widgets.FloatText
+            start = value if value is not None else (spec.minimum or 0)
+            return number_class(value=start, layout=layout)
+        return widgets.Text(value="" if value is None else str(value), layout=layout)
+
+    def _sync_enabled(self, _change: Any = None) -> None:
+        if self.enabled is not None:
+            self.value_widget.disabled = not self.enabled.value
+
+    def get(self) -> Any:
+        if self.enabled is not None and not self.enabled.value:
+            return None
+        value = self.value_widget.value
+        if self.base is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+    def set(self, value: Any) -> None:
+        if self.enabled is not None:
+            self.enabled.value = value is not None
+        if value is not None:
+            self.value_widget.value = value
+
+
+class KnobForm:
+    """Controls for some knobs of one configuration class, grouped as the class groups them."""
+
+    def __init__(self, config_class: type, current: Any, *, names: Iterable[str] | None = None,
+                 exclude: Iterable[str] = ()) -> None:
+        self.config_class = config_class
+        wanted = set(names) if names is not None else None
+        excluded = set(exclude)
+        self.controls: dict[str, KnobControl] = {}
+        for field, spec in knobs(config_class):
+            if field.name in excluded or (wanted is not None and field.name not in wanted):
+                continue
+            base, nullable = field_type(config_class, field.name)
+            if base not in (bool, int, float, str) and spec.choices is None:
+                continue  # tuples and bytes have no sensible single widget; the panel sets them
+            self.controls[field.name] = KnobControl(field.name, spec, base, nullable,
+                                                    getattr(current, field.name))
+        self.widget = self._layout()
+
+    def _layout(self) -> widgets.Widget:
+        groups: dict[str, list[widgets.Widget]] = {}
+        for control in self.controls.values():
+            groups.setdefault(control.spec.group, []).append(control.widget)
+        boxes = [widgets.VBox([widgets.HTML(f"<b>{group}</b>"), *rows])
+                 for group, rows in groups.items()]
+        return widgets.VBox(boxes)
+
+    def values(self) -> dict[str, Any]:
+        return {name: control.get() for name, control in self.controls.items()}
+
+    def changes_from(self, current: Any) -> dict[str, Any]:
+        """The knobs whose widget value differs from ``current``."""
+        return {name: value for name, value in self.values().items()
+                if getattr(current, name) != value}
+
+    def build(self, base: Any) -> Any:
+        """``base`` with the widget values applied; raises ConfigError on a bad value."""
+        return dataclasses.replace(base, **self.values())
+
+    def show(self, config: Any) -> None:
+        """Make the widgets show ``config``."""
+        for name, control in self.controls.items():
+            control.set(getattr(config, name))

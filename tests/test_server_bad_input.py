@@ -1,0 +1,130 @@
+"""Bad input gets its status, and the server keeps answering everyone else."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from rawhttp import GET_FAST, Reader, close_kind, connect, exchange, get
+
+MALFORMED_REQUEST_LINE = b"GET /fast HTTP/1.1 extra\r\nHost: t\r\n\r\n"
+MALFORMED_HEADER = b"GET /fast HTTP/1.1\r\nHost t\r\n\r\n"
+BOTH_LENGTH_AND_CHUNKED = (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+TWO_CONTENT_LENGTHS = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"
+
+
+def assert_still_serving(port: int) -> None:
+    assert exchange(port, GET_FAST).body == b"OK"
+
+
+def answer_and_close(port: int, request: bytes) -> tuple[int, str]:
+    with connect(port) as sock:
+        sock.sendall(request)
+        status = Reader(sock).response().status
+        return status, close_kind(sock)
+
+
+@pytest.mark.parametrize("request_bytes", [MALFORMED_REQUEST_LINE, MALFORMED_HEADER,
+                                           BOTH_LENGTH_AND_CHUNKED, TWO_CONTENT_LENGTHS],
+                         ids=["request-line", "header", "length-and-chunked", "two-lengths"])
+def test_malformed_requests_get_400_and_close(server, request_bytes):
+    assert answer_and_close(server.port, request_bytes) == (400, "fin")
+    assert server.stats()["errors"]["bad_request"] == 1
+    assert_still_serving(server.port)
+
+
+def test_headers_over_the_limit_get_431(make_server):
+    server = make_server(max_header_bytes=1024)
+    request = get("/fast", "X-Big: " + "a" * 2000)
+    assert answer_and_close(server.port, request) == (431, "fin")
+    assert_still_serving(server.port)
+
+
+def test_request_target_over_the_limit_gets_414(make_server):
+    server = make_server(max_header_bytes=1024)
+    assert answer_and_close(server.port, get("/fast?" + "q" * 2000)) == (414, "fin")
+    assert_still_serving(server.port)
+
+
+def test_body_over_the_limit_gets_413_without_being_read(make_server):
+    server = make_server(max_body_bytes=1000)
+    request = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+    assert answer_and_close(server.port, request) == (413, "fin")
+    assert_still_serving(server.port)
+
+
+def test_chunked_body_over_the_limit_gets_413(make_server):
+    server = make_server(max_body_bytes=1000)
+    chunk = b"x" * 800
+    request = (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + (b"320\r\n" + chunk + b"\r\n") * 2 + b"0\r\n\r\n")
+    assert answer_and_close(server.port, request) == (413, "fin")
+    assert_still_serving(server.port)
+
+
+def test_unknown_path_is_404_and_keeps_the_connection(server):
+    with connect(server.port) as sock:
+        reader = Reader(sock)
+        sock.sendall(get("/nowhere"))
+        assert reader.response().status == 404
+        sock.sendall(GET_FAST)
+        assert reader.response().body == b"OK"
+
+
+def test_wrong_method_is_405_with_allow(server):
+    answer = exchange(server.port, b"DELETE /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert answer.status == 405
+    assert answer.headers["allow"] == "GET, HEAD"
+    assert_still_serving(server.port)
+
+
+def test_bad_route_parameter_is_400(server):
+    assert exchange(server.port, get("/delay/abc")).status == 400
+    assert exchange(server.port, get("/bytes/-1")).status == 400
+
+
+def test_slow_headers_are_cut_off_after_the_header_timeout(make_server):
+    server = make_server(header_timeout_seconds=0.3)
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /fast HTTP/1.1\r\nHost: t\r\n")  # and then nothing more
+        started = time.monotonic()
+        assert Reader(sock).response().status == 408
+        assert close_kind(sock) == "fin"
+        assert 0.25 <= time.monotonic() - started < 3
+    assert server.stats()["errors"]["header_timeout"] == 1
+    assert_still_serving(server.port)
+
+
+def test_silent_connection_is_cut_off_after_the_header_timeout(make_server):
+    server = make_server(header_timeout_seconds=0.3)
+    with connect(server.port) as sock:
+        assert Reader(sock).response().status == 408
+    assert_still_serving(server.port)
+
+
+def test_connections_over_the_limit_get_503(make_server):
+    server = make_server(max_connections=2)
+    held = [connect(server.port) for _ in range(2)]
+    try:
+        for sock in held:  # make sure both are accepted before the third arrives
+            sock.sendall(GET_FAST)
+            Reader(sock).response()
+        with connect(server.port) as extra:
+            assert Reader(extra).response().status == 503
+            assert close_kind(extra) == "fin"
+        assert server.stats()["errors"]["over_capacity"] == 1
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.1)
+    assert_still_serving(server.port)
+
+
+def test_client_that_vanishes_mid_request_harms_nobody(server):
+    sock = connect(server.port)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()  # reset, mid-body
+    assert_still_serving(server.port)

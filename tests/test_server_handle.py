@@ -1,0 +1,151 @@
+"""Starting, reconfiguring and stopping the server: thread, process and CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from rawhttp import GET_FAST, exchange, get
+
+from lab.config import ServerConfig
+from lab.options import ConfigError
+from lab.server import start_server
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_invalid_option_names_the_option_and_range():
+    with pytest.raises(ConfigError, match=r"read_buffer_bytes: 10 is out of range; allowed: from 256 to"):
+        ServerConfig(read_buffer_bytes=10)
+    with pytest.raises(ConfigError, match="linger_seconds"):
+        ServerConfig(linger_seconds=-1)
+    with pytest.raises(ConfigError, match=r"loop.*one of 'uvloop', 'asyncio'"):
+        ServerConfig(loop="tokio")
+    with pytest.raises(ConfigError, match="nodelay: must be True or False"):
+        ServerConfig(nodelay="yes")
+    with pytest.raises(ConfigError, match="no_such_knob"):
+        ServerConfig().replace(no_such_knob=1)
+
+
+def test_stop_frees_the_port_and_closes_connections():
+    server = start_server()
+    port = server.port
+    assert exchange(port, GET_FAST).body == b"OK"
+    server.stop()
+    assert port_is_free(port)
+    assert not server.running
+    server.stop()  # twice is harmless
+
+
+def test_context_manager_and_url():
+    with start_server() as server:
+        assert server.url == f"http://127.0.0.1:{server.port}"
+        assert repr(server).startswith("<ServerHandle http://127.0.0.1:")
+    assert not server.running
+
+
+def test_live_reconfigure_applies_to_new_connections(server):
+    port = server.port
+    server.reconfigure(nodelay=False)
+    assert json.loads(exchange(port, get("/sockopts")).body)["nodelay"] is False
+    assert server.port == port
+    assert server.config.nodelay is False
+
+
+def test_reconfigure_that_needs_a_new_listener_keeps_the_port(server):
+    port = server.port
+    server.reconfigure(send_buffer_bytes=64 * 1024)
+    assert server.port == port
+    assert json.loads(exchange(port, get("/sockopts")).body)["send_buffer_bytes"] == 128 * 1024
+
+
+def test_reconfigure_rejects_bad_values_and_keeps_running(server):
+    with pytest.raises(ConfigError, match="keepalive_timeout_seconds"):
+        server.reconfigure(keepalive_timeout_seconds=0)
+    assert exchange(server.port, GET_FAST).body == b"OK"
+
+
+def test_port_in_use_is_a_clear_error(server):
+    with pytest.raises(OSError, match="in use"):
+        start_server(port=server.port)
+
+
+def test_process_isolation_with_two_workers():
+    with start_server(isolation="process", workers=2) as server:
+        for _ in range(20):
+            assert exchange(server.port, GET_FAST).body == b"OK"
+        stats = server.stats()
+        assert stats["requests"] == 20
+        assert stats["connections_total"] == 20
+        server.reconfigure(keepalive=False)
+        assert exchange(server.port, GET_FAST).headers["connection"] == "close"
+        server.reconfigure(workers=1)
+        assert exchange(server.port, GET_FAST).body == b"OK"
+
+
+def test_thread_isolation_refuses_several_workers():
+    with pytest.raises(ConfigError, match="workers"):
+        start_server(workers=2)
+
+
+def serve(*flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", "0", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("flags", [(), ("--workers", "2")], ids=["one-worker", "two-workers"])
+def test_cli_announces_serves_and_stops_on_sigterm(flags):
+    process = serve("--no-nodelay", "--split-writes", "--keepalive-max", "5", *flags)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("listening on http://127.0.0.1:"), line + process.stderr.read()
+        port = int(line.rsplit(":", 1)[1])
+        answer = exchange(port, GET_FAST)
+        assert answer.headers["keep-alive"] == "timeout=5, max=5"
+        assert json.loads(exchange(port, get("/sockopts")).body)["nodelay"] is False
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        assert port_is_free(port)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_cli_stops_on_ctrl_c():
+    process = serve()
+    try:
+        assert process.stdout.readline().startswith("listening on")
+        os.kill(process.pid, signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_cli_bad_option_names_it():
+    result = subprocess.run([sys.executable, "-m", "lab", "serve", "--read-buffer", "5"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "read_buffer_bytes: 5 is out of range; allowed: from 256 to" in result.stderr
+
+
+def test_cli_port_in_use(server):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "lab", "serve", "--port", str(server.port)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "in use" in result.stderr
+    assert time.monotonic() - started < 30
