@@ -79,7 +79,7 @@ class Lane:
 
     __slots__ = ("_connecting", "begun_ns", "busy", "complete", "connect_ns", "engine",
                  "first_byte_ns", "first_chunk", "intended_ns", "keep_alive", "parser", "received", "request",
-                 "retried", "reused", "rows", "sent_ns", "transport", "wire")
+                 "reused", "rows", "sent_ns", "transport", "wire")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -94,7 +94,6 @@ class Lane:
         self.complete = False  # set by the parser's callback at the end of a response
         self.keep_alive = True  # whether that response lets the connection be reused
         self.reused = False  # the request in flight is not the first on its connection
-        self.retried = False
         self.intended_ns = MISSING
         self.begun_ns = 0  # when this request's attempt began (connect or send): for timeouts
         self.sent_ns = MISSING
@@ -158,7 +157,6 @@ class Lane:
         self.intended_ns = intended_ns
         if self.transport is None:
             self.sent_ns = MISSING
-            self.retried = False
             self.begun_ns = perf_counter_ns()
             self._connecting = asyncio.ensure_future(self._connect_then_send())
             return
@@ -228,7 +226,6 @@ class Lane:
             self._finish(now, status, BAD_STATUS if status >= 400 else ErrorKind.NONE, drop=False)
             return
         if self._may_retry(exc):
-            self.retried = True
             self.begun_ns = now
             self.connect_ns = MISSING
             self._connecting = asyncio.ensure_future(self._connect_then_send())
@@ -237,10 +234,13 @@ class Lane:
         self._finish(now, 0, error, drop=False)
 
     def _may_retry(self, exc: Exception | None) -> bool:
-        """A reused connection that died before any answer byte: the server closed it idle."""
+        """A reused connection that died before any answer byte: the server closed it idle.
+
+        The retry goes out on a new connection (``reused`` false), so it is never retried again.
+        """
         stale = exc is None or isinstance(exc, (ConnectionResetError, BrokenPipeError))
-        return (stale and self.reused and not self.retried and not self.received
-                and self.engine.plan.method in IDEMPOTENT and not self.engine.stopping)
+        return (stale and self.reused and not self.received
+                and self.engine.plan.method in IDEMPOTENT and not self.engine.stopped_by_owner)
 
     def expire(self, now: int) -> None:
         """No complete answer within the timeout: count it and drop the connection."""

@@ -170,14 +170,15 @@ class LoadRun:
         channel = self._channels[worker]
         try:
             report: WorkerReport = channel.recv()
-            payload = channel.recv_bytes()
+            samples = np.empty(report.rows, dtype=SAMPLE_DTYPE)
+            channel.recv_bytes_into(samples.view(np.uint8))  # straight into the array
         except EOFError:
             exit_code = self._processes[worker].exitcode
             report = WorkerReport(worker, 0, 0, 0, 0, False,
                                   error=f"worker process ended without a result (exit code {exit_code})")
-            payload = b""
+            samples = np.empty(0, dtype=SAMPLE_DTYPE)
         self._reports[worker] = report
-        self._parts[worker] = np.frombuffer(payload, dtype=SAMPLE_DTYPE).copy()
+        self._parts[worker] = samples
         if report.error is not None:
             self._problems.append(f"worker {worker}: {report.error}")
             # The others may be waiting for this one at the start barrier: let them go.

@@ -106,3 +106,13 @@ def test_a_silent_server_gives_timeouts_within_the_bound() -> None:
     assert set(result.errors) == {"timeout"}
     kinds = set(result.samples["error"].tolist())
     assert kinds == {ErrorKind.TIMEOUT}
+
+
+def test_a_keepalive_connection_closed_without_notice_is_reopened_and_the_request_retried() -> None:
+    """The server answers as if it kept the connection, then closes it: the next request, already
+    sent on it, sees the close before any answer byte and goes again on a new connection."""
+    with raw_responder(OK_WITH_LENGTH, close_after_answer=True) as responder:
+        result = run_load(_quick(responder.url + "/", max_requests=30))
+    assert result.errors == {}
+    assert result.responses == 30 == responder.requests
+    assert (result.samples["connect_ns"] != MISSING).sum() >= 30 - 2
