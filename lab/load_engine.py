@@ -20,7 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
 
-from lab.http_response import HttpParserError, ResponseParser, body_ends_at_close, response_parser
+from lab.http_response import (
+    HttpParserError,
+    RepeatedResponse,
+    ResponseParser,
+    body_ends_at_close,
+    response_parser,
+)
 from lab.load_recorder import ROW, Recorder
 from lab.samples import MISSING, ErrorKind
 
@@ -77,9 +83,27 @@ class _Wire(asyncio.Protocol):
 class Lane:
     """A connection slot that carries one request at a time, reconnecting when needed."""
 
-    __slots__ = ("_connecting", "begun_ns", "busy", "complete", "connect_ns", "engine",
-                 "first_byte_ns", "first_chunk", "intended_ns", "keep_alive", "parser", "received", "request",
-                 "reused", "rows", "sent_ns", "transport", "wire")
+    __slots__ = (
+        "_connecting",
+        "begun_ns",
+        "busy",
+        "complete",
+        "connect_ns",
+        "engine",
+        "first_byte_ns",
+        "first_chunk",
+        "intended_ns",
+        "keep_alive",
+        "parser",
+        "received",
+        "repeat",
+        "request",
+        "reused",
+        "rows",
+        "sent_ns",
+        "transport",
+        "wire",
+    )
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -87,6 +111,7 @@ class Lane:
         # With one path every request is the same bytes object: no lookup per request.
         self.request: bytes | None = engine.requests[0] if engine.request_count == 1 else None
         self.parser: ResponseParser | None = None
+        self.repeat: RepeatedResponse | None = None
         self.wire: _Wire | None = None
         self.transport: asyncio.Transport | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -123,6 +148,7 @@ class Lane:
         self.wire = wire
         self.transport = transport  # type: ignore[assignment]
         self.parser = response_parser(self, method=plan.method)
+        self.repeat = None
 
     async def _connect_then_send(self) -> None:
         began = perf_counter_ns()
@@ -176,30 +202,46 @@ class Lane:
 
     def on_data(self, data: bytes) -> None:
         now = perf_counter_ns()
-        if self.first_byte_ns == MISSING:
-            if not self.busy:
-                self._drop_connection(reset=True)  # bytes nobody asked for (e.g. a 408 when idle)
+        repeat = self.repeat
+        if (repeat is not None and self.first_byte_ns == MISSING and len(data) == repeat.length
+                and data.startswith(repeat.prefix) and data.endswith(repeat.suffix)
+                and data.find(b"\r", repeat.gap_start, repeat.gap_end) < 0 and self.busy):
+            # The previous answer again, byte for byte but for its Date: the framing llhttp
+            # checked then holds now, and the parser is between messages. ~0.3 µs saved.
+            status = repeat.status
+            keep_alive = repeat.keep_alive
+            first_byte_ns = now
+            received = len(data)
+        else:
+            if self.first_byte_ns == MISSING:
+                if not self.busy:
+                    self._drop_connection(reset=True)  # bytes nobody asked for (a 408 when idle)
+                    return
+                self.first_byte_ns = now
+            self.received += len(data)
+            parser = self.parser
+            try:
+                parser.feed_data(data)  # type: ignore[union-attr]
+            except HttpParserError:
+                self._finish(now, 0, ErrorKind.MALFORMED, drop=True, reset=True)
                 return
-            self.first_byte_ns = now
-        self.received += len(data)
-        parser = self.parser
-        try:
-            parser.feed_data(data)  # type: ignore[union-attr]
-        except HttpParserError:
-            self._finish(now, 0, ErrorKind.MALFORMED, drop=True, reset=True)
-            return
-        if not self.complete:
-            if self.first_byte_ns == now:
-                self.first_chunk = data  # kept for body_ends_at_close(), off the common path
-            return
-        self.complete = False
-        status = parser.get_status_code()  # type: ignore[union-attr]
-        self.rows += ROW.pack(self.intended_ns, self.sent_ns, self.connect_ns, self.first_byte_ns,
-                              now, status, self.received, 0 if status < 400 else BAD_STATUS)
-        self.first_byte_ns = MISSING
-        self.received = 0
+            first_byte_ns = self.first_byte_ns
+            if not self.complete:
+                if first_byte_ns == now:
+                    self.first_chunk = data  # kept for body_ends_at_close(), off the common path
+                return
+            self.complete = False
+            status = parser.get_status_code()  # type: ignore[union-attr]
+            keep_alive = self.keep_alive
+            received = self.received
+            self.first_byte_ns = MISSING
+            self.received = 0
+            # A whole answer in one chunk may come again: remember how it looked.
+            self.repeat = RepeatedResponse.learn(data, status, keep_alive) if first_byte_ns == now else None
+        self.rows += ROW.pack(self.intended_ns, self.sent_ns, self.connect_ns, first_byte_ns,
+                              now, status, received, 0 if status < 400 else BAD_STATUS)
         engine = self.engine
-        if self.keep_alive and now < engine.continue_until_ns and engine.started < engine.budget:
+        if keep_alive and now < engine.continue_until_ns and engine.started < engine.budget:
             # Closed loop, the common case: the next request goes out at once on this
             # connection, without the general bookkeeping of send() and lane_free().
             engine.started += 1
@@ -209,7 +251,7 @@ class Lane:
             self.transport.write(self.request or engine.pick_request())  # type: ignore[union-attr]
             return
         self.busy = False
-        if not self.keep_alive or not engine.keepalive:
+        if not keep_alive or not engine.keepalive:
             self._drop_connection()
         engine.lane_free(self, now, False)
 
