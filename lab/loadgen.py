@@ -40,6 +40,8 @@ __all__ = ["LoadProgress", "LoadResult", "LoadRun", "LoadSpec", "run_load", "sta
 
 NS_PER_S = 1_000_000_000
 JOIN_SECONDS = 10.0
+STARTUP_ALLOWANCE_SECONDS = 60.0  # process start, calibration, connecting
+STOP_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,18 @@ class LoadRun:
     def _planned_seconds(self) -> float:
         return self.spec.warmup_seconds + self.spec.duration_seconds
 
+    def longest_seconds(self) -> float:
+        """The most a healthy run can take: start-up, the plan, draining answers in flight."""
+        return STARTUP_ALLOWANCE_SECONDS + self._planned_seconds() + self.spec.timeout_seconds + 5
+
+    def terminate(self) -> None:
+        """Kill the worker processes (for a run that does not end by itself; samples are lost)."""
+        for process in self._processes:
+            if process.is_alive():
+                process.kill()
+        if self._calibration_process is not None and self._calibration_process.is_alive():
+            self._calibration_process.kill()
+
     def _collect(self, timeout: float | None) -> None:
         """Read whatever workers (and the calibration) have sent, waiting up to ``timeout``."""
         waiting: list[Connection] = [c for w, c in enumerate(self._channels) if w not in self._reports]
@@ -223,12 +237,20 @@ def run_load(spec: LoadSpec, *, calibrate: bool = False,
              progress_interval: float = 1.0) -> LoadResult:
     """Run a load to its end and return the result (blocks; Ctrl-C stops it early)."""
     run = LoadRun(spec, calibrate=calibrate)
+    give_up = time.monotonic() + run.longest_seconds()
     try:
         while not run.done():
+            if time.monotonic() > give_up:
+                run.stop()  # something is stuck: keep what was measured, if it comes
+                break
             run._collect(timeout=progress_interval)
             if on_progress is not None and not run.done():
                 on_progress(run.progress())
     except KeyboardInterrupt:
         run.stop()
-    return run.result(timeout=spec.timeout_seconds + 60)
+    try:
+        return run.result(timeout=STOP_WAIT_SECONDS + spec.timeout_seconds)
+    except TimeoutError:
+        run.terminate()
+        raise
 

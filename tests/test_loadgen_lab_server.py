@@ -183,3 +183,12 @@ def test_a_notebook_awaits_the_run_on_its_own_loop(lab_server: Callable[..., Ser
     assert result.responses > 0 and ticks >= 30
     assert seen[-1].phase == "done" and seen[-1].seconds_left == 0
     assert any(p.phase == "running" and p.requests > 0 for p in seen)
+
+
+def test_several_paths_are_requested_in_turn(lab_server: Callable[..., ServerHandle]) -> None:
+    server = lab_server()
+    result = run_load(LoadSpec(url=server.url, paths=("/fast", "/bytes/100"), connections=1,
+                               max_requests=10))
+    assert result.errors == {}
+    sizes = result.samples["response_bytes"].tolist()
+    assert len(set(sizes)) == 2 and sizes[0::2] == [sizes[0]] * 5 and sizes[1::2] == [sizes[1]] * 5
