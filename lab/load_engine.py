@@ -1,13 +1,15 @@
 """The event-loop side of one generator process: connections, the two load models, timing.
 
-Every connection is a :class:`Lane`: it sends one request, reads its answer with
-:class:`~lab.http_response.ResponseReader`, records one row and asks its engine what to do
-next. :class:`ClosedLoop` sends the next request at once on the same lane (wrk's model);
-:class:`OpenLoop` sends requests at their intended times on whichever lane is free, and a
-request finding no free lane waits in a queue, timed from its intended time (wrk2's model).
+Every connection is a :class:`Lane`: it sends one request, reads its answer (llhttp, or
+:class:`~lab.http_response.RepeatedResponse` for an answer seen before), records one row
+and asks its engine what to do next. :class:`ClosedLoop` sends the next request at once on
+the same lane (wrk's model); :class:`OpenLoop` sends requests at their intended times on
+whichever lane is free, and a request finding no free lane waits in a queue, timed from its
+intended time (wrk2's model).
 
 The hot path runs inside the protocol's ``data_received`` callback: no task, no future and
-no timer per request; one ``perf_counter_ns`` per received chunk.
+no timer per request; one ``perf_counter_ns`` per received chunk and one per send. In the
+closed loop the next request is written from that same callback.
 """
 
 from __future__ import annotations
@@ -350,7 +352,7 @@ class Engine:
         self.request_count = len(plan.requests)
         self.budget = plan.max_requests if plan.max_requests is not None else sys.maxsize
         self.lanes = [Lane(self) for _ in range(plan.connections)]
-        self.sent = 0  # request writes, retries included
+        self.picked = 0  # requests taken from the list of paths
         self.started = 0  # requests begun (each becomes exactly one row)
         self.stopping = False  # no new requests: deadline, request budget, or stop()
         self.stopped_by_owner = False
@@ -366,8 +368,8 @@ class Engine:
 
     def pick_request(self) -> bytes:
         """The next path's request, in turn (only used with several paths)."""
-        request = self.requests[self.sent % self.request_count]
-        self.sent += 1
+        request = self.requests[self.picked % self.request_count]
+        self.picked += 1
         return request
 
     async def connect(self) -> int:

@@ -15,6 +15,29 @@ From a notebook, without blocking the kernel::
 The load always runs in worker processes of its own (``workers`` of them), never in the
 caller's process: a generator sharing a GIL with a notebook or a server measures itself.
 Each worker runs an :class:`~lab.load_engine.Engine` on uvloop; the parent merges samples.
+
+What the figures mean
+---------------------
+- Every request is one row of ``result.samples`` (``lab.samples`` format), errors included;
+  nothing is dropped. Rows whose start (intended send, else actual send) falls in the
+  warm-up stay in the samples but are left out of every figure.
+- ``latency``: from the intended send time in the open loop (coordinated-omission
+  corrected), from the actual send in the closed loop; ``latency_uncorrected`` (open loop)
+  from the actual send. Only successful requests (no error kind) count.
+- ``late`` (open loop): requests sent more than ``late_after_ms`` after their intended time,
+  because no connection was free or the generator fell behind, plus those never sent.
+  ``send_lag`` is the distribution of that delay: the generator's own schedule keeping.
+- ``rps``: answered requests (bad statuses included) per second of the measured window,
+  which ends when the load stopped being offered (deadline, ``max_requests`` or stop()).
+- A keep-alive connection the server closes is reopened; a request that finds its reused
+  connection closed before any answer byte (the server closed it while idle) is sent again
+  once on a new one, charged with the wait. Connect times are in ``connect`` (connections
+  opened before the run starts are not charged to any request).
+- ``calibration`` (``calibrate=True``): the generator's own added latency per request, see
+  :mod:`lab.calibration`.
+- Open-loop sends are on time to a few microseconds: libuv timers only have millisecond
+  resolution, so the schedule wakes up early and then polls the loop, which keeps a core
+  busy at rates above ~700 requests/s per worker.
 """
 
 from __future__ import annotations
