@@ -30,13 +30,13 @@ from lab.http_response import (
     response_parser,
 )
 from lab.load_recorder import ROW, Recorder
+from lab.precise_timer import CoarseTimer, TimerfdTimer, precise_timer
 from lab.samples import MISSING, ErrorKind
 
 NS_PER_S = 1_000_000_000
 HOUSEKEEPING_SECONDS = 0.05  # how often timeouts, the stop flag and progress are looked at
 CONNECT_RETRY_SECONDS = 0.01  # a closed-loop lane waits this long after a failed connect
 STOP_GRACE_NS = NS_PER_S // 2  # after stop(), answers still in flight get this long
-EARLY_WAKE_NS = 1_500_000  # libuv timers have millisecond resolution: wake early, then poll
 
 # Reused keep-alive connections may be closed by the server just as a request goes out
 # (RFC 9112 section 9.3.1 lets a client retry an idempotent request in that case).
@@ -399,11 +399,15 @@ class Engine:
             await self._finished
         finally:
             self._housekeeping.cancel()
+            self.cleanup()
             for lane in self.lanes:
                 lane.abandon()
 
     def begin(self) -> None:
         raise NotImplementedError
+
+    def cleanup(self) -> None:
+        """Release what begin() set up (the run is over)."""
 
     def lane_free(self, lane: Lane, now: int, connect_failed: bool) -> None:
         raise NotImplementedError
@@ -518,12 +522,18 @@ class OpenLoop(Engine):
         self.queue: collections.deque[int] = collections.deque()
         self.scheduled = 0
         self.next_intended_ns = 0
-        self.unsent: list[int] = []  # intended times still queued when the run ended
+        self.timer: TimerfdTimer | CoarseTimer | None = None
 
     def begin(self) -> None:
         self.idle = list(reversed(self.lanes))
         self.next_intended_ns = self.start_ns + self.plan.offset_ns
+        self.timer = precise_timer(asyncio.get_running_loop(), self._dispatch)
         self._dispatch()
+
+    def cleanup(self) -> None:
+        if self.timer is not None:
+            self.timer.close()
+            self.timer = None
 
     def _intended(self, index: int) -> int:
         return self.start_ns + self.plan.offset_ns + int(index * self.interval_ns)
@@ -545,14 +555,14 @@ class OpenLoop(Engine):
         self._arm(now)
 
     def _arm(self, now: int) -> None:
-        loop = asyncio.get_running_loop()
-        wait = self.next_intended_ns - now
-        if wait > EARLY_WAKE_NS:
-            loop.call_later((wait - EARLY_WAKE_NS + 500_000) / NS_PER_S, self._dispatch)
+        assert self.timer is not None
+        wake_at = self.next_intended_ns - self.timer.early_ns
+        if wake_at > now:
+            self.timer.arm_at(wake_at)
         else:
-            # Poll: each turn of the loop still serves I/O first, and sends go out within
-            # microseconds of their intended time instead of a millisecond late.
-            loop.call_soon(self._dispatch)
+            # Poll the last stretch: each turn of the loop still serves I/O first, and the
+            # request goes out within microseconds of its intended time.
+            asyncio.get_running_loop().call_soon(self._dispatch)
 
     def lane_free(self, lane: Lane, now: int, connect_failed: bool) -> None:
         if self.queue and not self.stopped_by_owner:

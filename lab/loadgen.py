@@ -35,9 +35,9 @@ What the figures mean
   opened before the run starts are not charged to any request).
 - ``calibration`` (``calibrate=True``): the generator's own added latency per request, see
   :mod:`lab.calibration`.
-- Open-loop sends are on time to a few microseconds: libuv timers only have millisecond
-  resolution, so the schedule wakes up early and then polls the loop, which keeps a core
-  busy at rates above ~700 requests/s per worker.
+- Open-loop sends are on time to some microseconds on an idle machine: libuv timers only
+  have millisecond resolution, so the schedule is kept with a timerfd (lab.precise_timer)
+  that wakes the loop 50 µs early, and the last stretch is polled.
 """
 
 from __future__ import annotations
