@@ -192,3 +192,11 @@ def test_several_paths_are_requested_in_turn(lab_server: Callable[..., ServerHan
     assert result.errors == {}
     sizes = result.samples["response_bytes"].tolist()
     assert len(set(sizes)) == 2 and sizes[0::2] == [sizes[0]] * 5 and sizes[1::2] == [sizes[1]] * 5
+
+
+def test_a_post_body_is_sent_and_echoed(lab_server: Callable[..., ServerHandle]) -> None:
+    server = lab_server()
+    short = run_load(LoadSpec(url=server.url + "/echo", method="POST", body="x", max_requests=5))
+    long = run_load(LoadSpec(url=server.url + "/echo", method="POST", body="x" * 1001, max_requests=5))
+    assert short.errors == {} == long.errors
+    assert (long.samples["response_bytes"] - short.samples["response_bytes"] >= 1000).all()

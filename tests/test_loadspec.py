@@ -58,7 +58,7 @@ def test_bad_settings_name_the_setting(changes: dict[str, object], option: str) 
 
 
 def test_request_bytes_are_built_once_from_the_spec() -> None:
-    spec = LoadSpec(url="http://127.0.0.1:8080/fast?x=1", method="POST", body=b"hello",
+    spec = LoadSpec(url="http://127.0.0.1:8080/fast?x=1", method="POST", body="hello",
                     headers=(("X-Test", "1"),), keepalive=False)
     assert build_request(spec, spec.request_paths[0]) == (
         b"POST /fast?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nX-Test: 1\r\n"
