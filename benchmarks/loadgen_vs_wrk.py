@@ -167,8 +167,8 @@ def compare(server_name: str, url: str, duration: float, rounds: int) -> dict[st
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--servers", nargs="+", choices=sorted(SERVERS), default=["nginx", "lab"])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=5)
     arguments = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         print("needs two cores: one for the server, one for the generators", file=sys.stderr)

@@ -55,7 +55,7 @@ import numpy as np
 
 from lab.calibration import DEFAULT_REQUESTS, Calibration, start_calibration
 from lab.load_result import LoadResult, analyse
-from lab.load_worker import STATE_FAILED, SharedBoard, WorkerReport, process_context, start_workers
+from lab.load_worker import SharedBoard, WorkerReport, process_context, start_workers
 from lab.loadspec import LoadSpec
 from lab.samples import SAMPLE_DTYPE, merge
 
@@ -236,9 +236,6 @@ class LoadRun:
             abandoned=sum(r.abandoned for r in reports),
             stopped_early=any(r.stopped_by_owner for r in reports),
             calibration=self._calibration, problems=tuple(self._problems))
-
-    def worker_failed(self) -> bool:
-        return any(self._board.worker_state(w) == STATE_FAILED for w in range(self.spec.workers))
 
 
 def _wall_clock(monotonic_ns: int) -> str:
