@@ -1,11 +1,23 @@
+"""Shared fixtures: lab servers on 127.0.0.1, real runs against a trivial responder,
+synthetic samples for exact format checks, and a record store in a temporary folder."""
+
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 
+from lab.records import Record
+from lab.samples import ErrorKind, empty
 from lab.server import ServerHandle, start_server
+from lab.store import RecordStore
 
 
 @pytest.fixture
@@ -27,3 +39,79 @@ def make_server() -> Iterator[Callable[..., ServerHandle]]:
 def server(make_server: Callable[..., ServerHandle]) -> ServerHandle:
     """A lab server with default settings, in a background thread."""
     return make_server()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _demo_module() -> ModuleType:
+    """scripts/demo_record.py: the stand-in real run until the bench command saves records."""
+    spec = importlib.util.spec_from_file_location("demo_record", ROOT / "scripts" / "demo_record.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["demo_record"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def demo() -> ModuleType:
+    return _demo_module()
+
+
+@pytest.fixture(scope="session")
+def open_loop_run(demo: ModuleType) -> Record:
+    """A real open-loop run (1000 requests/s for 0.8 s) against a responder whose loop freezes
+    for 30 ms every 0.3 s, so corrected and uncorrected latency differ."""
+    with demo.responder(stall_every_s=0.3, stall_ms=30) as port:
+        samples = asyncio.run(demo.time_requests(port, connections=4, duration_s=0.8, rate_per_s=1000))
+    return Record.create(samples=samples, name="open-stall", event_loop="asyncio",
+                         load_spec=demo.load_spec(connections=4, duration_s=0.8, rate_per_s=1000),
+                         server_config=demo.responder_config(0.3, 30))
+
+
+@pytest.fixture(scope="session")
+def closed_loop_run(demo: ModuleType) -> Record:
+    """A real closed-loop run: 2 connections for 0.3 s, as fast as answered."""
+    with demo.responder() as port:
+        samples = asyncio.run(demo.time_requests(port, connections=2, duration_s=0.3, rate_per_s=None))
+    return Record.create(samples=samples, name="closed", event_loop="asyncio",
+                         load_spec=demo.load_spec(connections=2, duration_s=0.3, rate_per_s=None),
+                         server_config=demo.responder_config(None, 0))
+
+
+def synthetic_samples(count: int = 5000, *, seed: int = 7, open_loop: bool = True,
+                      error_every: int = 250) -> np.ndarray:
+    """Lognormal latencies (~0.2 ms median, long tail), a few errors and new connections."""
+    rng = np.random.default_rng(seed)
+    samples = empty(count)
+    begin = 1_000_000_000_000
+    schedule = begin + np.arange(count, dtype=np.int64) * 200_000  # 5000 requests/s
+    samples["sent_ns"] = schedule + rng.integers(0, 50_000, count)
+    if open_loop:
+        samples["intended_ns"] = schedule
+    latency = rng.lognormal(12.2, 0.6, count).astype(np.int64)
+    samples["first_byte_ns"] = samples["sent_ns"] + latency * 9 // 10
+    samples["done_ns"] = samples["sent_ns"] + latency
+    samples["status"] = 200
+    samples["response_bytes"] = 120
+    samples["worker"] = np.arange(count) % 3
+    samples["connect_ns"][::100] = rng.integers(30_000, 90_000, samples["connect_ns"][::100].size)
+    failed = slice(error_every - 1, None, error_every)
+    samples["error"][failed] = ErrorKind.TIMEOUT
+    samples["first_byte_ns"][failed] = -1
+    samples["status"][failed] = 0
+    return samples
+
+
+@pytest.fixture
+def synthetic_record() -> Record:
+    return Record.create(samples=synthetic_samples(), name="synthetic",
+                         load_spec={"mode": "open", "rate": 5000, "connections": 3},
+                         server_config={"nodelay": True, "keepalive": True}, notes="made up",
+                         tags=["format-test"])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RecordStore:
+    return RecordStore(tmp_path / "data")
