@@ -15,6 +15,7 @@ from lab.options import ConfigError
 
 COMMAND_MODULES = (
     "lab.serve_cli",
+    "lab.bench_cli",
     "lab.records_cli",
 )
 
