@@ -57,6 +57,9 @@ MAX_LISTED_SETTINGS = 10
 _data_dir_override: Path | None = None
 
 
+EXPORTS_DIRECTORY = "exports"
+
+
 class StoreWarning(UserWarning):
     """Something in the data folder is not a readable record; it was skipped."""
 
@@ -119,6 +122,11 @@ class RecordStore:
     def __repr__(self) -> str:
         return f"RecordStore({str(self.path)!r})"
 
+    @property
+    def exports_path(self) -> Path:
+        """Where the panel writes exports: inside the data folder, never taken for a record."""
+        return self.path / EXPORTS_DIRECTORY
+
     # --- saving -----------------------------------------------------------------------------
 
     def save(self, record: Record) -> Path:
@@ -180,8 +188,8 @@ class RecordStore:
         if not self.path.is_dir():
             return infos, problems
         for entry in sorted(self.path.iterdir()):
-            if entry.name.startswith("."):
-                continue  # saves in progress, deletions, .gitkeep and other hidden files
+            if entry.name.startswith(".") or entry.name == EXPORTS_DIRECTORY:
+                continue  # saves in progress, deletions, .gitkeep, hidden files, exports
             try:
                 infos.append(_read_info(entry))
             except CorruptRecord as error:

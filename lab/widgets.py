@@ -84,7 +84,7 @@ class KnobForm:
     """Controls for some knobs of one configuration class, grouped as the class groups them."""
 
     def __init__(self, config_class: type, current: Any, *, names: Iterable[str] | None = None,
-                 exclude: Iterable[str] = ()) -> None:
+                 exclude: Iterable[str] = (), tabs: bool = False) -> None:
         self.config_class = config_class
         wanted = set(names) if names is not None else None
         excluded = set(exclude)
@@ -97,15 +97,18 @@ class KnobForm:
                 continue  # tuples and bytes have no sensible single widget; the panel sets them
             self.controls[field.name] = KnobControl(field.name, spec, base, nullable,
                                                     getattr(current, field.name))
-        self.widget = self._layout()
+        self.widget = self._layout(tabs)
 
-    def _layout(self) -> widgets.Widget:
+    def _layout(self, tabs: bool) -> widgets.Widget:
         groups: dict[str, list[widgets.Widget]] = {}
         for control in self.controls.values():
             groups.setdefault(control.spec.group, []).append(control.widget)
-        boxes = [widgets.VBox([widgets.HTML(f"<b>{group}</b>"), *rows])
-                 for group, rows in groups.items()]
-        return widgets.VBox(boxes)
+        if tabs:  # one tab per group keeps a long form short
+            tab = widgets.Tab(children=[widgets.VBox(rows) for rows in groups.values()])
+            tab.titles = tuple(groups)
+            return tab
+        return widgets.VBox([widgets.VBox([widgets.HTML(f"<b>{group}</b>"), *rows])
+                             for group, rows in groups.items()])
 
     def values(self) -> dict[str, Any]:
         return {name: control.get() for name, control in self.controls.items()}
