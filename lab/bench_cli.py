@@ -14,9 +14,11 @@ import sys
 from typing import Any
 
 from lab.bench_report import format_report
+from lab.experiment import save_result
 from lab.loadgen import LoadProgress, run_load
 from lab.loadspec import LoadSpec
 from lab.options import ConfigError, add_arguments, from_arguments
+from lab.store import RecordStore
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     extra.add_argument("--json", action="store_true", help="print one JSON object")
     extra.add_argument("--calibrate", action="store_true",
                        help="first measure the generator's own added latency, and report it")
+    keep = parser.add_argument_group("keeping the run")
+    keep.add_argument("--save", action="store_true",
+                      help="save the run as an experiment record (see `python -m lab runs`)")
+    keep.add_argument("--name", default="bench", help="the record's name (with --save)")
+    keep.add_argument("--data-dir", default=None, metavar="DIR",
+                      help="where records go (default: $LAB_DATA_DIR or data/)")
     parser.set_defaults(run=run)
 
 
@@ -69,6 +77,10 @@ def run(arguments: argparse.Namespace) -> int:
         print(json.dumps(_json_safe(result.to_json_dict())))
     else:
         print(format_report(result))
+    if arguments.save:
+        record = save_result(result, name=arguments.name, store=RecordStore(arguments.data_dir))
+        # With --json, stdout holds exactly one JSON object: the note goes to stderr.
+        print(f"saved run {record.id} ({record.name})", file=sys.stderr if arguments.json else sys.stdout)
     return 1 if result.problems and result.requests == 0 else 0
 
 

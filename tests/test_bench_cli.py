@@ -65,3 +65,18 @@ def test_a_non_loopback_url_is_refused_with_a_clear_message() -> None:
     assert done.returncode == 2
     assert "not a loopback address" in done.stderr and "--allow-remote" in done.stderr
     assert done.stdout == ""
+
+
+def test_save_keeps_the_run_as_a_record_and_json_stays_one_object(server: ServerHandle,
+                                                                   tmp_path) -> None:
+    from lab.store import RecordStore
+
+    done = bench(server.url + "/fast", "--rate", "400", "--duration", "0.5", "--json",
+                 "--save", "--name", "open-400", "--data-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)  # nothing but the JSON object on stdout
+    assert "saved run" in done.stderr
+    record = RecordStore(tmp_path).load("open-400")
+    assert len(record.samples) == report["requests"] == 200
+    assert record.load_spec["rate"] == 400.0
+    assert record.summary.latency.p50 == pytest.approx(report["latency_ms"]["p50"], rel=1e-9)
