@@ -185,6 +185,7 @@ class Lane:
         self.intended_ns = intended_ns
         if self.transport is None:
             self.sent_ns = MISSING
+            self.connect_ns = MISSING  # this request's own connect, not the last one's
             self.begun_ns = perf_counter_ns()
             self._connecting = asyncio.ensure_future(self._connect_then_send())
             return
