@@ -16,6 +16,7 @@ from lab.options import ConfigError
 COMMAND_MODULES = (
     "lab.serve_cli",
     "lab.records_cli",
+    "lab.bench_cli",
 )
 
 

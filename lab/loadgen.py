@@ -1,0 +1,233 @@
+"""The load generator: closed loop (wrk) and open loop (wrk2) with trustworthy numbers.
+
+From Python::
+
+    from lab.loadgen import LoadSpec, run_load
+    result = run_load(LoadSpec(url="http://127.0.0.1:8080/fast", connections=50, duration_seconds=5))
+    print(result.rps, result.latency.p99)
+
+From a notebook, without blocking the kernel::
+
+    run = start_load(LoadSpec(url=..., mode="open", rate=2000, duration_seconds=30))
+    run.progress()          # requests so far, requests/s so far, seconds left
+    result = await run.wait(on_progress=print)   # or run.result(), run.stop()
+
+The load always runs in worker processes of its own (``workers`` of them), never in the
+caller's process: a generator sharing a GIL with a notebook or a server measures itself.
+Each worker runs an :class:`~lab.load_engine.Engine` on uvloop; the parent merges samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from time import perf_counter_ns
+from typing import Any
+
+import numpy as np
+
+from lab.calibration import DEFAULT_REQUESTS, Calibration, start_calibration
+from lab.load_result import LoadResult, analyse
+from lab.load_worker import STATE_FAILED, SharedBoard, WorkerReport, process_context, start_workers
+from lab.loadspec import LoadSpec
+from lab.samples import SAMPLE_DTYPE, merge
+
+__all__ = ["LoadProgress", "LoadResult", "LoadRun", "LoadSpec", "run_load", "start_load"]
+
+NS_PER_S = 1_000_000_000
+JOIN_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    phase: str  # "calibrating", "starting", "running", "draining" or "done"
+    requests: int  # completed so far (warm-up included), errors included
+    errors: int
+    elapsed_s: float
+    rps: float  # requests per second so far
+    seconds_left: float  # until the planned end (0 once draining)
+
+    def __str__(self) -> str:
+        return (f"{self.phase}: {self.requests} requests ({self.errors} errors), "
+                f"{self.rps:,.0f} req/s, {self.seconds_left:.1f} s left")
+
+
+class LoadRun:
+    """A load running in its own processes. Poll it; it never needs a thread of yours."""
+
+    def __init__(self, spec: LoadSpec, *, calibrate: bool = False,
+                 calibration_requests: int = DEFAULT_REQUESTS) -> None:
+        self.spec = spec
+        context = process_context()
+        self._board: SharedBoard = SharedBoard(context, spec.workers, extra_parties=int(calibrate))
+        self._calibration_process: Any = None
+        self._calibration_channel: Connection | None = None
+        self._calibration: Calibration | None = None
+        self._problems: list[str] = []
+        if calibrate:
+            # Calibration goes first; the workers connect meanwhile and start when it is done.
+            self._calibration_process, self._calibration_channel = start_calibration(
+                context, calibration_requests, barrier=self._board.barrier)
+        self._processes, self._channels = start_workers(spec, context, self._board)
+        self._reports: dict[int, WorkerReport] = {}
+        self._parts: dict[int, np.ndarray] = {}
+        self._result: LoadResult | None = None
+        self._stopped = False
+
+    # --- polling ----------------------------------------------------------------------------
+
+    def progress(self) -> LoadProgress:
+        self._collect(timeout=0)
+        completed, errors = self._board.totals()
+        start = self._board.start_ns()
+        if start == 0:
+            calibrating = self._calibration_channel is not None and self._calibration is None
+            return LoadProgress("calibrating" if calibrating else "starting", 0, 0, 0.0, 0.0,
+                                self._planned_seconds())
+        now = perf_counter_ns()
+        elapsed = max(now - start, 0) / NS_PER_S
+        left = max(self._planned_seconds() - elapsed, 0.0)
+        phase = "done" if self.done() else ("running" if left > 0 and not self._stopped else "draining")
+        return LoadProgress(phase, completed, errors, elapsed,
+                            completed / elapsed if elapsed > 0 else 0.0, left)
+
+    def done(self) -> bool:
+        self._collect(timeout=0)
+        return len(self._reports) == self.spec.workers
+
+    def stop(self) -> None:
+        """End the run early; what was measured so far is kept."""
+        self._stopped = True
+        self._board.request_stop()
+
+    def result(self, timeout: float | None = None) -> LoadResult:
+        """Wait for the end of the run (raises TimeoutError after ``timeout`` seconds)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"the load run did not finish within {timeout} s")
+            self._collect(timeout=left if left is not None else 1.0)
+        if self._result is None:
+            self._result = self._finish()
+        return self._result
+
+    async def wait(self, *, interval: float = 0.25,
+                   on_progress: Callable[[LoadProgress], None] | None = None) -> LoadResult:
+        """Await the result from a running event loop (a notebook's), reporting progress."""
+        while not self.done():
+            if on_progress is not None:
+                on_progress(self.progress())
+            await asyncio.sleep(interval)
+        result = self.result()
+        if on_progress is not None:
+            on_progress(self.progress())
+        return result
+
+    def __enter__(self) -> LoadRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.done():
+            self.stop()
+        self.result(timeout=self.spec.timeout_seconds + 30)
+
+    # --- collecting -------------------------------------------------------------------------
+
+    def _planned_seconds(self) -> float:
+        return self.spec.warmup_seconds + self.spec.duration_seconds
+
+    def _collect(self, timeout: float | None) -> None:
+        """Read whatever workers (and the calibration) have sent, waiting up to ``timeout``."""
+        waiting: list[Connection] = [c for w, c in enumerate(self._channels) if w not in self._reports]
+        if self._calibration_channel is not None and self._calibration is None:
+            waiting.append(self._calibration_channel)
+        if not waiting:
+            return
+        for channel in wait(waiting, timeout):
+            if channel is self._calibration_channel:
+                self._read_calibration(channel)
+            else:
+                self._read_worker(self._channels.index(channel))  # type: ignore[arg-type]
+
+    def _read_calibration(self, channel: Connection) -> None:
+        try:
+            outcome = channel.recv()
+        except EOFError:
+            outcome = "calibration process ended without a result"
+        if isinstance(outcome, Calibration):
+            self._calibration = outcome
+        else:
+            self._problems.append(str(outcome))
+            self._calibration_channel = None
+            self._board.barrier.abort()  # the workers must not wait for it
+
+    def _read_worker(self, worker: int) -> None:
+        channel = self._channels[worker]
+        try:
+            report: WorkerReport = channel.recv()
+            payload = channel.recv_bytes()
+        except EOFError:
+            exit_code = self._processes[worker].exitcode
+            report = WorkerReport(worker, 0, 0, 0, 0, False,
+                                  error=f"worker process ended without a result (exit code {exit_code})")
+            payload = b""
+        self._reports[worker] = report
+        self._parts[worker] = np.frombuffer(payload, dtype=SAMPLE_DTYPE).copy()
+        if report.error is not None:
+            self._problems.append(f"worker {worker}: {report.error}")
+            # The others may be waiting for this one at the start barrier: let them go.
+            self._board.barrier.abort()
+
+    def _finish(self) -> LoadResult:
+        for process in self._processes:
+            process.join(JOIN_SECONDS)
+        if self._calibration_process is not None:
+            self._collect(timeout=5)
+            self._calibration_process.join(JOIN_SECONDS)
+        reports = [r for r in self._reports.values() if r.error is None]
+        start = min((r.start_ns for r in reports), default=0)
+        end = max((r.end_ns for r in reports), default=start)
+        samples = merge([self._parts[w] for w in sorted(self._parts)])
+        return analyse(
+            self.spec, samples, start_ns_=start, end_ns=end, started_at=_wall_clock(start),
+            abandoned=sum(r.abandoned for r in reports),
+            stopped_early=any(r.stopped_by_owner for r in reports),
+            calibration=self._calibration, problems=tuple(self._problems))
+
+    def worker_failed(self) -> bool:
+        return any(self._board.worker_state(w) == STATE_FAILED for w in range(self.spec.workers))
+
+
+def _wall_clock(monotonic_ns: int) -> str:
+    """The wall-clock time of a perf_counter_ns instant, ISO 8601 UTC."""
+    if monotonic_ns == 0:
+        return datetime.datetime.now(datetime.UTC).isoformat()
+    offset_ns = time.time_ns() - perf_counter_ns()
+    return datetime.datetime.fromtimestamp((monotonic_ns + offset_ns) / NS_PER_S,
+                                           datetime.UTC).isoformat(timespec="microseconds")
+
+
+def start_load(spec: LoadSpec, *, calibrate: bool = False) -> LoadRun:
+    """Start a run in the background and return at once (for notebooks)."""
+    return LoadRun(spec, calibrate=calibrate)
+
+
+def run_load(spec: LoadSpec, *, calibrate: bool = False,
+             on_progress: Callable[[LoadProgress], None] | None = None,
+             progress_interval: float = 1.0) -> LoadResult:
+    """Run a load to its end and return the result (blocks; Ctrl-C stops it early)."""
+    run = LoadRun(spec, calibrate=calibrate)
+    try:
+        while not run.done():
+            run._collect(timeout=progress_interval)
+            if on_progress is not None and not run.done():
+                on_progress(run.progress())
+    except KeyboardInterrupt:
+        run.stop()
+    return run.result(timeout=spec.timeout_seconds + 60)
+

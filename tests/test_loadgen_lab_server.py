@@ -1,0 +1,163 @@
+"""The generator against the lab's own server on loopback: the issue's "done when" list.
+
+The server runs in its own process (isolation="process"), as the guide asks whenever numbers
+are compared. Bounds on times are generous and only for physical effects (a 20 ms sleep, a
+400 ms stall, Nagle's ~40 ms).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lab.config import ServerConfig
+from lab.loadgen import LoadSpec, run_load, start_load
+from lab.samples import MISSING, ErrorKind
+from lab.server import ServerHandle, start_server
+
+
+@pytest.fixture
+def lab_server() -> Iterator[Callable[..., ServerHandle]]:
+    """Start lab servers in their own processes; all are stopped at the end of the test."""
+    started: list[ServerHandle] = []
+
+    def start(**knobs: Any) -> ServerHandle:
+        handle = start_server(ServerConfig(**knobs), isolation="process")
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
+def test_delay_20_ms_has_a_median_between_20_and_25_ms(lab_server: Callable[..., ServerHandle]) -> None:
+    server = lab_server()
+    result = run_load(LoadSpec(url=server.url + "/delay/20", connections=4, duration_seconds=1.0))
+    assert result.errors == {}
+    assert result.responses >= 40
+    assert 20.0 <= result.latency.p50 <= 25.0
+
+
+def test_the_open_loop_shows_a_stall_the_closed_loop_hides(lab_server: Callable[..., ServerHandle]) -> None:
+    """Coordinated omission: the closed loop stops sending while the server is frozen, so the
+    stall touches one request per connection; the open loop charges every request that was
+    due during the stall for its wait."""
+    server = lab_server(stall_every_seconds=1.0, stall_ms=400.0)
+    open_loop = run_load(LoadSpec(url=server.url + "/fast", mode="open", rate=1000.0,
+                                  connections=10, duration_seconds=2.5))
+    closed_loop = run_load(LoadSpec(url=server.url + "/fast", connections=10, duration_seconds=2.5))
+    assert open_loop.errors == {} and closed_loop.errors == {}
+    assert closed_loop.latency.max >= 200.0  # the stall happened during the closed loop too
+    assert open_loop.latency.p99 >= 200.0
+    assert closed_loop.latency.p99 <= open_loop.latency.p99 / 10
+    # The uncorrected figure is reported beside it, and hides most of the stall.
+    assert open_loop.latency_uncorrected is not None
+    assert open_loop.latency_uncorrected.p99 < open_loop.latency.p99
+    assert open_loop.late is not None and open_loop.late > 0
+    assert open_loop.rps == pytest.approx(1000.0, rel=0.1)
+
+
+def test_nagle_with_split_writes_costs_a_delayed_ack(lab_server: Callable[..., ServerHandle]) -> None:
+    nagle = lab_server(nodelay=False, split_writes=True)
+    nodelay = lab_server(nodelay=True, split_writes=True)
+    with_nagle = run_load(LoadSpec(url=nagle.url + "/fast", connections=1, duration_seconds=1.0))
+    without = run_load(LoadSpec(url=nodelay.url + "/fast", connections=1, duration_seconds=1.0))
+    assert with_nagle.latency.p50 >= 30.0
+    assert without.latency.p50 < 5.0
+
+
+def test_a_server_closing_every_n_requests_loses_nothing(lab_server: Callable[..., ServerHandle]) -> None:
+    server = lab_server(keepalive_max_requests=7)
+    result = run_load(LoadSpec(url=server.url + "/fast", connections=4, duration_seconds=0.5))
+    assert result.errors == {}
+    served = server.stats()["requests"]
+    assert len(result.samples) == result.responses == served
+    reconnects = np.count_nonzero(result.samples["connect_ns"] != MISSING)
+    assert reconnects >= served // 7 - 4  # each lane reopened its connection as it went
+
+
+def test_a_killed_server_gives_counted_errors_and_a_result() -> None:
+    server = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", "0"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split()[-1]  # "listening on http://127.0.0.1:PORT"
+        run = start_load(LoadSpec(url=url + "/fast", connections=4, duration_seconds=1.5,
+                                  timeout_seconds=1.0))
+        while run.progress().requests < 1000:
+            time.sleep(0.05)
+        os.kill(server.pid, signal.SIGKILL)
+        result = run.result(timeout=10)
+    finally:
+        server.kill()
+        server.wait()
+    assert result.responses >= 1000
+    assert result.errors, "requests after the kill must be counted as errors"
+    assert set(result.errors) <= {"connect_refused", "reset", "closed_by_server", "timeout"}
+    assert result.requests == result.responses + sum(result.errors.values())
+
+
+def test_a_background_run_reports_progress_and_stops_early(lab_server: Callable[..., ServerHandle]) -> None:
+    server = lab_server()
+    run = start_load(LoadSpec(url=server.url + "/delay/5", connections=2, duration_seconds=30))
+    while run.progress().requests < 20:
+        time.sleep(0.05)
+    progress = run.progress()
+    assert progress.phase == "running"
+    assert 0 < progress.seconds_left < 30 and progress.rps > 0
+    run.stop()
+    result = run.result(timeout=5)
+    assert result.stopped_early
+    assert result.errors == {}
+    assert result.responses >= 20 and result.duration_s < 10
+
+
+def test_workers_split_the_rate_and_their_samples_merge(lab_server: Callable[..., ServerHandle]) -> None:
+    server = lab_server()
+    result = run_load(LoadSpec(url=server.url + "/fast", mode="open", rate=400.0, connections=4,
+                               workers=2, duration_seconds=1.0, warmup_seconds=0.25))
+    assert set(result.samples["worker"].tolist()) == {0, 1}
+    assert result.requests == pytest.approx(400, abs=2)  # warm-up left out of the summary
+    assert len(result.samples) == pytest.approx(500, abs=2)  # but kept in the samples
+    intended = np.sort(result.samples["intended_ns"])
+    gaps = np.diff(intended)  # the two workers' schedules interleave evenly
+    assert np.median(gaps) == pytest.approx(2_500_000, rel=0.01)
+    assert result.rps == pytest.approx(400, rel=0.05)
+
+
+def test_max_requests_bounds_the_run(lab_server: Callable[..., ServerHandle]) -> None:
+    server = lab_server()
+    result = run_load(LoadSpec(url=server.url + "/fast", connections=3, duration_seconds=10,
+                               max_requests=500))
+    assert len(result.samples) == 500 and result.errors == {}
+    assert result.duration_s < 5
+
+
+def test_chunked_bodies_and_new_connections_per_request(lab_server: Callable[..., ServerHandle]) -> None:
+    server = lab_server()
+    result = run_load(LoadSpec(url=server.url + "/stream/3", connections=2, keepalive=False,
+                               duration_seconds=0.5))
+    assert result.errors == {}
+    assert result.responses > 0
+    assert (result.samples["connect_ns"] != MISSING).all()
+    assert (result.samples["first_byte_ns"] < result.samples["done_ns"]).all()  # 20 ms of chunks
+    assert result.latency.p50 >= 20.0
+
+
+def test_calibration_reports_the_generators_own_latency(lab_server: Callable[..., ServerHandle]) -> None:
+    server = lab_server()
+    result = run_load(LoadSpec(url=server.url + "/fast", connections=1, max_requests=100),
+                      calibrate=True)
+    assert result.calibration is not None
+    assert 0 < result.calibration.baseline_p50_us < result.calibration.generator_p99_us
+    assert result.to_json_dict()["calibration"]["added_p50_us"] == result.calibration.added_p50_us
+    assert (result.samples["error"] == ErrorKind.NONE).all()

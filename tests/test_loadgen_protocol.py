@@ -1,0 +1,108 @@
+"""How the generator reads answers and counts failures, against raw responders on loopback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from raw_responder import raw_responder
+
+from lab.http_response import HeadResponseParser, HttpParserError, body_ends_at_close
+from lab.loadgen import LoadSpec, run_load
+from lab.samples import MISSING, ErrorKind
+
+OK_WITH_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+OK_UNTIL_CLOSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nbody until the server closes"
+NOT_HTTP = b"SSH-2.0-OpenSSH_9.2\r\n\r\n"
+NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+HEAD_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+TRUNCATED = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a little"
+
+
+class _Callbacks:
+    def __init__(self) -> None:
+        self.completed = 0
+
+    def on_message_complete(self) -> None:
+        self.completed += 1
+
+
+def test_head_responses_end_with_their_head() -> None:
+    callbacks = _Callbacks()
+    parser = HeadResponseParser(callbacks)
+    parser.feed_data(HEAD_ANSWER[:10])
+    assert callbacks.completed == 0
+    parser.feed_data(HEAD_ANSWER[10:])
+    assert (callbacks.completed, parser.get_status_code(), parser.should_keep_alive()) == (1, 200, True)
+    with pytest.raises(HttpParserError):
+        parser.feed_data(NOT_HTTP)
+
+
+def test_a_body_without_length_ends_at_close() -> None:
+    assert body_ends_at_close(OK_UNTIL_CLOSE)
+    assert not body_ends_at_close(OK_WITH_LENGTH)
+    assert not body_ends_at_close(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+
+def _quick(url: str, **changes: object) -> LoadSpec:
+    settings: dict[str, object] = {"url": url, "connections": 2, "duration_seconds": 0.5,
+                                   "max_requests": 40, "timeout_seconds": 1.0}
+    settings.update(changes)
+    return LoadSpec(**settings)  # type: ignore[arg-type]
+
+
+def test_a_body_read_until_close_is_a_success_and_the_connection_is_reopened() -> None:
+    with raw_responder(OK_UNTIL_CLOSE, close_after_answer=True) as responder:
+        result = run_load(_quick(responder.url + "/"))
+    assert result.errors == {}
+    assert result.responses == 40
+    assert (result.samples["response_bytes"] == len(OK_UNTIL_CLOSE)).all()
+    # every request after the first on each lane waited for a new connection
+    assert (result.samples["connect_ns"] != MISSING).sum() >= 40 - 2
+
+
+def test_garbage_is_counted_as_malformed() -> None:
+    with raw_responder(NOT_HTTP) as responder:
+        result = run_load(_quick(responder.url + "/"))
+    assert result.errors == {"malformed": 40}
+
+
+def test_bad_statuses_are_answers_counted_by_kind() -> None:
+    with raw_responder(NOT_FOUND) as responder:
+        result = run_load(_quick(responder.url + "/missing"))
+    assert result.errors == {"bad_status": 40}
+    assert result.responses == 40
+    assert (result.samples["status"] == 404).all()
+
+
+def test_an_answer_cut_short_is_closed_by_server() -> None:
+    with raw_responder(TRUNCATED, close_after_answer=True) as responder:
+        result = run_load(_quick(responder.url + "/", max_requests=10))
+    assert result.errors == {"closed_by_server": 10}
+
+
+def test_head_requests_do_not_wait_for_the_announced_body() -> None:
+    with raw_responder(HEAD_ANSWER) as responder:
+        result = run_load(_quick(responder.url + "/", method="HEAD"))
+    assert result.errors == {}
+    assert result.responses == 40
+
+
+def test_a_closed_port_gives_connect_refused_and_a_result() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as placeholder:
+        port = placeholder.getsockname()[1]
+    result = run_load(_quick(f"http://127.0.0.1:{port}/", max_requests=None, duration_seconds=0.3))
+    assert set(result.errors) == {"connect_refused"}
+    assert result.requests == result.errors["connect_refused"] > 0
+    assert result.responses == 0
+
+
+def test_a_silent_server_gives_timeouts_within_the_bound() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (backlog), never answers
+        port = silent.getsockname()[1]
+        result = run_load(_quick(f"http://127.0.0.1:{port}/", timeout_seconds=0.2,
+                                 duration_seconds=0.5, max_requests=None))
+    assert result.errors.get("timeout", 0) >= 2
+    assert set(result.errors) == {"timeout"}
+    kinds = set(result.samples["error"].tolist())
+    assert kinds == {ErrorKind.TIMEOUT}
