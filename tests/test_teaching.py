@@ -25,3 +25,18 @@ def test_open_loop_records_get_an_uncorrected_row(synthetic_record: Record):
     assert list(table.index) == ["synthetic", "synthetic, uncorrected"]
     assert list(figures([synthetic_record], uncorrected=False).index) == ["synthetic"]
     assert {"requests/s", "p90 ms", "p99.9 ms", "max ms"} <= set(table.columns)
+
+
+def test_a_load_sweep_point_and_its_figure(server):
+    import pandas as pd
+
+    from lab.teaching import load_latency_figure, load_point
+
+    result = run_load(LoadSpec(url=server.url + "/fast", mode="open", rate=200, connections=2,
+                               duration_seconds=0.5))
+    point = load_point(result, capacity=400)
+    assert point["offered load"] == 0.5
+    assert 150 <= point["throughput req/s"] <= 250
+    assert point["in flight (counted)"] > 0
+    figure = load_latency_figure(pd.DataFrame([point]), service_ms=2.5)
+    assert len(figure.axes) == 2
