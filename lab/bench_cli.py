@@ -30,7 +30,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="add a request header (repeatable)")
     extra.add_argument("--path", action="append", default=[], metavar="PATH",
                        help="request this path instead of the URL's; repeat to take several in turn")
-    extra.add_argument("--body", dest="body_text", default=None, metavar="TEXT", help="request body")
     extra.add_argument("--json", action="store_true", help="print one JSON object")
     extra.add_argument("--calibrate", action="store_true",
                        help="first measure the generator's own added latency, and report it")
@@ -45,8 +44,6 @@ def spec_from_arguments(arguments: argparse.Namespace) -> LoadSpec:
         extra["headers"] = tuple(_split_header(text) for text in arguments.header)
     if arguments.path:
         extra["paths"] = tuple(arguments.path)
-    if arguments.body_text is not None:
-        extra["body"] = arguments.body_text.encode()
     return from_arguments(LoadSpec, arguments, **extra)
 
 

@@ -71,8 +71,8 @@ def format_report(result: LoadResult) -> str:
     if result.errors:
         counts = ", ".join(f"{kind} {count}" for kind, count in sorted(result.errors.items()))
         lines.append(f"  Errors: {counts}")
-    if result.abandoned:
-        lines.append(f"  Stopped early: {result.abandoned} requests in flight were abandoned")
+    if result.stopped_early:
+        lines.append(f"  Stopped early; {result.abandoned} requests in flight or queued were abandoned")
     lines.append(f"Requests/sec: {result.rps:>12,.2f}")
     if open_loop:
         lines.append(f"Target rate:  {spec.rate:>12,.2f}   late (>{spec.late_after_ms:g} ms): {result.late}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
 import socket
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
@@ -70,6 +71,7 @@ class _Responder(asyncio.Protocol):
 
 def responder_main(port_channel: Connection) -> None:
     """Process entry: serve on a free loopback port, send the port, run until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(_Responder, "127.0.0.1", 0)
@@ -140,6 +142,7 @@ def calibration_main(start_method: str, requests: int, result_channel: Connectio
                      barrier: Any = None) -> None:
     """Process entry: start a responder, measure, send the :class:`Calibration` (or the error
     text) back, then release the load workers waiting on ``barrier``, if any."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
     context = multiprocessing.get_context(start_method)
     # Duplex: a socket pair, so the responder sees EOF when this end closes.
     receiver, sender = context.Pipe(duplex=True)

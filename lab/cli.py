@@ -15,8 +15,8 @@ from lab.options import ConfigError
 
 COMMAND_MODULES = (
     "lab.serve_cli",
-    "lab.records_cli",
     "lab.bench_cli",
+    "lab.records_cli",
 )
 
 

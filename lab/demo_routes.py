@@ -3,6 +3,7 @@
 | route | what it does |
 | --- | --- |
 | ``GET /fast`` | precomputed ``OK``: the article's minimal handler, bytes built once |
+| ``GET /`` | the same as ``/fast`` (the seed article's wrk runs load ``/``) |
 | ``POST /echo`` | the request body back |
 | ``GET /users/{id}`` | a small JSON document naming the id (a parameter route) |
 | ``GET /delay/{ms}`` | answers after ``ms`` milliseconds without blocking other requests |
@@ -115,6 +116,7 @@ def sockopts(request: Request) -> Response:
 def demo_router() -> Router:
     router = Router()
     router.add("GET", "/fast", fast, pure=True)
+    router.add("GET", "/", fast, pure=True)
     router.add(("POST", "PUT"), "/echo", echo)
     router.add("GET", "/users/{id}", user)
     router.add("GET", "/delay/{ms}", delay)

@@ -89,6 +89,40 @@ def header_value(lower_head: bytes, name: bytes) -> bytes:
     return lower_head[start:end if end >= 0 else None].strip()
 
 
+class RepeatedResponse:
+    """A complete answer that arrived in one chunk, to recognise its repeats without parsing.
+
+    Servers answer the same request with the same bytes, except the ``Date`` header's value
+    (fixed-width, IMF-fixdate, RFC 9110 section 5.6.7). A chunk of the same length that
+    matches the bytes before and after that value, with no line break inside it, has the
+    same status line, headers and body length: the same framing llhttp validated the first
+    time. Comparing costs ~0.1 µs; llhttp ~0.4 µs.
+    """
+
+    __slots__ = ("gap_end", "gap_start", "keep_alive", "length", "prefix", "status", "suffix")
+
+    def __init__(self, data: bytes, gap_start: int, gap_end: int, status: int, keep_alive: bool) -> None:
+        self.length = len(data)
+        self.prefix = data[:gap_start]
+        self.suffix = data[gap_end:]
+        self.gap_start = gap_start
+        self.gap_end = gap_end
+        self.status = status
+        self.keep_alive = keep_alive
+
+    @classmethod
+    def learn(cls, data: bytes, status: int, keep_alive: bool) -> RepeatedResponse:
+        head_end = data.find(HEAD_END)
+        date = data.find(b"\r\ndate:", 0, head_end)
+        if date < 0:
+            date = data.lower().find(b"\r\ndate:", 0, head_end)
+        if date < 0:
+            return cls(data, len(data), len(data), status, keep_alive)  # the whole answer repeats
+        value_start = date + len(b"\r\ndate:")
+        value_end = data.find(b"\r\n", value_start)
+        return cls(data, value_start, value_end, status, keep_alive)
+
+
 def body_ends_at_close(first_chunk: bytes) -> bool:
     """True when the response head declares no length, so the server's close ends the body."""
     end = first_chunk.find(HEAD_END)

@@ -55,9 +55,8 @@ class LoadResult:
         return self.samples[start_ns(self.samples) >= self.warmup_end_ns]
 
     def spec_dict(self) -> dict[str, Any]:
-        values = as_dict(self.spec)
-        values["body"] = self.spec.body.decode("latin-1")  # JSON has no bytes
-        return values
+        """The spec as plain JSON-friendly values (lab.options.as_dict)."""
+        return as_dict(self.spec)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The CLI's ``--json`` object (plain types only; NaN where there were no samples)."""

@@ -11,15 +11,18 @@ processes are started with ``spawn``/``forkserver`` and must be able to import i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import multiprocessing
 import os
+import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from time import perf_counter_ns
 from typing import Any
 
+import numpy as np
 import uvloop
 
 from lab.load_engine import Engine, EnginePlan, make_engine
@@ -96,6 +99,7 @@ class WorkerReport:
     connect_failures: int
     stopped_by_owner: bool
     error: str | None = None
+    rows: int = 0  # samples that follow, as raw SAMPLE_DTYPE bytes
 
 
 def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
@@ -120,6 +124,7 @@ def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
 
 def worker_main(spec: LoadSpec, worker: int, board: SharedBoard, channel: Connection) -> None:
     """Process entry point: connect, wait for the others, run, send samples back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent, which stops us
     board.publish(worker, state=STATE_STARTING)
     try:
         engine = make_engine(plan_for(spec, worker))
@@ -137,8 +142,8 @@ def worker_main(spec: LoadSpec, worker: int, board: SharedBoard, channel: Connec
         return
     samples = engine.recorder.samples(worker)
     board.publish(worker, state=STATE_DONE, completed=len(samples), errors=engine.errors)
-    channel.send(report)
-    channel.send_bytes(samples.tobytes())
+    channel.send(dataclasses.replace(report, rows=len(samples)))
+    channel.send_bytes(samples.view(np.uint8))  # the array's own memory: no copy for the pipe
     channel.close()
 
 

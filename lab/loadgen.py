@@ -15,6 +15,29 @@ From a notebook, without blocking the kernel::
 The load always runs in worker processes of its own (``workers`` of them), never in the
 caller's process: a generator sharing a GIL with a notebook or a server measures itself.
 Each worker runs an :class:`~lab.load_engine.Engine` on uvloop; the parent merges samples.
+
+What the figures mean
+---------------------
+- Every request is one row of ``result.samples`` (``lab.samples`` format), errors included;
+  nothing is dropped. Rows whose start (intended send, else actual send) falls in the
+  warm-up stay in the samples but are left out of every figure.
+- ``latency``: from the intended send time in the open loop (coordinated-omission
+  corrected), from the actual send in the closed loop; ``latency_uncorrected`` (open loop)
+  from the actual send. Only successful requests (no error kind) count.
+- ``late`` (open loop): requests sent more than ``late_after_ms`` after their intended time,
+  because no connection was free or the generator fell behind, plus those never sent.
+  ``send_lag`` is the distribution of that delay: the generator's own schedule keeping.
+- ``rps``: answered requests (bad statuses included) per second of the measured window,
+  which ends when the load stopped being offered (deadline, ``max_requests`` or stop()).
+- A keep-alive connection the server closes is reopened; a request that finds its reused
+  connection closed before any answer byte (the server closed it while idle) is sent again
+  once on a new one, charged with the wait. Connect times are in ``connect`` (connections
+  opened before the run starts are not charged to any request).
+- ``calibration`` (``calibrate=True``): the generator's own added latency per request, see
+  :mod:`lab.calibration`.
+- Open-loop sends are on time to some microseconds on an idle machine: libuv timers only
+  have millisecond resolution, so the schedule is kept with a timerfd (lab.precise_timer)
+  that wakes the loop 50 µs early, and the last stretch is polled.
 """
 
 from __future__ import annotations
@@ -32,7 +55,7 @@ import numpy as np
 
 from lab.calibration import DEFAULT_REQUESTS, Calibration, start_calibration
 from lab.load_result import LoadResult, analyse
-from lab.load_worker import STATE_FAILED, SharedBoard, WorkerReport, process_context, start_workers
+from lab.load_worker import SharedBoard, WorkerReport, process_context, start_workers
 from lab.loadspec import LoadSpec
 from lab.samples import SAMPLE_DTYPE, merge
 
@@ -40,6 +63,8 @@ __all__ = ["LoadProgress", "LoadResult", "LoadRun", "LoadSpec", "run_load", "sta
 
 NS_PER_S = 1_000_000_000
 JOIN_SECONDS = 10.0
+STARTUP_ALLOWANCE_SECONDS = 60.0  # process start, calibration, connecting
+STOP_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +166,18 @@ class LoadRun:
     def _planned_seconds(self) -> float:
         return self.spec.warmup_seconds + self.spec.duration_seconds
 
+    def longest_seconds(self) -> float:
+        """The most a healthy run can take: start-up, the plan, draining answers in flight."""
+        return STARTUP_ALLOWANCE_SECONDS + self._planned_seconds() + self.spec.timeout_seconds + 5
+
+    def terminate(self) -> None:
+        """Kill the worker processes (for a run that does not end by itself; samples are lost)."""
+        for process in self._processes:
+            if process.is_alive():
+                process.kill()
+        if self._calibration_process is not None and self._calibration_process.is_alive():
+            self._calibration_process.kill()
+
     def _collect(self, timeout: float | None) -> None:
         """Read whatever workers (and the calibration) have sent, waiting up to ``timeout``."""
         waiting: list[Connection] = [c for w, c in enumerate(self._channels) if w not in self._reports]
@@ -170,14 +207,15 @@ class LoadRun:
         channel = self._channels[worker]
         try:
             report: WorkerReport = channel.recv()
-            payload = channel.recv_bytes()
+            samples = np.empty(report.rows, dtype=SAMPLE_DTYPE)
+            channel.recv_bytes_into(samples.view(np.uint8))  # straight into the array
         except EOFError:
             exit_code = self._processes[worker].exitcode
             report = WorkerReport(worker, 0, 0, 0, 0, False,
                                   error=f"worker process ended without a result (exit code {exit_code})")
-            payload = b""
+            samples = np.empty(0, dtype=SAMPLE_DTYPE)
         self._reports[worker] = report
-        self._parts[worker] = np.frombuffer(payload, dtype=SAMPLE_DTYPE).copy()
+        self._parts[worker] = samples
         if report.error is not None:
             self._problems.append(f"worker {worker}: {report.error}")
             # The others may be waiting for this one at the start barrier: let them go.
@@ -199,9 +237,6 @@ class LoadRun:
             stopped_early=any(r.stopped_by_owner for r in reports),
             calibration=self._calibration, problems=tuple(self._problems))
 
-    def worker_failed(self) -> bool:
-        return any(self._board.worker_state(w) == STATE_FAILED for w in range(self.spec.workers))
-
 
 def _wall_clock(monotonic_ns: int) -> str:
     """The wall-clock time of a perf_counter_ns instant, ISO 8601 UTC."""
@@ -222,12 +257,20 @@ def run_load(spec: LoadSpec, *, calibrate: bool = False,
              progress_interval: float = 1.0) -> LoadResult:
     """Run a load to its end and return the result (blocks; Ctrl-C stops it early)."""
     run = LoadRun(spec, calibrate=calibrate)
+    give_up = time.monotonic() + run.longest_seconds()
     try:
         while not run.done():
+            if time.monotonic() > give_up:
+                run.stop()  # something is stuck: keep what was measured, if it comes
+                break
             run._collect(timeout=progress_interval)
             if on_progress is not None and not run.done():
                 on_progress(run.progress())
     except KeyboardInterrupt:
         run.stop()
-    return run.result(timeout=spec.timeout_seconds + 60)
+    try:
+        return run.result(timeout=STOP_WAIT_SECONDS + spec.timeout_seconds)
+    except TimeoutError:
+        run.terminate()
+        raise
 

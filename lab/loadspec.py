@@ -28,7 +28,8 @@ class LoadSpec:
                                   group="target")
     headers: tuple[tuple[str, str], ...] = knob(
         (), help="extra request headers as (name, value) pairs", group="target")
-    body: bytes = knob(b"", help="request body (Content-Length is added)", group="target")
+    body: str = knob("", help="request body, sent as UTF-8 (Content-Length is added)",
+                     flag="--body", metavar="TEXT", group="target")
     allow_remote: bool = knob(
         False, help="allow a target outside 127.0.0.0/8 and ::1 (you must own it)",
         flag="--allow-remote", group="target")
@@ -86,7 +87,7 @@ class LoadSpec:
                               f"connections (got {self.connections})")
         if self.method.upper() != self.method or not self.method.isalpha():
             raise ConfigError("method", f"{self.method!r} is not an upper-case HTTP method")
-        if len(self.body) > MAX_BODY_BYTES:
+        if len(self.body.encode()) > MAX_BODY_BYTES:
             raise ConfigError("body", f"at most {MAX_BODY_BYTES} bytes")
         for path in self.paths:
             if not path.startswith("/"):
@@ -161,12 +162,13 @@ def build_request(spec: LoadSpec, path: str) -> bytes:
     lines = [f"{spec.method} {path} HTTP/1.1", f"Host: {target.host_header}"]
     given = {name.lower() for name, _ in spec.headers}
     lines += [f"{name}: {value}" for name, value in spec.headers]
-    if (spec.body or spec.method in ("POST", "PUT", "PATCH")) and "content-length" not in given:
-        lines.append(f"Content-Length: {len(spec.body)}")
+    body = spec.body.encode()
+    if (body or spec.method in ("POST", "PUT", "PATCH")) and "content-length" not in given:
+        lines.append(f"Content-Length: {len(body)}")
     if not spec.keepalive and "connection" not in given:
         lines.append("Connection: close")
     head = "\r\n".join(lines) + "\r\n\r\n"
-    return head.encode("latin-1") + spec.body
+    return head.encode("latin-1") + body
 
 
 def worker_connections(spec: LoadSpec, worker: int) -> int:

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 
 
 class RawResponder:
-    def __init__(self, answer: bytes, *, close_after_answer: bool = False) -> None:
-        self.answer = answer
+    """Answers with ``answer``, or with the items of a list of answers in turn."""
+
+    def __init__(self, answer: bytes | list[bytes], *, close_after_answer: bool = False) -> None:
+        self.answers = answer if isinstance(answer, list) else [answer]
         self.close_after_answer = close_after_answer
         self.requests = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -42,8 +44,9 @@ class RawResponder:
                 pending += data
                 while b"\r\n\r\n" in pending:
                     _, _, pending = pending.partition(b"\r\n\r\n")
+                    answer = self.answers[self.requests % len(self.answers)]
                     self.requests += 1
-                    connection.sendall(self.answer)
+                    connection.sendall(answer)
                     if self.close_after_answer:
                         return
 
@@ -53,7 +56,7 @@ class RawResponder:
 
 
 @contextlib.contextmanager
-def raw_responder(answer: bytes, *, close_after_answer: bool = False) -> Iterator[RawResponder]:
+def raw_responder(answer: bytes | list[bytes], *, close_after_answer: bool = False) -> Iterator[RawResponder]:
     responder = RawResponder(answer, close_after_answer=close_after_answer)
     try:
         yield responder

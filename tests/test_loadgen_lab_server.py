@@ -7,6 +7,7 @@ are compared. Bounds on times are generous and only for physical effects (a 20 m
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from lab.config import ServerConfig
-from lab.loadgen import LoadSpec, run_load, start_load
+from lab.loadgen import LoadProgress, LoadResult, LoadSpec, run_load, start_load
 from lab.samples import MISSING, ErrorKind
 from lab.server import ServerHandle, start_server
 
@@ -161,3 +162,41 @@ def test_calibration_reports_the_generators_own_latency(lab_server: Callable[...
     assert 0 < result.calibration.baseline_p50_us < result.calibration.generator_p99_us
     assert result.to_json_dict()["calibration"]["added_p50_us"] == result.calibration.added_p50_us
     assert (result.samples["error"] == ErrorKind.NONE).all()
+
+
+def test_a_notebook_awaits_the_run_on_its_own_loop(lab_server: Callable[..., ServerHandle]) -> None:
+    """The kernel's loop keeps turning while the load runs in its own processes."""
+    server = lab_server()
+    seen: list[LoadProgress] = []
+    ticks = 0
+
+    async def notebook_cell() -> LoadResult:
+        nonlocal ticks
+        run = start_load(LoadSpec(url=server.url + "/fast", connections=2, duration_seconds=0.6))
+        waiting = asyncio.ensure_future(run.wait(interval=0.05, on_progress=seen.append))
+        while not waiting.done():
+            ticks += 1  # other cells' work goes on
+            await asyncio.sleep(0.01)
+        return await waiting
+
+    result = asyncio.run(notebook_cell())
+    assert result.responses > 0 and ticks >= 30
+    assert seen[-1].phase == "done" and seen[-1].seconds_left == 0
+    assert any(p.phase == "running" and p.requests > 0 for p in seen)
+
+
+def test_several_paths_are_requested_in_turn(lab_server: Callable[..., ServerHandle]) -> None:
+    server = lab_server()
+    result = run_load(LoadSpec(url=server.url, paths=("/fast", "/bytes/100"), connections=1,
+                               max_requests=10))
+    assert result.errors == {}
+    sizes = result.samples["response_bytes"].tolist()
+    assert len(set(sizes)) == 2 and sizes[0::2] == [sizes[0]] * 5 and sizes[1::2] == [sizes[1]] * 5
+
+
+def test_a_post_body_is_sent_and_echoed(lab_server: Callable[..., ServerHandle]) -> None:
+    server = lab_server()
+    short = run_load(LoadSpec(url=server.url + "/echo", method="POST", body="x", max_requests=5))
+    long = run_load(LoadSpec(url=server.url + "/echo", method="POST", body="x" * 1001, max_requests=5))
+    assert short.errors == {} == long.errors
+    assert (long.samples["response_bytes"] - short.samples["response_bytes"] >= 1000).all()

@@ -106,3 +106,37 @@ def test_a_silent_server_gives_timeouts_within_the_bound() -> None:
     assert set(result.errors) == {"timeout"}
     kinds = set(result.samples["error"].tolist())
     assert kinds == {ErrorKind.TIMEOUT}
+
+
+def test_a_keepalive_connection_closed_without_notice_is_reopened_and_the_request_retried() -> None:
+    """The server answers as if it kept the connection, then closes it: the next request, already
+    sent on it, sees the close before any answer byte and goes again on a new connection."""
+    with raw_responder(OK_WITH_LENGTH, close_after_answer=True) as responder:
+        result = run_load(_quick(responder.url + "/", max_requests=30))
+    assert result.errors == {}
+    assert result.responses == 30 == responder.requests
+    assert (result.samples["connect_ns"] != MISSING).sum() >= 30 - 2
+
+
+def _dated(date: bytes, status: bytes = b"200 OK", body: bytes = b"OK") -> bytes:
+    return (b"HTTP/1.1 " + status + b"\r\nDate: " + date + b"\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def test_answers_that_repeat_but_for_their_date_are_still_read_exactly() -> None:
+    """The generator recognises a repeated answer without parsing it; anything that differs
+    outside the Date value (status, length, a line break smuggled into the date) is parsed."""
+    answers = [
+        _dated(b"Fri, 27 Nov 2026 00:14:39 GMT"),
+        _dated(b"Fri, 27 Nov 2026 00:14:40 GMT"),
+        _dated(b"Fri, 27 Nov 2026 00:14:41 GMT", b"404 No"),  # same length, other status
+        _dated(b"Fri, 27 Nov 2026 00:14:41 GMT", body=b"KO"),
+        _dated(b"Fri, 27 Nov 2026 00:14:41 GMT", body=b"longer"),
+    ]
+    with raw_responder(answers) as responder:
+        result = run_load(_quick(responder.url + "/", connections=1, max_requests=50))
+    expected_sizes = [len(answer) for answer in answers] * 10
+    expected_statuses = [200, 200, 404, 200, 200] * 10
+    assert result.samples["response_bytes"].tolist() == expected_sizes
+    assert result.samples["status"].tolist() == expected_statuses
+    assert result.errors == {"bad_status": 10}

@@ -58,7 +58,7 @@ def test_bad_settings_name_the_setting(changes: dict[str, object], option: str) 
 
 
 def test_request_bytes_are_built_once_from_the_spec() -> None:
-    spec = LoadSpec(url="http://127.0.0.1:8080/fast?x=1", method="POST", body=b"hello",
+    spec = LoadSpec(url="http://127.0.0.1:8080/fast?x=1", method="POST", body="hello",
                     headers=(("X-Test", "1"),), keepalive=False)
     assert build_request(spec, spec.request_paths[0]) == (
         b"POST /fast?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nX-Test: 1\r\n"
@@ -89,3 +89,16 @@ def test_cli_flags_come_from_the_knobs_and_rate_selects_the_open_loop() -> None:
     assert (spec.keepalive, spec.timeout_seconds, spec.headers, spec.paths) == (
         False, 2.0, (("X-A", "b"),), ("/p",))
     assert spec_from_arguments(_bench_arguments(URL)).mode == "closed"
+
+
+def test_the_notebook_panel_builds_its_widgets_from_the_same_knobs() -> None:
+    from lab.widgets import KnobForm
+
+    spec = LoadSpec(url=URL)
+    form = KnobForm(LoadSpec, spec)
+    assert {"url", "mode", "connections", "rate", "duration_seconds", "keepalive"} <= set(form.controls)
+    form.controls["connections"].value_widget.value = 25
+    assert form.build(spec).connections == 25
+    form.controls["connections"].value_widget.value = 0
+    with pytest.raises(ConfigError, match="connections"):
+        form.build(spec)

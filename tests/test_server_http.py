@@ -16,6 +16,7 @@ CHUNKED_ECHO = (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r
 
 def test_demo_routes(server):
     assert exchange(server.port, GET_FAST).body == b"OK"
+    assert exchange(server.port, get("/")).body == b"OK"
     assert exchange(server.port, ECHO_HELLO).body == b"hello"
     assert exchange(server.port, CHUNKED_ECHO).body == b"abcde"
     assert json.loads(exchange(server.port, get("/users/42")).body)["id"] == "42"
