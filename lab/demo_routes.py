@@ -7,6 +7,7 @@
 | ``POST /echo`` | the request body back |
 | ``GET /users/{id}`` | a small JSON document naming the id (a parameter route) |
 | ``GET /delay/{ms}`` | answers after ``ms`` milliseconds without blocking other requests |
+| ``GET /work/{us}`` | keeps the CPU busy for ``us`` microseconds, blocking the loop meanwhile |
 | ``GET /bytes/{n}`` | an ``n``-byte body (for buffer-size experiments) |
 | ``GET /stream/{chunks}`` | ``chunks`` chunks in chunked encoding, 10 ms apart |
 | ``GET /sockopts`` | the TCP options read back from this connection's socket, as JSON |
@@ -15,12 +16,16 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qs
 
 from lab.routing import Prebuilt, Request, Response, Router, StreamingResponse
 
 MAX_DEMO_BODY_BYTES = 256 * 1024 * 1024
 MAX_DELAY_MS = 60_000
+MAX_WORK_US = 1_000_000
 MAX_STREAM_CHUNKS = 10_000
 STREAM_PAUSE_SECONDS = 0.01
 
@@ -53,6 +58,27 @@ async def delay(request: Request) -> Response:
         return milliseconds
     await asyncio.sleep(milliseconds / 1000)
     return Response.text(f"waited {milliseconds} ms\n")
+
+
+def work(request: Request) -> Response:
+    """A handler with a known service time: it holds the loop, as CPU-bound work would.
+
+    ``?dist=exp`` draws each request's time from an exponential distribution with mean ``us``
+    (capped at ``MAX_WORK_US``): real handlers vary, and queueing comes from that variability.
+    """
+    microseconds = _bounded_int(request, "us", MAX_WORK_US)
+    if isinstance(microseconds, Response):
+        return microseconds
+    distribution = parse_qs(request.query).get("dist", ["fixed"])[0]
+    if distribution not in ("fixed", "exp"):
+        return Response.text(f"dist must be 'fixed' or 'exp', got {distribution!r}\n", 400)
+    if distribution == "exp" and microseconds:
+        microseconds = min(round(random.expovariate(1 / microseconds)), MAX_WORK_US)
+    # A busy loop, not sleep(): the point is that nothing else runs meanwhile.
+    until = time.perf_counter_ns() + microseconds * 1000
+    while time.perf_counter_ns() < until:
+        pass
+    return Response.text(f"worked {microseconds} us\n")
 
 
 _body_cache: dict[int, Prebuilt] = {}
@@ -94,6 +120,7 @@ def demo_router() -> Router:
     router.add(("POST", "PUT"), "/echo", echo)
     router.add("GET", "/users/{id}", user)
     router.add("GET", "/delay/{ms}", delay)
+    router.add("GET", "/work/{us}", work)
     router.add("GET", "/bytes/{n}", sized_body, pure=True)
     router.add("GET", "/stream/{chunks}", stream)
     router.add("GET", "/sockopts", sockopts)

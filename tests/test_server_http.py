@@ -135,3 +135,22 @@ def test_asyncio_loop_serves_the_same(make_server):
     server = make_server(loop="asyncio", nodelay=False, split_writes=True)
     assert exchange(server.port, GET_FAST).body == b"OK"
     assert exchange(server.port, get("/stream/2")).body == b"chunk 0\nchunk 1\n"
+
+
+def test_work_holds_the_loop_for_its_service_time(server):
+    with connect(server.port) as busy, connect(server.port) as fast:
+        started = time.perf_counter()
+        busy.sendall(get("/work/200000"))
+        time.sleep(0.05)  # the busy loop has begun
+        fast.sendall(GET_FAST)
+        assert Reader(fast).response().body == b"OK"
+        # /fast had to wait for the CPU-bound handler: it blocks everyone, unlike /delay.
+        assert time.perf_counter() - started >= 0.19
+        assert Reader(busy).response().body == b"worked 200000 us\n"
+
+
+def test_work_varies_its_time_on_request_and_refuses_bad_input(server):
+    times = {exchange(server.port, get("/work/500?dist=exp")).body for _ in range(20)}
+    assert len(times) > 1
+    assert exchange(server.port, get("/work/500?dist=normal")).status == 400
+    assert exchange(server.port, get("/work/9999999")).status == 400

@@ -1,0 +1,42 @@
+"""The notebooks' shared helpers: a run as a record, and the compact table of figures."""
+
+from __future__ import annotations
+
+from lab.loadgen import LoadSpec, run_load
+from lab.records import Record
+from lab.teaching import as_record, figures
+
+
+def test_a_run_becomes_a_record_of_its_measured_part(server):
+    result = run_load(LoadSpec(url=server.url + "/fast", connections=2, duration_seconds=0.3,
+                               warmup_seconds=0.1))
+    record = as_record(result, name="closed", server_config=server.config)
+    assert record.samples.size == result.requests
+    assert record.load_spec["connections"] == 2
+    assert record.server_config["nodelay"] is True
+    table = figures([record])
+    assert list(table.index) == ["closed"]
+    assert table.loc["closed", "errors"] == 0
+    assert table.loc["closed", "p50 ms"] <= table.loc["closed", "p99 ms"] <= table.loc["closed", "max ms"]
+
+
+def test_open_loop_records_get_an_uncorrected_row(synthetic_record: Record):
+    table = figures([synthetic_record])
+    assert list(table.index) == ["synthetic", "synthetic, uncorrected"]
+    assert list(figures([synthetic_record], uncorrected=False).index) == ["synthetic"]
+    assert {"requests/s", "p90 ms", "p99.9 ms", "max ms"} <= set(table.columns)
+
+
+def test_a_load_sweep_point_and_its_figure(server):
+    import pandas as pd
+
+    from lab.teaching import load_latency_figure, load_point
+
+    result = run_load(LoadSpec(url=server.url + "/fast", mode="open", rate=200, connections=2,
+                               duration_seconds=0.5))
+    point = load_point(result, capacity=400)
+    assert point["offered load"] == 0.5
+    assert 150 <= point["throughput req/s"] <= 250
+    assert point["in flight (counted)"] > 0
+    figure = load_latency_figure(pd.DataFrame([point]), service_ms=2.5)
+    assert len(figure.axes) == 2
