@@ -1,4 +1,4 @@
-"""Small helpers the teaching notebooks share: a finished load run as a record, the compact
+"""Small helpers the teaching notebooks share: the compact
 table of figures a reader needs (requests/s, p50/p90/p99/p99.9, max), and the rows and the
 figure of a load sweep (latency against offered load).
 """
@@ -22,12 +22,6 @@ PERCENTILE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("mean ms", "mean"), ("p50 ms", "p50"), ("p90 ms", "p90"), ("p99 ms", "p99"),
     ("p99.9 ms", "p99_9"), ("max ms", "max"),
 )
-
-
-def as_record(result: LoadResult, *, name: str, server_config: Any = None, notes: str = "") -> Record:
-    """A record of a run's measured part (the warm-up left out), for the plots and compare()."""
-    return Record.create(samples=result.measured_samples(), load_spec=result.spec_dict(),
-                         server_config=server_config, name=name, notes=notes)
 
 
 def figures(records: Sequence[Record], *, uncorrected: bool = True) -> pd.DataFrame:

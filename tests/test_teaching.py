@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from lab.experiment import record_from_result
 from lab.loadgen import LoadSpec, run_load
 from lab.records import Record
-from lab.teaching import as_record, figures
+from lab.teaching import figures
 
 
 def test_a_run_becomes_a_record_of_its_measured_part(server):
     result = run_load(LoadSpec(url=server.url + "/fast", connections=2, duration_seconds=0.3,
                                warmup_seconds=0.1))
-    record = as_record(result, name="closed", server_config=server.config)
+    record = record_from_result(result, name="closed", server_config=server.config)
     assert record.samples.size == result.requests
     assert record.load_spec["connections"] == 2
     assert record.server_config["nodelay"] is True
