@@ -46,7 +46,9 @@ def _serve_here(config: ServerConfig, router: str | None) -> int:
         return 1
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, loop.stop)
-    announce(config, port)
+    # Announce from inside the running loop: uvloop can miss a signal that arrives between
+    # add_signal_handler and run_forever, and a caller may signal as soon as it reads the line.
+    loop.call_soon(announce, config, port)
     try:
         loop.run_forever()
     finally:
