@@ -126,17 +126,26 @@ class CloseProbe:
         return self.received_bytes >= self.expected_bytes
 
 
-def close_probe(url: str, *, read_delay_seconds: float = 0.0,
+def close_probe(url: str, *, read_delay_seconds: float = 0.0, receive_buffer_bytes: int | None = None,
                 timeout_seconds: float = 5.0) -> CloseProbe:
     """One request with ``Connection: close``; read to the end and report how the end came.
 
     ``read_delay_seconds`` makes a slow reader: the client waits before its first read, so
-    the answer sits in the kernel's buffers when the server closes.
+    the answer sits in the kernel's buffers when the server closes. ``receive_buffer_bytes``
+    fixes the client's SO_RCVBUF (no autotuning): without it Linux may grow the receive
+    buffer to several MB, take the whole answer in before the server closes, and a reset
+    then cuts nothing.
     """
     target = _loopback_target(url)
     received = b""
     ending: Literal["fin", "rst", "timeout"]
-    with socket.create_connection((target.host, target.port), timeout=timeout_seconds) as sock:
+    family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        if receive_buffer_bytes is not None:
+            # Before connect, so the window advertised in the handshake matches it.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
+        sock.settimeout(timeout_seconds)
+        sock.connect((target.host, target.port))
         sock.sendall(_request_bytes(target, close=True))
         time.sleep(read_delay_seconds)
         try:
