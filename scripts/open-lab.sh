@@ -7,4 +7,6 @@ bash scripts/setup.sh
 cd notebooks
 first=01-quickstart.ipynb
 [ -f "$first" ] || first=""
-exec ../.venv/bin/jupyter lab --ip=127.0.0.1 "$@" $first
+as_root=()
+[ "$(id -u)" = 0 ] && as_root=(--allow-root)  # JupyterLab refuses root without it (containers)
+exec ../.venv/bin/jupyter lab --ip=127.0.0.1 "${as_root[@]}" "$@" $first
