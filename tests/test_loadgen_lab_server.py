@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,10 @@ import pytest
 
 from lab.config import ServerConfig
 from lab.loadgen import LoadProgress, LoadResult, LoadSpec, run_load, start_load
+from lab.options import from_dict
 from lab.samples import MISSING, ErrorKind
 from lab.server import ServerHandle, start_server
+from lab.store import RecordStore, save_run
 
 
 @pytest.fixture
@@ -200,3 +203,16 @@ def test_a_post_body_is_sent_and_echoed(lab_server: Callable[..., ServerHandle])
     long = run_load(LoadSpec(url=server.url + "/echo", method="POST", body="x" * 1001, max_requests=5))
     assert short.errors == {} == long.errors
     assert (long.samples["response_bytes"] - short.samples["response_bytes"] >= 1000).all()
+
+
+def test_a_result_becomes_a_record(lab_server: Callable[..., ServerHandle], tmp_path: Path) -> None:
+    """The pieces a record needs are plain: samples, the spec, the server config."""
+    config = ServerConfig()
+    server = lab_server()
+    result = run_load(LoadSpec(url=server.url + "/fast", mode="open", rate=200.0, max_requests=50))
+    store = RecordStore(tmp_path)
+    record = save_run(samples=result.samples, load_spec=result.spec, server_config=config,
+                      name="loadgen", store=store)
+    loaded = store.load(record.id)
+    assert len(loaded.samples) == 50
+    assert from_dict(LoadSpec, loaded.load_spec) == result.spec
