@@ -27,6 +27,7 @@ import uvloop
 
 from lab.load_engine import Engine, EnginePlan, make_engine
 from lab.loadspec import LoadSpec, build_request, worker_connections, worker_max_requests
+from lab.resources import raise_open_file_limit
 
 NS_PER_S = 1_000_000_000
 START_MARGIN_NS = 50_000_000  # between agreeing on a start time and starting: time to get ready
@@ -125,6 +126,7 @@ def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
 def worker_main(spec: LoadSpec, worker: int, board: SharedBoard, channel: Connection) -> None:
     """Process entry point: connect, wait for the others, run, send samples back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent, which stops us
+    raise_open_file_limit()
     board.publish(worker, state=STATE_STARTING)
     try:
         engine = make_engine(plan_for(spec, worker))

@@ -20,6 +20,7 @@ from typing import Any
 
 from lab.config import ServerConfig
 from lab.protocol import HttpConnection
+from lab.resources import raise_open_file_limit
 from lab.routing import Request, Router
 
 log = logging.getLogger("lab.server")
@@ -168,6 +169,7 @@ class LabServer:
         self.port = 0
 
     async def start(self, sock: socket.socket | None = None) -> int:
+        raise_open_file_limit()  # each connection is a descriptor; 1024 is a common default
         loop = asyncio.get_running_loop()
         self.state = ServerState(self.config, self.router, loop)
         sock = sock or make_listening_socket(self.config)
