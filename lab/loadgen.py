@@ -153,6 +153,13 @@ class LoadRun:
             on_progress(self.progress())
         return result
 
+    def __del__(self) -> None:
+        # A run dropped without its result being read: its workers would block for ever on
+        # a pipe nobody reads, so they go with it.
+        for process in getattr(self, "_processes", ()):
+            if process.is_alive():
+                process.terminate()
+
     def __enter__(self) -> LoadRun:
         return self
 

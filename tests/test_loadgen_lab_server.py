@@ -216,3 +216,19 @@ def test_a_result_becomes_a_record(lab_server: Callable[..., ServerHandle], tmp_
     loaded = store.load(record.id)
     assert len(loaded.samples) == 50
     assert from_dict(LoadSpec, loaded.load_spec) == result.spec
+
+
+def test_a_run_dropped_unread_takes_its_workers_with_it(lab_server: Callable[..., ServerHandle]) -> None:
+    import gc
+
+    from lab.loadgen import start_load
+
+    server = lab_server()
+    run = start_load(LoadSpec(url=server.url + "/fast", connections=2, duration_seconds=30))
+    processes = list(run._processes)
+    assert all(process.is_alive() for process in processes)
+    del run
+    gc.collect()
+    for process in processes:
+        process.join(10)
+        assert not process.is_alive()
