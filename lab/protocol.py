@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from lab.routing import Prebuilt, Request, Response, StreamingResponse
+from lab.routing import NO_PARAMS, Prebuilt, Request, Response, StreamingResponse
 
 if TYPE_CHECKING:
     from lab.server_core import ServerState
@@ -303,8 +303,11 @@ class HttpConnection(asyncio.BufferedProtocol):
         request = Request(
             parser.get_method().decode("ascii"), path.decode("latin-1"), query.decode("latin-1"),
             self._headers, parts[0] if len(parts) == 1 else b"".join(parts),
-            parser.get_http_version(), parser.should_keep_alive(), {}, self)
-        self._queue_or_send(request)
+            parser.get_http_version(), parser.should_keep_alive(), NO_PARAMS, self)
+        if self._busy or self._write_paused or self._pending:
+            self._queue_or_send(request)
+        else:
+            self._handle(request)  # the common case, without the queue's two extra calls
 
     def _abandon(self, status: int, message: str, error_kind: str) -> None:
         self.state.stats.count_error(error_kind)

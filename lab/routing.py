@@ -11,9 +11,10 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import Any
 
 # --- requests -------------------------------------------------------------------------------
@@ -28,7 +29,7 @@ class Request:
     body: bytes
     http_version: str
     keep_alive: bool
-    params: dict[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
     connection: Any = None  # the HttpConnection it came on (socket read-back, peer address)
     context: dict[str, Any] = field(default_factory=dict)  # for middleware to pass data on
 
@@ -139,12 +140,15 @@ class Route:
     pure: bool = False
 
 
-@dataclass(slots=True)
+NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     """The outcome of looking a request up: a route, or the status that explains why not."""
 
     route: Route | None
-    params: dict[str, str]
+    params: Mapping[str, str]
     status: int = 200  # 404 no such path, 405 path exists but not for this method
     allowed: tuple[str, ...] = ()
 
@@ -165,6 +169,8 @@ class Router:
 
     def __init__(self) -> None:
         self._static: dict[str, dict[str, Route]] = {}
+        # Static paths answer with Match objects built once: no allocation per request.
+        self._static_matches: dict[str, dict[str, Match]] = {}
         self._dynamic: list[tuple[re.Pattern[str], dict[str, Route]]] = []
         self.request_middleware: list[RequestMiddleware] = []
         self.response_middleware: list[ResponseMiddleware] = []
@@ -193,6 +199,9 @@ class Router:
             table[method.upper()] = route
         if "GET" in table and "HEAD" not in table:
             table["HEAD"] = table["GET"]
+        if "{" not in pattern:
+            self._static_matches[pattern] = {method: Match(found, NO_PARAMS)
+                                             for method, found in table.items()}
 
     def route(self, pattern: str, methods: str | tuple[str, ...] = "GET", *,
               pure: bool = False) -> Callable[[Handler], Handler]:
@@ -207,8 +216,13 @@ class Router:
         return bool(self.request_middleware or self.response_middleware)
 
     def match(self, method: str, path: str) -> Match:
+        matches = self._static_matches.get(path)
+        if matches is not None:
+            found = matches.get(method)
+            if found is not None:
+                return found
         table = self._static.get(path)
-        params: dict[str, str] = {}
+        params: Mapping[str, str] = NO_PARAMS
         if table is None:
             for pattern, candidate in self._dynamic:
                 found = pattern.match(path)
@@ -216,7 +230,7 @@ class Router:
                     table, params = candidate, found.groupdict()
                     break
             else:
-                return Match(None, {}, 404)
+                return Match(None, NO_PARAMS, 404)
         route = table.get(method)
         if route is None:
             return Match(None, params, 405, tuple(sorted(table)))
