@@ -9,7 +9,7 @@ import sys
 
 from lab.config import ServerConfig
 from lab.options import add_arguments, from_arguments
-from lab.server import ProcessRunner, format_url, load_router, new_event_loop
+from lab.server import ProcessRunner, format_url, load_router, serve_until_stopped
 from lab.server_core import LabServer
 
 
@@ -36,24 +36,18 @@ def run(arguments: argparse.Namespace) -> int:
 
 def _serve_here(config: ServerConfig, router: str | None) -> int:
     """One worker: the loop runs in this process, with nothing between it and the socket."""
-    loop = new_event_loop(config.loop)
-    asyncio.set_event_loop(loop)
-    server = LabServer(config, load_router(router))
+    def ready(loop: asyncio.AbstractEventLoop, server: LabServer, port: int) -> None:
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, loop.stop)
+        # Announce from inside the running loop: uvloop can miss a signal that arrives between
+        # add_signal_handler and run_forever, and a caller may signal as soon as it reads it.
+        loop.call_soon(announce, config, port)
+
     try:
-        port = loop.run_until_complete(server.start())
+        serve_until_stopped(config, load_router(router), ready)
     except OSError as error:
         print(f"cannot listen on {config.host}:{config.port}: {error.strerror}", file=sys.stderr)
         return 1
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signal_number, loop.stop)
-    # Announce from inside the running loop: uvloop can miss a signal that arrives between
-    # add_signal_handler and run_forever, and a caller may signal as soon as it reads the line.
-    loop.call_soon(announce, config, port)
-    try:
-        loop.run_forever()
-    finally:
-        loop.run_until_complete(server.close())
-        loop.close()
     return 0
 
 

@@ -71,6 +71,32 @@ def format_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+ReadyHook = Callable[[asyncio.AbstractEventLoop, LabServer, int], None]
+
+
+def serve_until_stopped(config: ServerConfig, router: Router, on_ready: ReadyHook) -> None:
+    """Run a server on a new loop in the calling thread until something stops that loop.
+
+    ``on_ready(loop, server, port)`` runs once the port listens: it is where each caller
+    hangs its way of being stopped (signals, a control pipe, a thread-safe call) and says it is
+    ready. An error before that (e.g. the port is in use) is raised to the caller.
+    """
+    loop = new_event_loop(config.loop)
+    asyncio.set_event_loop(loop)  # this thread only; a Jupyter kernel's loop is untouched
+    server = LabServer(config, router)
+    try:
+        port = loop.run_until_complete(server.start())
+    except BaseException:
+        loop.close()
+        raise
+    on_ready(loop, server, port)
+    try:
+        loop.run_forever()
+    finally:
+        loop.run_until_complete(server.close())
+        loop.close()
+
+
 # --- runners: where the loop lives ----------------------------------------------------------
 
 class ThreadRunner:
@@ -93,22 +119,16 @@ class ThreadRunner:
         return self.port
 
     def _run(self, started: concurrent.futures.Future[int]) -> None:
-        loop = new_event_loop(self.config.loop)
-        asyncio.set_event_loop(loop)  # this thread only; the kernel's loop is untouched
-        self._loop = loop
-        self._server = LabServer(self.config, self._router)
+        def ready(loop: asyncio.AbstractEventLoop, server: LabServer, port: int) -> None:
+            self._loop, self._server = loop, server
+            started.set_result(port)
+
         try:
-            port = loop.run_until_complete(self._server.start())
+            serve_until_stopped(self.config, self._router, ready)
         except BaseException as error:
+            if started.done():
+                raise  # a failure while serving: let the thread's excepthook report it
             started.set_exception(error)
-            loop.close()
-            return
-        started.set_result(port)
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(self._server.close())
-            loop.close()
 
     def _call(self, function: Callable[[], Any]) -> Any:
         assert self._loop is not None
@@ -213,38 +233,31 @@ def worker_main(config: ServerConfig, pipe: multiprocessing.connection.Connectio
                 router: str) -> None:
     """Entry point of a server worker process: serve until told to stop over the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
-    loop = new_event_loop(config.loop)
-    asyncio.set_event_loop(loop)
-    server = LabServer(config, load_router(router))
+
+    def ready(loop: asyncio.AbstractEventLoop, server: LabServer, port: int) -> None:
+        def on_command() -> None:
+            try:
+                command, *arguments = pipe.recv()
+            except (EOFError, OSError):  # the parent is gone: nobody can stop us any more
+                loop.remove_reader(pipe.fileno())
+                loop.stop()
+                return
+            if command == "stats":
+                pipe.send(("stats", server.stats()))
+            elif command == "apply":
+                server.apply(arguments[0])
+                pipe.send(("applied", None))
+            elif command == "stop":
+                loop.stop()
+
+        loop.add_reader(pipe.fileno(), on_command)
+        loop.add_signal_handler(signal.SIGTERM, loop.stop)
+        pipe.send(("ready", port))
+
     try:
-        port = loop.run_until_complete(server.start())
+        serve_until_stopped(config, load_router(router), ready)
     except BaseException as error:
         pipe.send(("error", error))
-        return
-    pipe.send(("ready", port))
-
-    def on_command() -> None:
-        try:
-            command, *arguments = pipe.recv()
-        except (EOFError, OSError):  # the parent is gone: nobody can stop us any more
-            loop.stop()
-            return
-        if command == "stats":
-            pipe.send(("stats", server.stats()))
-        elif command == "apply":
-            server.apply(arguments[0])
-            pipe.send(("applied", None))
-        elif command == "stop":
-            loop.stop()
-
-    loop.add_reader(pipe.fileno(), on_command)
-    loop.add_signal_handler(signal.SIGTERM, loop.stop)
-    try:
-        loop.run_forever()
-    finally:
-        loop.remove_reader(pipe.fileno())
-        loop.run_until_complete(server.close())
-        loop.close()
 
 
 # --- the handle -----------------------------------------------------------------------------
