@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/loadgen_vs_wrk.py [--servers nginx lab] [--duration 3] [--rounds 5]
 
-The server under test (lab.peers: nginx as one process, or the lab server with one worker)
-is pinned to core 0; wrk (lab.wrk) and the lab's generator (``python -m lab bench``) are
+The server under test (lab.peers.servers: nginx as one process, or the lab server with one worker)
+is pinned to core 0; wrk (lab.peers.wrk) and the lab's generator (``python -m lab bench``) are
 each pinned to core 1 and take turns, round after round, so that a noisy neighbour hurts
 both alike. Per server it prints requests/s at 50 connections and p50 latency at 1
 connection for both tools, then the ratios the issue sets targets for -- generator/wrk
@@ -23,9 +23,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from lab.peers import start_peer
-from lab.pinning import pinned_command
-from lab.wrk import WrkLoad, run_wrk
+from lab.peers.pinning import pinned_command
+from lab.peers.servers import start_peer
+from lab.peers.wrk import WrkLoad, run_wrk
 
 SERVER_CORES = [0]
 CLIENT_CORES = [1]

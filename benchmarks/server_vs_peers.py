@@ -2,7 +2,7 @@
 
 Each server runs alone, pinned to the server core; wrk runs pinned to the load core, with the
 same load for every server. Absolute figures do not transfer between machines; the ratios
-printed at the end (lab / uvicorn, lab / nginx) do (GUIDE §3.6). On a shared machine use
+printed at the end (lab / uvicorn, lab / nginx) do. On a shared machine use
 ``--rounds N``: the servers are measured in N interleaved rounds and the ratios use medians.
 
     .venv/bin/python benchmarks/server_vs_peers.py                     # wrk -t1 -c50 -d10s
@@ -23,9 +23,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from lab.peers import PEER_NAMES, PeerError, PeerUnavailable, start_peer
-from lab.pinning import PinningError, server_and_load_cores
-from lab.wrk import WrkError, WrkLoad, WrkResult, find_wrk, run_wrk
+from lab.peers.pinning import PinningError, server_and_load_cores
+from lab.peers.servers import PEER_NAMES, PeerError, PeerUnavailable, start_peer
+from lab.peers.wrk import WrkError, WrkLoad, WrkResult, find_wrk, run_wrk
 
 DEFAULT_PEERS = ("lab", "uvicorn", "nginx")
 BASELINE = "lab"

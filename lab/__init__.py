@@ -1,19 +1,91 @@
 """Latency Lab: a tunable HTTP/1.1 server, a load generator whose numbers can be trusted,
-and the notebook tools to see what each knob does to latency."""
+and the notebook tools to see what each knob does to latency.
 
-from typing import Any
+    import lab
 
-from lab.config import ServerConfig
-from lab.options import ConfigError
+    with lab.start_server(nodelay=False, split_writes=True) as server:
+        result = lab.run_load(lab.LoadSpec(url=server.url + "/fast", duration_seconds=2))
+    record = lab.record_from_result(result, name="nagle")
+    figure = lab.plots.percentile_spectrum([record])
 
-__version__ = "0.1.0"
+The names below are the front door; each part's internals live in a subpackage (``lab.http``
+the server's, ``lab.engine`` the generator's, ``lab.measure``, ``lab.records``,
+``lab.notebook``, ``lab.peers``, ``lab.cli``). Heavy names (numpy, pandas, matplotlib,
+ipywidgets behind them) load on first use, so ``python -m lab serve`` starts without them.
+"""
 
-__all__ = ["ConfigError", "ServerConfig", "__version__", "panel"]
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from lab.errors import ConfigError, LabError
+from lab.http.config import ServerConfig
+
+if TYPE_CHECKING:
+    from lab.engine.result import LoadResult
+    from lab.engine.spec import LoadSpec
+    from lab.loadgen import run_load, start_load
+    from lab.notebook.panel import LabPanel
+    from lab.records import plots
+    from lab.records.experiment import record_from_result
+    from lab.records.record import Record
+    from lab.records.store import RecordStore
+    from lab.server import ServerHandle, start_server
+
+try:
+    __version__ = metadata.version("latency-lab")
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ConfigError",
+    "LabError",
+    "LoadResult",
+    "LoadSpec",
+    "Record",
+    "RecordStore",
+    "ServerConfig",
+    "ServerHandle",
+    "__version__",
+    "panel",
+    "plots",
+    "record_from_result",
+    "run_load",
+    "start_load",
+    "start_server",
+]
+
+# name -> module that defines it; imported on first access (PEP 562).
+_LAZY: dict[str, str] = {
+    "LoadResult": "lab.engine.result",
+    "LoadSpec": "lab.engine.spec",
+    "Record": "lab.records.record",
+    "RecordStore": "lab.records.store",
+    "ServerHandle": "lab.server",
+    "run_load": "lab.loadgen",
+    "start_load": "lab.loadgen",
+    "start_server": "lab.server",
+    "record_from_result": "lab.records.experiment",
+}
 
 
-def panel(*args: Any, **options: Any) -> Any:
-    """A control panel for a lab server (see lab/control_panel.py); display it in a cell."""
-    # Imported here: the panel pulls in ipywidgets and matplotlib, which `python -m lab serve`
-    # and the generator's worker processes do not need.
-    from lab.control_panel import LabPanel
+def __getattr__(name: str) -> Any:
+    if name == "plots":
+        return importlib.import_module("lab.records.plots")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lab' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def panel(*args: Any, **options: Any) -> LabPanel:
+    """A control panel for a lab server (see :mod:`lab.notebook.panel`); display it in a cell."""
+    from lab.notebook.panel import LabPanel
+
     return LabPanel(*args, **options)

@@ -2,23 +2,24 @@
 
 From Python::
 
-    from lab.loadgen import LoadSpec, run_load
-    result = run_load(LoadSpec(url="http://127.0.0.1:8080/fast", connections=50, duration_seconds=5))
+    import lab
+    result = lab.run_load(lab.LoadSpec(url="http://127.0.0.1:8080/fast", connections=50,
+                                       duration_seconds=5))
     print(result.rps, result.latency.p99)
 
 From a notebook, without blocking the kernel::
 
-    run = start_load(LoadSpec(url=..., mode="open", rate=2000, duration_seconds=30))
+    run = lab.start_load(lab.LoadSpec(url=..., mode="open", rate=2000, duration_seconds=30))
     run.progress()          # requests so far, requests/s so far, seconds left
     result = await run.wait(on_progress=print)   # or run.result(), run.stop()
 
 The load always runs in worker processes of its own (``workers`` of them), never in the
 caller's process: a generator sharing a GIL with a notebook or a server measures itself.
-Each worker runs an :class:`~lab.load_engine.Engine` on uvloop; the parent merges samples.
+Each worker runs an :class:`~lab.engine.core.Engine` on uvloop; the parent merges samples.
 
 What the figures mean
 ---------------------
-- Every request is one row of ``result.samples`` (``lab.samples`` format), errors included;
+- Every request is one row of ``result.samples`` (``lab.measure.samples`` format), errors included;
   nothing is dropped. Rows whose start (intended send, else actual send) falls in the
   warm-up stay in the samples but are left out of every figure.
 - ``latency``: from the intended send time in the open loop (coordinated-omission
@@ -34,9 +35,9 @@ What the figures mean
   once on a new one, charged with the wait. Connect times are in ``connect`` (connections
   opened before the run starts are not charged to any request).
 - ``calibration`` (``calibrate=True``): the generator's own added latency per request, see
-  :mod:`lab.calibration`.
+  :mod:`lab.engine.calibration`.
 - Open-loop sends are on time to some microseconds on an idle machine: libuv timers only
-  have millisecond resolution, so the schedule is kept with a timerfd (lab.precise_timer)
+  have millisecond resolution, so the schedule is kept with a timerfd (lab.engine.timer)
   that wakes the loop 50 µs early, and the last stretch is polled.
 """
 
@@ -53,15 +54,15 @@ from typing import Any
 
 import numpy as np
 
-from lab.calibration import DEFAULT_REQUESTS, Calibration, start_calibration
-from lab.load_result import LoadResult, analyse
-from lab.load_worker import SharedBoard, WorkerReport, process_context, start_workers
-from lab.loadspec import LoadSpec
-from lab.samples import SAMPLE_DTYPE, merge
+from lab.engine.calibration import DEFAULT_REQUESTS, Calibration, start_calibration
+from lab.engine.result import LoadResult, analyse
+from lab.engine.spec import LoadSpec
+from lab.engine.worker import SharedBoard, WorkerReport, process_context, start_workers
+from lab.measure.samples import SAMPLE_DTYPE, merge
+from lab.units import NS_PER_S
 
 __all__ = ["LoadProgress", "LoadResult", "LoadRun", "LoadSpec", "run_load", "start_load"]
 
-NS_PER_S = 1_000_000_000
 JOIN_SECONDS = 10.0
 STARTUP_ALLOWANCE_SECONDS = 60.0  # process start, calibration, connecting
 STOP_WAIT_SECONDS = 10.0

@@ -13,17 +13,17 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from lab.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A setting is out of its allowed range; the message names the setting and the range."""
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"{name}: {message}")
-        self.option = name
+# A configuration class (ServerConfig, LoadSpec): the constructors below return its own type.
+Config = TypeVar("Config", bound="DataclassInstance")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,7 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
                                choices=spec.choices, help=help_text)
 
 
-def from_arguments(config_class: type, namespace: argparse.Namespace, **extra: Any) -> Any:
+def from_arguments(config_class: type[Config], namespace: argparse.Namespace, **extra: Any) -> Config:
     """Build a validated configuration from parsed flags; flags not given keep their defaults."""
     names = {f.name for f, _ in knobs(config_class)}
     values = {name: value for name, value in vars(namespace).items() if name in names}
@@ -162,7 +162,7 @@ def as_dict(config: Any) -> dict[str, Any]:
     return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
-def from_dict(config_class: type, values: dict[str, Any]) -> Any:
+def from_dict(config_class: type[Config], values: Mapping[str, Any]) -> Config:
     """Inverse of :func:`as_dict`; unknown keys are an error that names them."""
     names = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - names)
@@ -175,7 +175,3 @@ def from_dict(config_class: type, values: dict[str, Any]) -> Any:
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         converted[name] = value
     return config_class(**converted)
-
-
-def flag_names(config_class: type) -> Sequence[str]:
-    return [spec.flag for _, spec in knobs(config_class) if spec.flag]

@@ -24,30 +24,30 @@ import multiprocessing.connection
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from lab.config import ServerConfig
-from lab.demo_routes import demo_router
-from lab.options import ConfigError, changed_knobs, knobs
-from lab.routing import Router
-from lab.server_core import LabServer, add_snapshots
+from lab.errors import ConfigError, ServerError
+from lab.http.config import ServerConfig
+from lab.http.core import LabServer, add_snapshots
+from lab.http.demo_routes import demo_router
+from lab.http.routing import Router
+from lab.options import changed_knobs, knobs
 
 Isolation = Literal["thread", "process"]
-DEMO_ROUTER = "lab.demo_routes:demo_router"
+Result = TypeVar("Result")
+DEMO_ROUTER = "lab.http.demo_routes:demo_router"
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 
 RESTART_KNOBS = frozenset(field.name for field, spec in knobs(ServerConfig) if spec.restart)
 
 
-class ServerError(RuntimeError):
-    """The server could not start, or stopped answering its handle."""
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     """A fresh loop of the configured kind, never installed as a global policy.
 
-    ``uvloop.install()`` inside a Jupyter kernel hangs the kernel (see the guide), so the
+    ``uvloop.install()`` inside a Jupyter kernel hangs the kernel, so the
     loop is created directly and lives only in the thread or process that runs it.
     """
     if kind == "uvloop":
@@ -130,17 +130,19 @@ class ThreadRunner:
                 raise  # a failure while serving: let the thread's excepthook report it
             started.set_exception(error)
 
-    def _call(self, function: Callable[[], Any]) -> Any:
+    def _call(self, function: Callable[[], Result]) -> Result:
+        """Run ``function`` on the server's loop (its own thread) and wait for what it returns."""
         assert self._loop is not None
 
-        async def call() -> Any:
+        async def call() -> Result:
             return function()
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result(STOP_TIMEOUT_SECONDS)
 
     def apply(self, config: ServerConfig) -> None:
-        assert self._server is not None
+        server = self._server
+        assert server is not None
         self.config = config
-        self._call(lambda: self._server.apply(config))  # type: ignore[union-attr]
+        self._call(lambda: server.apply(config))
 
     def stats(self) -> dict[str, Any]:
         assert self._server is not None

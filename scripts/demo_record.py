@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab.samples import MISSING, SAMPLE_DTYPE, ErrorKind, merge
+from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind, merge
 
 HOST = "127.0.0.1"
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: latency-lab-demo\r\n\r\n"
@@ -191,11 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.mode == "serve":
         asyncio.run(serve(0, arguments.stall_every, arguments.stall_ms))
         return 0
-    from lab.store import save_run
+    from lab.records.store import save_run
 
     duration = min(arguments.duration, 60.0)  # every run is bounded
     with responder(stall_every_s=arguments.stall_every, stall_ms=arguments.stall_ms) as port:
-        from lab.environment import utc_now
+        from lab.records.environment import utc_now
         started = utc_now()
         samples = asyncio.run(time_requests(port, connections=arguments.connections,
                                             duration_s=duration, rate_per_s=arguments.rate))

@@ -35,6 +35,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup: installing Python packages into .venv"
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+# setuptools warns about editable installs on every run (UserWarning); nothing in it is actionable.
+PYTHONWARNINGS=ignore::UserWarning .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import lab, uvloop, httptools, numpy, matplotlib, ipywidgets" \
   || { echo "setup: the Python packages did not install" >&2; exit 1; }

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --system
 .venv/bin/ruff check .
+.venv/bin/python -m mypy lab  # strict, configured in pyproject.toml
 exec .venv/bin/python -m pytest "$@"

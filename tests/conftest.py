@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lab.records import Record
-from lab.samples import ErrorKind, empty
+from lab.measure.samples import ErrorKind, empty
+from lab.records.record import Record
+from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
-from lab.store import RecordStore
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from lab.article import COLUMNS, SEED_FIGURES, article_figures, article_table
 from lab.loadgen import LoadSpec, run_load
+from lab.notebook.article import COLUMNS, SEED_FIGURES, article_figures, article_table
 
 
 def test_a_run_in_the_article_format_next_to_the_article(server):

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab.config import ServerConfig
+from lab.http.config import ServerConfig
 from lab.server import ServerHandle, start_server
 
 SUMMARY_KEYS = {"mean", "stdev", "min", "max", "p50", "p90", "p95", "p99", "p99_9", "p99_99"}
@@ -69,7 +69,7 @@ def test_a_non_loopback_url_is_refused_with_a_clear_message() -> None:
 
 def test_save_keeps_the_run_as_a_record_and_json_stays_one_object(server: ServerHandle,
                                                                    tmp_path) -> None:
-    from lab.store import RecordStore
+    from lab.records.store import RecordStore
 
     done = bench(server.url + "/fast", "--rate", "400", "--duration", "0.5", "--json",
                  "--save", "--name", "open-400", "--data-dir", str(tmp_path))

@@ -12,7 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab.export import (
+from lab.measure.hgrm import bucket_layout, format_hgrm, percentile_distribution
+from lab.measure.samples import latency_ns
+from lab.measure.stats import summarize
+from lab.records.export import (
     export,
     read_csv,
     read_parquet,
@@ -20,10 +23,7 @@ from lab.export import (
     summary_document,
     to_dataframe,
 )
-from lab.hgrm import bucket_layout, format_hgrm, percentile_distribution
-from lab.records import Record
-from lab.samples import latency_ns
-from lab.stats import summarize
+from lab.records.record import Record
 
 # A wrk2 row: "%12.3f %12f %12d %12.2f"
 HGRM_ROW = re.compile(r"^ {0,11}\d+\.\d{3} {1,12}[01]\.\d{6} {1,12}\d+ {1,12}(?:\d+\.\d{2}|inf)$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from lab.loadgen import LoadSpec, run_load
-from lab.samples import MISSING
+from lab.measure.samples import MISSING
 
 
 def test_each_new_connection_is_timed_on_its_own(make_server):

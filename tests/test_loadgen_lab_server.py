@@ -1,6 +1,6 @@
-"""The generator against the lab's own server on loopback: the issue's "done when" list.
+"""The generator against the lab's own server on loopback.
 
-The server runs in its own process (isolation="process"), as the guide asks whenever numbers
+The server runs in its own process (isolation="process"), as it must be whenever numbers
 are compared. Bounds on times are generous and only for physical effects (a 20 ms sleep, a
 400 ms stall, Nagle's ~40 ms).
 """
@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lab.config import ServerConfig
+from lab.http.config import ServerConfig
 from lab.loadgen import LoadProgress, LoadResult, LoadSpec, run_load, start_load
+from lab.measure.samples import MISSING, ErrorKind
 from lab.options import from_dict
-from lab.samples import MISSING, ErrorKind
+from lab.records.store import RecordStore, save_run
 from lab.server import ServerHandle, start_server
-from lab.store import RecordStore, save_run
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import socket
 import pytest
 from raw_responder import raw_responder
 
-from lab.http_response import HeadResponseParser, HttpParserError, body_ends_at_close
+from lab.engine.response import HeadResponseParser, HttpParserError, body_ends_at_close
 from lab.loadgen import LoadSpec, run_load
-from lab.samples import MISSING, ErrorKind
+from lab.measure.samples import MISSING, ErrorKind
 
 OK_WITH_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 OK_UNTIL_CLOSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nbody until the server closes"

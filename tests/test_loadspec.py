@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from lab.bench_cli import spec_from_arguments
 from lab.cli import build_parser
-from lab.loadspec import LoadSpec, build_request, worker_connections, worker_max_requests
+from lab.cli.bench import spec_from_arguments
+from lab.engine.spec import LoadSpec, build_request, worker_connections, worker_max_requests
 from lab.options import ConfigError, as_dict, from_dict
 
 URL = "http://127.0.0.1:8080/fast"
@@ -92,7 +92,7 @@ def test_cli_flags_come_from_the_knobs_and_rate_selects_the_open_loop() -> None:
 
 
 def test_the_notebook_panel_builds_its_widgets_from_the_same_knobs() -> None:
-    from lab.widgets import KnobForm
+    from lab.notebook.widgets import KnobForm
 
     spec = LoadSpec(url=URL)
     form = KnobForm(LoadSpec, spec)

@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from lab.control_panel import LabPanel
-from lab.store import RecordStore
+from lab.notebook.panel import LabPanel
+from lab.records.store import RecordStore
 
 QUICK_LOAD = {"connections": 2, "duration_seconds": 0.5}
 

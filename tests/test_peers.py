@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from lab.peers import LOOPBACK, PEER_NAMES, Peer, PeerError, PeerUnavailable, free_port, start_peer
-from lab.pinning import PinningError, server_and_load_cores
+from lab.peers.pinning import PinningError, server_and_load_cores
+from lab.peers.servers import LOOPBACK, PEER_NAMES, Peer, PeerError, PeerUnavailable, free_port, start_peer
 
 pytestmark = pytest.mark.peers
 

@@ -10,9 +10,9 @@ import pytest
 from matplotlib.figure import Figure
 from nbclient import NotebookClient
 
-from lab import plots
-from lab.compare import labels
-from lab.records import Record
+from lab.records import plots
+from lab.records.compare import labels
+from lab.records.record import Record
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -62,8 +62,8 @@ def test_unknown_kind_or_metric_is_named(open_loop_run: Record, tmp_path: Path) 
 def test_a_figure_displays_inline_in_a_notebook(tmp_path: Path, synthetic_record: Record) -> None:
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(
-        "from lab import plots\n"
-        "from lab.records import Record\n"
+        "from lab.records import plots\n"
+        "from lab.records.record import Record\n"
         "from conftest import synthetic_samples\n"
         "record = Record.create(samples=synthetic_samples(500), load_spec={}, name='inline')\n"
         "plots.percentile_spectrum(record)")]

@@ -8,7 +8,7 @@ from time import perf_counter_ns
 import pytest
 import uvloop
 
-from lab.precise_timer import CoarseTimer, TimerfdTimer, precise_timer
+from lab.engine.timer import CoarseTimer, TimerfdTimer, precise_timer
 
 
 async def _wake_ups(make_timer: type[TimerfdTimer] | type[CoarseTimer] | None) -> list[int]:

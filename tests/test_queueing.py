@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from lab.queueing import in_flight, kingman_wait_ms, littles_law, mean_in_flight, throughput
-from lab.samples import ErrorKind, empty
+from lab.measure.queueing import in_flight, kingman_wait_ms, littles_law, mean_in_flight, throughput
+from lab.measure.samples import ErrorKind, empty
 
 MS = 1_000_000
 BEGIN = 10_000 * MS

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from conftest import synthetic_samples
 
-from lab.config import ServerConfig
-from lab.records import Record, looks_like_record_id
-from lab.samples import ErrorKind, latency_ns
-from lab.stats import summarize
-from lab.store import RecordNotFound, RecordStore, save_run, set_data_dir
+from lab.http.config import ServerConfig
+from lab.measure.samples import ErrorKind, latency_ns
+from lab.measure.stats import summarize
+from lab.records.compare import compare_runs
+from lab.records.record import Record, looks_like_record_id
+from lab.records.store import RecordNotFound, RecordStore, save_run, set_data_dir
 
 
 def test_a_record_saved_and_loaded_back_is_equal_in_every_field(
@@ -155,12 +156,12 @@ def test_compare_shows_differing_settings_and_ratios(store: RecordStore, open_lo
                                                      closed_loop_run: Record) -> None:
     store.save(open_loop_run)
     store.save(closed_loop_run)
-    table = store.compare(["closed", "open-stall"])
+    table = compare_runs(store, ["closed", "open-stall"])
     assert "load.mode" in table.index and "load.connections" in table.index
     assert "load.url" not in table.index  # the same in both: not a difference
     ratio = table.loc["p99 ms", "open-stall ÷ closed"]
     assert ratio == pytest.approx(open_loop_run.summary.latency.p99 / closed_loop_run.summary.latency.p99)
-    by_baseline = store.compare(["closed", "open-stall"], baseline="open-stall")
+    by_baseline = compare_runs(store, ["closed", "open-stall"], baseline="open-stall")
     assert "closed ÷ open-stall" in by_baseline.columns
 
 

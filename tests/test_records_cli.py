@@ -11,9 +11,9 @@ import pytest
 from conftest import ROOT
 
 from lab.cli import main
-from lab.export import read_csv
-from lab.records import Record
-from lab.store import RecordStore
+from lab.records.export import read_csv
+from lab.records.record import Record
+from lab.records.store import RecordStore
 
 
 @pytest.fixture

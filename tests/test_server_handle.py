@@ -13,7 +13,7 @@ import time
 import pytest
 from rawhttp import GET_FAST, exchange, get
 
-from lab.config import ServerConfig
+from lab.http.config import ServerConfig
 from lab.options import ConfigError
 from lab.server import start_server
 

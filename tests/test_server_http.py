@@ -7,7 +7,8 @@ import time
 
 from rawhttp import GET_FAST, Reader, close_kind, connect, exchange, get, head_of
 
-from lab.routing import Prebuilt, Response, Router
+from lab.http.messages import Prebuilt, Response
+from lab.http.routing import Router
 
 ECHO_HELLO = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
 CHUNKED_ECHO = (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"

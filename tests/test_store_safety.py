@@ -15,17 +15,17 @@ import pytest
 from conftest import ROOT, synthetic_samples
 
 from lab.cli import main
-from lab.records import Record
-from lab.store import CorruptRecord, RecordStore, StoreWarning
+from lab.records.record import Record
+from lab.records.store import CorruptRecord, RecordStore, StoreWarning
 
 # Runs a save in a child process and SIGKILLs it at one step of the save, the way a crash or
 # an impatient kill -9 would stop it.
 KILLED_SAVE = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    from lab import files, store
-    from lab.records import Record
-    from lab.samples import empty
+    from lab.records import files; from lab.records import store
+    from lab.records.record import Record
+    from lab.measure.samples import empty
 
     folder, point = sys.argv[1], sys.argv[2]
 

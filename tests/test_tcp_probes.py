@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lab.samples import MISSING, ErrorKind
-from lab.tcp_probes import (
+from lab.measure.samples import MISSING, ErrorKind
+from lab.notebook.probes import (
     TimeWaitCount,
     close_probe,
     count_time_wait,

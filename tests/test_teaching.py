@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from lab.experiment import record_from_result
 from lab.loadgen import LoadSpec, run_load
-from lab.records import Record
-from lab.teaching import figures
+from lab.notebook.teaching import figures
+from lab.records.experiment import record_from_result
+from lab.records.record import Record
 
 
 def test_a_run_becomes_a_record_of_its_measured_part(server):
@@ -31,7 +31,7 @@ def test_open_loop_records_get_an_uncorrected_row(synthetic_record: Record):
 def test_a_load_sweep_point_and_its_figure(server):
     import pandas as pd
 
-    from lab.teaching import load_latency_figure, load_point
+    from lab.notebook.teaching import load_latency_figure, load_point
 
     result = run_load(LoadSpec(url=server.url + "/fast", mode="open", rate=200, connections=2,
                                duration_seconds=0.5))

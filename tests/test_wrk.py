@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from lab.peers import PeerUnavailable, free_port, start_peer
-from lab.pinning import server_and_load_cores
-from lab.wrk import (
+from lab.peers.pinning import server_and_load_cores
+from lab.peers.servers import PeerUnavailable, free_port, start_peer
+from lab.peers.wrk import (
     PERCENTILES,
     WrkError,
     WrkLoad,
@@ -86,7 +86,7 @@ def test_wrk_failing_to_connect_is_a_clear_error(wrk_binary: str) -> None:
 
 
 def test_missing_wrk_says_which_package_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("lab.wrk.WRK_BINARY", str(tmp_path / "no-wrk-here"))
+    monkeypatch.setattr("lab.peers.wrk.WRK_BINARY", str(tmp_path / "no-wrk-here"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(WrkNotFound, match="install Debian's wrk package"):
         run_wrk("http://127.0.0.1:1/fast", SHORT_LOAD)

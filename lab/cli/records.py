@@ -1,0 +1,261 @@
+"""``python -m lab runs|show|export|plot|compare``: the saved records, from the command line.
+
+A run is named by its id, a unique id prefix, its name (the newest run of that name) or
+``latest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lab.errors import CorruptRecord, RecordNotFound
+from lab.measure.stats import PERCENTILES, LatencySummary
+from lab.measure.summary import METRICS
+from lab.records.compare import compare_runs
+from lab.records.export import FORMATS, export, hgrm_text, json_text, to_dataframe
+from lab.records.record import Record
+from lab.records.store import RecordStore, StoreWarning
+
+RUN_HELP = "a run: id, id prefix, name (the newest of that name) or 'latest'"
+PLOT_KIND_HELP = "hist: histogram (log x); cdf; percentiles: HdrHistogram-style spectrum; timeline"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    runs = subparsers.add_parser("runs", help="list the saved runs")
+    _add_data_dir(runs)
+    runs.add_argument("--all-columns", action="store_true", help="do not abbreviate the table")
+    runs.set_defaults(run=run_runs)
+
+    show = subparsers.add_parser("show", help="print one saved run: settings, environment, summary")
+    _add_data_dir(show)
+    show.add_argument("reference", metavar="RUN", help=RUN_HELP)
+    show.add_argument("--timeline", action="store_true", help="also print the per-interval timeline")
+    show.set_defaults(run=run_show)
+
+    exporting = subparsers.add_parser("export", help="write a saved run as csv, parquet, json or hgrm")
+    _add_data_dir(exporting)
+    exporting.add_argument("reference", metavar="RUN", help=RUN_HELP)
+    exporting.add_argument("--format", required=True, choices=tuple(FORMATS),
+                           help="; ".join(f"{name}: {text}" for name, text in FORMATS.items()))
+    exporting.add_argument("-o", "--output", metavar="PATH",
+                           help="file to write ('-' for standard output; default: <id>-<name>.<format>)")
+    exporting.add_argument("--metric", choices=tuple(METRICS), default="latency",
+                           help="which figure the hgrm distribution is of [default: latency, "
+                                "corrected where the run has intended send times]")
+    exporting.set_defaults(run=run_export)
+
+    plotting = subparsers.add_parser("plot", help="plot one run, or several overlaid, to a file")
+    _add_data_dir(plotting)
+    plotting.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP)
+    plotting.add_argument("--kind", required=True, choices=("hist", "cdf", "percentiles", "timeline"),
+                          help=PLOT_KIND_HELP)
+    plotting.add_argument("--metric", choices=tuple(METRICS), default="latency",
+                          help="figure to plot (hist, cdf, percentiles) [default: latency]")
+    plotting.add_argument("-o", "--output", required=True, metavar="FILE",
+                          help="picture to write; .png, .svg or .pdf")
+    plotting.set_defaults(run=run_plot)
+
+    comparing = subparsers.add_parser("compare", help="saved runs side by side, with ratios")
+    _add_data_dir(comparing)
+    comparing.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP)
+    comparing.add_argument("--baseline", metavar="RUN", help="ratios against this run [default: the first]")
+    comparing.set_defaults(run=run_compare)
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="records folder [default: $LAB_DATA_DIR, else data/ in the project]")
+
+
+# --- errors and warnings --------------------------------------------------------------------
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _reports_store_problems(command: Command) -> Command:
+    """Skipped entries in the data folder go to stderr, one line each; a missing or corrupt run
+    ends the command with a message and exit status 1, not a traceback."""
+    @functools.wraps(command)
+    def run(arguments: argparse.Namespace) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", StoreWarning)
+            try:
+                status = command(arguments)
+            except (RecordNotFound, CorruptRecord) as error:
+                _print_skipped(caught)
+                print(f"lab: {error}", file=sys.stderr)
+                return 1
+        _print_skipped(caught)
+        return status
+    return run
+
+
+def _print_skipped(caught: list[warnings.WarningMessage]) -> None:
+    seen: set[str] = set()
+    for warning in caught:
+        text = str(warning.message)
+        if not issubclass(warning.category, StoreWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        elif text not in seen:
+            seen.add(text)
+            print(f"lab: {text}", file=sys.stderr)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+@_reports_store_problems
+def run_runs(arguments: argparse.Namespace) -> int:
+    table = RecordStore(arguments.data_dir).runs()
+    if table.empty:
+        print(f"no runs saved in {RecordStore(arguments.data_dir).path}")
+        return 0
+    table = table.assign(started=table["started"].dt.strftime("%Y-%m-%d %H:%M:%S"))
+    with pd.option_context("display.width", 250, "display.max_columns", None if arguments.all_columns else 20,
+                           "display.float_format", _figure):
+        print(table.to_string(index=False))
+    return 0
+
+
+@_reports_store_problems
+def run_show(arguments: argparse.Namespace) -> int:
+    record = RecordStore(arguments.data_dir).load(arguments.reference)
+    print(describe(record))
+    if arguments.timeline:
+        with pd.option_context("display.float_format", _figure):
+            print("\ntimeline (per interval, by completion time):")
+            print(record.timeline().to_string(index=False))
+    return 0
+
+
+@_reports_store_problems
+def run_export(arguments: argparse.Namespace) -> int:
+    record = RecordStore(arguments.data_dir).load(arguments.reference)
+    if arguments.output == "-":
+        if arguments.format == "parquet":
+            print("lab: parquet is binary; give a file with -o", file=sys.stderr)
+            return 2
+        sys.stdout.write(_text_export(record, arguments.format, arguments.metric))
+        return 0
+    path = export(record, arguments.format, arguments.output, metric=arguments.metric)
+    print(f"wrote {path}")
+    return 0
+
+
+def _text_export(record: Record, format: str, metric: str) -> str:
+    if format == "csv":
+        return str(to_dataframe(record).to_csv(index=False))
+    if format == "json":
+        return json_text(record)
+    return hgrm_text(record, metric)
+
+
+@_reports_store_problems
+def run_plot(arguments: argparse.Namespace) -> int:
+    # Figures are drawn without pyplot, so no GUI backend is ever picked; this only guards
+    # against a library that imports pyplot on its own in a display-less shell.
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from lab.records import plots
+
+    records = RecordStore(arguments.data_dir).load_many(arguments.runs)
+    options: dict[str, Any] = {} if arguments.kind == "timeline" else {"metric": arguments.metric}
+    figure = plots.plot(records, arguments.kind, **options)
+    print(f"wrote {plots.save_figure(figure, arguments.output)}")
+    return 0
+
+
+@_reports_store_problems
+def run_compare(arguments: argparse.Namespace) -> int:
+    table = compare_runs(RecordStore(arguments.data_dir), arguments.runs, baseline=arguments.baseline)
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        print(table.map(_cell).to_string())
+    return 0
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return _figure(value)
+    return "-" if value is None else str(value)
+
+
+def _figure(value: float) -> str:
+    """Four significant digits, but no exponent for large rates (33144, not 3.314e+04)."""
+    if math.isnan(value):
+        return "-"
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+# --- the text report ------------------------------------------------------------------------
+
+def describe(record: Record) -> str:
+    """A human-readable report of one record, in the spirit of wrk's summary."""
+    summary = record.summary
+    environment = record.environment
+    lines = [f"run {record.id}  {record.name!r}  started {environment.started_at}"]
+    if record.notes:
+        lines.append(f"notes: {record.notes}")
+    if record.tags:
+        lines.append(f"tags: {', '.join(record.tags)}")
+    lines.append("load:   " + _settings_line(record.load_spec))
+    server = _settings_line(record.server_config) if record.server_config else "(not recorded)"
+    lines.append("server: " + server)
+    git = (environment.git_commit or "unknown")[:12]
+    if environment.git_dirty:
+        git += " (uncommitted changes)"
+    lines.append(
+        f"environment: Python {environment.python} ({environment.python_implementation}), "
+        f"lab {environment.lab}, uvloop {environment.uvloop}, httptools {environment.httptools}, "
+        f"event loop {environment.event_loop or 'unknown'}; {environment.os} {environment.kernel} "
+        f"{environment.machine}; {environment.cpu_model}; {environment.cpu_count} CPUs "
+        f"({environment.usable_cpus} usable); git {git}")
+    lines.append("")
+    lines.append(f"{summary.requests} requests in {summary.duration_s:.3f} s, "
+                 f"{summary.requests_per_s:.1f} requests/s; {summary.succeeded} succeeded, "
+                 f"{summary.error_total} failed")
+    if summary.errors:
+        lines.append("errors: " + ", ".join(f"{kind} {count}" for kind, count in summary.errors.items()))
+    lines.append("")
+    lines.append(_latency_table(record))
+    shares = "   ".join(f"{share * 100:.2f} % under {threshold} ms"
+                        for threshold, share in summary.share_under.items() if not math.isnan(share))
+    if shares:
+        lines.append("")
+        lines.append(shares)
+    if summary.open_loop:
+        lines.append("(latency is timed from each request's intended send, correcting for "
+                     "coordinated omission; 'uncorrected' from the actual send)")
+    return "\n".join(lines)
+
+
+def _settings_line(settings: dict[str, Any]) -> str:
+    return " ".join(f"{key}={value}" for key, value in settings.items())
+
+
+def _latency_table(record: Record) -> str:
+    summary = record.summary
+    columns: dict[str, LatencySummary] = {"latency": summary.latency}
+    if summary.uncorrected is not None:
+        columns["uncorrected"] = summary.uncorrected
+    columns["ttfb"] = summary.ttfb
+    columns["connect"] = summary.connect
+    rows = ["count", "mean", "stdev", "min", *PERCENTILES, "max"]
+    names = {"p99_9": "p99.9", "p99_99": "p99.99"}
+    table = pd.DataFrame({name: [getattr(values, row) for row in rows] for name, values in columns.items()},
+                         index=[names.get(row, row) + ("" if row == "count" else " ms") for row in rows],
+                         dtype=object)  # object keeps the counts as integers
+    return str(table.map(_number).to_string())
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "-" if math.isnan(value) else f"{value:.3f}"

@@ -1,0 +1,69 @@
+"""``python -m lab serve``: run the lab server in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from lab.http.config import ServerConfig
+from lab.http.core import LabServer
+from lab.options import add_arguments, from_arguments
+from lab.server import ProcessRunner, format_url, load_router, serve_until_stopped
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="run the tunable HTTP/1.1 server",
+        description="Run the lab's tunable HTTP/1.1 server. Every flag is a knob of ServerConfig.")
+    add_arguments(parser, ServerConfig)
+    parser.add_argument("--router", default=None, metavar="MODULE:FUNCTION",
+                        help="routes to serve (default: the demo routes, lab/demo_routes.py)")
+    parser.set_defaults(run=run)
+
+
+def announce(config: ServerConfig, port: int) -> None:
+    print(f"listening on {format_url(config.host, port)}", flush=True)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    config: ServerConfig = from_arguments(ServerConfig, arguments)
+    if config.workers > 1:
+        return _serve_workers(config, arguments.router)
+    return _serve_here(config, arguments.router)
+
+
+def _serve_here(config: ServerConfig, router: str | None) -> int:
+    """One worker: the loop runs in this process, with nothing between it and the socket."""
+    def ready(loop: asyncio.AbstractEventLoop, server: LabServer, port: int) -> None:
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, loop.stop)
+        # Announce from inside the running loop: uvloop can miss a signal that arrives between
+        # add_signal_handler and run_forever, and a caller may signal as soon as it reads it.
+        loop.call_soon(announce, config, port)
+
+    try:
+        serve_until_stopped(config, load_router(router), ready)
+    except OSError as error:
+        print(f"cannot listen on {config.host}:{config.port}: {error.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _serve_workers(config: ServerConfig, router: str | None) -> int:
+    runner = ProcessRunner(config, router)
+    try:
+        port = runner.start()
+    except OSError as error:
+        print(f"cannot listen on {config.host}:{config.port}: {error.strerror}", file=sys.stderr)
+        return 1
+    announce(config, port)
+    # Block the stop signals only now: the workers are started, so they do not inherit the mask.
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        signal.sigwait(stop_signals)
+    finally:
+        runner.stop()
+    return 0

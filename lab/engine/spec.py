@@ -1,0 +1,163 @@
+"""The load specification: the one definition of every load-generator knob.
+
+The API (``LoadSpec(...)``, ``run_load``), the CLI (``python -m lab bench``) and the notebook
+widgets all derive from the field declarations below, as ``ServerConfig`` does for the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from lab.addresses import require_loopback
+from lab.errors import ConfigError
+from lab.options import knob, validate
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadSpec:
+    # --- what to call -----------------------------------------------------------------------
+    url: str = knob(help="target, e.g. http://127.0.0.1:8080/fast; its path is used unless "
+                    "`paths` is given", group="target")
+    method: str = knob("GET", help="HTTP method", flag="--method", group="target")
+    paths: tuple[str, ...] = knob((), help="request paths, taken in turn; empty = the URL's path",
+                                  group="target")
+    headers: tuple[tuple[str, str], ...] = knob(
+        (), help="extra request headers as (name, value) pairs", group="target")
+    body: str = knob("", help="request body, sent as UTF-8 (Content-Length is added)",
+                     flag="--body", metavar="TEXT", group="target")
+    allow_remote: bool = knob(
+        False, help="allow a target outside 127.0.0.0/8 and ::1 (you must own it)",
+        flag="--allow-remote", group="target")
+
+    # --- load model -------------------------------------------------------------------------
+    mode: Literal["closed", "open"] = knob(
+        "closed", choices=("closed", "open"),
+        help="closed: each connection sends its next request when the last answer is complete "
+             "(wrk); open: requests arrive at a constant rate whatever the answers do (wrk2)",
+        group="load")
+    connections: int = knob(10, minimum=1, maximum=10_000,
+                            help="connections (closed loop) or size of the connection pool "
+                                 "(open loop), split across workers",
+                            flag="--connections", metavar="N", group="load")
+    rate: float | None = knob(
+        None, minimum=0.1, maximum=10_000_000, unit="requests/s",
+        help="target arrival rate of the open loop (giving it on the CLI selects the open loop)",
+        flag="--rate", metavar="R", group="load")
+    workers: int = knob(1, minimum=1, maximum=64,
+                        help="generator processes splitting the connections and the rate",
+                        flag="--workers", metavar="N", group="load")
+
+    # --- bounds -----------------------------------------------------------------------------
+    duration_seconds: float = knob(10.0, minimum=0.01, maximum=24 * 3600, unit="s",
+                                   help="how long the measured part of the run lasts",
+                                   flag="--duration", metavar="S", group="bounds")
+    warmup_seconds: float = knob(0.0, minimum=0, maximum=3600, unit="s",
+                                 help="run this long first; measured, kept in the samples, "
+                                      "left out of the summary", flag="--warmup", metavar="S",
+                                 group="bounds")
+    max_requests: int | None = knob(None, minimum=1, maximum=1_000_000_000,
+                                    help="stop after this many requests (warm-up included)",
+                                    flag="--max-requests", metavar="N", group="bounds")
+    timeout_seconds: float = knob(5.0, minimum=0.001, maximum=3600, unit="s",
+                                  help="a request with no complete answer this long after its "
+                                       "send is a timeout", flag="--timeout", metavar="S",
+                                  group="bounds")
+
+    # --- connection behaviour ---------------------------------------------------------------
+    keepalive: bool = knob(True, help="reuse connections (off: a new connection per request, "
+                           "with Connection: close)", flag="--keepalive", group="connection")
+    late_after_ms: float = knob(
+        1.0, minimum=0, maximum=60_000, unit="ms",
+        help="open loop: a request sent this much after its intended time counts as late",
+        flag="--late-after", metavar="MS", group="connection")
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.mode == "open" and self.rate is None:
+            raise ConfigError("rate", "the open loop needs a rate (requests/s)")
+        if self.mode == "closed" and self.rate is not None:
+            raise ConfigError("rate", "a rate applies to the open loop only; set mode='open'")
+        if self.workers > self.connections:
+            raise ConfigError("workers", f"{self.workers} workers need at least as many "
+                              f"connections (got {self.connections})")
+        if self.method.upper() != self.method or not self.method.isalpha():
+            raise ConfigError("method", f"{self.method!r} is not an upper-case HTTP method")
+        if len(self.body.encode()) > MAX_BODY_BYTES:
+            raise ConfigError("body", f"at most {MAX_BODY_BYTES} bytes")
+        for path in self.paths:
+            if not path.startswith("/"):
+                raise ConfigError("paths", f"{path!r} must start with '/'")
+        require_loopback(parse_target(self.url).host, allow_remote=self.allow_remote)
+
+    def replace(self, **changes: Any) -> LoadSpec:
+        """A copy with some knobs changed, validated like a new one."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ConfigError(unknown[0], "unknown load setting")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def target(self) -> Target:
+        return parse_target(self.url)
+
+    @property
+    def request_paths(self) -> tuple[str, ...]:
+        return self.paths or (self.target.path,)
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str  # a literal address or a name, as written in the URL
+    port: int
+    path: str  # path plus query, at least "/"
+    host_header: str
+
+
+def parse_target(url: str) -> Target:
+    """Split an ``http://`` URL; anything else is a :class:`ConfigError` naming ``url``."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise ConfigError("url", f"{url!r}: only http:// targets are supported")
+    if not parts.hostname:
+        raise ConfigError("url", f"{url!r} has no host")
+    try:
+        port = parts.port or 80
+    except ValueError as error:
+        raise ConfigError("url", f"{url!r}: {error}") from None
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return Target(host=parts.hostname, port=port, path=path, host_header=parts.netloc)
+
+
+def build_request(spec: LoadSpec, path: str) -> bytes:
+    """The exact bytes of one request, built once and sent as they are on every request."""
+    target = spec.target
+    lines = [f"{spec.method} {path} HTTP/1.1", f"Host: {target.host_header}"]
+    given = {name.lower() for name, _ in spec.headers}
+    lines += [f"{name}: {value}" for name, value in spec.headers]
+    body = spec.body.encode()
+    if (body or spec.method in ("POST", "PUT", "PATCH")) and "content-length" not in given:
+        lines.append(f"Content-Length: {len(body)}")
+    if not spec.keepalive and "connection" not in given:
+        lines.append("Connection: close")
+    head = "\r\n".join(lines) + "\r\n\r\n"
+    return head.encode("latin-1") + body
+
+
+def worker_connections(spec: LoadSpec, worker: int) -> int:
+    """This worker's share of the connections (the first ones take the remainder)."""
+    share, remainder = divmod(spec.connections, spec.workers)
+    return share + (1 if worker < remainder else 0)
+
+
+def worker_max_requests(spec: LoadSpec, worker: int) -> int | None:
+    if spec.max_requests is None:
+        return None
+    share, remainder = divmod(spec.max_requests, spec.workers)
+    return share + (1 if worker < remainder else 0)

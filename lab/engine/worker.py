@@ -1,0 +1,196 @@
+"""One generator process: runs an :class:`~lab.engine.core.Engine` on its own uvloop.
+
+The parent (``lab.loadgen``) starts one of these per worker. They share a small block of
+memory (:class:`SharedBoard`): a common start time, a stop flag, and per-worker counters the
+parent reads for progress. Samples go back once, at the end, through a pipe.
+
+This module lives in the package (not in ``__main__`` or a notebook cell) because worker
+processes are started with ``spawn``/``forkserver`` and must be able to import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext, SpawnContext
+from time import perf_counter_ns
+from typing import Any
+
+import numpy as np
+import uvloop
+
+from lab.engine.core import Engine, EnginePlan, make_engine
+from lab.engine.spec import LoadSpec, build_request, worker_connections, worker_max_requests
+from lab.errors import ConfigError
+from lab.resources import raise_open_file_limit
+from lab.units import NS_PER_S
+
+START_MARGIN_NS = 50_000_000  # between agreeing on a start time and starting: time to get ready
+BARRIER_TIMEOUT_SECONDS = 60.0
+
+# The start methods the generator uses (see process_context).
+ProcessContext = SpawnContext | ForkServerContext
+
+# Layout of the shared board: [start_ns, stop flag, then per worker: completed, errors]
+_HEADER = 2
+_PER_WORKER = 2
+
+
+class SharedBoard:
+    """Lock-free shared counters: each worker writes only its own slots, the parent reads."""
+
+    def __init__(self, context: ProcessContext, workers: int, *, extra_parties: int = 0) -> None:
+        self.workers = workers
+        self.values = context.RawArray("q", _HEADER + _PER_WORKER * workers)
+        self.start_lock = context.Lock()
+        # extra_parties: a calibration process that must finish before the load starts.
+        self.barrier = context.Barrier(workers + extra_parties, timeout=BARRIER_TIMEOUT_SECONDS)
+
+    # parent side
+    def request_stop(self) -> None:
+        self.values[1] = 1
+
+    def start_ns(self) -> int:
+        return int(self.values[0])
+
+    def totals(self) -> tuple[int, int]:
+        """(requests completed, errors) over all workers so far."""
+        completed = sum(self.values[_HEADER + _PER_WORKER * w] for w in range(self.workers))
+        errors = sum(self.values[_HEADER + _PER_WORKER * w + 1] for w in range(self.workers))
+        return int(completed), int(errors)
+
+    # worker side
+    def stop_requested(self) -> bool:
+        return bool(self.values[1])
+
+    def publish(self, worker: int, *, completed: int, errors: int) -> None:
+        base = _HEADER + _PER_WORKER * worker
+        self.values[base] = completed
+        self.values[base + 1] = errors
+
+    def agree_on_start(self) -> int:
+        """Every worker waits for the others, then all use one start time (CLOCK_MONOTONIC is
+        shared by the processes of one machine, so perf_counter_ns values compare)."""
+        self.barrier.wait()
+        with self.start_lock:
+            if self.values[0] == 0:
+                self.values[0] = perf_counter_ns() + START_MARGIN_NS
+            return int(self.values[0])
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """What a worker sends back besides its samples."""
+
+    worker: int
+    start_ns: int
+    end_ns: int
+    abandoned: int
+    connect_failures: int
+    stopped_by_owner: bool
+    error: str | None = None
+    rows: int = 0  # samples that follow, as raw SAMPLE_DTYPE bytes
+
+
+def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
+    """This worker's share: connections and request budget split, the rate split with phase
+    offsets so that the merged schedule of all workers is evenly spaced."""
+    rate = None
+    offset_ns = 0
+    if spec.mode == "open":
+        assert spec.rate is not None
+        rate = spec.rate / spec.workers
+        offset_ns = round(worker * NS_PER_S / spec.rate)
+    target = spec.target
+    return EnginePlan(
+        host=target.host, port=target.port,
+        requests=tuple(build_request(spec, path) for path in spec.request_paths),
+        method=spec.method, mode=spec.mode, connections=worker_connections(spec, worker),
+        rate=rate, offset_ns=offset_ns,
+        duration_ns=round((spec.warmup_seconds + spec.duration_seconds) * NS_PER_S),
+        max_requests=worker_max_requests(spec, worker),
+        timeout_ns=round(spec.timeout_seconds * NS_PER_S), keepalive=spec.keepalive)
+
+
+def worker_main(spec: LoadSpec, worker: int, board: SharedBoard, channel: Connection) -> None:
+    """Process entry point: connect, wait for the others, run, send samples back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent, which stops us
+    raise_open_file_limit()
+    try:
+        engine = make_engine(plan_for(spec, worker))
+        # Almost nothing on the hot path makes reference cycles; a collection pass in the
+        # middle of a run would only add pauses to the measured latencies.
+        gc.disable()
+        report = uvloop.run(_run(engine, worker, board))
+    except BaseException as error:  # report anything, never leave the parent waiting
+        channel.send(WorkerReport(worker, 0, 0, 0, 0, False, error=f"{type(error).__name__}: {error}"))
+        channel.send_bytes(b"")
+        channel.close()
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise
+        return
+    samples = engine.recorder.samples(worker)
+    board.publish(worker, completed=len(samples), errors=engine.errors)
+    channel.send(dataclasses.replace(report, rows=len(samples)))
+    channel.send_bytes(samples.view(np.uint8).data)  # the array's own memory: no copy
+    channel.close()
+
+
+async def _run(engine: Engine, worker: int, board: SharedBoard) -> WorkerReport:
+    connect_failures = await engine.connect()
+    loop = asyncio.get_running_loop()
+    # The barrier blocks; run it off the loop so that open connections are still served.
+    start_ns = await loop.run_in_executor(None, board.agree_on_start)
+
+    def publish(running: Engine) -> None:
+        board.publish(worker, completed=running.recorder.count, errors=running.errors)
+
+    await engine.run(start_ns, should_stop=board.stop_requested, on_housekeeping=publish)
+    return WorkerReport(worker=worker, start_ns=start_ns, end_ns=engine.end_ns,
+                        abandoned=engine.abandoned, connect_failures=connect_failures,
+                        stopped_by_owner=engine.stopped_by_owner)
+
+
+def start_workers(spec: LoadSpec, context: ProcessContext,
+                  board: SharedBoard) -> tuple[list[Any], list[Connection]]:
+    """Start one process per worker; returns the processes and their result pipes."""
+    processes = []
+    channels = []
+    for worker in range(spec.workers):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=worker_main, args=(spec, worker, board, sender),
+                                  name=f"loadgen-worker-{worker}", daemon=True)
+        process.start()
+        sender.close()  # the child holds its own copy; EOF then means the child is gone
+        processes.append(process)
+        channels.append(receiver)
+    return processes, channels
+
+
+def process_context() -> ProcessContext:
+    """forkserver where it exists (fast starts, no copy of a Jupyter kernel's state), else spawn.
+
+    ``LAB_START_METHOD=spawn`` forces spawn. Never fork: forking a kernel with its threads and
+    zmq sockets is unsafe.
+    """
+    method = os.environ.get("LAB_START_METHOD")
+    if method is None:
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return context_for(method)
+
+
+def context_for(method: str) -> ProcessContext:
+    """The multiprocessing context of a start method the generator allows."""
+    if method == "spawn":
+        return multiprocessing.get_context("spawn")
+    if method != "forkserver":
+        raise ConfigError("LAB_START_METHOD", f"{method!r} is not allowed; allowed: forkserver, spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["lab.engine.worker"])
+    return context

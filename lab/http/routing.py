@@ -1,0 +1,120 @@
+"""The router: which handler answers a method and a path.
+
+Static paths are one dict lookup; parameter paths (``/users/{id}``) are regular expressions
+tried in order. A lookup returns a :class:`RouteMatch` that carries either the route or the
+status that explains why there is none (404, or 405 with the methods that are allowed).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from lab.errors import ConfigError
+from lab.http.messages import NO_PARAMS, Handler, RequestMiddleware, ResponseMiddleware
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handler: Handler
+    is_async: bool
+    # A pure route's answer depends on nothing but the request bytes, so the server may answer
+    # a byte-identical request again without parsing it (ServerConfig.repeat_cache).
+    pure: bool = False
+
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """The outcome of looking a request up: a route, or the status that explains why not."""
+
+    route: Route | None
+    params: Mapping[str, str]
+    status: int = 200  # 404 no such path, 405 path exists but not for this method
+    allowed: tuple[str, ...] = ()
+
+
+_PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    """``/users/{id}`` -> a regex where each parameter matches one path segment."""
+    parts = _PARAMETER.split(pattern)
+    regex = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)"
+                    for i, part in enumerate(parts))
+    return re.compile(f"^{regex}$")
+
+
+class Router:
+    """Static paths in a dict (one lookup on the hot path); parameter paths tried in order."""
+
+    def __init__(self) -> None:
+        self._static: dict[str, dict[str, Route]] = {}
+        # Static paths answer with Match objects built once: no allocation per request.
+        self._static_matches: dict[str, dict[str, RouteMatch]] = {}
+        self._dynamic: list[tuple[re.Pattern[str], dict[str, Route]]] = []
+        self.request_middleware: list[RequestMiddleware] = []
+        self.response_middleware: list[ResponseMiddleware] = []
+
+    def add(self, methods: str | tuple[str, ...], pattern: str, handler: Handler, *,
+            pure: bool = False) -> None:
+        """Route ``methods`` on ``pattern`` to ``handler``.
+
+        ``pure=True`` promises that the handler is synchronous, returns a :class:`Prebuilt`,
+        and that the same request bytes always get the same response.
+        """
+        if pure and inspect.iscoroutinefunction(handler):
+            raise ConfigError("pure", f"{pattern}: a pure route needs a synchronous handler")
+        if isinstance(methods, str):
+            methods = (methods,)
+        if "{" in pattern:
+            compiled = _compile(pattern)
+            table = next((t for p, t in self._dynamic if p.pattern == compiled.pattern), None)
+            if table is None:
+                table = {}
+                self._dynamic.append((compiled, table))
+        else:
+            table = self._static.setdefault(pattern, {})
+        route = Route(handler, inspect.iscoroutinefunction(handler), pure)
+        for method in methods:
+            table[method.upper()] = route
+        if "GET" in table and "HEAD" not in table:
+            table["HEAD"] = table["GET"]
+        if "{" not in pattern:
+            self._static_matches[pattern] = {method: RouteMatch(found, NO_PARAMS)
+                                             for method, found in table.items()}
+
+    def route(self, pattern: str, methods: str | tuple[str, ...] = "GET", *,
+              pure: bool = False) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`add`."""
+        def register(handler: Handler) -> Handler:
+            self.add(methods, pattern, handler, pure=pure)
+            return handler
+        return register
+
+    @property
+    def has_middleware(self) -> bool:
+        return bool(self.request_middleware or self.response_middleware)
+
+    def match(self, method: str, path: str) -> RouteMatch:
+        matches = self._static_matches.get(path)
+        if matches is not None:
+            found = matches.get(method)
+            if found is not None:
+                return found
+        table = self._static.get(path)
+        params: Mapping[str, str] = NO_PARAMS
+        if table is None:
+            for pattern, candidate in self._dynamic:
+                matched = pattern.match(path)
+                if matched:
+                    table, params = candidate, matched.groupdict()
+                    break
+            else:
+                return RouteMatch(None, NO_PARAMS, 404)
+        route = table.get(method)
+        if route is None:
+            return RouteMatch(None, params, 405, tuple(sorted(table)))
+        return RouteMatch(route, params)

@@ -1,0 +1,92 @@
+"""Raw per-request samples: the format shared by the load generator, records and exports.
+
+One row per request, every time in monotonic nanoseconds (``time.perf_counter_ns``, which on
+Linux is CLOCK_MONOTONIC and so comparable across the generator's worker processes).
+A time that does not apply is ``MISSING`` (-1): e.g. ``intended_ns`` in the closed loop,
+``connect_ns`` when the request reused a keep-alive connection, ``first_byte_ns`` when no
+byte came back.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+MISSING = -1
+
+
+class ErrorKind(enum.IntEnum):
+    """Why a request failed; every failed request carries exactly one kind."""
+
+    NONE = 0
+    CONNECT_REFUSED = 1  # nobody listening, or the backlog was full
+    RESET = 2  # the server reset the connection mid-request
+    TIMEOUT = 3  # no complete answer within the per-request timeout
+    BAD_STATUS = 4  # a complete answer with status >= 400
+    MALFORMED = 5  # bytes that are not a valid HTTP/1.1 response
+    CLOSED_BY_SERVER = 6  # orderly close (FIN) before the answer was complete
+    CONNECT_ERROR = 7  # any other failure to connect (e.g. unreachable)
+    OTHER = 8
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+SAMPLE_DTYPE = np.dtype([
+    ("intended_ns", np.int64),  # when the schedule said to send (open loop); MISSING otherwise
+    ("sent_ns", np.int64),  # when the first request byte was handed to the kernel
+    ("connect_ns", np.int64),  # duration of the TCP connect this request waited for; MISSING if reused
+    ("first_byte_ns", np.int64),  # when the first response byte arrived
+    ("done_ns", np.int64),  # when the response was complete (or the error was seen)
+    ("status", np.int16),  # HTTP status; 0 when there was none
+    ("response_bytes", np.int64),  # bytes received for this response, headers included
+    ("error", np.int8),  # an ErrorKind value
+    ("worker", np.int16),  # which generator process sent it
+])
+
+
+def empty(count: int = 0) -> np.ndarray:
+    """A samples array of ``count`` rows, every time MISSING."""
+    samples = np.zeros(count, dtype=SAMPLE_DTYPE)
+    for name in ("intended_ns", "sent_ns", "connect_ns", "first_byte_ns", "done_ns"):
+        samples[name] = MISSING
+    return samples
+
+
+def start_ns(samples: np.ndarray) -> np.ndarray:
+    """The time each request's latency counts from: the intended send where there is one.
+
+    Timing from the intended send is what corrects for coordinated omission (wrk2's method):
+    a request that had to wait for a stalled server is charged for the wait.
+    """
+    return np.where(samples["intended_ns"] != MISSING, samples["intended_ns"], samples["sent_ns"])
+
+
+def latency_ns(samples: np.ndarray, *, corrected: bool = True) -> np.ndarray:
+    """Latency of each successful request (``error == NONE``), in nanoseconds."""
+    ok = samples[samples["error"] == ErrorKind.NONE]
+    begin = start_ns(ok) if corrected else ok["sent_ns"]
+    return np.asarray(ok["done_ns"] - begin, dtype=np.int64)
+
+
+def ttfb_ns(samples: np.ndarray) -> np.ndarray:
+    """Time to first byte of each successful request, from its actual send."""
+    ok = samples[samples["error"] == ErrorKind.NONE]
+    return np.asarray(ok["first_byte_ns"] - ok["sent_ns"], dtype=np.int64)
+
+
+def error_counts(samples: np.ndarray) -> dict[str, int]:
+    """Failed requests by kind, only the kinds that occurred."""
+    kinds, counts = np.unique(samples["error"], return_counts=True)
+    return {ErrorKind(int(k)).label: int(c) for k, c in zip(kinds, counts, strict=True)
+            if k != ErrorKind.NONE}
+
+
+def merge(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate samples from several workers, ordered by start time."""
+    if not parts:
+        return empty(0)
+    merged = np.concatenate(parts)
+    return merged[np.argsort(start_ns(merged), kind="stable")]

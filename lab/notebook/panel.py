@@ -1,0 +1,335 @@
+"""The notebook control panel: server knobs, load knobs, Run, and every run's latency inline.
+
+    import lab
+    panel = lab.panel()        # starts a server in a background thread of the kernel
+    panel                       # shows the widgets
+
+Every knob widget is generated from ``ServerConfig`` and ``LoadSpec`` (lab/widgets.py), so
+nothing here defines a knob. The load always runs in processes of its own and the panel
+follows it from a task on the kernel's event loop, so the kernel stays free during a run and
+widgets are only touched from the kernel's own thread (ipykernel 7 does not route output
+from other threads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lab.engine.result import LoadResult
+from lab.engine.spec import LoadSpec
+from lab.errors import ConfigError
+from lab.http.config import ServerConfig
+from lab.loadgen import LoadRun, start_load
+from lab.notebook.widgets import KnobForm
+from lab.records import compare, plots
+from lab.records.experiment import record_from_result
+from lab.records.export import default_export_path, export
+from lab.records.record import Record
+from lab.records.store import RecordStore
+from lab.server import ServerHandle, start_server
+
+# Server knobs the panel leaves alone: where it listens is fixed for the session.
+FIXED_SERVER_KNOBS = ("host", "port", "backlog")
+LOAD_KNOBS = ("mode", "connections", "rate", "duration_seconds", "warmup_seconds", "keepalive",
+              "timeout_seconds", "workers")
+DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}
+PROGRESS_INTERVAL_SECONDS = 0.2
+EXPORT_FORMATS = ("csv", "parquet", "json", "hgrm")
+SUMMARY_ROWS = ("p50", "p90", "p99", "p99_9", "p99_99", "max", "mean", "stdev")
+
+
+def summary_table(result: LoadResult) -> pd.DataFrame:
+    """The figures of one run, in milliseconds: corrected and (open loop) uncorrected."""
+    columns = {"latency": result.latency, "ttfb": result.ttfb}
+    if result.latency_uncorrected is not None:
+        columns = {"latency (corrected)": result.latency,
+                   "latency (uncorrected)": result.latency_uncorrected, "ttfb": result.ttfb}
+    return pd.DataFrame({name: [getattr(summary, row) for row in SUMMARY_ROWS]
+                         for name, summary in columns.items()},
+                        index=[f"{row} ms" for row in SUMMARY_ROWS]).round(3)
+
+
+def headline(result: LoadResult) -> str:
+    errors = ", ".join(f"{kind} {count}" for kind, count in result.errors.items()) or "no errors"
+    text = (f"{result.requests:,} requests in {result.duration_s:.2f} s, "
+            f"{result.rps:,.0f} requests/s, {errors}")
+    if result.target_rate is not None:
+        text += f"; target {result.target_rate:,.0f}/s, {result.late or 0:,} sent late"
+    if result.stopped_early:
+        text += " (stopped early)"
+    return text
+
+
+def figure_image(figure: Figure, *, width: int = 560) -> widgets.Image:
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=90, bbox_inches="tight")
+    return widgets.Image(value=png.getvalue(), format="png", layout=widgets.Layout(width=f"{width}px"))
+
+
+class LabPanel:
+    """Widgets for one tuning session: a server, its knobs, the load, and the runs so far."""
+
+    def __init__(self, server: ServerHandle | None = None, *, isolation: str = "thread",
+                 path: str = "/fast", store: RecordStore | None = None,
+                 load: dict[str, Any] | None = None) -> None:
+        self._owns_server = server is None
+        self.server = server or start_server(isolation=isolation)  # type: ignore[arg-type]
+        self.store = store
+        self.records: list[Record] = []
+        self.results: list[LoadResult] = []
+        self.figures: list[Figure] = []  # the figures of the last run, for a look or a test
+        self.run_task: asyncio.Task[Record | None] | None = None
+        self._run: LoadRun | None = None
+        self._load_template = LoadSpec(url=self.server.url + path, **{**DEFAULT_LOAD, **(load or {})})
+        self._build_widgets(path)
+
+    # --- layout ---------------------------------------------------------------------------
+
+    def _build_widgets(self, path: str) -> None:
+        self.server_form = KnobForm(
+            ServerConfig, self.server.config, exclude=FIXED_SERVER_KNOBS, tabs=True)
+        self.load_form = KnobForm(
+            LoadSpec, self._load_template, names=LOAD_KNOBS)
+        self.isolation = widgets.Dropdown(options=["thread", "process"], value=self.server.isolation,
+                                          description="server in", layout=widgets.Layout(width="220px"))
+        self.path = widgets.Text(value=path, description="path", layout=widgets.Layout(width="220px"))
+        self.apply_button = widgets.Button(description="Apply", icon="check",
+                                           tooltip="reconfigure the running server")
+        self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
+        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
+        self.progress = widgets.FloatProgress(value=0, min=0, max=1, layout=widgets.Layout(width="300px"))
+        self.progress_text = widgets.Label("")
+        self.message = widgets.HTML("")
+        self.server_status = widgets.HTML("")
+        # HTML and Image widgets rather than Output widgets: results arrive from a task on the
+        # kernel's loop, outside any cell, where Output capture has no cell to attach to.
+        self.summary_view = widgets.HTML("")
+        self.plots_view = widgets.HBox([])
+        self.runs_view = widgets.HTML("")
+        self.overlay_pick = widgets.SelectMultiple(options=[], description="overlay",
+                                                   layout=widgets.Layout(width="340px", height="90px"))
+        self.overlay_button = widgets.Button(description="Overlay", icon="layer-group")
+        self.overlay_view = widgets.HBox([])
+        self.export_format = widgets.Dropdown(options=EXPORT_FORMATS, value="csv",
+                                              layout=widgets.Layout(width="100px"))
+        self.save_button = widgets.Button(description="Save", icon="save", disabled=True)
+        self.export_button = widgets.Button(description="Export", icon="download", disabled=True)
+
+        self.apply_button.on_click(lambda _: self.apply())
+        self.run_button.on_click(lambda _: self.start_run())
+        self.stop_button.on_click(lambda _: self.stop_run())
+        self.save_button.on_click(lambda _: self.save())
+        self.export_button.on_click(lambda _: self.export())
+        self.overlay_button.on_click(lambda _: self.overlay())
+        self.isolation.observe(lambda _: self.apply(), names="value")
+
+        server_box = widgets.VBox([widgets.HTML("<h4>Server</h4>"), self.server_status,
+                                   self.isolation, self.server_form.widget, self.apply_button])
+        load_box = widgets.VBox([widgets.HTML("<h4>Load</h4>"), self.path, self.load_form.widget,
+                                 widgets.HBox([self.run_button, self.stop_button]),
+                                 widgets.HBox([self.progress, self.progress_text])])
+        results_box = widgets.VBox([
+            widgets.HTML("<h4>Last run</h4>"), self.summary_view, self.plots_view,
+            widgets.HTML("<h4>Runs of this session</h4>"), self.runs_view,
+            widgets.HBox([self.overlay_pick, widgets.VBox([self.overlay_button,
+                                                           widgets.HBox([self.save_button,
+                                                                         self.export_format,
+                                                                         self.export_button])])]),
+            self.overlay_view])
+        self.widget = widgets.VBox([widgets.HBox([server_box, load_box]), self.message, results_box])
+        self._show_server_status()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # --- messages -------------------------------------------------------------------------
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        colour = "#b00020" if error else "#2e7d32"
+        self.message.value = f'<span style="color:{colour}">{html.escape(text)}</span>'
+
+    def _show_server_status(self) -> None:
+        self.server_status.value = (f"<code>{html.escape(self.server.url)}</code> "
+                                    f"({self.server.isolation})")
+
+    # --- server ---------------------------------------------------------------------------
+
+    def apply(self) -> bool:
+        """Reconfigure the server as the widgets say; False (and a message) if a value is bad."""
+        try:
+            changes = self.server_form.changes_from(self.server.config)
+            if self.isolation.value != self.server.isolation:
+                self._switch_isolation(self.server.config.replace(**changes))
+                self._say(f"server restarted in a {self.isolation.value}")
+                return True
+            if changes:
+                self.server.reconfigure(**changes)
+                self._say("applied " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+            return True
+        except (ConfigError, OSError, RuntimeError) as error:
+            self._say(f"not applied: {error}", error=True)
+            self.server_form.show(self.server.config)
+            return False
+        finally:
+            self._show_server_status()
+
+    def _switch_isolation(self, config: ServerConfig) -> None:
+        port = self.server.port
+        self.server.stop()
+        self.server = start_server(config.replace(port=port), isolation=self.isolation.value)
+        self._owns_server = True
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def load_spec(self) -> LoadSpec:
+        """The load the widgets describe (raises ConfigError naming a bad value)."""
+        values = self.load_form.values()
+        if values["mode"] == "closed":
+            values["rate"] = None
+        elif values["rate"] is None:
+            raise ConfigError("rate", "the open loop needs a rate: tick the box and give requests/s")
+        path = self.path.value.strip() or "/"
+        if not path.startswith("/"):
+            raise ConfigError("path", f"{path!r} must start with '/'")
+        return self._load_template.replace(url=self.server.url + path, **values)
+
+    def start_run(self) -> asyncio.Task[Record | None] | None:
+        """What Run does: apply the server knobs, start the load, follow it to the end.
+
+        Returns the task following the run (await it for the record), or None when a value
+        was bad (the message says which).
+        """
+        if self._run is not None:
+            self._say("a run is going already", error=True)
+            return None
+        if not self.apply():
+            return None
+        try:
+            spec = self.load_spec()
+            self._run = start_load(spec)
+        except (ConfigError, OSError) as error:
+            self._say(f"not started: {error}", error=True)
+            return None
+        self._set_running(True)
+        self._say(f"running {spec.mode} loop against {spec.url} for "
+                  f"{spec.warmup_seconds + spec.duration_seconds:g} s")
+        self.run_task = asyncio.get_event_loop().create_task(self._follow(self._run))
+        return self.run_task
+
+    def stop_run(self) -> None:
+        """End the current run early; what it measured so far is kept."""
+        if self._run is not None:
+            self._run.stop()
+            self._say("stopping; the samples so far are kept")
+
+    async def _follow(self, run: LoadRun) -> Record | None:
+        try:
+            while not run.done():
+                self._show_progress(run)
+                await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+            result = run.result()
+            self._show_progress(run)
+            return self._finish(result)
+        except Exception as error:  # the panel must stay usable whatever the run did
+            self._say(f"the run failed: {error}", error=True)
+            return None
+        finally:
+            self._run = None
+            self._set_running(False)
+
+    def _show_progress(self, run: LoadRun) -> None:
+        progress = run.progress()
+        planned = run.spec.warmup_seconds + run.spec.duration_seconds
+        self.progress.value = min(1.0, progress.elapsed_s / planned) if planned else 1.0
+        self.progress_text.value = str(progress)
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.disabled = running
+        self.stop_button.disabled = not running
+        self.apply_button.disabled = running
+        self.save_button.disabled = self.export_button.disabled = running or not self.records
+
+    def _finish(self, result: LoadResult) -> Record:
+        record = record_from_result(result, server_config=self.server.config,
+                                    name=f"run {len(self.records) + 1}")
+        self.records.append(record)
+        self.results.append(result)
+        self._say(headline(result) + (("; " + "; ".join(result.problems)) if result.problems else ""),
+                  error=bool(result.problems))
+        self.figures = [plots.percentile_spectrum(record), plots.histogram(record)]
+        self.summary_view.value = summary_table(result).to_html()
+        self.plots_view.children = [figure_image(figure) for figure in self.figures]
+        self._show_runs()
+        return record
+
+    def _show_runs(self) -> None:
+        labels = compare.labels(self.records) if len(self.records) > 1 else [r.name for r in self.records]
+        self.overlay_pick.options = [(f"{r.name}: {label}" if label != r.name else r.name, index)
+                                     for index, (r, label) in enumerate(zip(self.records, labels,
+                                                                            strict=True))]
+        self.runs_view.value = self.runs_table().to_html(float_format=lambda v: f"{v:,.3f}")
+
+    def runs_table(self) -> pd.DataFrame:
+        """This session's runs side by side: the settings that differ and the figures."""
+        return compare.compare(self.records) if self.records else pd.DataFrame()
+
+    def overlay(self, indexes: list[int] | None = None) -> Figure | None:
+        chosen = list(indexes if indexes is not None else self.overlay_pick.value) or \
+            list(range(len(self.records)))
+        if not chosen:
+            self._say("no runs yet", error=True)
+            return None
+        figure = plots.percentile_spectrum([self.records[i] for i in chosen])
+        self.overlay_view.children = [figure_image(figure, width=900)]
+        return figure
+
+    # --- keeping results ------------------------------------------------------------------
+
+    def _store(self) -> RecordStore:
+        if self.store is None:
+            self.store = RecordStore()
+        return self.store
+
+    def _chosen_records(self) -> list[Record]:
+        picked = list(self.overlay_pick.value)
+        return [self.records[i] for i in picked] if picked else self.records[-1:]
+
+    def save(self) -> list[Path]:
+        """Save the picked runs (or the last one) as records in the data folder."""
+        try:
+            paths = [self._store().save(record) for record in self._chosen_records()]
+        except OSError as error:
+            self._say(f"not saved: {error}", error=True)
+            return []
+        self._say("saved " + ", ".join(str(p) for p in paths))
+        return paths
+
+    def export(self, format: str | None = None) -> list[Path]:
+        """Export the picked runs (or the last one) to <data folder>/exports/."""
+        format = format or self.export_format.value
+        directory = self._store().exports_path
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            paths = [export(record, format, default_export_path(record, format, directory))
+                     for record in self._chosen_records()]
+        except (OSError, ValueError) as error:
+            self._say(f"not exported: {error}", error=True)
+            return []
+        self._say("exported " + ", ".join(str(p) for p in paths))
+        return [Path(p) for p in paths]
+
+    def close(self) -> None:
+        """Stop a run in progress and the server the panel started."""
+        self.stop_run()
+        if self._owns_server:
+            self.server.stop()
+        self.widget.close()
+

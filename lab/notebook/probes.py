@@ -1,0 +1,218 @@
+"""Raw-socket probes for the TCP lessons: what the load generator deliberately keeps out of view.
+
+The load generator sends each request in one write with TCP_NODELAY, reads whatever arrives
+and closes cleanly, because its job is to measure the server. The TCP notebooks need the
+opposite: a client that does one thing at a time and reports what the kernel did --
+whether it acknowledged at once (TCP_QUICKACK), whether the connection ended with FIN or RST,
+and which side was left holding TIME_WAIT. Everything here is blocking, bounded by a count
+and a timeout, and refuses targets outside the loopback interface.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from lab.addresses import require_loopback
+from lab.engine.spec import Target, parse_target
+from lab.errors import ConfigError, LabError
+from lab.measure.samples import ErrorKind, empty
+
+READ_BYTES = 256 * 1024
+PROC_NET_TCP = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+# The kernel's state numbers as /proc/net/tcp prints them (include/net/tcp_states.h).
+TCP_STATES = {
+    "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+    "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN",
+    "0B": "CLOSING",
+}
+
+
+def _loopback_target(url: str) -> Target:
+    target = parse_target(url)
+    require_loopback(target.host, opt_in=None)  # the probes only ever talk to this machine
+    return target
+
+
+def _request_bytes(target: Target, *, close: bool) -> bytes:
+    connection = "Connection: close\r\n" if close else ""
+    return f"GET {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n{connection}\r\n".encode("latin-1")
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    raise LabError("the probe reads Content-Length answers only; this one had none")
+
+
+# --- one request after another, optionally with TCP_QUICKACK --------------------------------
+
+def sequential_requests(url: str, count: int, *, quickack: bool = False,
+                        timeout_seconds: float = 5.0) -> np.ndarray:
+    """Send ``count`` GETs one after another on one keep-alive connection; one sample row each.
+
+    With ``quickack`` the client sets TCP_QUICKACK after every send and every receive, so it
+    acknowledges each arriving segment at once instead of delaying the ACK. Linux does not keep
+    the option (the next delayed-ACK decision may switch back), hence the re-arming.
+    The rows use the load generator's format (lab.measure.samples), ready for records and plots.
+    """
+    if count < 1:
+        raise ConfigError("count", f"must be at least 1, got {count}")
+    target = _loopback_target(url)
+    request = _request_bytes(target, close=False)
+    samples = empty(count)
+    began = time.perf_counter_ns()
+    with socket.create_connection((target.host, target.port), timeout=timeout_seconds) as sock:
+        samples["connect_ns"][0] = time.perf_counter_ns() - began
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the request is one write
+        for index in range(count):
+            _one_request(sock, request, samples[index : index + 1], quickack)
+    return samples
+
+
+def _one_request(sock: socket.socket, request: bytes, row: np.ndarray, quickack: bool) -> None:
+    def rearm() -> None:
+        if quickack:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+    row["sent_ns"] = time.perf_counter_ns()
+    sock.sendall(request)
+    rearm()
+    received = b""
+    while b"\r\n\r\n" not in received:
+        data = _receive(sock)
+        if not received:
+            row["first_byte_ns"] = time.perf_counter_ns()
+        received += data
+        rearm()
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = _content_length(head)
+    got = len(body)
+    while got < length:
+        got += len(_receive(sock))
+        rearm()
+    row["done_ns"] = time.perf_counter_ns()
+    row["status"] = int(head.split(b" ", 2)[1])
+    row["response_bytes"] = len(head) + 4 + got
+    row["error"] = ErrorKind.NONE
+
+
+def _receive(sock: socket.socket) -> bytes:
+    data = sock.recv(READ_BYTES)
+    if not data:
+        raise ConnectionError("the server closed the connection in the middle of an answer")
+    return data
+
+
+# --- how a connection ends: FIN or RST ------------------------------------------------------
+
+@dataclass(frozen=True)
+class CloseProbe:
+    """What one ``Connection: close`` request saw at the end of its connection."""
+
+    ending: Literal["fin", "rst", "timeout"]  # orderly close, reset, or neither in time
+    received_bytes: int  # headers and body, as far as they arrived
+    expected_bytes: int  # headers plus Content-Length: what a complete answer has
+
+    @property
+    def complete(self) -> bool:
+        return self.received_bytes >= self.expected_bytes
+
+
+def close_probe(url: str, *, read_delay_seconds: float = 0.0, receive_buffer_bytes: int | None = None,
+                timeout_seconds: float = 5.0) -> CloseProbe:
+    """One request with ``Connection: close``; read to the end and report how the end came.
+
+    ``read_delay_seconds`` makes a slow reader: the client waits before its first read, so
+    the answer sits in the kernel's buffers when the server closes. ``receive_buffer_bytes``
+    fixes the client's SO_RCVBUF (no autotuning): without it Linux may grow the receive
+    buffer to several MB, take the whole answer in before the server closes, and a reset
+    then cuts nothing.
+    """
+    target = _loopback_target(url)
+    received = b""
+    ending: Literal["fin", "rst", "timeout"]
+    family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        if receive_buffer_bytes is not None:
+            # Before connect, so the window advertised in the handshake matches it.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
+        sock.settimeout(timeout_seconds)
+        sock.connect((target.host, target.port))
+        sock.sendall(_request_bytes(target, close=True))
+        time.sleep(read_delay_seconds)
+        try:
+            while data := sock.recv(READ_BYTES):
+                received += data
+            ending = "fin"  # recv() returned b"": the peer's FIN, after all its data
+        except ConnectionResetError:
+            ending = "rst"
+        except TimeoutError:
+            ending = "timeout"
+    head, separator, _ = received.partition(b"\r\n\r\n")
+    expected = len(head) + 4 + _content_length(head) if separator else 0
+    return CloseProbe(ending, len(received), expected)
+
+
+# --- TIME_WAIT, counted from /proc/net/tcp --------------------------------------------------
+
+@dataclass(frozen=True)
+class TcpSocketEntry:
+    local_port: int
+    remote_port: int
+    state: str  # e.g. "TIME_WAIT"
+
+
+def parse_proc_net_tcp(text: str) -> list[TcpSocketEntry]:
+    """The sockets listed in a /proc/net/tcp or /proc/net/tcp6 table (header line skipped)."""
+    entries = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+        entries.append(TcpSocketEntry(local_port, remote_port, TCP_STATES.get(fields[3].upper(), fields[3])))
+    return entries
+
+
+@dataclass(frozen=True)
+class TimeWaitCount:
+    """TIME_WAIT sockets of the connections to one server port, by the side that holds them."""
+
+    server_side: int  # local port is the server's: the server closed first
+    client_side: int  # remote port is the server's: the client closed first
+
+    @property
+    def total(self) -> int:
+        return self.server_side + self.client_side
+
+
+def count_time_wait(port: int, *, tables: tuple[Path, ...] = PROC_NET_TCP) -> TimeWaitCount:
+    """Count TIME_WAIT sockets whose local or remote port is ``port`` (IPv4 and IPv6).
+
+    The count is of this network namespace; a table that does not exist counts as empty.
+    """
+    server_side = client_side = 0
+    for table in tables:
+        try:
+            text = table.read_text()
+        except FileNotFoundError:
+            continue
+        for entry in parse_proc_net_tcp(text):
+            if entry.state != "TIME_WAIT":
+                continue
+            server_side += entry.local_port == port
+            client_side += entry.remote_port == port
+    return TimeWaitCount(server_side, client_side)
+
+
+__all__ = ["CloseProbe", "TcpSocketEntry", "TimeWaitCount", "close_probe",
+           "count_time_wait", "parse_proc_net_tcp", "sequential_requests"]

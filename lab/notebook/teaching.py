@@ -1,0 +1,97 @@
+"""Small helpers the teaching notebooks share: the compact
+table of figures a reader needs (requests/s, p50/p90/p99/p99.9, max), and the rows and the
+figure of a load sweep (latency against offered load).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lab.engine.result import LoadResult
+from lab.errors import ConfigError
+from lab.measure.queueing import kingman_wait_ms, littles_law
+from lab.measure.stats import LatencySummary
+from lab.records.record import Record
+
+# (column, LatencySummary attribute)
+PERCENTILE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("mean ms", "mean"), ("p50 ms", "p50"), ("p90 ms", "p90"), ("p99 ms", "p99"),
+    ("p99.9 ms", "p99_9"), ("max ms", "max"),
+)
+
+
+def figures(records: Sequence[Record], *, uncorrected: bool = True) -> pd.DataFrame:
+    """One row per record: requests/s, errors, and the latency percentiles in milliseconds.
+
+    Latency is corrected for coordinated omission where the run has intended send times (the
+    open loop). With ``uncorrected``, each open-loop record gets a second row measured from
+    the actual send: the figure a tool without the correction would print.
+    """
+    rows = []
+    for record in records:
+        summary = record.summary
+        rows.append(_row(record.name, summary.requests_per_s, summary.error_total, summary.latency))
+        if uncorrected and summary.uncorrected is not None:
+            rows.append(_row(f"{record.name}, uncorrected", summary.requests_per_s,
+                             summary.error_total, summary.uncorrected))
+    return pd.DataFrame(rows).set_index("run").round(3)
+
+
+def _row(name: str, requests_per_s: float, errors: int, latency: LatencySummary) -> dict[str, Any]:
+    row: dict[str, Any] = {"run": name, "requests/s": round(requests_per_s), "errors": errors}
+    row.update({column: getattr(latency, key) for column, key in PERCENTILE_COLUMNS})
+    return row
+
+
+# --- load sweeps (latency against offered load) ----------------------------------------------
+
+def load_point(result: LoadResult, *, capacity: float) -> dict[str, float]:
+    """One open-loop run of a load sweep as a row: offered load, what was delivered, latency
+    percentiles (corrected), and Little's law over the measured window."""
+    if result.target_rate is None:
+        raise ConfigError("result", "a load sweep needs open-loop runs (they have a target rate)")
+    law = littles_law(result.samples, result.warmup_end_ns, result.end_ns)
+    latency = result.latency
+    return {
+        "offered load": result.target_rate / capacity,
+        "offered req/s": result.target_rate,
+        "throughput req/s": law.throughput_per_s,
+        "utilisation": law.throughput_per_s / capacity,
+        "mean ms": latency.mean, "p50 ms": latency.p50, "p90 ms": latency.p90,
+        "p99 ms": latency.p99, "max ms": latency.max,
+        "in flight (counted)": law.measured_in_flight,
+        "in flight (λW)": law.predicted_in_flight,
+        "late": float(result.late or 0),
+    }
+
+
+def load_latency_figure(sweep: pd.DataFrame, *, service_ms: float) -> Figure:
+    """The hockey stick: latency percentiles against offered load (top, log scale), with
+    Kingman's approximation of the mean for regular arrivals and exponential service; and
+    throughput against offered load (bottom), which flattens at capacity."""
+    figure = Figure(figsize=(9.0, 7.0), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    load = sweep["offered load"]
+    for column, style in (("p50 ms", "o-"), ("p90 ms", "s-"), ("p99 ms", "^-"), ("mean ms", "x:")):
+        top.plot(load, sweep[column], style, label=column.replace(" ms", ""))
+    curve = np.linspace(0, 0.98, 200)
+    predicted = [service_ms + kingman_wait_ms(rho, service_ms, arrival_cv2=0, service_cv2=1)
+                 for rho in curve]
+    top.plot(curve, predicted, "--", color="grey", label="mean by Kingman's formula")
+    top.axvline(1.0, color="red", linestyle=":", linewidth=1)
+    top.set_yscale("log")
+    top.set_ylabel("latency (ms, log scale)")
+    top.set_title("Latency against offered load (open loop, corrected)")
+    top.legend(fontsize="small")
+    bottom.plot(load, sweep["utilisation"], "o-", label="delivered (throughput ÷ capacity)")
+    bottom.plot(load, load, "--", color="grey", label="offered")
+    bottom.axvline(1.0, color="red", linestyle=":", linewidth=1)
+    bottom.set_xlabel("offered load (fraction of the capacity measured by the closed loop)")
+    bottom.set_ylabel("fraction of capacity")
+    bottom.legend(fontsize="small")
+    return figure

@@ -1,0 +1,401 @@
+"""Peer HTTP servers the lab compares itself against, each in its own process on 127.0.0.1.
+
+    from lab.peers.servers import start_peer
+    from lab.peers.wrk import run_wrk
+
+    with start_peer("nginx", cores=[0]) as nginx:
+        result = run_wrk(nginx.fast_url, connections=50, duration_s=5, cores=[1])
+
+Every peer answers ``GET /`` and ``GET /fast`` with the 2-byte body ``OK``, keeps connections
+alive, and is started only once it answers. ``start_peer`` returns a :class:`Peer`, which is
+its own context manager; ``stop()`` ends the process and waits for it.
+
+| name | what runs |
+| --- | --- |
+| ``lab`` | ``python -m lab serve`` (extra flags pass through, e.g. ``["--workers", "2"]``) |
+| ``nginx`` | Debian's nginx, one process (``master_process off``), config in a temp folder |
+| ``uvicorn`` | uvicorn ``--http httptools --loop uvloop`` with a raw ASGI app (lab/peers/apps.py) |
+| ``node`` | Node.js's ``http`` module (lab/peers/assets/node_http.js) |
+| ``express`` | Express, installed with npm into a cache folder on first use |
+
+A peer that cannot run here (binary missing, npm failing) raises :class:`PeerUnavailable`, so
+tests and notebooks can skip on it; one that starts and then dies or never answers raises
+:class:`PeerError` with what the process printed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import http.client
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from lab.errors import ConfigError, PeerError, PeerUnavailable
+from lab.peers.pinning import Cores, pinned_command
+
+LOOPBACK = "127.0.0.1"
+PEER_NAMES = ("lab", "nginx", "uvicorn", "node", "express")
+
+READY_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+PROBE_TIMEOUT_S = 1.0
+PROBE_INTERVAL_S = 0.05
+LOG_TAIL_CHARS = 2000
+
+NGINX_BINARY = "/usr/sbin/nginx"
+# nginx's default (1000 since 1.19.10) would close every connection after 1000 requests while the
+# other peers keep theirs: the comparison would measure reconnects for nginx alone.
+NGINX_KEEPALIVE_REQUESTS = 1_000_000_000
+NGINX_WORKER_CONNECTIONS = 4096
+KEEPALIVE_IDLE_S = 60
+
+EXPRESS_PACKAGE = "express@5"
+DEFAULT_EXPRESS_DIR = Path.home() / ".cache" / "latency-lab" / "express"
+NPM_TIMEOUT_S = 300.0
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+# The folder that holds the lab package: peers started with `python -m` must import it.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+LAB_READY_LINE = "listening on "
+
+
+
+
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to run one peer: the command, environment additions, and what marks it ready."""
+
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    # Printed once *every* process listens (the lab with --workers N announces after all
+    # workers started); an answer from the first worker alone would skew the SO_REUSEPORT spread.
+    ready_line: str | None = None
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port nobody listens on right now (the kernel's pick; a tiny race until used)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
+        probe_socket.bind((host, 0))
+        return int(probe_socket.getsockname()[1])
+
+
+def probe(port: int, path: str = "/fast", *, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[int, bytes]:
+    """One ``GET path`` on a fresh connection: (status, body)."""
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout_s)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+# --- the running peer ----------------------------------------------------------------------
+
+_running: weakref.WeakSet[Peer] = weakref.WeakSet()
+
+
+class Peer:
+    """A running peer process. Use as a context manager, or call ``stop()``."""
+
+    def __init__(self, name: str, port: int, process: subprocess.Popen[bytes],
+                 workdir: tempfile.TemporaryDirectory[str], log_path: Path) -> None:
+        self.name = name
+        self.port = port
+        self._process = process
+        self._workdir = workdir
+        self._log_path = log_path
+        _running.add(self)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def fast_url(self) -> str:
+        return f"{self.url}/fast"
+
+    @property
+    def running(self) -> bool:
+        return self._process.poll() is None
+
+    def output(self) -> str:
+        """What the peer printed so far (stdout and stderr), for error messages."""
+        with contextlib.suppress(OSError):
+            return self._log_path.read_text(errors="replace")
+        return ""
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM and wait; SIGKILL the whole process group if it does not end in time."""
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                # The leader is not reaped yet, so its group id cannot belong to anyone else.
+                os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait()
+        self._workdir.cleanup()
+        _running.discard(self)
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Peer {self.name} {self.url} pid={self.pid} {state}>"
+
+
+@atexit.register
+def _stop_leftover_peers() -> None:
+    """A notebook kernel that exits without stopping its peers must not leave them listening."""
+    for peer in list(_running):
+        peer.stop()
+
+
+# --- launch recipes, one per peer ----------------------------------------------------------
+
+def _python_env() -> dict[str, str]:
+    """Make the subprocess import this very ``lab`` package, whatever its working directory."""
+    paths = [str(SOURCE_ROOT), os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(path for path in paths if path), "PYTHONUNBUFFERED": "1"}
+
+
+def _lab_launch(port: int, workdir: Path) -> Launch:
+    command = [sys.executable, "-m", "lab", "serve", "--host", LOOPBACK, "--port", str(port)]
+    return Launch(command, env=_python_env(), ready_line=LAB_READY_LINE)
+
+
+def _uvicorn_launch(port: int, workdir: Path) -> Launch:
+    for module in ("uvicorn", "httptools", "uvloop"):
+        if importlib.util.find_spec(module) is None:
+            raise PeerUnavailable(f"{module} is not installed in {sys.executable}: run bash scripts/setup.sh")
+    command = [sys.executable, "-m", "uvicorn", "lab.peers.apps:ok_app",
+               "--host", LOOPBACK, "--port", str(port),
+               "--http", "httptools", "--loop", "uvloop",
+               "--lifespan", "off", "--no-access-log", "--log-level", "warning",
+               "--timeout-keep-alive", str(KEEPALIVE_IDLE_S)]
+    return Launch(command, env=_python_env())
+
+
+def nginx_config(port: int, workdir: Path) -> str:
+    """One process serving ``OK``; every path nginx writes to lives in ``workdir``."""
+    temp_kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temp_paths = "\n".join(f"    {kind}_temp_path {workdir / kind};" for kind in temp_kinds)
+    return f"""\
+# Written by lab/peers.py. One process does the work: no master, one worker's worth of loop.
+daemon off;
+master_process off;
+worker_processes 1;
+pid {workdir / "nginx.pid"};
+error_log stderr warn;
+
+events {{
+    worker_connections {NGINX_WORKER_CONNECTIONS};
+}}
+
+http {{
+    access_log off;
+    keepalive_requests {NGINX_KEEPALIVE_REQUESTS};
+    keepalive_timeout {KEEPALIVE_IDLE_S}s;
+{temp_paths}
+
+    server {{
+        listen {LOOPBACK}:{port};
+        default_type text/plain;
+        location = / {{ return 200 "OK"; }}
+        location = /fast {{ return 200 "OK"; }}
+        location / {{ return 404 "not found\\n"; }}
+    }}
+}}
+"""
+
+
+def _nginx_binary() -> str:
+    if Path(NGINX_BINARY).exists():
+        return NGINX_BINARY
+    found = shutil.which("nginx")
+    if found is None:
+        raise PeerUnavailable(f"nginx not found at {NGINX_BINARY} or on PATH: "
+                              "install Debian's nginx-light package")
+    return found
+
+
+def _nginx_launch(port: int, workdir: Path) -> Launch:
+    binary = _nginx_binary()
+    config_path = workdir / "nginx.conf"
+    config_path.write_text(nginx_config(port, workdir))
+    # -e stderr: otherwise nginx opens the compiled-in /var/log/nginx/error.log before it reads
+    # the config, and fails where that file is not writable.
+    return Launch([binary, "-p", f"{workdir}/", "-c", str(config_path), "-e", "stderr"])
+
+
+def _node_binary() -> str:
+    found = shutil.which("node")
+    if found is None:
+        raise PeerUnavailable("node not found on PATH: install Debian's nodejs package")
+    return found
+
+
+def _node_launch(port: int, workdir: Path) -> Launch:
+    return Launch([_node_binary(), str(ASSETS_DIR / "node_http.js"), str(port)])
+
+
+def ensure_express(directory: Path | None = None) -> Path:
+    """The node_modules folder holding Express, installed with npm into ``directory`` first time.
+
+    Raises PeerUnavailable (with npm's own words) when npm is missing or the install fails.
+    """
+    directory = directory or DEFAULT_EXPRESS_DIR
+    modules = directory / "node_modules"
+    if (modules / "express" / "package.json").exists():
+        return modules
+    npm = shutil.which("npm")
+    if npm is None:
+        raise PeerUnavailable("npm not found on PATH: install Debian's npm package to run the express peer")
+    directory.mkdir(parents=True, exist_ok=True)
+    # Two test processes (or a notebook and a benchmark) may ask at once: install once.
+    with open(directory / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (modules / "express" / "package.json").exists():
+            _npm_install_express(npm, directory)
+    return modules
+
+
+def _npm_install_express(npm: str, directory: Path) -> None:
+    manifest = directory / "package.json"
+    if not manifest.exists():
+        # Without its own package.json npm walks up and installs into whatever project it finds.
+        manifest.write_text(json.dumps({"name": "latency-lab-express-peer", "private": True}) + "\n")
+    command = [npm, "install", EXPRESS_PACKAGE, "--no-audit", "--no-fund", "--loglevel=error"]
+    try:
+        completed = subprocess.run(command, cwd=directory, capture_output=True, text=True,
+                                   timeout=NPM_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as error:
+        raise PeerUnavailable(f"npm install {EXPRESS_PACKAGE} took over {NPM_TIMEOUT_S:.0f} s "
+                              f"in {directory}") from error
+    if completed.returncode != 0:
+        said = (completed.stderr or completed.stdout)[-LOG_TAIL_CHARS:]
+        raise PeerUnavailable(f"npm install {EXPRESS_PACKAGE} failed in {directory} "
+                              f"(exit {completed.returncode}):\n{said}")
+
+
+def _express_launch(port: int, workdir: Path, express_dir: Path | None) -> Launch:
+    node = _node_binary()
+    modules = ensure_express(express_dir)
+    return Launch([node, str(ASSETS_DIR / "express_http.js"), str(port)], env={"NODE_PATH": str(modules)})
+
+
+# --- starting ------------------------------------------------------------------------------
+
+def _recipe(name: str, express_dir: Path | None) -> Callable[[int, Path], Launch]:
+    recipes: dict[str, Callable[[int, Path], Launch]] = {
+        "lab": _lab_launch,
+        "nginx": _nginx_launch,
+        "uvicorn": _uvicorn_launch,
+        "node": _node_launch,
+        "express": lambda port, workdir: _express_launch(port, workdir, express_dir),
+    }
+    if name not in recipes:
+        raise ConfigError("peer", f"unknown name {name!r}; choose one of {', '.join(PEER_NAMES)}")
+    return recipes[name]
+
+
+def start_peer(name: str, *, port: int | None = None, cores: Cores | None = None,
+               extra_args: Sequence[str] = (), ready_timeout_s: float = READY_TIMEOUT_S,
+               express_dir: Path | None = None) -> Peer:
+    """Start peer ``name`` on 127.0.0.1 and return once it answers ``GET /fast`` with ``OK``.
+
+    ``port``: None picks a free one. ``cores``: pin with ``taskset -c`` (None: unpinned).
+    ``extra_args``: appended to the peer's command line (e.g. lab flags ``["--workers", "2"]``).
+    ``express_dir``: where npm installs Express (default ~/.cache/latency-lab/express).
+    """
+    recipe = _recipe(name, express_dir)
+    chosen_port = port if port is not None else free_port()
+    workdir = tempfile.TemporaryDirectory(prefix=f"latency-lab-{name}-")
+    try:
+        launch = recipe(chosen_port, Path(workdir.name))
+        command = pinned_command([*launch.command, *extra_args], cores)
+        peer = _spawn(name, chosen_port, command, launch, workdir)
+    except BaseException:
+        workdir.cleanup()
+        raise
+    try:
+        _wait_until_ready(peer, launch.ready_line, ready_timeout_s)
+    except BaseException:
+        peer.stop()
+        raise
+    return peer
+
+
+def _spawn(name: str, port: int, command: list[str], launch: Launch,
+           workdir: tempfile.TemporaryDirectory[str]) -> Peer:
+    log_path = Path(workdir.name) / "output.log"
+    # A file, not a pipe: nobody reads a pipe during a benchmark, and a full pipe stalls the peer.
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=workdir.name, env={**os.environ, **launch.env},
+            # Its own session: a Ctrl-C in the terminal reaches us, and we stop the peer in order.
+            start_new_session=True)
+    return Peer(name, port, process, workdir, log_path)
+
+
+def _wait_until_ready(peer: Peer, ready_line: str | None, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    problem: str | None = "no answer yet"
+    while True:
+        if not peer.running:
+            raise PeerError(f"{peer.name} exited (code {peer._process.returncode}) before answering "
+                            f"on port {peer.port}; it printed:\n{_tail(peer.output())}")
+        if ready_line is None or ready_line in peer.output():
+            problem = _answer_problem(peer.port)
+            if problem is None:
+                return
+        else:
+            problem = f"has not printed {ready_line.strip()!r} yet"
+        if time.monotonic() >= deadline:
+            raise PeerError(f"{peer.name} did not answer GET /fast on port {peer.port} within "
+                            f"{timeout_s:g} s ({problem}); it printed:\n{_tail(peer.output())}")
+        time.sleep(PROBE_INTERVAL_S)
+
+
+def _answer_problem(port: int) -> str | None:
+    """None when ``GET /fast`` answers ``200 OK``; otherwise what went wrong."""
+    try:
+        status, body = probe(port)
+    except (OSError, http.client.HTTPException) as error:
+        return f"{type(error).__name__}: {error}"
+    if status != 200 or body != b"OK":
+        return f"answered {status} {body[:80]!r}"
+    return None
+
+
+def _tail(text: str) -> str:
+    return text[-LOG_TAIL_CHARS:] if text.strip() else "(nothing)"
+

@@ -1,0 +1,35 @@
+"""Glue between a finished load run and an experiment record.
+
+The load generator knows nothing of records and records know nothing of the generator; this
+is the one place that turns a :class:`~lab.engine.result.LoadResult` (plus the server settings it
+ran against) into a :class:`~lab.records.record.Record`. The CLI's ``bench --save``, the panel and the
+notebooks all call it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from lab.engine.result import LoadResult
+from lab.records.record import Record
+from lab.records.store import RecordStore
+
+GENERATOR_EVENT_LOOP = "uvloop"  # the generator's workers always run on uvloop
+
+
+def record_from_result(result: LoadResult, *, server_config: Any = None, name: str = "run",
+                       notes: str = "", tags: tuple[str, ...] = ()) -> Record:
+    """A record of the measured part of a run (warm-up requests are left out, as in the summary)."""
+    return Record.create(
+        samples=result.measured_samples(), load_spec=result.spec_dict(),
+        server_config=server_config, name=name, notes=notes, tags=tags,
+        event_loop=GENERATOR_EVENT_LOOP, started_at=dt.datetime.fromisoformat(result.started_at))
+
+
+def save_result(result: LoadResult, *, server_config: Any = None, name: str = "run",
+                store: RecordStore | None = None, **details: Any) -> Record:
+    """Make the record of a run and save it in the store (``data/`` by default)."""
+    record = record_from_result(result, server_config=server_config, name=name, **details)
+    (store or RecordStore()).save(record)
+    return record

@@ -1,0 +1,181 @@
+"""Exports into the formats people already use: per-request CSV and Parquet, a JSON summary
+with the full configuration, the HdrHistogram ``.hgrm`` text, and a pandas DataFrame.
+
+The per-request table keeps the raw sample columns exactly (nanosecond integers; a time that
+does not apply is empty rather than -1) and adds the derived figures in milliseconds, so the
+samples can be rebuilt from a CSV or Parquet export (:func:`samples_from_dataframe`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lab.errors import ConfigError
+from lab.measure.hgrm import format_hgrm
+from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind, empty, start_ns
+from lab.measure.summary import metric_ns, pick_interval_s, run_span_ns
+from lab.records.files import write_text_atomically, write_with_atomically
+from lab.records.record import Record
+from lab.units import NS_PER_MS, NS_PER_S
+
+SUMMARY_FORMAT = "latency-lab-summary"
+SUMMARY_VERSION = 1
+PARQUET_METADATA_KEY = b"latency_lab"
+
+FORMATS: dict[str, str] = {
+    "csv": "one row per request",
+    "parquet": "one row per request, typed; the record's summary in the file's metadata",
+    "json": "the summary, timeline, full configuration and environment",
+    "hgrm": "HdrHistogram percentile distribution, as wrk2 --latency prints it",
+}
+
+TIME_COLUMNS = ("intended_ns", "sent_ns", "connect_ns", "first_byte_ns", "done_ns")
+ERROR_LABELS = [kind.label for kind in ErrorKind]
+
+
+# --- DataFrame ------------------------------------------------------------------------------
+
+def to_dataframe(source: Record | np.ndarray) -> pd.DataFrame:
+    """One row per request: the raw sample fields plus latency, uncorrected latency, ttfb and
+    connect time in ms (NaN for failed requests, or where a time does not apply)."""
+    samples = source.samples if isinstance(source, Record) else source
+    frame = pd.DataFrame({
+        name: pd.Series(samples[name], dtype="Int64").mask(samples[name] == MISSING)
+        for name in TIME_COLUMNS})
+    frame["status"] = samples["status"]
+    frame["response_bytes"] = samples["response_bytes"]
+    frame["error"] = pd.Categorical([ErrorKind(int(code)).label for code in samples["error"]],
+                                    categories=ERROR_LABELS)
+    frame["worker"] = samples["worker"]
+    ok = samples["error"] == ErrorKind.NONE
+    frame["latency_ms"] = _where_ok(ok, samples["done_ns"] - start_ns(samples))
+    frame["uncorrected_latency_ms"] = _where_ok(ok, samples["done_ns"] - samples["sent_ns"])
+    frame["ttfb_ms"] = _where_ok(ok, samples["first_byte_ns"] - samples["sent_ns"])
+    frame["connect_ms"] = _where_ok(ok & (samples["connect_ns"] != MISSING), samples["connect_ns"])
+    return frame
+
+
+def _where_ok(mask: np.ndarray, values_ns: np.ndarray) -> np.ndarray:
+    return np.where(mask, values_ns / NS_PER_MS, np.nan)
+
+
+def samples_from_dataframe(frame: pd.DataFrame) -> np.ndarray:
+    """Rebuild the raw samples from an exported table (derived columns are ignored)."""
+    samples = empty(len(frame))
+    for name in TIME_COLUMNS:
+        samples[name] = frame[name].astype("Int64").fillna(MISSING).to_numpy(dtype=np.int64)
+    codes = {label: int(kind) for label, kind in zip(ERROR_LABELS, ErrorKind, strict=True)}
+    samples["error"] = [codes[str(label)] for label in frame["error"]]
+    for name in ("status", "response_bytes", "worker"):
+        samples[name] = frame[name].to_numpy(dtype=SAMPLE_DTYPE[name])
+    return samples
+
+
+def read_csv(path: Path | str) -> pd.DataFrame:
+    """A CSV export back as a DataFrame with the types :func:`to_dataframe` gives."""
+    frame = pd.read_csv(path, dtype={name: "Int64" for name in TIME_COLUMNS}, keep_default_na=False,
+                        na_values={name: [""] for name in (*TIME_COLUMNS, "latency_ms",
+                                                           "uncorrected_latency_ms", "ttfb_ms",
+                                                           "connect_ms")})
+    frame["error"] = pd.Categorical(frame["error"].astype(str), categories=ERROR_LABELS)
+    return frame
+
+
+def read_parquet(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """A Parquet export back: the table, and the summary document stored with it."""
+    table = pq.read_table(path)
+    stored = (table.schema.metadata or {}).get(PARQUET_METADATA_KEY)
+    return table.to_pandas(), (json.loads(stored) if stored else None)
+
+
+# --- JSON summary ---------------------------------------------------------------------------
+
+def summary_document(record: Record, *, interval_s: float | None = None) -> dict[str, Any]:
+    """The record without its raw samples: settings, environment, summary and timeline."""
+    first, last = run_span_ns(record.samples)
+    interval = interval_s or pick_interval_s((last - first) / NS_PER_S)
+    timeline = record.timeline(interval)
+    return {
+        "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
+        "id": record.id, "name": record.name, "notes": record.notes, "tags": list(record.tags),
+        "started_at": record.environment.started_at,
+        "load_spec": record.load_spec, "server_config": record.server_config,
+        "environment": record.environment.as_dict(),
+        "thresholds_ms": list(record.thresholds_ms),
+        "summary": record.summary.as_dict(),
+        "timeline": {"interval_s": interval,
+                     "rows": [{key: _json_number(value) for key, value in row.items()}
+                              for row in timeline.to_dict(orient="records")]},
+    }
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+# --- writers --------------------------------------------------------------------------------
+
+def write_csv(record: Record, path: Path | str) -> Path:
+    frame = to_dataframe(record)
+    write_with_atomically(path, lambda temporary: frame.to_csv(temporary, index=False))
+    return Path(path)
+
+
+def write_parquet(record: Record, path: Path | str) -> Path:
+    table = pa.Table.from_pandas(to_dataframe(record), preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[PARQUET_METADATA_KEY] = json.dumps(summary_document(record), allow_nan=False).encode()
+    table = table.replace_schema_metadata(metadata)
+    write_with_atomically(path, lambda temporary: pq.write_table(table, temporary))
+    return Path(path)
+
+
+def write_json(record: Record, path: Path | str) -> Path:
+    write_text_atomically(path, json_text(record))
+    return Path(path)
+
+
+def json_text(record: Record) -> str:
+    return json.dumps(summary_document(record), indent=2, allow_nan=False) + "\n"
+
+
+def hgrm_text(record: Record, metric: str = "latency") -> str:
+    """The ``.hgrm`` of one metric (default: latency, corrected as wrk2's "Recorded Latency")."""
+    return format_hgrm(metric_ns(record.samples, metric))
+
+
+def write_hgrm(record: Record, path: Path | str, metric: str = "latency") -> Path:
+    write_text_atomically(path, hgrm_text(record, metric))
+    return Path(path)
+
+
+def export(record: Record, format: str, path: Path | str | None = None, *,
+           metric: str = "latency") -> Path:
+    """Write one export; the path defaults to ``<id>-<name>.<format>`` in the current folder."""
+    if format not in FORMATS:
+        raise ConfigError("format", f"{format!r} is not allowed; allowed: one of {', '.join(FORMATS)}")
+    target = Path(path) if path is not None else default_export_path(record, format)
+    writers: dict[str, Callable[[], Path]] = {
+        "csv": lambda: write_csv(record, target),
+        "parquet": lambda: write_parquet(record, target),
+        "json": lambda: write_json(record, target),
+        "hgrm": lambda: write_hgrm(record, target, metric),
+    }
+    return writers[format]()
+
+
+def default_export_path(record: Record, format: str, directory: Path | str = ".") -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", record.name).strip("-.") or "run"
+    return Path(directory) / f"{record.id}-{slug}.{format}"

@@ -1,0 +1,249 @@
+"""Experiment records: one run of the lab, kept whole.
+
+A :class:`Record` holds what produced a run (the load specification and the server
+configuration, as plain dicts), where it ran (:class:`~lab.records.environment.Environment`), and the
+raw per-request samples. The summary and the timeline are derived from the samples, so they
+are never out of step with them.
+
+From a finished run, one call makes and saves a record::
+
+    from lab.records.store import save_run
+    record = save_run(samples=samples, load_spec=spec, server_config=config, name="nagle-on")
+
+(``spec`` and ``config`` may be the config dataclasses or plain dicts.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lab.errors import ConfigError, CorruptRecord
+from lab.measure.samples import SAMPLE_DTYPE
+from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, summarize_run, timeline
+from lab.options import as_dict
+from lab.records.environment import Environment, utc_now
+
+RECORD_FORMAT = "latency-lab-record"
+RECORD_VERSION = 1
+
+_ID_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
+
+
+def new_record_id(started_at: dt.datetime) -> str:
+    """Short and sortable by start time (UTC, to the second), made unique by 16 random bits."""
+    return started_at.astimezone(dt.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def looks_like_record_id(text: str) -> bool:
+    return bool(_ID_PATTERN.match(text))
+
+
+def plain_settings(settings: Any, *, what: str) -> dict[str, Any]:
+    """A configuration (dataclass or mapping) as the JSON-friendly dict a record stores.
+
+    Going through JSON here, not only when saving, means a record compares equal to the same
+    record loaded back (tuples would otherwise come back as lists).
+    """
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        settings = as_dict(settings)
+    if not isinstance(settings, Mapping):
+        raise TypeError(f"{what}: expected a dict or a config dataclass, got {type(settings).__name__}")
+    try:
+        plain: dict[str, Any] = json.loads(json.dumps(settings, default=_json_default, allow_nan=False))
+        return plain
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{what}: cannot be stored as JSON: {error}") from error
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, PurePath):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return as_dict(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def frozen_samples(samples: np.ndarray) -> np.ndarray:
+    """A read-only copy in the one sample format: a record's measurements never change."""
+    if not isinstance(samples, np.ndarray) or samples.dtype != SAMPLE_DTYPE:
+        kind = getattr(samples, "dtype", type(samples).__name__)
+        raise TypeError(f"samples: expected a numpy array of lab.measure.samples.SAMPLE_DTYPE, got {kind}")
+    copy = np.array(samples, dtype=SAMPLE_DTYPE, copy=True, order="C").reshape(-1)
+    copy.flags.writeable = False
+    return copy
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Record:
+    """One run: its settings, environment and raw samples. Build one with :meth:`create`."""
+
+    id: str
+    name: str
+    samples: np.ndarray
+    load_spec: dict[str, Any]
+    server_config: dict[str, Any] | None
+    environment: Environment
+    notes: str = ""
+    tags: tuple[str, ...] = ()
+    thresholds_ms: tuple[float, ...] = DEFAULT_THRESHOLDS_MS
+
+    @classmethod
+    def create(cls, *, samples: np.ndarray, load_spec: Any, server_config: Any = None,
+               name: str = "run", notes: str = "", tags: Sequence[str] = (),
+               event_loop: str | None = None, started_at: dt.datetime | None = None,
+               environment: Environment | None = None,
+               thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS) -> Record:
+        """Make a record of a finished run, capturing the environment it ran in.
+
+        ``event_loop`` names the loop the load generator used; ``started_at`` is when the
+        run began (default: now). Pass ``environment`` only to reuse one captured earlier.
+        """
+        if environment is None:
+            environment = Environment.capture(event_loop=event_loop, started_at=started_at or utc_now())
+        name = name.strip()
+        if not name:
+            raise ConfigError("name", "must not be empty")
+        return cls(
+            id=new_record_id(environment.started),
+            name=name,
+            samples=frozen_samples(samples),
+            load_spec=plain_settings(load_spec, what="load_spec"),
+            server_config=None if server_config is None else plain_settings(
+                server_config, what="server_config"),
+            environment=environment,
+            notes=notes,
+            tags=tuple(str(tag) for tag in tags),
+            thresholds_ms=tuple(float(t) for t in thresholds_ms))
+
+    # --- derived figures --------------------------------------------------------------------
+
+    @cached_property
+    def summary(self) -> RunSummary:
+        return summarize_run(self.samples, thresholds_ms=self.thresholds_ms)
+
+    def timeline(self, interval_s: float | None = None) -> pd.DataFrame:
+        """Per-interval rates and latency percentiles; see :func:`lab.measure.summary.timeline`."""
+        return timeline(self.samples, interval_s)
+
+    @property
+    def started(self) -> dt.datetime:
+        return self.environment.started
+
+    def settings(self) -> dict[str, Any]:
+        """Load and server settings in one flat dict, keys prefixed ``load.`` / ``server.``."""
+        return flat_settings(self.load_spec, self.server_config)
+
+    def replace(self, **changes: Any) -> Record:
+        """A copy with descriptive fields changed (name, notes, tags); samples stay as measured."""
+        allowed = {"name", "notes", "tags"}
+        unknown = sorted(set(changes) - allowed)
+        if unknown:
+            raise ConfigError(unknown[0], f"cannot be changed on a record; allowed: {sorted(allowed)}")
+        if "tags" in changes:
+            changes["tags"] = tuple(str(tag) for tag in changes["tags"])
+        return dataclasses.replace(self, **changes)
+
+    # --- persistence helpers ----------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the samples, as stored next to them (the summary is a cached copy)."""
+        return {
+            "format": RECORD_FORMAT, "version": RECORD_VERSION,
+            "id": self.id, "name": self.name, "notes": self.notes, "tags": list(self.tags),
+            "load_spec": self.load_spec, "server_config": self.server_config,
+            "environment": self.environment.as_dict(),
+            "thresholds_ms": list(self.thresholds_ms),
+            "summary": self.summary.as_dict(),
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any], samples: np.ndarray) -> Record:
+        if metadata.get("format") != RECORD_FORMAT:
+            raise CorruptRecord(f"not a {RECORD_FORMAT} (format is {metadata.get('format')!r})")
+        if metadata.get("version") != RECORD_VERSION:
+            raise CorruptRecord(f"record version {metadata.get('version')!r} is not supported "
+                             f"(this lab reads version {RECORD_VERSION})")
+        server_config = metadata["server_config"]
+        return cls(
+            id=str(metadata["id"]), name=str(metadata["name"]), notes=str(metadata.get("notes", "")),
+            tags=tuple(metadata.get("tags", ())),
+            samples=frozen_samples(samples),
+            load_spec=dict(metadata["load_spec"]),
+            server_config=None if server_config is None else dict(server_config),
+            environment=Environment.from_dict(metadata["environment"]),
+            thresholds_ms=tuple(float(t) for t in metadata.get("thresholds_ms", DEFAULT_THRESHOLDS_MS)))
+
+    # --- identity ---------------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return (self.metadata() == other.metadata()
+                and self.samples.dtype == other.samples.dtype
+                and self.samples.tobytes() == other.samples.tobytes())
+
+    __hash__ = None  # type: ignore[assignment]  # equal by content, and samples are arrays
+
+    def __repr__(self) -> str:
+        return (f"Record(id={self.id!r}, name={self.name!r}, requests={self.samples.size}, "
+                f"started={self.environment.started_at!r})")
+
+
+def flat_settings(load_spec: Mapping[str, Any], server_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    _flatten("load", load_spec, flat)
+    if server_config is not None:
+        _flatten("server", server_config, flat)
+    return flat
+
+
+def _flatten(prefix: str, values: Mapping[str, Any], into: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            _flatten(f"{prefix}.{key}", value, into)
+        else:
+            into[f"{prefix}.{key}"] = tuple(value) if isinstance(value, list) else value
+
+
+_MISSING = object()
+
+
+def differing_keys(flats: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Keys whose values differ between flat settings dicts (a missing key counts as a value)."""
+    keys: list[str] = []
+    for flat in flats:
+        keys.extend(key for key in flat if key not in keys)
+    return [key for key in keys
+            if len({_comparable(flat.get(key, _MISSING)) for flat in flats}) > 1]
+
+
+def _comparable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def short_key(key: str, keys: Sequence[str]) -> str:
+    """``server.nodelay`` -> ``nodelay``, unless another key shares the short name."""
+    short = key.split(".", 1)[-1]
+    clashes = [k for k in keys if k.split(".", 1)[-1] == short]
+    return short if len(clashes) == 1 else key

@@ -1,0 +1,411 @@
+"""The data folder: where records are saved, listed, loaded and compared.
+
+Layout: one directory per record, named by its id::
+
+    data/20251127-101512-3f9a/record.json   metadata, settings, environment, cached summary
+    data/20251127-101512-3f9a/samples.npy   the raw samples (numpy .npy: exact, loads fast)
+
+A save builds the whole directory under a hidden temporary name and then renames it into
+place in one step, so a crash or a kill mid-save leaves either no record or a complete one;
+the listing skips hidden names, so an interrupted save is never seen as a record. Anything
+else in the folder that is not a valid record is reported (a :class:`StoreWarning`) and
+skipped.
+
+The folder is ``data/`` in the project by default; ``LAB_DATA_DIR`` or :func:`set_data_dir`
+picks another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lab.errors import CorruptRecord, RecordNotFound
+from lab.measure.samples import SAMPLE_DTYPE
+from lab.measure.summary import RunSummary
+from lab.records.environment import SOURCE_ROOT
+from lab.records.files import fsync_directory, write_text_atomically
+from lab.records.record import (
+    RECORD_FORMAT,
+    RECORD_VERSION,
+    Record,
+    differing_keys,
+    flat_settings,
+    short_key,
+)
+
+DATA_DIR_ENV = "LAB_DATA_DIR"
+METADATA_FILE = "record.json"
+SAMPLES_FILE = "samples.npy"
+SAVING_PREFIX = ".saving-"
+DELETING_PREFIX = ".deleting-"
+LATEST = "latest"
+# An interrupted save older than this is left-over debris, not a save still in progress.
+STALE_SAVE_SECONDS = 3600
+
+# Settings shown in the listing when present; settings that differ between runs are added.
+KEY_SETTINGS = (
+    "load.mode", "load.connections", "load.rate", "load.duration_seconds",
+    "server.loop", "server.nodelay", "server.keepalive", "server.split_writes",
+)
+MAX_LISTED_SETTINGS = 10
+
+_data_dir_override: Path | None = None
+
+
+EXPORTS_DIRECTORY = "exports"
+
+
+class StoreWarning(UserWarning):
+    """Something in the data folder is not a readable record; it was skipped."""
+
+
+
+
+
+
+def set_data_dir(path: Path | str | None) -> None:
+    """Use another data folder from now on in this process (None: back to the default)."""
+    global _data_dir_override
+    _data_dir_override = None if path is None else Path(path)
+
+
+def data_dir() -> Path:
+    """Where records go: :func:`set_data_dir`, else ``$LAB_DATA_DIR``, else ``data/`` in the project."""
+    if _data_dir_override is not None:
+        return _data_dir_override
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    root = SOURCE_ROOT if (SOURCE_ROOT / "pyproject.toml").exists() else Path.cwd()
+    return root / "data"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A folder entry that is not a readable record, and why."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"skipped {self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class RecordInfo:
+    """What the listing needs of a record, read from its metadata without loading samples."""
+
+    id: str
+    name: str
+    started_at: str
+    tags: tuple[str, ...]
+    notes: str
+    settings: dict[str, Any]
+    summary: RunSummary
+    path: Path
+
+
+class RecordStore:
+    """Records in one data folder."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else data_dir()
+
+    def __repr__(self) -> str:
+        return f"RecordStore({str(self.path)!r})"
+
+    @property
+    def exports_path(self) -> Path:
+        """Where the panel writes exports: inside the data folder, never taken for a record."""
+        return self.path / EXPORTS_DIRECTORY
+
+    # --- saving -----------------------------------------------------------------------------
+
+    def save(self, record: Record) -> Path:
+        """Write a new record; it appears complete or not at all. Returns its directory."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        final = self.path / record.id
+        if final.exists():
+            raise FileExistsError(f"{final}: a record with id {record.id} is already saved")
+        self._remove_stale_saves()
+        temporary = self.path / f"{SAVING_PREFIX}{record.id}-{os.getpid()}"
+        temporary.mkdir()
+        try:
+            digest = _write_samples(temporary / SAMPLES_FILE, record.samples)
+            metadata = record.metadata()
+            metadata["samples"] = {"file": SAMPLES_FILE, "rows": int(record.samples.size), "sha256": digest}
+            _write_metadata(temporary / METADATA_FILE, metadata)
+            fsync_directory(temporary)
+            _publish(temporary, final)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        fsync_directory(self.path)
+        return final
+
+    def update(self, reference: str, **changes: Any) -> Record:
+        """Rename a record or change its notes or tags; the samples are never rewritten."""
+        record = self.load(reference).replace(**changes)
+        directory = self.path / record.id
+        metadata = _read_metadata(directory)
+        for key, value in record.metadata().items():
+            if key in ("name", "notes", "tags"):
+                metadata[key] = value
+        write_text_atomically(directory / METADATA_FILE, _to_json(metadata))
+        return record
+
+    def delete(self, reference: str) -> None:
+        """Remove a record: hidden first (one rename), then erased."""
+        info = self.find(reference)
+        hidden = self.path / f"{DELETING_PREFIX}{info.id}"
+        os.rename(info.path, hidden)
+        fsync_directory(self.path)
+        shutil.rmtree(hidden)
+
+    def _remove_stale_saves(self) -> None:
+        now = time.time()
+        for entry in self.path.glob(f"{SAVING_PREFIX}*"):
+            try:
+                if now - entry.stat().st_mtime > STALE_SAVE_SECONDS:
+                    shutil.rmtree(entry, ignore_errors=True)
+            except OSError:
+                continue
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def scan(self) -> tuple[list[RecordInfo], list[Problem]]:
+        """Every readable record (oldest first), and what was skipped and why."""
+        infos: list[RecordInfo] = []
+        problems: list[Problem] = []
+        if not self.path.is_dir():
+            return infos, problems
+        for entry in sorted(self.path.iterdir()):
+            if entry.name.startswith(".") or entry.name == EXPORTS_DIRECTORY:
+                continue  # saves in progress, deletions, .gitkeep, hidden files, exports
+            try:
+                infos.append(_read_info(entry))
+            except CorruptRecord as error:
+                problems.append(Problem(entry, str(error)))
+        infos.sort(key=lambda info: (info.started_at, info.id))
+        return infos, problems
+
+    def infos(self) -> list[RecordInfo]:
+        """Readable records, oldest first; each skipped entry is reported as a StoreWarning."""
+        infos, problems = self.scan()
+        for problem in problems:
+            warnings.warn(str(problem), StoreWarning, stacklevel=3)
+        return infos
+
+    def runs(self) -> pd.DataFrame:
+        """One row per record: id, name, start time, key settings and summary figures."""
+        return runs_table(self.infos())
+
+    def find(self, reference: str) -> RecordInfo:
+        """Resolve an id, a unique id prefix, a name (the newest of that name) or ``latest``."""
+        infos = self.infos()
+        if not infos:
+            raise RecordNotFound(f"no records in {self.path}")
+        if reference == LATEST:
+            return infos[-1]
+        exact = [info for info in infos if info.id == reference]
+        if exact:
+            return exact[0]
+        named = [info for info in infos if info.name == reference]
+        if named:
+            return named[-1]
+        prefixed = [info for info in infos if info.id.startswith(reference)]
+        if len(prefixed) == 1:
+            return prefixed[0]
+        if len(prefixed) > 1:
+            raise RecordNotFound(f"{reference!r} matches several records: "
+                                 + ", ".join(info.id for info in prefixed))
+        known = ", ".join(sorted({info.name for info in infos})[:10])
+        raise RecordNotFound(f"no record with id or name {reference!r} in {self.path} "
+                             f"(names: {known})")
+
+    def load(self, reference: str) -> Record:
+        """The whole record, samples verified against the checksum saved with them."""
+        return _read_record(self.find(reference).path)
+
+    def load_many(self, references: Sequence[str]) -> list[Record]:
+        return [self.load(reference) for reference in references]
+
+    def __iter__(self) -> Iterator[RecordInfo]:
+        return iter(self.infos())
+
+
+# --- the one call the bench command makes -------------------------------------------------
+
+def save_run(*, samples: np.ndarray, load_spec: Any, server_config: Any = None, name: str = "run",
+             store: RecordStore | None = None, **details: Any) -> Record:
+    """Make a record of a finished run and save it; returns the record.
+
+    ``details`` go to :meth:`Record.create` (``notes``, ``tags``, ``event_loop``,
+    ``started_at``, ``thresholds_ms``).
+    """
+    record = Record.create(samples=samples, load_spec=load_spec, server_config=server_config,
+                           name=name, **details)
+    (store or RecordStore()).save(record)
+    return record
+
+
+# --- listing table --------------------------------------------------------------------------
+
+def runs_table(infos: Sequence[RecordInfo]) -> pd.DataFrame:
+    flats = [info.settings for info in infos]
+    present = [key for key in KEY_SETTINGS if any(key in flat for flat in flats)]
+    varying = [key for key in differing_keys(flats) if key not in present]
+    setting_keys = (present + varying)[:MAX_LISTED_SETTINGS]
+    rows = []
+    for info in infos:
+        summary = info.summary
+        row: dict[str, Any] = {
+            "id": info.id, "name": info.name,
+            "started": pd.Timestamp(info.started_at),
+            "tags": ", ".join(info.tags)}
+        for key in setting_keys:
+            row[short_key(key, setting_keys)] = info.settings.get(key)
+        row.update({
+            "requests": summary.requests, "errors": summary.error_total,
+            "requests_per_s": summary.requests_per_s,
+            "mean_ms": summary.latency.mean, "p50_ms": summary.latency.p50,
+            "p99_ms": summary.latency.p99, "p99_9_ms": summary.latency.p99_9,
+            "max_ms": summary.latency.max})
+        rows.append(row)
+    columns = ["id", "name", "started", "tags",
+               *(short_key(key, setting_keys) for key in setting_keys),
+               "requests", "errors", "requests_per_s", "mean_ms", "p50_ms", "p99_ms", "p99_9_ms", "max_ms"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --- files ----------------------------------------------------------------------------------
+# Small module-level steps, so a test can stop a save between any two of them.
+
+def _write_samples(path: Path, samples: np.ndarray) -> str:
+    """Write the samples as .npy, fsynced; returns their SHA-256."""
+    with open(path, "xb") as stream:
+        np.save(stream, samples, allow_pickle=False)
+        stream.flush()
+        os.fsync(stream.fileno())
+    return _sha256(path)
+
+
+def _write_metadata(path: Path, metadata: Mapping[str, Any]) -> None:
+    with open(path, "x", encoding="utf-8") as stream:
+        stream.write(_to_json(metadata))
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def _publish(temporary: Path, final: Path) -> None:
+    # rename(2) of a directory is atomic; it fails rather than merge into an existing record.
+    os.rename(temporary, final)
+
+
+def _to_json(metadata: Mapping[str, Any]) -> str:
+    return json.dumps(metadata, indent=2, allow_nan=False) + "\n"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_metadata(directory: Path) -> dict[str, Any]:
+    if not directory.is_dir():
+        raise CorruptRecord("not a record (a file, not a record directory)")
+    path = directory / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CorruptRecord(f"not a record (no {METADATA_FILE})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptRecord(f"{METADATA_FILE} is unreadable: {error}") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != RECORD_FORMAT:
+        raise CorruptRecord(f"not a record ({METADATA_FILE} is not a {RECORD_FORMAT})")
+    if metadata.get("version") != RECORD_VERSION:
+        raise CorruptRecord(f"record version {metadata.get('version')!r} is not supported "
+                            f"(this lab reads version {RECORD_VERSION})")
+    if metadata.get("id") != directory.name:
+        raise CorruptRecord(f"its id {metadata.get('id')!r} does not match the folder name")
+    return metadata
+
+
+def _read_info(directory: Path) -> RecordInfo:
+    metadata = _read_metadata(directory)
+    try:
+        rows = _samples_rows(directory / SAMPLES_FILE)
+        if rows != metadata["samples"]["rows"]:
+            raise CorruptRecord(f"{SAMPLES_FILE} has {rows} rows, the metadata says "
+                                f"{metadata['samples']['rows']}")
+        return RecordInfo(
+            id=metadata["id"], name=str(metadata["name"]),
+            started_at=str(metadata["environment"]["started_at"]),
+            tags=tuple(metadata.get("tags", ())), notes=str(metadata.get("notes", "")),
+            settings=flat_settings(metadata["load_spec"], metadata["server_config"]),
+            summary=RunSummary.from_dict(metadata["summary"]),
+            path=directory)
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, CorruptRecord):
+            raise
+        raise CorruptRecord(f"{METADATA_FILE} is incomplete or malformed: {error!r}") from None
+
+
+def _samples_rows(path: Path) -> int:
+    """Rows in a .npy file, from its header alone (listing must not read every sample)."""
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header, maps the rest
+        shape, dtype = mapped.shape, mapped.dtype
+        del mapped
+    except FileNotFoundError:
+        raise CorruptRecord(f"{SAMPLES_FILE} is missing") from None
+    except (OSError, ValueError) as error:
+        raise CorruptRecord(f"{SAMPLES_FILE} is unreadable: {error}") from None
+    if dtype != SAMPLE_DTYPE or len(shape) != 1:
+        raise CorruptRecord(f"{SAMPLES_FILE} is not in the lab's sample format")
+    return int(shape[0])
+
+
+def _read_record(directory: Path) -> Record:
+    metadata = _read_metadata(directory)
+    path = directory / SAMPLES_FILE
+    try:
+        expected = metadata["samples"]["sha256"]
+    except (KeyError, TypeError):
+        raise CorruptRecord(f"{directory}: {METADATA_FILE} has no samples checksum") from None
+    try:
+        if _sha256(path) != expected:
+            raise CorruptRecord(f"{directory}: {SAMPLES_FILE} does not match its checksum")
+        samples = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        if isinstance(error, CorruptRecord):
+            raise
+        raise CorruptRecord(f"{directory}: {SAMPLES_FILE} is unreadable: {error}") from None
+    try:
+        return Record.from_metadata(metadata, samples)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CorruptRecord(f"{directory}: {error}") from None
+
+
+# --- module-level shortcuts on the default folder -------------------------------------------
+
+def runs() -> pd.DataFrame:
+    return RecordStore().runs()
+
+
+def load(reference: str) -> Record:
+    return RecordStore().load(reference)

@@ -1,0 +1,137 @@
+"""The layout is the architecture: each part imports only the parts below it.
+
+The import graph is read from the source (every ``import`` statement, including those inside
+functions, but not those under ``if TYPE_CHECKING:``), so a lazy import cannot hide a cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lab
+
+PACKAGE = Path(lab.__file__).resolve().parent
+FOUNDATION = {"lab.errors", "lab.units", "lab.options", "lab.addresses", "lab.resources"}
+
+# part -> the parts it may import (besides itself). The server side (http, server) and the
+# load side (engine, loadgen) never import each other; storage never imports presentation.
+ALLOWED: dict[str, set[str]] = {
+    "lab.errors": set(),
+    "lab.units": set(),
+    "lab.options": {"lab.errors"},
+    "lab.addresses": {"lab.errors"},
+    "lab.resources": set(),
+    "lab.measure": {"lab.errors", "lab.units"},
+    "lab.http": FOUNDATION,
+    "lab.server": FOUNDATION | {"lab.http"},
+    "lab.engine": FOUNDATION | {"lab.measure"},
+    "lab.loadgen": FOUNDATION | {"lab.measure", "lab.engine"},
+    "lab.records": FOUNDATION | {"lab.measure", "lab.engine"},
+    "lab.peers": FOUNDATION,
+    "lab.notebook": FOUNDATION | {"lab.measure", "lab.http", "lab.server", "lab.engine",
+                                  "lab.loadgen", "lab.records", "lab.peers"},
+    "lab.cli": FOUNDATION | {"lab.measure", "lab.http", "lab.server", "lab.engine",
+                             "lab.loadgen", "lab.records", "lab.peers"},
+    "lab.__main__": {"lab.cli"},
+}
+PRESENTATION = {"lab.records.compare", "lab.records.plots"}
+MAX_TOP_LEVEL_MODULES = 10
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def part_of(module: str) -> str:
+    """``lab.http.core`` -> ``lab.http``; ``lab.server`` -> ``lab.server``."""
+    return ".".join(module.split(".")[:2])
+
+
+def is_module(dotted: str) -> bool:
+    return PACKAGE.parent.joinpath(*dotted.split(".")).with_suffix(".py").exists()
+
+
+def _type_checking_only(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def imports_of(path: Path) -> set[str]:
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if _type_checking_only(child):
+                continue
+            if isinstance(child, ast.Import):
+                found.update(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                found.add(child.module)
+                # "from lab.records import plots" imports the module lab.records.plots
+                found.update(f"{child.module}.{alias.name}" for alias in child.names
+                             if is_module(f"{child.module}.{alias.name}"))
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    return {name for name in found if name == "lab" or name.startswith("lab.")}
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {module_name(path): imports_of(path) for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_each_part_imports_only_the_parts_below_it() -> None:
+    wrong = []
+    for module, imported in import_graph().items():
+        if module == "lab":
+            continue  # the front door re-exports every part, lazily
+        part = part_of(module)
+        for target in imported:
+            target_part = part_of(target)
+            if target_part != part and target_part not in ALLOWED[part]:
+                wrong.append(f"{module} imports {target}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_storage_does_not_import_presentation() -> None:
+    graph = import_graph()
+    storage = [m for m in graph if m.startswith("lab.records.") and m not in PRESENTATION]
+    wrong = [f"{m} imports {t}" for m in storage for t in graph[m] if t in PRESENTATION]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_package_shows_its_parts() -> None:
+    top_level = sorted(p.name for p in PACKAGE.glob("*.py"))
+    subpackages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+    assert len(top_level) <= MAX_TOP_LEVEL_MODULES, top_level
+    assert {"server.py", "loadgen.py"} <= set(top_level)
+    assert len(subpackages) >= 4, subpackages
+    assert set(ALLOWED) >= {part_of(module_name(p)) for p in PACKAGE.rglob("*.py")} - {"lab"}
+
+
+def test_front_door_exports_what_users_need() -> None:
+    wanted = {"start_server", "ServerConfig", "ServerHandle", "LoadSpec", "run_load", "start_load",
+              "LoadResult", "Record", "RecordStore", "plots", "panel", "LabError", "ConfigError"}
+    assert wanted <= set(lab.__all__)
+    for name in lab.__all__:
+        assert getattr(lab, name) is not None, name
+    with pytest.raises(AttributeError):
+        lab.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize(("command", "not_needed"), [
+    ("serve", {"numpy", "pandas", "matplotlib", "ipywidgets", "pyarrow"}),
+    ("bench", {"matplotlib", "ipywidgets"}),
+])
+def test_a_command_loads_only_what_it_needs(command: str, not_needed: set[str]) -> None:
+    """``python -m lab serve`` must not pay for numpy, pandas, matplotlib or the widgets."""
+    probe = (f"import sys; from lab.cli import build_parser; build_parser({command!r}); "
+             "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert not loaded & not_needed, loaded
