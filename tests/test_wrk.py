@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,8 +32,11 @@ from lab.peers.wrk import (
 pytestmark = pytest.mark.peers
 
 SAMPLES = Path(__file__).parent / "wrk_samples"
+DISTINCT_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "distinct_requests.lua"
+DISTINCT_CYCLE = 100_000  # requests the script builds per wrk thread before it repeats
 SERVER_CORES, LOAD_CORES = server_and_load_cores()
 SHORT_LOAD = WrkLoad(threads=1, connections=4, duration_s=1)
+OK_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"
 
 
 def sample(name: str) -> str:
@@ -52,6 +59,46 @@ def nginx_url(wrk_binary: str) -> Iterator[str]:
         pytest.skip(str(missing))
     with peer:
         yield peer.fast_url
+
+
+class HeadRecorder:
+    """A loopback server that answers ``OK`` to every request and keeps each request head.
+
+    wrk sends one request per connection at a time (no pipelining without a script that
+    asks for it), so a head is answered before the next one arrives.
+    """
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                connection, _ = self._listener.accept()
+                threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            pending = b""
+            while data := connection.recv(65536):
+                pending += data
+                while b"\r\n\r\n" in pending:
+                    head, _, pending = pending.partition(b"\r\n\r\n")
+                    self.heads.append(head)
+                    connection.sendall(OK_RESPONSE)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture
+def head_recorder(wrk_binary: str) -> Iterator[HeadRecorder]:
+    recorder = HeadRecorder()
+    yield recorder
+    recorder.close()
 
 
 # --- real runs ---------------------------------------------------------------------------
@@ -77,6 +124,33 @@ def test_without_latency_flag_there_are_no_percentiles(nginx_url: str) -> None:
     assert result.percentiles_ms == {}
     with pytest.raises(KeyError, match="latency=True"):
         result.percentile_ms(99)
+
+
+def test_the_distinct_requests_script_runs_and_parses(nginx_url: str) -> None:
+    result = run_wrk(nginx_url, WrkLoad(threads=1, connections=4, duration_s=1, script=DISTINCT_SCRIPT),
+                     cores=LOAD_CORES)
+    assert result.url == nginx_url
+    assert result.requests > 100
+    assert result.errors_total == 0  # nginx answered every one of them with 200
+    assert set(result.percentiles_ms) == set(PERCENTILES)
+
+
+def test_the_distinct_requests_script_sends_distinct_well_formed_requests(
+        head_recorder: HeadRecorder) -> None:
+    url = f"http://127.0.0.1:{head_recorder.port}/fast"
+    result = run_wrk(url, WrkLoad(threads=1, connections=2, duration_s=1, script=DISTINCT_SCRIPT))
+    heads = list(head_recorder.heads)
+    assert 0 < result.requests <= len(heads)
+    # What wrk sends without a script, plus one header of fixed width: the same size every time.
+    shape = re.compile(rb"GET /fast HTTP/1\.1\r\nHost: 127\.0\.0\.1:%d\r\nX-Id: (\d{5})"
+                       % head_recorder.port)
+    ids = []
+    for head in heads:
+        match = shape.fullmatch(head)
+        assert match is not None, head
+        ids.append(match[1])
+    # One wrk thread walks the cycle in order: nothing repeats before 100,000 requests.
+    assert len(set(ids)) == min(len(ids), DISTINCT_CYCLE)
 
 
 def test_wrk_failing_to_connect_is_a_clear_error(wrk_binary: str) -> None:
@@ -187,6 +261,7 @@ def test_loopback_targets_pass() -> None:
     ({"duration_s": 0}, "duration_s"),
     ({"duration_s": 1.5}, "duration_s"),
     ({"timeout_s": 0}, "timeout_s"),
+    ({"script": Path("/no/such/script.lua")}, "script: no wrk Lua script at /no/such/script.lua"),
 ])
 def test_bad_loads_name_the_knob(knobs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -197,3 +272,8 @@ def test_the_run_is_bounded() -> None:
     load = WrkLoad(duration_s=3, timeout_s=2)
     assert load.bound_s < 3 + 2 + 30
     assert "--duration=3s" in load.arguments()
+
+
+def test_a_script_is_passed_to_wrk() -> None:
+    assert f"--script={DISTINCT_SCRIPT}" in WrkLoad(script=DISTINCT_SCRIPT).arguments()
+    assert not any(argument.startswith("--script") for argument in WrkLoad().arguments())

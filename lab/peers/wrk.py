@@ -8,6 +8,10 @@
 wrk is the closed-loop tool users recognise: the lab's own generator is compared
 with it, and the peers are measured with it. Every run is bounded: wrk's duration plus its
 response timeout plus a grace period, after which wrk is killed.
+
+``WrkLoad(script=path)`` runs a wrk Lua script (``-s``), e.g. benchmarks/distinct_requests.lua,
+which sends 100,000 requests that differ in one header; wrk prints the same summary with a
+script, so the result reads the same (as long as the script defines no ``done()`` of its own).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class WrkLoad:
     # A response slower than this counts as a timeout error and its latency is not recorded.
     timeout_s: int = 2
     latency: bool = True  # --latency: print the 50/75/90/99 % percentiles
+    # -s: a wrk Lua script, e.g. one whose request() varies what is sent (None: wrk's one request).
+    script: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("threads", "connections", "duration_s", "timeout_s"):
@@ -60,6 +66,10 @@ class WrkLoad:
         if self.connections < self.threads:
             # wrk refuses this itself ("number of connections must be >= threads").
             raise ConfigError("connections", f"{self.connections} must be at least threads ({self.threads})")
+        # Checked here, not left to wrk: wrk reports a missing script only once the run starts,
+        # in words that do not name the setting.
+        if self.script is not None and not Path(self.script).is_file():
+            raise ConfigError("script", f"no wrk Lua script at {self.script}")
 
     @property
     def bound_s(self) -> float:
@@ -68,8 +78,10 @@ class WrkLoad:
 
     def arguments(self) -> list[str]:
         latency_flag = ["--latency"] if self.latency else []
+        script_flag = [f"--script={self.script}"] if self.script is not None else []
         return [f"--threads={self.threads}", f"--connections={self.connections}",
-                f"--duration={self.duration_s}s", f"--timeout={self.timeout_s}s", *latency_flag]
+                f"--duration={self.duration_s}s", f"--timeout={self.timeout_s}s",
+                *latency_flag, *script_flag]
 
 
 # --- the result --------------------------------------------------------------------------
