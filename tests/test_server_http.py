@@ -87,7 +87,7 @@ def test_slow_reader_is_held_back_by_flow_control(server):
             assert len(reader.response().body) == size
 
 
-def test_repeat_cache_answers_identical_requests_correctly(make_server):
+def test_identical_requests_are_each_parsed_answered_and_counted(make_server):
     server = make_server(keepalive_max_requests=4)
     with connect(server.port) as sock:
         reader = Reader(sock)

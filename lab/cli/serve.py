@@ -58,10 +58,11 @@ def _serve_workers(config: ServerConfig, router: str | None) -> int:
     except OSError as error:
         print(f"cannot listen on {config.host}:{config.port}: {error.strerror}", file=sys.stderr)
         return 1
-    announce(config, port)
-    # Block the stop signals only now: the workers are started, so they do not inherit the mask.
+    # Block the stop signals only now: the workers are started, so they do not inherit the
+    # mask. Announce after blocking: a caller may signal as soon as it reads the line.
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    announce(config, port)
     try:
         signal.sigwait(stop_signals)
     finally:

@@ -68,10 +68,6 @@ class ServerConfig:
     split_writes: bool = knob(False, help="send headers and body as two writes "
                               "(with Nagle on, shows the delayed-ACK stall)",
                               flag="--split-writes", group="http")
-    repeat_cache: bool = knob(
-        True, help="answer a request byte-identical to an earlier one on a pure route (like "
-        "/fast) from a cache, skipping the parse; off = parse every request",
-        flag="--repeat-cache", group="http")
     processing_time_header: bool = knob(
         False, help="add X-Processing-Time (server-side microseconds) to responses",
         flag="--processing-time-header", group="http")
@@ -85,8 +81,19 @@ class ServerConfig:
                                flag="--max-body-bytes", metavar="BYTES", group="limits")
     header_timeout_seconds: float = knob(
         10.0, minimum=0.01, maximum=3600, unit="s",
-        help="close a connection whose request headers take longer than this",
+        help="answer 408 and close when a request's headers take longer than this to arrive "
+             "(paused while the server itself is not reading)",
         flag="--header-timeout", metavar="S", group="limits")
+    body_timeout_seconds: float = knob(
+        10.0, minimum=0.01, maximum=3600, unit="s",
+        help="answer 408 and close when a request body makes no progress for this long "
+             "(the longest gap between two reads of it)",
+        flag="--body-timeout", metavar="S", group="limits")
+    send_timeout_seconds: float = knob(
+        60.0, minimum=0.01, maximum=3600, unit="s",
+        help="close a connection whose answer makes no progress for this long (a client that "
+             "stopped reading), freeing what was buffered for it",
+        flag="--send-timeout", metavar="S", group="limits")
     max_connections: int | None = knob(
         None, minimum=1, maximum=1_000_000,
         help="open connections beyond this get 503 and are closed (None = no limit)",

@@ -1,10 +1,24 @@
 """One HTTP/1.1 connection: parsing with httptools, answering in order, closing when told.
 
 This is the server's hot path. It reads into a buffer of ``read_buffer_bytes`` it owns
-(``asyncio.BufferedProtocol``), so the read size is a real, observable knob; it answers
-pipelined requests strictly in order (RFC 9112 section 9.3.2); and it stops reading while the
-peer is not reading our answers (flow control), so a slow client cannot make us buffer
-without bound.
+(``asyncio.BufferedProtocol``), so the read size is a real, observable knob; it parses every
+request (nothing is answered from a cache of earlier bytes); it answers pipelined requests
+strictly in order (RFC 9112 section 9.3.2); and it stops reading while the peer is not reading
+our answers (flow control), so a slow client cannot make us buffer without bound.
+
+A hostile client meets limits that hold while bytes arrive, not only once a header or a body
+is complete:
+
+- a request head that grows past ``max_header_bytes`` is cut with 431 as it grows;
+- each phase has a deadline -- headers, body, sending, idle -- and none runs while the
+  server itself is the one not reading (flow control, or a full queue of pipelined requests);
+- an error answer ends in a lingering close: the answer, our half of the connection shut,
+  then the client's remaining bytes read and dropped until it closes or ``LINGER_SECONDS``
+  pass, so it sees the answer rather than a reset (RFC 9112 section 9.6).
+
+Framing is strict (RFC 9112): exactly one Host in HTTP/1.1, ``chunked`` as the only transfer
+coding, one answer per request (an Upgrade or CONNECT is answered as plain HTTP and the
+connection closed), ``100 Continue`` before a body the client waits to send.
 """
 
 from __future__ import annotations
@@ -27,22 +41,35 @@ if TYPE_CHECKING:
 
 # How many parsed requests may wait behind a slow (async) one before we stop reading.
 MAX_QUEUED_REQUESTS = 64
-# Distinct request byte strings the repeat cache remembers before it starts again.
-REPEAT_CACHE_ENTRIES = 1024
+# After an error answer, how long we keep reading (and dropping) what the client still sends.
+LINGER_SECONDS = 2.0
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-_CONTENT_LENGTH = b"content-length"
+# Header fields the connection itself enforces. Their names differ in length, so a length
+# test rules out most other headers before any lower-casing.
+_HOST, _EXPECT, _CONTENT_LENGTH, _TRANSFER_ENCODING = (
+    b"host", b"expect", b"content-length", b"transfer-encoding")
+_CONNECTION = b"connection"
+_FRAMING_NAMES = frozenset((_HOST, _EXPECT, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION))
+# Method names as str, without decoding the parser's bytes for the common ones.
+METHOD_NAMES = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
+                                                  "PATCH", "CONNECT", "TRACE")}
+_FRAMING_NAME_LENGTHS = frozenset(len(name) for name in _FRAMING_NAMES)
 
 
 class Waiting(enum.Enum):
     """What a connection's deadline is for: which timeout ends it, and how."""
 
-    NOTHING = enum.auto()  # no deadline armed
+    NOTHING = enum.auto()  # no deadline armed (answering, or the server paused reading)
     IDLE = enum.auto()  # between requests: the keep-alive timeout closes it quietly
     HEADERS = enum.auto()  # inside a request's head: the header timeout answers 408
+    BODY = enum.auto()  # inside a body: no new body bytes for the body timeout answers 408
+    SENDING = enum.auto()  # the client is not reading our answer: the send timeout aborts
+    LINGERING = enum.auto()  # after an error answer: close when the client has not closed
 
 
 # Module-level names for the hot path: looking a member up on an Enum class costs ~100 ns.
-WAITING_IDLE, WAITING_HEADERS = Waiting.IDLE, Waiting.HEADERS
+WAITING_IDLE, WAITING_HEADERS, WAITING_BODY = Waiting.IDLE, Waiting.HEADERS, Waiting.BODY
 
 
 class _Rejected(Exception):
@@ -59,20 +86,29 @@ class HttpConnection(asyncio.BufferedProtocol):
         "_body_parts",
         "_buffer",
         "_busy",
-        "_cache_offer",
+        "_connection_header",
         "_deadline_kind",
         "_drain_waiter",
+        "_expect_continue",
+        "_has_middleware",
+        "_head_bytes",
+        "_head_slack",
         "_header_bytes",
         "_headers",
+        "_host_count",
+        "_in_headers",
         "_in_message",
-        "_messages_in_read",
+        "_lingering",
+        "_parse_stopped",
         "_paused_for_queue",
         "_peer_done",
         "_pending",
+        "_read_size",
         "_rejection",
-        "_repeat_cache",
-        "_repeat_candidate",
+        "_send_mark",
         "_task",
+        "_transfer_codings",
+        "_upgrade",
         "_url",
         "_view",
         "_write_paused",
@@ -91,6 +127,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         # A connection keeps the settings it was accepted with: a reconfigure applies to
         # connections opened after it, so one experiment never mixes two configurations.
         self.settings = state.settings
+        self._has_middleware = state.router.has_middleware
         self._buffer = bytearray(self.settings.read_buffer_bytes)
         self._view = memoryview(self._buffer)
         self.parser = httptools.HttpRequestParser(self)
@@ -99,8 +136,11 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.requests_served = 0
         self.closing = False  # answered with "close" (or failed): nothing more will be answered
         self._peer_done = False  # the client half-closed: answer what is queued, then close
+        self._parse_stopped = False  # a request was rejected or upgraded: later bytes are dropped
+        self._lingering = False  # an error answer went out: drop input until the client closes
         self.deadline: float | None = None
         self._deadline_kind = Waiting.NOTHING
+        self._send_mark = 0  # bytes buffered for the client when the send deadline was armed
         self._pending: deque[Request | Response] = deque()
         self._busy = False  # an async handler or a stream is answering right now
         self._task: asyncio.Task[None] | None = None
@@ -108,16 +148,11 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._rejection: Response | None = None
-        self._in_message = False
-        self._messages_in_read = 0
-        # The repeat cache holds answers that are a pure function of the request bytes; any
-        # middleware, or a header that differs per request, makes that untrue.
-        use_cache = (self.settings.repeat_cache and not self.settings.processing_time_header
-                     and not state.router.has_middleware)
-        self._repeat_cache: dict[bytes, tuple[Request, Prebuilt]] | None = (
-            state.repeat_cache if use_cache else None)
-        self._repeat_candidate: bytes | None = None
-        self._cache_offer: tuple[Request, Prebuilt] | None = None
+        self._in_message = False  # between on_message_begin and on_message_complete
+        self._in_headers = False  # between on_message_begin and on_headers_complete
+        self._read_size = 0  # bytes of the read being parsed now
+        self._head_bytes = 0  # bytes read while this request's head was incomplete
+        self._head_slack = 0  # of those, the read it began in (part of it may be earlier bytes)
         self._reset_request()
 
     # --- connection lifecycle -----------------------------------------------------------
@@ -139,6 +174,8 @@ class HttpConnection(asyncio.BufferedProtocol):
 
     def _apply_socket_options(self) -> None:
         settings, sock = self.settings, self.sock
+        if sock is None:  # a transport without a socket (the protocol tests feed bytes directly)
+            return
         # uvloop and asyncio both turn TCP_NODELAY on for every accepted socket; set it
         # either way so that "off" really means Nagle's algorithm is on.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if settings.nodelay else 0)
@@ -167,28 +204,55 @@ class HttpConnection(asyncio.BufferedProtocol):
         state.stats.connections_open -= 1
         self.closing = True
         self.deadline = None
+        self._pending.clear()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._wake_writer()
 
     def eof_received(self) -> bool:
         # The client has finished sending. Answer what is already queued, then close; with
-        # nothing queued there is nothing to wait for.
+        # nothing queued (or after an error answer) there is nothing to wait for.
         self._peer_done = True
-        return bool(self._busy or self._pending)
+        return not self._lingering and bool(self._busy or self._pending)
+
+    # --- flow control: the deadlines follow who is waiting for whom ---------------------
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        transport = self.transport
+        if transport is not None:
+            transport.pause_reading()
+            # From now on the client is the one not reading: only the send timeout runs.
+            self._deadline_kind = Waiting.SENDING
+            self._send_mark = transport.get_write_buffer_size()
+            self.deadline = self.state.clock + self.settings.send_timeout_seconds
 
     def resume_writing(self) -> None:
         self._write_paused = False
         if self.transport is not None and not self._paused_for_queue:
             self.transport.resume_reading()
         self._wake_writer()
+        self._arm_reading_deadline()
         if not self._busy:
             self._drain_queue()
+
+    def _arm_reading_deadline(self) -> None:
+        """After a pause the server caused, restart the deadline of whatever we now wait for."""
+        settings = self.settings
+        if self._lingering:
+            self._set_deadline(Waiting.LINGERING, LINGER_SECONDS)
+        elif self._write_paused:
+            return  # the send deadline stays
+        elif self._paused_for_queue:
+            self._clear_deadline()  # the server is busy: the client is not the one to blame
+        elif self._in_headers:
+            self._set_deadline(WAITING_HEADERS, settings.header_timeout_seconds)
+        elif self._in_message:
+            self._set_deadline(WAITING_BODY, settings.body_timeout_seconds)
+        elif not self._busy and not self._pending:
+            self._set_deadline(WAITING_IDLE, settings.keepalive_timeout_seconds)
+        else:
+            self._clear_deadline()
 
     def _wake_writer(self) -> None:
         waiter = self._drain_waiter
@@ -197,18 +261,52 @@ class HttpConnection(asyncio.BufferedProtocol):
 
     def expire(self) -> None:
         """Called by the server's sweep once ``deadline`` has passed."""
-        if self._deadline_kind is WAITING_HEADERS:
-            self.state.stats.count_error("header_timeout")
+        kind, stats = self._deadline_kind, self.state.stats
+        if kind is WAITING_HEADERS:
+            stats.count_error("header_timeout")
             self._write_and_close(_error_response(408, "request headers took too long"))
+        elif kind is WAITING_BODY:
+            stats.count_error("body_timeout")
+            self._write_and_close(_error_response(408, "request body stalled"))
+        elif kind is Waiting.SENDING:
+            self._expire_sending()
+        elif kind is Waiting.LINGERING:
+            self._clear_deadline()
+            if self.transport is not None:
+                self.transport.abort()  # the client would not stop sending: cut it off
         else:
-            self.state.stats.keepalive_timeouts += 1
+            stats.keepalive_timeouts += 1
             self.closing = True
+            self._clear_deadline()
             if self.transport is not None:
                 self.transport.close()
+
+    def _expire_sending(self) -> None:
+        """The send timeout ran out: go on if the client read anything since, else give up."""
+        transport = self.transport
+        if transport is None:
+            return
+        buffered = transport.get_write_buffer_size()
+        if buffered < self._send_mark:
+            self._send_mark = buffered
+            self.deadline = self.state.clock + self.settings.send_timeout_seconds
+            return
+        self.state.stats.count_error("send_timeout")
+        self.closing = True
+        self._clear_deadline()
+        if self.sock is not None:
+            # A plain close would leave the kernel holding the unsent bytes (an orphaned
+            # socket in FIN_WAIT1, retrying for minutes against a zero window); SO_LINGER 0
+            # makes the close a reset that frees them now and tells the client.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()  # drops what is buffered for this client in the process
 
     def _set_deadline(self, kind: Waiting, seconds: float) -> None:
         self._deadline_kind = kind
         self.deadline = self.state.clock + seconds
+
+    def _clear_deadline(self) -> None:
+        self.deadline = None  # the sweep looks only at connections with a deadline
 
     # --- reading ------------------------------------------------------------------------
 
@@ -222,50 +320,42 @@ class HttpConnection(asyncio.BufferedProtocol):
         if self.settings.quickack:
             # Linux clears TCP_QUICKACK as soon as it has acknowledged: re-arm it per read.
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        if self.closing:
-            return
-        cache = self._repeat_cache
-        if (cache is not None and not self._in_message and not self._busy and not self._pending
-                and not self._write_paused):
-            data = bytes(self._view[:nbytes])
-            cached = cache.get(data)
-            if cached is not None:
-                self._send(cached[0], cached[1], 0)
-                return
-            self._repeat_candidate = data
-            self._messages_in_read = 0
-            self._cache_offer = None
-        else:
-            self._repeat_candidate = None
+        if self.closing or self._parse_stopped:
+            return  # answered "close", or rejected: what follows is read only to be dropped
+        self._read_size = nbytes
         try:
             self.parser.feed_data(self._view[:nbytes])
-            if self._cache_offer is not None:
-                self._remember_answer()
         except httptools.HttpParserUpgrade:
-            self._reject(_error_response(400, "protocol upgrades are not supported"), "bad_request")
+            # The request asked to switch protocols (Upgrade, or CONNECT). No route here
+            # does, so it was answered as plain HTTP with "Connection: close" (RFC 9110
+            # section 7.8); what follows it is not HTTP/1.1 and is not parsed.
+            self._parse_stopped = True
+            return
         except httptools.HttpParserError as error:
+            self._parse_stopped = True
             rejection = self._rejection
             if rejection is None:
-                self._reject(_error_response(400, f"malformed request: {error}"), "bad_request")
-            else:
-                self._queue_or_send(rejection)
-
-    def _remember_answer(self) -> None:
-        """Cache the answer if this read held exactly one whole request, and nothing else."""
-        offer, self._cache_offer = self._cache_offer, None
-        candidate, self._repeat_candidate = self._repeat_candidate, None
-        cache = self._repeat_cache
-        if (offer is None or candidate is None or cache is None or self._in_message
-                or self._messages_in_read != 1):
+                stats.count_error("bad_request")
+                rejection = _error_response(400, f"malformed request: {error}")
+            self._queue_or_send(rejection)
             return
-        if len(cache) >= REPEAT_CACHE_ENTRIES:
-            cache.clear()
-        offer[0].connection = None  # the cache must not keep this connection alive
-        cache[candidate] = offer
+        if self._in_headers:
+            self._count_head_bytes(nbytes)
 
-    def _reject(self, response: Response, error_kind: str) -> None:
-        self.state.stats.count_error(error_kind)
-        self._queue_or_send(response)
+    def _count_head_bytes(self, nbytes: int) -> None:
+        """Cut a request head that keeps growing, before it is complete.
+
+        httptools reports a header only once it ends (joining the parts of a long value by
+        repeated copies), so ``on_header``'s count alone lets an endless header line grow
+        without bound. Bytes read since the head began bound it from above; the read it
+        began in may also hold the end of an earlier request, so that read is not counted:
+        a head is cut only when it really is over the limit.
+        """
+        self._head_bytes += nbytes
+        if self._head_bytes - self._head_slack > self.settings.max_header_bytes:
+            self._parse_stopped = True
+            self.state.stats.count_error("header_too_large")
+            self._queue_or_send(_error_response(431, "request header fields too large"))
 
     def _reset_request(self) -> None:
         self._url: bytes | None = None
@@ -273,14 +363,21 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._body_parts: list[bytes] = []
         self._header_bytes = 0
         self._body_bytes = 0
+        self._host_count = 0
+        self._expect_continue = False
+        self._transfer_codings: list[bytes] | None = None
+        self._upgrade = False
+        self._connection_header = False
 
     # httptools callbacks, in the order they come
 
     def on_message_begin(self) -> None:
-        self._in_message = True
-        self._messages_in_read += 1
+        self._in_message = self._in_headers = True
+        self._head_bytes = 0
+        self._head_slack = self._read_size
         self._reset_request()
-        self._set_deadline(WAITING_HEADERS, self.settings.header_timeout_seconds)
+        self._deadline_kind = WAITING_HEADERS
+        self.deadline = self.state.clock + self.settings.header_timeout_seconds
 
     def on_url(self, url: bytes) -> None:
         # A URL split across two reads arrives in two calls.
@@ -294,29 +391,82 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.settings.max_header_bytes:
             self._abandon(431, "request header fields too large", "header_too_large")
-        if len(name) == 14 and name.lower() == _CONTENT_LENGTH and value.isdigit() \
-                and int(value) > self.settings.max_body_bytes:
-            self._abandon(413, f"body over {self.settings.max_body_bytes} bytes", "body_too_large")
+        if len(name) in _FRAMING_NAME_LENGTHS:
+            lowered = name.lower()
+            if lowered in _FRAMING_NAMES:
+                self._framing_header(lowered, value)
+
+    def _framing_header(self, name: bytes, value: bytes) -> None:
+        if name == _HOST:
+            self._host_count += 1
+        elif name == _CONTENT_LENGTH:
+            if value.isdigit() and int(value) > self.settings.max_body_bytes:
+                # Refused before any of the body is read, so an Expect: 100-continue
+                # client gets the final answer at once instead of sending the body.
+                self._abandon(413, f"body over {self.settings.max_body_bytes} bytes", "body_too_large")
+        elif name == _TRANSFER_ENCODING:
+            if self._transfer_codings is None:
+                self._transfer_codings = []
+            self._transfer_codings.append(value)
+        elif name == _EXPECT:
+            self._expect_continue = value.strip().lower() == b"100-continue"
+        elif name == _CONNECTION:
+            self._connection_header = True
 
     def on_headers_complete(self) -> None:
-        self.deadline = None
+        self._in_headers = False
+        parser = self.parser
+        if self._host_count != 1 and (self._host_count > 1 or parser.get_http_version() != "1.0"):
+            # RFC 9112 section 3.2: an HTTP/1.1 request has exactly one Host; HTTP/1.0 at most one.
+            self._abandon(400, "a request needs exactly one Host header", "bad_request")
+        if self._transfer_codings is not None:
+            self._check_transfer_coding(self._transfer_codings)
+        self._upgrade = parser.should_upgrade()
+        self._deadline_kind = WAITING_BODY  # until the body (if any) is complete
+        self.deadline = self.state.clock + self.settings.body_timeout_seconds
+        if self._expect_continue:
+            self._send_continue()
+
+    def _check_transfer_coding(self, codings: list[bytes]) -> None:
+        """Only ``chunked`` alone is understood: anything else could be framed two ways.
+
+        RFC 9112 section 6.1: a coding the server does not understand gets 501; a list that
+        does not end in chunked leaves the body's end unknown (llhttp would read it anyway).
+        """
+        if len(codings) != 1 or codings[0].strip().lower() != b"chunked":
+            shown = ", ".join(coding.decode("latin-1") for coding in codings)
+            self._abandon(501, f"transfer coding {shown!r} is not implemented; use chunked",
+                          "bad_request")
+
+    def _send_continue(self) -> None:
+        # Only when no earlier answer is still owed: a 100 must not overtake them.
+        if not (self._busy or self._pending or self._write_paused) and self.transport is not None:
+            self._write(CONTINUE, 0)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > self.settings.max_body_bytes:  # chunked bodies have no length up front
             self._abandon(413, f"body over {self.settings.max_body_bytes} bytes", "body_too_large")
         self._body_parts.append(body)
+        self.deadline = self.state.clock + self.settings.body_timeout_seconds  # progress
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        self.deadline = None
         parser = self.parser
-        url = self._url or b"/"
-        path, _, query = url.partition(b"?")
+        path, mark, query = (self._url or b"/").partition(b"?")
         parts = self._body_parts
+        keep_alive = parser.should_keep_alive()
+        # llhttp keeps an HTTP/1.0 request alive only when it says "Connection: keep-alive",
+        # so without a Connection header a kept request is HTTP/1.1: no need to ask for the
+        # version, which httptools formats into a new string (~0.2 us) on every call.
+        version = "1.1" if keep_alive and not self._connection_header else parser.get_http_version()
+        method = parser.get_method()
         request = Request(
-            parser.get_method().decode("ascii"), path.decode("latin-1"), query.decode("latin-1"),
-            self._headers, parts[0] if len(parts) == 1 else b"".join(parts),
-            parser.get_http_version(), parser.should_keep_alive(), NO_PARAMS, self)
+            METHOD_NAMES.get(method) or method.decode("ascii"), path.decode("latin-1"),
+            query.decode("latin-1") if mark else "", self._headers,
+            (parts[0] if len(parts) == 1 else b"".join(parts)) if parts else b"",
+            version, keep_alive and not self._upgrade, NO_PARAMS, self)
         if self._busy or self._write_paused or self._pending:
             self._queue_or_send(request)
         else:
@@ -341,6 +491,8 @@ class HttpConnection(asyncio.BufferedProtocol):
                 self._paused_for_queue = True
                 if self.transport is not None:
                     self.transport.pause_reading()
+                if not self._write_paused:
+                    self._clear_deadline()  # we stopped reading: no client timeout runs
         else:
             self._dispatch(item)
 
@@ -363,11 +515,12 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._send(request, response, started_ns)
             return
         request.params = match.params
-        for middleware in state.router.request_middleware:
-            early = middleware(request)
-            if early is not None:
-                self._send(request, early, started_ns)
-                return
+        if self._has_middleware:
+            for middleware in state.router.request_middleware:
+                early = middleware(request)
+                if early is not None:
+                    self._send(request, early, started_ns)
+                    return
         try:
             result = match.route.handler(request)
         except Exception as error:  # a broken handler must not take the connection down
@@ -380,8 +533,6 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._busy = True
             self._task = state.loop.create_task(self._stream(request, result, started_ns))
         else:
-            if match.route.pure and self._repeat_candidate is not None and type(result) is Prebuilt:
-                self._cache_offer = (request, result)
             self._send(request, result, started_ns)
 
     def _handler_failed(self, request: Request, error: BaseException) -> None:
@@ -417,13 +568,14 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._paused_for_queue = False
             if self.transport is not None and not self._write_paused:
                 self.transport.resume_reading()
+                self._arm_reading_deadline()
         if self._busy or (self._pending and not self.closing):
             return
         if self.closing or self._peer_done:
-            if self.transport is not None:
+            if self.transport is not None and not self._lingering:
                 self.transport.close()
-        else:
-            self._set_deadline(WAITING_IDLE, self.settings.keepalive_timeout_seconds)
+        elif not self._write_paused:
+            self._arm_reading_deadline()
 
     def _connection_line(self, request: Request, served: int) -> tuple[bytes, bool]:
         """The keep-alive or close header for this response, and whether to keep the connection."""
@@ -438,8 +590,9 @@ class HttpConnection(asyncio.BufferedProtocol):
         return settings.keep_line, True
 
     def _send(self, request: Request, response: Any, started_ns: int) -> None:
-        for middleware in self.state.router.response_middleware:
-            middleware(request, response)
+        if self._has_middleware:
+            for middleware in self.state.router.response_middleware:
+                middleware(request, response)
         served = self.requests_served + 1
         self.requests_served = served
         connection_line, keep = self._connection_line(request, served)
@@ -459,11 +612,11 @@ class HttpConnection(asyncio.BufferedProtocol):
             data = data[:-len(body)]
             body = b""
         self._write(data, len(body))
-        stats = self.state.stats
-        stats.requests += 1
+        self.state.stats.requests += 1
         if keep:
-            if not self._busy and not self._pending:
-                self._set_deadline(WAITING_IDLE, self.settings.keepalive_timeout_seconds)
+            if not self._busy and not self._pending and not self._write_paused:
+                self._deadline_kind = WAITING_IDLE
+                self.deadline = self.state.clock + self.settings.keepalive_timeout_seconds
         else:
             self.closing = True
             if not self._busy and self.transport is not None:
@@ -483,11 +636,33 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.state.stats.bytes_sent += len(data)
 
     def _write_and_close(self, response: Response) -> None:
+        """Send an error answer and close the connection without resetting it."""
         self.closing = True
         self._write(response.fixed_head() + self.state.date_line + self.settings.close_line + b"\r\n"
                     + response.body, len(response.body))
-        if self.transport is not None:
-            self.transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Shut our sending side, then read and drop until the client closes (or gives up).
+
+        Closing a socket with unread bytes in its receive buffer makes the kernel send a
+        reset, which can destroy our answer in flight; so the answer goes first, then a FIN,
+        and the connection is closed only once the client has closed its side.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._lingering:
+            return
+        self._lingering = True
+        self._parse_stopped = True
+        self._pending.clear()
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):
+            transport.close()
+            return
+        if not self._write_paused:
+            transport.resume_reading()  # keep draining what the client sends
+        self._set_deadline(Waiting.LINGERING, LINGER_SECONDS)
 
     async def _stream(self, request: Request, response: StreamingResponse, started_ns: int) -> None:
         served = self.requests_served + 1
@@ -495,17 +670,13 @@ class HttpConnection(asyncio.BufferedProtocol):
         connection_line, keep = self._connection_line(request, served)
         self._write(response.fixed_head() + self.state.date_line + connection_line + b"\r\n", 0)
         try:
-            async for chunk in response.chunks:
-                if chunk:
-                    self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk), 0)
-                if self._write_paused:
-                    await self._drained()
-                if self.transport is None or self.transport.is_closing():
-                    return
-            self._write(b"0\r\n\r\n", 0)
+            if request.method == "HEAD":
+                await _close_iterator(response.chunks)  # headers only: the body is not made
+            elif not await self._stream_body(response):
+                return  # the connection went away while the body was being sent
         except Exception as error:
             # Headers are gone already: all we can do is cut the stream, which the client
-            # sees as an incomplete chunked body.
+            # sees as an incomplete body.
             self.state.stats.count_error("handler_error")
             self.state.log_handler_error(request, error)
             self.closing = True
@@ -514,9 +685,38 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.closing = True
         self._next_in_queue()
 
+    async def _stream_body(self, response: StreamingResponse) -> bool:
+        """Write the chunks as the client reads them; False if the connection closed meanwhile."""
+        chunked = response.content_length is None
+        sent = 0
+        async for chunk in response.chunks:
+            if chunk:
+                self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk, 0)
+                sent += len(chunk)
+            if self._write_paused:
+                await self._drained()
+            else:
+                # A client that reads as fast as we write never pauses us, and a chunk
+                # iterator that never waits would then keep the loop from every other
+                # connection until the whole body is out: give them a turn per chunk.
+                await asyncio.sleep(0)
+            if self.transport is None or self.transport.is_closing():
+                return False
+        if chunked:
+            self._write(b"0\r\n\r\n", 0)
+        elif sent != response.content_length:
+            raise ValueError(f"the stream sent {sent} bytes after announcing {response.content_length}")
+        return True
+
     async def _drained(self) -> None:
         self._drain_waiter = self.state.loop.create_future()
         try:
             await self._drain_waiter
         finally:
             self._drain_waiter = None
+
+
+async def _close_iterator(chunks: Any) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()

@@ -80,10 +80,11 @@ class Settings:
     keepalive_max_requests: int | None
     split_writes: bool
     processing_time_header: bool
-    repeat_cache: bool
     max_header_bytes: int
     max_body_bytes: int
     header_timeout_seconds: float
+    body_timeout_seconds: float
+    send_timeout_seconds: float
     max_connections: int | None
     keep_line: bytes
     keep_line_http10: bytes
@@ -108,7 +109,6 @@ class ServerState:
         self.settings = Settings.from_config(config)
         self.stats = ServerStats()
         self.connections: set[HttpConnection] = set()
-        self.repeat_cache: dict[bytes, Any] = {}  # see HttpConnection.buffer_updated
         self.clock = loop.time()
         self.date_line = b""
         self._date_second = -1
@@ -129,7 +129,8 @@ class ServerState:
 
 def sweep_interval(config: ServerConfig) -> float:
     """How often to check deadlines: a quarter of the shortest timeout, within [5 ms, 250 ms]."""
-    shortest = min(config.keepalive_timeout_seconds, config.header_timeout_seconds)
+    shortest = min(config.keepalive_timeout_seconds, config.header_timeout_seconds,
+                   config.body_timeout_seconds, config.send_timeout_seconds)
     return min(0.25, max(0.005, shortest / 4))
 
 
@@ -189,7 +190,6 @@ class LabServer:
         assert self.state is not None
         self.config = config
         self.state.settings = Settings.from_config(config)
-        self.state.repeat_cache.clear()
         self._cancel_timers()
         self._schedule_sweep()
         self._schedule_stall()

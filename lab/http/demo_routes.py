@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
 from lab.http.messages import Prebuilt, Request, Response, StreamingResponse
 from lab.http.routing import Router
-from lab.units import NS_PER_US
+from lab.units import KIB, MIB, NS_PER_US
 
 MAX_DEMO_BODY_BYTES = 256 * 1024 * 1024
 MAX_DELAY_MS = 60_000
@@ -83,18 +84,44 @@ def work(request: Request) -> Response:
     return Response.text(f"worked {microseconds} us\n")
 
 
-_body_cache: dict[int, Prebuilt] = {}
+# Bodies up to this size are built once and kept (a Prebuilt holds the body and the encoded
+# answer: about twice its size). Larger ones are streamed from one shared block, so no client
+# can make the server hold a large body -- the limit is per cache, not per entry count.
+CACHED_BODY_MAX_BYTES = 256 * KIB
+BODY_CACHE_MAX_BYTES = 16 * MIB
+_BODY_BLOCK = b"x" * CACHED_BODY_MAX_BYTES
+_body_cache: OrderedDict[int, Prebuilt] = OrderedDict()
 
 
-def sized_body(request: Request) -> Response | Prebuilt:
+def sized_body(request: Request) -> Response | Prebuilt | StreamingResponse:
     size = _bounded_int(request, "n", MAX_DEMO_BODY_BYTES)
     if isinstance(size, Response):
         return size
-    if size not in _body_cache:
-        if len(_body_cache) > 64:  # bound the memory a sweep of sizes can take
-            _body_cache.clear()
-        _body_cache[size] = Prebuilt(b"x" * size, content_type="application/octet-stream")
-    return _body_cache[size]
+    if size > CACHED_BODY_MAX_BYTES:
+        return StreamingResponse(_blocks(size), content_type="application/octet-stream",
+                                 content_length=size)
+    return _cached_body(size)
+
+
+def _cached_body(size: int) -> Prebuilt:
+    """The answer for a small size, from a cache bounded by bytes (least recently used out)."""
+    cached = _body_cache.get(size)
+    if cached is not None:
+        _body_cache.move_to_end(size)
+        return cached
+    cached = _body_cache[size] = Prebuilt(_BODY_BLOCK[:size], content_type="application/octet-stream")
+    while sum(_body_cache) > BODY_CACHE_MAX_BYTES:  # the keys are the body sizes
+        _body_cache.popitem(last=False)
+    return cached
+
+
+async def _blocks(size: int) -> AsyncIterator[bytes]:
+    """``size`` bytes as slices of one shared block; the connection writes each as the client
+    drains the last, so memory stays at about one block per slow client."""
+    for _ in range(size // len(_BODY_BLOCK)):
+        yield _BODY_BLOCK
+    if size % len(_BODY_BLOCK):
+        yield _BODY_BLOCK[:size % len(_BODY_BLOCK)]
 
 
 def stream(request: Request) -> Response | StreamingResponse:
@@ -117,13 +144,13 @@ def sockopts(request: Request) -> Response:
 
 def demo_router() -> Router:
     router = Router()
-    router.add("GET", "/fast", fast, pure=True)
-    router.add("GET", "/", fast, pure=True)
+    router.add("GET", "/fast", fast)
+    router.add("GET", "/", fast)
     router.add(("POST", "PUT"), "/echo", echo)
     router.add("GET", "/users/{id}", user)
     router.add("GET", "/delay/{ms}", delay)
     router.add("GET", "/work/{us}", work)
-    router.add("GET", "/bytes/{n}", sized_body, pure=True)
+    router.add("GET", "/bytes/{n}", sized_body)
     router.add("GET", "/stream/{chunks}", stream)
     router.add("GET", "/sockopts", sockopts)
     return router

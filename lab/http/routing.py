@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from lab.errors import ConfigError
 from lab.http.messages import NO_PARAMS, Handler, RequestMiddleware, ResponseMiddleware
 
 
@@ -20,9 +19,6 @@ from lab.http.messages import NO_PARAMS, Handler, RequestMiddleware, ResponseMid
 class Route:
     handler: Handler
     is_async: bool
-    # A pure route's answer depends on nothing but the request bytes, so the server may answer
-    # a byte-identical request again without parsing it (ServerConfig.repeat_cache).
-    pure: bool = False
 
 
 
@@ -58,15 +54,8 @@ class Router:
         self.request_middleware: list[RequestMiddleware] = []
         self.response_middleware: list[ResponseMiddleware] = []
 
-    def add(self, methods: str | tuple[str, ...], pattern: str, handler: Handler, *,
-            pure: bool = False) -> None:
-        """Route ``methods`` on ``pattern`` to ``handler``.
-
-        ``pure=True`` promises that the handler is synchronous, returns a :class:`Prebuilt`,
-        and that the same request bytes always get the same response.
-        """
-        if pure and inspect.iscoroutinefunction(handler):
-            raise ConfigError("pure", f"{pattern}: a pure route needs a synchronous handler")
+    def add(self, methods: str | tuple[str, ...], pattern: str, handler: Handler) -> None:
+        """Route ``methods`` on ``pattern`` to ``handler`` (GET also answers HEAD)."""
         if isinstance(methods, str):
             methods = (methods,)
         if "{" in pattern:
@@ -77,7 +66,7 @@ class Router:
                 self._dynamic.append((compiled, table))
         else:
             table = self._static.setdefault(pattern, {})
-        route = Route(handler, inspect.iscoroutinefunction(handler), pure)
+        route = Route(handler, inspect.iscoroutinefunction(handler))
         for method in methods:
             table[method.upper()] = route
         if "GET" in table and "HEAD" not in table:
@@ -86,11 +75,10 @@ class Router:
             self._static_matches[pattern] = {method: RouteMatch(found, NO_PARAMS)
                                              for method, found in table.items()}
 
-    def route(self, pattern: str, methods: str | tuple[str, ...] = "GET", *,
-              pure: bool = False) -> Callable[[Handler], Handler]:
+    def route(self, pattern: str, methods: str | tuple[str, ...] = "GET") -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`add`."""
         def register(handler: Handler) -> Handler:
-            self.add(methods, pattern, handler, pure=pure)
+            self.add(methods, pattern, handler)
             return handler
         return register
 

@@ -1,0 +1,145 @@
+"""Strict HTTP/1.1 (RFC 9112): ambiguous framing is refused, every request gets one answer."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+
+import httptools
+import pytest
+from rawhttp import GET_FAST, Answer, Reader, connect, exchange, head_of
+
+NO_HOST = b"GET /fast HTTP/1.1\r\n\r\n"
+TWO_HOSTS = b"GET /fast HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"
+HTTP10_NO_HOST = b"GET /fast HTTP/1.0\r\n\r\n"
+TE_IDENTITY_CHUNKED = (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity, chunked\r\n\r\n"
+                       b"3\r\nabc\r\n0\r\n\r\n")
+TE_GZIP_CHUNKED = (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                   b"3\r\nabc\r\n0\r\n\r\n")
+TWO_TE_HEADERS = (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+CHUNKED = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+UPGRADE_H2C = (b"GET /fast HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+               b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+UPGRADE_WEBSOCKET = (b"GET /fast HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+OPTIONS_STAR = b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n"
+HEAD_STREAM = b"HEAD /stream/2 HTTP/1.1\r\nHost: t\r\n\r\n"
+EXPECT_CONTINUE_HEAD = (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                        b"Expect: 100-continue\r\n\r\n")
+
+
+class _Counter:
+    """Counts complete responses in a byte stream (after a HEAD, none of them has a body)."""
+
+    def __init__(self) -> None:
+        self.answers: list[int] = []
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_complete(self) -> None:
+        self.answers.append(self.parser.get_status_code())
+
+
+def answers_until_close(request: bytes, port: int, wait: float = 2.0) -> tuple[list[int], bytes]:
+    """Send ``request``, read until the server closes (or ``wait`` passes); the statuses."""
+    data = b""
+    with connect(port) as sock:
+        sock.sendall(request)
+        sock.settimeout(wait)
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    counter = _Counter()
+    with contextlib.suppress(httptools.HttpParserUpgrade):
+        counter.parser.feed_data(data)
+    return counter.answers, data
+
+
+@pytest.mark.parametrize("request_bytes", [NO_HOST, TWO_HOSTS], ids=["no-host", "two-hosts"])
+def test_an_http11_request_needs_exactly_one_host(server, request_bytes):
+    statuses, _ = answers_until_close(request_bytes, server.port)
+    assert statuses == [400]
+    assert exchange(server.port, GET_FAST).body == b"OK"
+
+
+def test_http10_may_leave_host_out(server):
+    statuses, _ = answers_until_close(HTTP10_NO_HOST, server.port)
+    assert statuses == [200]
+
+
+@pytest.mark.parametrize("request_bytes", [TE_IDENTITY_CHUNKED, TE_GZIP_CHUNKED, TWO_TE_HEADERS],
+                         ids=["identity-chunked", "gzip-chunked", "two-headers"])
+def test_transfer_codings_other_than_chunked_are_refused(server, request_bytes):
+    statuses, _ = answers_until_close(request_bytes, server.port)
+    assert statuses in ([400], [501])
+    assert exchange(server.port, GET_FAST).body == b"OK"
+
+
+def test_chunked_alone_is_read(server):
+    assert exchange(server.port, CHUNKED).body == b"abc"
+
+
+@pytest.mark.parametrize("request_bytes", [UPGRADE_H2C, UPGRADE_WEBSOCKET, CONNECT, OPTIONS_STAR],
+                         ids=["h2c", "websocket", "connect", "options-star"])
+def test_one_answer_per_request_even_when_asked_to_switch_protocols(server, request_bytes):
+    statuses, data = answers_until_close(request_bytes, server.port)
+    assert len(statuses) == 1, data
+    assert data.count(b"HTTP/1.1 ") == 1, data
+
+
+def test_an_upgrade_that_is_not_taken_is_answered_and_closed(server):
+    statuses, data = answers_until_close(UPGRADE_H2C + GET_FAST, server.port)
+    assert statuses == [200]
+    assert b"Connection: close" in data
+
+
+def test_head_on_a_streamed_route_sends_the_head_only(server):
+    with connect(server.port) as sock:
+        sock.sendall(HEAD_STREAM + GET_FAST)
+        head = head_of(sock)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        answer = Reader(sock).response()  # the next answer starts right after the head
+    assert answer.status == 200 and answer.body == b"OK"
+
+
+def test_expect_100_continue_gets_100_before_the_body(server):
+    with connect(server.port) as sock:
+        sock.sendall(EXPECT_CONTINUE_HEAD)
+        sock.settimeout(0.5)
+        started = time.monotonic()
+        interim = sock.recv(65536)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert time.monotonic() - started < 0.5
+        sock.settimeout(5)
+        sock.sendall(b"hello")
+        answer = Reader(sock).response()
+    assert answer.status == 200 and answer.body == b"hello"
+
+
+def test_expect_100_continue_with_a_body_too_large_gets_413_at_once(make_server):
+    server = make_server(max_body_bytes=10)
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        sock.settimeout(0.5)
+        answer = Reader(sock).response()
+    assert answer.status == 413
+
+
+def test_an_error_answer_reaches_a_client_that_keeps_sending(server):
+    """A lingering close: the 400 arrives even though the client's bytes are still unread."""
+    with connect(server.port) as sock:
+        sock.sendall(NO_HOST + b"x" * 200_000)
+        sock.settimeout(5)
+        answer: Answer = Reader(sock).response()
+        assert answer.status == 400
+        try:
+            sock.sendall(b"y" * 1000)  # still accepted (and dropped) while the server lingers
+        except (BrokenPipeError, ConnectionResetError):
+            pytest.fail("the server reset the connection instead of lingering")
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(10) == b""  # then it closes in order
