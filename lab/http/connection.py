@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from lab.http.messages import NO_PARAMS, Prebuilt, Request, Response, StreamingResponse
+from lab.http.routing import RouteMatch
 from lab.units import NS_PER_US
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         "_paused_for_queue",
         "_peer_done",
         "_pending",
+        "_plain_answers",
         "_read_size",
         "_rejection",
         "_send_mark",
@@ -128,6 +130,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         # connections opened after it, so one experiment never mixes two configurations.
         self.settings = state.settings
         self._has_middleware = state.router.has_middleware
+        # A constant answer may skip the Request only when nothing would look at it.
+        self._plain_answers = not self._has_middleware and not self.settings.processing_time_header
         self._buffer = bytearray(self.settings.read_buffer_bytes)
         self._view = memoryview(self._buffer)
         self.parser = httptools.HttpRequestParser(self)
@@ -461,16 +465,26 @@ class HttpConnection(asyncio.BufferedProtocol):
         # so without a Connection header a kept request is HTTP/1.1: no need to ask for the
         # version, which httptools formats into a new string (~0.2 us) on every call.
         version = "1.1" if keep_alive and not self._connection_header else parser.get_http_version()
-        method = parser.get_method()
+        raw_method = parser.get_method()
+        method = METHOD_NAMES.get(raw_method) or raw_method.decode("ascii")
+        path_text = path.decode("latin-1")
+        keep_alive = keep_alive and not self._upgrade
+        match = None
+        if not (self._busy or self._write_paused or self._pending):  # nothing to answer first
+            match = self.state.router.match(method, path_text)
+            route = match.route
+            if route is not None and route.answer is not None and self._plain_answers:
+                # A constant answer needs nothing of the request but what was parsed here.
+                self._send_answer(route.answer, method, keep_alive, version)
+                return
         request = Request(
-            METHOD_NAMES.get(method) or method.decode("ascii"), path.decode("latin-1"),
-            query.decode("latin-1") if mark else "", self._headers,
+            method, path_text, query.decode("latin-1") if mark else "", self._headers,
             (parts[0] if len(parts) == 1 else b"".join(parts)) if parts else b"",
-            version, keep_alive and not self._upgrade, NO_PARAMS, self)
-        if self._busy or self._write_paused or self._pending:
+            version, keep_alive, NO_PARAMS, self)
+        if match is None:
             self._queue_or_send(request)
         else:
-            self._handle(request)  # the common case, without the queue's two extra calls
+            self._handle(request, match)  # the common case, without the queue's two extra calls
 
     def _abandon(self, status: int, message: str, error_kind: str) -> None:
         self.state.stats.count_error(error_kind)
@@ -502,10 +516,11 @@ class HttpConnection(asyncio.BufferedProtocol):
         else:
             self._handle(item)
 
-    def _handle(self, request: Request) -> None:
+    def _handle(self, request: Request, match: RouteMatch | None = None) -> None:
         state = self.state
         started_ns = time.perf_counter_ns() if self.settings.processing_time_header else 0
-        match = state.router.match(request.method, request.path)
+        if match is None:
+            match = state.router.match(request.method, request.path)
         if match.route is None:
             if match.status == 405:
                 allowed = ", ".join(match.allowed)
@@ -577,17 +592,25 @@ class HttpConnection(asyncio.BufferedProtocol):
         elif not self._write_paused:
             self._arm_reading_deadline()
 
-    def _connection_line(self, request: Request, served: int) -> tuple[bytes, bool]:
-        """The keep-alive or close header for this response, and whether to keep the connection."""
+    def _connection_line(self, keep_alive: bool, http_version: str, served: int) -> bytes:
+        """The keep-alive or close header for the ``served``-th answer on this connection;
+        ``settings.close_line`` when the connection ends after it."""
         settings = self.settings
-        keep = (request.keep_alive and settings.keepalive and not self.closing
-                and (settings.keepalive_max_requests is None
-                     or served < settings.keepalive_max_requests))
-        if not keep:
-            return settings.close_line, False
-        if request.http_version == "1.0":
-            return settings.keep_line_http10, True
-        return settings.keep_line, True
+        if keep_alive and settings.keepalive and not self.closing and (
+                settings.keepalive_max_requests is None or served < settings.keepalive_max_requests):
+            return settings.keep_line_http10 if http_version == "1.0" else settings.keep_line
+        return settings.close_line
+
+    def _send_answer(self, answer: Prebuilt, method: str, keep_alive: bool, http_version: str) -> None:
+        """A route's constant answer, for a request nothing else needs to see."""
+        served = self.requests_served + 1
+        self.requests_served = served
+        connection_line = self._connection_line(keep_alive, http_version, served)
+        data = answer.encode(self.state.date_line, connection_line)
+        body_length = len(answer.body)
+        if method == "HEAD" and body_length:
+            data, body_length = data[:-body_length], 0
+        self._deliver(data, body_length, connection_line is not self.settings.close_line)
 
     def _send(self, request: Request, response: Any, started_ns: int) -> None:
         if self._has_middleware:
@@ -595,7 +618,7 @@ class HttpConnection(asyncio.BufferedProtocol):
                 middleware(request, response)
         served = self.requests_served + 1
         self.requests_served = served
-        connection_line, keep = self._connection_line(request, served)
+        connection_line = self._connection_line(request.keep_alive, request.http_version, served)
         date_line = self.state.date_line
         if started_ns:
             date_line += b"X-Processing-Time: %dus\r\n" % ((time.perf_counter_ns() - started_ns) // NS_PER_US)
@@ -611,7 +634,11 @@ class HttpConnection(asyncio.BufferedProtocol):
         if request.method == "HEAD" and body:
             data = data[:-len(body)]
             body = b""
-        self._write(data, len(body))
+        self._deliver(data, len(body), connection_line is not self.settings.close_line)
+
+    def _deliver(self, data: bytes, body_length: int, keep: bool) -> None:
+        """Write one whole answer, then wait for the next request or close."""
+        self._write(data, body_length)
         self.state.stats.requests += 1
         if keep:
             if not self._busy and not self._pending and not self._write_paused:
@@ -667,7 +694,8 @@ class HttpConnection(asyncio.BufferedProtocol):
     async def _stream(self, request: Request, response: StreamingResponse, started_ns: int) -> None:
         served = self.requests_served + 1
         self.requests_served = served
-        connection_line, keep = self._connection_line(request, served)
+        connection_line = self._connection_line(request.keep_alive, request.http_version, served)
+        keep = connection_line is not self.settings.close_line
         self._write(response.fixed_head() + self.state.date_line + connection_line + b"\r\n", 0)
         try:
             if request.method == "HEAD":

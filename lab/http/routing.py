@@ -12,13 +12,16 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from lab.http.messages import NO_PARAMS, Handler, RequestMiddleware, ResponseMiddleware
+from lab.http.messages import NO_PARAMS, Handler, Prebuilt, Request, RequestMiddleware, ResponseMiddleware
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     handler: Handler
     is_async: bool
+    # A constant answer (the route was given a Prebuilt): the connection may send it without
+    # building a Request, since no handler code would look at one.
+    answer: Prebuilt | None = None
 
 
 
@@ -30,6 +33,13 @@ class RouteMatch:
     params: Mapping[str, str]
     status: int = 200  # 404 no such path, 405 path exists but not for this method
     allowed: tuple[str, ...] = ()
+
+
+def _constant(answer: Prebuilt) -> Handler:
+    """A handler for a constant answer, for the paths that do build a Request (middleware)."""
+    def handler(request: Request) -> Prebuilt:
+        return answer
+    return handler
 
 
 _PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -54,8 +64,12 @@ class Router:
         self.request_middleware: list[RequestMiddleware] = []
         self.response_middleware: list[ResponseMiddleware] = []
 
-    def add(self, methods: str | tuple[str, ...], pattern: str, handler: Handler) -> None:
-        """Route ``methods`` on ``pattern`` to ``handler`` (GET also answers HEAD)."""
+    def add(self, methods: str | tuple[str, ...], pattern: str, handler: Handler | Prebuilt) -> None:
+        """Route ``methods`` on ``pattern`` to ``handler`` (GET also answers HEAD).
+
+        A :class:`Prebuilt` in place of a handler is a constant answer: every request is
+        still parsed and checked, but no Request object is built for it.
+        """
         if isinstance(methods, str):
             methods = (methods,)
         if "{" in pattern:
@@ -66,7 +80,8 @@ class Router:
                 self._dynamic.append((compiled, table))
         else:
             table = self._static.setdefault(pattern, {})
-        route = Route(handler, inspect.iscoroutinefunction(handler))
+        route = (Route(_constant(handler), False, handler) if isinstance(handler, Prebuilt)
+                 else Route(handler, inspect.iscoroutinefunction(handler)))
         for method in methods:
             table[method.upper()] = route
         if "GET" in table and "HEAD" not in table:
