@@ -28,8 +28,10 @@ What the figures mean
 - ``late`` (open loop): requests sent more than ``late_after_ms`` after their intended time,
   because no connection was free or the generator fell behind, plus those never sent.
   ``send_lag`` is the distribution of that delay: the generator's own schedule keeping.
-- ``rps``: answered requests (bad statuses included) per second of the measured window,
-  which ends when the load stopped being offered (deadline, ``max_requests`` or stop()).
+- ``rps``: answered requests (bad statuses included) per second of the real measured time,
+  from the end of the warm-up to the later of the end of offering and the last completion
+  (so a server that fell behind is charged for its drain). Every figure is the one
+  ``result.summary`` (lab.measure.summary); nothing computes a figure a second way.
 - A keep-alive connection the server closes is reopened; a request that finds its reused
   connection closed before any answer byte (the server closed it while idle) is sent again
   once on a new one, charged with the wait. Connect times are in ``connect`` (connections
@@ -55,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from lab.engine.calibration import DEFAULT_REQUESTS, Calibration, start_calibration
-from lab.engine.result import LoadResult, analyse
+from lab.engine.result import LoadResult
 from lab.engine.spec import LoadSpec
 from lab.engine.worker import SharedBoard, WorkerReport, process_context, start_workers
 from lab.measure.samples import SAMPLE_DTYPE, merge
@@ -239,7 +241,7 @@ class LoadRun:
         start = min((r.start_ns for r in reports), default=0)
         end = max((r.end_ns for r in reports), default=start)
         samples = merge([self._parts[w] for w in sorted(self._parts)])
-        return analyse(
+        return LoadResult.of_run(
             self.spec, samples, start_ns_=start, end_ns=end, started_at=_wall_clock(start),
             abandoned=sum(r.abandoned for r in reports),
             stopped_early=any(r.stopped_by_owner for r in reports),

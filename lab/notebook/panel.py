@@ -271,10 +271,8 @@ class LabPanel:
         return record
 
     def _show_runs(self) -> None:
-        labels = compare.labels(self.records) if len(self.records) > 1 else [r.name for r in self.records]
-        self.overlay_pick.options = [(f"{r.name}: {label}" if label != r.name else r.name, index)
-                                     for index, (r, label) in enumerate(zip(self.records, labels,
-                                                                            strict=True))]
+        labels = compare.labels(self.records)
+        self.overlay_pick.options = [(label, index) for index, label in enumerate(labels)]
         self.runs_view.value = self.runs_table().to_html(float_format=lambda v: f"{v:,.3f}")
 
     def runs_table(self) -> pd.DataFrame:
