@@ -226,6 +226,10 @@ class LoadRun:
             samples = np.empty(0, dtype=SAMPLE_DTYPE)
         self._reports[worker] = report
         self._parts[worker] = samples
+        if report.gave_up is not None:
+            if report.gave_up not in self._problems:
+                self._problems.append(report.gave_up)
+            self._board.request_stop()  # the other workers need not find out one by one
         if report.error is not None:
             self._problems.append(f"worker {worker}: {report.error}")
             # The others may be waiting for this one at the start barrier: let them go.
