@@ -72,9 +72,12 @@ STOP_WAIT_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class LoadProgress:
+    """Where a run is. While it runs: counts so far, warm-up included; once "done": the
+    figures of the run's summary (measured requests, failed ones, rps, duration)."""
+
     phase: str  # "calibrating", "starting", "running", "draining" or "done"
     requests: int  # completed so far (warm-up included), errors included
-    errors: int
+    errors: int  # failed requests (while running: bad statuses not included)
     elapsed_s: float
     rps: float  # requests per second so far
     seconds_left: float  # until the planned end (0 once draining)
@@ -116,10 +119,16 @@ class LoadRun:
             calibrating = self._calibration_channel is not None and self._calibration is None
             return LoadProgress("calibrating" if calibrating else "starting", 0, 0, 0.0, 0.0,
                                 self._planned_seconds())
+        if self.done():
+            # Once done, progress is the run's one summary: the last line a user sees while
+            # waiting must not disagree with the result.
+            summary = self.result().summary
+            return LoadProgress("done", summary.requests, summary.error_total, summary.duration_s,
+                                summary.rps, 0.0)
         now = perf_counter_ns()
         elapsed = max(now - start, 0) / NS_PER_S
         left = max(self._planned_seconds() - elapsed, 0.0)
-        phase = "done" if self.done() else ("running" if left > 0 and not self._stopped else "draining")
+        phase = "running" if left > 0 and not self._stopped else "draining"
         return LoadProgress(phase, completed, errors, elapsed,
                             completed / elapsed if elapsed > 0 else 0.0, left)
 
