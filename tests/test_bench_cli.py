@@ -63,8 +63,8 @@ def test_errors_are_listed_by_kind_and_a_run_without_a_success_fails(server: Ser
     done = bench(server.url + "/delay/300", "--connections", "1", "--duration", "0.3", "--timeout", "0.1")
     assert done.returncode == 3, done.stderr
     assert "Errors: timeout" in done.stdout
-    assert done.stderr.strip().splitlines() == [
-        f"lab: no request succeeded: no answer: {done.stdout.split('Errors: timeout ')[1].split()[0]} timeout"]
+    timeouts = done.stdout.split("Errors: timeout ")[1].split()[0]
+    assert done.stderr.strip().splitlines() == [f"lab: no request succeeded: no answer: {timeouts} timeout"]
 
 
 def test_a_non_loopback_url_is_refused_with_a_clear_message() -> None:

@@ -28,7 +28,8 @@ def port_is_free(port: int) -> bool:
 
 
 def test_invalid_option_names_the_option_and_range():
-    with pytest.raises(ConfigError, match=r"read_buffer_bytes: 10 is out of range; allowed: 256 bytes to 16 MiB"):
+    with pytest.raises(ConfigError,
+                       match=r"read_buffer_bytes: 10 is out of range; allowed: 256 bytes to 16 MiB"):
         ServerConfig(read_buffer_bytes=10)
     with pytest.raises(ConfigError, match="linger_seconds"):
         ServerConfig(linger_seconds=-1)
