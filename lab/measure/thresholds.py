@@ -80,7 +80,7 @@ class ThresholdCheck:
         elif unit == "%":
             value = f"measured {self.measured:.3g} %"
         elif unit:
-            value = f"measured {self.measured:.3f} {unit}"
+            value = f"measured {self.measured:.4g} {unit}"
         elif self.threshold.figure == "rps":
             value = f"measured {self.measured:,.1f}/s"
         else:
