@@ -252,7 +252,6 @@ def test_an_overloaded_open_loop_reports_the_rate_achieved(server: ServerHandle)
     closed = json.loads(bench(server.url + "/fast", "-c", "50", "-d", "1", "--json").stdout)
     capacity = closed["rps"]
     target = round(5 * capacity)
-    done = bench(server.url + "/fast", "-c", "50", "-R", str(target), "-d", "1.5", "--timeout", "1")
     report = bench(server.url + "/fast", "-c", "50", "-R", str(target), "-d", "1.5", "--timeout", "1",
                    "--json")
     overloaded = json.loads(report.stdout)
@@ -260,5 +259,3 @@ def test_an_overloaded_open_loop_reports_the_rate_achieved(server: ServerHandle)
     assert overloaded["rps"] <= 1.15 * capacity, (overloaded["rps"], capacity)
     assert overloaded["duration_s"] > 1.5  # the drain after the offering is part of the run
     assert overloaded["kept_up"] is False and overloaded["late_share"] > 0.5
-    assert "The target rate was not kept" in done.stdout
-    assert f"of the {target:,} asked for" in done.stdout
