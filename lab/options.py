@@ -243,11 +243,6 @@ def _default_text(field: dataclasses.Field[Any], spec: Knob) -> str:
     return "see docs"
 
 
-def flags_of(config_class: type) -> dict[str, str]:
-    """Field name -> its CLI flag, for messages that must name what the user typed."""
-    return {field.name: spec.flag for field, spec in knobs(config_class) if spec.flag is not None}
-
-
 def from_arguments(config_class: type[Config], namespace: argparse.Namespace, **extra: Any) -> Config:
     """Build a validated configuration from parsed flags; flags not given keep their defaults."""
     names = {f.name for f, _ in knobs(config_class)}
