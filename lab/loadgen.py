@@ -24,7 +24,10 @@ What the figures mean
   warm-up stay in the samples but are left out of every figure.
 - ``latency``: from the intended send time in the open loop (coordinated-omission
   corrected), from the actual send in the closed loop; ``latency_uncorrected`` (open loop)
-  from the actual send. Only successful requests (no error kind) count.
+  from the actual send. Only successful requests (2xx/3xx, no error kind) count; every
+  answer, whatever its status, is also timed per status code (``summary.by_status``), and
+  ``summary.status_codes`` counts them. Interim 1xx answers are not answers: a request ends
+  at its final one.
 - ``late`` (open loop): requests sent more than ``late_after_ms`` after their intended time,
   because no connection was free or the generator fell behind, plus those never sent.
   ``send_lag`` is the distribution of that delay: the generator's own schedule keeping.
