@@ -18,6 +18,7 @@ class ConfigError(LabError, ValueError):
     def __init__(self, option: str, message: str) -> None:
         super().__init__(f"{option}: {message}")
         self.option = option
+        self.message = message  # without the option's name, for a caller that names it its way
 
 
 class ServerError(LabError, RuntimeError):

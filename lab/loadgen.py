@@ -24,12 +24,17 @@ What the figures mean
   warm-up stay in the samples but are left out of every figure.
 - ``latency``: from the intended send time in the open loop (coordinated-omission
   corrected), from the actual send in the closed loop; ``latency_uncorrected`` (open loop)
-  from the actual send. Only successful requests (no error kind) count.
+  from the actual send. Only successful requests (2xx/3xx, no error kind) count; every
+  answer, whatever its status, is also timed per status code (``summary.by_status``), and
+  ``summary.status_codes`` counts them. Interim 1xx answers are not answers: a request ends
+  at its final one.
 - ``late`` (open loop): requests sent more than ``late_after_ms`` after their intended time,
   because no connection was free or the generator fell behind, plus those never sent.
   ``send_lag`` is the distribution of that delay: the generator's own schedule keeping.
-- ``rps``: answered requests (bad statuses included) per second of the measured window,
-  which ends when the load stopped being offered (deadline, ``max_requests`` or stop()).
+- ``rps``: answered requests (bad statuses included) per second of the real measured time,
+  from the end of the warm-up to the later of the end of offering and the last completion
+  (so a server that fell behind is charged for its drain). Every figure is the one
+  ``result.summary`` (lab.measure.summary); nothing computes a figure a second way.
 - A keep-alive connection the server closes is reopened; a request that finds its reused
   connection closed before any answer byte (the server closed it while idle) is sent again
   once on a new one, charged with the wait. Connect times are in ``connect`` (connections
@@ -55,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from lab.engine.calibration import DEFAULT_REQUESTS, Calibration, start_calibration
-from lab.engine.result import LoadResult, analyse
+from lab.engine.result import LoadResult
 from lab.engine.spec import LoadSpec
 from lab.engine.worker import SharedBoard, WorkerReport, process_context, start_workers
 from lab.measure.samples import SAMPLE_DTYPE, merge
@@ -70,9 +75,12 @@ STOP_WAIT_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class LoadProgress:
+    """Where a run is. While it runs: counts so far, warm-up included; once "done": the
+    figures of the run's summary (measured requests, failed ones, rps, duration)."""
+
     phase: str  # "calibrating", "starting", "running", "draining" or "done"
     requests: int  # completed so far (warm-up included), errors included
-    errors: int
+    errors: int  # failed requests (while running: bad statuses not included)
     elapsed_s: float
     rps: float  # requests per second so far
     seconds_left: float  # until the planned end (0 once draining)
@@ -114,10 +122,16 @@ class LoadRun:
             calibrating = self._calibration_channel is not None and self._calibration is None
             return LoadProgress("calibrating" if calibrating else "starting", 0, 0, 0.0, 0.0,
                                 self._planned_seconds())
+        if self.done():
+            # Once done, progress is the run's one summary: the last line a user sees while
+            # waiting must not disagree with the result.
+            summary = self.result().summary
+            return LoadProgress("done", summary.requests, summary.error_total, summary.duration_s,
+                                summary.rps, 0.0)
         now = perf_counter_ns()
         elapsed = max(now - start, 0) / NS_PER_S
         left = max(self._planned_seconds() - elapsed, 0.0)
-        phase = "done" if self.done() else ("running" if left > 0 and not self._stopped else "draining")
+        phase = "running" if left > 0 and not self._stopped else "draining"
         return LoadProgress(phase, completed, errors, elapsed,
                             completed / elapsed if elapsed > 0 else 0.0, left)
 
@@ -224,6 +238,10 @@ class LoadRun:
             samples = np.empty(0, dtype=SAMPLE_DTYPE)
         self._reports[worker] = report
         self._parts[worker] = samples
+        if report.gave_up is not None:
+            if report.gave_up not in self._problems:
+                self._problems.append(report.gave_up)
+            self._board.request_stop()  # the other workers need not find out one by one
         if report.error is not None:
             self._problems.append(f"worker {worker}: {report.error}")
             # The others may be waiting for this one at the start barrier: let them go.
@@ -239,7 +257,7 @@ class LoadRun:
         start = min((r.start_ns for r in reports), default=0)
         end = max((r.end_ns for r in reports), default=start)
         samples = merge([self._parts[w] for w in sorted(self._parts)])
-        return analyse(
+        return LoadResult.of_run(
             self.spec, samples, start_ns_=start, end_ns=end, started_at=_wall_clock(start),
             abandoned=sum(r.abandoned for r in reports),
             stopped_early=any(r.stopped_by_owner for r in reports),

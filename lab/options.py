@@ -36,6 +36,7 @@ class Knob:
     choices: tuple[Any, ...] | None = None
     unit: str = ""
     flag: str | None = None  # CLI flag; None means the field is not on the CLI
+    short_flag: str | None = None  # a one-letter alias users know from other tools (wrk's -c)
     metavar: str | None = None
     restart: bool = False  # True: a running server must re-create its listener to apply it
     group: str = "general"  # for grouping widgets and --help sections
@@ -66,20 +67,65 @@ def field_type(config_class: type, name: str) -> tuple[type, bool]:
     return origin or annotation, False
 
 
-def describe_range(spec: Knob, nullable: bool) -> str:
+def is_text_list(config_class: type, name: str) -> bool:
+    """True for a ``tuple[str, ...]`` field (thresholds, paths): a list of words."""
+    annotation = typing.get_type_hints(config_class)[name]
+    return typing.get_origin(annotation) is tuple and typing.get_args(annotation) == (str, Ellipsis)
+
+
+def describe_range(spec: Knob, nullable: bool, base: type | None = None) -> str:
+    """The allowed values in words a user reads at a glance: ``1 KiB to 64 MiB``, ``on or off``."""
+    if base is bool:
+        return "on or off"
     if spec.choices is not None:
         allowed = "one of " + ", ".join(repr(c) for c in spec.choices)
-    elif spec.minimum is not None and spec.maximum is not None:
-        allowed = f"from {spec.minimum:g} to {spec.maximum:g}"
-    elif spec.minimum is not None:
-        allowed = f"at least {spec.minimum:g}"
-    elif spec.maximum is not None:
-        allowed = f"at most {spec.maximum:g}"
     else:
-        allowed = "any value"
+        allowed = _bounds(spec)
     if nullable:
-        allowed += " (or None)"
-    return allowed + (f" {spec.unit}" if spec.unit and spec.choices is None else "")
+        allowed += " (or none)"
+    return allowed
+
+
+def _bounds(spec: Knob) -> str:
+    # Bytes carry their unit on each bound (1 KiB to 64 MiB); other units are said once.
+    def show(value: float) -> str:
+        return format_quantity(value, "bytes") if spec.unit == "bytes" else format_quantity(value)
+    unit = f" {spec.unit}" if spec.unit and spec.unit != "bytes" else ""
+    if spec.minimum is not None and spec.maximum is not None:
+        return f"{show(spec.minimum)} to {show(spec.maximum)}{unit}"
+    if spec.minimum is not None:
+        return f"at least {show(spec.minimum)}{unit}"
+    if spec.maximum is not None:
+        return f"at most {show(spec.maximum)}{unit}"
+    return "any value"
+
+
+# Byte sizes are shown in the largest binary unit that divides them exactly.
+_BYTE_UNITS = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+
+
+def format_quantity(value: float, unit: str = "") -> str:
+    """A knob's value with its unit: ``65536`` bytes -> ``64 KiB``, ``1e7`` -> ``10,000,000``."""
+    if unit == "bytes" and value == int(value):
+        for name, size in _BYTE_UNITS:
+            if value >= size and value % size == 0:
+                return f"{int(value) // size} {name}"
+        return f"{int(value)} bytes"
+    number = f"{int(value):,}" if value == int(value) else f"{value:g}"
+    return f"{number} {unit}" if unit else number
+
+
+def format_value(value: Any, spec: Knob) -> str:
+    """A knob's current or default value as the help shows it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    if isinstance(value, (int, float)):
+        return format_quantity(value, spec.unit)
+    if isinstance(value, tuple):
+        return ", ".join(str(item) for item in value) or "none"
+    return str(value) or "empty"
 
 
 def validate(config: Any) -> None:
@@ -88,7 +134,7 @@ def validate(config: Any) -> None:
     for field, spec in knobs(config_class):
         value = getattr(config, field.name)
         base, nullable = field_type(config_class, field.name)
-        allowed = describe_range(spec, nullable)
+        allowed = describe_range(spec, nullable, base)
         if value is None:
             if not nullable:
                 raise ConfigError(field.name, f"must not be None; allowed: {allowed}")
@@ -115,38 +161,93 @@ def changed_knobs(old: Any, new: Any) -> list[str]:
 
 # --- command line ---------------------------------------------------------------------------
 
-def _parse_optional(base: type, nullable: bool) -> Any:
+# Suffixes a duration may be written with on the command line (wrk's -d 10s, -d 2m).
+_SECONDS_PER = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _parse_optional(base: type, nullable: bool, unit: str) -> Any:
     def parse(text: str) -> Any:
         if nullable and text.lower() in ("none", "off", "default"):
             return None
+        if unit == "s" and base is float:
+            return _seconds(text)
+        if unit == "bytes" and base is int:
+            return _bytes(text)
         return base(text)
     parse.__name__ = base.__name__  # argparse names the type in its error message
     return parse
 
 
+def _seconds(text: str) -> float:
+    """``10``, ``10s``, ``500ms``, ``2m``: seconds."""
+    stripped = text.strip().lower()
+    for suffix in sorted(_SECONDS_PER, key=len, reverse=True):
+        if stripped.endswith(suffix) and suffix != stripped:
+            return float(stripped.removesuffix(suffix)) * _SECONDS_PER[suffix]
+    return float(stripped)
+
+
+_BYTES_PER = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _bytes(text: str) -> int:
+    """``65536``, ``64KiB``, ``64k``, ``1MiB``: bytes (binary multiples)."""
+    stripped = text.strip().lower()
+    for suffix in sorted(_BYTES_PER, key=len, reverse=True):
+        if stripped.endswith(suffix) and suffix != stripped:
+            return int(stripped.removesuffix(suffix).strip()) * _BYTES_PER[suffix]
+    return int(stripped)
+
+
 def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """Add one flag per knob that declares a ``flag``; defaults stay with the config class."""
+    """Add one flag per knob that declares a ``flag``; defaults stay with the config class.
+
+    A tuple knob (``thresholds``) is a repeatable flag; a bool knob gets ``--x``/``--no-x``.
+    """
     groups: dict[str, Any] = {}
     for field, spec in knobs(config_class):
         if spec.flag is None:
             continue
         group = groups.setdefault(spec.group, parser.add_argument_group(spec.group))
         base, nullable = field_type(config_class, field.name)
-        default_text = field.default if field.default is not dataclasses.MISSING else "see docs"
-        help_text = f"{spec.help} [{describe_range(spec, nullable)}; default: {default_text}]"
+        flags = [spec.flag] if spec.short_flag is None else [spec.short_flag, spec.flag]
+        help_text = f"{spec.help} [{_help_range(spec, nullable, base)}default: {_default_text(field, spec)}]"
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         if base is bool:
-            group.add_argument(spec.flag, dest=field.name, action=argparse.BooleanOptionalAction,
+            group.add_argument(*flags, dest=field.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
+        elif base is tuple:
+            group.add_argument(*flags, dest=field.name, action="append", default=argparse.SUPPRESS,
+                               metavar=spec.metavar, help=help_text)
         else:
-            group.add_argument(spec.flag, dest=field.name, default=argparse.SUPPRESS,
-                               type=_parse_optional(base, nullable), metavar=spec.metavar,
+            group.add_argument(*flags, dest=field.name, default=argparse.SUPPRESS,
+                               type=_parse_optional(base, nullable, spec.unit), metavar=spec.metavar,
                                choices=spec.choices, help=help_text)
+
+
+def _help_range(spec: Knob, nullable: bool, base: type) -> str:
+    """The range part of a flag's help, ending in "; " (empty for free text)."""
+    if base in (str, tuple) and spec.choices is None:
+        return ""
+    allowed = describe_range(spec, nullable, base)
+    if spec.unit == "s" and base is float:
+        allowed += "; 500ms, 10s, 2m also work"
+    elif spec.unit == "bytes":
+        allowed += "; 64KiB, 1MiB also work"
+    return allowed + "; "
+
+
+def _default_text(field: dataclasses.Field[Any], spec: Knob) -> str:
+    if field.default is not dataclasses.MISSING:
+        return format_value(field.default, spec)
+    return "see docs"
 
 
 def from_arguments(config_class: type[Config], namespace: argparse.Namespace, **extra: Any) -> Config:
     """Build a validated configuration from parsed flags; flags not given keep their defaults."""
     names = {f.name for f, _ in knobs(config_class)}
-    values = {name: value for name, value in vars(namespace).items() if name in names}
+    values = {name: tuple(value) if isinstance(value, list) else value
+              for name, value in vars(namespace).items() if name in names}
     values.update(extra)
     return config_class(**values)
 

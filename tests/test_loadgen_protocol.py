@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
-from raw_responder import raw_responder
+from raw_responder import full_backlog, raw_responder
 
 from lab.engine.response import HeadResponseParser, HttpParserError, body_ends_at_close
 from lab.loadgen import LoadSpec, run_load
@@ -17,6 +18,9 @@ NOT_HTTP = b"SSH-2.0-OpenSSH_9.2\r\n\r\n"
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 HEAD_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
 TRUNCATED = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a little"
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LONGER_THAN_DECLARED = OK_WITH_LENGTH + b" and then some"
 
 
 class _Callbacks:
@@ -38,9 +42,20 @@ def test_head_responses_end_with_their_head() -> None:
         parser.feed_data(NOT_HTTP)
 
 
+def test_head_responses_read_past_interim_heads() -> None:
+    callbacks = _Callbacks()
+    parser = HeadResponseParser(callbacks)
+    parser.feed_data(CONTINUE + EARLY_HINTS)
+    assert callbacks.completed == 0
+    parser.feed_data(HEAD_ANSWER)
+    assert (callbacks.completed, parser.get_status_code()) == (1, 200)
+
+
 def test_a_body_without_length_ends_at_close() -> None:
     assert body_ends_at_close(OK_UNTIL_CLOSE)
+    assert body_ends_at_close(EARLY_HINTS + OK_UNTIL_CLOSE)
     assert not body_ends_at_close(OK_WITH_LENGTH)
+    assert not body_ends_at_close(EARLY_HINTS + OK_WITH_LENGTH)
     assert not body_ends_at_close(b"HTTP/1.1 204 No Content\r\n\r\n")
 
 
@@ -140,3 +155,60 @@ def test_answers_that_repeat_but_for_their_date_are_still_read_exactly() -> None
     assert result.samples["response_bytes"].tolist() == expected_sizes
     assert result.samples["status"].tolist() == expected_statuses
     assert result.errors == {"bad_status": 10}
+
+
+@pytest.mark.timing
+def test_an_interim_103_is_read_past_and_the_request_ends_at_its_final_answer() -> None:
+    """103 Early Hints at once, the real 200 50 ms later: one request, timed to the 200."""
+    with raw_responder((EARLY_HINTS, OK_WITH_LENGTH), pause_s=0.05) as responder:
+        result = run_load(_quick(responder.url + "/", max_requests=20, duration_seconds=5))
+    assert result.requests == 20 == responder.requests
+    assert result.summary.status_codes == {"200": 20}
+    assert result.errors == {}
+    assert result.latency.p50 >= 45.0
+
+
+def test_interim_answers_in_the_same_read_as_the_final_one_are_not_counted() -> None:
+    with raw_responder(CONTINUE + EARLY_HINTS + OK_WITH_LENGTH) as responder:
+        result = run_load(_quick(responder.url + "/"))
+    assert result.requests == 40 == responder.requests
+    assert result.summary.status_codes == {"200": 40}
+
+
+def test_a_second_answer_to_one_request_is_malformed() -> None:
+    with raw_responder(OK_WITH_LENGTH + NOT_FOUND) as responder:
+        result = run_load(_quick(responder.url + "/"))
+    assert result.errors == {"malformed": 40}
+    assert result.summary.succeeded == 0 and result.summary.status_codes == {}
+
+
+def test_an_answer_longer_than_it_declared_is_malformed() -> None:
+    with raw_responder(LONGER_THAN_DECLARED) as responder:
+        result = run_load(_quick(responder.url + "/"))
+    assert result.errors == {"malformed": 40}
+
+
+@pytest.mark.timing
+def test_a_port_where_nothing_listens_ends_the_run_at_once() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as placeholder:
+        port = placeholder.getsockname()[1]
+    began = time.monotonic()
+    result = run_load(_quick(f"http://127.0.0.1:{port}/", max_requests=None, duration_seconds=30))
+    assert time.monotonic() - began < 5  # process start-up included; the run itself:
+    assert result.duration_s < 1.0
+    assert set(result.errors) == {"connect_refused"}
+    assert result.problems == (f"connection refused: nothing is listening on 127.0.0.1:{port}",)
+
+
+@pytest.mark.timing
+def test_a_full_backlog_is_bounded_by_the_timeout_and_gives_a_result() -> None:
+    """Connects to a listener that never accepts wait for SYN retransmissions (minutes);
+    --timeout bounds them, the connects made before the run included."""
+    with full_backlog() as url:
+        began = time.monotonic()
+        result = run_load(LoadSpec(url=url + "/", connections=4, duration_seconds=2, timeout_seconds=1))
+        elapsed = time.monotonic() - began
+    assert elapsed < 8
+    assert result.requests >= 4 and set(result.errors) == {"timeout"}
+    assert result.summary.succeeded == 0
+    assert result.verdict()[1] == f"no request succeeded: no answer: {result.requests} timeout"

@@ -110,3 +110,26 @@ def test_process_isolation_switch(panel):
     assert panel.server.port == port
     record = asyncio.run(press_run(panel))
     assert record is not None and len(record.samples) > 0
+
+
+def test_a_run_without_a_success_is_shown_failed_in_red(panel):
+    panel.path.value = "/no-such-page"
+    record = asyncio.run(press_run(panel))
+    assert record is not None and len(record.samples) > 0
+    message = panel.message.value
+    assert "#b00020" in message and "#2e7d32" not in message  # red, not green
+    assert "FAILED: no request succeeded: every answer was 404" in message
+    assert "404: " in message  # the status codes are named
+
+
+def test_headline_and_progress_read_the_one_summary(panel):
+    panel.load_form.controls["thresholds"].value_widget.value = "p50<10s, errors<1%"
+    record = asyncio.run(press_run(panel))
+    summary = panel.results[-1].summary
+    assert record.summary.as_dict() == summary.as_dict()
+    assert f"{summary.rps:,.0f} requests/s" in panel.message.value
+    assert "✓ p50&lt;10s (measured " in panel.message.value and "#2e7d32" in panel.message.value
+    assert panel.progress_text.value.startswith(f"done: {summary.requests} requests")
+    assert f"{summary.rps:,.0f} req/s" in panel.progress_text.value
+    table = panel.runs_table()
+    assert table.loc["requests/s", record.name] == summary.rps

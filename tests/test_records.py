@@ -85,7 +85,7 @@ def test_closed_loop_summary_has_one_latency_and_connect_times(closed_loop_run: 
     assert not summary.open_loop and summary.uncorrected is None
     assert summary.errors == {}
     assert summary.connect.count == 2  # one connect per connection, reused afterwards
-    assert summary.requests_per_s > 100
+    assert summary.rps > 100
     assert set(summary.share_under) == {"1", "2", "5", "10"}
 
 
@@ -146,7 +146,7 @@ def test_runs_lists_one_row_per_run_with_settings_and_figures(
     table = store.runs()
     assert table["id"].tolist() == sorted([open_loop_run.id, closed_loop_run.id],
                                           key=lambda i: store.load(i).started)
-    assert {"name", "started", "mode", "connections", "requests", "p99_ms", "requests_per_s"} <= set(table)
+    assert {"name", "started", "mode", "connections", "requests", "p99_ms", "rps"} <= set(table)
     row = table.set_index("name").loc["closed"]
     assert row["requests"] == closed_loop_run.summary.requests
     assert row["p99_ms"] == closed_loop_run.summary.latency.p99

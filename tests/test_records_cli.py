@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -85,3 +86,71 @@ def test_python_dash_m_lab_runs_in_a_fresh_process(saved: RecordStore) -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=60,
                             env={"LAB_DATA_DIR": str(saved.path), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 1 and "no record with id or name 'nothing'" in result.stderr
+
+
+# --- mistakes: one line naming the flag, nothing written, no traceback --------------------------
+
+def _usage_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    output = capsys.readouterr()
+    assert output.out == "" and "Traceback" not in output.err
+    assert output.err.startswith(f"usage: python -m lab {command}")
+    return output.err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(("command", "argv", "message"), [
+    ("export", ["export", "latest", "--format", "csv", "-o", "{tmp}/missing/run.csv"],
+     "--output: cannot write {tmp}/missing/run.csv: the folder {tmp}/missing does not exist"),
+    ("export", ["export", "latest", "-o", "{tmp}/run.xyz"],
+     "--output: unknown suffix '.xyz' in {tmp}/run.xyz; use one of .csv, .parquet, .json, .hgrm "
+     "or give --format"),
+    ("export", ["export", "latest"], "--format: give --format (or a -o file whose suffix names one"),
+    ("plot", ["plot", "latest", "--kind", "cdf", "-o", "{tmp}/missing/plot.png"],
+     "--output: cannot write {tmp}/missing/plot.png: the folder {tmp}/missing does not exist"),
+    ("plot", ["plot", "latest", "--kind", "cdf", "-o", "{tmp}/plot.docx"],
+     "--output: unknown picture format '.docx' in {tmp}/plot.docx; use .png, .svg or .pdf"),
+    ("show", ["show", "latest", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_a_mistake_names_the_flag(command: str, argv: list[str], message: str, saved: RecordStore,
+                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(saved, *(word.format(tmp=tmp_path) for word in argv))
+    assert stopped.value.code == 2
+    assert _usage_error(capsys, command).startswith(
+        f"python -m lab {command}: error: {message.format(tmp=tmp_path)}")
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("run.*"))
+
+
+def test_the_default_export_path_of_a_very_long_name_is_a_valid_file_name(
+        store: RecordStore, synthetic_record: Record, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A name of 5000 characters (written by hand, or by an older lab): the file name keeps
+    the id and the start of the name."""
+    long = dataclasses.replace(synthetic_record, name="x" * 5000)
+    store.save(long)
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(store, "export", "latest", "--format", "csv") == 0
+    (written,) = tmp_path.glob("*.csv")
+    assert written.name == f"{long.id}-{'x' * 60}.csv"
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_names_with_control_characters_are_escaped_in_every_view(
+        store: RecordStore, synthetic_record: Record, closed_loop_run: Record,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    store.save(synthetic_record.replace(name="red\x1b[31m", notes="bell\x07", tags=["clear\x1b[2J"]))
+    store.save(closed_loop_run)
+    for argv in (["runs"], ["show", "red\x1b[31m"], ["compare", "red\x1b[31m", "closed"]):
+        assert run_cli(store, *argv) == 0
+        output = capsys.readouterr().out
+        assert "\x1b" not in output and "\x07" not in output, argv
+        assert "red\\x1b[31m" in output, argv
+
+
+def test_show_uses_the_figures_of_the_summary(saved: RecordStore, open_loop_run: Record,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(saved, "show", "open-stall") == 0
+    output = capsys.readouterr().out
+    summary = open_loop_run.summary
+    figures = f"{summary.requests} requests in {summary.duration_s:.3f} s, {summary.rps:.1f} responses/s"
+    assert figures in output
+    assert f"status codes: 200 {summary.status_codes['200']}" in output

@@ -28,7 +28,8 @@ def port_is_free(port: int) -> bool:
 
 
 def test_invalid_option_names_the_option_and_range():
-    with pytest.raises(ConfigError, match=r"read_buffer_bytes: 10 is out of range; allowed: from 256 to"):
+    with pytest.raises(ConfigError,
+                       match=r"read_buffer_bytes: 10 is out of range; allowed: 256 bytes to 16 MiB"):
         ServerConfig(read_buffer_bytes=10)
     with pytest.raises(ConfigError, match="linger_seconds"):
         ServerConfig(linger_seconds=-1)
@@ -139,7 +140,7 @@ def test_cli_bad_option_names_it():
     result = subprocess.run([sys.executable, "-m", "lab", "serve", "--read-buffer", "5"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert "read_buffer_bytes: 5 is out of range; allowed: from 256 to" in result.stderr
+    assert "--read-buffer: 5 is out of range; allowed: 256 bytes to 16 MiB" in result.stderr
 
 
 def test_cli_port_in_use(server):

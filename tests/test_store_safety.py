@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -149,3 +150,105 @@ def test_the_cli_reports_skipped_entries_and_carries_on(store: RecordStore, synt
 
 def test_an_empty_or_missing_folder_lists_nothing(tmp_path: Path) -> None:
     assert RecordStore(tmp_path / "nowhere").runs().empty
+
+
+# --- one damaged record fails alone -----------------------------------------------------------
+
+def _copy_as(store: RecordStore, good: Record, record_id: str) -> Path:
+    """A byte-for-byte copy of a saved record under another id, to damage."""
+    source, copy = store.path / good.id, store.path / record_id
+    copy.mkdir()
+    metadata = json.loads((source / "record.json").read_text())
+    metadata["id"] = record_id
+    (copy / "record.json").write_text(json.dumps(metadata))
+    (copy / "samples.npy").write_bytes((source / "samples.npy").read_bytes())
+    return copy
+
+
+def _load_spec_is_a_list(copy: Path) -> None:
+    metadata = json.loads((copy / "record.json").read_text())
+    metadata["load_spec"] = []
+    (copy / "record.json").write_text(json.dumps(metadata))
+
+
+def _notes_nested_too_deeply(copy: Path) -> None:
+    text = (copy / "record.json").read_text()
+    depth = 200_000
+    nested = "[" * depth + "]" * depth
+    (copy / "record.json").write_text(text.replace('"notes": "made up"', f'"notes": {nested}'))
+
+
+def _garbled_npy_header(copy: Path) -> None:
+    data = bytearray((copy / "samples.npy").read_bytes())
+    start = data.index(b"{")
+    garbage = b"{'descr': [('a', ((((((\"\\"
+    data[start:start + len(garbage)] = garbage
+    (copy / "samples.npy").write_bytes(bytes(data))
+
+
+def _samples_are_a_fifo(copy: Path) -> None:
+    (copy / "samples.npy").unlink()
+    os.mkfifo(copy / "samples.npy")
+
+
+def _samples_link_out_of_the_folder(copy: Path) -> None:
+    outside = copy.parent.parent / "elsewhere.npy"
+    outside.write_bytes((copy / "samples.npy").read_bytes())
+    (copy / "samples.npy").unlink()
+    (copy / "samples.npy").symlink_to(outside)
+
+
+def _record_is_a_link_out_of_the_folder(copy: Path) -> None:
+    outside = copy.parent.parent / "outside-record"
+    copy.rename(outside)
+    copy.symlink_to(outside, target_is_directory=True)
+
+
+DAMAGE = {
+    "load_spec is a list": (_load_spec_is_a_list, "load_spec must be an object"),
+    "notes nested too deeply": (_notes_nested_too_deeply, "nested too deeply"),
+    "garbled .npy header": (_garbled_npy_header, "samples.npy is unreadable"),
+    "FIFO as samples.npy": (_samples_are_a_fifo, "samples.npy is not a regular file"),
+    "samples.npy links out": (_samples_link_out_of_the_folder, "samples.npy is a symbolic link"),
+    "record links out": (_record_is_a_link_out_of_the_folder, "a symbolic link (not followed)"),
+}
+
+
+@pytest.mark.timeout(60)  # a FIFO read would block for ever: fail, do not hang the suite
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_record_is_skipped_with_one_line_and_the_good_one_still_works(
+        damage: str, store: RecordStore, synthetic_record: Record, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    store.save(synthetic_record)
+    damaged = _copy_as(store, synthetic_record, "20250101-000000-dddd")
+    make, reason = DAMAGE[damage]
+    make(damaged)
+    with pytest.warns(StoreWarning) as caught:
+        assert store.runs()["name"].tolist() == ["synthetic"]
+    assert len(caught) == 1
+    assert str(caught[0].message).startswith(f"skipped {damaged}: ") and reason in str(caught[0].message)
+
+    data = ["--data-dir", str(store.path)]
+    assert main(["runs", *data]) == 0
+    output = capsys.readouterr()
+    assert "synthetic" in output.out
+    assert output.err.count("\n") == 1 and reason in output.err and "Traceback" not in output.err
+    assert main(["show", "synthetic", *data]) == 0
+    assert synthetic_record.id in capsys.readouterr().out
+    target = tmp_path / "good.csv"
+    assert main(["export", "synthetic", "-o", str(target), *data]) == 0
+    assert target.read_text().count("\n") == synthetic_record.samples.size + 1
+
+
+def test_a_record_written_by_an_older_lab_is_summarised_anew(store: RecordStore,
+                                                             synthetic_record: Record) -> None:
+    """Its cached summary has other keys (and other definitions): the samples decide."""
+    path = store.save(synthetic_record)
+    metadata = json.loads((path / "record.json").read_text())
+    metadata["summary"] = {"requests": 1, "requests_per_s": 2.0}
+    del metadata["run"]
+    (path / "record.json").write_text(json.dumps(metadata))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreWarning)
+        (info,) = store.infos()
+    assert info.summary.as_dict() == synthetic_record.summary.as_dict()

@@ -4,6 +4,9 @@ Every module listed in ``COMMAND_MODULES`` has ``register(subparsers)``, which a
 sub-commands and sets ``run`` (a function of the parsed arguments returning an exit code).
 Only the module of the command being run is imported, so ``python -m lab serve`` loads the
 server and not pandas, matplotlib or the records.
+
+A user's mistake is one line on stderr that names the flag as they typed it, after the
+sub-command's usage (argparse's exit status 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from lab.cli.text import printable
 from lab.errors import ConfigError, LabError
 
 # module -> the sub-commands it registers
@@ -38,16 +42,43 @@ def chosen_command(argv: Sequence[str]) -> str | None:
     return next((word for word in argv if not word.startswith("-")), None)
 
 
+def command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The sub-command's own parser (its usage is the one a user needs to see)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            chosen: argparse.ArgumentParser = action.choices[command]
+            return chosen
+    return parser
+
+
+def name_of_flag(parser: argparse.ArgumentParser, option: str) -> str:
+    """A setting's name as the user typed it: ``connections`` -> ``--connections``."""
+    for action in parser._actions:
+        if action.dest == option:
+            long_forms = [text for text in action.option_strings if text.startswith("--")]
+            if long_forms:
+                return long_forms[0]
+            return action.metavar if isinstance(action.metavar, str) else option
+    return option
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(chosen_command(words))
-    arguments = parser.parse_args(words)
+    arguments, unknown = parser.parse_known_args(words)
+    own = command_parser(parser, arguments.command)
+    if unknown:
+        own.error(f"unrecognized arguments: {' '.join(printable(word) for word in unknown)}")
     try:
         return int(arguments.run(arguments) or 0)
     except ConfigError as error:
-        parser.error(str(error))  # the usage line, then the setting and what it allows; exit 2
+        # the usage line, then the flag and what it allows; exit 2
+        own.error(printable(f"{name_of_flag(own, error.option)}: {error.message}"))
     except LabError as error:
-        print(f"lab: {error}", file=sys.stderr)
+        print(printable(f"lab: {error}"), file=sys.stderr)
+        return 1
+    except OSError as error:  # a file system refusing: one line, not a traceback
+        print(printable(f"lab: {error}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -2,30 +2,50 @@
 
 Every flag but the few below is a knob of :class:`~lab.engine.spec.LoadSpec`. ``--rate`` selects
 the open loop. ``--json`` prints one JSON object (``LoadResult.to_json_dict``) and nothing else
-on stdout; progress goes to stderr when it is a terminal.
+on stdout; a progress line goes to stderr when it is a terminal and the run lasts over a second.
+Everything a user can get wrong (flags, the record's name, where it is saved) is checked
+before the run starts, so a mistake never costs a finished run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
+import tempfile
+import time
 from typing import Any
 
+from lab.cli.text import printable
 from lab.engine.report import format_report
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
 from lab.loadgen import LoadProgress, run_load
 from lab.options import add_arguments, from_arguments
 from lab.records.experiment import save_result
+from lab.records.record import check_name
 from lab.records.store import RecordStore
+
+EXIT_CODES = """\
+exit codes:
+  0  the run completed and every --threshold held
+  1  a --threshold failed (each is printed with ✓ or ✗ and the measured value)
+  2  a usage error: a bad flag or value, or nowhere to save; nothing was run
+  3  no request succeeded (no 2xx/3xx answer); stderr says why in one line,
+     e.g. "no answer: 40 connect_refused" or "every answer was 404"
+
+wrk's habits work: -c connections, -d duration (10s, 500ms), -t workers, -R rate.
+"""
+
+PROGRESS_AFTER_SECONDS = 1.0  # a run shorter than this needs no progress line
+PROGRESS_INTERVAL_SECONDS = 0.25
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "bench", help="load a server: closed loop like wrk, or open loop (--rate) like wrk2",
-        description=__doc__.splitlines()[0])
+        description="Load a server and print what wrk (or wrk2, with --rate) users expect.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", metavar="URL", help="target, e.g. http://127.0.0.1:8080/fast")
     add_arguments(parser, LoadSpec)
     extra = parser.add_argument_group("request and output")
@@ -59,38 +79,64 @@ def spec_from_arguments(arguments: argparse.Namespace) -> LoadSpec:
 def _split_header(text: str) -> tuple[str, str]:
     name, colon, value = text.partition(":")
     if not colon or not name.strip():
-        raise ConfigError("headers", f"{text!r} is not 'Name: value'")
+        raise ConfigError("header", f"{text!r} is not 'Name: value'")
     return name.strip(), value.strip()
 
 
-def _show_progress(progress: LoadProgress) -> None:
-    print(f"\r  {progress}   ", end="", file=sys.stderr, flush=True)
+def writable_store(directory: str | None) -> RecordStore:
+    """The record store ``--save`` will write to, checked now: created if missing, and a file
+    really made (and removed) in it. Permission bits alone do not say (root ignores them)."""
+    store = RecordStore(directory)
+    try:
+        store.path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=store.path, prefix=".probe-"):
+            pass
+    except OSError as error:
+        raise ConfigError("data_dir", f"cannot save records in {store.path}: {error.strerror}") from None
+    return store
+
+
+class ProgressLine:
+    """One line on stderr, rewritten in place, once the run has lasted a second."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.shown = False
+
+    def __call__(self, progress: LoadProgress) -> None:
+        if time.monotonic() - self.began < PROGRESS_AFTER_SECONDS:
+            return
+        self.shown = True
+        print(f"\r  {progress}\x1b[K", end="", file=sys.stderr, flush=True)
+
+    def clear(self) -> None:
+        if self.shown:
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
 
 
 def run(arguments: argparse.Namespace) -> int:
     spec = spec_from_arguments(arguments)
-    interactive = sys.stderr.isatty()
-    result = run_load(spec, calibrate=arguments.calibrate,
-                      on_progress=_show_progress if interactive else None)
-    if interactive:
-        print(file=sys.stderr)
+    store = None
+    if arguments.save:  # before the run: a bad name or folder must not cost a finished run
+        name = check_name(arguments.name)
+        store = writable_store(arguments.data_dir)
+    progress = ProgressLine() if sys.stderr.isatty() else None
+    try:
+        result = run_load(spec, calibrate=arguments.calibrate, on_progress=progress,
+                          progress_interval=PROGRESS_INTERVAL_SECONDS)
+    finally:
+        if progress is not None:
+            progress.clear()
     if arguments.json:
-        print(json.dumps(_json_safe(result.to_json_dict())))
+        print(json.dumps(result.to_json_dict()))
     else:
         print(format_report(result))
-    if arguments.save:
-        record = save_result(result, name=arguments.name, store=RecordStore(arguments.data_dir))
+    if store is not None:
+        record = save_result(result, name=name, store=store)
         # With --json, stdout holds exactly one JSON object: the note goes to stderr.
-        print(f"saved run {record.id} ({record.name})", file=sys.stderr if arguments.json else sys.stdout)
-    return 1 if result.problems and result.requests == 0 else 0
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN is not JSON: figures with no samples behind them become null."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    return value
+        print(f"saved run {record.id} ({printable(record.name)})",
+              file=sys.stderr if arguments.json else sys.stdout)
+    outcome, reason = result.verdict()
+    if reason is not None:
+        print(f"lab: {reason}", file=sys.stderr)
+    return int(outcome)

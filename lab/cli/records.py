@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import math
 import os
 import sys
@@ -18,11 +19,13 @@ from typing import Any
 
 import pandas as pd
 
-from lab.errors import CorruptRecord, RecordNotFound
+from lab.cli.text import printable
+from lab.engine.result import threshold_checks
+from lab.errors import ConfigError, CorruptRecord, RecordNotFound
 from lab.measure.stats import PERCENTILES, LatencySummary
-from lab.measure.summary import METRICS
+from lab.measure.summary import METRICS, describe_counts
 from lab.records.compare import compare_runs
-from lab.records.export import FORMATS, export, hgrm_text, json_text, to_dataframe
+from lab.records.export import FORMATS, export, format_for_path, hgrm_text, json_text, to_dataframe
 from lab.records.record import Record
 from lab.records.store import RecordStore, StoreWarning
 
@@ -40,13 +43,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_data_dir(show)
     show.add_argument("reference", metavar="RUN", help=RUN_HELP)
     show.add_argument("--timeline", action="store_true", help="also print the per-interval timeline")
+    show.add_argument("--json", action="store_true",
+                      help="print the JSON object `bench --json` printed for this run, and nothing else")
     show.set_defaults(run=run_show)
 
     exporting = subparsers.add_parser("export", help="write a saved run as csv, parquet, json or hgrm")
     _add_data_dir(exporting)
     exporting.add_argument("reference", metavar="RUN", help=RUN_HELP)
-    exporting.add_argument("--format", required=True, choices=tuple(FORMATS),
-                           help="; ".join(f"{name}: {text}" for name, text in FORMATS.items()))
+    exporting.add_argument("--format", choices=tuple(FORMATS),
+                           help="; ".join(f"{name}: {text}" for name, text in FORMATS.items())
+                           + " [default: from the suffix of -o]")
     exporting.add_argument("-o", "--output", metavar="PATH",
                            help="file to write ('-' for standard output; default: <id>-<name>.<format>)")
     exporting.add_argument("--metric", choices=tuple(METRICS), default="latency",
@@ -93,7 +99,7 @@ def _reports_store_problems(command: Command) -> Command:
                 status = command(arguments)
             except (RecordNotFound, CorruptRecord) as error:
                 _print_skipped(caught)
-                print(f"lab: {error}", file=sys.stderr)
+                print(printable(f"lab: {error}"), file=sys.stderr)
                 return 1
         _print_skipped(caught)
         return status
@@ -108,7 +114,7 @@ def _print_skipped(caught: list[warnings.WarningMessage]) -> None:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         elif text not in seen:
             seen.add(text)
-            print(f"lab: {text}", file=sys.stderr)
+            print(printable(f"lab: {text}"), file=sys.stderr)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -119,7 +125,8 @@ def run_runs(arguments: argparse.Namespace) -> int:
     if table.empty:
         print(f"no runs saved in {RecordStore(arguments.data_dir).path}")
         return 0
-    table = table.assign(started=table["started"].dt.strftime("%Y-%m-%d %H:%M:%S"))
+    table = table.assign(started=table["started"].dt.strftime("%Y-%m-%d %H:%M:%S"),
+                         name=table["name"].map(printable), tags=table["tags"].map(printable))
     with pd.option_context("display.width", 250, "display.max_columns", None if arguments.all_columns else 20,
                            "display.float_format", _figure):
         print(table.to_string(index=False))
@@ -129,6 +136,9 @@ def run_runs(arguments: argparse.Namespace) -> int:
 @_reports_store_problems
 def run_show(arguments: argparse.Namespace) -> int:
     record = RecordStore(arguments.data_dir).load(arguments.reference)
+    if arguments.json:
+        print(json.dumps(record.to_json_dict()))
+        return 0
     print(describe(record))
     if arguments.timeline:
         with pd.option_context("display.float_format", _figure):
@@ -137,17 +147,47 @@ def run_show(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def check_output(output: str) -> Path:
+    """A file to write, checked before anything is loaded or drawn: its folder must exist."""
+    path = Path(output)
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigError("output", f"cannot write {output}: the folder {folder} {what}")
+    if path.is_dir():
+        raise ConfigError("output", f"{output} is a folder; give a file name")
+    return path
+
+
+def _export_format(arguments: argparse.Namespace) -> str:
+    if arguments.format is not None:
+        return str(arguments.format)
+    if arguments.output in (None, "-"):
+        raise ConfigError("format", "give --format (or a -o file whose suffix names one: "
+                          + ", ".join(f".{name}" for name in FORMATS) + ")")
+    found = format_for_path(arguments.output)
+    if found is None:
+        raise ConfigError("output", f"unknown suffix {Path(arguments.output).suffix or '(none)'!r} "
+                          f"in {arguments.output}; use one of "
+                          + ", ".join(f".{name}" for name in FORMATS) + " or give --format")
+    return found
+
+
 @_reports_store_problems
 def run_export(arguments: argparse.Namespace) -> int:
+    format = _export_format(arguments)
+    if arguments.output == "-" and format == "parquet":
+        raise ConfigError("output", "parquet is binary; give a file with -o")
+    target = None if arguments.output in (None, "-") else check_output(arguments.output)
     record = RecordStore(arguments.data_dir).load(arguments.reference)
     if arguments.output == "-":
-        if arguments.format == "parquet":
-            print("lab: parquet is binary; give a file with -o", file=sys.stderr)
-            return 2
-        sys.stdout.write(_text_export(record, arguments.format, arguments.metric))
+        sys.stdout.write(_text_export(record, format, arguments.metric))
         return 0
-    path = export(record, arguments.format, arguments.output, metric=arguments.metric)
-    print(f"wrote {path}")
+    try:
+        path = export(record, format, target, metric=arguments.metric)
+    except OSError as error:
+        raise ConfigError("output", f"cannot write {error.filename or target}: {error.strerror}") from None
+    print(printable(f"wrote {path}"))
     return 0
 
 
@@ -166,16 +206,25 @@ def run_plot(arguments: argparse.Namespace) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     from lab.records import plots
 
+    target = check_output(arguments.output)
+    if not plots.picture_format(target):
+        raise ConfigError("output", f"unknown picture format {target.suffix or '(none)'!r} in "
+                          f"{arguments.output}; use .png, .svg or .pdf")
     records = RecordStore(arguments.data_dir).load_many(arguments.runs)
     options: dict[str, Any] = {} if arguments.kind == "timeline" else {"metric": arguments.metric}
     figure = plots.plot(records, arguments.kind, **options)
-    print(f"wrote {plots.save_figure(figure, arguments.output)}")
+    try:
+        written = plots.save_figure(figure, target)
+    except OSError as error:
+        raise ConfigError("output", f"cannot write {target}: {error.strerror}") from None
+    print(printable(f"wrote {written}"))
     return 0
 
 
 @_reports_store_problems
 def run_compare(arguments: argparse.Namespace) -> int:
     table = compare_runs(RecordStore(arguments.data_dir), arguments.runs, baseline=arguments.baseline)
+    table = table.rename(columns=printable, index=printable)
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print(table.map(_cell).to_string())
     return 0
@@ -184,7 +233,7 @@ def run_compare(arguments: argparse.Namespace) -> int:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return _figure(value)
-    return "-" if value is None else str(value)
+    return "-" if value is None else printable(value)
 
 
 def _figure(value: float) -> str:
@@ -197,32 +246,38 @@ def _figure(value: float) -> str:
 # --- the text report ------------------------------------------------------------------------
 
 def describe(record: Record) -> str:
-    """A human-readable report of one record, in the spirit of wrk's summary."""
+    """A human-readable report of one record, in the spirit of wrk's summary; every figure is
+    the record's one summary, the same the run printed."""
     summary = record.summary
     environment = record.environment
-    lines = [f"run {record.id}  {record.name!r}  started {environment.started_at}"]
+    lines = [f"run {record.id}  {printable(repr(record.name))}  started {environment.started_at}"]
     if record.notes:
-        lines.append(f"notes: {record.notes}")
+        lines.append(f"notes: {printable(record.notes)}")
     if record.tags:
-        lines.append(f"tags: {', '.join(record.tags)}")
+        lines.append(f"tags: {printable(', '.join(record.tags))}")
     lines.append("load:   " + _settings_line(record.load_spec))
     server = _settings_line(record.server_config) if record.server_config else "(not recorded)"
     lines.append("server: " + server)
     git = (environment.git_commit or "unknown")[:12]
     if environment.git_dirty:
         git += " (uncommitted changes)"
-    lines.append(
+    lines.append(printable(
         f"environment: Python {environment.python} ({environment.python_implementation}), "
         f"lab {environment.lab}, uvloop {environment.uvloop}, httptools {environment.httptools}, "
         f"event loop {environment.event_loop or 'unknown'}; {environment.os} {environment.kernel} "
         f"{environment.machine}; {environment.cpu_model}; {environment.cpu_count} CPUs "
-        f"({environment.usable_cpus} usable); git {git}")
+        f"({environment.usable_cpus} usable); git {git}"))
     lines.append("")
     lines.append(f"{summary.requests} requests in {summary.duration_s:.3f} s, "
-                 f"{summary.requests_per_s:.1f} requests/s; {summary.succeeded} succeeded, "
+                 f"{summary.rps:.1f} responses/s; {summary.succeeded} succeeded, "
                  f"{summary.error_total} failed")
+    if summary.status_codes:
+        codes = ", ".join(f"{code} {count}" for code, count in summary.status_codes.items())
+        lines.append(f"status codes: {codes}")
     if summary.errors:
-        lines.append("errors: " + ", ".join(f"{kind} {count}" for kind, count in summary.errors.items()))
+        lines.append("errors: " + describe_counts(summary.errors))
+    if summary.open_loop and summary.target_rate is not None:
+        lines.append(_rate_line(record))
     lines.append("")
     lines.append(_latency_table(record))
     shares = "   ".join(f"{share * 100:.2f} % under {threshold} ms"
@@ -230,14 +285,29 @@ def describe(record: Record) -> str:
     if shares:
         lines.append("")
         lines.append(shares)
+    checks = threshold_checks(record.load_spec, summary)
+    if checks:
+        lines.append("")
+        lines.append("thresholds: " + "   ".join(check.describe() for check in checks))
     if summary.open_loop:
         lines.append("(latency is timed from each request's intended send, correcting for "
                      "coordinated omission; 'uncorrected' from the actual send)")
+    lines.extend(f"problem: {printable(problem)}" for problem in record.run_outcome().problems)
     return "\n".join(lines)
 
 
+def _rate_line(record: Record) -> str:
+    summary = record.summary
+    late_share = summary.late_share if summary.late_share is not None else float("nan")
+    line = (f"target rate {summary.target_rate:,.0f}/s, achieved {summary.rps:,.0f} responses/s; "
+            f"{summary.late} requests ({late_share * 100:.1f} %) sent late")
+    if summary.kept_up is False:
+        line += " -- the target rate was not kept"
+    return line
+
+
 def _settings_line(settings: dict[str, Any]) -> str:
-    return " ".join(f"{key}={value}" for key, value in settings.items())
+    return printable(" ".join(f"{key}={value}" for key, value in settings.items()))
 
 
 def _latency_table(record: Record) -> str:

@@ -10,6 +10,10 @@ intended time (wrk2's model).
 The hot path runs inside the protocol's ``data_received`` callback: no task, no future and
 no timer per request; one ``perf_counter_ns`` per received chunk and one per send. In the
 closed loop the next request is written from that same callback.
+
+One request, one final answer (RFC 9110 section 15.2): interim 1xx answers (100 Continue,
+103 Early Hints) are read past, and a second response starting after the final one, in the
+same read, is not an answer to anything -- the request is counted ``malformed``.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ class Lane:
         "reused",
         "rows",
         "sent_ns",
+        "status",
         "transport",
         "wire",
     )
@@ -119,7 +124,8 @@ class Lane:
         self.transport: asyncio.Transport | None = None
         self._connecting: asyncio.Task[None] | None = None
         self.busy = False
-        self.complete = False  # set by the parser's callback at the end of a response
+        self.complete = False  # set by the parser's callback at the end of a final response
+        self.status = 0  # that response's status
         self.keep_alive = True  # whether that response lets the connection be reused
         self.reused = False  # the request in flight is not the first on its connection
         self.intended_ns = MISSING
@@ -130,10 +136,22 @@ class Lane:
         self.first_chunk = b""
         self.received = 0
 
+    def on_message_begin(self) -> None:
+        # A response starting after this request's final one, in the same read: the server
+        # answered something nobody asked (or framed its answer wrongly). llhttp stops on the
+        # raise, and the request is counted malformed rather than matched to the wrong answer.
+        if self.complete:
+            raise HttpParserError("a response after the final response to the request")
+
     def on_message_complete(self) -> None:
+        parser = self.parser
+        status = parser.get_status_code()  # type: ignore[union-attr]
+        if status < 200:
+            return  # 1xx: interim (100 Continue, 103 Early Hints); the final answer follows
         self.complete = True
+        self.status = status
         # Only true inside this callback: llhttp resets its flags when the message ends.
-        self.keep_alive = self.parser.should_keep_alive()  # type: ignore[union-attr]
+        self.keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
 
     # --- connecting -------------------------------------------------------------------------
 
@@ -145,6 +163,7 @@ class Lane:
         loop = asyncio.get_running_loop()
         plan = self.engine.plan
         transport, wire = await loop.create_connection(lambda: _Wire(self), plan.host, plan.port)
+        self.engine.connected += 1
         sock = transport.get_extra_info("socket")
         if sock is not None:  # asyncio and uvloop both set it, but say so: one write per request
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -158,6 +177,7 @@ class Lane:
         try:
             await self._open_wire()
         except ConnectionRefusedError:
+            self.engine.refused += 1
             self._connect_failed(began, ErrorKind.CONNECT_REFUSED)
         except OSError:
             self._connect_failed(began, ErrorKind.CONNECT_ERROR)
@@ -235,7 +255,7 @@ class Lane:
                     self.first_chunk = data  # kept for body_ends_at_close(), off the common path
                 return
             self.complete = False
-            status = parser.get_status_code()  # type: ignore[union-attr]
+            status = self.status
             keep_alive = self.keep_alive
             received = self.received
             self.first_byte_ns = MISSING
@@ -349,6 +369,9 @@ class Engine:
         self.plan = plan
         self.recorder = Recorder()
         self.errors = 0  # failed requests so far (bad statuses not included), for progress
+        self.connected = 0  # connections opened, ever
+        self.refused = 0  # connection attempts refused
+        self.gave_up: str | None = None  # why the run was ended early by the engine itself
         self.keepalive = plan.keepalive
         self.requests = plan.requests
         self.request_count = len(plan.requests)
@@ -375,11 +398,23 @@ class Engine:
         return request
 
     async def connect(self) -> int:
-        """Open every lane before the run starts; returns how many failed (they retry later)."""
+        """Open every lane before the run starts; returns how many failed (they retry later).
+
+        Bounded by the request timeout: against a listener whose backlog is full, a connect
+        waits for SYN retransmissions for minutes.
+        """
         if not self.plan.keepalive:
             return 0
-        results = await asyncio.gather(*(lane.open() for lane in self.lanes), return_exceptions=True)
-        return sum(isinstance(result, BaseException) for result in results)
+        opening = [asyncio.ensure_future(lane.open()) for lane in self.lanes]
+        _, late = await asyncio.wait(opening, timeout=self.plan.timeout_ns / NS_PER_S)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+        failed = [task for task in opening if task.cancelled() or task.exception() is not None]
+        self.refused += sum(not task.cancelled() and isinstance(task.exception(), ConnectionRefusedError)
+                            for task in failed)
+        return len(failed)
 
     async def run(self, start_ns: int, *, should_stop: Callable[[], bool] = lambda: False,
                   on_housekeeping: Callable[[Engine], None] = lambda engine: None) -> None:
@@ -447,6 +482,14 @@ class Engine:
             self.stop_offering(now)
             self.abandoned += self.pending()
             self.drop_pending()
+        if not self.stopping and self._nobody_listening():
+            # wrk's behaviour: a port where nobody listens fails the run at once instead of
+            # filling the whole duration with refusals.
+            plan = self.plan
+            self.gave_up = f"connection refused: nothing is listening on {plan.host}:{plan.port}"
+            self.stop_offering(now)
+            self.abandoned += self.pending()
+            self.drop_pending()
         if not self.stopping:
             self.may_start(now)  # notices the deadline even when every lane is stuck
         if self.stopped_by_owner and now - self.end_ns > STOP_GRACE_NS:
@@ -456,6 +499,10 @@ class Engine:
         if self._finished is not None and not self._finished.done():
             self._housekeeping = asyncio.get_running_loop().call_later(
                 HOUSEKEEPING_SECONDS, self._housekeep)
+
+    def _nobody_listening(self) -> bool:
+        """Every lane has been refused and no connection was ever opened."""
+        return self.connected == 0 and self.refused >= len(self.lanes)
 
     def _expire_timeouts(self, now: int) -> None:
         limit = self.plan.timeout_ns

@@ -44,17 +44,23 @@ class HeadResponseParser:
 
     def feed_data(self, data: bytes) -> None:
         buffer = self._buffer + data
-        end = buffer.find(HEAD_END)
-        if end < 0:
-            if len(buffer) > MAX_HEAD_BYTES:
-                raise HttpParserError("response head too large")
-            self._buffer = buffer
-            return
-        if len(buffer) != end + len(HEAD_END):
+        while True:
+            end = buffer.find(HEAD_END)
+            if end < 0:
+                if len(buffer) > MAX_HEAD_BYTES:
+                    raise HttpParserError("response head too large")
+                self._buffer = buffer
+                return
+            head = buffer[:end].lower()
+            status = parse_status(head)
+            buffer = buffer[end + len(HEAD_END):]
+            if status >= 200:
+                break
+            # 1xx: an interim head (100 Continue, 103 Early Hints); the final one follows.
+        if buffer:
             raise HttpParserError("bytes after the response to a HEAD request")
         self._buffer = b""
-        head = buffer[:end].lower()
-        self._status = parse_status(head)
+        self._status = status
         self._keep_alive = not wants_close(head)
         self._on_message_complete()
 
@@ -124,15 +130,24 @@ class RepeatedResponse:
 
 
 def body_ends_at_close(first_chunk: bytes) -> bool:
-    """True when the response head declares no length, so the server's close ends the body."""
-    end = first_chunk.find(HEAD_END)
-    if end < 0:
-        return False
-    head = first_chunk[:end].lower()
-    try:
-        status = parse_status(head)
-    except HttpParserError:
-        return False
-    if status < 200 or status in (204, 304):
+    """True when the final response head declares no length, so the server's close ends the body.
+
+    Interim 1xx heads before it are read past (when the final head came in a later chunk,
+    this cannot tell, and says False: the request then counts as closed by the server).
+    """
+    start = 0
+    while True:
+        end = first_chunk.find(HEAD_END, start)
+        if end < 0:
+            return False
+        head = first_chunk[start:end].lower()
+        try:
+            status = parse_status(head)
+        except HttpParserError:
+            return False
+        if status >= 200:
+            break
+        start = end + len(HEAD_END)
+    if status in (204, 304):
         return False
     return not header_value(head, b"content-length") and not header_value(head, b"transfer-encoding")

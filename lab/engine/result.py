@@ -1,12 +1,17 @@
-"""What a load run produced: the raw samples, and the figures every report prints from them.
+"""What a load run produced: its raw samples, what happened to it, and its one summary.
 
-:class:`LoadResult` keeps the pieces plain -- a samples array (``lab.measure.samples`` format), the
-spec, ``LatencySummary`` objects -- so that experiment records and exports can take them as
-they are. :meth:`LoadResult.to_json_dict` is the ``python -m lab bench --json`` schema.
+:class:`LoadResult` keeps the pieces plain -- a samples array (``lab.measure.samples`` format),
+the spec, a :class:`RunOutcome` and the run's :class:`~lab.measure.summary.RunSummary` -- so
+that experiment records and exports take them as they are. Every figure is the summary's:
+:func:`summarize_measured` is the one way from samples to figures for a fresh run and for a
+saved record alike, and :func:`run_document` the one ``--json`` object (``bench --json`` and
+``show RUN --json`` print it from the same inputs, so they print the same thing).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,10 +19,67 @@ import numpy as np
 
 from lab.engine.calibration import Calibration
 from lab.engine.spec import LoadSpec
-from lab.measure.samples import MISSING, ErrorKind, error_counts, latency_ns, start_ns, ttfb_ns
-from lab.measure.stats import LatencySummary, summarize
+from lab.measure.samples import start_ns
+from lab.measure.stats import LatencySummary
+from lab.measure.summary import DEFAULT_LATE_AFTER_MS, DEFAULT_THRESHOLDS_MS, RunSummary, summarize_run
+from lab.measure.thresholds import Outcome, ThresholdCheck, check_thresholds, verdict
 from lab.options import as_dict
-from lab.units import NS_PER_MS, NS_PER_S
+from lab.units import NS_PER_S
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOutcome:
+    """What happened to a run besides its samples; a record keeps it to print the same figures."""
+
+    window_ns: tuple[int, int]  # measured part: warm-up end to end of offering (perf_counter_ns)
+    abandoned: int = 0  # in flight or queued when stop() ended the run: not in the samples
+    stopped_early: bool = False
+    problems: tuple[str, ...] = ()  # worker or calibration failures, in words
+    calibration: dict[str, Any] | None = None  # Calibration.as_dict()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"window_ns": list(self.window_ns), "abandoned": self.abandoned,
+                "stopped_early": self.stopped_early, "problems": list(self.problems),
+                "calibration": self.calibration}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunOutcome:
+        """Inverse of :meth:`as_dict`; mistyped values raise TypeError or ValueError."""
+        begin, end = (int(value) for value in values["window_ns"])
+        calibration = values.get("calibration")
+        if calibration is not None and not isinstance(calibration, Mapping):
+            raise TypeError("calibration must be a mapping")
+        problems = values.get("problems", [])
+        if not isinstance(problems, list):
+            raise TypeError("problems must be a list")
+        return cls(window_ns=(begin, end), abandoned=int(values.get("abandoned", 0)),
+                   stopped_early=bool(values.get("stopped_early", False)),
+                   problems=tuple(str(problem) for problem in problems),
+                   calibration=None if calibration is None else dict(calibration))
+
+
+def summarize_measured(samples: np.ndarray, load_spec: Mapping[str, Any],
+                       window_ns: tuple[int, int] | None, *,
+                       thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS) -> RunSummary:
+    """The run's figures from its measured samples, its load settings and its window."""
+    rate = _number(load_spec.get("rate"))
+    late_after = _number(load_spec.get("late_after_ms"))
+    return summarize_run(
+        samples, window_ns=window_ns, target_rate=rate if load_spec.get("mode") == "open" else None,
+        late_after_ms=DEFAULT_LATE_AFTER_MS if late_after is None else late_after,
+        thresholds_ms=thresholds_ms)
+
+
+def _number(value: Any) -> float | None:
+    """A stored setting that should be a number (records written by hand may hold anything)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def threshold_checks(load_spec: Mapping[str, Any], summary: RunSummary) -> tuple[ThresholdCheck, ...]:
+    """The spec's thresholds checked against the summary (none when the spec has none)."""
+    return check_thresholds(tuple(load_spec.get("thresholds") or ()), summary)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,68 +87,162 @@ class LoadResult:
     spec: LoadSpec
     samples: np.ndarray  # every request, warm-up included (lab.measure.samples.SAMPLE_DTYPE)
     start_ns: int  # perf_counter_ns when the load began (all workers share it)
-    end_ns: int  # when the load stopped being offered (deadline, request budget, or stop())
     started_at: str  # wall-clock start, ISO 8601 UTC
-    warmup_end_ns: int  # requests starting before this are left out of every figure below
-    requests: int  # measured requests, errors included
-    responses: int  # measured requests that got a complete answer (bad statuses included)
-    duration_s: float  # measured window: warm-up end to end_ns
-    rps: float  # responses per second over the measured window
-    bytes_read: int
-    errors: dict[str, int]  # kind -> count, measured window
-    latency: LatencySummary  # corrected (from the intended send) in the open loop
-    latency_uncorrected: LatencySummary | None  # open loop only: from the actual send
-    ttfb: LatencySummary  # time to first byte, from the actual send
-    connect: LatencySummary  # connects requests waited for (reconnects, no keep-alive)
-    target_rate: float | None
-    late: int | None  # open loop: sent more than late_after_ms after their intended time
-    send_lag: LatencySummary | None  # open loop: actual minus intended send, sent requests
-    abandoned: int  # in flight or queued when stop() ended the run: not in the samples
-    stopped_early: bool
+    outcome: RunOutcome
+    summary: RunSummary  # every figure of the measured part; see lab.measure.summary
     calibration: Calibration | None = None
-    problems: tuple[str, ...] = field(default=())  # worker or calibration failures, in words
+    checks: tuple[ThresholdCheck, ...] = field(default=())  # the spec's thresholds, checked
+
+    @classmethod
+    def of_run(cls, spec: LoadSpec, samples: np.ndarray, *, start_ns_: int, end_ns: int,
+               started_at: str, abandoned: int = 0, stopped_early: bool = False,
+               calibration: Calibration | None = None, problems: tuple[str, ...] = ()) -> LoadResult:
+        """The result of merged samples: warm-up cut, the one summary computed, thresholds checked."""
+        warmup_end = start_ns_ + round(spec.warmup_seconds * NS_PER_S)
+        outcome_ = RunOutcome(window_ns=(warmup_end, max(end_ns, warmup_end)), abandoned=abandoned,
+                              stopped_early=stopped_early, problems=problems,
+                              calibration=None if calibration is None else calibration.as_dict())
+        settings = as_dict(spec)
+        summary = summarize_measured(_measured(samples, warmup_end), settings, outcome_.window_ns)
+        return cls(spec=spec, samples=samples, start_ns=start_ns_, started_at=started_at,
+                   outcome=outcome_, summary=summary, calibration=calibration,
+                   checks=threshold_checks(settings, summary))
+
+    # --- the run ----------------------------------------------------------------------------
 
     @property
     def mode(self) -> str:
         return self.spec.mode
 
+    @property
+    def warmup_end_ns(self) -> int:
+        """Requests starting before this are left out of every figure."""
+        return self.outcome.window_ns[0]
+
+    @property
+    def end_ns(self) -> int:
+        """When the load stopped being offered (deadline, request budget, or stop())."""
+        return self.outcome.window_ns[1]
+
+    @property
+    def abandoned(self) -> int:
+        return self.outcome.abandoned
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.outcome.stopped_early
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return self.outcome.problems
+
     def measured_samples(self) -> np.ndarray:
-        return self.samples[start_ns(self.samples) >= self.warmup_end_ns]
+        return _measured(self.samples, self.warmup_end_ns)
 
     def spec_dict(self) -> dict[str, Any]:
         """The spec as plain JSON-friendly values (lab.options.as_dict)."""
         return as_dict(self.spec)
 
+    def verdict(self) -> tuple[Outcome, str | None]:
+        """Passed, a threshold failed, or no request succeeded -- and why, in one line."""
+        return verdict(self.summary, self.checks)
+
     def to_json_dict(self) -> dict[str, Any]:
-        """The CLI's ``--json`` object (plain types only; NaN where there were no samples)."""
-        out: dict[str, Any] = {
-            "mode": self.mode,
-            "url": self.spec.url,
-            "connections": self.spec.connections,
-            "workers": self.spec.workers,
-            "started_at": self.started_at,
-            "requests": self.requests,
-            "responses": self.responses,
-            "duration_s": self.duration_s,
-            "rps": self.rps,
-            "bytes_read": self.bytes_read,
-            "errors": dict(self.errors),
-            "latency_ms": _figures(self.latency),
-            "ttfb_ms": _figures(self.ttfb),
-            "connect_ms": _figures(self.connect),
-            "abandoned": self.abandoned,
-            "stopped_early": self.stopped_early,
-        }
-        if self.mode == "open":
-            out["target_rate"] = self.target_rate
-            out["late"] = self.late
-            out["latency_uncorrected_ms"] = _figures(self.latency_uncorrected)
-            out["send_lag_ms"] = _figures(self.send_lag)
-        if self.calibration is not None:
-            out["calibration"] = self.calibration.as_dict()
-        if self.problems:
-            out["problems"] = list(self.problems)
-        return out
+        """The CLI's ``--json`` object (see :func:`run_document`)."""
+        return run_document(self.summary, self.spec_dict(), started_at=self.started_at,
+                            outcome=self.outcome)
+
+    # --- the summary's figures, by their usual names ------------------------------------------
+
+    @property
+    def requests(self) -> int:
+        return self.summary.requests
+
+    @property
+    def responses(self) -> int:
+        return self.summary.responses
+
+    @property
+    def duration_s(self) -> float:
+        return self.summary.duration_s
+
+    @property
+    def rps(self) -> float:
+        return self.summary.rps
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return self.summary.errors
+
+    @property
+    def latency(self) -> LatencySummary:
+        return self.summary.latency
+
+    @property
+    def latency_uncorrected(self) -> LatencySummary | None:
+        return self.summary.uncorrected
+
+    @property
+    def ttfb(self) -> LatencySummary:
+        return self.summary.ttfb
+
+    @property
+    def connect(self) -> LatencySummary:
+        return self.summary.connect
+
+    @property
+    def target_rate(self) -> float | None:
+        return self.summary.target_rate
+
+    @property
+    def late(self) -> int | None:
+        return self.summary.late
+
+
+def _measured(samples: np.ndarray, warmup_end_ns: int) -> np.ndarray:
+    return samples[start_ns(samples) >= warmup_end_ns]
+
+
+def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_at: str,
+                 outcome: RunOutcome) -> dict[str, Any]:
+    """The ``--json`` object of a run: plain JSON types only, null where nothing was measured."""
+    checks = threshold_checks(load_spec, summary)
+    result, reason = verdict(summary, checks)
+    document: dict[str, Any] = {
+        "mode": load_spec.get("mode"),
+        "url": load_spec.get("url"),
+        "connections": load_spec.get("connections"),
+        "workers": load_spec.get("workers", 1),
+        "started_at": started_at,
+        "requests": summary.requests,
+        "responses": summary.responses,
+        "succeeded": summary.succeeded,
+        "duration_s": summary.duration_s,
+        "rps": summary.rps,
+        "bytes_read": summary.bytes_read,
+        "status_codes": dict(summary.status_codes),
+        "errors": dict(summary.errors),
+        "latency_ms": _figures(summary.latency),
+        "ttfb_ms": _figures(summary.ttfb),
+        "connect_ms": _figures(summary.connect),
+        "status_latency_ms": {code: _figures(figures) for code, figures in summary.by_status.items()},
+    }
+    if summary.open_loop:
+        document.update({
+            "target_rate": summary.target_rate, "late": summary.late,
+            "late_share": summary.late_share, "kept_up": summary.kept_up,
+            "latency_uncorrected_ms": _figures(summary.uncorrected),
+            "send_lag_ms": _figures(summary.send_lag)})
+    document.update({"abandoned": outcome.abandoned, "stopped_early": outcome.stopped_early})
+    if checks:
+        document["thresholds"] = [check.as_dict() for check in checks]
+    document.update({"outcome": result.name.lower(), "exit_code": int(result), "reason": reason})
+    if outcome.calibration is not None:
+        document["calibration"] = dict(outcome.calibration)
+    if outcome.problems:
+        document["problems"] = list(outcome.problems)
+    plain: dict[str, Any] = _json_safe(document)
+    return plain
 
 
 def _figures(summary: LatencySummary | None) -> dict[str, float] | None:
@@ -97,32 +253,12 @@ def _figures(summary: LatencySummary | None) -> dict[str, float] | None:
     return figures
 
 
-def analyse(spec: LoadSpec, samples: np.ndarray, *, start_ns_: int, end_ns: int, started_at: str,
-            abandoned: int = 0, stopped_early: bool = False, calibration: Calibration | None = None,
-            problems: tuple[str, ...] = ()) -> LoadResult:
-    """Turn merged samples into a :class:`LoadResult` (warm-up cut, summaries, counts)."""
-    warmup_end = start_ns_ + round(spec.warmup_seconds * NS_PER_S)
-    measured = samples[start_ns(samples) >= warmup_end]
-    answered = measured[(measured["error"] == ErrorKind.NONE) | (measured["error"] == ErrorKind.BAD_STATUS)]
-    duration_s = max(end_ns - warmup_end, 0) / NS_PER_S
-    connected = measured[measured["connect_ns"] != MISSING]
-    open_loop = spec.mode == "open"
-    lag = None
-    late = None
-    if open_loop:
-        was_sent = measured[measured["sent_ns"] != MISSING]
-        lag_ns = was_sent["sent_ns"] - was_sent["intended_ns"]
-        lag = summarize(lag_ns)
-        never_sent = int(np.count_nonzero(measured["sent_ns"] == MISSING))
-        late = int(np.count_nonzero(lag_ns > spec.late_after_ms * NS_PER_MS)) + never_sent
-    return LoadResult(
-        spec=spec, samples=samples, start_ns=start_ns_, end_ns=end_ns, started_at=started_at,
-        warmup_end_ns=warmup_end, requests=len(measured), responses=len(answered),
-        duration_s=duration_s, rps=len(answered) / duration_s if duration_s > 0 else float("nan"),
-        bytes_read=int(measured["response_bytes"].sum()), errors=error_counts(measured),
-        latency=summarize(latency_ns(measured, corrected=True)),
-        latency_uncorrected=summarize(latency_ns(measured, corrected=False)) if open_loop else None,
-        ttfb=summarize(ttfb_ns(measured)), connect=summarize(connected["connect_ns"]),
-        target_rate=spec.rate, late=late, send_lag=lag, abandoned=abandoned,
-        stopped_early=stopped_early, calibration=calibration, problems=problems)
-
+def _json_safe(value: Any) -> Any:
+    """NaN is not JSON: figures with no samples behind them become null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value

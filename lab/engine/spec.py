@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from lab.addresses import require_loopback
 from lab.errors import ConfigError
+from lab.measure.thresholds import parse_thresholds
 from lab.options import knob, validate
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -43,19 +44,19 @@ class LoadSpec:
     connections: int = knob(10, minimum=1, maximum=10_000,
                             help="connections (closed loop) or size of the connection pool "
                                  "(open loop), split across workers",
-                            flag="--connections", metavar="N", group="load")
+                            flag="--connections", short_flag="-c", metavar="N", group="load")
     rate: float | None = knob(
         None, minimum=0.1, maximum=10_000_000, unit="requests/s",
         help="target arrival rate of the open loop (giving it on the CLI selects the open loop)",
-        flag="--rate", metavar="R", group="load")
+        flag="--rate", short_flag="-R", metavar="R", group="load")
     workers: int = knob(1, minimum=1, maximum=64,
                         help="generator processes splitting the connections and the rate",
-                        flag="--workers", metavar="N", group="load")
+                        flag="--workers", short_flag="-t", metavar="N", group="load")
 
     # --- bounds -----------------------------------------------------------------------------
     duration_seconds: float = knob(10.0, minimum=0.01, maximum=24 * 3600, unit="s",
                                    help="how long the measured part of the run lasts",
-                                   flag="--duration", metavar="S", group="bounds")
+                                   flag="--duration", short_flag="-d", metavar="S", group="bounds")
     warmup_seconds: float = knob(0.0, minimum=0, maximum=3600, unit="s",
                                  help="run this long first; measured, kept in the samples, "
                                       "left out of the summary", flag="--warmup", metavar="S",
@@ -76,6 +77,12 @@ class LoadSpec:
         help="open loop: a request sent this much after its intended time counts as late",
         flag="--late-after", metavar="MS", group="connection")
 
+    # --- pass/fail --------------------------------------------------------------------------
+    thresholds: tuple[str, ...] = knob(
+        (), help="a condition the run must meet, checked on its figures (repeatable), e.g. "
+                 "p99<5ms, p99.9<=20ms, errors<1%, rps>=1000; units us, ms, s, %",
+        flag="--threshold", metavar="EXPR", group="thresholds")
+
     def __post_init__(self) -> None:
         validate(self)
         if self.mode == "open" and self.rate is None:
@@ -92,6 +99,7 @@ class LoadSpec:
         for path in self.paths:
             if not path.startswith("/"):
                 raise ConfigError("paths", f"{path!r} must start with '/'")
+        parse_thresholds(self.thresholds)
         require_loopback(parse_target(self.url).host, allow_remote=self.allow_remote)
 
     def replace(self, **changes: Any) -> LoadSpec:

@@ -96,6 +96,7 @@ class WorkerReport:
     stopped_by_owner: bool
     error: str | None = None
     rows: int = 0  # samples that follow, as raw SAMPLE_DTYPE bytes
+    gave_up: str | None = None  # the engine ended the run itself (nothing listening), and why
 
 
 def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
@@ -154,7 +155,7 @@ async def _run(engine: Engine, worker: int, board: SharedBoard) -> WorkerReport:
     await engine.run(start_ns, should_stop=board.stop_requested, on_housekeeping=publish)
     return WorkerReport(worker=worker, start_ns=start_ns, end_ns=engine.end_ns,
                         abandoned=engine.abandoned, connect_failures=connect_failures,
-                        stopped_by_owner=engine.stopped_by_owner)
+                        stopped_by_owner=engine.stopped_by_owner, gave_up=engine.gave_up)
 
 
 def start_workers(spec: LoadSpec, context: ProcessContext,

@@ -1,7 +1,23 @@
-"""What a run's raw samples add up to: the summary figures and the per-interval timeline.
+"""What a run's raw samples add up to: the one set of figures of a run, and its timeline.
 
-Everything here is computed from the raw samples (exact percentiles, no histogram), so a
-summary can always be recomputed from a saved record and will come out identical.
+:func:`summarize_run` is the only place a run's figures are computed. The load generator's
+result, its text report and ``--json``, a saved record (``record.json`` caches it), ``runs``,
+``show``, ``compare``, the panel and the notebooks all read the :class:`RunSummary` it returns,
+so one run never shows two request rates. Everything is computed from the raw samples and the
+measured window (exact percentiles, no histogram), so a saved record gives the same figures
+when they are computed again.
+
+Definitions (guide, section 3, principle 7):
+
+- ``requests``: every request of the measured window, failed ones included.
+- ``responses``: complete answers, whatever their status; ``succeeded``: 2xx/3xx answers.
+- ``duration_s``: the real measured time, from the window's start to the later of the end of
+  offering and the last completion. A server that could not keep up is still answering (or
+  timing out) after the load stops being offered; that drain is part of the run.
+- ``rps``: ``responses / duration_s`` -- what was achieved, never what was asked for.
+- ``latency``: of successful answers, from the intended send where there is one (corrected
+  for coordinated omission). Other answers (404, 500...) are timed too, per status code in
+  ``by_status``: a fast error page must not make a run look fast.
 """
 
 from __future__ import annotations
@@ -30,13 +46,26 @@ METRICS: dict[str, str] = {
 # The seed article's "99.57 % under 2 ms" and its neighbours.
 DEFAULT_THRESHOLDS_MS: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
 
+# Open loop: a request sent more than this long after its intended time counts as late.
+DEFAULT_LATE_AFTER_MS = 1.0
+# Above this share of late requests, the report says in words that the rate was not kept.
+KEPT_UP_LATE_SHARE = 0.01
+
 # Timeline intervals are picked from these "round" lengths, in seconds.
 NICE_INTERVALS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
                     1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
 
+ANSWERED = (ErrorKind.NONE, ErrorKind.BAD_STATUS)  # a complete answer came back
+NO_CONNECTION = (ErrorKind.CONNECT_REFUSED, ErrorKind.CONNECT_ERROR)
+
 
 def succeeded(samples: np.ndarray) -> np.ndarray:
     return np.asarray(samples[samples["error"] == ErrorKind.NONE])
+
+
+def answered(samples: np.ndarray) -> np.ndarray:
+    """Requests that got a complete answer, whatever its status."""
+    return np.asarray(samples[np.isin(samples["error"], ANSWERED)])
 
 
 def is_open_loop(samples: np.ndarray) -> bool:
@@ -44,8 +73,15 @@ def is_open_loop(samples: np.ndarray) -> bool:
     return bool(np.any(samples["intended_ns"] != MISSING))
 
 
+def connect_ns(samples: np.ndarray) -> np.ndarray:
+    """Connect times of the requests that opened a connection (a refused connect opened none)."""
+    opened = (samples["connect_ns"] != MISSING) & ~np.isin(samples["error"], NO_CONNECTION)
+    return np.asarray(samples["connect_ns"][opened], dtype=np.int64)
+
+
 def metric_ns(samples: np.ndarray, metric: str) -> np.ndarray:
-    """One figure per successful request, in nanoseconds, for a metric named in ``METRICS``."""
+    """One figure per request, in nanoseconds, for a metric named in ``METRICS``: latencies of
+    successful requests, connect times of every connection opened."""
     if metric == "latency":
         return latency_ns(samples, corrected=True)
     if metric == "uncorrected":
@@ -53,8 +89,7 @@ def metric_ns(samples: np.ndarray, metric: str) -> np.ndarray:
     if metric == "ttfb":
         return ttfb_ns(samples)
     if metric == "connect":
-        ok = succeeded(samples)
-        return np.asarray(ok["connect_ns"][ok["connect_ns"] != MISSING], dtype=np.int64)
+        return connect_ns(samples)
     raise ConfigError("metric", f"{metric!r} is not allowed; allowed: one of {', '.join(METRICS)}")
 
 
@@ -70,89 +105,203 @@ def run_span_ns(samples: np.ndarray) -> tuple[int, int]:
     return int(start_ns(samples).min()), int(completion_ns(samples).max())
 
 
+def measured_window_ns(samples: np.ndarray, window_ns: tuple[int, int] | None) -> tuple[int, int]:
+    """The real measured time: from the window's start to the later of its end (the end of
+    offering) and the last completion. Without a window (records saved before windows were
+    kept), the samples' own span."""
+    first, last = run_span_ns(samples)
+    if window_ns is None:
+        return first, last
+    begin, end = window_ns
+    return begin, max(end, last) if samples.size else end
+
+
 def threshold_key(threshold_ms: float) -> str:
     return f"{threshold_ms:g}"
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunSummary:
-    """The figures a report prints for one run; latencies in milliseconds."""
+    """Every figure of one run; latencies in milliseconds (NaN where there are no samples)."""
 
-    requests: int  # every request the run attempted, failed ones included
-    succeeded: int
-    errors: dict[str, int]  # failed requests by ErrorKind label, only kinds that occurred
-    duration_s: float  # first start to last completion
-    requests_per_s: float  # all requests over the duration, as wrk's Requests/sec
+    requests: int  # every request of the measured window, failed ones included
+    responses: int  # complete answers, whatever their status
+    succeeded: int  # 2xx/3xx answers
+    errors: dict[str, int]  # failed requests by ErrorKind label (bad_status included)
+    status_codes: dict[str, int]  # answers by HTTP status ("200" -> count)
+    duration_s: float  # the real measured time, drain included
+    rps: float  # responses per second of duration_s
+    bytes_read: int
     open_loop: bool  # intended send times exist, so ``latency`` is corrected
-    latency: LatencySummary  # from the intended send where there is one
+    target_rate: float | None  # open loop: the rate asked for (requests/s)
+    late_after_ms: float | None  # open loop: what counts as late
+    late: int | None  # open loop: sent more than late_after_ms after their intended time, or never
+    latency: LatencySummary  # successful answers, from the intended send where there is one
     uncorrected: LatencySummary | None  # from the actual send; None in a closed loop (== latency)
     ttfb: LatencySummary
-    connect: LatencySummary
+    connect: LatencySummary  # connects requests waited for (reconnects, no keep-alive)
+    send_lag: LatencySummary | None  # open loop: actual minus intended send, of sent requests
+    by_status: dict[str, LatencySummary]  # latency of every answer, per status code
     share_under: dict[str, float]  # threshold in ms ("2") -> fraction of successful requests below it
 
     @property
     def error_total(self) -> int:
         return sum(self.errors.values())
 
+    @property
+    def error_share(self) -> float:
+        return self.error_total / self.requests if self.requests else float("nan")
+
+    @property
+    def late_share(self) -> float | None:
+        if self.late is None:
+            return None
+        return self.late / self.requests if self.requests else float("nan")
+
+    @property
+    def kept_up(self) -> bool | None:
+        """Open loop: whether requests went out on schedule (None for the closed loop)."""
+        share = self.late_share
+        if share is None:
+            return None
+        return not share > KEPT_UP_LATE_SHARE
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly: NaN becomes None (JSON has no NaN)."""
         plain: dict[str, Any] = {}
         for field in fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, LatencySummary):
-                value = {key: _none_for_nan(v) for key, v in value.as_dict().items()}
-            elif isinstance(value, dict):
-                value = {key: _none_for_nan(v) for key, v in value.items()}
-            else:
-                value = _none_for_nan(value)
-            plain[field.name] = value
+            plain[field.name] = _plain(getattr(self, field.name))
         return plain
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunSummary:
-        def latency(key: str) -> LatencySummary | None:
-            part = values.get(key)
-            if part is None:
-                return None
-            return LatencySummary(**{k: _nan_for_none(v) for k, v in part.items()})
+        """Inverse of :meth:`as_dict`; a missing or mistyped figure raises KeyError/TypeError/ValueError."""
+        def latency(part: Any) -> LatencySummary:
+            if not isinstance(part, Mapping):
+                raise TypeError(f"a latency summary must be a mapping, got {type(part).__name__}")
+            figures: dict[str, Any] = {key: _number(value) for key, value in part.items()}
+            figures["count"] = int(figures["count"])
+            return LatencySummary(**figures)
+
+        def optional_latency(key: str) -> LatencySummary | None:
+            return None if values[key] is None else latency(values[key])
+
+        def counts(key: str) -> dict[str, int]:
+            return {str(k): int(v) for k, v in _mapping(values[key]).items()}
+
         return cls(
-            requests=int(values["requests"]), succeeded=int(values["succeeded"]),
-            errors={k: int(v) for k, v in values["errors"].items()},
-            duration_s=_nan_for_none(values["duration_s"]),
-            requests_per_s=_nan_for_none(values["requests_per_s"]),
+            requests=int(values["requests"]), responses=int(values["responses"]),
+            succeeded=int(values["succeeded"]), errors=counts("errors"),
+            status_codes=counts("status_codes"), duration_s=_number(values["duration_s"]),
+            rps=_number(values["rps"]), bytes_read=int(values["bytes_read"]),
             open_loop=bool(values["open_loop"]),
-            latency=latency("latency"),  # type: ignore[arg-type]
-            uncorrected=latency("uncorrected"),
-            ttfb=latency("ttfb"), connect=latency("connect"),  # type: ignore[arg-type]
-            share_under={k: _nan_for_none(v) for k, v in values["share_under"].items()})
+            target_rate=None if values["target_rate"] is None else float(values["target_rate"]),
+            late_after_ms=None if values["late_after_ms"] is None else float(values["late_after_ms"]),
+            late=None if values["late"] is None else int(values["late"]),
+            latency=latency(values["latency"]), uncorrected=optional_latency("uncorrected"),
+            ttfb=latency(values["ttfb"]), connect=latency(values["connect"]),
+            send_lag=optional_latency("send_lag"),
+            by_status={str(k): latency(v) for k, v in _mapping(values["by_status"]).items()},
+            share_under={str(k): _number(v) for k, v in _mapping(values["share_under"]).items()})
 
 
-def _none_for_nan(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    if isinstance(value, LatencySummary):
+        return {key: _plain(v) for key, v in value.as_dict().items()}
+    if isinstance(value, dict):
+        return {key: _plain(v) for key, v in value.items()}
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def _nan_for_none(value: Any) -> Any:
-    return float("nan") if value is None else value
+def _number(value: Any) -> float:
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {value!r}")
+    return value
 
 
-def summarize_run(samples: np.ndarray, *,
+def _mapping(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def summarize_run(samples: np.ndarray, *, window_ns: tuple[int, int] | None = None,
+                  target_rate: float | None = None, late_after_ms: float = DEFAULT_LATE_AFTER_MS,
                   thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS) -> RunSummary:
-    first, last = run_span_ns(samples)
-    duration_s = (last - first) / NS_PER_S
-    open_loop = is_open_loop(samples)
+    """The figures of one run's measured samples (warm-up already left out).
+
+    ``window_ns`` is (start of the measured part, end of offering) in perf_counter_ns;
+    ``target_rate`` the open loop's rate, ``late_after_ms`` its lateness bound.
+    """
+    begin, end = measured_window_ns(samples, window_ns)
+    duration_s = (end - begin) / NS_PER_S
+    open_loop = target_rate is not None or is_open_loop(samples)
+    replies = answered(samples)
     latencies = metric_ns(samples, "latency")
+    late, send_lag = _lateness(samples, late_after_ms) if open_loop else (None, None)
     return RunSummary(
         requests=int(samples.size),
+        responses=int(replies.size),
         succeeded=int(latencies.size),
         errors=error_counts(samples),
+        status_codes=status_counts(replies),
         duration_s=duration_s,
-        requests_per_s=samples.size / duration_s if duration_s > 0 else float("nan"),
+        rps=replies.size / duration_s if duration_s > 0 else float("nan"),
+        bytes_read=int(samples["response_bytes"].sum()),
         open_loop=open_loop,
+        target_rate=target_rate,
+        late_after_ms=late_after_ms if open_loop else None,
+        late=late,
         latency=summarize(latencies),
         uncorrected=summarize(metric_ns(samples, "uncorrected")) if open_loop else None,
         ttfb=summarize(metric_ns(samples, "ttfb")),
-        connect=summarize(metric_ns(samples, "connect")),
+        connect=summarize(connect_ns(samples)),
+        send_lag=send_lag,
+        by_status=latency_by_status(replies),
         share_under={threshold_key(t): share_under(latencies, t) for t in thresholds_ms})
+
+
+def status_counts(replies: np.ndarray) -> dict[str, int]:
+    """Answers by status code, in code order: ``{"200": n, "404": m}``."""
+    codes, counts = np.unique(replies["status"], return_counts=True)
+    return {str(int(code)): int(count) for code, count in zip(codes, counts, strict=True)}
+
+
+def latency_by_status(replies: np.ndarray) -> dict[str, LatencySummary]:
+    """Latency (from the intended send where there is one) of the answers of each status."""
+    begin = start_ns(replies)
+    return {str(int(code)): summarize((replies["done_ns"] - begin)[replies["status"] == code])
+            for code in np.unique(replies["status"])}
+
+
+def _lateness(samples: np.ndarray, late_after_ms: float) -> tuple[int, LatencySummary]:
+    """Open loop: requests sent late or never, and the distribution of the send lag."""
+    was_sent = samples[samples["sent_ns"] != MISSING]
+    lag_ns = was_sent["sent_ns"] - start_ns(was_sent)
+    never_sent = int(samples.size - was_sent.size)
+    late = int(np.count_nonzero(lag_ns > late_after_ms * NS_PER_MS)) + never_sent
+    return late, summarize(lag_ns)
+
+
+def failure_reason(summary: RunSummary) -> str | None:
+    """Why no request succeeded (no 2xx/3xx answer), in one line; None when some did."""
+    if summary.succeeded:
+        return None
+    if summary.requests == 0:
+        return "no request was made"
+    if summary.responses == 0:
+        return "no answer: " + describe_counts(summary.errors)
+    if len(summary.status_codes) == 1:
+        return f"every answer was {next(iter(summary.status_codes))}"
+    return "no 2xx/3xx answer: " + describe_counts(summary.status_codes)
+
+
+def describe_counts(counts: Mapping[str, int]) -> str:
+    """``{"timeout": 3, "reset": 1}`` -> ``"3 timeout, 1 reset"``, largest first."""
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{count} {name}" for name, count in ordered)
 
 
 # --- timeline -------------------------------------------------------------------------------

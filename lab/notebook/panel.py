@@ -28,6 +28,7 @@ from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
 from lab.http.config import ServerConfig
 from lab.loadgen import LoadRun, start_load
+from lab.measure.summary import describe_counts
 from lab.notebook.widgets import KnobForm
 from lab.records import compare, plots
 from lab.records.experiment import record_from_result
@@ -39,7 +40,7 @@ from lab.server import ServerHandle, start_server
 # Server knobs the panel leaves alone: where it listens is fixed for the session.
 FIXED_SERVER_KNOBS = ("host", "port", "backlog")
 LOAD_KNOBS = ("mode", "connections", "rate", "duration_seconds", "warmup_seconds", "keepalive",
-              "timeout_seconds", "workers")
+              "timeout_seconds", "workers", "thresholds")
 DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}
 PROGRESS_INTERVAL_SECONDS = 0.2
 EXPORT_FORMATS = ("csv", "parquet", "json", "hgrm")
@@ -48,24 +49,37 @@ SUMMARY_ROWS = ("p50", "p90", "p99", "p99_9", "p99_99", "max", "mean", "stdev")
 
 def summary_table(result: LoadResult) -> pd.DataFrame:
     """The figures of one run, in milliseconds: corrected and (open loop) uncorrected."""
-    columns = {"latency": result.latency, "ttfb": result.ttfb}
-    if result.latency_uncorrected is not None:
-        columns = {"latency (corrected)": result.latency,
-                   "latency (uncorrected)": result.latency_uncorrected, "ttfb": result.ttfb}
+    summary = result.summary
+    columns = {"latency": summary.latency, "ttfb": summary.ttfb}
+    if summary.uncorrected is not None:
+        columns = {"latency (corrected)": summary.latency,
+                   "latency (uncorrected)": summary.uncorrected, "ttfb": summary.ttfb}
     return pd.DataFrame({name: [getattr(summary, row) for row in SUMMARY_ROWS]
                          for name, summary in columns.items()},
                         index=[f"{row} ms" for row in SUMMARY_ROWS]).round(3)
 
 
 def headline(result: LoadResult) -> str:
-    errors = ", ".join(f"{kind} {count}" for kind, count in result.errors.items()) or "no errors"
-    text = (f"{result.requests:,} requests in {result.duration_s:.2f} s, "
-            f"{result.rps:,.0f} requests/s, {errors}")
-    if result.target_rate is not None:
-        text += f"; target {result.target_rate:,.0f}/s, {result.late or 0:,} sent late"
+    """One line of the run's summary: the same figures bench, runs and show print."""
+    summary = result.summary
+    errors = describe_counts(summary.errors) or "no errors"
+    codes = ", ".join(f"{code}: {count:,}" for code, count in summary.status_codes.items())
+    text = (f"{summary.requests:,} requests in {summary.duration_s:.2f} s, "
+            f"{summary.rps:,.0f} requests/s, {errors}" + (f" (status {codes})" if codes else ""))
+    if summary.target_rate is not None:
+        text += f"; target {summary.target_rate:,.0f}/s, {summary.late or 0:,} sent late"
+        if summary.kept_up is False:
+            text += " -- the target rate was not kept"
     if result.stopped_early:
         text += " (stopped early)"
     return text
+
+
+def verdict_line(result: LoadResult) -> str | None:
+    """Why the run failed (no success, a threshold, a problem), or None when it passed."""
+    _, reason = result.verdict()
+    reasons = ([reason] if reason is not None else []) + list(result.problems)
+    return "; ".join(reasons) or None
 
 
 def figure_image(figure: Figure, *, width: int = 560) -> widgets.Image:
@@ -262,8 +276,12 @@ class LabPanel:
                                     name=f"run {len(self.records) + 1}")
         self.records.append(record)
         self.results.append(result)
-        self._say(headline(result) + (("; " + "; ".join(result.problems)) if result.problems else ""),
-                  error=bool(result.problems))
+        failure = verdict_line(result)
+        if failure is None:
+            checks = "".join(f"; {check.describe()}" for check in result.checks)
+            self._say(headline(result) + checks)
+        else:  # failure is never shown as success: red, and the reason first
+            self._say(f"FAILED: {failure} -- {headline(result)}", error=True)
         self.figures = [plots.percentile_spectrum(record), plots.histogram(record)]
         self.summary_view.value = summary_table(result).to_html()
         self.plots_view.children = [figure_image(figure) for figure in self.figures]
@@ -271,10 +289,8 @@ class LabPanel:
         return record
 
     def _show_runs(self) -> None:
-        labels = compare.labels(self.records) if len(self.records) > 1 else [r.name for r in self.records]
-        self.overlay_pick.options = [(f"{r.name}: {label}" if label != r.name else r.name, index)
-                                     for index, (r, label) in enumerate(zip(self.records, labels,
-                                                                            strict=True))]
+        labels = compare.labels(self.records)
+        self.overlay_pick.options = [(label, index) for index, label in enumerate(labels)]
         self.runs_view.value = self.runs_table().to_html(float_format=lambda v: f"{v:,.3f}")
 
     def runs_table(self) -> pd.DataFrame:

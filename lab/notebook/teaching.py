@@ -35,9 +35,9 @@ def figures(records: Sequence[Record], *, uncorrected: bool = True) -> pd.DataFr
     rows = []
     for record in records:
         summary = record.summary
-        rows.append(_row(record.name, summary.requests_per_s, summary.error_total, summary.latency))
+        rows.append(_row(record.name, summary.rps, summary.error_total, summary.latency))
         if uncorrected and summary.uncorrected is not None:
-            rows.append(_row(f"{record.name}, uncorrected", summary.requests_per_s,
+            rows.append(_row(f"{record.name}, uncorrected", summary.rps,
                              summary.error_total, summary.uncorrected))
     return pd.DataFrame(rows).set_index("run").round(3)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from lab.options import Knob, describe_range, field_type, knobs
+from lab.options import Knob, describe_range, field_type, is_text_list, knobs
 
 LABEL_WIDTH = "190px"
 VALUE_WIDTH = "140px"
@@ -32,7 +32,7 @@ class KnobControl:
         self.value_widget = self._value_widget(value)
         self.enabled: widgets.Checkbox | None = None
         label = widgets.Label(name, layout=widgets.Layout(width=LABEL_WIDTH))
-        label.tooltip = f"{spec.help} [{describe_range(spec, nullable)}]"
+        label.tooltip = f"{spec.help} [{describe_range(spec, nullable, base)}]"
         self.value_widget.tooltip = label.tooltip
         parts: list[widgets.Widget] = [label]
         if nullable:
@@ -59,6 +59,8 @@ class KnobControl:
             number_class = widgets.IntText if base is int else widgets.FloatText
             start = value if value is not None else (spec.minimum or 0)
             return number_class(value=start, layout=layout)
+        if base is tuple:  # a list of words (thresholds): comma-separated in one box
+            return widgets.Text(value=", ".join(value), placeholder="comma-separated", layout=layout)
         return widgets.Text(value="" if value is None else str(value), layout=layout)
 
     def _sync_enabled(self, _change: Any = None) -> None:
@@ -69,6 +71,8 @@ class KnobControl:
         if self.enabled is not None and not self.enabled.value:
             return None
         value = self.value_widget.value
+        if self.base is tuple:
+            return tuple(word.strip() for word in str(value).split(",") if word.strip())
         if self.base is int and isinstance(value, float) and value.is_integer():
             return int(value)
         return value
@@ -76,7 +80,9 @@ class KnobControl:
     def set(self, value: Any) -> None:
         if self.enabled is not None:
             self.enabled.value = value is not None
-        if value is not None:
+        if self.base is tuple:
+            self.value_widget.value = ", ".join(value)
+        elif value is not None:
             self.value_widget.value = value
 
 
@@ -93,8 +99,9 @@ class KnobForm:
             if field.name in excluded or (wanted is not None and field.name not in wanted):
                 continue
             base, nullable = field_type(config_class, field.name)
-            if base not in (bool, int, float, str) and spec.choices is None:
-                continue  # tuples and bytes have no sensible single widget; the panel sets them
+            if base not in (bool, int, float, str) and spec.choices is None \
+                    and not is_text_list(config_class, field.name):
+                continue  # headers (pairs) and bytes have no sensible single widget; the panel sets them
             self.controls[field.name] = KnobControl(field.name, spec, base, nullable,
                                                     getattr(current, field.name))
         self.widget = self._layout(tabs)

@@ -20,7 +20,7 @@ from lab.records.store import RecordStore
 FIGURES: tuple[tuple[str, str], ...] = (
     ("requests", "requests"),
     ("errors", "error_total"),
-    ("requests/s", "requests_per_s"),
+    ("requests/s", "rps"),
     ("mean ms", "latency.mean"),
     ("stdev ms", "latency.stdev"),
     ("p50 ms", "latency.p50"),
@@ -41,14 +41,15 @@ def differing_settings(records: Sequence[Record]) -> list[str]:
 
 
 def labels(records: Sequence[Record]) -> list[str]:
-    """A legend label per record: the settings that differ, else the names, else the ids."""
-    keys = differing_settings(records)
-    if keys:
-        texts = [", ".join(f"{short_key(key, keys)}={record.settings().get(key, '-')}" for key in keys)
-                 for record in records]
-        if len(set(texts)) == len(texts):
-            return texts
+    """A legend label per record: its name, followed by the settings that differ between the
+    records when there are any (``nagle: nodelay=False``); the id too when names repeat and
+    settings do not tell the records apart."""
     names = [record.name for record in records]
+    keys = differing_settings(records)
+    texts = [", ".join(f"{short_key(key, keys)}={record.settings().get(key, '-')}" for key in keys)
+             for record in records] if keys else []
+    if texts and (len(set(texts)) == len(texts) or len(set(names)) == len(names)):
+        return [f"{name}: {text}" for name, text in zip(names, texts, strict=True)]
     if len(set(names)) == len(names):
         return names
     return [f"{record.name} ({record.id})" for record in records]

@@ -66,7 +66,9 @@ class Environment:
             hostname=platform.node(),
             git_commit=commit,
             git_dirty=dirty,
-            started_at=(started_at or utc_now()).astimezone(dt.UTC).isoformat(),
+            # Always to the microsecond, the load generator's own format: a record's start
+            # then reads exactly as the run's --json printed it.
+            started_at=(started_at or utc_now()).astimezone(dt.UTC).isoformat(timespec="microseconds"),
         )
 
     @property

@@ -20,11 +20,16 @@ GENERATOR_EVENT_LOOP = "uvloop"  # the generator's workers always run on uvloop
 
 def record_from_result(result: LoadResult, *, server_config: Any = None, name: str = "run",
                        notes: str = "", tags: tuple[str, ...] = ()) -> Record:
-    """A record of the measured part of a run (warm-up requests are left out, as in the summary)."""
+    """A record of the measured part of a run (warm-up requests are left out, as in the summary).
+
+    The record keeps the run's measured window and outcome, so its summary -- and ``show
+    --json`` -- give exactly the figures the run printed.
+    """
     return Record.create(
         samples=result.measured_samples(), load_spec=result.spec_dict(),
         server_config=server_config, name=name, notes=notes, tags=tags,
-        event_loop=GENERATOR_EVENT_LOOP, started_at=dt.datetime.fromisoformat(result.started_at))
+        event_loop=GENERATOR_EVENT_LOOP, started_at=dt.datetime.fromisoformat(result.started_at),
+        outcome=result.outcome)
 
 
 def save_result(result: LoadResult, *, server_config: Any = None, name: str = "run",

@@ -176,6 +176,17 @@ def export(record: Record, format: str, path: Path | str | None = None, *,
     return writers[format]()
 
 
+# Of a record's name, this much goes into a default file name: file systems allow 255 bytes
+# per name, and a long description would make a name no one can type anyway.
+MAX_SLUG_CHARS = 60
+
+
 def default_export_path(record: Record, format: str, directory: Path | str = ".") -> Path:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", record.name).strip("-.") or "run"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", record.name)[:MAX_SLUG_CHARS].strip("-.") or "run"
     return Path(directory) / f"{record.id}-{slug}.{format}"
+
+
+def format_for_path(path: Path | str) -> str | None:
+    """The export format a file name's suffix names (``run.csv`` -> ``csv``), or None."""
+    suffix = Path(path).suffix.lstrip(".").lower()
+    return suffix if suffix in FORMATS else None

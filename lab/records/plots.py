@@ -242,11 +242,20 @@ def plot(records: Records, kind: str, **options: Any) -> Figure:
     return PLOT_KINDS[kind](records, **options)
 
 
+PICTURE_FORMATS = ("png", "svg", "pdf")
+
+
+def picture_format(path: Path | str) -> str | None:
+    """The picture format a file name's suffix names (.png, .svg, .pdf), or None."""
+    suffix = Path(path).suffix.lstrip(".").lower()
+    return suffix if suffix in PICTURE_FORMATS else None
+
+
 def save_figure(figure: Figure, path: Path | str, *, dpi: int = 120) -> Path:
     """Write a figure; the format follows the suffix (.png, .svg, .pdf)."""
     target = Path(path)
-    suffix = target.suffix.lstrip(".").lower()
-    if suffix not in figure.canvas.get_supported_filetypes():
+    suffix = picture_format(target)
+    if suffix is None:
         raise ConfigError("path", f"{target}: unknown picture format {suffix!r}; use .png, .svg or .pdf")
     write_with_atomically(target, lambda temporary: figure.savefig(temporary, dpi=dpi, format=suffix))
     return target

@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lab.engine.result import RunOutcome, run_document, summarize_measured
 from lab.errors import ConfigError, CorruptRecord
 from lab.measure.samples import SAMPLE_DTYPE
-from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, summarize_run, timeline
+from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, run_span_ns, timeline
 from lab.options import as_dict
 from lab.records.environment import Environment, utc_now
 
@@ -40,6 +41,19 @@ RECORD_FORMAT = "latency-lab-record"
 RECORD_VERSION = 1
 
 _ID_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
+# A name is shown in tables, legends and file names: long enough for a description, short
+# enough that a default export path stays a valid file name.
+MAX_NAME_CHARS = 200
+
+
+def check_name(name: str) -> str:
+    """The name a record gets (stripped), or a ConfigError naming ``name`` saying what is wrong."""
+    stripped = name.strip()
+    if not stripped:
+        raise ConfigError("name", "must not be empty")
+    if len(stripped) > MAX_NAME_CHARS:
+        raise ConfigError("name", f"{len(stripped)} characters is too long; at most {MAX_NAME_CHARS}")
+    return stripped
 
 
 def new_record_id(started_at: dt.datetime) -> str:
@@ -103,13 +117,17 @@ class Record:
     notes: str = ""
     tags: tuple[str, ...] = ()
     thresholds_ms: tuple[float, ...] = DEFAULT_THRESHOLDS_MS
+    # What happened to the run (its measured window, stops, problems); None for records made
+    # from samples alone, whose window is then the samples' own span.
+    outcome: RunOutcome | None = None
 
     @classmethod
     def create(cls, *, samples: np.ndarray, load_spec: Any, server_config: Any = None,
                name: str = "run", notes: str = "", tags: Sequence[str] = (),
                event_loop: str | None = None, started_at: dt.datetime | None = None,
                environment: Environment | None = None,
-               thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS) -> Record:
+               thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS,
+               outcome: RunOutcome | None = None) -> Record:
         """Make a record of a finished run, capturing the environment it ran in.
 
         ``event_loop`` names the loop the load generator used; ``started_at`` is when the
@@ -117,12 +135,9 @@ class Record:
         """
         if environment is None:
             environment = Environment.capture(event_loop=event_loop, started_at=started_at or utc_now())
-        name = name.strip()
-        if not name:
-            raise ConfigError("name", "must not be empty")
         return cls(
             id=new_record_id(environment.started),
-            name=name,
+            name=check_name(name),
             samples=frozen_samples(samples),
             load_spec=plain_settings(load_spec, what="load_spec"),
             server_config=None if server_config is None else plain_settings(
@@ -130,13 +145,25 @@ class Record:
             environment=environment,
             notes=notes,
             tags=tuple(str(tag) for tag in tags),
-            thresholds_ms=tuple(float(t) for t in thresholds_ms))
+            thresholds_ms=tuple(float(t) for t in thresholds_ms),
+            outcome=outcome)
 
     # --- derived figures --------------------------------------------------------------------
 
     @cached_property
     def summary(self) -> RunSummary:
-        return summarize_run(self.samples, thresholds_ms=self.thresholds_ms)
+        """The run's figures, computed as the load generator computed them for the run."""
+        window = None if self.outcome is None else self.outcome.window_ns
+        return summarize_measured(self.samples, self.load_spec, window, thresholds_ms=self.thresholds_ms)
+
+    def run_outcome(self) -> RunOutcome:
+        """What happened to the run; for a record made from samples alone, their span."""
+        return self.outcome or RunOutcome(window_ns=run_span_ns(self.samples))
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The object ``bench --json`` printed for this run (``show RUN --json``)."""
+        return run_document(self.summary, self.load_spec, started_at=self.environment.started_at,
+                            outcome=self.run_outcome())
 
     def timeline(self, interval_s: float | None = None) -> pd.DataFrame:
         """Per-interval rates and latency percentiles; see :func:`lab.measure.summary.timeline`."""
@@ -158,6 +185,8 @@ class Record:
             raise ConfigError(unknown[0], f"cannot be changed on a record; allowed: {sorted(allowed)}")
         if "tags" in changes:
             changes["tags"] = tuple(str(tag) for tag in changes["tags"])
+        if "name" in changes:
+            changes["name"] = check_name(changes["name"])
         return dataclasses.replace(self, **changes)
 
     # --- persistence helpers ----------------------------------------------------------------
@@ -170,6 +199,7 @@ class Record:
             "load_spec": self.load_spec, "server_config": self.server_config,
             "environment": self.environment.as_dict(),
             "thresholds_ms": list(self.thresholds_ms),
+            "run": None if self.outcome is None else self.outcome.as_dict(),
             "summary": self.summary.as_dict(),
         }
 
@@ -181,14 +211,17 @@ class Record:
             raise CorruptRecord(f"record version {metadata.get('version')!r} is not supported "
                              f"(this lab reads version {RECORD_VERSION})")
         server_config = metadata["server_config"]
+        run = metadata.get("run")
         return cls(
             id=str(metadata["id"]), name=str(metadata["name"]), notes=str(metadata.get("notes", "")),
-            tags=tuple(metadata.get("tags", ())),
+            tags=tuple(str(tag) for tag in _sequence(metadata.get("tags", ()), "tags")),
             samples=frozen_samples(samples),
-            load_spec=dict(metadata["load_spec"]),
-            server_config=None if server_config is None else dict(server_config),
-            environment=Environment.from_dict(metadata["environment"]),
-            thresholds_ms=tuple(float(t) for t in metadata.get("thresholds_ms", DEFAULT_THRESHOLDS_MS)))
+            load_spec=dict(_mapping(metadata["load_spec"], "load_spec")),
+            server_config=None if server_config is None else dict(_mapping(server_config, "server_config")),
+            environment=Environment.from_dict(_mapping(metadata["environment"], "environment")),
+            thresholds_ms=tuple(float(t) for t in _sequence(
+                metadata.get("thresholds_ms", DEFAULT_THRESHOLDS_MS), "thresholds_ms")),
+            outcome=None if run is None else RunOutcome.from_dict(_mapping(run, "run")))
 
     # --- identity ---------------------------------------------------------------------------
 
@@ -204,6 +237,19 @@ class Record:
     def __repr__(self) -> str:
         return (f"Record(id={self.id!r}, name={self.name!r}, requests={self.samples.size}, "
                 f"started={self.environment.started_at!r})")
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    """A stored part that must be a JSON object; anything else is a TypeError naming it."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be an object, not {type(value).__name__}")
+    return value
+
+
+def _sequence(value: Any, what: str) -> Sequence[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{what} must be a list, not {type(value).__name__}")
+    return value
 
 
 def flat_settings(load_spec: Mapping[str, Any], server_config: Mapping[str, Any] | None) -> dict[str, Any]:

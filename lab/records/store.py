@@ -8,8 +8,11 @@ Layout: one directory per record, named by its id::
 A save builds the whole directory under a hidden temporary name and then renames it into
 place in one step, so a crash or a kill mid-save leaves either no record or a complete one;
 the listing skips hidden names, so an interrupted save is never seen as a record. Anything
-else in the folder that is not a valid record is reported (a :class:`StoreWarning`) and
-skipped.
+else in the folder that is not a valid record is reported (a :class:`StoreWarning`, one line)
+and skipped: one damaged or foreign entry never stops the good records from listing, showing
+or exporting. Reading never blocks and never leaves the folder: only regular files are
+opened (a FIFO named ``samples.npy`` would otherwise block a read for ever), and symbolic
+links are not followed.
 
 The folder is ``data/`` in the project by default; ``LAB_DATA_DIR`` or :func:`set_data_dir`
 picks another.
@@ -17,16 +20,19 @@ picks another.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -53,6 +59,8 @@ DELETING_PREFIX = ".deleting-"
 LATEST = "latest"
 # An interrupted save older than this is left-over debris, not a save still in progress.
 STALE_SAVE_SECONDS = 3600
+# record.json is small (settings, environment, a summary); anything bigger is not ours.
+MAX_METADATA_BYTES = 16 * 1024 * 1024
 
 # Settings shown in the listing when present; settings that differ between runs are added.
 KEY_SETTINGS = (
@@ -197,6 +205,8 @@ class RecordStore:
                 infos.append(_read_info(entry))
             except CorruptRecord as error:
                 problems.append(Problem(entry, str(error)))
+            except Exception as error:  # one foreign entry, whatever it raises, must not hide the others
+                problems.append(Problem(entry, f"unreadable ({type(error).__name__}: {error})"))
         infos.sort(key=lambda info: (info.started_at, info.id))
         return infos, problems
 
@@ -278,14 +288,14 @@ def runs_table(infos: Sequence[RecordInfo]) -> pd.DataFrame:
             row[short_key(key, setting_keys)] = info.settings.get(key)
         row.update({
             "requests": summary.requests, "errors": summary.error_total,
-            "requests_per_s": summary.requests_per_s,
+            "rps": summary.rps,
             "mean_ms": summary.latency.mean, "p50_ms": summary.latency.p50,
             "p99_ms": summary.latency.p99, "p99_9_ms": summary.latency.p99_9,
             "max_ms": summary.latency.max})
         rows.append(row)
     columns = ["id", "name", "started", "tags",
                *(short_key(key, setting_keys) for key in setting_keys),
-               "requests", "errors", "requests_per_s", "mean_ms", "p50_ms", "p99_ms", "p99_9_ms", "max_ms"]
+               "requests", "errors", "rps", "mean_ms", "p50_ms", "p99_ms", "p99_9_ms", "max_ms"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -325,16 +335,59 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_metadata(directory: Path) -> dict[str, Any]:
-    if not directory.is_dir():
-        raise CorruptRecord("not a record (a file, not a record directory)")
-    path = directory / METADATA_FILE
+@contextlib.contextmanager
+def _open_regular(path: Path) -> Iterator[BinaryIO]:
+    """Open a file of a record for reading: a regular file only, never through a link.
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer (it does
+    nothing to a regular file); fstat then refuses anything that is not a regular file.
+    """
     try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise CorruptRecord(f"not a record (no {METADATA_FILE})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptRecord(f"{path.name} is missing") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise CorruptRecord(f"{path.name} is a symbolic link (not followed)") from None
+        raise CorruptRecord(f"{path.name} is unreadable: {error.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise CorruptRecord(f"{path.name} is not a regular file")
+        stream = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with stream:
+        yield stream
+
+
+def _require_directory(directory: Path) -> None:
+    """A record is a real directory: a file or a link (which could lead out of the folder) is not."""
+    try:
+        mode = directory.lstat().st_mode
+    except OSError as error:
+        raise CorruptRecord(f"unreadable: {error.strerror}") from None
+    if stat.S_ISLNK(mode):
+        raise CorruptRecord("a symbolic link (not followed)")
+    if not stat.S_ISDIR(mode):
+        raise CorruptRecord("not a record (a file, not a record directory)")
+
+
+def _read_metadata(directory: Path) -> dict[str, Any]:
+    _require_directory(directory)
+    path = directory / METADATA_FILE
+    if not os.path.lexists(path):
+        raise CorruptRecord(f"not a record (no {METADATA_FILE})")
+    with _open_regular(path) as stream:
+        data = stream.read(MAX_METADATA_BYTES + 1)
+    if len(data) > MAX_METADATA_BYTES:
+        raise CorruptRecord(f"{METADATA_FILE} is unreadable: larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        metadata = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CorruptRecord(f"{METADATA_FILE} is unreadable: {error}") from None
+    except RecursionError:
+        raise CorruptRecord(f"{METADATA_FILE} is unreadable: nested too deeply") from None
     if not isinstance(metadata, dict) or metadata.get("format") != RECORD_FORMAT:
         raise CorruptRecord(f"not a record ({METADATA_FILE} is not a {RECORD_FORMAT})")
     if metadata.get("version") != RECORD_VERSION:
@@ -345,60 +398,125 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
     return metadata
 
 
+# What a metadata file that parses as JSON but has the wrong shape raises when it is read.
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, RecursionError)
+
+
 def _read_info(directory: Path) -> RecordInfo:
     metadata = _read_metadata(directory)
+    rows = _samples_rows(directory / SAMPLES_FILE)
     try:
-        rows = _samples_rows(directory / SAMPLES_FILE)
         if rows != metadata["samples"]["rows"]:
             raise CorruptRecord(f"{SAMPLES_FILE} has {rows} rows, the metadata says "
                                 f"{metadata['samples']['rows']}")
         return RecordInfo(
-            id=metadata["id"], name=str(metadata["name"]),
-            started_at=str(metadata["environment"]["started_at"]),
-            tags=tuple(metadata.get("tags", ())), notes=str(metadata.get("notes", "")),
-            settings=flat_settings(metadata["load_spec"], metadata["server_config"]),
-            summary=RunSummary.from_dict(metadata["summary"]),
+            id=metadata["id"], name=_text(metadata["name"], "name"),
+            started_at=_text(metadata["environment"]["started_at"], "started_at"),
+            tags=tuple(_text(tag, "tags") for tag in _listed(metadata.get("tags", []), "tags")),
+            notes=_text(metadata.get("notes", ""), "notes"),
+            settings=flat_settings(_object(metadata["load_spec"], "load_spec"),
+                                   _object_or_none(metadata["server_config"], "server_config")),
+            summary=_cached_summary(directory, metadata),
             path=directory)
-    except (KeyError, TypeError, ValueError) as error:
+    except MALFORMED as error:
         if isinstance(error, CorruptRecord):
             raise
         raise CorruptRecord(f"{METADATA_FILE} is incomplete or malformed: {error!r}") from None
 
 
+def _cached_summary(directory: Path, metadata: Mapping[str, Any]) -> RunSummary:
+    """The summary saved with the record; recomputed from the samples when it was written by an
+    older lab (its figures had other definitions) or cannot be read."""
+    try:
+        return RunSummary.from_dict(_object(metadata["summary"], "summary"))
+    except MALFORMED:
+        return _read_record(directory).summary
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be text, not {type(value).__name__}")
+    return value
+
+
+def _listed(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"{what} must be a list, not {type(value).__name__}")
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} must be an object, not {type(value).__name__}")
+    return value
+
+
+def _object_or_none(value: Any, what: str) -> dict[str, Any] | None:
+    return None if value is None else _object(value, what)
+
+
+def _npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """Shape and dtype from a .npy header, without reading the data.
+
+    numpy reads the header with Python's own tokenizer and literal parser, so a garbled one
+    can raise nearly anything (ValueError, SyntaxError, tokenize.TokenError...): any failure
+    here means the file is not a readable .npy.
+    """
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    except Exception as error:  # see the docstring: anything means "not a readable .npy"
+        raise CorruptRecord(f"{SAMPLES_FILE} is unreadable: {type(error).__name__}: {error}") from None
+    return tuple(shape), dtype
+
+
 def _samples_rows(path: Path) -> int:
     """Rows in a .npy file, from its header alone (listing must not read every sample)."""
-    try:
-        mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header, maps the rest
-        shape, dtype = mapped.shape, mapped.dtype
-        del mapped
-    except FileNotFoundError:
-        raise CorruptRecord(f"{SAMPLES_FILE} is missing") from None
-    except (OSError, ValueError) as error:
-        raise CorruptRecord(f"{SAMPLES_FILE} is unreadable: {error}") from None
+    with _open_regular(path) as stream:
+        shape, dtype = _npy_header(stream)
     if dtype != SAMPLE_DTYPE or len(shape) != 1:
         raise CorruptRecord(f"{SAMPLES_FILE} is not in the lab's sample format")
     return int(shape[0])
 
 
+def _read_samples(path: Path, expected_sha256: str) -> np.ndarray:
+    """The samples, checked against their checksum, read through one regular-file descriptor."""
+    with _open_regular(path) as stream:
+        digest = hashlib.sha256()
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+        if digest.hexdigest() != expected_sha256:
+            raise CorruptRecord(f"{SAMPLES_FILE} does not match its checksum")
+        stream.seek(0)
+        shape, dtype = _npy_header(stream)
+        if dtype != SAMPLE_DTYPE or len(shape) != 1:
+            raise CorruptRecord(f"{SAMPLES_FILE} is not in the lab's sample format")
+        data = stream.read()
+    rows = len(data) // SAMPLE_DTYPE.itemsize
+    if rows < shape[0]:
+        raise CorruptRecord(f"{SAMPLES_FILE} is truncated: {rows} of {shape[0]} rows")
+    return np.frombuffer(data, dtype=SAMPLE_DTYPE, count=shape[0])
+
+
 def _read_record(directory: Path) -> Record:
     metadata = _read_metadata(directory)
-    path = directory / SAMPLES_FILE
     try:
         expected = metadata["samples"]["sha256"]
     except (KeyError, TypeError):
         raise CorruptRecord(f"{directory}: {METADATA_FILE} has no samples checksum") from None
     try:
-        if _sha256(path) != expected:
-            raise CorruptRecord(f"{directory}: {SAMPLES_FILE} does not match its checksum")
-        samples = np.load(path, allow_pickle=False)
+        samples = _read_samples(directory / SAMPLES_FILE, str(expected))
+    except CorruptRecord as error:
+        raise CorruptRecord(f"{directory}: {error}") from None
     except (OSError, ValueError) as error:
-        if isinstance(error, CorruptRecord):
-            raise
         raise CorruptRecord(f"{directory}: {SAMPLES_FILE} is unreadable: {error}") from None
     try:
         return Record.from_metadata(metadata, samples)
-    except (KeyError, TypeError, ValueError) as error:
-        raise CorruptRecord(f"{directory}: {error}") from None
+    except MALFORMED as error:
+        raise CorruptRecord(f"{directory}: {METADATA_FILE} is malformed: {error}") from None
 
 
 # --- module-level shortcuts on the default folder -------------------------------------------
