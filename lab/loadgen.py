@@ -49,7 +49,6 @@ What the figures mean
 from __future__ import annotations
 
 import asyncio
-import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,9 +59,10 @@ from typing import Any
 import numpy as np
 
 from lab.engine.calibration import DEFAULT_REQUESTS, Calibration, start_calibration
-from lab.engine.result import LoadResult
+from lab.engine.result import LoadResult, wall_clock
 from lab.engine.spec import LoadSpec
 from lab.engine.worker import SharedBoard, WorkerReport, process_context, start_workers
+from lab.errors import ConfigError
 from lab.measure.samples import SAMPLE_DTYPE, merge
 from lab.units import NS_PER_S
 
@@ -258,19 +258,10 @@ class LoadRun:
         end = max((r.end_ns for r in reports), default=start)
         samples = merge([self._parts[w] for w in sorted(self._parts)])
         return LoadResult.of_run(
-            self.spec, samples, start_ns_=start, end_ns=end, started_at=_wall_clock(start),
+            self.spec, samples, start_ns_=start, end_ns=end, started_at=wall_clock(start),
             abandoned=sum(r.abandoned for r in reports),
             stopped_early=any(r.stopped_by_owner for r in reports),
             calibration=self._calibration, problems=tuple(self._problems))
-
-
-def _wall_clock(monotonic_ns: int) -> str:
-    """The wall-clock time of a perf_counter_ns instant, ISO 8601 UTC."""
-    if monotonic_ns == 0:
-        return datetime.datetime.now(datetime.UTC).isoformat()
-    offset_ns = time.time_ns() - perf_counter_ns()
-    return datetime.datetime.fromtimestamp((monotonic_ns + offset_ns) / NS_PER_S,
-                                           datetime.UTC).isoformat(timespec="microseconds")
 
 
 def start_load(spec: LoadSpec, *, calibrate: bool = False) -> LoadRun:
@@ -280,8 +271,19 @@ def start_load(spec: LoadSpec, *, calibrate: bool = False) -> LoadRun:
 
 def run_load(spec: LoadSpec, *, calibrate: bool = False,
              on_progress: Callable[[LoadProgress], None] | None = None,
-             progress_interval: float = 1.0) -> LoadResult:
-    """Run a load to its end and return the result (blocks; Ctrl-C stops it early)."""
+             progress_interval: float = 1.0, cluster: Any = None) -> LoadResult:
+    """Run a load to its end and return the result (blocks; Ctrl-C stops it early).
+
+    ``cluster``: run the generator on a Dask cluster instead of local processes --
+    ``"local:N"``, ``"tcp://HOST:PORT"`` or a ``distributed.Client`` (see
+    :mod:`lab.engine.cluster`; ``distributed`` is imported only then).
+    """
+    if cluster is not None:
+        if calibrate:
+            raise ConfigError("--calibrate", "is not available with --cluster")
+        from lab.engine.cluster import run_on_cluster
+
+        return run_on_cluster(spec, cluster)
     run = LoadRun(spec, calibrate=calibrate)
     give_up = time.monotonic() + run.longest_seconds()
     try:

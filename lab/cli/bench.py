@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     extra.add_argument("--path", action="append", default=[], metavar="PATH",
                        help="request this path instead of the URL's; repeat to take several in turn")
     extra.add_argument("--json", action="store_true", help="print one JSON object")
+    extra.add_argument("--cluster", default=None, metavar="local:N|tcp://HOST:PORT",
+                       help="run the generator on a Dask cluster: local:N starts N single-threaded "
+                            "worker processes here; tcp://HOST:PORT uses a running scheduler")
     extra.add_argument("--calibrate", action="store_true",
                        help="first measure the generator's own added latency, and report it")
     keep = parser.add_argument_group("keeping the run")
@@ -116,6 +119,10 @@ class ProgressLine:
 
 def run(arguments: argparse.Namespace) -> int:
     spec = spec_from_arguments(arguments)
+    if arguments.cluster is not None:
+        from lab.engine.cluster import parse_cluster
+
+        parse_cluster(arguments.cluster)  # a bad value is a usage error before anything starts
     store = None
     if arguments.save:  # before the run: a bad name or folder must not cost a finished run
         name = check_name(arguments.name)
@@ -123,7 +130,7 @@ def run(arguments: argparse.Namespace) -> int:
     progress = ProgressLine() if sys.stderr.isatty() else None
     try:
         result = run_load(spec, calibrate=arguments.calibrate, on_progress=progress,
-                          progress_interval=PROGRESS_INTERVAL_SECONDS)
+                          progress_interval=PROGRESS_INTERVAL_SECONDS, cluster=arguments.cluster)
     finally:
         if progress is not None:
             progress.clear()

@@ -65,6 +65,11 @@ def format_run(summary: RunSummary, load_spec: Mapping[str, Any], outcome: RunOu
         lines.append(f"Generator's own latency (calibration, {c['requests']} requests): "
                      f"+{c['added_p50_us']:.1f}us p50, +{c['added_p99_us']:.1f}us p99 over a bare "
                      f"socket loop ({c['baseline_p50_us']:.1f}us / {c['baseline_p99_us']:.1f}us)")
+    if outcome.cluster is not None:
+        lines.append(f"Dask cluster {outcome.cluster['address']}:")
+        lines.extend(f"  {worker['worker']}: {worker['requests']:,} requests"
+                     + (" (lost during the run)" if worker["lost"] else "")
+                     for worker in outcome.cluster["per_worker"])
     lines.extend(f"Problem: {problem}" for problem in outcome.problems)
     return "\n".join(lines)
 

@@ -10,9 +10,12 @@ saved record alike, and :func:`run_document` the one ``--json`` object (``bench 
 
 from __future__ import annotations
 
+import datetime
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 from typing import Any
 
 import numpy as np
@@ -36,11 +39,13 @@ class RunOutcome:
     stopped_early: bool = False
     problems: tuple[str, ...] = ()  # worker or calibration failures, in words
     calibration: dict[str, Any] | None = None  # Calibration.as_dict()
+    # On a Dask cluster: the scheduler and each worker's share ({"address", "per_worker"}).
+    cluster: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"window_ns": list(self.window_ns), "abandoned": self.abandoned,
                 "stopped_early": self.stopped_early, "problems": list(self.problems),
-                "calibration": self.calibration}
+                "calibration": self.calibration, "cluster": self.cluster}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunOutcome:
@@ -55,7 +60,14 @@ class RunOutcome:
         return cls(window_ns=(begin, end), abandoned=int(values.get("abandoned", 0)),
                    stopped_early=bool(values.get("stopped_early", False)),
                    problems=tuple(str(problem) for problem in problems),
-                   calibration=None if calibration is None else dict(calibration))
+                   calibration=None if calibration is None else dict(calibration),
+                   cluster=_mapping_or_none(values.get("cluster"), "cluster"))
+
+
+def _mapping_or_none(value: Any, what: str) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a mapping")
+    return None if value is None else dict(value)
 
 
 def summarize_measured(samples: np.ndarray, load_spec: Mapping[str, Any],
@@ -96,12 +108,14 @@ class LoadResult:
     @classmethod
     def of_run(cls, spec: LoadSpec, samples: np.ndarray, *, start_ns_: int, end_ns: int,
                started_at: str, abandoned: int = 0, stopped_early: bool = False,
-               calibration: Calibration | None = None, problems: tuple[str, ...] = ()) -> LoadResult:
+               calibration: Calibration | None = None, problems: tuple[str, ...] = (),
+               cluster: dict[str, Any] | None = None) -> LoadResult:
         """The result of merged samples: warm-up cut, the one summary computed, thresholds checked."""
         warmup_end = start_ns_ + round(spec.warmup_seconds * NS_PER_S)
         outcome_ = RunOutcome(window_ns=(warmup_end, max(end_ns, warmup_end)), abandoned=abandoned,
                               stopped_early=stopped_early, problems=problems,
-                              calibration=None if calibration is None else calibration.as_dict())
+                              calibration=None if calibration is None else calibration.as_dict(),
+                              cluster=cluster)
         settings = as_dict(spec)
         summary = summarize_measured(_measured(samples, warmup_end), settings, outcome_.window_ns)
         return cls(spec=spec, samples=samples, start_ns=start_ns_, started_at=started_at,
@@ -234,6 +248,8 @@ def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_a
             "latency_uncorrected_ms": _figures(summary.uncorrected),
             "send_lag_ms": _figures(summary.send_lag)})
     document.update({"abandoned": outcome.abandoned, "stopped_early": outcome.stopped_early})
+    if outcome.cluster is not None:
+        document["cluster"] = outcome.cluster
     if checks:
         document["thresholds"] = [check.as_dict() for check in checks]
     document.update({"outcome": result.name.lower(), "exit_code": int(result), "reason": reason})
@@ -262,3 +278,12 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list):
         return [_json_safe(item) for item in value]
     return value
+
+
+def wall_clock(monotonic_ns: int) -> str:
+    """The wall-clock time of a perf_counter_ns instant, ISO 8601 UTC."""
+    if monotonic_ns == 0:
+        return datetime.datetime.now(datetime.UTC).isoformat()
+    offset_ns = time.time_ns() - perf_counter_ns()
+    return datetime.datetime.fromtimestamp((monotonic_ns + offset_ns) / NS_PER_S,
+                                           datetime.UTC).isoformat(timespec="microseconds")

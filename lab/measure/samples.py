@@ -28,6 +28,7 @@ class ErrorKind(enum.IntEnum):
     CLOSED_BY_SERVER = 6  # orderly close (FIN) before the answer was complete
     CONNECT_ERROR = 7  # any other failure to connect (e.g. unreachable)
     OTHER = 8
+    WORKER_LOST = 9  # a cluster worker died or was lost: its requests are gone with it
 
     @property
     def label(self) -> str:

@@ -1,0 +1,254 @@
+"""The load generator on a Dask cluster: one generator per Dask worker, samples merged exactly.
+
+``run_load(spec, cluster="local:2")`` (or ``bench URL --cluster local:2``) starts an embedded
+LocalCluster of single-threaded worker processes; ``cluster="tcp://HOST:PORT"`` uses an
+existing scheduler, so the same call runs on SSHCluster, Kubernetes or any Dask deployment;
+a ``distributed.Client`` may be passed as it is.
+
+Each Dask worker runs the same engine as the local worker processes, inside its task (Dask's
+worker processes are daemonic: a task may not start a process of its own). It owns a segment
+of the load -- its share of the connections, or of the open-loop rate -- connects, says so
+on a cluster-wide queue, and waits on a cluster-wide event: the common start. From there it
+keeps its own monotonic clock; no latency ever compares two machines' clocks. Its offset to
+the client's clock, measured by round trips before the run, only moves its samples onto the
+client's timeline.
+
+Every raw sample comes back (zlib-compressed), tagged with its worker, and the one run
+summary is computed from all of them -- never an average of percentiles. A worker that is
+lost mid-run costs its samples and is counted as a ``worker_lost`` error; the run still ends
+with a result.
+
+Nothing here is imported unless a cluster is asked for: ``distributed`` is optional.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lab.engine.core import make_engine
+from lab.engine.result import LoadResult, wall_clock
+from lab.engine.spec import LoadSpec
+from lab.engine.worker import plan_for
+from lab.errors import ConfigError, LoadError
+from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind, empty, merge
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+START_MARGIN_NS = 100_000_000  # from the event to the first send: time for every worker to wake
+READY_TIMEOUT_SECONDS = 60.0
+CLOCK_PROBES = 5
+SCHEDULER_TIMEOUT_SECONDS = 5.0
+GATHER_POLL_SECONDS = 0.1
+READY_POLL_SECONDS = 0.02
+TIME_COLUMNS = ("intended_ns", "sent_ns", "first_byte_ns", "done_ns")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One Dask worker's part of the run."""
+
+    index: int
+    address: str
+    clock_offset_ns: int  # client clock minus this worker's clock, measured by round trips
+
+
+def parse_cluster(text: str) -> str:
+    """Check a ``--cluster`` value: ``local:N`` or ``tcp://HOST:PORT``."""
+    if text.startswith("local:"):
+        count = text.removeprefix("local:")
+        if not count.isdigit() or not 1 <= int(count) <= 64:
+            raise ConfigError("--cluster", f"{text!r}: local:N takes N from 1 to 64")
+        return text
+    if text.startswith(("tcp://", "tls://")) and ":" in text.split("://", 1)[1]:
+        return text
+    raise ConfigError("--cluster", f"{text!r}: use local:N (an embedded cluster of N worker "
+                      "processes) or tcp://HOST:PORT (an existing Dask scheduler)")
+
+
+def connect(cluster: str | Client) -> tuple[Client, Any]:
+    """A client for ``cluster``, and the LocalCluster it started (None for an existing one)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("--cluster", "needs Dask's distributed package: "
+                          "pip install distributed") from None
+    if not isinstance(cluster, str):
+        return cluster, None
+    cluster = parse_cluster(cluster)
+    if cluster.startswith("local:"):
+        local = LocalCluster(n_workers=int(cluster.removeprefix("local:")), threads_per_worker=1,
+                             processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+        return Client(local), local
+    try:
+        return Client(cluster, timeout=SCHEDULER_TIMEOUT_SECONDS), None
+    except (OSError, TimeoutError) as error:
+        raise ConfigError("--cluster", f"cannot reach the Dask scheduler at {cluster}: {error}") from None
+
+
+def run_on_cluster(spec: LoadSpec, cluster: str | Client) -> LoadResult:
+    """Run ``spec`` split across the cluster's workers; the result merges every sample."""
+    client, local = connect(cluster)
+    try:
+        return _run(spec, client)
+    finally:
+        if local is not None:
+            client.close()
+            local.close()
+
+
+def _run(spec: LoadSpec, client: Client) -> LoadResult:
+    from distributed import Event, Queue
+
+    addresses = sorted(client.scheduler_info()["workers"])
+    if not addresses:
+        raise LoadError("the Dask cluster has no workers")
+    if len(addresses) > spec.connections:
+        raise ConfigError("connections", f"{len(addresses)} cluster workers need at least as many "
+                          f"connections (got {spec.connections})")
+    segments = [Segment(index, address, _clock_offset(client, address))
+                for index, address in enumerate(addresses)]
+    name = f"lab-load-{uuid.uuid4().hex}"
+    ready, start = Queue(f"{name}-ready", client=client), Event(f"{name}-start", client=client)
+    shared = spec.replace(workers=len(segments))
+    futures = [client.submit(run_segment, shared, segment.index, name, key=f"{name}-{segment.index}",
+                             workers=[segment.address], allow_other_workers=False, pure=False)
+               for segment in segments]
+    _await_ready(ready, len(segments), futures)
+    start_ns = perf_counter_ns() + START_MARGIN_NS
+    start.set()
+    outcomes = _gather(client, futures, segments, spec)
+    return _merge(shared, segments, outcomes, start_ns, str(client.scheduler_info()["address"]))
+
+
+def _clock_offset(client: Client, address: str) -> int:
+    """Client clock minus the worker's, from the round trip with the least delay."""
+    best_rtt, best_offset = None, 0
+    for _ in range(CLOCK_PROBES):
+        sent = perf_counter_ns()
+        remote = client.submit(perf_counter_ns, workers=[address], allow_other_workers=False,
+                               pure=False).result()
+        received = perf_counter_ns()
+        if best_rtt is None or received - sent < best_rtt:
+            best_rtt, best_offset = received - sent, (sent + received) // 2 - remote
+    return best_offset
+
+
+def _await_ready(ready: Any, count: int, futures: list[Any]) -> None:
+    """Wait until every worker has connected (or one has failed, which ends the wait).
+
+    The queue's size is polled: a get() that times out is logged as an error by the
+    scheduler, which would print tracebacks at users for a normal wait.
+    """
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while ready.qsize() < count:
+        if any(future.status in ("error", "cancelled", "lost") for future in futures):
+            return  # the gather reports it; the others go on without it
+        if time.monotonic() > deadline:
+            raise LoadError(f"{count - ready.qsize()} cluster workers did not connect within "
+                            f"{READY_TIMEOUT_SECONDS:g} s")
+        time.sleep(READY_POLL_SECONDS)
+
+
+def _gather(client: Client, futures: list[Any], segments: list[Segment],
+            spec: LoadSpec) -> list[dict[str, Any] | None]:
+    """Each worker's outcome, or None for a worker that failed or left the cluster.
+
+    Polled rather than awaited: a task pinned to a worker that died would wait for that
+    worker for ever, and the run must end with what the others measured.
+    """
+    deadline = time.monotonic() + spec.warmup_seconds + spec.duration_seconds + spec.timeout_seconds + 30
+    outcomes: list[dict[str, Any] | None] = [None] * len(futures)
+    pending = set(range(len(futures)))
+    while pending and time.monotonic() < deadline:
+        alive = set(client.scheduler_info()["workers"])
+        for index in sorted(pending):
+            future = futures[index]
+            if future.status == "finished":
+                outcomes[index] = future.result()
+            elif future.status in ("error", "cancelled", "lost") or segments[index].address not in alive:
+                future.cancel()
+            else:
+                continue
+            pending.discard(index)
+        if pending:
+            time.sleep(GATHER_POLL_SECONDS)
+    for index in pending:
+        futures[index].cancel()
+    return outcomes
+
+
+def run_segment(spec: LoadSpec, index: int, name: str) -> dict[str, Any]:
+    """Inside a Dask task: connect, report ready, wait for the common start, run, send back."""
+    import uvloop
+    from distributed import Event, Queue
+
+    engine = make_engine(plan_for(spec, index))
+
+    async def run() -> int:
+        await engine.connect()
+        Queue(f"{name}-ready").put(index)
+        loop = asyncio.get_running_loop()
+        # The wait blocks; run it off the loop so that open connections are still served.
+        await loop.run_in_executor(None, Event(f"{name}-start").wait)
+        start_ns = perf_counter_ns() + START_MARGIN_NS
+        await engine.run(start_ns)
+        return start_ns
+
+    start_ns = uvloop.run(run())
+    samples = engine.recorder.samples(index)
+    return {"start_ns": start_ns, "end_ns": engine.end_ns, "abandoned": engine.abandoned,
+            "rows": len(samples), "samples": zlib.compress(samples.tobytes(), 1)}
+
+
+def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any] | None],
+           start_ns: int, address: str) -> LoadResult:
+    parts, ends = [], [start_ns]
+    for segment, outcome in zip(segments, outcomes, strict=True):
+        if outcome is None:
+            parts.append(_lost_row(segment.index, start_ns))
+            continue
+        samples = np.frombuffer(zlib.decompress(outcome["samples"]), dtype=SAMPLE_DTYPE).copy()
+        _shift(samples, segment.clock_offset_ns)
+        parts.append(samples)
+        ends.append(outcome["end_ns"] + segment.clock_offset_ns)
+    lost = sum(outcome is None for outcome in outcomes)
+    result = LoadResult.of_run(
+        spec, merge(parts), start_ns_=start_ns, end_ns=max(ends),
+        started_at=wall_clock(start_ns),
+        problems=(f"{lost} cluster worker(s) lost during the run",) if lost else (),
+        abandoned=sum(outcome["abandoned"] for outcome in outcomes if outcome is not None))
+    # Each worker's share of the measured requests (a lost worker's is its worker_lost row),
+    # so the shares add up to `requests`.
+    counts = np.bincount(result.measured_samples()["worker"], minlength=len(segments))
+    per_worker = [{"worker": segment.address, "requests": int(counts[segment.index]),
+                   "lost": outcome is None, "clock_offset_ns": segment.clock_offset_ns}
+                  for segment, outcome in zip(segments, outcomes, strict=True)]
+    cluster = {"address": address, "per_worker": per_worker}
+    return dataclasses.replace(result, outcome=dataclasses.replace(result.outcome, cluster=cluster))
+
+
+def _shift(samples: np.ndarray, offset_ns: int) -> None:
+    """Move a worker's times onto the client's clock (MISSING stays MISSING)."""
+    for column in TIME_COLUMNS:
+        values = samples[column]
+        values[values != MISSING] += offset_ns
+
+
+def _lost_row(index: int, start_ns: int) -> np.ndarray:
+    """One sample that says a worker was lost: counted as a ``worker_lost`` error."""
+    row = empty(1)
+    row["sent_ns"] = row["done_ns"] = start_ns
+    row["error"] = ErrorKind.WORKER_LOST
+    row["worker"] = index
+    return row

@@ -1,0 +1,83 @@
+"""The load generator on a Dask cluster (an embedded LocalCluster), against the lab server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import lab
+from lab.engine.cluster import run_on_cluster
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    with lab.start_server(isolation="process") as server:
+        yield server.url
+
+
+def bench(*arguments: str, timeout: float = 120) -> tuple[int, dict[str, Any] | None, str]:
+    done = subprocess.run([sys.executable, "-m", "lab", "bench", *arguments], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    document = json.loads(done.stdout) if done.stdout.strip().startswith("{") else None
+    return done.returncode, document, done.stderr
+
+
+def test_each_worker_runs_a_share_and_the_shares_add_up(server_url: str) -> None:
+    code, document, _ = bench(server_url + "/fast", "--cluster", "local:2", "-c", "4", "-d", "1", "--json")
+    assert code == 0 and document is not None
+    workers = document["cluster"]["per_worker"]
+    assert len(workers) == 2
+    assert all(worker["requests"] > 0 and not worker["lost"] for worker in workers)
+    assert sum(worker["requests"] for worker in workers) == document["requests"]
+    assert document["errors"] == {}
+
+
+def test_the_open_loop_rate_is_split_between_workers_not_multiplied(server_url: str) -> None:
+    code, document, _ = bench(server_url + "/fast", "--cluster", "local:2", "--rate", "2000",
+                              "-c", "4", "-d", "3", "--json")
+    assert code == 0 and document is not None
+    assert 6000 * 0.95 <= document["requests"] <= 6000 * 1.05
+
+
+def test_a_killed_worker_gives_a_result_and_a_worker_lost_error(server_url: str) -> None:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        victim = sorted(client.scheduler_info()["workers"])[1]
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        killer = threading.Timer(1.5, os.kill, args=(pid, signal.SIGKILL))
+        killer.start()
+        started = time.monotonic()
+        result = run_on_cluster(lab.LoadSpec(url=server_url + "/fast", connections=4,
+                                             duration_seconds=3), client)
+        killer.join()
+    assert time.monotonic() - started < 30
+    assert result.errors.get("worker_lost") == 1
+    per_worker = result.outcome.cluster["per_worker"]  # type: ignore[index]
+    assert [worker["lost"] for worker in per_worker] == [False, True]
+    assert per_worker[0]["requests"] > 100  # what the surviving worker measured is kept
+
+
+def test_a_scheduler_that_cannot_be_reached_is_one_line_and_exit_2(server_url: str) -> None:
+    started = time.monotonic()
+    code, _, stderr = bench(server_url + "/fast", "--cluster", "tcp://127.0.0.1:9", "-d", "1")
+    assert code == 2
+    assert "Traceback" not in stderr and "--cluster" in stderr
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("value", ["local:0", "local:x", "mars://here", "tcp://nohost"])
+def test_a_bad_cluster_value_is_a_usage_error(server_url: str, value: str) -> None:
+    code, _, stderr = bench(server_url + "/fast", "--cluster", value, "-d", "1")
+    assert code == 2
+    assert "--cluster" in stderr and "Traceback" not in stderr
