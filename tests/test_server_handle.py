@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from rawhttp import GET_FAST, exchange, get
+from rawhttp import GET_FAST, Reader, connect, exchange, get
 
 from lab.http.config import ServerConfig
 from lab.options import ConfigError
@@ -68,9 +68,51 @@ def test_live_reconfigure_applies_to_new_connections(server):
 
 def test_reconfigure_that_needs_a_new_listener_keeps_the_port(server):
     port = server.port
-    server.reconfigure(send_buffer_bytes=64 * 1024)
+    server.reconfigure(backlog=64)
     assert server.port == port
-    assert json.loads(exchange(port, get("/sockopts")).body)["send_buffer_bytes"] == 128 * 1024
+    assert exchange(port, get("/fast")).body == b"OK"
+
+
+def sockopts_on(sock, reader) -> dict:
+    sock.sendall(get("/sockopts"))
+    return json.loads(reader.response().body)
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"nodelay": False}, {"nodelay": False}),
+    ({"quickack": True}, {"quickack": True}),
+    ({"linger_seconds": 0}, {"linger": {"enabled": True, "seconds": 0}}),
+    ({"send_buffer_bytes": 64 * 1024}, {"send_buffer_bytes": 128 * 1024}),
+    ({"read_buffer_bytes": 4096}, {"read_buffer_bytes": 4096}),
+])
+def test_socket_knobs_reach_a_connection_that_is_already_open(server, changes, expected):
+    with connect(server.port) as sock:
+        reader = Reader(sock)
+        before = sockopts_on(sock, reader)
+        server.reconfigure(**changes)
+        after = sockopts_on(sock, reader)
+    for name, value in expected.items():
+        assert after[name] == value, (name, before[name], after[name])
+        assert before[name] != value
+
+
+def test_switching_a_knob_back_undoes_it_on_the_open_connection(server):
+    with connect(server.port) as sock:
+        reader = Reader(sock)
+        server.reconfigure(nodelay=False, linger_seconds=0)
+        server.reconfigure(nodelay=True, linger_seconds=None)
+        now = sockopts_on(sock, reader)
+    assert now["nodelay"] is True and now["linger"]["enabled"] is False
+
+
+def test_http_knobs_take_effect_at_the_next_request_of_an_open_connection(server):
+    with connect(server.port) as sock:
+        reader = Reader(sock)
+        sock.sendall(get("/fast"))
+        assert reader.response().headers["keep-alive"] == "timeout=5"
+        server.reconfigure(keepalive_timeout_seconds=7)
+        sock.sendall(get("/fast"))
+        assert reader.response().headers["keep-alive"] == "timeout=7"
 
 
 def test_reconfigure_rejects_bad_values_and_keeps_running(server):

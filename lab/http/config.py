@@ -44,11 +44,11 @@ class ServerConfig:
     send_buffer_bytes: int | None = knob(
         None, minimum=1 * KIB, maximum=64 * MIB, unit="bytes",
         help="SO_SNDBUF (the kernel doubles it); None = OS default with autotuning",
-        flag="--send-buffer", metavar="BYTES", restart=True, group="buffers")
+        flag="--send-buffer", metavar="BYTES", group="buffers")
     recv_buffer_bytes: int | None = knob(
         None, minimum=1 * KIB, maximum=64 * MIB, unit="bytes",
         help="SO_RCVBUF (the kernel doubles it; setting it disables receive autotuning)",
-        flag="--recv-buffer", metavar="BYTES", restart=True, group="buffers")
+        flag="--recv-buffer", metavar="BYTES", group="buffers")
     read_buffer_bytes: int = knob(
         64 * KIB, minimum=256, maximum=16 * MIB, unit="bytes",
         help="bytes asked of each recv() (the article's http_buffer_size)",

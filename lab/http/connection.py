@@ -38,7 +38,7 @@ from lab.http.routing import RouteMatch
 from lab.units import NS_PER_US
 
 if TYPE_CHECKING:
-    from lab.http.core import ServerState
+    from lab.http.core import ServerState, Settings
 
 # How many parsed requests may wait behind a slow (async) one before we stop reading.
 MAX_QUEUED_REQUESTS = 64
@@ -126,8 +126,8 @@ class HttpConnection(asyncio.BufferedProtocol):
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
-        # A connection keeps the settings it was accepted with: a reconfigure applies to
-        # connections opened after it, so one experiment never mixes two configurations.
+        # A reconfigure reaches open connections too (apply_settings): a live tuning session
+        # sees a knob act at once, and the run's record marks when it changed.
         self.settings = state.settings
         self._has_middleware = state.router.has_middleware
         # A constant answer may skip the Request only when nothing would look at it.
@@ -177,17 +177,35 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._set_deadline(WAITING_HEADERS, settings.header_timeout_seconds)
 
     def _apply_socket_options(self) -> None:
+        """Set every socket-level knob, each way: on a live change "off" must undo "on"."""
         settings, sock = self.settings, self.sock
         if sock is None:  # a transport without a socket (the protocol tests feed bytes directly)
             return
         # uvloop and asyncio both turn TCP_NODELAY on for every accepted socket; set it
         # either way so that "off" really means Nagle's algorithm is on.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if settings.nodelay else 0)
-        if settings.linger_seconds is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                            struct.pack("ii", 1, settings.linger_seconds))
-        if settings.quickack:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        linger = settings.linger_seconds
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                        struct.pack("ii", linger is not None, linger or 0))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1 if settings.quickack else 0)
+        # Buffer sizes set while connected: the send side takes it at once; a receive window
+        # cannot scale past what the handshake agreed (the listener has the new size for new
+        # connections). None leaves the size as it is: autotuning cannot be switched back on.
+        if settings.send_buffer_bytes is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer_bytes)
+        if settings.recv_buffer_bytes is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, settings.recv_buffer_bytes)
+
+    def apply_settings(self, settings: Settings) -> None:
+        """A reconfigure while this connection is open: socket knobs now, HTTP knobs from the
+        next request on (a request being answered finishes as it began)."""
+        self.settings = settings
+        self._plain_answers = not self._has_middleware and not settings.processing_time_header
+        if settings.read_buffer_bytes != len(self._buffer):
+            # The loop asks get_buffer() before every read, so the next read uses the new size.
+            self._buffer = bytearray(settings.read_buffer_bytes)
+            self._view = memoryview(self._buffer)
+        self._apply_socket_options()
 
     def socket_options(self) -> dict[str, Any]:
         """The TCP options as the kernel reports them for this connection (not as asked)."""

@@ -75,6 +75,8 @@ class Settings:
     nodelay: bool
     linger_seconds: int | None
     quickack: bool
+    send_buffer_bytes: int | None
+    recv_buffer_bytes: int | None
     keepalive: bool
     keepalive_timeout_seconds: float
     keepalive_max_requests: int | None
@@ -186,13 +188,29 @@ class LabServer:
         return self.port
 
     def apply(self, config: ServerConfig) -> None:
-        """Take new settings that need no new listener; new connections get them."""
-        assert self.state is not None
+        """Take new settings that need no new listener: new connections get them, and every
+        open connection takes them too (socket knobs at once, HTTP knobs at its next request)."""
+        state = self.state
+        assert state is not None
         self.config = config
-        self.state.settings = Settings.from_config(config)
+        state.settings = settings = Settings.from_config(config)
+        self._apply_to_listener(config)
+        for connection in list(state.connections):
+            connection.apply_settings(settings)
         self._cancel_timers()
         self._schedule_sweep()
         self._schedule_stall()
+
+    def _apply_to_listener(self, config: ServerConfig) -> None:
+        """Buffer sizes for connections accepted from now on (they inherit the listener's)."""
+        if self._server is None:
+            return
+        # asyncio's and uvloop's servers both list their listening sockets (not in the ABC).
+        for listener in getattr(self._server, "sockets", ()):
+            if config.send_buffer_bytes is not None:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.send_buffer_bytes)
+            if config.recv_buffer_bytes is not None:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, config.recv_buffer_bytes)
 
     def _schedule_sweep(self) -> None:
         assert self.state is not None
