@@ -231,3 +231,43 @@ def test_split_frame_writes_with_nagle_stall_on_delayed_acks(make_server):
     assert _echo_round_trip_ms(stalled.port, 30) >= 30
     prompt = make_server(nodelay=True, split_writes=True)
     assert _echo_round_trip_ms(prompt.port, 30) < 5
+
+
+# --- the fast path for small frames: every case it does not take still goes to the library ---
+
+
+def test_small_text_that_is_not_utf8_is_closed_1007(server):
+    assert close_code_after(server.port, frame(OP_TEXT, b"\xff\xfe")) == 1007
+    assert_still_serving(server.port)
+
+
+def test_small_message_over_a_small_limit_is_closed_1009(make_server):
+    server = make_server(ws_max_message_bytes=10)
+    assert close_code_after(server.port, frame(OP_TEXT, b"x" * 11)) == 1009
+    assert_still_serving(server.port)
+
+
+def test_payload_that_looks_like_a_small_frame_stays_payload(server):
+    # The end of a large frame arrives in a read of its own, and those bytes happen to read
+    # as one whole small masked frame: only the large message may come back.
+    tail = bytes((0x82, 0x80 | 20)) + b"\x00\x00\x00\x00" + b"y" * 20
+    payload = b"z" * 974 + tail
+    whole = frame(OP_BINARY, payload, mask=b"\x00\x00\x00\x00")
+    with open_raw(server.port) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(whole[:-len(tail)])
+        time.sleep(0.1)  # a read of its own for the tail
+        sock.sendall(tail)
+        assert read_frame(sock) == (OP_BINARY, payload)
+        sock.sendall(frame(OP_TEXT, b"next"))
+        assert read_frame(sock) == (OP_TEXT, b"next")
+
+
+def test_a_small_frame_split_across_reads_is_read_whole(server):
+    data = frame(OP_TEXT, b"split in two")
+    with open_raw(server.port) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(data[:5])
+        time.sleep(0.1)
+        sock.sendall(data[5:])
+        assert read_frame(sock) == (OP_TEXT, b"split in two")
