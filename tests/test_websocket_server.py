@@ -271,3 +271,16 @@ def test_a_small_frame_split_across_reads_is_read_whole(server):
         time.sleep(0.1)
         sock.sendall(data[5:])
         assert read_frame(sock) == (OP_TEXT, b"split in two")
+
+
+def test_a_client_that_does_not_read_its_echoes_is_not_buffered_without_bound(server):
+    # 64 MB of messages, none of the echoes read: the server must stop reading once its
+    # write buffer is full, so the sender blocks long before all of it is accepted.
+    burst = frame(OP_BINARY, b"m" * 1000) * 1000
+    with open_raw(server.port) as sock:
+        sock.settimeout(2)
+        with pytest.raises(TimeoutError):
+            for _ in range(64):
+                sock.sendall(burst)
+        assert server.stats()["bytes_received"] < 32_000_000
+    assert_still_serving(server.port)

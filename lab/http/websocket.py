@@ -169,6 +169,16 @@ class WebSocketConnection(asyncio.BufferedProtocol):
                 return
         self.receive(bytes(self._view[:nbytes]))
 
+    # Flow control: a client that does not read its echoes would make us buffer them without
+    # bound; while the transport's write buffer is over its high-water mark, we stop reading.
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
     def eof_received(self) -> bool:
         self.protocol.receive_eof()
         self._flush()
