@@ -63,6 +63,7 @@ from lab.engine.calibration import DEFAULT_REQUESTS, Calibration, start_calibrat
 from lab.engine.result import LoadResult
 from lab.engine.spec import LoadSpec
 from lab.engine.worker import SharedBoard, WorkerReport, process_context, start_workers
+from lab.errors import ConfigError
 from lab.measure.samples import SAMPLE_DTYPE, merge
 from lab.units import NS_PER_S
 
@@ -95,6 +96,10 @@ class LoadRun:
 
     def __init__(self, spec: LoadSpec, *, calibrate: bool = False,
                  calibration_requests: int = DEFAULT_REQUESTS) -> None:
+        if calibrate and spec.target.websocket:
+            # The calibration times the HTTP lane against an HTTP responder: its figure
+            # would be shown beside WebSocket latencies it says nothing about.
+            raise ConfigError("calibrate", "measures the HTTP path only; not available for ws://")
         self.spec = spec
         context = process_context()
         self._board: SharedBoard = SharedBoard(context, spec.workers, extra_parties=int(calibrate))

@@ -132,3 +132,10 @@ def test_load_spec_refuses_what_a_ws_run_cannot_do(changes: dict[str, Any]) -> N
 def test_load_spec_refuses_wss() -> None:
     with pytest.raises(ConfigError, match="only http:// and ws://"):
         LoadSpec(url="wss://127.0.0.1:1/ws/echo")
+
+
+def test_calibration_is_refused_for_ws_rather_than_shown_beside_it() -> None:
+    done = subprocess.run([sys.executable, "-m", "lab", "bench", "ws://127.0.0.1:1/ws/echo",
+                           "--calibrate", "-d", "1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--calibrate: measures the HTTP path only" in done.stderr
