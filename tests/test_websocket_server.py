@@ -190,6 +190,18 @@ def test_idle_connection_is_closed_1001(make_server):
         assert (opcode, struct.unpack("!H", payload[:2])[0]) == (OP_CLOSE, 1001)
 
 
+def test_a_client_that_never_answers_the_close_is_cut_off(make_server):
+    server = make_server(ws_idle_timeout_seconds=0.2)
+    with open_raw(server.port) as sock:
+        sock.settimeout(10)
+        assert read_frame(sock)[0] == OP_CLOSE
+        began = time.monotonic()
+        with pytest.raises((ConnectionError, OSError)):
+            read_frame(sock)  # no close frame from us: the server gives up on its own
+        assert time.monotonic() - began < 5
+    assert_still_serving(server.port)
+
+
 def test_compression_is_negotiated_only_when_on(make_server):
     plain, deflating = make_server(), make_server(ws_compression=True)
     for server, expected in ((plain, None), (deflating, "permessage-deflate")):
