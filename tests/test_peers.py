@@ -49,10 +49,9 @@ def peer(request: pytest.FixtureRequest) -> Iterator[Peer]:
         yield started
 
 
-def test_websocket_peers_echo_text_and_binary(peer: Peer) -> None:
-    if peer.name not in WEBSOCKET_PEERS:
-        pytest.skip(f"{peer.name} has no WebSocket echo")
-    with ws_connect(peer.ws_echo_url, compression=None) as websocket:
+@pytest.mark.parametrize("name", WEBSOCKET_PEERS)
+def test_websocket_peers_echo_text_and_binary(name: str) -> None:
+    with start_or_skip(name) as peer, ws_connect(peer.ws_echo_url, compression=None) as websocket:
         websocket.send("sixteen bytes...")
         assert websocket.recv(timeout=5) == "sixteen bytes..."
         websocket.send(b"\x00\x01\x02")
