@@ -95,6 +95,10 @@ class LoadRun:
 
     def __init__(self, spec: LoadSpec, *, calibrate: bool = False,
                  calibration_requests: int = DEFAULT_REQUESTS) -> None:
+        if calibrate and spec.target.websocket:
+            # The calibration times the HTTP lane against an HTTP responder: its figure
+            # would be shown beside WebSocket latencies it says nothing about.
+            raise ConfigError("calibrate", "measures the HTTP path only; not available for ws://")
         self.spec = spec
         context = process_context()
         self._board: SharedBoard = SharedBoard(context, spec.workers, extra_parties=int(calibrate))

@@ -64,6 +64,10 @@ def field_type(config_class: type, name: str) -> tuple[type, bool]:
         nullable = len(members) < len(typing.get_args(annotation))
         base = members[0] if len(members) == 1 else object
         return typing.get_origin(base) or base, nullable
+    if origin is typing.Literal:
+        # A choice among literals (``Literal["uvloop", "asyncio"]``): the flag parses their type;
+        # the knob's choices say which values are allowed.
+        return type(typing.get_args(annotation)[0]), False
     return origin or annotation, False
 
 

@@ -47,3 +47,17 @@ def test_durations_and_sizes_take_suffixes_and_short_flags_work() -> None:
 def test_a_bad_threshold_in_a_spec_names_the_setting() -> None:
     with pytest.raises(ValueError, match="thresholds: 'p50 is fast'"):
         LoadSpec(url="http://127.0.0.1:9/", thresholds=("p50 is fast",))
+
+
+def test_a_choice_among_literals_is_a_flag_that_parses() -> None:
+    # `serve --loop asyncio` and `bench --message-type binary` once failed: argparse was given
+    # typing.Literal itself as the converter.
+    server_parser, load_parser = argparse.ArgumentParser(), argparse.ArgumentParser()
+    add_arguments(server_parser, ServerConfig)
+    add_arguments(load_parser, LoadSpec)
+    assert from_arguments(ServerConfig, server_parser.parse_args(["--loop", "asyncio"])).loop == "asyncio"
+    spec = from_arguments(LoadSpec, load_parser.parse_args(["--message-type", "binary"]),
+                          url="ws://127.0.0.1:1/ws/echo")
+    assert spec.message_type == "binary"
+    with pytest.raises(SystemExit):
+        load_parser.parse_args(["--message-type", "json"])

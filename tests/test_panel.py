@@ -133,3 +133,14 @@ def test_headline_and_progress_read_the_one_summary(panel):
     assert f"{summary.rps:,.0f} req/s" in panel.progress_text.value
     table = panel.runs_table()
     assert table.loc["requests/s", record.name] == summary.rps
+
+
+def test_a_websocket_path_runs_messages(panel):
+    panel.path.value = "/ws/echo"
+    panel.load_form.controls["message_bytes"].value_widget.value = 64
+    panel.load_form.controls["message_type"].value_widget.value = "binary"
+    record = asyncio.run(press_run(panel))
+    assert record is not None, panel.message.value
+    assert record.load_spec["url"].startswith("ws://") and record.load_spec["message_bytes"] == 64
+    assert len(record.samples) > 10 and set(record.samples["status"]) == {101}
+    assert set(record.samples["response_bytes"]) == {64 + 2}  # the echo's frame

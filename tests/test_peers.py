@@ -15,9 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from lab.peers.pinning import PinningError, server_and_load_cores
-from lab.peers.servers import LOOPBACK, PEER_NAMES, Peer, PeerError, PeerUnavailable, free_port, start_peer
+from lab.peers.servers import (
+    LOOPBACK,
+    PEER_NAMES,
+    WEBSOCKET_PEERS,
+    Peer,
+    PeerError,
+    PeerUnavailable,
+    free_port,
+    start_peer,
+)
 
 pytestmark = pytest.mark.peers
 
@@ -37,6 +47,15 @@ def start_or_skip(name: str, **options: Any) -> Peer:
 def peer(request: pytest.FixtureRequest) -> Iterator[Peer]:
     with start_or_skip(request.param, cores=SERVER_CORES) as started:
         yield started
+
+
+@pytest.mark.parametrize("name", WEBSOCKET_PEERS)
+def test_websocket_peers_echo_text_and_binary(name: str) -> None:
+    with start_or_skip(name) as peer, ws_connect(peer.ws_echo_url, compression=None) as websocket:
+        websocket.send("sixteen bytes...")
+        assert websocket.recv(timeout=5) == "sixteen bytes..."
+        websocket.send(b"\x00\x01\x02")
+        assert websocket.recv(timeout=5) == b"\x00\x01\x02"
 
 
 def test_answers_ok_on_its_paths(peer: Peer) -> None:

@@ -49,6 +49,16 @@ BAD_STATUS = int(ErrorKind.BAD_STATUS)
 
 
 @dataclass(frozen=True, kw_only=True)
+class WebSocketPlan:
+    """What a WebSocket run sends: one message, again and again, on upgraded connections."""
+
+    uri: str  # ws://host:port/path, for the handshake's Host and request target
+    payload: bytes
+    text: bool  # a text frame (else binary)
+    compression: bool  # offer permessage-deflate
+
+
+@dataclass(frozen=True, kw_only=True)
 class EnginePlan:
     """What one generator process does: its share of the load, and where to send it."""
 
@@ -64,6 +74,7 @@ class EnginePlan:
     max_requests: int | None
     timeout_ns: int
     keepalive: bool
+    websocket: WebSocketPlan | None = None  # set: each request is a message on a WebSocket
 
 
 class _Wire(asyncio.Protocol):
@@ -376,7 +387,7 @@ class Engine:
         self.requests = plan.requests
         self.request_count = len(plan.requests)
         self.budget = plan.max_requests if plan.max_requests is not None else sys.maxsize
-        self.lanes = [Lane(self) for _ in range(plan.connections)]
+        self.lanes = [self.lane_type(self) for _ in range(plan.connections)]
         self.picked = 0  # requests taken from the list of paths
         self.started = 0  # requests begun (each becomes exactly one row)
         self.stopping = False  # no new requests: deadline, request budget, or stop()
@@ -390,6 +401,14 @@ class Engine:
         self.continue_until_ns = 0
         self._finished: asyncio.Future[None] | None = None
         self._housekeeping: asyncio.TimerHandle | None = None
+
+    @property
+    def lane_type(self) -> type[Lane]:
+        if self.plan.websocket is None:
+            return Lane
+        # Imported here: the WebSocket lane is a Lane, defined in a module that imports this one.
+        from lab.engine.websocket import WebSocketLane
+        return WebSocketLane
 
     def pick_request(self) -> bytes:
         """The next path's request, in turn (only used with several paths)."""

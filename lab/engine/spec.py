@@ -23,7 +23,8 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 class LoadSpec:
     # --- what to call -----------------------------------------------------------------------
     url: str = knob(help="target, e.g. http://127.0.0.1:8080/fast; its path is used unless "
-                    "`paths` is given", group="target")
+                    "`paths` is given; ws://127.0.0.1:8080/ws/echo sends WebSocket messages, "
+                    "each round trip one request", group="target")
     method: str = knob("GET", help="HTTP method", flag="--method", group="target")
     paths: tuple[str, ...] = knob((), help="request paths, taken in turn; empty = the URL's path",
                                   group="target")
@@ -34,6 +35,17 @@ class LoadSpec:
     allow_remote: bool = knob(
         False, help="allow a target outside 127.0.0.0/8 and ::1 (you must own it)",
         flag="--allow-remote", group="target")
+
+    # --- WebSocket messages (ws:// targets) --------------------------------------------------
+    message_bytes: int = knob(16, minimum=0, maximum=MAX_BODY_BYTES, unit="bytes",
+                              help="ws://: size of each message sent", flag="--message-bytes",
+                              metavar="BYTES", group="websocket")
+    message_type: Literal["text", "binary"] = knob(
+        "text", choices=("text", "binary"), help="ws://: send text or binary frames",
+        flag="--message-type", group="websocket")
+    ws_compression: bool = knob(False, help="ws://: offer permessage-deflate; when the server "
+                                "takes it every message is compressed both ways",
+                                flag="--ws-compression", group="websocket")
 
     # --- load model -------------------------------------------------------------------------
     mode: Literal["closed", "open"] = knob(
@@ -99,6 +111,9 @@ class LoadSpec:
         for path in self.paths:
             if not path.startswith("/"):
                 raise ConfigError("paths", f"{path!r} must start with '/'")
+        if self.target.websocket and (self.paths or not self.keepalive or self.method != "GET"):
+            raise ConfigError("url", "a ws:// run sends messages on its URL's path over kept "
+                              "connections: no paths, keepalive off or method other than GET")
         parse_thresholds(self.thresholds)
         require_loopback(parse_target(self.url).host, allow_remote=self.allow_remote)
 
@@ -124,13 +139,14 @@ class Target:
     port: int
     path: str  # path plus query, at least "/"
     host_header: str
+    websocket: bool = False  # a ws:// URL: messages on an upgraded connection
 
 
 def parse_target(url: str) -> Target:
-    """Split an ``http://`` URL; anything else is a :class:`ConfigError` naming ``url``."""
+    """Split an ``http://`` or ``ws://`` URL; anything else is a :class:`ConfigError` naming ``url``."""
     parts = urlsplit(url)
-    if parts.scheme != "http":
-        raise ConfigError("url", f"{url!r}: only http:// targets are supported")
+    if parts.scheme not in ("http", "ws"):
+        raise ConfigError("url", f"{url!r}: only http:// and ws:// targets are supported")
     if not parts.hostname:
         raise ConfigError("url", f"{url!r} has no host")
     try:
@@ -140,7 +156,14 @@ def parse_target(url: str) -> Target:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return Target(host=parts.hostname, port=port, path=path, host_header=parts.netloc)
+    return Target(host=parts.hostname, port=port, path=path, host_header=parts.netloc,
+                  websocket=parts.scheme == "ws")
+
+
+def message_payload(spec: LoadSpec) -> bytes:
+    """The bytes of each WebSocket message: ASCII, so a text frame is valid UTF-8 too."""
+    pattern = b"0123456789abcdef"
+    return (pattern * (spec.message_bytes // len(pattern) + 1))[:spec.message_bytes]
 
 
 def build_request(spec: LoadSpec, path: str) -> bytes:

@@ -25,8 +25,14 @@ from typing import Any
 import numpy as np
 import uvloop
 
-from lab.engine.core import Engine, EnginePlan, make_engine
-from lab.engine.spec import LoadSpec, build_request, worker_connections, worker_max_requests
+from lab.engine.core import Engine, EnginePlan, WebSocketPlan, make_engine
+from lab.engine.spec import (
+    LoadSpec,
+    build_request,
+    message_payload,
+    worker_connections,
+    worker_max_requests,
+)
 from lab.errors import ConfigError
 from lab.resources import raise_open_file_limit
 from lab.units import NS_PER_S
@@ -109,9 +115,15 @@ def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
         rate = spec.rate / spec.workers
         offset_ns = round(worker * NS_PER_S / spec.rate)
     target = spec.target
+    websocket = None
+    if target.websocket:
+        websocket = WebSocketPlan(uri=spec.url, payload=message_payload(spec),
+                                  text=spec.message_type == "text", compression=spec.ws_compression)
     return EnginePlan(
         host=target.host, port=target.port,
-        requests=tuple(build_request(spec, path) for path in spec.request_paths),
+        # A WebSocket lane builds its frame per connection (the mask is the connection's).
+        requests=() if websocket else tuple(build_request(spec, path) for path in spec.request_paths),
+        websocket=websocket,
         method=spec.method, mode=spec.mode, connections=worker_connections(spec, worker),
         rate=rate, offset_ns=offset_ns,
         duration_ns=round((spec.warmup_seconds + spec.duration_seconds) * NS_PER_S),

@@ -65,8 +65,9 @@ class ServerConfig:
         None, minimum=1, maximum=1_000_000_000,
         help="close a connection after this many responses (None = no limit)",
         flag="--keepalive-max", metavar="N", group="http")
-    split_writes: bool = knob(False, help="send headers and body as two writes "
-                              "(with Nagle on, shows the delayed-ACK stall)",
+    split_writes: bool = knob(False, help="send headers and body as two writes, and each "
+                              "WebSocket frame's header and payload too (with Nagle on, shows "
+                              "the delayed-ACK stall)",
                               flag="--split-writes", group="http")
     processing_time_header: bool = knob(
         False, help="add X-Processing-Time (server-side microseconds) to responses",
@@ -98,6 +99,27 @@ class ServerConfig:
         None, minimum=1, maximum=1_000_000,
         help="open connections beyond this get 503 and are closed (None = no limit)",
         flag="--max-connections", metavar="N", group="limits")
+
+    # --- WebSocket (routes under /ws/) ---------------------------------------------------------
+    ws_buffer_size: int = knob(
+        64 * KIB, minimum=256, maximum=16 * MIB, unit="bytes",
+        help="bytes asked of each recv() on an upgraded connection, parsed into frames at once "
+             "(the article's ws_buffer_size)", flag="--ws-buffer-size", metavar="BYTES",
+        group="websocket")
+    ws_max_message_bytes: int = knob(
+        1 * MIB, minimum=1, maximum=1024 * MIB, unit="bytes",
+        help="largest WebSocket message (all its fragments); more is closed with 1009",
+        flag="--ws-max-message-bytes", metavar="BYTES", group="websocket")
+    ws_compression: bool = knob(
+        False, help="offer permessage-deflate (RFC 7692) to clients that ask: fewer bytes, more CPU",
+        flag="--ws-compression", group="websocket")
+    ws_compression_level: int = knob(
+        6, minimum=0, maximum=9, help="zlib level of permessage-deflate (1 fastest, 9 smallest)",
+        flag="--ws-compression-level", metavar="N", group="websocket")
+    ws_idle_timeout_seconds: float = knob(
+        60.0, minimum=0.01, maximum=3600, unit="s",
+        help="close a WebSocket connection (1001 going away) after this long without a message",
+        flag="--ws-idle-timeout", metavar="S", group="websocket")
 
     # --- stall injector (coordinated-omission experiments) ----------------------------------
     stall_every_seconds: float | None = knob(

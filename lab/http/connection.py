@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from lab.http.messages import NO_PARAMS, Prebuilt, Request, Response, StreamingResponse
-from lab.http.routing import RouteMatch
+from lab.http.routing import RouteMatch, WebSocketHandler
+from lab.http.websocket import WebSocketConnection, is_websocket_upgrade
 from lab.units import NS_PER_US
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         "_upgrade",
         "_url",
         "_view",
+        "_websocket",
         "_write_paused",
         "closing",
         "deadline",
@@ -157,6 +159,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._read_size = 0  # bytes of the read being parsed now
         self._head_bytes = 0  # bytes read while this request's head was incomplete
         self._head_slack = 0  # of those, the read it began in (part of it may be earlier bytes)
+        self._websocket: WebSocketConnection | None = None  # who took the transport after a 101
         self._reset_request()
 
     # --- connection lifecycle -----------------------------------------------------------
@@ -347,11 +350,17 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._read_size = nbytes
         try:
             self.parser.feed_data(self._view[:nbytes])
-        except httptools.HttpParserUpgrade:
-            # The request asked to switch protocols (Upgrade, or CONNECT). No route here
-            # does, so it was answered as plain HTTP with "Connection: close" (RFC 9110
-            # section 7.8); what follows it is not HTTP/1.1 and is not parsed.
+        except httptools.HttpParserUpgrade as upgrade:
+            # The request asked to switch protocols (Upgrade, or CONNECT). On a WebSocket
+            # route it was handed over already, and what follows it in this read is the
+            # client's first frames; anywhere else it was answered as plain HTTP with
+            # "Connection: close" (RFC 9110 section 7.8), and what follows is not parsed.
             self._parse_stopped = True
+            websocket = self._websocket
+            if websocket is not None and websocket.transport is not None:
+                early = bytes(self._view[upgrade.args[0]:nbytes])
+                if early:
+                    websocket.receive(early)
             return
         except httptools.HttpParserError as error:
             self._parse_stopped = True
@@ -548,6 +557,9 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._send(request, response, started_ns)
             return
         request.params = match.params
+        if match.route.websocket is not None and is_websocket_upgrade(request):
+            self._upgrade_websocket(request, match.route.websocket)
+            return
         if self._has_middleware:
             for middleware in state.router.request_middleware:
                 early = middleware(request)
@@ -567,6 +579,31 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._task = state.loop.create_task(self._stream(request, result, started_ns))
         else:
             self._send(request, result, started_ns)
+
+    def _upgrade_websocket(self, request: Request, handler: WebSocketHandler) -> None:
+        """Hand the transport to a WebSocket connection (it answers 101), or refuse the upgrade."""
+        try:
+            app = handler(request)
+        except Exception as error:
+            self._handler_failed(request, error)
+            return
+        if isinstance(app, Response):  # refused before the handshake (a bad path parameter)
+            self.closing = True
+            self._send(request, app, 0)
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        # From here on this object reads nothing: the upgraded connection counts itself.
+        self._parse_stopped = self.closing = True
+        self._clear_deadline()
+        self.state.connections.discard(self)
+        websocket = WebSocketConnection(self.state, self.settings, app)
+        if websocket.take_over(transport, request):
+            self._websocket = websocket
+        else:  # the library answered a bad handshake (400, 426) and half-closed
+            self.state.connections.add(self)
+            transport.close()
 
     def _handler_failed(self, request: Request, error: BaseException) -> None:
         self.state.stats.count_error("handler_error")

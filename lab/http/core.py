@@ -22,6 +22,7 @@ from lab.http.config import ServerConfig
 from lab.http.connection import HttpConnection
 from lab.http.messages import Request
 from lab.http.routing import Router
+from lab.http.websocket import WebSocketConnection
 from lab.resources import raise_open_file_limit
 
 log = logging.getLogger("lab.server")
@@ -88,6 +89,11 @@ class Settings:
     body_timeout_seconds: float
     send_timeout_seconds: float
     max_connections: int | None
+    ws_buffer_size: int
+    ws_max_message_bytes: int
+    ws_compression: bool
+    ws_compression_level: int
+    ws_idle_timeout_seconds: float
     keep_line: bytes
     keep_line_http10: bytes
     close_line: bytes
@@ -110,7 +116,8 @@ class ServerState:
         self.router = router
         self.settings = Settings.from_config(config)
         self.stats = ServerStats()
-        self.connections: set[HttpConnection] = set()
+        # Upgraded connections join too: the sweep and close() treat both kinds alike.
+        self.connections: set[HttpConnection | WebSocketConnection] = set()
         self.clock = loop.time()
         self.date_line = b""
         self._date_second = -1

@@ -11,6 +11,8 @@
 | ``GET /bytes/{n}`` | an ``n``-byte body (for buffer-size experiments) |
 | ``GET /stream/{chunks}`` | ``chunks`` chunks in chunked encoding, 10 ms apart |
 | ``GET /sockopts`` | the TCP options read back from this connection's socket, as JSON |
+| ``GET /ws/echo`` | WebSocket: each message back, as it came (text or binary) |
+| ``GET /ws/stream/{n}`` | WebSocket: ``n`` text messages pushed 10 ms apart, then a normal close |
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.parse import parse_qs
 
 from lab.http.messages import Prebuilt, Request, Response, StreamingResponse
 from lab.http.routing import Router
+from lab.http.websocket import WebSocketConnection
 from lab.units import KIB, MIB, NS_PER_US
 
 MAX_DEMO_BODY_BYTES = 256 * 1024 * 1024
@@ -138,6 +141,48 @@ def sockopts(request: Request) -> Response:
     return Response.json(request.connection.socket_options())
 
 
+class WebSocketEcho:
+    """Each message back, text as text and binary as binary."""
+
+    def on_open(self, session: WebSocketConnection) -> None:
+        pass
+
+    def on_message(self, session: WebSocketConnection, text: bool, payload: bytes) -> None:
+        session.send(text, payload)
+
+
+WEBSOCKET_ECHO = WebSocketEcho()  # it keeps no state: one serves every connection
+
+
+class WebSocketStream:
+    """``count`` messages pushed at ``STREAM_PAUSE_SECONDS``, then close 1000; input is ignored."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def on_open(self, session: WebSocketConnection) -> None:
+        session.start(self._push(session))
+
+    def on_message(self, session: WebSocketConnection, text: bool, payload: bytes) -> None:
+        pass
+
+    async def _push(self, session: WebSocketConnection) -> None:
+        for index in range(self.count):
+            if index:
+                await asyncio.sleep(STREAM_PAUSE_SECONDS)
+            session.send(True, f"message {index}".encode())
+        session.close()
+
+
+def websocket_echo(request: Request) -> WebSocketEcho:
+    return WEBSOCKET_ECHO
+
+
+def websocket_stream(request: Request) -> WebSocketStream | Response:
+    count = _bounded_int(request, "n", MAX_STREAM_CHUNKS)
+    return count if isinstance(count, Response) else WebSocketStream(count)
+
+
 def demo_router() -> Router:
     router = Router()
     router.add("GET", "/fast", FAST)  # a constant answer: parsed, checked, no handler call
@@ -149,4 +194,6 @@ def demo_router() -> Router:
     router.add("GET", "/bytes/{n}", sized_body)
     router.add("GET", "/stream/{chunks}", stream)
     router.add("GET", "/sockopts", sockopts)
+    router.add_websocket("/ws/echo", websocket_echo)
+    router.add_websocket("/ws/stream/{n}", websocket_stream)
     return router

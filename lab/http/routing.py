@@ -12,7 +12,22 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from lab.http.messages import NO_PARAMS, Handler, Prebuilt, Request, RequestMiddleware, ResponseMiddleware
+from lab.http.messages import (
+    NO_PARAMS,
+    Handler,
+    Prebuilt,
+    Request,
+    RequestMiddleware,
+    Response,
+    ResponseMiddleware,
+)
+from lab.http.websocket import WebSocketApp
+
+# A WebSocket route's handler: the behaviour of the connection, or an answer refusing it
+# (a bad path parameter) that goes out as plain HTTP instead of the 101.
+WebSocketHandler = Callable[[Request], "WebSocketApp | Response"]
+UPGRADE_REQUIRED = Response(b"this is a WebSocket endpoint: send a GET with Upgrade: websocket\n", 426,
+                            headers=[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +37,9 @@ class Route:
     # A constant answer (the route was given a Prebuilt): the connection may send it without
     # building a Request, since no handler code would look at one.
     answer: Prebuilt | None = None
-
+    # A WebSocket route: an upgrade request is handed to this; any other request gets the
+    # route's handler, which answers 426 Upgrade Required (RFC 9110 section 15.5.22).
+    websocket: WebSocketHandler | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +106,22 @@ class Router:
         if "{" not in pattern:
             self._static_matches[pattern] = {method: RouteMatch(found, NO_PARAMS)
                                              for method, found in table.items()}
+
+    def add_websocket(self, pattern: str, handler: WebSocketHandler) -> None:
+        """Route WebSocket upgrades on ``pattern`` to ``handler``; plain GETs get 426."""
+        self.add("GET", pattern, lambda request: UPGRADE_REQUIRED)
+        table = self._table(pattern)
+        route = Route(table["GET"].handler, False, websocket=handler)
+        table["GET"] = table["HEAD"] = route
+        if "{" not in pattern:
+            self._static_matches[pattern] = {method: RouteMatch(found, NO_PARAMS)
+                                             for method, found in table.items()}
+
+    def _table(self, pattern: str) -> dict[str, Route]:
+        if "{" not in pattern:
+            return self._static[pattern]
+        compiled = _compile(pattern).pattern
+        return next(t for p, t in self._dynamic if p.pattern == compiled)
 
     def route(self, pattern: str, methods: str | tuple[str, ...] = "GET") -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`add`."""

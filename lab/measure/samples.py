@@ -41,7 +41,7 @@ SAMPLE_DTYPE = np.dtype([
     ("connect_ns", np.int64),  # duration of the TCP connect this request waited for; MISSING if reused
     ("first_byte_ns", np.int64),  # when the first response byte arrived
     ("done_ns", np.int64),  # when the response was complete (or the error was seen)
-    ("status", np.int16),  # HTTP status; 0 when there was none
+    ("status", np.int16),  # HTTP status; 0 when there was none; 101 for a WebSocket message
     ("response_bytes", np.int64),  # bytes received for this response, headers included
     ("error", np.int8),  # an ErrorKind value
     ("worker", np.int16),  # which generator process sent it

@@ -40,7 +40,9 @@ from lab.server import ServerHandle, start_server
 # Server knobs the panel leaves alone: where it listens is fixed for the session.
 FIXED_SERVER_KNOBS = ("host", "port", "backlog")
 LOAD_KNOBS = ("mode", "connections", "rate", "duration_seconds", "warmup_seconds", "keepalive",
-              "timeout_seconds", "workers", "thresholds")
+              "timeout_seconds", "workers", "thresholds", "message_bytes", "message_type",
+              "ws_compression")
+WEBSOCKET_PREFIX = "/ws/"  # a path under it is loaded with WebSocket messages (ws://)
 DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}
 PROGRESS_INTERVAL_SECONDS = 0.2
 EXPORT_FORMATS = ("csv", "parquet", "json", "hgrm")
@@ -102,7 +104,7 @@ class LabPanel:
         self.figures: list[Figure] = []  # the figures of the last run, for a look or a test
         self.run_task: asyncio.Task[Record | None] | None = None
         self._run: LoadRun | None = None
-        self._load_template = LoadSpec(url=self.server.url + path, **{**DEFAULT_LOAD, **(load or {})})
+        self._load_template = LoadSpec(url=self._target(path), **{**DEFAULT_LOAD, **(load or {})})
         self._build_widgets(path)
 
     # --- layout ---------------------------------------------------------------------------
@@ -213,7 +215,12 @@ class LabPanel:
         path = self.path.value.strip() or "/"
         if not path.startswith("/"):
             raise ConfigError("path", f"{path!r} must start with '/'")
-        return self._load_template.replace(url=self.server.url + path, **values)
+        return self._load_template.replace(url=self._target(path), **values)
+
+    def _target(self, path: str) -> str:
+        """The server's URL for ``path``: ws:// for the WebSocket routes, http:// otherwise."""
+        url = self.server.url + path
+        return url.replace("http://", "ws://", 1) if path.startswith(WEBSOCKET_PREFIX) else url
 
     def start_run(self) -> asyncio.Task[Record | None] | None:
         """What Run does: apply the server knobs, start the load, follow it to the end.

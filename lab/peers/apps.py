@@ -39,3 +39,27 @@ async def ok_app(scope: Scope, receive: Receive, send: Send) -> None:
     else:
         await send(NOT_FOUND_START)
         await send(NOT_FOUND_BODY)
+
+
+async def ws_echo_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """``ok_app`` for HTTP (the readiness probe), and each WebSocket message sent back as it came.
+
+    Raw ASGI, no framework, like ``ok_app``: uvicorn's WebSocket back-end is what is measured.
+    """
+    if scope["type"] == "http":
+        await ok_app(scope, receive, send)
+        return
+    if scope["type"] != "websocket":
+        return
+    # ASGI: the connect event comes first, and nothing is accepted before it is read.
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return  # websocket.disconnect
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})

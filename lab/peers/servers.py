@@ -17,6 +17,11 @@ its own context manager; ``stop()`` ends the process and waits for it.
 | ``uvicorn`` | uvicorn ``--http httptools --loop uvloop`` with a raw ASGI app (lab/peers/apps.py) |
 | ``node`` | Node.js's ``http`` module (lab/peers/assets/node_http.js) |
 | ``express`` | Express, installed with npm into a cache folder on first use |
+| ``uvicorn-ws`` | uvicorn as above, ``--ws auto`` (websockets' Sans-I/O), echo on ``/ws/echo`` |
+| ``uvicorn-ws-legacy`` | the same with ``--ws websockets`` (the library's older asyncio implementation) |
+| ``node-ws`` | Node's ``ws`` package, echo on ``/ws/echo`` (assets/node_ws.js), installed like Express |
+
+The WebSocket peers (and ``lab``) answer ``/ws/echo`` with permessage-deflate off.
 
 A peer that cannot run here (binary missing, npm failing) raises :class:`PeerUnavailable`, so
 tests and notebooks can skip on it; one that starts and then dies or never answers raises
@@ -49,7 +54,8 @@ from lab.errors import ConfigError, PeerError, PeerUnavailable
 from lab.peers.pinning import Cores, pinned_command
 
 LOOPBACK = "127.0.0.1"
-PEER_NAMES = ("lab", "nginx", "uvicorn", "node", "express")
+PEER_NAMES = ("lab", "nginx", "uvicorn", "node", "express", "uvicorn-ws", "uvicorn-ws-legacy", "node-ws")
+WEBSOCKET_PEERS = ("lab", "uvicorn-ws", "uvicorn-ws-legacy", "node-ws")
 
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
@@ -66,6 +72,8 @@ KEEPALIVE_IDLE_S = 60
 
 EXPRESS_PACKAGE = "express@5"
 DEFAULT_EXPRESS_DIR = Path.home() / ".cache" / "latency-lab" / "express"
+WS_PACKAGE = "ws@8"
+DEFAULT_NODE_WS_DIR = Path.home() / ".cache" / "latency-lab" / "node-ws"
 NPM_TIMEOUT_S = 300.0
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -133,6 +141,11 @@ class Peer:
         return f"http://{LOOPBACK}:{self.port}"
 
     @property
+    def ws_echo_url(self) -> str:
+        """The WebSocket echo of the peers in ``WEBSOCKET_PEERS``."""
+        return f"ws://{LOOPBACK}:{self.port}/ws/echo"
+
+    @property
     def fast_url(self) -> str:
         return f"{self.url}/fast"
 
@@ -191,16 +204,23 @@ def _lab_launch(port: int, workdir: Path) -> Launch:
     return Launch(command, env=_python_env(), ready_line=LAB_READY_LINE)
 
 
-def _uvicorn_launch(port: int, workdir: Path) -> Launch:
+def _uvicorn_launch(port: int, workdir: Path, *, app: str = "lab.peers.apps:ok_app",
+                    extra: Sequence[str] = ()) -> Launch:
     for module in ("uvicorn", "httptools", "uvloop"):
         if importlib.util.find_spec(module) is None:
             raise PeerUnavailable(f"{module} is not installed in {sys.executable}: run bash scripts/setup.sh")
-    command = [sys.executable, "-m", "uvicorn", "lab.peers.apps:ok_app",
+    command = [sys.executable, "-m", "uvicorn", app,
                "--host", LOOPBACK, "--port", str(port),
                "--http", "httptools", "--loop", "uvloop",
                "--lifespan", "off", "--no-access-log", "--log-level", "warning",
-               "--timeout-keep-alive", str(KEEPALIVE_IDLE_S)]
+               "--timeout-keep-alive", str(KEEPALIVE_IDLE_S), *extra]
     return Launch(command, env=_python_env())
+
+
+def _uvicorn_ws_launch(port: int, workdir: Path, implementation: str) -> Launch:
+    # Compression off, as the lab's default: the comparison is of framing, not of zlib.
+    return _uvicorn_launch(port, workdir, app="lab.peers.apps:ws_echo_app",
+                           extra=["--ws", implementation, "--ws-per-message-deflate", "false"])
 
 
 def nginx_config(port: int, workdir: Path) -> str:
@@ -271,37 +291,47 @@ def ensure_express(directory: Path | None = None) -> Path:
 
     Raises PeerUnavailable (with npm's own words) when npm is missing or the install fails.
     """
-    directory = directory or DEFAULT_EXPRESS_DIR
+    return _ensure_npm_package(EXPRESS_PACKAGE, directory or DEFAULT_EXPRESS_DIR)
+
+
+def ensure_node_ws(directory: Path | None = None) -> Path:
+    """The node_modules folder holding the ``ws`` package, installed like Express."""
+    return _ensure_npm_package(WS_PACKAGE, directory or DEFAULT_NODE_WS_DIR)
+
+
+def _ensure_npm_package(package: str, directory: Path) -> Path:
+    name = package.rsplit("@", 1)[0]
     modules = directory / "node_modules"
-    if (modules / "express" / "package.json").exists():
+    if (modules / name / "package.json").exists():
         return modules
     npm = shutil.which("npm")
     if npm is None:
-        raise PeerUnavailable("npm not found on PATH: install Debian's npm package to run the express peer")
+        raise PeerUnavailable(f"npm not found on PATH: install Debian's npm package to run the {name} peer")
     directory.mkdir(parents=True, exist_ok=True)
     # Two test processes (or a notebook and a benchmark) may ask at once: install once.
     with open(directory / ".install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (modules / "express" / "package.json").exists():
-            _npm_install_express(npm, directory)
+        if not (modules / name / "package.json").exists():
+            _npm_install(npm, package, directory)
     return modules
 
 
-def _npm_install_express(npm: str, directory: Path) -> None:
+def _npm_install(npm: str, package: str, directory: Path) -> None:
     manifest = directory / "package.json"
     if not manifest.exists():
         # Without its own package.json npm walks up and installs into whatever project it finds.
-        manifest.write_text(json.dumps({"name": "latency-lab-express-peer", "private": True}) + "\n")
-    command = [npm, "install", EXPRESS_PACKAGE, "--no-audit", "--no-fund", "--loglevel=error"]
+        name = f"latency-lab-{directory.name}-peer"
+        manifest.write_text(json.dumps({"name": name, "private": True}) + "\n")
+    command = [npm, "install", package, "--no-audit", "--no-fund", "--loglevel=error"]
     try:
         completed = subprocess.run(command, cwd=directory, capture_output=True, text=True,
                                    timeout=NPM_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as error:
-        raise PeerUnavailable(f"npm install {EXPRESS_PACKAGE} took over {NPM_TIMEOUT_S:.0f} s "
+        raise PeerUnavailable(f"npm install {package} took over {NPM_TIMEOUT_S:.0f} s "
                               f"in {directory}") from error
     if completed.returncode != 0:
         said = (completed.stderr or completed.stdout)[-LOG_TAIL_CHARS:]
-        raise PeerUnavailable(f"npm install {EXPRESS_PACKAGE} failed in {directory} "
+        raise PeerUnavailable(f"npm install {package} failed in {directory} "
                               f"(exit {completed.returncode}):\n{said}")
 
 
@@ -309,6 +339,12 @@ def _express_launch(port: int, workdir: Path, express_dir: Path | None) -> Launc
     node = _node_binary()
     modules = ensure_express(express_dir)
     return Launch([node, str(ASSETS_DIR / "express_http.js"), str(port)], env={"NODE_PATH": str(modules)})
+
+
+def _node_ws_launch(port: int, workdir: Path) -> Launch:
+    node = _node_binary()
+    modules = ensure_node_ws()
+    return Launch([node, str(ASSETS_DIR / "node_ws.js"), str(port)], env={"NODE_PATH": str(modules)})
 
 
 # --- starting ------------------------------------------------------------------------------
@@ -320,6 +356,9 @@ def _recipe(name: str, express_dir: Path | None) -> Callable[[int, Path], Launch
         "uvicorn": _uvicorn_launch,
         "node": _node_launch,
         "express": lambda port, workdir: _express_launch(port, workdir, express_dir),
+        "uvicorn-ws": lambda port, workdir: _uvicorn_ws_launch(port, workdir, "auto"),
+        "uvicorn-ws-legacy": lambda port, workdir: _uvicorn_ws_launch(port, workdir, "websockets"),
+        "node-ws": _node_ws_launch,
     }
     if name not in recipes:
         raise ConfigError("peer", f"unknown name {name!r}; choose one of {', '.join(PEER_NAMES)}")

@@ -1,0 +1,127 @@
+"""The WebSocket connection without sockets: every message echoed once, however the bytes split.
+
+The server answers a read that is exactly one small frame itself and hands everything else
+to the library, so it must know where the library's frames end: a cut that leaves the tail
+of a large frame looking like a small frame must not be taken for one. Frames of random
+kinds and sizes, fragmented or not, are cut at random points and fed read by read: each
+message must come back once, in order, and each ping get its pong. (A pong may overtake the
+echo of an earlier message in the same read: the library answers a ping as it parses it, and
+RFC 6455 section 5.4 lets control frames go between others.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_http_connection_properties import RecordingTransport
+from test_websocket_server import HANDSHAKE, OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, frame
+from websockets.frames import Frame, Opcode
+
+from lab.http.config import ServerConfig
+from lab.http.connection import HttpConnection
+from lab.http.core import ServerState
+from lab.http.demo_routes import demo_router
+
+
+class UpgradableTransport(RecordingTransport):
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def can_write_eof(self) -> bool:
+        return True
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def feed(protocol: Any, data: bytes) -> None:
+    while data:
+        buffer = protocol.get_buffer(len(data))
+        size = min(len(buffer), len(data))
+        buffer[:size] = data[:size]
+        protocol.buffer_updated(size)
+        data = data[size:]
+
+
+def echoes(loop: asyncio.AbstractEventLoop, reads: list[bytes]) -> bytes:
+    """What the server writes after its 101 for these reads of one upgraded connection."""
+    state = ServerState(ServerConfig(), demo_router(), loop)
+    connection = HttpConnection(state)
+    transport = UpgradableTransport()
+    connection.connection_made(transport)
+    feed(connection, HANDSHAKE % b"/ws/echo")
+    head_end = transport.written.index(b"\r\n\r\n") + 4
+    assert transport.written.startswith(b"HTTP/1.1 101 ")
+    for data in reads:
+        feed(transport.protocol, data)
+    return bytes(transport.written[head_end:])
+
+
+# A message: (text, payload, fragmented); sizes around the fast path's limit and the 16-bit length.
+messages = st.lists(st.tuples(st.booleans(),
+                              st.binary(min_size=0, max_size=300).map(lambda b: b.hex()[:len(b)].encode()),
+                              st.booleans()),
+                    min_size=1, max_size=6)
+
+
+def split_answer(answer: bytes) -> tuple[list[bytes], list[bytes]]:
+    """The server's frames as they came: (data frames, pongs), each list in order."""
+    data, pongs = [], []
+    position = 0
+    while position < len(answer):
+        length, header = answer[position + 1] & 0x7F, 2
+        if length == 126:
+            length, header = int.from_bytes(answer[position + 2:position + 4], "big"), 4
+        end = position + header + length
+        (pongs if answer[position] & 0x0F == OP_PONG else data).append(answer[position:end])
+        position = end
+    return data, pongs
+
+
+Expected = tuple[list[bytes], list[bytes]]  # (echoes, pongs)
+
+
+def client_bytes(message_list: list[tuple[bool, bytes, bool]]) -> tuple[bytes, Expected]:
+    """The client's frames, and the server's expected answer: (echoes, pongs)."""
+    sent = b""
+    echoes_expected: list[bytes] = []
+    pongs: list[bytes] = []
+    for index, (text, payload, fragmented) in enumerate(message_list):
+        opcode = OP_TEXT if text else OP_BINARY
+        if fragmented and len(payload) > 1:
+            half = len(payload) // 2
+            sent += (frame(opcode, payload[:half], fin=False) + frame(OP_PING, b"%d" % index)
+                     + frame(OP_CONT, payload[half:]))
+            pongs.append(Frame(Opcode.PONG, b"%d" % index).serialize(mask=False, extensions=[]))
+        else:
+            sent += frame(opcode, payload)
+        echoes_expected.append(Frame(Opcode.TEXT if text else Opcode.BINARY, payload).serialize(
+            mask=False, extensions=[]))
+    return sent, (echoes_expected, pongs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(message_list=messages, cuts=st.lists(st.integers(min_value=1, max_value=2000), max_size=8))
+def test_every_message_is_echoed_once_however_the_reads_are_cut(loop, message_list, cuts):
+    sent, expected = client_bytes(message_list)
+    points = sorted({cut % len(sent) for cut in cuts} - {0})
+    reads = [sent[start:end] for start, end in zip([0, *points], [*points, len(sent)], strict=True)]
+    assert split_answer(echoes(loop, [sent])) == expected
+    assert split_answer(echoes(loop, reads)) == expected
+
+
+def test_a_large_frames_tail_that_looks_like_a_small_frame_is_payload(loop):
+    tail = bytes((0x82, 0x80 | 20)) + b"\x00\x00\x00\x00" + b"y" * 20
+    payload = b"z" * 974 + tail
+    whole = frame(OP_BINARY, payload, mask=b"\x00\x00\x00\x00")
+    expected = Frame(Opcode.BINARY, payload).serialize(mask=False, extensions=[])
+    assert echoes(loop, [whole[:-len(tail)], tail]) == expected
