@@ -35,6 +35,7 @@ import httptools
 
 from lab.http.messages import NO_PARAMS, Prebuilt, Request, Response, StreamingResponse
 from lab.http.routing import RouteMatch, WebSocketHandler
+from lab.http.sockets import apply_socket_options
 from lab.http.websocket import WebSocketConnection, is_websocket_upgrade
 from lab.units import NS_PER_US
 
@@ -180,24 +181,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._set_deadline(WAITING_HEADERS, settings.header_timeout_seconds)
 
     def _apply_socket_options(self) -> None:
-        """Set every socket-level knob, each way: on a live change "off" must undo "on"."""
-        settings, sock = self.settings, self.sock
-        if sock is None:  # a transport without a socket (the protocol tests feed bytes directly)
-            return
-        # uvloop and asyncio both turn TCP_NODELAY on for every accepted socket; set it
-        # either way so that "off" really means Nagle's algorithm is on.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if settings.nodelay else 0)
-        linger = settings.linger_seconds
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                        struct.pack("ii", linger is not None, linger or 0))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1 if settings.quickack else 0)
-        # Buffer sizes set while connected: the send side takes it at once; a receive window
-        # cannot scale past what the handshake agreed (the listener has the new size for new
-        # connections). None leaves the size as it is: autotuning cannot be switched back on.
-        if settings.send_buffer_bytes is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer_bytes)
-        if settings.recv_buffer_bytes is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, settings.recv_buffer_bytes)
+        if self.sock is not None:  # none when the protocol tests feed bytes directly
+            apply_socket_options(self.sock, self.settings)
 
     def apply_settings(self, settings: Settings) -> None:
         """A reconfigure while this connection is open: socket knobs now, HTTP knobs from the

@@ -28,6 +28,7 @@ from websockets.server import ServerProtocol
 from websockets.speedups import apply_mask
 
 from lab.http.messages import Request
+from lab.http.sockets import apply_socket_options
 
 if TYPE_CHECKING:
     from lab.http.core import ServerState, Settings
@@ -142,6 +143,14 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._idle()
         self.app.on_open(self)
         return True
+
+    def apply_settings(self, settings: Settings) -> None:
+        """A reconfigure while this connection is open: the socket knobs and split_writes now;
+        the WebSocket knobs (buffer, limits, compression) were agreed at the handshake."""
+        self.settings = settings
+        sock = None if self.transport is None else self.transport.get_extra_info("socket")
+        if sock is not None:
+            apply_socket_options(sock, settings)
 
     # --- asyncio callbacks --------------------------------------------------------------
 
