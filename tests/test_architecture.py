@@ -35,8 +35,11 @@ ALLOWED: dict[str, set[str]] = {
     "lab.peers": FOUNDATION,
     "lab.notebook": FOUNDATION | {"lab.measure", "lab.http", "lab.server", "lab.engine",
                                   "lab.loadgen", "lab.records", "lab.peers"},
+    # experiments drive a server and the generator together, and keep their runs as records
+    "lab.experiments": FOUNDATION | {"lab.measure", "lab.http", "lab.server", "lab.engine",
+                                     "lab.loadgen", "lab.records", "lab.peers"},
     "lab.cli": FOUNDATION | {"lab.measure", "lab.http", "lab.server", "lab.engine",
-                             "lab.loadgen", "lab.records", "lab.peers"},
+                             "lab.loadgen", "lab.records", "lab.peers", "lab.experiments"},
     "lab.__main__": {"lab.cli"},
 }
 PRESENTATION = {"lab.records.compare", "lab.records.plots"}

@@ -1,0 +1,121 @@
+"""``python -m lab sweep PATH --knob NAME=V1,V2``: does a server knob change latency, really?
+
+Each setting runs once per round, in a shuffled order, against the lab server in its own
+process; each metric's ratio against the baseline (the first value of every knob) gets a 95 %
+bootstrap interval and a rank test, and a verdict: ``slower``, ``faster`` or ``no detectable
+effect``. Everything is checked before the first run; progress goes to stderr, and ``--json``
+prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from lab.cli.bench import writable_store
+from lab.cli.text import printable
+from lab.engine.spec import LoadSpec
+from lab.experiments.effects import DEFAULT_NOISE_BAND, MINIMUM_ROUNDS
+from lab.experiments.sweeps import DEFAULT_METRICS, DEFAULT_WARMUP_SECONDS, SweepResult, label, sweep
+from lab.options import parse_value
+
+EPILOG = f"""\
+exit codes:
+  0  the sweep ran; each effect is printed with its verdict
+  1  a run failed (no successful answer, the server did not start)
+  2  a usage error (unknown knob, value out of range, fewer than {MINIMUM_ROUNDS} rounds); nothing ran
+
+A verdict needs the interval outside the noise band and the rank test below p 0.05; with fewer
+than 4 rounds the rank test cannot get there, so 9 or more rounds are the useful minimum.
+Values are written as on the `serve` flags: on/off, 64KiB, 500ms, none.
+"""
+
+
+def _load_flag(name: str) -> Callable[[str], Any]:
+    """A LoadSpec value parsed as `bench` parses it (``500ms``, ``2s``)."""
+    def parse(text: str) -> Any:
+        return parse_value(LoadSpec, name, text)
+    parse.__name__ = "value"
+    return parse
+
+
+def _share(text: str) -> float:
+    """``5%`` or ``0.05``."""
+    stripped = text.strip()
+    return float(stripped.removesuffix("%")) / 100 if stripped.endswith("%") else float(stripped)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "sweep", help="is a knob's effect real? interleaved rounds, a ratio with an interval",
+        description=__doc__.splitlines()[0], epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", metavar="PATH", help="the request path, e.g. /fast or /work/1000")
+    parser.add_argument("--knob", dest="knob", action="append", default=[], metavar="NAME=V1,V2",
+                        help="a server knob and the values to sweep (repeatable: all combinations)")
+    parser.add_argument("--set", dest="set", action="append", default=[], metavar="NAME=V",
+                        help="a server knob held at one value for every run (repeatable)")
+    parser.add_argument("--rounds", type=int, default=9, metavar="N",
+                        help=f"rounds; each runs every setting once [at least {MINIMUM_ROUNDS}; default: 9]")
+    parser.add_argument("--duration", "-d", dest="duration_seconds", type=_load_flag("duration_seconds"),
+                        default=1.0, metavar="S", help="measured time of each run [default: 1s]")
+    parser.add_argument("--warmup", dest="warmup_seconds", type=_load_flag("warmup_seconds"),
+                        default=DEFAULT_WARMUP_SECONDS, metavar="S",
+                        help=f"unmeasured start of each run [default: {DEFAULT_WARMUP_SECONDS:g}s]")
+    parser.add_argument("--connections", "-c", dest="connections", type=int, default=10, metavar="N",
+                        help="connections of each run [default: 10]")
+    parser.add_argument("--rate", "-R", dest="rate", type=_load_flag("rate"), default=None, metavar="R",
+                        help="open loop at this many requests/s [default: closed loop]")
+    parser.add_argument("--metric", dest="metric", action="append", default=None,
+                        metavar="NAME", help="latency figure to compare, e.g. p50, p99, mean "
+                        f"(repeatable) [default: {', '.join(DEFAULT_METRICS)}]")
+    parser.add_argument("--noise-band", dest="noise_band", type=_share, default=DEFAULT_NOISE_BAND,
+                        metavar="SHARE", help="ratios within 1 ± this are noise [default: 5%%]")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the round order [default: random]")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--no-save", dest="save", action="store_false",
+                        help="do not keep the runs as records")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="where the runs' records go (default: $LAB_DATA_DIR or data/)")
+    parser.set_defaults(run=run)
+
+
+def _assignments(option: str, texts: list[str]) -> dict[str, list[str]]:
+    from lab.experiments.sweeps import parse_assignment
+
+    return dict(parse_assignment(option, text) for text in texts)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    fixed = {name: values[0] for name, values in _assignments("set", arguments.set).items()}
+    store = writable_store(arguments.data_dir) if arguments.save else None
+    result = sweep(arguments.path, knobs=_assignments("knob", arguments.knob), fixed=fixed,
+                   rounds=arguments.rounds, duration_seconds=arguments.duration_seconds,
+                   warmup_seconds=arguments.warmup_seconds, connections=arguments.connections,
+                   rate=arguments.rate, seed=arguments.seed,
+                   metrics=tuple(arguments.metric or DEFAULT_METRICS),
+                   noise_band=arguments.noise_band, store=store,
+                   on_progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    if arguments.json:
+        print(json.dumps(result.to_json_dict(), indent=2, default=str))
+    else:
+        print(describe(result))
+    return 0
+
+
+def describe(result: SweepResult) -> str:
+    plan = result.plan
+    lines = [f"sweep {result.sweep_id}: {plan.rounds} rounds of {len(plan.settings)} settings, "
+             f"{plan.duration_seconds:g} s each, seed {plan.seed}",
+             f"baseline: {label(plan.settings[0])}"]
+    for effect in result.effects:
+        lines.append(printable(
+            f"  {label(effect.setting)}  {effect.metric}: ×{effect.ratio:.3g} "
+            f"[{effect.ci_low:.3g}, {effect.ci_high:.3g}] p={effect.p_value:.2g}  {effect.verdict}"
+            + ("  (within the noise band)" if effect.within_noise_band else "")))
+    if result.saved:
+        lines.append(f"each run is a record tagged {result.sweep_id} (python -m lab runs)")
+    return "\n".join(lines)
