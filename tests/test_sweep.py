@@ -1,0 +1,152 @@
+"""``sweep``: the interval's statistics on synthetic rounds, bad input refused before anything
+runs, and real sweeps against the lab server in its own process (Nagle, backlog)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lab.experiments.effects import FASTER, NO_EFFECT, SLOWER, measure_effect, ratio_interval
+from lab.records.store import RecordStore
+
+# --- statistics on synthetic rounds: the true ratio is known --------------------------------
+
+
+def test_the_95_percent_interval_covers_the_true_ratio_about_95_times_in_100() -> None:
+    """200 simulated sweeps of 9 rounds each; round figures are log-normal with the same
+    spread on both sides, so the ratio of the expected values is exactly TRUE_RATIO."""
+    true_ratio, rounds, experiments = 1.25, 9, 200
+    rng = np.random.default_rng(13)
+    covered = 0
+    for experiment in range(experiments):
+        shared = rng.normal(0, 0.1, rounds)  # the machine's mood of a round hits both settings
+        baseline = np.exp(shared + rng.normal(0, 0.15, rounds))
+        treated = true_ratio * np.exp(shared + rng.normal(0, 0.15, rounds))
+        _, low, high = ratio_interval(baseline, treated, seed=experiment, resamples=1000)
+        covered += low <= true_ratio <= high
+    coverage = covered / experiments
+    assert 0.88 <= coverage <= 0.99, coverage
+
+
+def test_the_interval_brackets_the_ratio_and_narrows_with_less_noise() -> None:
+    rng = np.random.default_rng(1)
+    baseline = 1 + rng.normal(0, 0.02, 9)
+    noisy_low, noisy_high = ratio_interval(baseline, 2 * baseline * (1 + rng.normal(0, 0.2, 9)))[1:]
+    ratio, low, high = ratio_interval(baseline, 2 * baseline * (1 + rng.normal(0, 0.01, 9)))
+    assert low < ratio < high
+    assert low > 1.9 and high < 2.1
+    assert high - low < noisy_high - noisy_low
+
+
+@pytest.mark.parametrize(("factor", "expected"), [(3.0, SLOWER), (0.5, FASTER), (1.0, NO_EFFECT)])
+def test_verdicts_of_clear_cases(factor: float, expected: str) -> None:
+    rng = np.random.default_rng(7)
+    baseline = list(1 + rng.normal(0, 0.03, 9))
+    treated = list(factor * (1 + rng.normal(0, 0.03, 9)))
+    effect = measure_effect({"knob": 1}, "p50", baseline, treated)
+    assert effect.verdict == expected, effect
+    assert (effect.p_value < 0.01) == (expected != NO_EFFECT)
+
+
+def test_a_real_but_tiny_difference_is_inside_the_noise_band() -> None:
+    """2 % slower on every round: significant, but within ±5 %, so no effect worth naming."""
+    baseline = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.01, 0.99]
+    treated = [value * 1.02 for value in baseline]
+    effect = measure_effect({}, "p50", baseline, treated)
+    assert effect.p_value < 0.05
+    assert effect.verdict == NO_EFFECT and effect.within_noise_band
+    assert measure_effect({}, "p50", baseline, treated, noise_band=0.01).verdict == SLOWER
+
+
+def test_three_rounds_can_never_name_an_effect() -> None:
+    """The rank test's smallest two-sided p with 3 rounds a side is 0.1: no verdict, however
+    large the ratio, which is why the CLI asks for 9 rounds by default."""
+    effect = measure_effect({}, "p50", [1.0, 1.1, 0.9], [40.0, 41.0, 39.0])
+    assert effect.ratio == pytest.approx(40.0)
+    assert effect.ci_low > 30
+    assert effect.verdict == NO_EFFECT
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def sweep(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lab", "sweep", *argv], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(("argv", "flag", "words"), [
+    (["--knob", "nagle=true,false"], "--knob", "unknown server knob 'nagle'"),
+    (["--knob", "backlog=511,0"], "--knob", "backlog=0"),
+    (["--knob", "nodelay=true,maybe"], "--knob", "not on/off"),
+    (["--knob", "nodelay"], "--knob", "NAME=VALUE"),
+    (["--knob", "nodelay=true,false", "--rounds", "2"], "--rounds", "at least 3"),
+    (["--knob", "nodelay=true,false", "--set", "read_buffer_bytes=1"], "--set", "out of range"),
+    (["--knob", "nodelay=true,false", "--set", "nodelay=true"], "--set", "is swept"),
+    (["--knob", "nodelay=true,false", "--duration", "0"], "--duration", "out of range"),
+    (["--knob", "nodelay=true,false", "--metric", "p42"], "--metric", "p42"),
+    ([], "--knob", "at least one knob"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_anything_runs(
+        tmp_path: Path, argv: list[str], flag: str, words: str) -> None:
+    done = sweep("/fast", *argv, "--data-dir", str(tmp_path / "data"), timeout=60)
+    assert done.returncode == 2, done.stderr
+    error_lines = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(error_lines) == 1, done.stderr
+    assert flag in error_lines[0] and words in error_lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not list((tmp_path / "data").glob("*/record.json"))  # nothing ran, nothing saved
+    assert done.stdout == ""
+
+
+def _effect(report: dict[str, Any], setting: dict[str, Any], metric: str) -> dict[str, Any]:
+    matches = [e for e in report["effects"] if e["setting"] == setting and e["metric"] == metric]
+    assert len(matches) == 1, report["effects"]
+    return matches[0]
+
+
+@pytest.mark.timing
+def test_nagle_and_delayed_ack_are_slower_by_far_more_than_tenfold(tmp_path: Path) -> None:
+    """nodelay off with the answer split in two writes: each answer waits for the client's
+    delayed ACK (~40 ms) where it otherwise takes well under 1 ms."""
+    done = sweep("/fast", "--knob", "nodelay=true,false", "--set", "split_writes=true",
+                 "--rounds", "9", "--duration", "0.3", "--seed", "13", "--json",
+                 "--data-dir", str(tmp_path / "data"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    effect = _effect(report, {"nodelay": False}, "p50")
+    assert effect["verdict"] == "slower", effect
+    assert effect["ci_low"] > 10, effect
+    assert effect["ci_low"] <= effect["ratio"] <= effect["ci_high"]
+    # every round's figures are there, each the summary of a saved record tagged with the sweep
+    runs = report["runs"]
+    assert len(runs) == 18 and {run["round"] for run in runs} == set(range(1, 10))
+    assert all(run["latency_ms"]["p50"] > 0 and run["requests"] > 0 for run in runs)
+    assert report["seed"] == 13 and len(report["order"]) == 9
+    assert "run 18/18" in done.stderr  # progress went to stderr
+    store = RecordStore(tmp_path / "data")
+    tagged = [info for info in store.infos() if report["sweep_id"] in info.tags]
+    assert {info.id for info in tagged} == {run["record_id"] for run in runs}
+    slow = [run for run in runs if run["setting"] == {"nodelay": False}]
+    saved = store.load(slow[0]["record_id"])
+    assert saved.summary.latency.p50 == slow[0]["latency_ms"]["p50"]
+    assert saved.server_config is not None and saved.server_config["nodelay"] is False
+
+
+@pytest.mark.timing
+def test_the_listen_backlog_makes_no_detectable_difference(tmp_path: Path) -> None:
+    """backlog needs a new listener: every run gets a fresh server, and 511 vs 1024 queued
+    connections cannot matter to 10 connections opened once."""
+    done = sweep("/fast", "--knob", "backlog=511,1024", "--rounds", "9", "--duration", "0.3",
+                 "--metric", "p50", "--json", "--no-save")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["restart_per_run"] is True
+    effect = _effect(report, {"backlog": 1024}, "p50")
+    assert effect["verdict"] == "no detectable effect", effect
