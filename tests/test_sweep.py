@@ -4,8 +4,12 @@ runs, and real sweeps against the lab server in its own process (Nagle, backlog)
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,10 @@ import numpy as np
 import pytest
 
 from lab.experiments.effects import FASTER, NO_EFFECT, SLOWER, measure_effect, ratio_interval
+from lab.http.config import ServerConfig
+from lab.peers.pinning import server_and_load_cores
 from lab.records.store import RecordStore
+from lab.server import ServerHandle, start_server
 
 # --- statistics on synthetic rounds: the true ratio is known --------------------------------
 
@@ -150,3 +157,55 @@ def test_the_listen_backlog_makes_no_detectable_difference(tmp_path: Path) -> No
     assert report["restart_per_run"] is True
     effect = _effect(report, {"backlog": 1024}, "p50")
     assert effect["verdict"] == "no detectable effect", effect
+
+
+# --- capacity -------------------------------------------------------------------------------
+
+
+def capacity(*argv: str, cores: str | None = None) -> subprocess.CompletedProcess[str]:
+    pin = ["taskset", "-c", cores] if cores is not None and shutil.which("taskset") else []
+    return subprocess.run([*pin, sys.executable, "-m", "lab", "capacity", *argv],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(("argv", "flag", "words"), [
+    (["--slo", "p99<<20ms"], "--slo", "is not FIGURE<NUMBER"),
+    (["--slo", "p42<20ms"], "--slo", "unknown figure"),
+    ([], "--slo", "give an SLO"),
+    (["--slo", "p99<20ms", "--start-rate", "0"], "--start-rate", "out of range"),
+])
+def test_capacity_refuses_bad_input_in_one_line(argv: list[str], flag: str, words: str) -> None:
+    done = capacity("http://127.0.0.1:9/work/1000", *argv)
+    assert done.returncode == 2, done.stderr
+    error_lines = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and flag in error_lines[0] and words in error_lines[0], done.stderr
+    assert "probe" not in done.stderr and done.stdout == ""
+
+
+@pytest.fixture
+def one_core_server() -> Iterator[tuple[ServerHandle, str | None]]:
+    """The lab server in its own process on the first core; the generator gets the second."""
+    server_cores, load_cores = server_and_load_cores()
+    with start_server(ServerConfig(), isolation="process") as handle:
+        if server_cores is not None:
+            for pid in handle.pids:
+                os.sched_setaffinity(pid, server_cores)
+        yield handle, None if load_cores is None else ",".join(map(str, load_cores))
+
+
+@pytest.mark.timing
+def test_capacity_of_one_millisecond_of_cpu_per_request_is_under_a_thousand(
+        one_core_server: tuple[ServerHandle, str | None]) -> None:
+    """/work/1000 keeps one core busy 1 ms per request: no more than 1000 requests/s can meet
+    p99<20ms, and a server that has the core to itself gets well past 600."""
+    server, load_cores = one_core_server
+    began = time.monotonic()
+    done = capacity(server.url + "/work/1000", "--slo", "p99<20ms", "--duration", "1",
+                    "--budget", "60", "--json", cores=load_cores)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert 600 <= report["capacity_rps"] <= 1050, done.stderr
+    assert time.monotonic() - began < 90  # the budget bounds the search
+    assert done.stderr.count("probe ") == len(report["probes"]) >= 3  # printed as it went
+    low, high = report["bracket"]
+    assert high is not None and low < high

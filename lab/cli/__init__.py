@@ -24,7 +24,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "lab.cli.serve": ("serve",),
     "lab.cli.bench": ("bench",),
     "lab.cli.records": ("runs", "show", "export", "plot", "compare"),
-    "lab.cli.sweep": ("sweep",),
+    "lab.cli.experiments": ("sweep", "capacity"),
 }
 
 

@@ -1,10 +1,15 @@
-"""``python -m lab sweep PATH --knob NAME=V1,V2``: does a server knob change latency, really?
+"""``python -m lab sweep|capacity``: experiments made of many runs.
+
+``sweep PATH --knob NAME=V1,V2``: does a server knob change latency, really?
 
 Each setting runs once per round, in a shuffled order, against the lab server in its own
 process; each metric's ratio against the baseline (the first value of every knob) gets a 95 %
 bootstrap interval and a rank test, and a verdict: ``slower``, ``faster`` or ``no detectable
 effect``. Everything is checked before the first run; progress goes to stderr, and ``--json``
 prints one JSON object on stdout.
+
+``capacity URL --slo 'p99<20ms'``: the highest open-loop rate at which the SLO holds, found by
+bracketing and bisection within a bounded time, each probe printed as it ends.
 """
 
 from __future__ import annotations
@@ -18,6 +23,14 @@ from typing import Any
 from lab.cli.bench import writable_store
 from lab.cli.text import printable
 from lab.engine.spec import LoadSpec
+from lab.experiments.capacity import (
+    DEFAULT_BUDGET_SECONDS,
+    DEFAULT_MAX_RATE,
+    DEFAULT_PRECISION,
+    DEFAULT_START_RATE,
+    CapacityResult,
+    find_capacity,
+)
 from lab.experiments.effects import DEFAULT_NOISE_BAND, MINIMUM_ROUNDS
 from lab.experiments.sweeps import DEFAULT_METRICS, DEFAULT_WARMUP_SECONDS, SweepResult, label, sweep
 from lab.options import parse_value
@@ -51,7 +64,8 @@ def _share(text: str) -> float:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "sweep", help="is a knob's effect real? interleaved rounds, a ratio with an interval",
-        description=__doc__.splitlines()[0], epilog=EPILOG,
+        description="Does a server knob change latency, really? Interleaved rounds, a ratio "
+                    "with a 95 % interval, a verdict.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", metavar="PATH", help="the request path, e.g. /fast or /work/1000")
     parser.add_argument("--knob", dest="knob", action="append", default=[], metavar="NAME=V1,V2",
@@ -81,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="where the runs' records go (default: $LAB_DATA_DIR or data/)")
     parser.set_defaults(run=run)
+    _register_capacity(subparsers)
 
 
 def _assignments(option: str, texts: list[str]) -> dict[str, list[str]]:
@@ -119,3 +134,62 @@ def describe(result: SweepResult) -> str:
     if result.saved:
         lines.append(f"each run is a record tagged {result.sweep_id} (python -m lab runs)")
     return "\n".join(lines)
+
+
+# --- capacity -------------------------------------------------------------------------------
+
+CAPACITY_EPILOG = """\
+exit codes:
+  0  a rate was found at which every --slo held
+  1  the SLO failed even at the lowest rate tried
+  2  a usage error (an SLO that does not parse, a bad rate); nothing ran
+"""
+
+
+def _register_capacity(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "capacity", help="the highest request rate at which an SLO such as p99<20ms holds",
+        description="Find the highest open-loop rate at which every --slo holds: the rate "
+                    "doubles until a probe fails, then the bracket is halved.",
+        epilog=CAPACITY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("url", metavar="URL", help="target, e.g. http://127.0.0.1:8080/work/1000")
+    parser.add_argument("--slo", dest="thresholds", action="append", default=[], metavar="EXPR",
+                        help="a condition each probe must meet, e.g. p99<20ms (repeatable)")
+    parser.add_argument("--connections", "-c", dest="connections", type=int, default=50, metavar="N",
+                        help="connection pool of each probe [default: 50]")
+    parser.add_argument("--duration", "-d", dest="duration_seconds", type=_load_flag("duration_seconds"),
+                        default=2.0, metavar="S", help="length of each probe [default: 2s]")
+    parser.add_argument("--start-rate", dest="start_rate", type=float, default=DEFAULT_START_RATE,
+                        metavar="R", help=f"first rate tried [default: {DEFAULT_START_RATE:g}]")
+    parser.add_argument("--max-rate", dest="max_rate", type=float, default=DEFAULT_MAX_RATE,
+                        metavar="R", help=f"highest rate tried [default: {DEFAULT_MAX_RATE:g}]")
+    parser.add_argument("--precision", type=_share, default=DEFAULT_PRECISION, metavar="SHARE",
+                        help="stop when the bracket is this narrow [default: 5%%]")
+    parser.add_argument("--budget", dest="budget_seconds", type=_load_flag("duration_seconds"),
+                        default=DEFAULT_BUDGET_SECONDS, metavar="S",
+                        help=f"most time the search may take [default: {DEFAULT_BUDGET_SECONDS:g}s]")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=run_capacity)
+
+
+def run_capacity(arguments: argparse.Namespace) -> int:
+    result = find_capacity(arguments.url, slo=arguments.thresholds, connections=arguments.connections,
+                           duration_seconds=arguments.duration_seconds,
+                           start_rate=arguments.start_rate, max_rate=arguments.max_rate,
+                           precision=arguments.precision, budget_seconds=arguments.budget_seconds,
+                           on_progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    if arguments.json:
+        print(json.dumps(result.to_json_dict(), indent=2, default=str))
+    else:
+        print(describe_capacity(result))
+    return 0 if result.capacity_rps > 0 else 1
+
+
+def describe_capacity(result: CapacityResult) -> str:
+    slo = " and ".join(result.slo)
+    low, high = result.bracket
+    if result.capacity_rps == 0:
+        return printable(f"{slo} failed at every rate tried, down to {result.probes[-1].rate:g} requests/s")
+    above = f"fails at {high:,.0f}" if high is not None else "no rate tried failed"
+    budget = " (time budget spent)" if result.stopped_by_budget else ""
+    return printable(f"capacity: {low:,.0f} requests/s with {slo} ({above}){budget}")
