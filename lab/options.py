@@ -200,6 +200,11 @@ def parse_value(config_class: type, name: str, text: str) -> Any:
     return _parse_optional(base, nullable, unit)(text.strip())
 
 
+def parse_seconds(text: str) -> float:
+    """A duration as the CLI takes it (``10``, ``10s``, ``500ms``, ``2m``); ValueError if not."""
+    return _seconds(text)
+
+
 def _seconds(text: str) -> float:
     """``10``, ``10s``, ``500ms``, ``2m``: seconds."""
     stripped = text.strip().lower()
