@@ -99,6 +99,8 @@ def sweep(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     (["--knob", "nodelay=true,false", "--duration", "0"], "--duration", "out of range"),
     (["--knob", "nodelay=true,false", "--metric", "p42"], "--metric", "p42"),
     ([], "--knob", "at least one knob"),
+    (["--knob", "nodelay=true,false", "--stage", "1s:0"], "--stage", "not both 0"),
+    (["--knob", "nodelay=true,false", "--stage", "1s:10", "--warmup", "1"], "--stage", "warm-up"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_anything_runs(
         tmp_path: Path, argv: list[str], flag: str, words: str) -> None:
@@ -157,6 +159,20 @@ def test_the_listen_backlog_makes_no_detectable_difference(tmp_path: Path) -> No
     assert report["restart_per_run"] is True
     effect = _effect(report, {"backlog": 1024}, "p50")
     assert effect["verdict"] == "no detectable effect", effect
+
+
+def test_a_staged_sweep_keeps_each_runs_stages(tmp_path: Path) -> None:
+    """Every run is an open loop in the given stages; its figures per stage come with it."""
+    done = sweep("/fast", "--knob", "quickack=false,true", "--rounds", "3", "--stage", "0.3s:200",
+                 "--stage", "0.3s:0-400", "--json", "--no-save")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["stages"] == ["0.3s:200", "0.3s:0-400"]
+    assert report["duration_seconds"] == pytest.approx(0.6) and report["warmup_seconds"] == 0
+    for run in report["runs"]:
+        assert [stage["rate"] for stage in run["stages"]] == [200, 200]  # the ramp's mean
+        assert [stage["requests"] for stage in run["stages"]] == [60, 60]
+        assert run["requests"] == 120
 
 
 # --- capacity -------------------------------------------------------------------------------

@@ -77,12 +77,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--duration", "-d", dest="duration_seconds", type=_load_flag("duration_seconds"),
                         default=1.0, metavar="S", help="measured time of each run [default: 1s]")
     parser.add_argument("--warmup", dest="warmup_seconds", type=_load_flag("warmup_seconds"),
-                        default=DEFAULT_WARMUP_SECONDS, metavar="S",
-                        help=f"unmeasured start of each run [default: {DEFAULT_WARMUP_SECONDS:g}s]")
+                        default=None, metavar="S",
+                        help=f"unmeasured start of each run [default: {DEFAULT_WARMUP_SECONDS:g}s; "
+                             "none with --stage]")
     parser.add_argument("--connections", "-c", dest="connections", type=int, default=10, metavar="N",
                         help="connections of each run [default: 10]")
     parser.add_argument("--rate", "-R", dest="rate", type=_load_flag("rate"), default=None, metavar="R",
                         help="open loop at this many requests/s [default: closed loop]")
+    parser.add_argument("--stage", dest="stages", action="append", default=[],
+                        metavar="DURATION:RATE", help="each run is an open loop in these rate stages "
+                        "(repeatable, in order), e.g. 1s:500 or 2s:100-1000 for a ramp; "
+                        "their total is the run's duration")
     parser.add_argument("--metric", dest="metric", action="append", default=None,
                         metavar="NAME", help="latency figure to compare, e.g. p50, p99, mean "
                         f"(repeatable) [default: {', '.join(DEFAULT_METRICS)}]")
@@ -110,7 +115,7 @@ def run(arguments: argparse.Namespace) -> int:
     result = sweep(arguments.path, knobs=_assignments("knob", arguments.knob), fixed=fixed,
                    rounds=arguments.rounds, duration_seconds=arguments.duration_seconds,
                    warmup_seconds=arguments.warmup_seconds, connections=arguments.connections,
-                   rate=arguments.rate, seed=arguments.seed,
+                   rate=arguments.rate, stages=arguments.stages, seed=arguments.seed,
                    metrics=tuple(arguments.metric or DEFAULT_METRICS),
                    noise_band=arguments.noise_band, store=store,
                    on_progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))

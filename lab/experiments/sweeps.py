@@ -26,6 +26,7 @@ How a sweep runs, and why:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import itertools
 import math
@@ -104,14 +105,16 @@ class SweepPlan:
     warmup_seconds: float
     connections: int
     rate: float | None
+    stages: tuple[str, ...]  # open-loop rate stages instead of one rate (lab.engine.stages)
     seed: int
     metrics: tuple[str, ...]
     noise_band: float
 
     @classmethod
     def create(cls, path: str, *, knobs: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None,
-               rounds: int, duration_seconds: float, warmup_seconds: float, connections: int,
-               rate: float | None, seed: int | None, metrics: Sequence[str],
+               rounds: int, duration_seconds: float, warmup_seconds: float | None,
+               connections: int, rate: float | None, stages: Sequence[str], seed: int | None,
+               metrics: Sequence[str],
                noise_band: float) -> SweepPlan:
         if not knobs:
             raise ConfigError("knob", "give at least one knob to sweep, e.g. nodelay=true,false")
@@ -135,12 +138,14 @@ class SweepPlan:
         if not path.startswith("/"):
             raise ConfigError("path", f"{path!r} must start with '/'")
         plan = cls(path=path, knobs=swept, fixed=settled, rounds=rounds,
-                   duration_seconds=duration_seconds, warmup_seconds=warmup_seconds,
-                   connections=connections, rate=rate,
+                   duration_seconds=duration_seconds,
+                   warmup_seconds=_warmup(warmup_seconds, stages), connections=connections,
+                   rate=rate, stages=tuple(stages),
                    seed=secrets.randbits(32) if seed is None else seed,
                    metrics=tuple(metrics), noise_band=noise_band)
-        plan.load_spec("http://127.0.0.1:1")  # a bad duration, rate or count fails now
-        return plan
+        spec = plan.load_spec("http://127.0.0.1:1")  # a bad duration, rate or stage fails now
+        # with stages the run lasts as long as they do, whatever --duration said
+        return dataclasses.replace(plan, duration_seconds=spec.duration_seconds)
 
     @property
     def settings(self) -> list[Setting]:
@@ -170,7 +175,15 @@ class SweepPlan:
     def load_spec(self, base_url: str) -> LoadSpec:
         return LoadSpec(url=base_url + self.path, connections=self.connections,
                         duration_seconds=self.duration_seconds, warmup_seconds=self.warmup_seconds,
-                        mode="closed" if self.rate is None else "open", rate=self.rate)
+                        mode="closed" if self.rate is None and not self.stages else "open",
+                        rate=self.rate, stages=self.stages)
+
+
+def _warmup(seconds: float | None, stages: Sequence[str]) -> float:
+    """The default warm-up, except with stages: they plan the whole run, warm-up included."""
+    if seconds is not None:
+        return seconds
+    return 0.0 if stages else DEFAULT_WARMUP_SECONDS
 
 
 def label(setting: Setting) -> str:
@@ -194,6 +207,7 @@ class SweepRun:
     setting: Setting
     record_id: str
     summary: RunSummary
+    stages: list[dict[str, Any]] = field(default_factory=list)  # per-stage figures, when staged
 
     def figure(self, metric: str) -> float:
         return float(getattr(self.summary.latency, metric))
@@ -202,7 +216,8 @@ class SweepRun:
         return {"round": self.round, "position": self.position, "setting": dict(self.setting),
                 "record_id": self.record_id, "requests": self.summary.requests,
                 "errors": self.summary.error_total, "rps": self.summary.rps,
-                "latency_ms": self.summary.as_dict()["latency"]}  # NaN as None, as JSON needs
+                "latency_ms": self.summary.as_dict()["latency"],  # NaN as None, as JSON needs
+                **({"stages": self.stages} if self.stages else {})}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,6 +238,7 @@ class SweepResult:
             "fixed": dict(plan.fixed), "baseline": plan.settings[0], "settings": plan.settings,
             "rounds": plan.rounds, "duration_seconds": plan.duration_seconds,
             "warmup_seconds": plan.warmup_seconds, "connections": plan.connections, "rate": plan.rate,
+            "stages": list(plan.stages),
             "seed": plan.seed, "order": self.orders, "noise_band": plan.noise_band,
             "restart_per_run": plan.restarts, "cores": self.cores, "saved": self.saved,
             "effects": [effect.as_dict() for effect in self.effects],
@@ -292,7 +308,8 @@ def run_sweep(plan: SweepPlan, *, store: RecordStore | None = None,
                 if store is not None:
                     store.save(record)
                 run = SweepRun(round=round_index, position=position, setting=setting,
-                               record_id=record.id, summary=result.summary)
+                               record_id=record.id, summary=result.summary,
+                               stages=result.to_json_dict().get("stages", []))
                 runs.append(run)
                 if on_progress is not None:
                     on_progress(f"run {len(runs)}/{total}: round {round_index}, {label(setting)}: "
@@ -334,8 +351,8 @@ def effects_of(plan: SweepPlan, runs: Sequence[SweepRun]) -> list[Effect]:
 
 def sweep(path: str = "/fast", *, knobs: Mapping[str, Sequence[Any]],
           fixed: Mapping[str, Any] | None = None, rounds: int = 9, duration_seconds: float = 1.0,
-          warmup_seconds: float = DEFAULT_WARMUP_SECONDS, connections: int = 10,
-          rate: float | None = None, seed: int | None = None,
+          warmup_seconds: float | None = None, connections: int = 10,
+          rate: float | None = None, stages: Sequence[str] = (), seed: int | None = None,
           metrics: Sequence[str] = DEFAULT_METRICS, noise_band: float = DEFAULT_NOISE_BAND,
           store: RecordStore | None = None, on_progress: Progress | None = None) -> SweepResult:
     """Sweep server knobs: ``knobs={"nodelay": [True, False]}`` (values may be CLI text, "64KiB").
@@ -344,7 +361,8 @@ def sweep(path: str = "/fast", *, knobs: Mapping[str, Sequence[Any]],
     """
     plan = SweepPlan.create(path, knobs=knobs, fixed=fixed, rounds=rounds,
                             duration_seconds=duration_seconds, warmup_seconds=warmup_seconds,
-                            connections=connections, rate=rate, seed=seed, metrics=metrics,
+                            connections=connections, rate=rate, stages=stages, seed=seed,
+                            metrics=metrics,
                             noise_band=noise_band)
     return run_sweep(plan, store=store, on_progress=on_progress)
 
