@@ -80,6 +80,21 @@ def test_three_rounds_can_never_name_an_effect() -> None:
     assert effect.verdict == NO_EFFECT
 
 
+def test_the_forest_plot_has_a_row_per_effect_coloured_by_verdict() -> None:
+    from lab.experiments.forest import forest_plot
+
+    baseline = [1.0, 1.02, 0.98, 1.01, 0.99, 1.0, 1.03, 0.97, 1.0]
+    effects = [measure_effect({"nodelay": False}, "p50", baseline, [40 * v for v in baseline]),
+               measure_effect({"backlog": 511}, "p50", baseline, baseline[::-1])]
+    figure = forest_plot(effects)
+    axes = figure.axes[0]
+    assert [tick.get_text() for tick in axes.get_yticklabels()] == [
+        "backlog=511  p50", "nodelay=False  p50"]  # the first effect on top
+    assert axes.get_xscale() == "log"
+    colours = [line.get_color() for line in axes.lines if line.get_marker() == "o"]
+    assert colours == ["tab:grey", "tab:red"]
+
+
 # --- the command line -----------------------------------------------------------------------
 
 
@@ -100,6 +115,7 @@ def sweep(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     (["--knob", "nodelay=true,false", "--metric", "p42"], "--metric", "p42"),
     ([], "--knob", "at least one knob"),
     (["--knob", "nodelay=true,false", "--stage", "1s:0"], "--stage", "not both 0"),
+    (["--knob", "nodelay=true,false", "--plot", "forest.gif"], "--plot", ".png"),
     (["--knob", "nodelay=true,false", "--stage", "1s:10", "--warmup", "1"], "--stage", "warm-up"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_anything_runs(
@@ -126,7 +142,7 @@ def test_nagle_and_delayed_ack_are_slower_by_far_more_than_tenfold(tmp_path: Pat
     delayed ACK (~40 ms) where it otherwise takes well under 1 ms."""
     done = sweep("/fast", "--knob", "nodelay=true,false", "--set", "split_writes=true",
                  "--rounds", "9", "--duration", "0.3", "--seed", "13", "--json",
-                 "--data-dir", str(tmp_path / "data"))
+                 "--data-dir", str(tmp_path / "data"), "--plot", str(tmp_path / "forest.png"))
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     effect = _effect(report, {"nodelay": False}, "p50")
@@ -139,6 +155,7 @@ def test_nagle_and_delayed_ack_are_slower_by_far_more_than_tenfold(tmp_path: Pat
     assert all(run["latency_ms"]["p50"] > 0 and run["requests"] > 0 for run in runs)
     assert report["seed"] == 13 and len(report["order"]) == 9
     assert "run 18/18" in done.stderr  # progress went to stderr
+    assert (tmp_path / "forest.png").read_bytes().startswith(b"\x89PNG")
     store = RecordStore(tmp_path / "data")
     tagged = [info for info in store.infos() if report["sweep_id"] in info.tags]
     assert {info.id for info in tagged} == {run["record_id"] for run in runs}

@@ -23,6 +23,7 @@ from typing import Any
 from lab.cli.bench import writable_store
 from lab.cli.text import printable
 from lab.engine.spec import LoadSpec
+from lab.errors import ConfigError
 from lab.experiments.capacity import (
     DEFAULT_BUDGET_SECONDS,
     DEFAULT_MAX_RATE,
@@ -95,6 +96,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         metavar="SHARE", help="ratios within 1 ± this are noise [default: 5%%]")
     parser.add_argument("--seed", type=int, default=None, help="seed of the round order [default: random]")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--plot", metavar="FILE", default=None,
+                        help="also draw the effects as a forest plot (.png, .svg or .pdf)")
     parser.add_argument("--no-save", dest="save", action="store_false",
                         help="do not keep the runs as records")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
@@ -111,6 +114,11 @@ def _assignments(option: str, texts: list[str]) -> dict[str, list[str]]:
 
 def run(arguments: argparse.Namespace) -> int:
     fixed = {name: values[0] for name, values in _assignments("set", arguments.set).items()}
+    if arguments.plot is not None:
+        from lab.records.plots import picture_format
+
+        if picture_format(arguments.plot) is None:  # checked now, not after the sweep
+            raise ConfigError("plot", f"{arguments.plot}: use .png, .svg or .pdf")
     store = writable_store(arguments.data_dir) if arguments.save else None
     result = sweep(arguments.path, knobs=_assignments("knob", arguments.knob), fixed=fixed,
                    rounds=arguments.rounds, duration_seconds=arguments.duration_seconds,
@@ -119,6 +127,10 @@ def run(arguments: argparse.Namespace) -> int:
                    metrics=tuple(arguments.metric or DEFAULT_METRICS),
                    noise_band=arguments.noise_band, store=store,
                    on_progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    if arguments.plot is not None:
+        from lab.records.plots import save_figure
+
+        save_figure(result.forest_plot(), arguments.plot)
     if arguments.json:
         print(json.dumps(result.to_json_dict(), indent=2, default=str))
     else:

@@ -35,7 +35,7 @@ import random
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError, LabError
@@ -49,6 +49,9 @@ from lab.peers.pinning import server_and_load_cores
 from lab.records.experiment import record_from_result
 from lab.records.store import RecordStore
 from lab.server import RESTART_KNOBS, ServerHandle, start_server
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Knobs a sweep may not vary: where the server listens is not a property of its latency.
 NOT_SWEEPABLE = frozenset({"host", "port"})
@@ -229,6 +232,12 @@ class SweepResult:
     effects: list[Effect] = field(default_factory=list)
     cores: dict[str, list[int] | None] = field(default_factory=dict)
     saved: bool = False  # every run is a record in a store
+
+    def forest_plot(self) -> Figure:
+        """Every effect with its interval (lab.experiments.forest); matplotlib loads here."""
+        from lab.experiments.forest import forest_plot
+
+        return forest_plot(self.effects, title=f"{self.sweep_id}: against {label(self.plan.settings[0])}")
 
     def to_json_dict(self) -> dict[str, Any]:
         plan = self.plan
