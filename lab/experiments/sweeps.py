@@ -284,8 +284,10 @@ class _Server:
             return self.handle
         self.stop()
         self.handle = start_server(self.plan.server_config(setting), isolation="process")
-        for pid in self.handle.pids if self.cores is not None else ():
-            os.sched_setaffinity(pid, self.cores)  # type: ignore[arg-type]
+        cores = self.cores
+        if cores is not None:
+            for pid in self.handle.pids:
+                os.sched_setaffinity(pid, cores)
         return self.handle
 
     def stop(self) -> None:
@@ -310,6 +312,11 @@ def run_sweep(plan: SweepPlan, *, store: RecordStore | None = None,
                 handle = server.ready_for(setting)
                 with _affinity(load_cores):
                     result = run_load(plan.load_spec(handle.url))
+                if result.stopped_early:
+                    # run_load turns Ctrl-C (or a stuck run) into a shortened run; a sweep
+                    # must not go on comparing a cut round with whole ones
+                    raise LabError(f"sweep: the run with {label(setting)} was stopped early; "
+                                   "the sweep stops here")
                 _require_answers(result.summary, setting)
                 tags = ("sweep", sweep_id, f"setting:{label(setting)}", f"round:{round_index}")
                 record = record_from_result(result, server_config=handle.config,
