@@ -226,19 +226,40 @@ def one_core_server() -> Iterator[tuple[ServerHandle, str | None]]:
         yield handle, None if load_cores is None else ",".join(map(str, load_cores))
 
 
+def closed_loop_rps(url: str, cores: str | None) -> float:
+    """What the server answers flat out right now: its service rate, neighbours included."""
+    pin = ["taskset", "-c", cores] if cores is not None and shutil.which("taskset") else []
+    done = subprocess.run([*pin, sys.executable, "-m", "lab", "bench", url, "-c", "10", "-d", "1.5",
+                           "--json"], capture_output=True, text=True, timeout=120, check=True)
+    return float(json.loads(done.stdout)["rps"])
+
+
 @pytest.mark.timing
 def test_capacity_of_one_millisecond_of_cpu_per_request_is_under_a_thousand(
         one_core_server: tuple[ServerHandle, str | None]) -> None:
     """/work/1000 keeps one core busy 1 ms per request: no more than 1000 requests/s can meet
-    p99<20ms, and a server that has the core to itself gets well past 600."""
+    p99<20ms, and a server that has the core to itself gets well past 600.
+
+    On this shared machine another job may take part of the server's core; the closed-loop
+    rate measured first says how much is left. The search must find most of it, never more,
+    and the 600 floor holds whenever the core was the server's (800+ requests/s flat out).
+    """
     server, load_cores = one_core_server
+    url = server.url + "/work/1000"
+    before = closed_loop_rps(url, load_cores)
     began = time.monotonic()
-    done = capacity(server.url + "/work/1000", "--slo", "p99<20ms", "--duration", "1",
-                    "--budget", "60", "--json", cores=load_cores)
+    done = capacity(url, "--slo", "p99<20ms", "--duration", "1", "--budget", "60", "--json",
+                    cores=load_cores)
+    took = time.monotonic() - began
+    after = closed_loop_rps(url, load_cores)  # a neighbour may have come or gone meanwhile
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert 600 <= report["capacity_rps"] <= 1050, done.stderr
-    assert time.monotonic() - began < 90  # the budget bounds the search
+    found = report["capacity_rps"]
+    assert found <= 1050 and found <= 1.1 * max(before, after), (found, before, after, done.stderr)
+    assert found >= 0.6 * min(before, after), (found, before, after, done.stderr)
+    if min(before, after) >= 800:
+        assert found >= 600, (found, before, after, done.stderr)
+    assert took < 90  # the budget bounds the search
     assert done.stderr.count("probe ") == len(report["probes"]) >= 3  # printed as it went
     low, high = report["bracket"]
     assert high is not None and low < high
