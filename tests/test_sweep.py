@@ -111,6 +111,8 @@ def sweep(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     (["--knob", "nodelay=true,false", "--rounds", "2"], "--rounds", "at least 3"),
     (["--knob", "nodelay=true,false", "--set", "read_buffer_bytes=1"], "--set", "out of range"),
     (["--knob", "nodelay=true,false", "--set", "nodelay=true"], "--set", "is swept"),
+    (["--knob", "nodelay=true,false", "--set", "quickack=true,false"], "--set", "one value"),
+    (["--knob", "nodelay=true,false", "--knob", "nodelay=false,true"], "--knob", "given twice"),
     (["--knob", "nodelay=true,false", "--duration", "0"], "--duration", "out of range"),
     (["--knob", "nodelay=true,false", "--metric", "p42"], "--metric", "p42"),
     ([], "--knob", "at least one knob"),

@@ -33,7 +33,14 @@ from lab.experiments.capacity import (
     find_capacity,
 )
 from lab.experiments.effects import DEFAULT_NOISE_BAND, MINIMUM_ROUNDS
-from lab.experiments.sweeps import DEFAULT_METRICS, DEFAULT_WARMUP_SECONDS, SweepResult, label, sweep
+from lab.experiments.sweeps import (
+    DEFAULT_METRICS,
+    DEFAULT_WARMUP_SECONDS,
+    SweepResult,
+    label,
+    parse_assignment,
+    sweep,
+)
 from lab.options import parse_value
 
 EPILOG = f"""\
@@ -107,13 +114,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _assignments(option: str, texts: list[str]) -> dict[str, list[str]]:
-    from lab.experiments.sweeps import parse_assignment
+    assignments: dict[str, list[str]] = {}
+    for text in texts:
+        name, values = parse_assignment(option, text)
+        if name in assignments:
+            raise ConfigError(option, f"{name} is given twice")
+        assignments[name] = values
+    return assignments
 
-    return dict(parse_assignment(option, text) for text in texts)
+
+def _fixed(texts: list[str]) -> dict[str, str]:
+    fixed = {}
+    for name, values in _assignments("set", texts).items():
+        if len(values) != 1:
+            raise ConfigError("set", f"{name}: one value (sweep several with --knob)")
+        fixed[name] = values[0]
+    return fixed
 
 
 def run(arguments: argparse.Namespace) -> int:
-    fixed = {name: values[0] for name, values in _assignments("set", arguments.set).items()}
+    fixed = _fixed(arguments.set)
     if arguments.plot is not None:
         from lab.records.plots import picture_format
 
