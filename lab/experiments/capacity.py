@@ -1,8 +1,9 @@
 """How many requests/s does a server take while it still meets its SLO?
 
-    probe = lab.experiments.capacity.find_capacity("http://127.0.0.1:8080/work/1000",
-                                                    slo=("p99<20ms",))
-    print(probe.capacity_rps)
+    from lab.experiments.capacity import find_capacity
+
+    found = find_capacity("http://127.0.0.1:8080/work/1000", slo=("p99<20ms",))
+    print(found.capacity_rps, found.bracket)
 
 Each probe is an open-loop run (constant arrival rate, latency from the intended send, so a
 server that falls behind is charged for the queue it builds) checked against the SLO with the
