@@ -32,7 +32,7 @@ def test_the_95_percent_interval_covers_the_true_ratio_about_95_times_in_100() -
     BCa with only 9 rounds covers a little less than it promises: 0.88-0.92 measured over
     several seeds here (a known small-sample property of bootstrap intervals, and why 9 rounds
     is the least worth reading). The bounds catch an interval that is broken either way: too
-    narrow (resampling requests instead of rounds) or far too wide (pairs broken apart).
+    narrow (an 80 % interval by mistake covers ~0.74 here) or so wide it always covers.
     """
     true_ratio, rounds, experiments = 1.25, 9, 1000
     rng = np.random.default_rng(4)
