@@ -10,7 +10,7 @@ and the notebook tools to see what each knob does to latency.
 
 The names below are the front door; each part's internals live in a subpackage (``lab.http``
 the server's, ``lab.engine`` the generator's, ``lab.measure``, ``lab.records``,
-``lab.notebook``, ``lab.peers``, ``lab.cli``). Heavy names (numpy, pandas, matplotlib,
+``lab.notebook``, ``lab.peers``, ``lab.experiments``, ``lab.cli``). Heavy names (numpy, pandas, matplotlib,
 ipywidgets behind them) load on first use, so ``python -m lab serve`` starts without them.
 """
 
@@ -26,6 +26,7 @@ from lab.http.config import ServerConfig
 if TYPE_CHECKING:
     from lab.engine.result import LoadResult
     from lab.engine.spec import LoadSpec
+    from lab.experiments.sweeps import sweep
     from lab.loadgen import run_load, start_load
     from lab.notebook.panel import LabPanel
     from lab.records import plots
@@ -55,6 +56,7 @@ __all__ = [
     "run_load",
     "start_load",
     "start_server",
+    "sweep",
 ]
 
 # name -> module that defines it; imported on first access (PEP 562).
@@ -67,6 +69,7 @@ _LAZY: dict[str, str] = {
     "run_load": "lab.loadgen",
     "start_load": "lab.loadgen",
     "start_server": "lab.server",
+    "sweep": "lab.experiments.sweeps",
     "record_from_result": "lab.records.experiment",
 }
 

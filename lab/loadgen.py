@@ -44,6 +44,9 @@ What the figures mean
 - Open-loop sends are on time to some microseconds on an idle machine: libuv timers only
   have millisecond resolution, so the schedule is kept with a timerfd (lab.engine.timer)
   that wakes the loop 50 µs early, and the last stretch is polled.
+- ``stages`` (``LoadSpec(mode="open", stages=("10s:500", "30s:500-5000"))``): the open loop's
+  rate follows constant stages and linear ramps (lab.engine.stages); ``result.stage_results()``
+  gives each stage's own summary, and ``--json`` lists them under ``stages``.
 """
 
 from __future__ import annotations

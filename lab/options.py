@@ -182,6 +182,33 @@ def _parse_optional(base: type, nullable: bool, unit: str) -> Any:
     return parse
 
 
+_TRUE_WORDS = frozenset({"true", "on", "yes", "1"})
+_FALSE_WORDS = frozenset({"false", "off", "no", "0"})
+
+
+def parse_value(config_class: type, name: str, text: str) -> Any:
+    """One knob's value written as on the command line (``64KiB``, ``500ms``, ``on``, ``none``).
+
+    For flags that carry a setting by name (``sweep --knob nodelay=on,off``); a ValueError says
+    the text does not parse, a range check is still the config class's ``validate``.
+    """
+    base, nullable = field_type(config_class, name)
+    if base is bool:
+        word = text.strip().lower()
+        if word in _TRUE_WORDS or word in _FALSE_WORDS:
+            return word in _TRUE_WORDS
+        raise ValueError(f"{text!r} is not on/off (true/false, yes/no, 1/0)")
+    unit = next(spec.unit for field, spec in knobs(config_class) if field.name == name)
+    if base not in (int, float, str):  # a Literal: its choices are words
+        base = str
+    return _parse_optional(base, nullable, unit)(text.strip())
+
+
+def parse_seconds(text: str) -> float:
+    """A duration as the CLI takes it (``10``, ``10s``, ``500ms``, ``2m``); ValueError if not."""
+    return _seconds(text)
+
+
 def _seconds(text: str) -> float:
     """``10``, ``10s``, ``500ms``, ``2m``: seconds."""
     stripped = text.strip().lower()

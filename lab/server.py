@@ -218,6 +218,10 @@ class ProcessRunner:
     def stats(self) -> dict[str, Any]:
         return add_snapshots(self._ask_all(("stats",), "stats"))
 
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(process.pid for process, _ in self._workers if process.pid is not None)
+
     def stop(self) -> None:
         for _, pipe in self._workers:
             with contextlib.suppress(OSError, ValueError):
@@ -296,6 +300,13 @@ class ServerHandle:
     @property
     def running(self) -> bool:
         return self._runner is not None
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The worker processes' ids (isolation="process"), e.g. to pin them to cores; empty
+        for a server in a thread of this process."""
+        runner = self._runner
+        return runner.pids if isinstance(runner, ProcessRunner) else ()
 
     def stats(self) -> dict[str, Any]:
         """Counters since the listener started: requests, connections, bytes, errors by kind."""

@@ -35,8 +35,11 @@ ALLOWED: dict[str, set[str]] = {
     "lab.peers": FOUNDATION,
     "lab.notebook": FOUNDATION | {"lab.measure", "lab.http", "lab.server", "lab.engine",
                                   "lab.loadgen", "lab.records", "lab.peers"},
+    # experiments drive a server and the generator together, and keep their runs as records
+    "lab.experiments": FOUNDATION | {"lab.measure", "lab.http", "lab.server", "lab.engine",
+                                     "lab.loadgen", "lab.records", "lab.peers"},
     "lab.cli": FOUNDATION | {"lab.measure", "lab.http", "lab.server", "lab.engine",
-                             "lab.loadgen", "lab.records", "lab.peers"},
+                             "lab.loadgen", "lab.records", "lab.peers", "lab.experiments"},
     "lab.__main__": {"lab.cli"},
 }
 PRESENTATION = {"lab.records.compare", "lab.records.plots"}
@@ -127,6 +130,7 @@ def test_front_door_exports_what_users_need() -> None:
 @pytest.mark.parametrize(("command", "not_needed"), [
     ("serve", {"numpy", "pandas", "matplotlib", "ipywidgets", "pyarrow"}),
     ("bench", {"matplotlib", "ipywidgets"}),
+    ("sweep", {"matplotlib", "ipywidgets"}),  # the forest plot loads matplotlib only for --plot
 ])
 def test_a_command_loads_only_what_it_needs(command: str, not_needed: set[str]) -> None:
     """``python -m lab serve`` must not pay for numpy, pandas, matplotlib or the widgets."""

@@ -24,6 +24,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "lab.cli.serve": ("serve",),
     "lab.cli.bench": ("bench",),
     "lab.cli.records": ("runs", "show", "export", "plot", "compare"),
+    "lab.cli.experiments": ("sweep", "capacity"),
 }
 
 

@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def spec_from_arguments(arguments: argparse.Namespace) -> LoadSpec:
     extra: dict[str, Any] = {"url": arguments.url}
-    if getattr(arguments, "rate", None) is not None:
+    if getattr(arguments, "rate", None) is not None or getattr(arguments, "stages", None):
         extra["mode"] = "open"
     if arguments.header:
         extra["headers"] = tuple(_split_header(text) for text in arguments.header)

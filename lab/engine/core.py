@@ -34,6 +34,7 @@ from lab.engine.response import (
     body_ends_at_close,
     response_parser,
 )
+from lab.engine.stages import Schedule, Stage
 from lab.engine.timer import CoarseTimer, TimerfdTimer, precise_timer
 from lab.measure.samples import MISSING, ErrorKind
 from lab.units import NS_PER_S
@@ -75,6 +76,11 @@ class EnginePlan:
     timeout_ns: int
     keepalive: bool
     websocket: WebSocketPlan | None = None  # set: each request is a message on a WebSocket
+    # open loop in stages (lab.engine.stages): this worker sends every ``workers``-th request
+    # of the one schedule, starting with request ``worker``
+    stages: tuple[Stage, ...] = ()
+    worker: int = 0
+    workers: int = 1
 
 
 class _Wire(asyncio.Protocol):
@@ -577,15 +583,17 @@ class ClosedLoop(Engine):
 class OpenLoop(Engine):
     """Requests are due at a constant rate whatever the answers do (wrk2).
 
-    Request ``k`` is due at ``start + offset + k / rate``. A due request takes a free lane;
+    Request ``k`` is due at ``start + offset + k / rate``, or where the rate stages put it
+    (lab.engine.stages). A due request takes a free lane;
     when none is free it waits in a queue and is sent when a lane frees up, still timed from
     its intended time (the coordinated-omission correction). Nothing is ever skipped.
     """
 
     def __init__(self, plan: EnginePlan) -> None:
         super().__init__(plan)
-        assert plan.rate is not None
-        self.interval_ns = NS_PER_S / plan.rate
+        assert plan.rate is not None or plan.stages
+        self.interval_ns = NS_PER_S / plan.rate if plan.rate is not None else 0.0
+        self.schedule = Schedule(plan.stages) if plan.stages else None
         self.idle: list[Lane] = []
         self.queue: collections.deque[int] = collections.deque()
         self.scheduled = 0
@@ -594,7 +602,7 @@ class OpenLoop(Engine):
 
     def begin(self) -> None:
         self.idle = list(reversed(self.lanes))
-        self.next_intended_ns = self.start_ns + self.plan.offset_ns
+        self.next_intended_ns = self._intended(0)
         self.timer = precise_timer(asyncio.get_running_loop(), self._dispatch)
         self._dispatch()
 
@@ -604,6 +612,10 @@ class OpenLoop(Engine):
             self.timer = None
 
     def _intended(self, index: int) -> int:
+        if self.schedule is not None:
+            due_s = self.schedule.due_s(self.plan.worker + index * self.plan.workers)
+            # past the last stage: due at the deadline, where may_start ends the offering
+            return self.deadline_ns if due_s is None else self.start_ns + round(due_s * NS_PER_S)
         return self.start_ns + self.plan.offset_ns + int(index * self.interval_ns)
 
     def _dispatch(self) -> None:

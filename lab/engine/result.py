@@ -22,6 +22,7 @@ import numpy as np
 
 from lab.engine.calibration import Calibration
 from lab.engine.spec import LoadSpec
+from lab.engine.stages import Stage
 from lab.measure.samples import start_ns
 from lab.measure.stats import LatencySummary
 from lab.measure.summary import DEFAULT_LATE_AFTER_MS, DEFAULT_THRESHOLDS_MS, RunSummary, summarize_run
@@ -162,9 +163,29 @@ class LoadResult:
         return verdict(self.summary, self.checks)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The CLI's ``--json`` object (see :func:`run_document`)."""
-        return run_document(self.summary, self.spec_dict(), started_at=self.started_at,
-                            outcome=self.outcome)
+        """The CLI's ``--json`` object (see :func:`run_document`), with ``stages`` when staged."""
+        document = run_document(self.summary, self.spec_dict(), started_at=self.started_at,
+                                outcome=self.outcome)
+        if self.spec.stages:
+            document["stages"] = _json_safe([stage.as_dict() for stage in self.stage_results()])
+        return document
+
+    def stage_results(self) -> list[StageResult]:
+        """Each rate stage's own figures: the requests due within it, summarized by the one
+        summary (so a stage's p99 is computed exactly as a run's is)."""
+        if not self.spec.stages:
+            return []
+        schedule = self.spec.schedule
+        due = self.samples["intended_ns"]
+        results = []
+        for index, stage in enumerate(schedule.stages):
+            begin_s, end_s = schedule.window_s(index)
+            window = (self.start_ns + round(begin_s * NS_PER_S), self.start_ns + round(end_s * NS_PER_S))
+            inside = self.samples[(due >= window[0]) & (due < window[1])]
+            summary = summarize_run(inside, window_ns=window, target_rate=stage.mean_rate,
+                                    late_after_ms=self.spec.late_after_ms)
+            results.append(StageResult(stage=stage, summary=summary))
+        return results
 
     # --- the summary's figures, by their usual names ------------------------------------------
 
@@ -211,6 +232,20 @@ class LoadResult:
     @property
     def late(self) -> int | None:
         return self.summary.late
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: Stage
+    summary: RunSummary
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage.describe(), "rate": self.stage.mean_rate,
+                "rate_from": self.stage.rate_from, "rate_to": self.stage.rate_to,
+                "duration_s": self.stage.duration_s, "planned_requests": self.stage.requests,
+                "requests": self.summary.requests, "rps": self.summary.rps,
+                "errors": self.summary.error_total, "late": self.summary.late,
+                "latency_ms": _figures(self.summary.latency)}
 
 
 def _measured(samples: np.ndarray, warmup_end_ns: int) -> np.ndarray:

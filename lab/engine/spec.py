@@ -12,6 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from lab.addresses import require_loopback
+from lab.engine.stages import Schedule, Stage, parse_stages
 from lab.errors import ConfigError
 from lab.measure.thresholds import parse_thresholds
 from lab.options import knob, validate
@@ -61,6 +62,10 @@ class LoadSpec:
         None, minimum=0.1, maximum=10_000_000, unit="requests/s",
         help="target arrival rate of the open loop (giving it on the CLI selects the open loop)",
         flag="--rate", short_flag="-R", metavar="R", group="load")
+    stages: tuple[str, ...] = knob(
+        (), help="open loop in stages instead of one rate, DURATION:RATE or DURATION:FROM-TO for a "
+                 "linear ramp (repeatable, in order), e.g. 10s:500, 30s:500-5000; their total is "
+                 "the run's duration", flag="--stage", metavar="DURATION:RATE", group="load")
     workers: int = knob(1, minimum=1, maximum=64,
                         help="generator processes splitting the connections and the rate",
                         flag="--workers", short_flag="-t", metavar="N", group="load")
@@ -97,8 +102,10 @@ class LoadSpec:
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.mode == "open" and self.rate is None:
-            raise ConfigError("rate", "the open loop needs a rate (requests/s)")
+        if self.stages:
+            self._check_stages()
+        elif self.mode == "open" and self.rate is None:
+            raise ConfigError("rate", "the open loop needs a rate (requests/s) or stages")
         if self.mode == "closed" and self.rate is not None:
             raise ConfigError("rate", "a rate applies to the open loop only; set mode='open'")
         if self.workers > self.connections:
@@ -116,6 +123,27 @@ class LoadSpec:
                               "connections: no paths, keepalive off or method other than GET")
         parse_thresholds(self.thresholds)
         require_loopback(parse_target(self.url).host, allow_remote=self.allow_remote)
+
+    def _check_stages(self) -> None:
+        if self.mode != "open":
+            raise ConfigError("stages", "stages are rates of the open loop; set mode='open'")
+        if self.rate is not None:
+            raise ConfigError("stages", "give either a rate or stages, not both")
+        if self.warmup_seconds:
+            raise ConfigError("stages", "stages plan the whole run; make a warm-up the first stage")
+        total = self.schedule.duration_s
+        # The stages are the run's plan: its duration is theirs (frozen, so set it this way).
+        if not 0.01 <= total <= 24 * 3600:
+            raise ConfigError("stages", f"they last {total:g} s; allowed: 0.01 s to 24 h in all")
+        object.__setattr__(self, "duration_seconds", total)
+
+    @property
+    def stage_plan(self) -> tuple[Stage, ...]:
+        return parse_stages(self.stages)
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(self.stage_plan)
 
     def replace(self, **changes: Any) -> LoadSpec:
         """A copy with some knobs changed, validated like a new one."""

@@ -107,10 +107,11 @@ class WorkerReport:
 
 def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
     """This worker's share: connections and request budget split, the rate split with phase
-    offsets so that the merged schedule of all workers is evenly spaced."""
+    offsets so that the merged schedule of all workers is evenly spaced. With rate stages the
+    engine takes every ``workers``-th request of the one schedule instead (lab.engine.stages)."""
     rate = None
     offset_ns = 0
-    if spec.mode == "open":
+    if spec.mode == "open" and not spec.stages:
         assert spec.rate is not None
         rate = spec.rate / spec.workers
         offset_ns = round(worker * NS_PER_S / spec.rate)
@@ -125,7 +126,7 @@ def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
         requests=() if websocket else tuple(build_request(spec, path) for path in spec.request_paths),
         websocket=websocket,
         method=spec.method, mode=spec.mode, connections=worker_connections(spec, worker),
-        rate=rate, offset_ns=offset_ns,
+        rate=rate, offset_ns=offset_ns, stages=spec.stage_plan, worker=worker, workers=spec.workers,
         duration_ns=round((spec.warmup_seconds + spec.duration_seconds) * NS_PER_S),
         max_requests=worker_max_requests(spec, worker),
         timeout_ns=round(spec.timeout_seconds * NS_PER_S), keepalive=spec.keepalive)
