@@ -376,7 +376,7 @@ class HttpConnection(asyncio.BufferedProtocol):
     def _reset_request(self) -> None:
         self._url: bytes | None = None
         self._headers: list[tuple[bytes, bytes]] = []
-        self._body_parts: list[bytes] = []
+        self._body_parts: list[bytes] | None = None  # made by the first body bytes
         self._header_bytes = 0
         self._body_bytes = 0
         self._host_count = 0
@@ -391,7 +391,10 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._in_message = self._in_headers = True
         self._head_bytes = 0
         self._head_slack = self._read_size
-        self._reset_request()
+        # What every request sets; the rarer fields are put back where they are used up.
+        self._url = None
+        self._headers = []
+        self._header_bytes = self._host_count = 0
         self._deadline_kind = WAITING_HEADERS
         self.deadline = self.state.clock + self.settings.header_timeout_seconds
 
@@ -407,7 +410,9 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.settings.max_header_bytes:
             self._abandon(431, "request header fields too large", "header_too_large")
-        if len(name) in _FRAMING_NAME_LENGTHS:
+        if name == b"Host":  # as nearly every client spells it: no lower-casing, no lookup
+            self._host_count += 1
+        elif len(name) in _FRAMING_NAME_LENGTHS:
             lowered = name.lower()
             if lowered in _FRAMING_NAMES:
                 self._framing_header(lowered, value)
@@ -436,11 +441,13 @@ class HttpConnection(asyncio.BufferedProtocol):
             # RFC 9112 section 3.2: an HTTP/1.1 request has exactly one Host; HTTP/1.0 at most one.
             self._abandon(400, "a request needs exactly one Host header", "bad_request")
         if self._transfer_codings is not None:
-            self._check_transfer_coding(self._transfer_codings)
+            codings, self._transfer_codings = self._transfer_codings, None
+            self._check_transfer_coding(codings)
         self._upgrade = parser.should_upgrade()
         self._deadline_kind = WAITING_BODY  # until the body (if any) is complete
         self.deadline = self.state.clock + self.settings.body_timeout_seconds
         if self._expect_continue:
+            self._expect_continue = False
             self._send_continue()
 
     def _check_transfer_coding(self, codings: list[bytes]) -> None:
@@ -460,10 +467,14 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._write(CONTINUE, 0)
 
     def on_body(self, body: bytes) -> None:
+        parts = self._body_parts
+        if parts is None:
+            self._body_parts = parts = []
+            self._body_bytes = 0
         self._body_bytes += len(body)
         if self._body_bytes > self.settings.max_body_bytes:  # chunked bodies have no length up front
             self._abandon(413, f"body over {self.settings.max_body_bytes} bytes", "body_too_large")
-        self._body_parts.append(body)
+        parts.append(body)
         self.deadline = self.state.clock + self.settings.body_timeout_seconds  # progress
 
     def on_message_complete(self) -> None:
@@ -472,11 +483,17 @@ class HttpConnection(asyncio.BufferedProtocol):
         parser = self.parser
         path, mark, query = (self._url or b"/").partition(b"?")
         parts = self._body_parts
+        if parts is not None:
+            self._body_parts = None
         keep_alive = parser.should_keep_alive()
         # llhttp keeps an HTTP/1.0 request alive only when it says "Connection: keep-alive",
         # so without a Connection header a kept request is HTTP/1.1: no need to ask for the
         # version, which httptools formats into a new string (~0.2 us) on every call.
-        version = "1.1" if keep_alive and not self._connection_header else parser.get_http_version()
+        if self._connection_header:
+            self._connection_header = False
+            version = parser.get_http_version()
+        else:
+            version = "1.1" if keep_alive else parser.get_http_version()
         raw_method = parser.get_method()
         method = METHOD_NAMES.get(raw_method) or raw_method.decode("ascii")
         path_text = path.decode("latin-1")
@@ -678,12 +695,18 @@ class HttpConnection(asyncio.BufferedProtocol):
 
     def _deliver(self, data: bytes, body_length: int, keep: bool) -> None:
         """Write one whole answer, then wait for the next request or close."""
-        self._write(data, body_length)
-        self.state.stats.requests += 1
+        state, settings, transport = self.state, self.settings, self.transport
+        stats = state.stats
+        if settings.split_writes or transport is None:
+            self._write(data, body_length)
+        elif not transport.is_closing():  # _write's common case, one call fewer per answer
+            transport.write(data)
+            stats.bytes_sent += len(data)
+        stats.requests += 1
         if keep:
             if not self._busy and not self._pending and not self._write_paused:
                 self._deadline_kind = WAITING_IDLE
-                self.deadline = self.state.clock + self.settings.keepalive_timeout_seconds
+                self.deadline = state.clock + settings.keepalive_timeout_seconds
         else:
             self.closing = True
             if not self._busy and self.transport is not None:
