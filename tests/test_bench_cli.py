@@ -142,8 +142,9 @@ def test_thresholds_that_hold_exit_0_and_a_violated_one_exits_1(server: ServerHa
 
 def _usage_error(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.startswith("usage: python -m lab bench")
-    return done.stderr.strip().splitlines()[-1]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("(see python -m lab bench --help)"), done.stderr
+    return lines[0]
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -167,7 +168,7 @@ def test_an_unwritable_data_folder_is_refused_before_the_run(tmp_path: Path) -> 
     blocker.write_text("not a folder")
     done = bench("http://127.0.0.1:9/", "-d", "60", "--save", "--data-dir", str(blocker / "data"))
     assert _usage_error(done) == (f"python -m lab bench: error: --data-dir: cannot save records "
-                                  f"in {blocker / 'data'}: Not a directory")
+                                  f"in {blocker / 'data'}: Not a directory (see python -m lab bench --help)")
 
 
 def test_wrk_habits_are_accepted(server: ServerHandle) -> None:

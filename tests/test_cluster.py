@@ -55,11 +55,13 @@ def test_a_killed_worker_gives_a_result_and_a_worker_lost_error(server_url: str)
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         victim = sorted(client.scheduler_info()["workers"])[1]
         pid = client.run(os.getpid, workers=[victim])[victim]
-        killer = threading.Timer(1.5, os.kill, args=(pid, signal.SIGKILL))
+        # Half-way through a 5 s run: the workers' set-up (connections, the common start) takes
+        # up to a second or two on a busy machine, and the kill must land inside the load.
+        killer = threading.Timer(2.5, os.kill, args=(pid, signal.SIGKILL))
         killer.start()
         started = time.monotonic()
         result = run_on_cluster(lab.LoadSpec(url=server_url + "/fast", connections=4,
-                                             duration_seconds=3), client)
+                                             duration_seconds=5), client)
         killer.join()
     assert time.monotonic() - started < 30
     assert result.errors.get("worker_lost") == 1

@@ -93,8 +93,9 @@ def test_python_dash_m_lab_runs_in_a_fresh_process(saved: RecordStore) -> None:
 def _usage_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
     output = capsys.readouterr()
     assert output.out == "" and "Traceback" not in output.err
-    assert output.err.startswith(f"usage: python -m lab {command}")
-    return output.err.strip().splitlines()[-1]
+    lines = output.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f"(see python -m lab {command} --help)"), output.err
+    return lines[0]
 
 
 @pytest.mark.parametrize(("command", "argv", "message"), [

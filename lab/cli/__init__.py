@@ -5,8 +5,9 @@ sub-commands and sets ``run`` (a function of the parsed arguments returning an e
 Only the module of the command being run is imported, so ``python -m lab serve`` loads the
 server and not pandas, matplotlib or the records.
 
-A user's mistake is one line on stderr that names the flag as they typed it, after the
-sub-command's usage (argparse's exit status 2), never a traceback.
+A user's mistake is one line on stderr that names the flag as they typed it (argparse's
+exit status 2), never a traceback, and not the 14 lines of a sub-command's usage above it:
+the line says where the options are listed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from lab.cli.text import printable
 from lab.errors import ConfigError, LabError
@@ -28,10 +30,18 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a mistake is reported in one line rather than after the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser for ``command`` alone when it is known, else for every command."""
-    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = OneLineErrorParser(prog="python -m lab", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                       parser_class=OneLineErrorParser)
     owners = [module for module, commands in COMMAND_MODULES.items() if command in commands]
     for module_name in owners or COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -73,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(arguments.run(arguments) or 0)
     except ConfigError as error:
-        # the usage line, then the flag and what it allows; exit 2
+        # the flag and what it allows; exit 2
         own.error(printable(f"{name_of_flag(own, error.option)}: {error.message}"))
     except LabError as error:
         print(printable(f"lab: {error}"), file=sys.stderr)
