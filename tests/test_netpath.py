@@ -1,0 +1,220 @@
+"""The emulated network path (lab/netpath): its text form, its figures at one connection, what
+loss does to the tail, and that nothing of it is left after a stop, a SIGKILL or without the
+privilege to build it.
+
+The timed tests drive the real server over the real path with the lab's generator; their
+bounds are the issue's (delay=20ms: keep-alive p50 38-50 ms, a connection per request 78-95
+ms; loss=2 %: p99 >= 200 ms, p50 <= 50 ms).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+import lab
+from lab.addresses import is_emulated_path
+from lab.errors import ConfigError
+from lab.measure.samples import MISSING
+from lab.netpath import Path, missing_privilege, start_path
+from lab.netpath.system import (
+    NAMESPACE_PREFIX,
+    add_namespace,
+    alive,
+    lab_devices,
+    lab_namespaces,
+)
+
+REASON = missing_privilege()
+needs_privilege = pytest.mark.skipif(REASON is not None, reason=f"emulated path: {REASON}")
+NOBODY = 65534
+
+
+# --- the text form (no privilege needed) --------------------------------------------------
+
+def test_a_path_is_written_as_text_and_read_back() -> None:
+    path = Path.parse("delay=20ms jitter=2ms loss=0.5% burst=3 rate=100mbit queue=50 reorder=1%")
+    assert path == Path(delay_ms=20, jitter_ms=2, loss_percent=0.5, loss_burst_packets=3,
+                        rate_mbit=100, queue_packets=50, reorder_percent=1)
+    assert Path.parse(str(path)) == path
+    assert Path.parse("delay=1s rate=500kbit").delay_ms == 1000
+    assert Path.parse("delay=1s rate=500kbit").rate_mbit == pytest.approx(0.5)
+    assert path.rtt_ms == 40
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("delay=20", None),                    # a bare number is milliseconds: fine
+    ("delay=20 speed=1", "'speed=1'"),
+    ("delay=20parsecs", "'delay=20parsecs'"),
+    ("loss", "'loss'"),
+    ("queue=1.5", "'queue=1.5'"),
+])
+def test_a_bad_token_is_named_with_the_allowed_form(text: str, named: str | None) -> None:
+    if named is None:
+        assert Path.parse(text).delay_ms == 20
+        return
+    with pytest.raises(ConfigError) as caught:
+        Path.parse(text)
+    assert caught.value.option == "emulate"
+    assert named in str(caught.value) and "delay=20ms" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_value_out_of_range_names_its_knob() -> None:
+    with pytest.raises(ConfigError, match="loss_percent"):
+        Path.parse("loss=120%")
+    with pytest.raises(ConfigError, match="delay_ms"):
+        Path(delay_ms=-1)
+
+
+def test_serve_with_a_bad_path_is_one_line_naming_the_flag() -> None:
+    done = subprocess.run([sys.executable, "-m", "lab", "serve", "--emulate", "delay=20ms rtt=5"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("python -m lab serve: error: --emulate:")
+    assert "Traceback" not in done.stderr
+
+
+def test_without_the_privilege_one_line_says_what_is_missing() -> None:
+    """As an ordinary user (nobody), ``serve --emulate`` says what it needs and stops."""
+    if os.geteuid() != 0:
+        command = [sys.executable, "-m", "lab", "serve", "--emulate", "delay=20ms"]
+    else:
+        command = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                   sys.executable, "-m", "lab", "serve", "--emulate", "delay=20ms"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("lab: cannot build an emulated network path: needs root or CAP_NET_ADMIN")
+
+
+# --- the path itself ----------------------------------------------------------------------
+
+def nothing_left(namespace: str, relay_pid: int | None) -> list[str]:
+    left = [name for name in lab_namespaces() if name == namespace]
+    left += [device for device in lab_devices()]
+    if relay_pid is not None and alive(relay_pid):
+        left.append(f"relay {relay_pid}")
+    return left
+
+
+def one_connection(url: str, requests: int, *, keepalive: bool = True) -> np.ndarray:
+    """Milliseconds per request at one connection; without keep-alive, the connect included."""
+    spec = lab.LoadSpec(url=url, connections=1, max_requests=requests, duration_seconds=60,
+                        keepalive=keepalive, timeout_seconds=10)
+    result = lab.run_load(spec)
+    samples = result.measured_samples()
+    assert result.errors == {}, result.errors
+    assert len(samples) == requests
+    total = samples["done_ns"] - samples["sent_ns"]
+    if not keepalive:
+        assert (samples["connect_ns"] != MISSING).all()
+        total = total + samples["connect_ns"]
+    return np.asarray(total, dtype=float) / 1e6
+
+
+@pytest.fixture
+def delayed_server() -> Iterator[lab.ServerHandle]:
+    server = lab.start_server(path="delay=20ms", isolation="process")
+    yield server
+    server.stop()
+
+
+@needs_privilege
+@pytest.mark.timing
+def test_delay_20ms_costs_one_rtt_with_keepalive_and_two_without(delayed_server: lab.ServerHandle) -> None:
+    assert delayed_server.path is not None
+    assert delayed_server.url.startswith(f"http://{delayed_server.path.server_address}:")
+    keepalive = one_connection(delayed_server.url + "/fast", 80)
+    fresh = one_connection(delayed_server.url + "/fast", 30, keepalive=False)
+    print(f"delay=20ms: keep-alive p50 {np.median(keepalive):.1f} ms, "
+          f"a connection per request p50 {np.median(fresh):.1f} ms")
+    assert 38 <= np.median(keepalive) <= 50
+    assert 78 <= np.median(fresh) <= 95
+
+
+@needs_privilege
+@pytest.mark.timing
+def test_loss_becomes_a_retransmission_timeout_tail() -> None:
+    with lab.start_server(path="delay=20ms loss=2%", isolation="process") as server:
+        latency = one_connection(server.url + "/fast", 300)
+        assert server.path is not None
+        lost = sum(server.path.stats()[way]["lost"] for way in ("to_server", "to_client"))
+    slow = int((latency >= 200).sum())
+    print(f"loss=2%: p50 {np.median(latency):.1f} ms, p99 {np.percentile(latency, 99):.1f} ms, "
+          f"{slow} of 300 requests >= 200 ms, {lost} packets lost")
+    assert lost > 0
+    assert np.median(latency) <= 50
+    assert np.percentile(latency, 99) >= 200
+
+
+@needs_privilege
+def test_stop_removes_everything_the_path_made() -> None:
+    server = lab.start_server(path=Path(delay_ms=1))
+    path = server.path
+    assert path is not None and path.running
+    assert path.namespace.startswith(NAMESPACE_PREFIX) and path.namespace in lab_namespaces()
+    assert path.client_device in lab_devices()
+    assert is_emulated_path(path.server_address)
+    lab.LoadSpec(url=server.url)  # the generator accepts the lab's own path without opt-in
+    server.stop()
+    assert nothing_left(path.namespace, path.relay_pid) == []
+    assert not is_emulated_path(path.server_address)
+    with pytest.raises(ConfigError, match="--allow-remote"):
+        lab.LoadSpec(url=server.url)  # once it is gone, its address is remote like any other
+
+
+@needs_privilege
+def test_a_killed_parent_leaves_nothing_behind() -> None:
+    """SIGKILL to ``serve --emulate``: the relay sees its parent go, removes the namespace and
+    exits, and its devices go with it."""
+    process = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--emulate", "delay=1ms"],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    described = _read_line(process, "emulated path")
+    _read_line(process, "listening on")
+    namespace = described.split("in namespace ")[1].split(",")[0]
+    relay_pid = int(described.rsplit("relay pid ", 1)[1])
+    assert namespace in lab_namespaces() and alive(relay_pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    deadline = time.monotonic() + 5
+    while nothing_left(namespace, relay_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert nothing_left(namespace, relay_pid) == []
+
+
+@needs_privilege
+def test_a_stale_namespace_from_a_dead_run_is_removed_at_the_next_start() -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    stale = f"{NAMESPACE_PREFIX}{int(finished.stdout)}-250"  # its owner no longer exists
+    add_namespace(stale)
+    with start_path("delay=0ms") as path:
+        assert stale not in lab_namespaces()
+        assert path.namespace in lab_namespaces()
+
+
+def _read_line(process: subprocess.Popen[str], wanted: str, timeout: float = 20) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], max(0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = process.stdout.readline()
+        if wanted in line:
+            return line.strip()
+        if not line:
+            break
+    process.kill()
+    raise AssertionError(f"no line with {wanted!r} in time")
