@@ -218,3 +218,25 @@ def _read_line(process: subprocess.Popen[str], wanted: str, timeout: float = 20)
             break
     process.kill()
     raise AssertionError(f"no line with {wanted!r} in time")
+
+
+@needs_privilege
+def test_the_panel_shows_the_network_path_knobs_and_applies_them() -> None:
+    from lab.notebook.panel import LabPanel
+
+    panel = LabPanel(network_path="delay=5ms")
+    try:
+        form = panel.network_path_form
+        assert form is not None
+        assert set(form.controls) == {"delay_ms", "jitter_ms", "loss_percent", "loss_burst_packets",
+                                      "rate_mbit", "queue_packets", "reorder_percent"}
+        form.controls["delay_ms"].value_widget.value = 7.5
+        assert panel.apply()
+        assert panel.server.path is not None and panel.server.path.spec.delay_ms == 7.5
+        form.controls["loss_percent"].value_widget.value = 250.0
+        assert not panel.apply()
+        assert "loss_percent" in panel.message.value
+        assert form.controls["loss_percent"].get() == 0  # the form shows what the relay does
+    finally:
+        panel.server.stop()
+    assert nothing_left(panel.server.path.namespace, panel.server.path.relay_pid) == []
