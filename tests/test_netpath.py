@@ -10,6 +10,7 @@ ms; loss=2 %: p99 >= 200 ms, p50 <= 50 ms).
 from __future__ import annotations
 
 import os
+import random
 import select
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from lab.addresses import is_emulated_path
 from lab.errors import ConfigError
 from lab.measure.samples import MISSING
 from lab.netpath import Path, missing_privilege, start_path
+from lab.netpath.relay import Direction
 from lab.netpath.system import (
     NAMESPACE_PREFIX,
     add_namespace,
@@ -240,3 +242,64 @@ def test_the_panel_shows_the_network_path_knobs_and_applies_them() -> None:
     finally:
         panel.server.stop()
     assert nothing_left(panel.server.path.namespace, panel.server.path.relay_pid) == []
+
+
+# --- the relay's rules, packet by packet (no devices needed) ------------------------------
+
+MS = 1_000_000  # nanoseconds
+
+
+def direction(text: str, seed: int = 1) -> Direction:
+    return Direction("to_server", out_fd=-1, path=Path.parse(text), rng=random.Random(seed))
+
+
+def test_delay_holds_each_packet_and_jitter_keeps_their_order() -> None:
+    plain = direction("delay=20ms")
+    assert [plain.due(100, now) for now in (0, 5 * MS)] == [20 * MS, 25 * MS]
+    jittery = direction("delay=20ms jitter=10ms")
+    dues = [jittery.due(100, now * MS // 10) for now in range(2000)]
+    assert dues == sorted(dues)  # never reordered by jitter alone
+    spread = [due - now * MS // 10 for now, due in enumerate(dues)]
+    assert min(spread) >= 10 * MS and max(spread) <= 30 * MS
+
+
+def test_the_rate_limit_spaces_packets_and_drops_beyond_its_queue() -> None:
+    link = direction("rate=8mbit queue=5")  # 1000 bytes take 1 ms at 8 Mbit/s
+    dues = [link.due(1000, 0) for _ in range(8)]
+    assert dues[:5] == [1 * MS, 2 * MS, 3 * MS, 4 * MS, 5 * MS]
+    assert dues[5:] == [None, None, None]  # drop tail
+    assert link.counts["queue_dropped"] == 3
+    assert link.due(1000, 10 * MS) == 11 * MS  # the queue drained meanwhile
+
+
+def test_loss_keeps_its_share_and_bursts_have_their_mean_length() -> None:
+    for text, mean_run in (("loss=5%", 1.05), ("loss=5% burst=4", 4.0)):
+        lossy = direction(text, seed=7)
+        lost = [lossy.due(100, 0) is None for _ in range(200_000)]
+        runs = [len(run) for run in "".join("x" if x else " " for x in lost).split()]
+        assert sum(lost) / len(lost) == pytest.approx(0.05, rel=0.1), text
+        assert np.mean(runs) == pytest.approx(mean_run, rel=0.1), text
+
+
+def test_reordered_packets_skip_the_delay() -> None:
+    shuffled = direction("delay=20ms reorder=25%", seed=3)
+    dues = [shuffled.due(100, now * MS) for now in range(4000)]
+    early = sum(due == now * MS for now, due in enumerate(dues))
+    assert early == shuffled.counts["reordered"]
+    assert early / len(dues) == pytest.approx(0.25, rel=0.1)
+
+
+@needs_privilege
+@pytest.mark.timing
+def test_the_rate_limit_bounds_a_transfer() -> None:
+    """512 KiB at 20 Mbit/s cannot take less than 0.21 s (plus slow start's round trips)."""
+    with lab.start_server(path="rate=20mbit queue=200", isolation="process") as server:
+        spec = lab.LoadSpec(url=server.url + "/bytes/524288", connections=1, max_requests=3,
+                            duration_seconds=30)
+        result = lab.run_load(spec)
+    assert result.errors == {}
+    seconds = (result.measured_samples()["done_ns"] - result.measured_samples()["sent_ns"]) / 1e9
+    floor = 524_288 * 8 / 20e6
+    print(f"512 KiB at rate=20mbit: {np.round(seconds, 3)} s (the rate allows {floor:.3f} s)")
+    assert (seconds >= 0.95 * floor).all()
+    assert np.median(seconds) <= 3 * floor

@@ -41,6 +41,8 @@ def run(arguments: argparse.Namespace) -> int:
     path = start_path(spec)
     try:
         print(path.describe(), flush=True)
+        if not path.netem_available():
+            print("(this kernel has no netem qdisc: the relay process is the path)", flush=True)
         return _serve(config.replace(host=path.server_address), arguments.router, path)
     finally:
         path.stop()

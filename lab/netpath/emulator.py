@@ -136,6 +136,10 @@ class EmulatedPath:
         """Move the calling thread into the server's namespace (for a listener made there)."""
         system.enter_namespace(self.namespace)
 
+    def netem_available(self) -> bool:
+        """Whether this kernel has netem (it need not: the relay is the path either way)."""
+        return system.netem_available(self.namespace)
+
     def read_sysctl(self, name: str) -> str:
         return system.read_sysctl(self.namespace, name)
 

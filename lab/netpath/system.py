@@ -194,6 +194,22 @@ def _in_namespace(namespace: str, command: list[str]) -> str:
     return done.stdout
 
 
+def netem_available(namespace: str) -> bool:
+    """Whether this kernel has the netem qdisc, tried on the namespace's own loopback (so the
+    machine's devices are never touched). Where it exists, ``tc ... netem`` could stand in for
+    the relay; the lab still uses the relay, so the two can be compared (docs/netpath.md)."""
+    if shutil.which("tc") is None:
+        return False
+    added = subprocess.run(["ip", "netns", "exec", namespace, "tc", "qdisc", "add", "dev", "lo",
+                            "root", "netem", "delay", "0ms"], capture_output=True,
+                           timeout=IP_TIMEOUT_SECONDS)
+    if added.returncode != 0:
+        return False
+    subprocess.run(["ip", "netns", "exec", namespace, "tc", "qdisc", "del", "dev", "lo", "root"],
+                   capture_output=True, timeout=IP_TIMEOUT_SECONDS)
+    return True
+
+
 # --- stale state --------------------------------------------------------------------------
 
 def owner_of(namespace: str) -> int | None:
