@@ -31,6 +31,7 @@ from lab.netpath.system import (
     NAMESPACE_PREFIX,
     add_namespace,
     alive,
+    client_device,
     lab_devices,
     lab_namespaces,
 )
@@ -102,8 +103,10 @@ def test_without_the_privilege_one_line_says_what_is_missing() -> None:
 # --- the path itself ----------------------------------------------------------------------
 
 def nothing_left(namespace: str, relay_pid: int | None) -> list[str]:
+    """What is left of one path (another run's paths may be up meanwhile)."""
+    slot = int(namespace.rsplit("-", 1)[1])
     left = [name for name in lab_namespaces() if name == namespace]
-    left += [device for device in lab_devices()]
+    left += [device for device in lab_devices() if device == client_device(slot)]
     if relay_pid is not None and alive(relay_pid):
         left.append(f"relay {relay_pid}")
     return left
@@ -303,3 +306,26 @@ def test_the_rate_limit_bounds_a_transfer() -> None:
     print(f"512 KiB at rate=20mbit: {np.round(seconds, 3)} s (the rate allows {floor:.3f} s)")
     assert (seconds >= 0.95 * floor).all()
     assert np.median(seconds) <= 3 * floor
+
+
+@needs_privilege
+def test_serve_stopped_by_sigterm_removes_its_path() -> None:
+    process = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--emulate", "delay=1ms"],
+                               stdout=subprocess.PIPE, text=True)
+    described = _read_line(process, "emulated path")
+    url = _read_line(process, "listening on").split()[-1]
+    namespace = described.split("in namespace ")[1].split(",")[0]
+    relay_pid = int(described.rsplit("relay pid ", 1)[1])
+    assert lab.run_load(lab.LoadSpec(url=url + "/fast", connections=1, max_requests=5)).errors == {}
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(15) == 0
+    assert nothing_left(namespace, relay_pid) == []
+
+
+@needs_privilege
+def test_two_paths_at_once_get_two_slots() -> None:
+    with start_path("delay=1ms") as first, start_path("delay=2ms") as second:
+        assert first.slot != second.slot
+        assert first.server_address != second.server_address
+        assert is_emulated_path(first.server_address) and is_emulated_path(second.server_address)
+    assert not is_emulated_path(first.server_address)
