@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 
+from lab.errors import ConfigError
 from lab.http.config import ServerConfig
 from lab.http.core import LabServer
 from lab.netpath import EmulatedPath, Path, start_path
@@ -38,6 +39,9 @@ def run(arguments: argparse.Namespace) -> int:
     if arguments.emulate is None:
         return _serve(config, arguments.router)
     spec = Path.parse(arguments.emulate)
+    if "host" in vars(arguments):
+        raise ConfigError("host", "with --emulate the server listens on the path's own address "
+                          "(printed at start); leave --host out")
     path = start_path(spec)
     try:
         print(path.describe(), flush=True)
