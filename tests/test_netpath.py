@@ -86,6 +86,13 @@ def test_serve_with_a_bad_path_is_one_line_naming_the_flag() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_serve_emulate_with_a_host_is_one_line_naming_it() -> None:
+    done = subprocess.run([sys.executable, "-m", "lab", "serve", "--emulate", "delay=20ms",
+                           "--host", "127.0.0.1"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("python -m lab serve: error: --host:")
+
+
 def test_without_the_privilege_one_line_says_what_is_missing() -> None:
     """As an ordinary user (nobody), ``serve --emulate`` says what it needs and stops."""
     if os.geteuid() != 0:
