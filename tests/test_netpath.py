@@ -336,3 +336,16 @@ def test_two_paths_at_once_get_two_slots() -> None:
         assert first.server_address != second.server_address
         assert is_emulated_path(first.server_address) and is_emulated_path(second.server_address)
     assert not is_emulated_path(first.server_address)
+
+
+@needs_privilege
+def test_a_listener_restart_stays_behind_the_path() -> None:
+    """A knob that re-creates the listener (backlog) keeps it in the path's namespace."""
+    with lab.start_server(path="delay=1ms") as server:
+        url = server.url
+        server.reconfigure(backlog=64)
+        assert server.url == url
+        result = lab.run_load(lab.LoadSpec(url=url + "/fast", connections=1, max_requests=5))
+        assert result.errors == {} and result.requests == 5
+        with pytest.raises(ConfigError, match="host"):
+            server.reconfigure(host="127.0.0.1")
