@@ -9,14 +9,17 @@ ms; loss=2 %: p99 >= 200 ms, p50 <= 50 ms).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path as FilePath
 
 import numpy as np
 import pytest
@@ -39,6 +42,7 @@ from lab.netpath.system import (
 REASON = missing_privilege()
 needs_privilege = pytest.mark.skipif(REASON is not None, reason=f"emulated path: {REASON}")
 NOBODY = 65534
+NOTEBOOK_13 = FilePath(__file__).resolve().parent.parent / "notebooks" / "13-real-rtt.ipynb"
 
 
 # --- the text form (no privilege needed) --------------------------------------------------
@@ -349,3 +353,30 @@ def test_a_listener_restart_stays_behind_the_path() -> None:
         assert result.errors == {} and result.requests == 5
         with pytest.raises(ConfigError, match="host"):
             server.reconfigure(host="127.0.0.1")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="drops CAP_NET_ADMIN from a root kernel with setpriv")
+def test_notebook_13_skips_in_one_line_without_the_privilege(tmp_path: FilePath,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The notebook's kernel runs without CAP_NET_ADMIN: it says why in one line, runs every
+    cell and measures nothing."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    spec_dir = tmp_path / "kernels" / "no-net-admin"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": ["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", sys.executable,
+                 "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "no CAP_NET_ADMIN", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path / "data"))
+    notebook = nbformat.read(NOTEBOOK_13, as_version=4)
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="no-net-admin",
+                            resources={"metadata": {"path": str(NOTEBOOK_13.parent)}}).execute()
+    printed = [output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+               for output in cell.outputs]
+    assert "".join(printed).strip().splitlines() == [
+        "skipping this notebook: cannot build an emulated network path: needs root or "
+        "CAP_NET_ADMIN (running as uid 0 without it)",
+        "skipped: the emulated path could not be built here"]
