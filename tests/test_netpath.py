@@ -320,7 +320,8 @@ def test_the_rate_limit_bounds_a_transfer() -> None:
 
 
 @needs_privilege
-def test_serve_stopped_by_sigterm_removes_its_path() -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_stopped_by_ctrl_c_or_sigterm_removes_its_path(stop: signal.Signals) -> None:
     process = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--emulate", "delay=1ms"],
                                stdout=subprocess.PIPE, text=True)
     described = _read_line(process, "emulated path")
@@ -328,7 +329,7 @@ def test_serve_stopped_by_sigterm_removes_its_path() -> None:
     namespace = described.split("in namespace ")[1].split(",")[0]
     relay_pid = int(described.rsplit("relay pid ", 1)[1])
     assert lab.run_load(lab.LoadSpec(url=url + "/fast", connections=1, max_requests=5)).errors == {}
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     assert process.wait(15) == 0
     assert nothing_left(namespace, relay_pid) == []
 
