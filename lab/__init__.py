@@ -10,7 +10,8 @@ and the notebook tools to see what each knob does to latency.
 
 The names below are the front door; each part's internals live in a subpackage (``lab.http``
 the server's, ``lab.engine`` the generator's, ``lab.measure``, ``lab.records``,
-``lab.notebook``, ``lab.peers``, ``lab.experiments``, ``lab.cli``). Heavy names (numpy, pandas, matplotlib,
+``lab.notebook``, ``lab.peers``, ``lab.experiments``, ``lab.cli``, ``lab.netpath`` the emulated
+network path). Heavy names (numpy, pandas, matplotlib,
 ipywidgets behind them) load on first use, so ``python -m lab serve`` starts without them.
 """
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from lab.engine.spec import LoadSpec
     from lab.experiments.sweeps import sweep
     from lab.loadgen import run_load, start_load
+    from lab.netpath import EmulatedPath, Path
     from lab.notebook.panel import LabPanel
     from lab.records import plots
     from lab.records.experiment import record_from_result
@@ -42,9 +44,11 @@ except metadata.PackageNotFoundError:  # run from a source tree that was never i
 
 __all__ = [
     "ConfigError",
+    "EmulatedPath",
     "LabError",
     "LoadResult",
     "LoadSpec",
+    "Path",
     "Record",
     "RecordStore",
     "ServerConfig",
@@ -63,6 +67,8 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "LoadResult": "lab.engine.result",
     "LoadSpec": "lab.engine.spec",
+    "Path": "lab.netpath",
+    "EmulatedPath": "lab.netpath",
     "Record": "lab.records.record",
     "RecordStore": "lab.records.store",
     "ServerHandle": "lab.server",

@@ -1,17 +1,27 @@
 """The one loopback check: the lab sends traffic only to this machine unless told otherwise.
 
 A host counts as loopback when every address it resolves to is in 127.0.0.0/8 or is ::1, so
-``localhost`` passes and a name that points elsewhere does not.
+``localhost`` passes and a name that points elsewhere does not. The server end of one of the
+lab's own emulated network paths (lab/netpath) counts too, but only while that path is up: an
+address in the lab's range (198.19.0.0/16) to which this namespace routes through a device the
+lab made. Anything else in that range is as remote as any other address.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 
 from lab.errors import ConfigError
 
 OPT_IN = "pass allow_remote=True (--allow-remote) for a target you own"
+
+# The lab's emulated paths (lab/netpath): their addresses and the names of their devices.
+EMULATED_NETWORK = ipaddress.IPv4Network("198.19.0.0/16")
+EMULATED_DEVICE_PREFIX = "labp"
+_ROUTES = "/proc/net/route"
+_RTF_UP, _RTF_HOST = 0x1, 0x4
 
 
 def is_loopback(host: str) -> bool:
@@ -27,11 +37,35 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
+def is_emulated_path(host: str) -> bool:
+    """True when ``host`` is the far end of a lab-made emulated path that is up right now.
+
+    Read from the kernel's routing table (/proc/net/route): a path is a host route to its
+    server's address through a lab device, present only while that device is up.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if not isinstance(address, ipaddress.IPv4Address) or address not in EMULATED_NETWORK:
+        return False
+    try:
+        with open(_ROUTES) as routes:
+            rows = [line.split() for line in routes.readlines()[1:]]
+    except OSError:
+        return False
+    # /proc/net/route prints each address's four bytes as one native-order hex number
+    wanted = f"{int.from_bytes(address.packed, sys.byteorder):08X}"
+    return any(len(row) > 7 and row[0].startswith(EMULATED_DEVICE_PREFIX) and row[1] == wanted
+               and int(row[3], 16) & (_RTF_UP | _RTF_HOST) == _RTF_UP | _RTF_HOST
+               and row[7] == "FFFFFFFF" for row in rows)
+
+
 def require_loopback(host: str, *, allow_remote: bool = False, option: str = "url",
                      opt_in: str | None = OPT_IN) -> None:
     """Raise a :class:`ConfigError` naming ``option`` unless ``host`` is loopback or the caller
     opted in; ``opt_in`` tells the user how to opt in (None where they cannot)."""
-    if allow_remote or is_loopback(host):
+    if allow_remote or is_loopback(host) or is_emulated_path(host):
         return
     how = f"; {opt_in}" if opt_in else ""
     raise ConfigError(option, f"{host} is not a loopback address (127.0.0.0/8 or ::1): the lab "

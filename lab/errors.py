@@ -25,6 +25,10 @@ class ServerError(LabError, RuntimeError):
     """The server could not start, or stopped answering its handle."""
 
 
+class PathError(LabError, RuntimeError):
+    """An emulated network path cannot be built here (privilege, devices) or stopped working."""
+
+
 class LoadError(LabError, RuntimeError):
     """The load generator could not run (a worker or the calibration failed)."""
 

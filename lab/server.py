@@ -10,6 +10,10 @@ what ``workers > 1`` needs, each worker a process sharing the port through SO_RE
         print(server.url)               # http://127.0.0.1:PORT
         server.reconfigure(nodelay=True)
         print(server.stats()["requests"])
+
+``path=Path(delay_ms=20)`` (or ``path="delay=20ms"``) puts the server behind an emulated
+network path (lab/netpath): it listens in a network namespace of its own, on the path's
+address, and ``url`` is that address; ``stop()`` removes the path too.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from lab.http.config import ServerConfig
 from lab.http.core import LabServer, add_snapshots
 from lab.http.demo_routes import demo_router
 from lab.http.routing import Router
+from lab.netpath import EmulatedPath, Path, start_path
+from lab.netpath.system import enter_namespace
 from lab.options import changed_knobs, knobs
 
 Isolation = Literal["thread", "process"]
@@ -40,8 +46,6 @@ START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 
 RESTART_KNOBS = frozenset(field.name for field, spec in knobs(ServerConfig) if spec.restart)
-
-
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -102,9 +106,11 @@ def serve_until_stopped(config: ServerConfig, router: Router, on_ready: ReadyHoo
 class ThreadRunner:
     """The server's own event loop in a daemon thread of this process."""
 
-    def __init__(self, config: ServerConfig, router: Router | str | None) -> None:
+    def __init__(self, config: ServerConfig, router: Router | str | None,
+                 namespace: str | None = None) -> None:
         self.config = config
         self._router = load_router(router)
+        self._namespace = namespace
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: LabServer | None = None
         self._thread: threading.Thread | None = None
@@ -124,6 +130,8 @@ class ThreadRunner:
             started.set_result(port)
 
         try:
+            if self._namespace is not None:
+                enter_namespace(self._namespace)  # this thread only; it lives as long as the server
             serve_until_stopped(self.config, self._router, ready)
         except BaseException as error:
             if started.done():
@@ -160,12 +168,14 @@ class ThreadRunner:
 class ProcessRunner:
     """One or more worker processes, each with its own loop, sharing the port."""
 
-    def __init__(self, config: ServerConfig, router: Router | str | None) -> None:
+    def __init__(self, config: ServerConfig, router: Router | str | None,
+                 namespace: str | None = None) -> None:
         if isinstance(router, Router):
             raise ConfigError("router", "a server in another process needs the router as "
                               "'module:function' (importable there), not a Router object")
         self.config = config
         self._router = router or DEMO_ROUTER
+        self._namespace = namespace
         self._workers: list[tuple[multiprocessing.process.BaseProcess,
                                   multiprocessing.connection.Connection]] = []
         self.port = 0
@@ -178,8 +188,9 @@ class ProcessRunner:
         try:
             for index in range(config.workers):
                 parent_end, child_end = context.Pipe()
-                process = context.Process(target=worker_main, args=(config, child_end, self._router),
-                                          name=f"lab-server-worker-{index}", daemon=True)
+                process = context.Process(
+                    target=worker_main, args=(config, child_end, self._router, self._namespace),
+                    name=f"lab-server-worker-{index}", daemon=True)
                 process.start()
                 child_end.close()
                 self._workers.append((process, parent_end))
@@ -236,7 +247,7 @@ class ProcessRunner:
 
 
 def worker_main(config: ServerConfig, pipe: multiprocessing.connection.Connection,
-                router: str) -> None:
+                router: str, namespace: str | None = None) -> None:
     """Entry point of a server worker process: serve until told to stop over the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
 
@@ -261,6 +272,8 @@ def worker_main(config: ServerConfig, pipe: multiprocessing.connection.Connectio
         pipe.send(("ready", port))
 
     try:
+        if namespace is not None:
+            enter_namespace(namespace)  # behind an emulated path: listen in its namespace
         serve_until_stopped(config, load_router(router), ready)
     except BaseException as error:
         pipe.send(("error", error))
@@ -272,7 +285,7 @@ class ServerHandle:
     """A running lab server: its address, its settings, its counters, and how to stop it."""
 
     def __init__(self, config: ServerConfig, isolation: Isolation,
-                 router: Router | str | None) -> None:
+                 router: Router | str | None, path: EmulatedPath | None = None) -> None:
         if isolation not in ("thread", "process"):
             raise ConfigError("isolation", f"must be 'thread' or 'process', got {isolation!r}")
         if isolation == "thread" and config.workers > 1:
@@ -281,11 +294,13 @@ class ServerHandle:
         self.isolation = isolation
         self._router = router
         self._runner: ThreadRunner | ProcessRunner | None = None
+        self.path = path  # the emulated network path in front of the server, if any
         self.port = 0
 
     def _start(self, config: ServerConfig) -> None:
         runner_class = ThreadRunner if self.isolation == "thread" else ProcessRunner
-        runner = runner_class(config, self._router)
+        namespace = self.path.namespace if self.path is not None else None
+        runner = runner_class(config, self._router, namespace)
         self.port = runner.start()
         self._runner = runner
 
@@ -325,6 +340,9 @@ class ServerHandle:
             return self.config
         if self.isolation == "thread" and new_config.workers > 1:
             raise ConfigError("workers", "more than one worker needs isolation='process'")
+        if self.path is not None and new_config.host != self.config.host:
+            raise ConfigError("host", f"the server listens on its emulated path's address "
+                              f"({self.config.host}); start another server to listen elsewhere")
         if RESTART_KNOBS.intersection(changed):
             self._restart(new_config, keep_port="port" not in changes)
         else:
@@ -334,7 +352,7 @@ class ServerHandle:
 
     def _restart(self, new_config: ServerConfig, keep_port: bool) -> None:
         old_port = self.port
-        self.stop()
+        self._stop_runner()
         if keep_port and new_config.host == self.config.host:
             try:
                 self._start(new_config.replace(port=old_port))
@@ -345,7 +363,13 @@ class ServerHandle:
         self._start(new_config)
 
     def stop(self) -> None:
-        """Close the listener and every connection; the port is free when this returns."""
+        """Close the listener and every connection; the port is free when this returns.
+        An emulated path in front of the server is removed too."""
+        self._stop_runner()
+        if self.path is not None:
+            self.path.stop()
+
+    def _stop_runner(self) -> None:
         if self._runner is not None:
             self._runner.stop()
             self._runner = None
@@ -367,14 +391,26 @@ class ServerHandle:
 
 
 def start_server(config: ServerConfig | None = None, *, isolation: Isolation = "thread",
-                 router: Router | str | None = None, **changes: Any) -> ServerHandle:
+                 router: Router | str | None = None, path: Path | str | None = None,
+                 **changes: Any) -> ServerHandle:
     """Start a server and return once it is listening.
 
     ``config`` defaults to ``ServerConfig()``; keyword arguments change single knobs, e.g.
     ``start_server(nodelay=False, split_writes=True)``. ``router`` is a Router (thread only)
     or ``"module:function"``; the default serves the demo routes (lab/demo_routes.py).
+    ``path`` (a :class:`~lab.netpath.Path` or its text, ``"delay=20ms loss=1%"``) puts an
+    emulated network path between this namespace and the server (root or CAP_NET_ADMIN).
     """
     config = (config or ServerConfig()).replace(**changes) if changes else (config or ServerConfig())
-    handle = ServerHandle(config, isolation, router)
-    handle._start(config)
+    spec = Path.coerce(path)
+    emulated = start_path(spec) if spec is not None else None
+    try:
+        if emulated is not None:
+            config = config.replace(host=emulated.server_address)
+        handle = ServerHandle(config, isolation, router, emulated)
+        handle._start(config)
+    except BaseException:
+        if emulated is not None:
+            emulated.stop()
+        raise
     return handle

@@ -27,18 +27,21 @@ ALLOWED: dict[str, set[str]] = {
     "lab.addresses": {"lab.errors"},
     "lab.resources": set(),
     "lab.measure": {"lab.errors", "lab.units"},
+    # the emulated network path sits under the server (which listens behind it); the load
+    # side reaches it only through lab.addresses' routing-table check, never by import
+    "lab.netpath": FOUNDATION,
     "lab.http": FOUNDATION,
-    "lab.server": FOUNDATION | {"lab.http"},
+    "lab.server": FOUNDATION | {"lab.http", "lab.netpath"},
     "lab.engine": FOUNDATION | {"lab.measure"},
     "lab.loadgen": FOUNDATION | {"lab.measure", "lab.engine"},
     "lab.records": FOUNDATION | {"lab.measure", "lab.engine"},
     "lab.peers": FOUNDATION,
-    "lab.notebook": FOUNDATION | {"lab.measure", "lab.http", "lab.server", "lab.engine",
+    "lab.notebook": FOUNDATION | {"lab.measure", "lab.netpath", "lab.http", "lab.server", "lab.engine",
                                   "lab.loadgen", "lab.records", "lab.peers"},
     # experiments drive a server and the generator together, and keep their runs as records
-    "lab.experiments": FOUNDATION | {"lab.measure", "lab.http", "lab.server", "lab.engine",
+    "lab.experiments": FOUNDATION | {"lab.measure", "lab.netpath", "lab.http", "lab.server", "lab.engine",
                                      "lab.loadgen", "lab.records", "lab.peers"},
-    "lab.cli": FOUNDATION | {"lab.measure", "lab.http", "lab.server", "lab.engine",
+    "lab.cli": FOUNDATION | {"lab.measure", "lab.netpath", "lab.http", "lab.server", "lab.engine",
                              "lab.loadgen", "lab.records", "lab.peers", "lab.experiments"},
     "lab.__main__": {"lab.cli"},
 }

@@ -7,8 +7,11 @@ import asyncio
 import signal
 import sys
 
+from lab.errors import ConfigError
 from lab.http.config import ServerConfig
 from lab.http.core import LabServer
+from lab.netpath import EmulatedPath, Path, start_path
+from lab.netpath.spec import ALLOWED_FORM
 from lab.options import add_arguments, from_arguments
 from lab.server import ProcessRunner, format_url, load_router, serve_until_stopped
 
@@ -20,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_arguments(parser, ServerConfig)
     parser.add_argument("--router", default=None, metavar="MODULE:FUNCTION",
                         help="routes to serve (default: the demo routes, lab/demo_routes.py)")
+    parser.add_argument("--emulate", default=None, metavar="PATH",
+                        help=f"serve behind an emulated network path, e.g. '{ALLOWED_FORM}' "
+                        "(delay each way; needs root or CAP_NET_ADMIN; the server listens on the "
+                        "path's address, in a network namespace of its own)".replace("%", "%%"))
     parser.set_defaults(run=run)
 
 
@@ -29,9 +36,28 @@ def announce(config: ServerConfig, port: int) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     config: ServerConfig = from_arguments(ServerConfig, arguments)
+    if arguments.emulate is None:
+        return _serve(config, arguments.router)
+    spec = Path.parse(arguments.emulate)
+    if "host" in vars(arguments):
+        raise ConfigError("host", "with --emulate the server listens on the path's own address "
+                          "(printed at start); leave --host out")
+    path = start_path(spec)
+    try:
+        print(path.describe(), flush=True)
+        if not path.netem_available():
+            print("(this kernel has no netem qdisc: the relay process is the path)", flush=True)
+        return _serve(config.replace(host=path.server_address), arguments.router, path)
+    finally:
+        path.stop()
+
+
+def _serve(config: ServerConfig, router: str | None, path: EmulatedPath | None = None) -> int:
     if config.workers > 1:
-        return _serve_workers(config, arguments.router)
-    return _serve_here(config, arguments.router)
+        return _serve_workers(config, router, path)
+    if path is not None:
+        path.enter()  # this thread listens in the path's namespace; the relay stays outside
+    return _serve_here(config, router)
 
 
 def _serve_here(config: ServerConfig, router: str | None) -> int:
@@ -51,8 +77,8 @@ def _serve_here(config: ServerConfig, router: str | None) -> int:
     return 0
 
 
-def _serve_workers(config: ServerConfig, router: str | None) -> int:
-    runner = ProcessRunner(config, router)
+def _serve_workers(config: ServerConfig, router: str | None, path: EmulatedPath | None) -> int:
+    runner = ProcessRunner(config, router, path.namespace if path is not None else None)
     try:
         port = runner.start()
     except OSError as error:

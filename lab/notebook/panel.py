@@ -29,6 +29,7 @@ from lab.errors import ConfigError
 from lab.http.config import ServerConfig
 from lab.loadgen import LoadRun, start_load
 from lab.measure.summary import describe_counts
+from lab.netpath import Path as NetworkPath
 from lab.notebook.widgets import KnobForm
 from lab.records import compare, plots
 from lab.records.experiment import record_from_result
@@ -95,9 +96,12 @@ class LabPanel:
 
     def __init__(self, server: ServerHandle | None = None, *, isolation: str = "thread",
                  path: str = "/fast", store: RecordStore | None = None,
-                 load: dict[str, Any] | None = None) -> None:
+                 load: dict[str, Any] | None = None,
+                 network_path: NetworkPath | str | None = None) -> None:
         self._owns_server = server is None
-        self.server = server or start_server(isolation=isolation)  # type: ignore[arg-type]
+        # network_path: the server behind an emulated path (lab/netpath; needs root)
+        self.server = server or start_server(isolation=isolation,  # type: ignore[arg-type]
+                                             path=network_path)
         self.store = store
         self.records: list[Record] = []
         self.results: list[LoadResult] = []
@@ -114,6 +118,9 @@ class LabPanel:
             ServerConfig, self.server.config, exclude=FIXED_SERVER_KNOBS, tabs=True)
         self.load_form = KnobForm(
             LoadSpec, self._load_template, names=LOAD_KNOBS)
+        # the "network path" knobs, from lab.netpath.Path, when the server is behind one
+        emulated = self.server.path
+        self.network_path_form = KnobForm(NetworkPath, emulated.spec) if emulated else None
         self.isolation = widgets.Dropdown(options=["thread", "process"], value=self.server.isolation,
                                           description="server in", layout=widgets.Layout(width="220px"))
         self.path = widgets.Text(value=path, description="path", layout=widgets.Layout(width="220px"))
@@ -147,8 +154,10 @@ class LabPanel:
         self.overlay_button.on_click(lambda _: self.overlay())
         self.isolation.observe(lambda _: self.apply(), names="value")
 
+        path_rows = [self.network_path_form.widget] if self.network_path_form else []
         server_box = widgets.VBox([widgets.HTML("<h4>Server</h4>"), self.server_status,
-                                   self.isolation, self.server_form.widget, self.apply_button])
+                                   self.isolation, self.server_form.widget, *path_rows,
+                                   self.apply_button])
         load_box = widgets.VBox([widgets.HTML("<h4>Load</h4>"), self.path, self.load_form.widget,
                                  widgets.HBox([self.run_button, self.stop_button]),
                                  widgets.HBox([self.progress, self.progress_text])])
@@ -173,8 +182,9 @@ class LabPanel:
         self.message.value = f'<span style="color:{colour}">{html.escape(text)}</span>'
 
     def _show_server_status(self) -> None:
+        behind = f", behind {self.server.path.spec}" if self.server.path is not None else ""
         self.server_status.value = (f"<code>{html.escape(self.server.url)}</code> "
-                                    f"({self.server.isolation})")
+                                    f"({self.server.isolation}{html.escape(behind)})")
 
     # --- server ---------------------------------------------------------------------------
 
@@ -189,18 +199,33 @@ class LabPanel:
             if changes:
                 self.server.reconfigure(**changes)
                 self._say("applied " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+            self._apply_network_path()
             return True
         except (ConfigError, OSError, RuntimeError) as error:
             self._say(f"not applied: {error}", error=True)
             self.server_form.show(self.server.config)
+            if self.network_path_form is not None and self.server.path is not None:
+                self.network_path_form.show(self.server.path.spec)
             return False
         finally:
             self._show_server_status()
 
+    def _apply_network_path(self) -> None:
+        """Hand changed "network path" knobs to the running relay (ConfigError if bad)."""
+        emulated = self.server.path
+        if self.network_path_form is None or emulated is None:
+            return
+        wanted = self.network_path_form.build(emulated.spec)
+        if wanted != emulated.spec:
+            emulated.update(wanted)
+            self._say(f"network path now {wanted}")
+
     def _switch_isolation(self, config: ServerConfig) -> None:
         port = self.server.port
+        emulated = self.server.path.spec if self.server.path is not None else None
         self.server.stop()
-        self.server = start_server(config.replace(port=port), isolation=self.isolation.value)
+        self.server = start_server(config.replace(port=port), isolation=self.isolation.value,
+                                   path=emulated)
         self._owns_server = True
 
     # --- runs -----------------------------------------------------------------------------
