@@ -51,6 +51,7 @@ class LiveView(anywidget.AnyWidget):
     frames = traitlets.Int(0).tag(sync=True)
     redraws = traitlets.Int(0).tag(sync=True)  # set by the browser
     window_seconds = traitlets.Float(WINDOW_SECONDS).tag(sync=True)
+    span_seconds = traitlets.Float(0.0).tag(sync=True)  # the run's planned length (time axis)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -70,6 +71,7 @@ class LiveView(anywidget.AnyWidget):
         load = (f"{spec.rate:,.0f} requests/s open loop" if spec.mode == "open" and spec.rate
                 else f"{spec.connections} connections, {spec.mode} loop")
         self.title = f"live: {spec.url} -- {load}"
+        self.span_seconds = spec.warmup_seconds + spec.duration_seconds
         self.points = []
         self.markers = []
         self.frames = 0

@@ -1,14 +1,14 @@
 // The live view of a running load (lab/notebook/live.py): an anywidget ES module, no imports,
 // no CDN. It draws what the Python side puts in its traits -- `points` (one row per interval:
-// [t_s, p50_ms, p99_ms, max_ms, requests_per_s, errors_per_s]), `markers` ([{t_s, label}]) and
-// `stats` (the running figures) -- on one canvas, at most once per animation frame, and counts
+// [t_s, p50_ms, p99_ms, max_ms, requests_per_s, errors_per_s]), `markers` ([{t_s, label}]),
+// `stats` (the running figures) and `span_seconds` (the run's planned length) -- on one canvas, at most once per animation frame, and counts
 // its redraws in `redraws` so that a browser test can see it move.
 
 const COLOURS = { p50: "#1f77b4", p99: "#ff7f0e", max: "#7f7f7f", rate: "#2ca02c",
                   errors: "#d62728", marker: "#444", grid: "#e6e6e6", text: "#222" };
 const HEIGHT = 320;
-const MARGIN = { left: 64, right: 16, top: 10, bottom: 26 };
-const GAP = 22; // between the latency plot and the rate plot
+const MARGIN = { left: 64, right: 16, top: 24, bottom: 26 };
+const GAP = 30; // between the latency plot and the rate plot
 
 function niceNumber(value) {
   if (!isFinite(value)) return "–";
@@ -35,6 +35,7 @@ function draw(canvas, model) {
   const points = model.get("points") || [];
   const markers = model.get("markers") || [];
   const window_s = model.get("window_seconds") || 30;
+  const span_s = model.get("span_seconds") || window_s; // the run's planned length
   const ratio = window.devicePixelRatio || 1;
   const width = Math.max(320, canvas.parentElement.clientWidth || 640);
   canvas.width = width * ratio;
@@ -52,7 +53,7 @@ function draw(canvas, model) {
   const rateHeight = HEIGHT - MARGIN.bottom - rateTop;
 
   const last = points.length ? points[points.length - 1][0] : 0;
-  const x1 = Math.max(window_s, last);
+  const x1 = Math.max(Math.min(span_s, window_s), last);
   const x0 = Math.max(0, x1 - window_s);
   const x = (t) => MARGIN.left + ((t - x0) / (x1 - x0)) * plotWidth;
 
@@ -119,9 +120,10 @@ function draw(canvas, model) {
   g.fillStyle = COLOURS.text;
   g.textAlign = "center";
   g.textBaseline = "top";
-  const step = Math.max(1, Math.ceil((x1 - x0) / 10));
-  for (let t = Math.ceil(x0 / step) * step; t <= x1; t += step) {
-    g.fillText(`${t} s`, x(t), HEIGHT - MARGIN.bottom + 6);
+  const step = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60].find((s) => (x1 - x0) / s <= 10) || 60;
+  for (let k = Math.ceil(x0 / step); k * step <= x1 + 1e-9; k++) {
+    const t = k * step;
+    g.fillText(`${Number(t.toFixed(1))} s`, x(t), HEIGHT - MARGIN.bottom + 6);
   }
 
   // Markers: a dashed line through both plots, the label written along it.
@@ -148,11 +150,11 @@ function draw(canvas, model) {
   const legend = [["p50", COLOURS.p50], ["p99", COLOURS.p99], ["max", COLOURS.max]];
   let lx = MARGIN.left + 6;
   g.fillStyle = COLOURS.text;
-  g.fillText("latency per 100 ms (log):", lx, MARGIN.top + 2);
+  g.fillText("latency per 100 ms (log):", lx, 6);
   lx += g.measureText("latency per 100 ms (log): ").width;
   for (const [name, colour] of legend) {
     g.fillStyle = colour;
-    g.fillText(name, lx, MARGIN.top + 2);
+    g.fillText(name, lx, 6);
     lx += g.measureText(`${name}  `).width;
   }
   g.fillStyle = COLOURS.rate;
@@ -192,7 +194,7 @@ function render({ model, el }) {
   const schedule = () => {
     if (!pending) { pending = true; requestAnimationFrame(redraw); }
   };
-  for (const name of ["points", "markers", "stats", "title", "window_seconds"]) {
+  for (const name of ["points", "markers", "stats", "title", "window_seconds", "span_seconds"]) {
     model.on(`change:${name}`, schedule);
   }
   const resize = new ResizeObserver(schedule);
