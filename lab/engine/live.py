@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from multiprocessing.connection import Connection
 
 import numpy as np
@@ -55,6 +56,7 @@ class FrameMeter:
         self.open: dict[int, Frame] = {}  # interval index -> its frame so far
         self.next_index = 0  # the first interval not sent yet
         self.dropped = 0  # frames the pipe had no room for
+        self.cpu_ns = 0  # CPU time spent making and sending frames: what the live view costs
         if channel is not None:
             widen_pipe(channel)
             os.set_blocking(channel.fileno(), False)
@@ -64,18 +66,22 @@ class FrameMeter:
         closed = (now_ns - self.start_ns) // self.interval_ns  # intervals before this are over
         if closed <= self.next_index:
             return
+        began = time.thread_time_ns()
         self._sum_new_rows()
         for index in range(self.next_index, closed):
             self._send(self.open.pop(index) if index in self.open else Frame(index))
         self.next_index = closed
+        self.cpu_ns += time.thread_time_ns() - began
 
     def rest(self) -> list[bytes]:
         """Every frame not sent yet, the open ones included (the run is over)."""
+        began = time.thread_time_ns()
         self._sum_new_rows()
         last = max(self.open, default=self.next_index - 1)
         frames = [(self.open.pop(index) if index in self.open else Frame(index)).encode()
                   for index in range(self.next_index, last + 1)]
         self.next_index = last + 1
+        self.cpu_ns += time.thread_time_ns() - began
         return frames
 
     def _send(self, frame: Frame) -> None:
