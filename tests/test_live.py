@@ -15,6 +15,7 @@ import pytest
 from nbclient import NotebookClient
 from rawhttp import Reader, connect, get
 
+from lab.cli.records import describe
 from lab.engine.live import FrameMeter
 from lab.engine.recorder import Recorder
 from lab.engine.spec import LoadSpec
@@ -172,6 +173,13 @@ def test_record_keeps_markers_and_old_records_without_them_still_load(synthetic_
     metadata = marked.metadata()
     del metadata["markers"]  # as written before markers existed
     assert Record.from_metadata(metadata, marked.samples).markers == ()
+
+
+def test_show_says_what_changed_during_the_run(synthetic_record):
+    marked = Record.create(samples=synthetic_record.samples, load_spec=synthetic_record.load_spec,
+                           markers=[Marker(0.3, "nodelay → off"), Marker(0.61, "nodelay → on")])
+    assert "changed during the run: nodelay → off at 0.30 s, nodelay → on at 0.61 s" in describe(marked)
+    assert "changed during the run" not in describe(synthetic_record)
 
 
 def test_the_timeline_draws_each_marker_as_a_labelled_line(synthetic_record):
