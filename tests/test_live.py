@@ -123,7 +123,7 @@ def test_nodelay_switched_during_a_run_reaches_an_open_connection_and_is_marked(
     """The issue's check: /sockopts on an already-open keep-alive connection reads the new
     value, and the change is a marker on the live view and in the run's record."""
     view = LiveView()
-    spec = LoadSpec(url=server.url + "/fast", connections=2, duration_seconds=1.2)
+    spec = LoadSpec(url=server.url + "/fast", connections=2, duration_seconds=2.0)
 
     async def scenario() -> tuple[dict, dict, Record]:
         with connect(server.port) as sock:
@@ -144,9 +144,9 @@ def test_nodelay_switched_during_a_run_reaches_an_open_connection_and_is_marked(
     before, after, record = asyncio.run(scenario())
     assert before["nodelay"] is True and after["nodelay"] is False
     assert [marker["label"] for marker in view.markers] == ["nodelay → off"]
-    assert 0.2 < view.markers[0]["t_s"] < 1.2
+    assert 0.2 < view.markers[0]["t_s"] < 2.0  # during the run, after its first frame
     assert [marker.label for marker in record.markers] == ["nodelay → off"]
-    assert 0 < record.markers[0].t_s < 1.2
+    assert 0 < record.markers[0].t_s < 2.0
 
 
 def test_live_view_traits_follow_a_run(server):
