@@ -39,5 +39,7 @@ def test_a_load_sweep_point_and_its_figure(server):
     assert point["offered load"] == 0.5
     assert 150 <= point["throughput req/s"] <= 250
     assert point["in flight (counted)"] > 0
+    assert 0 < point["busy (measured ρ)"] < 0.9  # half the capacity asked for, not more
+    assert 0 <= point["arrival cv² (measured)"] < 1  # a constant rate is far more regular than Poisson
     figure = load_latency_figure(pd.DataFrame([point]), service_ms=2.5)
     assert len(figure.axes) == 2

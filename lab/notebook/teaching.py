@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 
 from lab.engine.result import LoadResult
 from lab.errors import ConfigError
-from lab.measure.queueing import kingman_wait_ms, littles_law
+from lab.measure.queueing import busy_fraction, kingman_wait_ms, littles_law
+from lab.measure.samples import MISSING
 from lab.measure.stats import LatencySummary
 from lab.records.record import Record
 
@@ -52,22 +53,40 @@ def _row(name: str, requests_per_s: float, errors: int, latency: LatencySummary)
 
 def load_point(result: LoadResult, *, capacity: float) -> dict[str, float]:
     """One open-loop run of a load sweep as a row: offered load, what was delivered, latency
-    percentiles (corrected), and Little's law over the measured window."""
+    percentiles (corrected), the share of time the server was busy (the load it really had),
+    and Little's law over the measured window."""
     if result.target_rate is None:
         raise ConfigError("result", "a load sweep needs open-loop runs (they have a target rate)")
     law = littles_law(result.samples, result.warmup_end_ns, result.end_ns)
+    busy = busy_fraction(result.samples, result.warmup_end_ns, result.end_ns)
     latency = result.latency
     return {
         "offered load": result.target_rate / capacity,
         "offered req/s": result.target_rate,
         "throughput req/s": law.throughput_per_s,
         "utilisation": law.throughput_per_s / capacity,
+        "busy (measured ρ)": busy,
+        # the mean service time the server really gave: busy time per request answered
+        "service ms (measured)": busy / law.throughput_per_s * 1000 if law.throughput_per_s else 0.0,
         "mean ms": latency.mean, "p50 ms": latency.p50, "p90 ms": latency.p90,
         "p99 ms": latency.p99, "max ms": latency.max,
+        "arrival cv² (measured)": _arrival_cv2(result),
         "in flight (counted)": law.measured_in_flight,
         "in flight (λW)": law.predicted_in_flight,
         "late": float(result.late or 0),
     }
+
+
+def _arrival_cv2(result: LoadResult) -> float:
+    """How regular the arrivals at the server really were: the squared coefficient of
+    variation of the gaps between actual sends (0: a metronome; 1: Poisson). A constant-rate
+    generator aims at 0; a busy machine delays and bunches its sends."""
+    sent = np.sort(result.samples["sent_ns"][result.samples["sent_ns"] != MISSING])
+    sent = sent[(sent >= result.warmup_end_ns) & (sent < result.end_ns)]
+    gaps = np.diff(sent).astype(np.float64)
+    if gaps.size < 2 or gaps.mean() == 0:
+        return float("nan")
+    return float(gaps.var() / gaps.mean() ** 2)
 
 
 def load_latency_figure(sweep: pd.DataFrame, *, service_ms: float) -> Figure:
