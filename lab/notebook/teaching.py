@@ -5,7 +5,11 @@ figure of a load sweep (latency against offered load).
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lab.engine.result import LoadResult
-from lab.errors import ConfigError
+from lab.errors import ConfigError, LabError
+from lab.loadgen import LoadSpec, start_load
 from lab.measure.queueing import busy_fraction, kingman_wait_ms, littles_law
 from lab.measure.samples import MISSING
 from lab.measure.stats import LatencySummary
@@ -47,6 +52,87 @@ def _row(name: str, requests_per_s: float, errors: int, latency: LatencySummary)
     row: dict[str, Any] = {"run": name, "requests/s": round(requests_per_s), "errors": errors}
     row.update({column: getattr(latency, key) for column, key in PERCENTILE_COLUMNS})
     return row
+
+
+# --- which side saturated: the server's and the generator's CPU during a run ----------------
+
+def cpu_seconds(pids: Sequence[int]) -> float | None:
+    """User + system CPU seconds the processes have used so far; None once one has exited.
+
+    One small read of /proc/PID/stat per process (fields 14 and 15, in clock ticks).
+    """
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (name)": the name may hold spaces
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of all cores since boot, from the first line of /proc/stat.
+
+    Busy includes interrupt and softirq time, where loopback TCP does much of its work: that
+    time is charged to no process, so the processes' own figures leave it out.
+    """
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    total = sum(fields)
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / ticks, total / ticks
+
+
+@dataclass(frozen=True)
+class CpuShares:
+    """How busy each side was while a run lasted, in cores (1.0 = one core all the time)."""
+
+    server: float  # charged to the server's processes
+    generator: float  # charged to the generator's worker processes
+    machine: float  # all cores, whoever used them (softirq included)
+    generator_workers: int
+    cores: int
+
+    def saturated(self) -> str:
+        """Which side was the limit, in words."""
+        if self.server >= 0.85:
+            return f"the server: its one core was {self.server:.0%} busy"
+        if self.generator >= 0.85 * self.generator_workers:
+            return (f"the generator: its {self.generator_workers} worker(s) used "
+                    f"{self.generator:.2f} cores")
+        if self.machine >= 0.9 * self.cores:
+            return (f"the machine: its {self.cores} cores were {self.machine / self.cores:.0%} busy "
+                    f"(server {self.server:.2f}, generator {self.generator:.2f}, the rest the "
+                    "kernel's network work and other processes), so each side waited for a core")
+        return (f"neither side (server {self.server:.2f}, generator {self.generator:.2f} cores, "
+                f"machine {self.machine:.2f} of {self.cores}): something else, e.g. latency, "
+                "set the pace")
+
+
+async def load_with_cpu(spec: LoadSpec, server_pids: Sequence[int], *,
+                        interval_seconds: float = 0.2) -> tuple[LoadResult, CpuShares]:
+    """Run a load and measure, while it runs, the CPU of the server's and the generator's
+    processes: the two readings furthest apart at which every process was still there."""
+    run = start_load(spec)
+    readings: list[tuple[float, float, float, float, float]] = []
+
+    def look(_: object) -> None:
+        server, generator = cpu_seconds(server_pids), cpu_seconds(run.pids)
+        if server is not None and generator is not None:
+            readings.append((time.monotonic(), server, generator, *machine_busy_seconds()))
+
+    result = await run.wait(interval=interval_seconds, on_progress=look)
+    if len(readings) < 2:
+        raise LabError("the run was too short to see how busy each side was; make it longer")
+    first, last = readings[0], readings[-1]
+    span = last[0] - first[0]
+    cores = os.cpu_count() or 1
+    machine = (last[3] - first[3]) / (last[4] - first[4]) * cores  # busy share of all cores
+    shares = CpuShares((last[1] - first[1]) / span, (last[2] - first[2]) / span, machine,
+                       spec.workers, cores)
+    return result, shares
 
 
 # --- load sweeps (latency against offered load) ----------------------------------------------
