@@ -1,4 +1,5 @@
-"""The raw-socket probes of lab/tcp_probes.py, against the real server on 127.0.0.1."""
+"""The raw-socket probes of lab/notebook/probes.py and the socket listing of
+lab/notebook/sockdiag.py, against the real server (or listeners of their own) on 127.0.0.1."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ and closes cleanly, because its job is to measure the server. The TCP notebooks 
 opposite: a client that does one thing at a time and reports what the kernel did --
 whether it acknowledged at once (TCP_QUICKACK), whether the connection ended with FIN or RST,
 and which side was left holding TIME_WAIT. Everything here is blocking, bounded by a count
-and a timeout, and refuses targets outside the loopback interface.
+and a timeout, and refuses targets outside the loopback interface (``unread_close_probe``
+talks only to a listener of its own on 127.0.0.1).
 """
 
 from __future__ import annotations
