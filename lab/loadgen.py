@@ -197,6 +197,11 @@ class LoadRun:
         self._collect(timeout=0)
         return len(self._reports) == self.spec.workers
 
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The generator's worker processes, e.g. to see how busy they are (notebook 08)."""
+        return tuple(process.pid for process in self._processes if process.pid is not None)
+
     def stop(self) -> None:
         """End the run early; what was measured so far is kept."""
         self._stopped = True

@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from lab.measure.queueing import in_flight, kingman_wait_ms, littles_law, mean_in_flight, throughput
+from lab.errors import ConfigError
+from lab.measure.queueing import (
+    busy_fraction,
+    in_flight,
+    kingman_wait_ms,
+    littles_law,
+    mean_in_flight,
+    throughput,
+)
 from lab.measure.samples import ErrorKind, empty
 
 MS = 1_000_000
@@ -46,6 +54,17 @@ def test_littles_law_holds_on_a_steady_run():
     server_side = littles_law(samples, BEGIN + 100 * MS, BEGIN + 900 * MS, corrected=False)
     assert server_side.mean_latency_ms == pytest.approx(3.0)
     assert server_side.measured_in_flight == pytest.approx(3.0, rel=0.02)
+
+
+def test_busy_fraction_is_the_share_of_time_with_a_request_on_the_wire():
+    # one request every 4 ms, each on the wire for 1 ms (after 2 ms queued in the generator,
+    # which does not count): busy a quarter of the time
+    samples = steady_samples(every_ms=4.0, queued_ms=2.0, served_ms=1.0)
+    assert busy_fraction(samples, BEGIN + 100 * MS, BEGIN + 3900 * MS) == pytest.approx(0.25, abs=0.01)
+    always = steady_samples(every_ms=1.0, served_ms=3.0)
+    assert busy_fraction(always, BEGIN + 100 * MS, BEGIN + 900 * MS) == 1.0
+    with pytest.raises(ConfigError, match="window"):
+        busy_fraction(samples, BEGIN, BEGIN)
 
 
 def test_throughput_counts_completions_in_the_window_only():

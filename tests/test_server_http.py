@@ -38,6 +38,20 @@ def test_delay_waits_without_blocking_other_requests(server):
         assert time.perf_counter() - started >= 0.29
 
 
+def test_delay_can_be_slow_for_a_share_of_requests(server):
+    always = exchange(server.port, get("/delay/0?slow_percent=100&slow_ms=30"))
+    assert always.body == b"waited 30 ms\n"
+    never = exchange(server.port, get("/delay/1?slow_percent=0&slow_ms=30"))
+    assert never.body == b"waited 1 ms\n"
+    with connect(server.port) as sock:
+        sock.sendall(get("/delay/0?slow_percent=50&slow_ms=1") * 200)
+        reader = Reader(sock)
+        slow = sum(reader.response().body == b"waited 1 ms\n" for _ in range(200))
+    assert 50 <= slow <= 150  # binomial(200, 0.5): outside this is 1 in 10 million
+    for bad in ("slow_percent=101&slow_ms=5", "slow_percent=x&slow_ms=5", "slow_ms=-1"):
+        assert exchange(server.port, get(f"/delay/0?{bad}")).status == 400
+
+
 def test_pipelined_requests_are_answered_in_order(server):
     with connect(server.port) as sock:
         sock.sendall(get("/delay/100") + GET_FAST + get("/users/7") + get("/stream/2") + GET_FAST)

@@ -1,45 +1,55 @@
-"""The raw-socket probes of lab/tcp_probes.py, against the real server on 127.0.0.1."""
+"""The raw-socket probes of lab/notebook/probes.py and the socket listing of
+lab/notebook/sockdiag.py, against the real server (or listeners of their own) on 127.0.0.1."""
 
 from __future__ import annotations
+
+import socket
 
 import numpy as np
 import pytest
 
+from lab.errors import LabError
 from lab.measure.samples import MISSING, ErrorKind
 from lab.notebook.probes import (
     TimeWaitCount,
     close_probe,
     count_time_wait,
-    parse_proc_net_tcp,
     sequential_requests,
+    unread_close_probe,
 )
-
-# Two rows of /proc/net/tcp as the kernel prints them: a listener on 8080 (0x1F90) and a
-# TIME_WAIT socket from port 8080 to 51000 (0xC738).
-PROC_NET_TCP_TEXT = """\
-  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0
-   1: 0100007F:1F90 0100007F:C738 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0
-"""
-PROC_NET_TCP6_TEXT = """\
-  sl  local_address                         remote_address                        st tx_queue
-   0: 00000000000000000000000001000000:C738 00000000000000000000000001000000:1F90 06 00000000
-"""
+from lab.notebook.sockdiag import ListenQueue, listen_queue
 
 
-def test_parse_proc_net_tcp_reads_ports_and_states():
-    entries = parse_proc_net_tcp(PROC_NET_TCP_TEXT)
-    assert [(e.local_port, e.remote_port, e.state) for e in entries] == [
-        (8080, 0, "LISTEN"), (8080, 51000, "TIME_WAIT")]
+def test_time_wait_is_counted_on_the_side_that_closed_first():
+    # A listener of our own: the client closes first, so the client side holds TIME_WAIT.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        for _ in range(5):
+            client = socket.create_connection(("127.0.0.1", port))
+            accepted, _ = listener.accept()
+            client.close()
+            assert accepted.recv(1) == b""  # the client's FIN has arrived
+            accepted.close()
+        assert count_time_wait(port) == TimeWaitCount(server_side=0, client_side=5)
 
 
-def test_count_time_wait_splits_by_the_side_that_closed_first(tmp_path):
-    ipv4, ipv6 = tmp_path / "tcp", tmp_path / "tcp6"
-    ipv4.write_text(PROC_NET_TCP_TEXT)
-    ipv6.write_text(PROC_NET_TCP6_TEXT)
-    count = count_time_wait(8080, tables=(ipv4, ipv6, tmp_path / "missing"))
-    assert count == TimeWaitCount(server_side=1, client_side=1)
-    assert count.total == 2
+def test_a_listener_reports_its_accept_queue():
+    with socket.create_server(("127.0.0.1", 0), backlog=7) as listener:
+        port = listener.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        assert listen_queue(port) == ListenQueue(waiting=3, limit=7)
+        for client in clients:
+            client.close()
+    with pytest.raises(LabError, match="nothing listens"):
+        listen_queue(port)
+
+
+@pytest.mark.parametrize("linger_seconds", [None, 5, 0])
+def test_close_with_unread_data_resets_whatever_linger_says(linger_seconds):
+    unread = unread_close_probe(linger_seconds=linger_seconds, read_everything=False)
+    assert unread.ending == "rst"
+    read = unread_close_probe(linger_seconds=linger_seconds, read_everything=True)
+    assert read.ending == ("rst" if linger_seconds == 0 else "fin")
 
 
 def test_an_orderly_close_leaves_time_wait_on_the_server(make_server):

@@ -39,5 +39,36 @@ def test_a_load_sweep_point_and_its_figure(server):
     assert point["offered load"] == 0.5
     assert 150 <= point["throughput req/s"] <= 250
     assert point["in flight (counted)"] > 0
+    assert 0 < point["busy (measured ρ)"] < 0.9  # half the capacity asked for, not more
+    # a constant rate aims at 0; a busy machine bunches the sends, so only its being measured
+    # is certain here
+    assert 0 <= point["arrival cv² (measured)"] < float("inf")
     figure = load_latency_figure(pd.DataFrame([point]), service_ms=2.5)
     assert len(figure.axes) == 2
+
+
+def test_cpu_seconds_of_this_process_and_of_a_gone_one():
+    import os
+
+    from lab.notebook.teaching import cpu_seconds
+
+    before = cpu_seconds([os.getpid()])
+    sum(range(3_000_000))  # some work of ours
+    after = cpu_seconds([os.getpid()])
+    assert before is not None and after is not None and after > before
+    assert cpu_seconds([2**22 + 12345]) is None  # beyond pid_max: no such process
+
+
+def test_a_load_with_the_cpu_of_each_side(make_server):
+    import asyncio
+
+    from lab.notebook.teaching import load_with_cpu
+
+    server = make_server(isolation="process")
+    spec = LoadSpec(url=server.url + "/fast", connections=10, duration_seconds=1.0)
+    result, shares = asyncio.run(load_with_cpu(spec, server.pids))
+    assert result.requests > 0
+    # both sides did real work while the run lasted; neither can use more than its cores
+    assert 0.05 < shares.server <= 1.1 and 0.05 < shares.generator <= 1.1 * spec.workers
+    assert shares.server + shares.generator <= shares.machine * 1.1 + 0.1 <= shares.cores * 1.1 + 0.1
+    assert shares.saturated()

@@ -6,7 +6,7 @@
 | ``GET /`` | the same as ``/fast`` (the seed article's wrk runs load ``/``) |
 | ``POST /echo`` | the request body back |
 | ``GET /users/{id}`` | a small JSON document naming the id (a parameter route) |
-| ``GET /delay/{ms}`` | answers after ``ms`` milliseconds without blocking other requests |
+| ``GET /delay/{ms}`` | answers after ``ms`` ms without blocking others (``?slow_percent=P&slow_ms=M``) |
 | ``GET /work/{us}`` | keeps the CPU busy for ``us`` microseconds, blocking the loop meanwhile |
 | ``GET /bytes/{n}`` | an ``n``-byte body (for buffer-size experiments) |
 | ``GET /stream/{chunks}`` | ``chunks`` chunks in chunked encoding, 10 ms apart |
@@ -55,11 +55,37 @@ def user(request: Request) -> Response:
 
 
 async def delay(request: Request) -> Response:
+    """Wait ``ms`` milliseconds without blocking the loop.
+
+    ``?slow_percent=P&slow_ms=M`` makes a tail on purpose: each request, with probability P %
+    (drawn independently), waits M ms instead -- the "1 % of requests are slow" backend of the
+    tail-at-scale lesson, where fan-out and hedging are measured against it.
+    """
     milliseconds = _bounded_int(request, "ms", MAX_DELAY_MS)
     if isinstance(milliseconds, Response):
         return milliseconds
-    await asyncio.sleep(milliseconds / 1000)
-    return Response.text(f"waited {milliseconds} ms\n")
+    slow = _slow_draw(request)
+    if isinstance(slow, Response):
+        return slow
+    waited = milliseconds if slow is None else slow
+    await asyncio.sleep(waited / 1000)
+    return Response.text(f"waited {waited} ms\n")
+
+
+def _slow_draw(request: Request) -> int | Response | None:
+    """The slow wait this request drew (ms), None for the normal one, or a 400 saying why not."""
+    query = parse_qs(request.query)
+    if "slow_percent" not in query and "slow_ms" not in query:
+        return None
+    try:
+        percent = float(query.get("slow_percent", ["0"])[0])
+        slow_ms = int(query.get("slow_ms", ["0"])[0])
+    except ValueError:
+        percent, slow_ms = -1.0, -1
+    if not 0 <= percent <= 100 or not 0 <= slow_ms <= MAX_DELAY_MS:
+        return Response.text(f"slow_percent must be from 0 to 100 and slow_ms a whole number from 0 "
+                             f"to {MAX_DELAY_MS}, got {request.query!r}\n", 400)
+    return slow_ms if random.random() * 100 < percent else None
 
 
 def work(request: Request) -> Response:

@@ -52,6 +52,21 @@ def mean_in_flight(samples: np.ndarray, window_start_ns: int, window_end_ns: int
     return float(in_flight(samples, instants, corrected=corrected).mean())
 
 
+def busy_fraction(samples: np.ndarray, window_start_ns: int, window_end_ns: int, *,
+                  step_ns: int = NS_PER_MS // 10) -> float:
+    """The share of the window in which at least one sent request was not yet answered.
+
+    For a server that works on one request at a time this is its utilisation as seen from
+    outside (a slight overestimate: the network and the parsing count as busy). It is what the
+    load really was, where offered ÷ a capacity measured earlier is only what it was meant to
+    be: on a shared machine the server's capacity moves between the two measurements.
+    """
+    if window_end_ns <= window_start_ns:
+        raise ConfigError("window", "the end must come after the start")
+    instants = np.arange(window_start_ns, window_end_ns, step_ns)
+    return float((in_flight(samples, instants, corrected=False) >= 1).mean())
+
+
 @dataclass(frozen=True, kw_only=True)
 class LittlesLaw:
     """L = λW over one window: heads counted (L) against throughput times mean latency."""

@@ -5,15 +5,16 @@ and closes cleanly, because its job is to measure the server. The TCP notebooks 
 opposite: a client that does one thing at a time and reports what the kernel did --
 whether it acknowledged at once (TCP_QUICKACK), whether the connection ended with FIN or RST,
 and which side was left holding TIME_WAIT. Everything here is blocking, bounded by a count
-and a timeout, and refuses targets outside the loopback interface.
+and a timeout, and refuses targets outside the loopback interface (``unread_close_probe``
+talks only to a listener of its own on 127.0.0.1).
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -22,15 +23,9 @@ from lab.addresses import require_loopback
 from lab.engine.spec import Target, parse_target
 from lab.errors import ConfigError, LabError
 from lab.measure.samples import ErrorKind, empty
+from lab.notebook.sockdiag import TcpState, tcp_sockets
 
 READ_BYTES = 256 * 1024
-PROC_NET_TCP = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
-# The kernel's state numbers as /proc/net/tcp prints them (include/net/tcp_states.h).
-TCP_STATES = {
-    "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
-    "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN",
-    "0B": "CLOSING",
-}
 
 
 def _loopback_target(url: str) -> Target:
@@ -161,27 +156,65 @@ def close_probe(url: str, *, read_delay_seconds: float = 0.0, receive_buffer_byt
     return CloseProbe(ending, len(received), expected)
 
 
-# --- TIME_WAIT, counted from /proc/net/tcp --------------------------------------------------
+# --- close() with unread data: RST whatever SO_LINGER says -----------------------------------
 
 @dataclass(frozen=True)
-class TcpSocketEntry:
-    local_port: int
-    remote_port: int
-    state: str  # e.g. "TIME_WAIT"
+class UnreadCloseProbe:
+    """What a client saw after the server closed a socket, with or without unread bytes in it."""
+
+    ending: Literal["fin", "rst", "timeout"]
+    answer_bytes: int  # of the server's answer, how many the client read before the ending
 
 
-def parse_proc_net_tcp(text: str) -> list[TcpSocketEntry]:
-    """The sockets listed in a /proc/net/tcp or /proc/net/tcp6 table (header line skipped)."""
-    entries = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        local_port = int(fields[1].rsplit(":", 1)[1], 16)
-        remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-        entries.append(TcpSocketEntry(local_port, remote_port, TCP_STATES.get(fields[3].upper(), fields[3])))
-    return entries
+def unread_close_probe(*, linger_seconds: int | None, read_everything: bool,
+                       extra_bytes: int = 100, timeout_seconds: float = 5.0) -> UnreadCloseProbe:
+    """A listener of our own on 127.0.0.1: the client sends a request plus ``extra_bytes`` more
+    (a pipelined request, a body the server refused); the server answers and closes, having
+    read everything or only the request, with ``SO_LINGER`` off (None) or set (seconds).
 
+    RFC 9293 section 3.6 and Linux agree: closing a socket whose receive queue still holds
+    data aborts the connection with an RST, whatever SO_LINGER says -- the reason servers
+    read and drop the peer's remaining bytes for a while (a "lingering close") before closing.
+    """
+    request = b"GET / HTTP/1.1\r\nHost: probe\r\n\r\n"
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname()[:2], timeout=timeout_seconds)
+        with client:
+            client.sendall(request + b"x" * extra_bytes)
+            accepted, _ = listener.accept()
+            accepted.settimeout(timeout_seconds)
+            _read_exactly(accepted, len(request) + (extra_bytes if read_everything else 0))
+            if linger_seconds is not None:
+                accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, linger_seconds))
+            accepted.sendall(answer)
+            accepted.close()
+            return _read_to_end(client)
+
+
+def _read_exactly(sock: socket.socket, count: int) -> None:
+    got = 0
+    while got < count:
+        data = sock.recv(count - got)  # no more than asked: the rest must stay unread
+        if not data:
+            raise ConnectionError("the client closed before sending everything")
+        got += len(data)
+
+
+def _read_to_end(sock: socket.socket) -> UnreadCloseProbe:
+    received = b""
+    try:
+        while data := sock.recv(READ_BYTES):
+            received += data
+        return UnreadCloseProbe("fin", len(received))
+    except ConnectionResetError:
+        return UnreadCloseProbe("rst", len(received))
+    except TimeoutError:
+        return UnreadCloseProbe("timeout", len(received))
+
+
+# --- TIME_WAIT, counted through sock_diag ---------------------------------------------------
 
 @dataclass(frozen=True)
 class TimeWaitCount:
@@ -195,24 +228,19 @@ class TimeWaitCount:
         return self.server_side + self.client_side
 
 
-def count_time_wait(port: int, *, tables: tuple[Path, ...] = PROC_NET_TCP) -> TimeWaitCount:
+def count_time_wait(port: int) -> TimeWaitCount:
     """Count TIME_WAIT sockets whose local or remote port is ``port`` (IPv4 and IPv6).
 
-    The count is of this network namespace; a table that does not exist counts as empty.
+    The kernel lists only TIME_WAIT sockets, in binary (lab.notebook.sockdiag): no
+    /proc/net/tcp text to format and parse on the cores a run is measuring. The count is of
+    this network namespace.
     """
     server_side = client_side = 0
-    for table in tables:
-        try:
-            text = table.read_text()
-        except FileNotFoundError:
-            continue
-        for entry in parse_proc_net_tcp(text):
-            if entry.state != "TIME_WAIT":
-                continue
-            server_side += entry.local_port == port
-            client_side += entry.remote_port == port
+    for entry in tcp_sockets(TcpState.TIME_WAIT):
+        server_side += entry.local_port == port
+        client_side += entry.remote_port == port
     return TimeWaitCount(server_side, client_side)
 
 
-__all__ = ["CloseProbe", "TcpSocketEntry", "TimeWaitCount", "close_probe",
-           "count_time_wait", "parse_proc_net_tcp", "sequential_requests"]
+__all__ = ["CloseProbe", "TimeWaitCount", "UnreadCloseProbe", "close_probe", "count_time_wait",
+           "sequential_requests", "unread_close_probe"]
