@@ -129,7 +129,8 @@ def test_headline_and_progress_read_the_one_summary(panel):
     assert record.summary.as_dict() == summary.as_dict()
     assert f"{summary.rps:,.0f} requests/s" in panel.message.value
     assert "✓ p50&lt;10s (measured " in panel.message.value and "#2e7d32" in panel.message.value
-    assert panel.progress_text.value.startswith(f"done: {summary.requests} requests")
+    assert f">done: {summary.requests} requests (0 errors)" in panel.progress_text.value
+    assert "#2e7d32" in panel.progress_text.value  # green: the run passed
     assert f"{summary.rps:,.0f} req/s" in panel.progress_text.value
     table = panel.runs_table()
     assert table.loc["requests/s", record.name] == summary.rps

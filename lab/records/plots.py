@@ -62,9 +62,11 @@ def _check_metric(metric: str) -> None:
 
 
 def _title(kind: str, records: list[Record], metric: str) -> str:
+    # The run on a line of its own: in one line a long name pushes the title past a
+    # notebook-sized figure's edge.
     what = METRIC_TITLES[metric]
     if len(records) == 1:
-        return f"{kind} of {what} — {records[0].name} ({records[0].id})"
+        return f"{kind} of {what}\n{records[0].name} ({records[0].id})"
     return f"{kind} of {what} — {len(records)} runs"
 
 
@@ -199,8 +201,8 @@ def timeline(records: Records, *, interval_s: float | None = None, max_points: i
                         label=f"{label}: errors/s")
     top.set_yscale("log")
     top.set_ylabel("latency (ms, log scale)")
-    top.set_title("Latency over time — " + (f"{listed[0].name} ({listed[0].id})" if len(listed) == 1
-                                             else f"{len(listed)} runs"))
+    top.set_title("Latency over time" + (f"\n{listed[0].name} ({listed[0].id})" if len(listed) == 1
+                                          else f" — {len(listed)} runs"))
     bottom.set_ylabel("requests/s")
     bottom.set_xlabel("time since the run started (s)")
     _finish_legend(top)
