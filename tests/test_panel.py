@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 
+import numpy as np
 import pytest
+from conftest import synthetic_samples
 
-from lab.notebook.panel import LabPanel
+from lab.engine.spec import LoadSpec
+from lab.http.config import ServerConfig
+from lab.measure.samples import ErrorKind
+from lab.notebook.panel import LabPanel, coloured
+from lab.notebook.widgets import KnobForm
+from lab.options import Knob, knob_label, knobs
+from lab.records.compare import comparison_view, format_figure, short_labels
+from lab.records.record import Record
 from lab.records.store import RecordStore
 
 QUICK_LOAD = {"connections": 2, "duration_seconds": 0.5}
@@ -145,3 +155,115 @@ def test_a_websocket_path_runs_messages(panel):
     assert record.load_spec["url"].startswith("ws://") and record.load_spec["message_bytes"] == 64
     assert len(record.samples) > 10 and set(record.samples["status"]) == {101}
     assert set(record.samples["response_bytes"]) == {64 + 2}  # the echo's frame
+
+
+# --- the pure parts: labels, rounding, failures ------------------------------------------------
+
+@pytest.mark.parametrize(("config_class", "name", "label"), [
+    (LoadSpec, "duration_seconds", "duration (s)"), (LoadSpec, "rate", "rate (requests/s)"),
+    (LoadSpec, "message_bytes", "message size (bytes)"), (LoadSpec, "late_after_ms", "late after (ms)"),
+    (ServerConfig, "read_buffer_bytes", "read buffer (bytes)"), (ServerConfig, "nodelay", "nodelay"),
+    (ServerConfig, "keepalive_max_requests", "keepalive max requests"),
+    (ServerConfig, "stall_ms", "stall length (ms)"), (ServerConfig, "linger_seconds", "linger (s)"),
+])
+def test_knob_labels_are_words_with_the_declared_unit(config_class, name, label):
+    spec = next(spec for field, spec in knobs(config_class) if field.name == name)
+    assert knob_label(name, spec) == label
+
+
+def test_a_name_that_is_only_its_unit_keeps_its_word():
+    assert knob_label("seconds", Knob(help="", unit="s")) == "seconds (s)"
+
+
+def test_every_widget_label_is_derived_and_none_is_snake_case():
+    for config_class, current in ((ServerConfig, ServerConfig()), (LoadSpec, LoadSpec(url="http://127.0.0.1/"))):
+        form = KnobForm(config_class, current)
+        specs = dict((field.name, spec) for field, spec in knobs(config_class))
+        for name, control in form.controls.items():
+            label = control.widget.children[0]
+            assert label.value == knob_label(name, specs[name]) == control.label
+            assert "_" not in label.value, label.value
+            assert label.tooltip.startswith(f"{name}: ")  # the name panel.set and the CLI take
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (0.205123, "0.2051"), (55.10642, "55.11"), (203.4951, "203.5"), (20484.977, "20,485"),
+    (61459, "61,459"), (0, "0"), (float("nan"), "—"), (None, "—"), (1.0, "1"),
+])
+def test_figures_are_rounded_to_four_significant_digits(value, text):
+    assert format_figure(value) == text
+
+
+def _record(name: str, *, status: int = 200, nodelay: bool = True, path: str = "/fast",
+            thresholds: tuple[str, ...] = ()) -> Record:
+    samples = synthetic_samples(400, open_loop=False)
+    samples["status"] = np.where(samples["status"] == 0, 0, status)
+    if status >= 400:
+        samples["error"][samples["status"] == status] = ErrorKind.BAD_STATUS  # as the engine marks it
+    return Record.create(samples=samples, name=name,
+                         load_spec={"mode": "closed", "connections": 2, "url": f"http://127.0.0.1:9/{path[1:]}",
+                                    "thresholds": list(thresholds)},
+                         server_config={"nodelay": nodelay})
+
+
+def test_comparison_view_rounds_says_ratios_and_leaves_out_what_no_run_measured():
+    view = comparison_view([_record("run 1"), _record("run 2", nodelay=False)])
+    table = view.table
+    assert list(table.columns) == ["run 1", "run 2"]
+    assert table.loc["nodelay"].tolist() == ["on", "off"]
+    cells = table.loc["p50 ms"].tolist()
+    assert cells[1].endswith("(×1)") and "." in cells[0] and len(cells[0].replace(".", "")) <= 5
+    assert "uncorrected p99 ms" not in table.index  # closed loops: NaN in every run
+    assert any("uncorrected p99 ms" in note and "open loop" in note for note in view.notes)
+    assert not any(isinstance(cell, float) and math.isnan(cell) for cell in table.to_numpy().ravel())
+    assert "nan" not in view.to_html().lower()
+
+
+def test_a_figure_missing_in_one_run_reads_as_a_dash():
+    failed = _record("run 2", status=404)
+    view = comparison_view([_record("run 1"), failed])
+    assert view.table.loc["p50 ms", "run 2"] == "—"
+    assert view.table.loc["errors", "run 2"].startswith(f"{format_figure(failed.summary.error_total)} (×")
+
+
+def test_a_run_without_a_success_is_failed_and_red_in_the_table():
+    failed = _record("run 2", status=404, path="/no-such-page")
+    view = comparison_view([_record("run 1"), failed])
+    assert view.failed == {"run 2": "no request succeeded: every answer was 404"}
+    assert view.table.loc["outcome"].tolist() == [
+        "passed", "FAILED: no request succeeded: every answer was 404"]
+    assert view.table.loc["url"].tolist() == ["/fast", "/no-such-page"]  # the part that differs
+    html = view.to_html()
+    assert '<th style="color:#b00020">run 2</th>' in html and '<th>run 1</th>' in html
+    assert html.count("color:#b00020") == 2  # the column's name and its outcome, nothing else
+
+
+def test_a_violated_threshold_fails_the_run_too():
+    view = comparison_view([_record("run 1", thresholds=("p50<1us",))])
+    assert view.failed["run 1"].startswith("threshold failed: p50<1us")
+
+
+def test_many_runs_keep_the_baseline_and_the_latest():
+    records = [_record(f"run {index}", nodelay=index % 2 == 0) for index in range(1, 10)]
+    view = comparison_view(records, max_runs=4)
+    assert list(view.table.columns) == ["run 1", "run 7", "run 8", "run 9"]
+    assert any("showing 4 of 9 runs" in note for note in view.notes)
+
+
+def test_overlay_labels_put_what_differs_right_after_the_name():
+    labels = short_labels([_record("run 1"), _record("run 2", nodelay=False, path="/slow")])
+    assert labels == ["run 1 · url /fast · nodelay on", "run 2 · url /slow · nodelay off"]
+
+
+def test_colours_say_failure_in_red_and_escape_the_text():
+    assert coloured("<b>", error=True) == '<span style="color:#b00020">&lt;b&gt;</span>'
+    assert coloured("ok") == '<span style="color:#2e7d32">ok</span>'
+
+
+def test_save_and_export_answer_beside_their_buttons(panel):
+    asyncio.run(press_run(panel))
+    message_before = panel.message.value
+    panel.save()
+    assert "saved run 1 in " in panel.keep_message.value and panel.message.value == message_before
+    panel.export("csv")
+    assert "exported run 1 to " in panel.keep_message.value and ".csv" in panel.keep_message.value

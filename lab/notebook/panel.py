@@ -385,7 +385,7 @@ class LabPanel:
         except OSError as error:
             self._say(f"not saved: {error}", error=True, near=self.keep_message)
             return []
-        self._say("saved " + ", ".join(str(p) for p in paths), near=self.keep_message)
+        self._say(f"saved {_names(self._chosen_records())} in {_folders(paths)}", near=self.keep_message)
         return paths
 
     def export(self, format: str | None = None) -> list[Path]:
@@ -399,7 +399,8 @@ class LabPanel:
         except (OSError, ValueError) as error:
             self._say(f"not exported: {error}", error=True, near=self.keep_message)
             return []
-        self._say("exported " + ", ".join(str(p) for p in paths), near=self.keep_message)
+        self._say(f"exported {_names(self._chosen_records())} to {_folders(paths)}: "
+                  + ", ".join(Path(p).name for p in paths), near=self.keep_message)
         return [Path(p) for p in paths]
 
     def close(self) -> None:
@@ -409,3 +410,11 @@ class LabPanel:
             self.server.stop()
         self.widget.close()
 
+
+def _names(records: list[Record]) -> str:
+    return ", ".join(record.name for record in records)
+
+
+def _folders(paths: list[Path] | list[str]) -> str:
+    """The folder (or folders) the paths are in: said once, not once per file."""
+    return ", ".join(sorted({str(Path(path).parent) for path in paths}))

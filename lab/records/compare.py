@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -48,8 +49,9 @@ def labels(records: Sequence[Record]) -> list[str]:
     settings do not tell the records apart."""
     names = [record.name for record in records]
     keys = differing_settings(records)
-    texts = [", ".join(f"{short_key(key, keys)}={record.settings().get(key, '-')}" for key in keys)
-             for record in records] if keys else []
+    values = {key: setting_texts(records, key) for key in keys}
+    texts = [", ".join(f"{short_key(key, keys)}={values[key][index]}" for key in keys)
+             for index in range(len(records))] if keys else []
     if texts and (len(set(texts)) == len(texts) or len(set(names)) == len(names)):
         return [f"{name}: {text}" for name, text in zip(names, texts, strict=True)]
     if len(set(names)) == len(names):
@@ -166,9 +168,21 @@ def short_labels(records: Sequence[Record]) -> list[str]:
     """A short label per record, what tells it apart first: ``run 2 · nodelay off ·
     split_writes on`` (only the settings that differ, without their ``server.``/``load.``)."""
     keys = differing_settings(records)
-    return [" · ".join([name, *(f"{short_key(key, keys)} {format_setting(record.settings().get(key))}"
-                                for key in keys)])
-            for name, record in zip(_column_names(records), records, strict=True)]
+    values = {key: setting_texts(records, key) for key in keys}
+    return [" · ".join([name, *(f"{short_key(key, keys)} {values[key][index]}" for key in keys)])
+            for index, name in enumerate(_column_names(records))]
+
+
+def setting_texts(records: Sequence[Record], key: str) -> list[str]:
+    """One setting of each record as :func:`format_setting` words; URLs that share their
+    scheme, host and port are shown by their path (``/fast`` vs ``/no-such-page``), the part
+    that tells them apart."""
+    values = [record.settings().get(key, "-") for record in records]
+    if all(isinstance(value, str) and "://" in value for value in values):
+        origins = {urlsplit(value)._replace(path="", query="", fragment="") for value in values}
+        if len(origins) == 1:
+            return [urlsplit(value)._replace(scheme="", netloc="").geturl() or "/" for value in values]
+    return [format_setting(value) for value in values]
 
 
 @dataclass(frozen=True)
@@ -219,6 +233,7 @@ def comparison_view(records: Sequence[Record], *, baseline: int = 0,
         notes.append(f"showing {len(shown)} of {len(records)} runs (the baseline and the latest); "
                      "compare() gives them all")
     keys = differing_settings(records)
+    settings = {key: setting_texts(records, key) for key in keys}
     view: dict[str, list[str]] = {columns[index]: [] for index in shown}
     failures = [failure(record) for record in records]
     failed = {columns[index]: reason for index, reason in enumerate(failures)
@@ -235,7 +250,7 @@ def comparison_view(records: Sequence[Record], *, baseline: int = 0,
         for index in shown:
             column = columns[index]
             if label in keys:
-                view[column].append(format_setting(values[index]))
+                view[column].append(settings[label][index])
                 continue
             text = format_figure(values[index])
             if index != baseline:
