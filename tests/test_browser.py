@@ -43,9 +43,12 @@ WINDOW = {"width": 1400, "height": 900}
 # Playwright adds --headless itself.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# JupyterLab's own settings for a quiet, repeatable window: no news pop-up over the output.
+# JupyterLab's own settings for a quiet, repeatable window: no news pop-up over the output,
+# and every cell kept laid out (windowing skips the layout of cells out of view, whose boxes
+# would then measure 0 px and escape the checks below).
 LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings":
-                {"fetchNews": "false", "checkForUpdates": False}}
+                {"fetchNews": "false", "checkForUpdates": False},
+                "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"}}
 
 pytestmark = pytest.mark.browser
 
@@ -66,7 +69,7 @@ CLIPPED_JS = """(root) => {
 
 # Pictures wider than the output area that shows them, or reaching past its right edge.
 WIDE_IMAGES_JS = """(root) => {
-  const area = root.closest('.jp-OutputArea-output').getBoundingClientRect();
+  const area = (root.closest('.jp-OutputArea-output') || root).getBoundingClientRect();
   return [...root.querySelectorAll('img')].map((image) => image.getBoundingClientRect())
     .filter((box) => box.width > area.width + 1 || box.right > area.right + 1)
     .map((box) => `img ${Math.round(box.width)} px wide, right edge ${Math.round(box.right)} px ` +
@@ -217,6 +220,23 @@ def assert_nothing_clipped(panel: Any, where: str) -> None:
     assert not wide, f"{where}: pictures wider than the output area:\n" + "\n".join(wide)
 
 
+def assert_the_checks_see_clipping(page: Any) -> None:
+    """The checks themselves can fail: a cut label and a too-wide picture are caught."""
+    page.evaluate("""() => {
+      const area = document.createElement('div');
+      area.className = 'jp-OutputArea-output lab-probe';
+      area.style.width = '200px';
+      area.innerHTML = '<span style="display:inline-block;width:50px;overflow:hidden;' +
+        'white-space:nowrap;text-overflow:ellipsis">listener buffers</span>' +
+        '<img style="width:300px;height:10px">';
+      document.body.appendChild(area);
+    }""")
+    probe = page.locator(".lab-probe")
+    assert len(probe.evaluate(CLIPPED_JS)) == 2  # the span, and the area the picture runs past
+    assert len(probe.evaluate(WIDE_IMAGES_JS)) == 1
+    probe.evaluate("(probe) => probe.remove()")
+
+
 def screenshot(page: Any, name: str) -> None:
     page.screenshot(path=str(SCREENSHOT_DIR / name))
 
@@ -242,6 +262,7 @@ def test_quickstart_panel_in_jupyterlab_shows_nothing_clipped(jupyterlab, browse
 
     page = browser_page
     open_and_run_all(page, jupyterlab, "01-quickstart.ipynb")
+    assert_the_checks_see_clipping(page)
     run_button = page.locator("button.widget-button.mod-primary", has_text="Run")
     expect(run_button).to_be_visible(timeout=120_000)
     panel = page.locator(".lab-panel")
@@ -306,5 +327,11 @@ def test_quickstart_panel_in_jupyterlab_shows_nothing_clipped(jupyterlab, browse
     screenshot(page, "quickstart-5-overlay.png")
 
     assert_nothing_clipped(panel, "the panel after three runs and an overlay")
+    # The notebook's own outputs above the panel (tables, plots) fit too.
+    for index, output in enumerate(page.locator(".jp-OutputArea-output").all()):
+        assert_nothing_clipped(output, f"output {index} of the quickstart")
+    page.locator(".jp-OutputArea-output img").first.evaluate(
+        "(image) => image.scrollIntoView({block: 'center'})")
+    screenshot(page, "quickstart-0-notebook-plot.png")
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     assert "Traceback" not in " ".join(errors.all_inner_texts())
