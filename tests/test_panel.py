@@ -267,3 +267,36 @@ def test_save_and_export_answer_beside_their_buttons(panel):
     assert "saved run 1 in " in panel.keep_message.value and panel.message.value == message_before
     panel.export("csv")
     assert "exported run 1 to " in panel.keep_message.value and ".csv" in panel.keep_message.value
+
+
+def _bimodal_record() -> Record:
+    """Most requests at ~0.2 ms, a tenth stalled at ~44 ms (Nagle and delayed ACK)."""
+    samples = synthetic_samples(2000, open_loop=False, error_every=10_000)
+    stalled = slice(None, None, 10)
+    samples["done_ns"][stalled] = samples["sent_ns"][stalled] + 44_000_000
+    return Record.create(samples=samples, name="a run with a long name that would push a title out",
+                         load_spec={"mode": "closed", "connections": 1}, server_config={"nodelay": False})
+
+
+@pytest.mark.parametrize("kind", ["percentiles", "hist"])
+def test_panel_plots_keep_every_peak_and_every_label_inside_the_picture(kind):
+    from lab.notebook.panel import PLOT_DPI, PLOT_SIZE_INCHES, figure_image
+    from lab.records import plots
+
+    figure = plots.plot(_bimodal_record(), kind)
+    image = figure_image(figure)
+    assert tuple(figure.get_size_inches()) == PLOT_SIZE_INCHES
+    assert image.layout.width == f"{round(PLOT_SIZE_INCHES[0] * PLOT_DPI)}px"
+    assert image.layout.max_width == "100%"  # shrinks with a narrower output area
+    figure.draw_without_rendering()
+    drawn = figure.get_tightbbox()  # inches: titles, labels, legend, ticks
+    assert drawn.x0 >= -0.01 and drawn.y0 >= -0.01
+    assert drawn.x1 <= PLOT_SIZE_INCHES[0] + 0.01 and drawn.y1 <= PLOT_SIZE_INCHES[1] + 0.01
+    axes = figure.axes[0]
+    if kind == "hist":  # both peaks within the x axis
+        low, high = axes.get_xlim()
+        slowest = max(max(patch.get_path().vertices[:, 0]) for patch in axes.patches)
+        assert low <= 0.05 and slowest >= 44 and high >= slowest * 1.2  # room right of the peak
+    else:
+        low, high = axes.get_ylim()
+        assert high >= 44
