@@ -13,6 +13,9 @@ From a notebook, without blocking the kernel::
     run.progress()          # requests so far, requests/s so far, seconds left
     result = await run.wait(on_progress=print)   # or run.result(), run.stop()
 
+    run = lab.start_load(spec, live=True)   # live frames: what each 100 ms looked like
+    run.live_frames()       # merged frames of the intervals every worker has closed
+
 The load always runs in worker processes of its own (``workers`` of them), never in the
 caller's process: a generator sharing a GIL with a notebook or a server measures itself.
 Each worker runs an :class:`~lab.engine.core.Engine` on uvloop; the parent merges samples.
@@ -44,6 +47,11 @@ What the figures mean
 - Open-loop sends are on time to some microseconds on an idle machine: libuv timers only
   have millisecond resolution, so the schedule is kept with a timerfd (lab.engine.timer)
   that wakes the loop 50 µs early, and the last stretch is polled.
+- ``live=True``: each worker also sums every interval (100 ms) into a frame -- counts, the
+  slowest request, a log-bucket latency histogram -- and sends it to the parent while the run
+  goes on; ``run.live_frames()`` merges them across workers by histogram (lab.engine.live).
+  Never raw samples: the generator's rate is unchanged within noise
+  (benchmarks/live_view_cost.py).
 - ``stages`` (``LoadSpec(mode="open", stages=("10s:500", "30s:500-5000"))``): the open loop's
   rate follows constant stages and linear ramps (lab.engine.stages); ``result.stage_results()``
   gives each stage's own summary, and ``--json`` lists them under ``stages``.
@@ -62,10 +70,12 @@ from typing import Any
 import numpy as np
 
 from lab.engine.calibration import DEFAULT_REQUESTS, Calibration, start_calibration
+from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger
 from lab.engine.result import LoadResult, wall_clock
 from lab.engine.spec import LoadSpec
 from lab.engine.worker import SharedBoard, WorkerReport, process_context, start_workers
 from lab.errors import ConfigError
+from lab.measure.frames import Frame
 from lab.measure.samples import SAMPLE_DTYPE, merge
 from lab.units import NS_PER_S
 
@@ -97,7 +107,8 @@ class LoadRun:
     """A load running in its own processes. Poll it; it never needs a thread of yours."""
 
     def __init__(self, spec: LoadSpec, *, calibrate: bool = False,
-                 calibration_requests: int = DEFAULT_REQUESTS) -> None:
+                 calibration_requests: int = DEFAULT_REQUESTS, live: bool = False,
+                 live_interval_seconds: float = DEFAULT_INTERVAL_SECONDS) -> None:
         if calibrate and spec.target.websocket:
             # The calibration times the HTTP lane against an HTTP responder: its figure
             # would be shown beside WebSocket latencies it says nothing about.
@@ -113,7 +124,15 @@ class LoadRun:
             # Calibration goes first; the workers connect meanwhile and start when it is done.
             self._calibration_process, self._calibration_channel = start_calibration(
                 context, calibration_requests, barrier=self._board.barrier)
-        self._processes, self._channels = start_workers(spec, context, self._board)
+        if live and not 0.01 <= live_interval_seconds <= 10:
+            raise ConfigError("live_interval_seconds", f"{live_interval_seconds!r} is out of range; "
+                              "allowed: 0.01 to 10 s")
+        self.live_interval_s = live_interval_seconds if live else None
+        self._merger = FrameMerger(spec.workers) if live else None
+        self._processes, self._channels, self._frame_channels = start_workers(
+            spec, context, self._board,
+            frame_interval_ns=round(live_interval_seconds * NS_PER_S) if live else None)
+        self._open_frame_channels = set(range(len(self._frame_channels)))
         self._reports: dict[int, WorkerReport] = {}
         self._parts: dict[int, np.ndarray] = {}
         self._result: LoadResult | None = None
@@ -141,6 +160,28 @@ class LoadRun:
         phase = "running" if left > 0 and not self._stopped else "draining"
         return LoadProgress(phase, completed, errors, elapsed,
                             completed / elapsed if elapsed > 0 else 0.0, left)
+
+    @property
+    def start_ns(self) -> int | None:
+        """When the workers started (perf_counter_ns, warm-up included); None before that."""
+        return self._board.start_ns() or None
+
+    def live_frames(self) -> list[Frame]:
+        """The frames not handed out yet of the intervals every worker has closed, merged
+        across workers by histogram (``live=True`` runs; empty otherwise). Once the run is
+        done, the last ones too: together they count every request of the run."""
+        self._collect(timeout=0)
+        return [] if self._merger is None else self._merger.ready()
+
+    @property
+    def live_totals(self) -> Frame | None:
+        """Every frame handed out so far, merged: the running counts and percentiles."""
+        return None if self._merger is None else self._merger.totals
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames lost because the parent did not read for a long time (counted, never hidden)."""
+        return 0 if self._merger is None else self._merger.dropped
 
     def done(self) -> bool:
         self._collect(timeout=0)
@@ -214,11 +255,25 @@ class LoadRun:
             waiting.append(self._calibration_channel)
         if not waiting:
             return
-        for channel in wait(waiting, timeout):
+        frame_channels = [self._frame_channels[w] for w in self._open_frame_channels]
+        for channel in wait(waiting + frame_channels, timeout):
             if channel is self._calibration_channel:
                 self._read_calibration(channel)
+            elif channel in frame_channels:
+                self._read_frames(self._frame_channels.index(channel))
             else:
                 self._read_worker(self._channels.index(channel))  # type: ignore[arg-type]
+
+    def _read_frames(self, worker: int) -> None:
+        """Everything waiting in a worker's frame pipe (no blocking: poll before each read)."""
+        if worker not in self._open_frame_channels or self._merger is None:
+            return
+        channel = self._frame_channels[worker]
+        try:
+            while channel.poll(0):
+                self._merger.add(worker, channel.recv_bytes())
+        except (EOFError, OSError):
+            self._open_frame_channels.discard(worker)  # the worker is gone; its report says the rest
 
     def _read_calibration(self, channel: Connection) -> None:
         try:
@@ -245,6 +300,11 @@ class LoadRun:
             samples = np.empty(0, dtype=SAMPLE_DTYPE)
         self._reports[worker] = report
         self._parts[worker] = samples
+        if self._merger is not None:
+            # The pipe holds frames written before the report: they come first.
+            self._read_frames(worker)
+            self._open_frame_channels.discard(worker)
+            self._merger.finish(worker, list(report.frames), report.frames_dropped)
         if report.gave_up is not None:
             if report.gave_up not in self._problems:
                 self._problems.append(report.gave_up)
@@ -271,9 +331,13 @@ class LoadRun:
             calibration=self._calibration, problems=tuple(self._problems))
 
 
-def start_load(spec: LoadSpec, *, calibrate: bool = False) -> LoadRun:
-    """Start a run in the background and return at once (for notebooks)."""
-    return LoadRun(spec, calibrate=calibrate)
+def start_load(spec: LoadSpec, *, calibrate: bool = False, live: bool = False,
+               live_interval_seconds: float = DEFAULT_INTERVAL_SECONDS) -> LoadRun:
+    """Start a run in the background and return at once (for notebooks).
+
+    ``live``: the workers send a frame per ``live_interval_seconds`` (``run.live_frames()``).
+    """
+    return LoadRun(spec, calibrate=calibrate, live=live, live_interval_seconds=live_interval_seconds)
 
 
 def run_load(spec: LoadSpec, *, calibrate: bool = False,

@@ -24,6 +24,8 @@ import multiprocessing.connection
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import Any, Literal, TypeVar
 
 from lab.errors import ConfigError, ServerError
@@ -31,7 +33,7 @@ from lab.http.config import ServerConfig
 from lab.http.core import LabServer, add_snapshots
 from lab.http.demo_routes import demo_router
 from lab.http.routing import Router
-from lab.options import changed_knobs, knobs
+from lab.options import changed_knobs, format_value, knobs
 
 Isolation = Literal["thread", "process"]
 Result = TypeVar("Result")
@@ -40,6 +42,22 @@ START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 
 RESTART_KNOBS = frozenset(field.name for field, spec in knobs(ServerConfig) if spec.restart)
+_KNOB_SPECS = {field.name: spec for field, spec in knobs(ServerConfig)}
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One knob changed on a running server, and when (perf_counter_ns: CLOCK_MONOTONIC, the
+    clock the load generator's processes time requests with, so a run can place it)."""
+
+    at_ns: int
+    knob: str
+    value: Any
+
+    @property
+    def label(self) -> str:
+        """``nodelay → off``, ``linger_seconds → 0 s``: as the help prints values."""
+        return f"{self.knob} → {format_value(self.value, _KNOB_SPECS[self.knob])}"
 
 
 
@@ -282,6 +300,8 @@ class ServerHandle:
         self._router = router
         self._runner: ThreadRunner | ProcessRunner | None = None
         self.port = 0
+        # Every reconfigure, knob by knob, in order: a run in progress marks them on its timeline.
+        self.changes: list[ConfigChange] = []
 
     def _start(self, config: ServerConfig) -> None:
         runner_class = ThreadRunner if self.isolation == "thread" else ProcessRunner
@@ -315,8 +335,10 @@ class ServerHandle:
     def reconfigure(self, **changes: Any) -> ServerConfig:
         """Apply new settings; the listener is re-created only when a setting needs it.
 
-        Settings apply to connections opened after the call. A restart keeps the port unless
-        ``port`` is among the changes.
+        Socket knobs (nodelay, quickack, linger, buffer sizes) apply at once to every open
+        connection and to new ones; HTTP knobs (keep-alive, split writes, limits, the stall)
+        from each connection's next request. A restart keeps the port unless ``port`` is among
+        the changes. Each changed knob is appended to :attr:`changes` with its time.
         """
         runner = self._require_running()
         new_config = self.config.replace(**changes)
@@ -330,6 +352,9 @@ class ServerHandle:
         else:
             runner.apply(new_config)
         self.config = new_config
+        # Stamped once applied: from here on every open connection has it (socket knobs).
+        applied_ns = perf_counter_ns()
+        self.changes.extend(ConfigChange(applied_ns, name, getattr(new_config, name)) for name in changed)
         return new_config
 
     def _restart(self, new_config: ServerConfig, keep_port: bool) -> None:

@@ -2,7 +2,8 @@
 
 The parent (``lab.loadgen``) starts one of these per worker. They share a small block of
 memory (:class:`SharedBoard`): a common start time, a stop flag, and per-worker counters the
-parent reads for progress. Samples go back once, at the end, through a pipe.
+parent reads for progress. Samples go back once, at the end, through a pipe. With live
+frames asked for, a second pipe carries a small summary of each 100 ms (lab.engine.live).
 
 This module lives in the package (not in ``__main__`` or a notebook cell) because worker
 processes are started with ``spawn``/``forkserver`` and must be able to import it.
@@ -26,6 +27,7 @@ import numpy as np
 import uvloop
 
 from lab.engine.core import Engine, EnginePlan, WebSocketPlan, make_engine
+from lab.engine.live import FrameMeter
 from lab.engine.spec import (
     LoadSpec,
     build_request,
@@ -103,6 +105,8 @@ class WorkerReport:
     error: str | None = None
     rows: int = 0  # samples that follow, as raw SAMPLE_DTYPE bytes
     gave_up: str | None = None  # the engine ended the run itself (nothing listening), and why
+    frames: tuple[bytes, ...] = ()  # live frames not sent yet (the intervals still open at the end)
+    frames_dropped: int = 0  # live frames the pipe had no room for (a parent not reading)
 
 
 def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
@@ -132,7 +136,16 @@ def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
         timeout_ns=round(spec.timeout_seconds * NS_PER_S), keepalive=spec.keepalive)
 
 
-def worker_main(spec: LoadSpec, worker: int, board: SharedBoard, channel: Connection) -> None:
+@dataclass(frozen=True)
+class LiveFrames:
+    """Where and how often a worker sends live frames."""
+
+    channel: Connection
+    interval_ns: int
+
+
+def worker_main(spec: LoadSpec, worker: int, board: SharedBoard, channel: Connection,
+                live: LiveFrames | None = None) -> None:
     """Process entry point: connect, wait for the others, run, send samples back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent, which stops us
     raise_open_file_limit()
@@ -141,7 +154,7 @@ def worker_main(spec: LoadSpec, worker: int, board: SharedBoard, channel: Connec
         # Almost nothing on the hot path makes reference cycles; a collection pass in the
         # middle of a run would only add pauses to the measured latencies.
         gc.disable()
-        report = uvloop.run(_run(engine, worker, board))
+        report = uvloop.run(_run(engine, worker, board, live))
     except BaseException as error:  # report anything, never leave the parent waiting
         channel.send(WorkerReport(worker, 0, 0, 0, 0, False, error=f"{type(error).__name__}: {error}"))
         channel.send_bytes(b"")
@@ -156,35 +169,52 @@ def worker_main(spec: LoadSpec, worker: int, board: SharedBoard, channel: Connec
     channel.close()
 
 
-async def _run(engine: Engine, worker: int, board: SharedBoard) -> WorkerReport:
+async def _run(engine: Engine, worker: int, board: SharedBoard,
+               live: LiveFrames | None) -> WorkerReport:
     connect_failures = await engine.connect()
     loop = asyncio.get_running_loop()
     # The barrier blocks; run it off the loop so that open connections are still served.
     start_ns = await loop.run_in_executor(None, board.agree_on_start)
+    meter = None if live is None else FrameMeter(engine.recorder, live.channel, start_ns=start_ns,
+                                                 interval_ns=live.interval_ns)
 
     def publish(running: Engine) -> None:
         board.publish(worker, completed=running.recorder.count, errors=running.errors)
+        if meter is not None:
+            meter.look(perf_counter_ns())
 
     await engine.run(start_ns, should_stop=board.stop_requested, on_housekeeping=publish)
     return WorkerReport(worker=worker, start_ns=start_ns, end_ns=engine.end_ns,
                         abandoned=engine.abandoned, connect_failures=connect_failures,
-                        stopped_by_owner=engine.stopped_by_owner, gave_up=engine.gave_up)
+                        stopped_by_owner=engine.stopped_by_owner, gave_up=engine.gave_up,
+                        frames=() if meter is None else tuple(meter.rest()),
+                        frames_dropped=0 if meter is None else meter.dropped)
 
 
-def start_workers(spec: LoadSpec, context: ProcessContext,
-                  board: SharedBoard) -> tuple[list[Any], list[Connection]]:
-    """Start one process per worker; returns the processes and their result pipes."""
+def start_workers(spec: LoadSpec, context: ProcessContext, board: SharedBoard, *,
+                  frame_interval_ns: int | None = None,
+                  ) -> tuple[list[Any], list[Connection], list[Connection]]:
+    """Start one process per worker; returns the processes, their result pipes and (with
+    ``frame_interval_ns``) their live-frame pipes."""
     processes = []
     channels = []
+    frame_channels = []
     for worker in range(spec.workers):
         receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=worker_main, args=(spec, worker, board, sender),
+        live = None
+        if frame_interval_ns is not None:
+            frame_receiver, frame_sender = context.Pipe(duplex=False)
+            live = LiveFrames(frame_sender, frame_interval_ns)
+            frame_channels.append(frame_receiver)
+        process = context.Process(target=worker_main, args=(spec, worker, board, sender, live),
                                   name=f"loadgen-worker-{worker}", daemon=True)
         process.start()
         sender.close()  # the child holds its own copy; EOF then means the child is gone
+        if live is not None:
+            live.channel.close()
         processes.append(process)
         channels.append(receiver)
-    return processes, channels
+    return processes, channels, frame_channels
 
 
 def process_context() -> ProcessContext:

@@ -29,6 +29,8 @@ from lab.errors import ConfigError
 from lab.http.config import ServerConfig
 from lab.loadgen import LoadRun, start_load
 from lab.measure.summary import describe_counts
+from lab.notebook.control import set_knobs
+from lab.notebook.live import LiveView
 from lab.notebook.widgets import KnobForm
 from lab.records import compare, plots
 from lab.records.experiment import record_from_result
@@ -44,7 +46,7 @@ LOAD_KNOBS = ("mode", "connections", "rate", "duration_seconds", "warmup_seconds
               "ws_compression")
 WEBSOCKET_PREFIX = "/ws/"  # a path under it is loaded with WebSocket messages (ws://)
 DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}
-PROGRESS_INTERVAL_SECONDS = 0.2
+PROGRESS_INTERVAL_SECONDS = 0.15  # also how often the live view is redrawn
 EXPORT_FORMATS = ("csv", "parquet", "json", "hgrm")
 SUMMARY_ROWS = ("p50", "p90", "p99", "p99_9", "p99_99", "max", "mean", "stdev")
 ERROR_COLOUR, OK_COLOUR = compare.FAILED_COLOUR, "#2e7d32"
@@ -138,6 +140,7 @@ class LabPanel:
         self.run_task: asyncio.Task[Record | None] | None = None
         self._run: LoadRun | None = None
         self._load_template = LoadSpec(url=self._target(path), **{**DEFAULT_LOAD, **(load or {})})
+        self.live = LiveView()  # the running load, drawn as it happens (lab/notebook/live.py)
         self._build_widgets(path)
 
     # --- layout ---------------------------------------------------------------------------
@@ -199,7 +202,7 @@ class LabPanel:
             widgets.HBox([self.overlay_pick, keeping], layout=widgets.Layout(flex_flow="row wrap")),
             self.overlay_view])
         top = widgets.HBox([server_box, load_box], layout=widgets.Layout(flex_flow="row wrap"))
-        self.widget = widgets.VBox([widgets.HTML(PANEL_CSS), top, self.message, results_box])
+        self.widget = widgets.VBox([widgets.HTML(PANEL_CSS), top, self.message, self.live, results_box])
         self.widget.add_class("lab-panel")
         self._show_server_status()
 
@@ -219,11 +222,21 @@ class LabPanel:
 
     # --- server ---------------------------------------------------------------------------
 
+    def set(self, **knobs: Any) -> None:
+        """Set server or load knobs by name, as typed (``nodelay="off"``, ``rate=500``);
+        Apply and Run then use them. A bad name or value raises one ConfigError naming it."""
+        set_knobs(self, knobs, fixed=FIXED_SERVER_KNOBS)
+
     def apply(self) -> bool:
-        """Reconfigure the server as the widgets say; False (and a message) if a value is bad."""
+        """Reconfigure the server as the widgets say; False (and a message) if a value is bad.
+
+        During a run too: the change is marked on the live view and in the run's record.
+        """
         try:
             changes = self.server_form.changes_from(self.server.config)
             if self.isolation.value != self.server.isolation:
+                if self._run is not None:
+                    raise ConfigError("isolation", "cannot move the server during a run")
                 self._switch_isolation(self.server.config.replace(**changes))
                 self._say(f"server restarted in a {self.isolation.value}")
                 return True
@@ -276,11 +289,12 @@ class LabPanel:
             return None
         try:
             spec = self.load_spec()
-            self._run = start_load(spec)
+            self._run = start_load(spec, live=True)
         except (ConfigError, OSError) as error:
             self._say(f"not started: {error}", error=True)
             return None
         self._set_running(True)
+        self.live.begin(self._run, self.server)
         self._say(f"running {spec.mode} loop against {spec.url} for "
                   f"{spec.warmup_seconds + spec.duration_seconds:g} s")
         self.run_task = asyncio.get_event_loop().create_task(self._follow(self._run))
@@ -296,10 +310,12 @@ class LabPanel:
         try:
             while not run.done():
                 self._show_progress(run)
+                self.live.update(self.server)
                 await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
             result = run.result()
             self._show_progress(run)
-            return self._finish(result)
+            self.live.end(self.server)
+            return self._finish(result, self.live.changes_during(run, self.server))
         except Exception as error:  # the panel must stay usable whatever the run did
             self._say(f"the run failed: {error}", error=True)
             return None
@@ -321,12 +337,12 @@ class LabPanel:
     def _set_running(self, running: bool) -> None:
         self.run_button.disabled = running
         self.stop_button.disabled = not running
-        self.apply_button.disabled = running
+        # Apply stays enabled: changing the server during a run is what the live view is for.
         self.save_button.disabled = self.export_button.disabled = running or not self.records
 
-    def _finish(self, result: LoadResult) -> Record:
+    def _finish(self, result: LoadResult, changes: list[tuple[int, str]] | None = None) -> Record:
         record = record_from_result(result, server_config=self.server.config,
-                                    name=f"run {len(self.records) + 1}")
+                                    name=f"run {len(self.records) + 1}", changes=changes or ())
         self.records.append(record)
         self.results.append(result)
         failure = verdict_line(result)

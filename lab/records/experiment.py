@@ -9,27 +9,31 @@ notebooks all call it.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from lab.engine.result import LoadResult
-from lab.records.record import Record
+from lab.records.record import Marker, Record
 from lab.records.store import RecordStore
 
 GENERATOR_EVENT_LOOP = "uvloop"  # the generator's workers always run on uvloop
 
 
 def record_from_result(result: LoadResult, *, server_config: Any = None, name: str = "run",
-                       notes: str = "", tags: tuple[str, ...] = ()) -> Record:
+                       notes: str = "", tags: tuple[str, ...] = (),
+                       changes: Sequence[tuple[int, str]] = ()) -> Record:
     """A record of the measured part of a run (warm-up requests are left out, as in the summary).
 
     The record keeps the run's measured window and outcome, so its summary -- and ``show
-    --json`` -- give exactly the figures the run printed.
+    --json`` -- give exactly the figures the run printed. ``changes``: (perf_counter_ns,
+    label) of knobs changed during the run, kept as markers on its timeline.
     """
+    samples = result.measured_samples()
     return Record.create(
-        samples=result.measured_samples(), load_spec=result.spec_dict(),
+        samples=samples, load_spec=result.spec_dict(),
         server_config=server_config, name=name, notes=notes, tags=tags,
         event_loop=GENERATOR_EVENT_LOOP, started_at=dt.datetime.fromisoformat(result.started_at),
-        outcome=result.outcome)
+        outcome=result.outcome, markers=[Marker.at(at_ns, label, samples) for at_ns, label in changes])
 
 
 def save_result(result: LoadResult, *, server_config: Any = None, name: str = "run",

@@ -202,6 +202,7 @@ def timeline(records: Records, *, interval_s: float | None = None, max_points: i
         if frame["errors"].sum():
             bottom.step(middle, frame["errors_per_s"], where="mid", color="red", linewidth=1,
                         label=f"{label}: errors/s")
+        _mark_changes(top, bottom, record, colour if len(listed) > 1 else "black")
     top.set_yscale("log")
     top.set_ylabel("latency (ms, log scale)")
     top.set_title("Latency over time" + (f"\n{listed[0].name} ({listed[0].id})" if len(listed) == 1
@@ -211,6 +212,17 @@ def timeline(records: Records, *, interval_s: float | None = None, max_points: i
     _finish_legend(top)
     _finish_legend(bottom)
     return figure
+
+
+def _mark_changes(top: Axes, bottom: Axes, record: Record, colour: str) -> None:
+    """A vertical line at each change made during the run, labelled at the top (``nodelay →
+    off``): the latency on either side of it is the effect of that one change."""
+    for marker in record.markers:
+        for axes in (top, bottom):
+            axes.axvline(marker.t_s, color=colour, linewidth=1, linestyle=":", alpha=0.8)
+        top.annotate(marker.label, xy=(marker.t_s, 1), xycoords=("data", "axes fraction"),
+                     xytext=(3, -3), textcoords="offset points", rotation=90, va="top",
+                     ha="left", fontsize=8, color=colour)
 
 
 def _raw_points(axes: Axes, record: Record, colour: str, max_points: int) -> None:

@@ -37,6 +37,7 @@ from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, run_span_ns, 
 from lab.measure.thresholds import Outcome, verdict
 from lab.options import as_dict
 from lab.records.environment import Environment, utc_now
+from lab.units import NS_PER_S
 
 RECORD_FORMAT = "latency-lab-record"
 RECORD_VERSION = 1
@@ -105,6 +106,26 @@ def frozen_samples(samples: np.ndarray) -> np.ndarray:
     return copy
 
 
+@dataclass(frozen=True)
+class Marker:
+    """A change made while the run went on (``nodelay → off``), where the timeline shows it."""
+
+    t_s: float  # seconds from the run's timeline zero: the first measured request's start
+    label: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"t_s": self.t_s, "label": self.label}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Marker:
+        return cls(t_s=float(values["t_s"]), label=str(values["label"]))
+
+    @classmethod
+    def at(cls, at_ns: int, label: str, samples: np.ndarray) -> Marker:
+        """A marker for a moment (perf_counter_ns) of the run ``samples`` come from."""
+        return cls(t_s=round((at_ns - run_span_ns(samples)[0]) / NS_PER_S, 6), label=label)
+
+
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Record:
     """One run: its settings, environment and raw samples. Build one with :meth:`create`."""
@@ -121,6 +142,8 @@ class Record:
     # What happened to the run (its measured window, stops, problems); None for records made
     # from samples alone, whose window is then the samples' own span.
     outcome: RunOutcome | None = None
+    # Changes made during the run (a live reconfigure), in time order; older records have none.
+    markers: tuple[Marker, ...] = ()
 
     @classmethod
     def create(cls, *, samples: np.ndarray, load_spec: Any, server_config: Any = None,
@@ -128,7 +151,7 @@ class Record:
                event_loop: str | None = None, started_at: dt.datetime | None = None,
                environment: Environment | None = None,
                thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS,
-               outcome: RunOutcome | None = None) -> Record:
+               outcome: RunOutcome | None = None, markers: Sequence[Marker] = ()) -> Record:
         """Make a record of a finished run, capturing the environment it ran in.
 
         ``event_loop`` names the loop the load generator used; ``started_at`` is when the
@@ -147,7 +170,7 @@ class Record:
             notes=notes,
             tags=tuple(str(tag) for tag in tags),
             thresholds_ms=tuple(float(t) for t in thresholds_ms),
-            outcome=outcome)
+            outcome=outcome, markers=tuple(sorted(markers, key=lambda marker: marker.t_s)))
 
     # --- derived figures --------------------------------------------------------------------
 
@@ -206,6 +229,7 @@ class Record:
             "environment": self.environment.as_dict(),
             "thresholds_ms": list(self.thresholds_ms),
             "run": None if self.outcome is None else self.outcome.as_dict(),
+            "markers": [marker.as_dict() for marker in self.markers],
             "summary": self.summary.as_dict(),
         }
 
@@ -227,7 +251,9 @@ class Record:
             environment=Environment.from_dict(_mapping(metadata["environment"], "environment")),
             thresholds_ms=tuple(float(t) for t in _sequence(
                 metadata.get("thresholds_ms", DEFAULT_THRESHOLDS_MS), "thresholds_ms")),
-            outcome=None if run is None else RunOutcome.from_dict(_mapping(run, "run")))
+            outcome=None if run is None else RunOutcome.from_dict(_mapping(run, "run")),
+            markers=tuple(Marker.from_dict(_mapping(marker, "markers"))
+                          for marker in _sequence(metadata.get("markers", []), "markers")))
 
     # --- identity ---------------------------------------------------------------------------
 

@@ -1,0 +1,175 @@
+"""Live frames of a run: summed in each worker, sent through a pipe, merged in the parent.
+
+Worker side, :class:`FrameMeter`: at the engine's housekeeping (every 50 ms, off the hot
+path) it reads the rows recorded since its last look -- the recorder's own bytes, so the
+per-request path does not change at all -- and sums them into the frame of the interval they
+completed in (:mod:`lab.measure.frames`). A frame whose interval is over is written to the
+worker's frame pipe without blocking: a parent that does not read loses frames (counted),
+never stalls the generator. The frames of the interval still open when the run ends travel
+with the worker's report instead, so nothing is lost at the end.
+
+Parent side, :class:`FrameMerger`: frames of one interval from every worker are merged by
+histogram, and an interval is handed out once every worker still running has closed it.
+
+What it costs: one copy of the new rows and a few numpy passes per 100 ms. Measured by
+``benchmarks/live_view_cost.py`` (the generator's rate with frames on vs off).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from lab.engine.recorder import COLUMNS, Recorder
+from lab.measure.frames import Frame, bucket_of, merge_frames
+from lab.measure.samples import MISSING, ErrorKind
+
+DEFAULT_INTERVAL_SECONDS = 0.1
+PIPE_BYTES = 1 << 20  # a bigger pipe (Linux's unprivileged maximum) holds ~100 s of frames
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+_INTENDED, _SENT, _DONE, _STATUS, _ERROR = (COLUMNS.index(name) for name in
+                                            ("intended_ns", "sent_ns", "done_ns", "status", "error"))
+
+
+def widen_pipe(channel: Connection) -> None:
+    """Ask for a 1 MiB pipe buffer; the default 64 KiB is fine too, only shorter."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(channel.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
+
+
+class FrameMeter:
+    """Sums one worker's recorded rows into frames of ``interval_ns`` from ``start_ns``."""
+
+    def __init__(self, recorder: Recorder, channel: Connection | None, *, start_ns: int,
+                 interval_ns: int) -> None:
+        self.recorder = recorder
+        self.channel = channel
+        self.start_ns = start_ns
+        self.interval_ns = interval_ns
+        self.read_bytes = 0  # how much of the recorder's rows is summed already
+        self.open: dict[int, Frame] = {}  # interval index -> its frame so far
+        self.next_index = 0  # the first interval not sent yet
+        self.dropped = 0  # frames the pipe had no room for
+        if channel is not None:
+            widen_pipe(channel)
+            os.set_blocking(channel.fileno(), False)
+
+    def look(self, now_ns: int) -> None:
+        """Housekeeping: once an interval is over, sum the new rows and send closed frames."""
+        closed = (now_ns - self.start_ns) // self.interval_ns  # intervals before this are over
+        if closed <= self.next_index:
+            return
+        self._sum_new_rows()
+        for index in range(self.next_index, closed):
+            self._send(self.open.pop(index) if index in self.open else Frame(index))
+        self.next_index = closed
+
+    def rest(self) -> list[bytes]:
+        """Every frame not sent yet, the open ones included (the run is over)."""
+        self._sum_new_rows()
+        last = max(self.open, default=self.next_index - 1)
+        frames = [(self.open.pop(index) if index in self.open else Frame(index)).encode()
+                  for index in range(self.next_index, last + 1)]
+        self.next_index = last + 1
+        return frames
+
+    def _send(self, frame: Frame) -> None:
+        if self.channel is None:
+            return
+        try:
+            self.channel.send_bytes(frame.encode())  # <= PIPE_BUF: written whole or not at all
+        except BlockingIOError:
+            self.dropped += 1
+
+    def _sum_new_rows(self) -> None:
+        rows = self.recorder.rows
+        end = len(rows)
+        if end == self.read_bytes:
+            return
+        # A copy (bytearray slice): a numpy view would pin the bytearray, which must grow.
+        table = np.frombuffer(rows[self.read_bytes:end], dtype=np.int64).reshape(-1, len(COLUMNS))
+        self.read_bytes = end
+        done = table[:, _DONE]
+        index = (done - self.start_ns) // self.interval_ns
+        # Rows are appended as requests complete, so the new ones nearly always fall in one
+        # interval (two across a boundary): no sort, no unique().
+        first, last = max(int(index.min()), 0), int(index.max())
+        for interval in range(first, last + 1):
+            frame = self.open.get(interval)
+            if frame is None:
+                frame = self.open[interval] = Frame(interval)
+            _sum_into(frame, table if first == last else table[np.maximum(index, 0) == interval])
+
+
+_NONE = int(ErrorKind.NONE)
+_BAD_STATUS = int(ErrorKind.BAD_STATUS)
+
+
+def _sum_into(frame: Frame, table: np.ndarray) -> None:
+    if not len(table):
+        return
+    error = table[:, _ERROR]
+    ok = error == _NONE
+    good_count = int(np.count_nonzero(ok))
+    bad_status = int(np.count_nonzero(error == _BAD_STATUS))
+    frame.requests += len(table)
+    frame.bad_status += bad_status
+    frame.errors += len(table) - good_count - bad_status
+    if not good_count:
+        return
+    good = table if good_count == len(table) else table[ok]
+    # The open loop's latency runs from the intended send (coordinated omission corrected).
+    intended = good[:, _INTENDED]
+    begun = np.where(intended != MISSING, intended, good[:, _SENT])
+    latency = good[:, _DONE] - begun
+    frame.ok += good_count
+    frame.max_ns = max(frame.max_ns, int(latency.max()))
+    frame.histogram += np.bincount(bucket_of(latency), minlength=len(frame.histogram))
+
+
+class FrameMerger:
+    """The parent's side: frames from every worker, merged per interval, in order."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pending: list[Frame] = []
+        self.closed_up_to = [0] * workers  # per worker: intervals below this are all sent
+        self.finished = [False] * workers
+        self.handed_out = 0  # intervals below this were handed out already
+        self.dropped = 0
+        self.totals = Frame(-1)  # every frame so far, merged: the running percentiles
+
+    def add(self, worker: int, data: bytes) -> None:
+        frame = Frame.decode(data)
+        self.pending.append(frame)
+        self.closed_up_to[worker] = max(self.closed_up_to[worker], frame.index + 1)
+
+    def finish(self, worker: int, rest: list[bytes], dropped: int) -> None:
+        """A worker's last frames (with its report): nothing more will come from it."""
+        for data in rest:
+            self.add(worker, data)
+        self.finished[worker] = True
+        self.dropped += dropped
+
+    def ready(self) -> list[Frame]:
+        """Merged frames of the intervals every running worker has closed, not handed out yet."""
+        if all(self.finished):
+            upto = max((frame.index + 1 for frame in self.pending), default=self.handed_out)
+        else:
+            upto = min(closed for closed, done in zip(self.closed_up_to, self.finished, strict=True)
+                       if not done)
+        taken = [frame for frame in self.pending if frame.index < upto]
+        self.pending = [frame for frame in self.pending if frame.index >= upto]
+        merged = {frame.index: frame for frame in merge_frames(taken)}
+        # Every interval gets a frame, an empty one where no worker completed anything.
+        out = [merged.get(index) or Frame(index)
+               for index in range(self.handed_out, max(upto, self.handed_out))]
+        for frame in out:
+            self.totals.add(frame)
+        self.handed_out = max(self.handed_out, upto)
+        return out

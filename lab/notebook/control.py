@@ -1,0 +1,86 @@
+"""Setting the panel's knobs by name, as a user would type them: ``panel.set(nodelay="off")``.
+
+For notebooks, tests and teaching: the same widgets a user would click are set, so the panel
+shows what the code did, and Apply / Run then behave exactly as for a click. Values may be
+Python values (``False``, ``0.04``) or text as on the command line (``"off"``, ``"40ms"``,
+``"64KiB"``). An unknown name or a bad value is one :class:`~lab.errors.ConfigError` naming
+the knob, and nothing is changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from traitlets import TraitError
+
+from lab.engine.spec import LoadSpec
+from lab.errors import ConfigError
+from lab.http.config import ServerConfig
+from lab.notebook.widgets import KnobForm
+from lab.options import parse_value
+
+if TYPE_CHECKING:
+    from lab.notebook.panel import LabPanel
+
+PANEL_TEXT_KNOBS = ("path", "isolation")  # the panel's own boxes beside the knob forms
+
+
+def set_knobs(panel: LabPanel, knobs: Mapping[str, Any], *, fixed: tuple[str, ...]) -> None:
+    """Set server and load knobs on the panel's widgets; all or nothing."""
+    server_values: dict[str, Any] = {}
+    load_values: dict[str, Any] = {}
+    for name, value in knobs.items():
+        if name in panel.server_form.controls:
+            server_values[name] = _parsed(ServerConfig, name, value)
+        elif name in panel.load_form.controls:
+            load_values[name] = _parsed(LoadSpec, name, value)
+        elif name in fixed:
+            raise ConfigError(name, "is fixed while the panel runs (where its server listens)")
+        elif name not in PANEL_TEXT_KNOBS:
+            known = sorted([*panel.server_form.controls, *panel.load_form.controls, *PANEL_TEXT_KNOBS])
+            raise ConfigError(name, "is not a knob of the panel; its knobs: " + ", ".join(known))
+    if "isolation" in knobs and knobs["isolation"] not in ("thread", "process"):
+        raise ConfigError("isolation", f"{knobs['isolation']!r} is not allowed; allowed: thread, process")
+    if "path" in knobs and not str(knobs["path"]).startswith("/"):
+        raise ConfigError("path", f"{knobs['path']!r} must start with '/'")
+
+    undo_server, undo_load = panel.server_form.values(), panel.load_form.values()
+    undo_path = panel.path.value
+    try:
+        _show(panel.server_form, server_values)
+        _show(panel.load_form, load_values)
+        if "path" in knobs:
+            panel.path.value = str(knobs["path"])
+        # The same checks Apply and Run make, now: a bad value is named where it was set.
+        panel.server.config.replace(**panel.server_form.values())
+        panel.load_spec()
+    except ConfigError:
+        _show(panel.server_form, undo_server)
+        _show(panel.load_form, undo_load)
+        panel.path.value = undo_path
+        raise
+    if "isolation" in knobs:
+        panel.isolation.value = knobs["isolation"]  # observed: applies at once, as a click does
+
+
+def _show(form: KnobForm, values: Mapping[str, Any]) -> None:
+    for name, value in values.items():
+        try:
+            form.controls[name].set(value)
+        except TraitError as error:  # e.g. 1.5 for a whole number, a word not in a list
+            raise ConfigError(name, f"{value!r} does not fit this knob: {error}") from None
+
+
+def _parsed(config_class: type, name: str, value: Any) -> Any:
+    """A value as the widget holds it; text is read as on the command line."""
+    if isinstance(value, str):
+        if name == "thresholds":
+            return tuple(word.strip() for word in value.split(",") if word.strip())
+        try:
+            value = parse_value(config_class, name, value)
+        except ValueError as error:
+            raise ConfigError(name, f"cannot read {value!r}: {error}") from None
+    if isinstance(value, list):
+        value = tuple(value)
+    return value
