@@ -335,3 +335,57 @@ def test_quickstart_panel_in_jupyterlab_shows_nothing_clipped(jupyterlab, browse
     screenshot(page, "quickstart-0-notebook-plot.png")
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     assert "Traceback" not in " ".join(errors.all_inner_texts())
+
+
+# The live view's picture and its line of running figures, as the browser shows them now.
+LIVE_SNAPSHOT_JS = """(view) => ({
+  picture: view.querySelector('canvas').toDataURL(),
+  figures: view.children[1].textContent,
+})"""
+
+
+@pytest.mark.timeout(240)
+def test_live_tuning_notebook_redraws_during_the_run(jupyterlab, browser_page):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    open_and_run_all(page, jupyterlab, "09-live-tuning.ipynb")
+    view = page.locator(".lab-live-view")
+    expect(view).to_have_count(1, timeout=120_000)
+    expect(view.locator("div").nth(1)).to_contain_text("running", timeout=120_000)
+    view.evaluate("(view) => view.scrollIntoView({block: 'center'})")
+
+    # While the run lasts, the picture changes from one moment to the next (frames arrive
+    # 6-7 times a second); collect what it showed until the run cell prints its result.
+    done = page.locator(".jp-OutputArea-output", has_text="live frames drawn")
+    pictures: list[str] = []
+    figures: list[str] = []
+    shot_during = False
+    deadline = time.monotonic() + 60
+    while done.count() == 0 and time.monotonic() < deadline:
+        snapshot = view.evaluate(LIVE_SNAPSHOT_JS)
+        if "running" in snapshot["figures"]:
+            pictures.append(snapshot["picture"])
+            figures.append(snapshot["figures"])
+            if not shot_during and len(pictures) >= 8:
+                screenshot(page, "live-1-during-the-run.png")
+                shot_during = True
+        page.wait_for_timeout(200)
+    assert done.count() == 1, "the run cell did not finish within 60 s"
+    assert len(pictures) >= 5, f"only {len(pictures)} looks at the live view while it ran"
+    distinct = len(set(pictures))
+    assert distinct >= 5, f"the canvas changed only {distinct - 1} times in {len(pictures)} looks"
+    assert len(set(figures)) >= 5  # the running figures move too
+
+    view.evaluate("(view) => view.scrollIntoView({block: 'center'})")
+    screenshot(page, "live-2-after-the-run.png")  # the whole run with its two markers
+
+    # The notebook runs to its end: its check cell prints the three stretches' medians.
+    expect(page.locator(".jp-OutputArea-output", has_text="live frames")).to_have_count(2, timeout=60_000)
+    timeline = page.locator(".jp-OutputArea-output img").last
+    timeline.evaluate("(image) => image.scrollIntoView({block: 'center'})")
+    screenshot(page, "live-3-timeline-with-markers.png")
+    for index, output in enumerate(page.locator(".jp-OutputArea-output").all()):
+        assert_nothing_clipped(output, f"output {index} of the live-tuning notebook")
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    assert "Traceback" not in " ".join(errors.all_inner_texts())
