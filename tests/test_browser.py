@@ -293,6 +293,8 @@ def test_quickstart_panel_in_jupyterlab_shows_nothing_clipped(jupyterlab, browse
     plots.first.evaluate("(image) => image.scrollIntoView({block: 'center'})")
     screenshot(page, "quickstart-2-nagle-run.png")  # the histogram's ~40 ms peak in view
     assert_nothing_clipped(panel, "the panel after the Nagle run")
+    panel.locator(".lab-live-view").evaluate("(view) => view.scrollIntoView({block: 'center'})")
+    screenshot(page, "quickstart-2b-live-view.png")  # the panel's own live view of that run
     path_box = panel.locator(".widget-text", has=page.locator("label", has_text="path")).locator("input")
     path_box.fill("/no-such-page")
     path_box.press("Tab")

@@ -130,6 +130,11 @@ def test_a_run_without_a_success_is_shown_failed_in_red(panel):
     assert "#b00020" in message and "#2e7d32" not in message  # red, not green
     assert "FAILED: no request succeeded: every answer was 404" in message
     assert "404: " in message  # the status codes are named
+    assert "no request succeeded" in panel.summary_view.value and "#b00020" in panel.summary_view.value
+    assert panel.figures == [] and panel.plots_view.children == ()  # no empty axes
+    assert ">done: " in panel.progress_text.value and "#b00020" in panel.progress_text.value
+    assert panel.progress.bar_style == "danger"
+    assert "FAILED: no request succeeded: every answer was 404" in panel.runs_view.value
 
 
 def test_headline_and_progress_read_the_one_summary(panel):

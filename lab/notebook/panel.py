@@ -351,14 +351,15 @@ class LabPanel:
             self._say(headline(result) + checks)
         else:  # failure is never shown as success: red, and the reason first
             self._say(f"FAILED: {failure} -- {headline(result)}", error=True)
-        self.summary_view.value = summary_table(result).to_html(classes="lab-table", border=0)
         if result.summary.succeeded:
+            self.summary_view.value = summary_table(result).to_html(classes="lab-table", border=0)
             self.figures = [plots.percentile_spectrum(record), plots.histogram(record)]
             self.plots_view.children = [figure_image(figure) for figure in self.figures]
-        else:  # empty axes would look like a plot of nothing measured fast
+        else:  # a table of dashes and empty axes would look like figures of nothing, fast
+            self.summary_view.value = coloured(
+                "no latency figures or plots: no request succeeded", error=True)
             self.figures = []
-            self.plots_view.children = [widgets.HTML(coloured(
-                "no plots: no request succeeded, so there is no latency to draw", error=True))]
+            self.plots_view.children = []
         self._show_runs()
         return record
 
