@@ -1,13 +1,15 @@
 """What the live view costs the generator: its request rate with live frames on vs off.
 
-    .venv/bin/python benchmarks/live_view_cost.py [--duration 3] [--rounds 6] [--connections 50]
+    .venv/bin/python benchmarks/live_view_cost.py [--server nginx|lab] [--duration 3] [--rounds 6]
 
-The lab server runs in a process of its own pinned to core 0; the generator (its parent and
+The server (nginx with one worker by default: faster than the generator, so the generator's
+own speed sets the rate; or the lab server) is pinned to core 0; the generator (its parent and
 its worker process) is pinned to core 1. Each measurement is a closed-loop run as fast as the
 server answers; the parent polls the run every 100 ms either way, and with frames on it also
 reads and merges them (``run.live_frames()``) as the live view does. Rounds alternate which
-setting goes first. Prints every run's requests/s, the medians and on/off ratio; the issue's
-bar is a ratio within 5 % of 1.
+setting goes first. Prints every run's requests/s and the generator's CPU time per request
+(its worker's process time while offering the load: less disturbed by neighbours than a rate),
+the medians and the on/off ratios; the issue's bar is a rate ratio within 5 % of 1.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ def one_run(url: str, live: bool, duration: float, connections: int) -> dict[str
         time.sleep(POLL_SECONDS)
     result = run.result()
     frames += len(run.live_frames())
+    cpu_us = run.generator_cpu_seconds * 1e6 / max(result.samples.size, 1)
     return {"rps": result.rps, "frames": frames, "dropped": run.frames_dropped,
-            "requests": result.summary.requests}
+            "requests": result.summary.requests, "cpu_us_per_request": cpu_us}
 
 
 def measure(url: str, live: bool, duration: float, connections: int) -> dict[str, float]:
@@ -56,6 +59,8 @@ def measure(url: str, live: bool, duration: float, connections: int) -> dict[str
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", choices=["nginx", "lab"], default="nginx",
+                        help="the server under the load (default nginx: faster than the generator)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--connections", type=int, default=50)
@@ -70,23 +75,30 @@ def main() -> int:
         print("needs two cores: one for the server, one for the generator", file=sys.stderr)
         return 2
     rates: dict[bool, list[float]] = {True: [], False: []}
-    print(f"lab server on cores {SERVER_CORES}, generator on cores {CLIENT_CORES}, "
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    print(f"{arguments.server} on cores {SERVER_CORES}, generator on cores {CLIENT_CORES}, "
           f"{arguments.connections} connections, {arguments.duration:g} s per run, {arguments.rounds} rounds")
-    with start_peer("lab", cores=SERVER_CORES) as server:
+    with start_peer(arguments.server, cores=SERVER_CORES) as server:
         for round_number in range(1, arguments.rounds + 1):
             order = [False, True] if round_number % 2 else [True, False]
             for live in order:
                 figures = measure(server.fast_url, live, arguments.duration, arguments.connections)
                 rates[live].append(figures["rps"])
+                cpu[live].append(figures["cpu_us_per_request"])
                 extra = (f", {figures['frames']:.0f} frames, {figures['dropped']:.0f} dropped"
                          if live else "")
                 print(f"  round {round_number} live {'on ' if live else 'off'}: "
-                      f"{figures['rps']:>10,.0f} req/s{extra}")
+                      f"{figures['rps']:>10,.0f} req/s, {figures['cpu_us_per_request']:.2f} us CPU "
+                      f"per request{extra}")
     on, off = statistics.median(rates[True]), statistics.median(rates[False])
+    cpu_on, cpu_off = statistics.median(cpu[True]), statistics.median(cpu[False])
     per_round = [a / b for a, b in zip(rates[True], rates[False], strict=True)]
     print(f"median requests/s: live on {on:,.0f}, live off {off:,.0f}; on/off = {on / off:.3f} "
           f"(per round {min(per_round):.3f}-{max(per_round):.3f}; bar: within 0.95-1.05)")
-    print(json.dumps({"on_rps": on, "off_rps": off, "ratio": on / off, "per_round": per_round}))
+    print(f"median generator CPU per request: live on {cpu_on:.3f} us, live off {cpu_off:.3f} us; "
+          f"on/off = {cpu_on / cpu_off:.3f}")
+    print(json.dumps({"on_rps": on, "off_rps": off, "ratio": on / off, "per_round": per_round,
+                      "cpu_us_on": cpu_on, "cpu_us_off": cpu_off, "cpu_ratio": cpu_on / cpu_off}))
     return 0
 
 

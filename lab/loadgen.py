@@ -179,6 +179,11 @@ class LoadRun:
         return None if self._merger is None else self._merger.totals
 
     @property
+    def generator_cpu_seconds(self) -> float:
+        """CPU time the worker processes used while offering the load (so far reported)."""
+        return sum(report.cpu_ns for report in self._reports.values()) / NS_PER_S
+
+    @property
     def frames_dropped(self) -> int:
         """Frames lost because the parent did not read for a long time (counted, never hidden)."""
         return 0 if self._merger is None else self._merger.dropped

@@ -29,7 +29,7 @@ from lab.measure.frames import Frame, bucket_of, merge_frames
 from lab.measure.samples import MISSING, ErrorKind
 
 DEFAULT_INTERVAL_SECONDS = 0.1
-PIPE_BYTES = 1 << 20  # a bigger pipe (Linux's unprivileged maximum) holds ~100 s of frames
+PIPE_BYTES = 1 << 20  # Linux's unprivileged maximum: minutes of typical frames, 25 s of the largest
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 _INTENDED, _SENT, _DONE, _STATUS, _ERROR = (COLUMNS.index(name) for name in

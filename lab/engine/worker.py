@@ -17,6 +17,7 @@ import gc
 import multiprocessing
 import os
 import signal
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, SpawnContext
@@ -107,6 +108,7 @@ class WorkerReport:
     gave_up: str | None = None  # the engine ended the run itself (nothing listening), and why
     frames: tuple[bytes, ...] = ()  # live frames not sent yet (the intervals still open at the end)
     frames_dropped: int = 0  # live frames the pipe had no room for (a parent not reading)
+    cpu_ns: int = 0  # CPU time this process used while offering the load (user + system)
 
 
 def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
@@ -183,12 +185,14 @@ async def _run(engine: Engine, worker: int, board: SharedBoard,
         if meter is not None:
             meter.look(perf_counter_ns())
 
+    cpu_before = time.process_time_ns()
     await engine.run(start_ns, should_stop=board.stop_requested, on_housekeeping=publish)
+    cpu_ns = time.process_time_ns() - cpu_before
     return WorkerReport(worker=worker, start_ns=start_ns, end_ns=engine.end_ns,
                         abandoned=engine.abandoned, connect_failures=connect_failures,
                         stopped_by_owner=engine.stopped_by_owner, gave_up=engine.gave_up,
                         frames=() if meter is None else tuple(meter.rest()),
-                        frames_dropped=0 if meter is None else meter.dropped)
+                        frames_dropped=0 if meter is None else meter.dropped, cpu_ns=cpu_ns)
 
 
 def start_workers(spec: LoadSpec, context: ProcessContext, board: SharedBoard, *,
