@@ -144,7 +144,8 @@ def test_headline_and_progress_read_the_one_summary(panel):
     assert record.summary.as_dict() == summary.as_dict()
     assert f"{summary.rps:,.0f} requests/s" in panel.message.value
     assert "✓ p50&lt;10s (measured " in panel.message.value and "#2e7d32" in panel.message.value
-    assert f">done: {summary.requests} requests (0 errors)" in panel.progress_text.value
+    assert f">done: {summary.requests:,} requests, 0 failed, " in panel.progress_text.value
+    assert "s left" not in panel.progress_text.value
     assert "#2e7d32" in panel.progress_text.value  # green: the run passed
     assert f"{summary.rps:,.0f} req/s" in panel.progress_text.value
     table = panel.runs_table()
@@ -305,3 +306,16 @@ def test_panel_plots_keep_every_peak_and_every_label_inside_the_picture(kind):
     else:
         low, high = axes.get_ylim()
         assert high >= 44
+
+
+def test_progress_counts_bad_statuses_as_failed_while_running():
+    from lab.loadgen import LoadProgress
+    from lab.measure.frames import Frame
+    from lab.notebook.panel import progress_line
+
+    running = LoadProgress("running", 1200, 0, 0.5, 2400.0, 2.5)  # the workers' counters
+    live = Frame(index=4, requests=1200, ok=0, errors=3, bad_status=1197)
+    assert progress_line(running, live) == "running: 1,200 requests, 1,200 failed, 2,400 req/s, 2.5 s left"
+    assert progress_line(running) == "running: 1,200 requests, 0 failed, 2,400 req/s, 2.5 s left"
+    done = LoadProgress("done", 1200, 1200, 0.5, 2400.0, 0.0)  # the summary's error_total
+    assert progress_line(done, Frame(index=0)) == "done: 1,200 requests, 1,200 failed, 2,400 req/s"

@@ -27,7 +27,8 @@ from lab.engine.result import LoadResult
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
 from lab.http.config import ServerConfig
-from lab.loadgen import LoadRun, start_load
+from lab.loadgen import LoadProgress, LoadRun, start_load
+from lab.measure.frames import Frame
 from lab.measure.summary import describe_counts
 from lab.notebook.control import set_knobs
 from lab.notebook.live import LiveView
@@ -102,6 +103,23 @@ def verdict_line(result: LoadResult) -> str | None:
     _, reason = result.verdict()
     reasons = ([reason] if reason is not None else []) + list(result.problems)
     return "; ".join(reasons) or None
+
+
+def progress_line(progress: LoadProgress, live: Frame | None = None) -> str:
+    """Where a run is, in a line: ``running: 1,200 requests, 0 failed, 2,400 req/s, 2.5 s
+    left``. Failed counts bad statuses too, as the run's summary does: while running they come
+    from the live frames (the workers' progress counters leave them out); once done, the
+    progress is the summary itself."""
+    failures = progress.errors
+    if progress.phase != "done" and live is not None:
+        failures = max(failures, live.errors + live.bad_status)
+    line = f"{progress.phase}: {progress.requests:,} requests, {failures:,} failed, {progress.rps:,.0f} req/s"
+    return line if progress.phase == "done" else f"{line}, {progress.seconds_left:.1f} s left"
+
+
+def _nothing_succeeded_yet(run: LoadRun) -> bool:
+    live = run.live_totals
+    return live is not None and live.requests > 0 and live.ok == 0
 
 
 def failed(result: LoadResult) -> bool:
@@ -327,12 +345,14 @@ class LabPanel:
         progress = run.progress()
         planned = run.spec.warmup_seconds + run.spec.duration_seconds
         self.progress.value = min(1.0, progress.elapsed_s / planned) if planned else 1.0
+        done = progress.phase == "done"
         # Once done, the line is red when the run failed by its verdict ("0 errors" in green
-        # beside a run of 404s would say the opposite of the result).
-        failure = progress.phase == "done" and failed(run.result())
-        self.progress_text.value = coloured(str(progress), error=failure) if progress.phase == "done" \
-            else html.escape(str(progress))
-        self.progress.bar_style = ("danger" if failure else "success") if progress.phase == "done" else ""
+        # beside a run of 404s would say the opposite of the result); while running, a run
+        # with answers but no success yet is red too.
+        failing = failed(run.result()) if done else _nothing_succeeded_yet(run)
+        self.progress_text.value = coloured(progress_line(progress, run.live_totals), error=failing) \
+            if done or failing else html.escape(progress_line(progress, run.live_totals))
+        self.progress.bar_style = ("danger" if failing else "success") if done else ""
 
     def _set_running(self, running: bool) -> None:
         self.run_button.disabled = running
