@@ -135,6 +135,8 @@ def test_a_run_without_a_success_is_shown_failed_in_red(panel):
     assert ">done: " in panel.progress_text.value and "#b00020" in panel.progress_text.value
     assert panel.progress.bar_style == "danger"
     assert "FAILED: no request succeeded: every answer was 404" in panel.runs_view.value
+    assert panel.overlay([0]) is None and panel.overlay_view.children == ()
+    assert "not overlaid (no request succeeded): run 1" in panel.keep_message.value
 
 
 def test_headline_and_progress_read_the_one_summary(panel):

@@ -398,9 +398,19 @@ class LabPanel:
         chosen = list(indexes if indexes is not None else self.overlay_pick.value) or \
             list(range(len(self.records)))
         if not chosen:
-            self._say("no runs yet", error=True)
+            self._say("no runs yet", error=True, near=self.keep_message)
             return None
-        figure = plots.percentile_spectrum([self.records[i] for i in chosen])
+        # A run without a success has no latency to draw: left out, and said so, rather than
+        # named in a legend beside a line that is not there.
+        drawable = [self.records[i] for i in chosen if self.records[i].summary.succeeded]
+        left_out = [self.records[i].name for i in chosen if not self.records[i].summary.succeeded]
+        if left_out:
+            self._say(f"not overlaid (no request succeeded): {', '.join(left_out)}", error=True,
+                      near=self.keep_message)
+        if not drawable:
+            self.overlay_view.children = []
+            return None
+        figure = plots.percentile_spectrum(drawable)
         self.overlay_view.children = [figure_image(figure, size=OVERLAY_SIZE_INCHES)]
         return figure
 
