@@ -53,15 +53,26 @@ LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings
 pytestmark = pytest.mark.browser
 
 # Every element inside ``root`` whose content is wider than its box, described for a message.
-# Inputs and selects are included: a value or an option cut at the box's edge is clipped too.
+# Inputs and selects are included: a value or an option cut at the box's edge is clipped too,
+# and so is an empty box's placeholder (which scrollWidth does not see: it is measured here).
 CLIPPED_JS = """(root) => {
   const clipped = [];
+  const ruler = document.createElement('canvas').getContext('2d');
+  const describe = (element, wide, room, text) =>
+    `${element.tagName.toLowerCase()}.${[...element.classList].join('.')} ` +
+    `(${Math.round(wide)} > ${Math.round(room)} px): ${JSON.stringify(text.trim().slice(0, 60))}`;
   for (const element of [root, ...root.querySelectorAll('*')]) {
     if (element.clientWidth === 0 || element.tagName === 'STYLE') continue;
     if (element.scrollWidth > element.clientWidth + 1) {
-      const text = (element.innerText || element.value || '').trim().slice(0, 60);
-      clipped.push(`${element.tagName.toLowerCase()}.${[...element.classList].join('.')} ` +
-                   `(${element.scrollWidth} > ${element.clientWidth} px): ${JSON.stringify(text)}`);
+      clipped.push(describe(element, element.scrollWidth, element.clientWidth,
+                            element.innerText || element.value || ''));
+    }
+    if (element.tagName === 'INPUT' && !element.value && element.placeholder) {
+      const style = getComputedStyle(element);
+      ruler.font = style.font;
+      const room = element.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+      const wide = ruler.measureText(element.placeholder).width;
+      if (wide > room + 1) clipped.push(describe(element, wide, room, element.placeholder));
     }
   }
   return clipped;
@@ -227,11 +238,13 @@ def assert_the_checks_see_clipping(page: Any) -> None:
       area.style.width = '200px';
       area.innerHTML = '<span style="display:inline-block;width:50px;overflow:hidden;' +
         'white-space:nowrap;text-overflow:ellipsis">listener buffers</span>' +
+        '<input style="width:60px" placeholder="comma-separated">' +
         '<img style="width:300px;height:10px">';
       document.body.appendChild(area);
     }""")
     probe = page.locator(".lab-probe")
-    assert len(probe.evaluate(CLIPPED_JS)) == 2  # the span, and the area the picture runs past
+    # the span, the placeholder, and the area the picture runs past
+    assert len(probe.evaluate(CLIPPED_JS)) == 3, probe.evaluate(CLIPPED_JS)
     assert len(probe.evaluate(WIDE_IMAGES_JS)) == 1
     probe.evaluate("(probe) => probe.remove()")
 

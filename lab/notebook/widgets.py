@@ -62,7 +62,8 @@ class KnobControl:
             start = value if value is not None else (spec.minimum or 0)
             return number_class(value=start, layout=layout)
         if base is tuple:  # a list of words (thresholds): comma-separated in one box
-            return widgets.Text(value=", ".join(value), placeholder="comma-separated", layout=layout)
+            # The placeholder fits the box (a longer one is cut); the tooltip says the rest.
+            return widgets.Text(value=", ".join(value), placeholder="p99<2ms, …", layout=layout)
         return widgets.Text(value="" if value is None else str(value), layout=layout)
 
     def _sync_enabled(self, _change: Any = None) -> None:
