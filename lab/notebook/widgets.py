@@ -62,8 +62,10 @@ class KnobControl:
             start = value if value is not None else (spec.minimum or 0)
             return number_class(value=start, layout=layout)
         if base is tuple:  # a list of words (thresholds): comma-separated in one box
-            # The placeholder fits the box (a longer one is cut); the tooltip says the rest.
-            return widgets.Text(value=", ".join(value), placeholder="p99<2ms, …", layout=layout)
+            # Short enough for the box (a longer placeholder is cut), in the CLI's word for one
+            # item ("EXPR, …"); the tooltip has the help with its examples.
+            words = f"{spec.metavar or 'a'}, …"
+            return widgets.Text(value=", ".join(value), placeholder=words, layout=layout)
         return widgets.Text(value="" if value is None else str(value), layout=layout)
 
     def _sync_enabled(self, _change: Any = None) -> None:
