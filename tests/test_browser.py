@@ -348,6 +348,10 @@ def test_quickstart_panel_in_jupyterlab_shows_nothing_clipped(jupyterlab, browse
     page.locator(".jp-OutputArea-output img").first.evaluate(
         "(image) => image.scrollIntoView({block: 'center'})")
     screenshot(page, "quickstart-0-notebook-plot.png")
+    comparison = page.locator(".jp-OutputArea-output", has_text="the figure's ratio to nodelay on").first
+    comparison.evaluate("(output) => output.scrollIntoView({block: 'start'})")
+    screenshot(page, "quickstart-0b-notebook-comparison.png")
+    assert "nan" not in comparison.inner_text().lower()
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     assert "Traceback" not in " ".join(errors.all_inner_texts())
 

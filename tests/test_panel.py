@@ -16,7 +16,7 @@ from lab.measure.samples import ErrorKind
 from lab.notebook.panel import LabPanel, coloured
 from lab.notebook.widgets import KnobForm
 from lab.options import Knob, knob_label, knobs
-from lab.records.compare import comparison_view, format_figure, short_labels
+from lab.records.compare import comparison_view, format_figure, format_ratio, short_labels
 from lab.records.record import Record
 from lab.records.store import RecordStore
 
@@ -200,6 +200,14 @@ def test_every_widget_label_is_derived_and_none_is_snake_case():
 ])
 def test_figures_are_rounded_to_four_significant_digits(value, text):
     assert format_figure(value) == text
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (0.97894342, "×0.979"), (1.0, "×1"), (218.4, "×218"), (1066.6, "×1,067"), (1e3, "×1,000"),
+    (0.00099, "×0.00099"), (float("nan"), ""),
+])
+def test_ratios_read_without_exponents(value, text):
+    assert format_ratio(value) == text
 
 
 def _record(name: str, *, status: int = 200, nodelay: bool = True, path: str = "/fast",

@@ -147,8 +147,11 @@ def format_figure(value: Any) -> str:
 
 
 def format_ratio(value: float) -> str:
-    """``×0.98``: a ratio to the baseline, to three significant digits; empty when undefined."""
-    return "" if math.isnan(value) else f"×{value:.3g}"
+    """``×0.98``, ``×1,910``: a ratio to the baseline, to three significant digits and never
+    in exponent notation (``×1.91e+03`` reads as a typo); empty when undefined."""
+    if math.isnan(value):
+        return ""
+    return f"×{value:,.0f}" if abs(value) >= 1000 else f"×{value:.3g}"
 
 
 def format_setting(value: Any) -> str:
