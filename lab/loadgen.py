@@ -184,6 +184,11 @@ class LoadRun:
         return sum(report.cpu_ns for report in self._reports.values()) / NS_PER_S
 
     @property
+    def live_cpu_seconds(self) -> float:
+        """Of :attr:`generator_cpu_seconds`, what making and sending live frames took."""
+        return sum(report.frames_cpu_ns for report in self._reports.values()) / NS_PER_S
+
+    @property
     def frames_dropped(self) -> int:
         """Frames lost because the parent did not read for a long time (counted, never hidden)."""
         return 0 if self._merger is None else self._merger.dropped

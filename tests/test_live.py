@@ -186,6 +186,9 @@ def test_panel_change_during_a_run_is_marked_live_and_in_the_record(panel):
         assert task is not None, panel.message.value
         while panel.live.frames < 4:
             await asyncio.sleep(0.05)
+        panel.set(isolation="process")  # moving the server mid-run is refused, and shown so
+        assert "cannot move the server during a run" in panel.message.value
+        assert panel.isolation.value == "thread" == panel.server.isolation
         panel.set(nodelay=False)
         assert panel.apply()  # Apply works during a run
         return await task

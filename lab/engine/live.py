@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from multiprocessing.connection import Connection
 
 import numpy as np
 
 from lab.engine.recorder import COLUMNS, Recorder
-from lab.measure.frames import Frame, bucket_of, merge_frames
+from lab.measure.frames import Frame, add_to_histogram, merge_frames
 from lab.measure.samples import MISSING, ErrorKind
 
 DEFAULT_INTERVAL_SECONDS = 0.1
@@ -55,6 +56,7 @@ class FrameMeter:
         self.open: dict[int, Frame] = {}  # interval index -> its frame so far
         self.next_index = 0  # the first interval not sent yet
         self.dropped = 0  # frames the pipe had no room for
+        self.cpu_ns = 0  # CPU time spent making and sending frames: what the live view costs
         if channel is not None:
             widen_pipe(channel)
             os.set_blocking(channel.fileno(), False)
@@ -64,18 +66,22 @@ class FrameMeter:
         closed = (now_ns - self.start_ns) // self.interval_ns  # intervals before this are over
         if closed <= self.next_index:
             return
+        began = time.thread_time_ns()
         self._sum_new_rows()
         for index in range(self.next_index, closed):
             self._send(self.open.pop(index) if index in self.open else Frame(index))
         self.next_index = closed
+        self.cpu_ns += time.thread_time_ns() - began
 
     def rest(self) -> list[bytes]:
         """Every frame not sent yet, the open ones included (the run is over)."""
+        began = time.thread_time_ns()
         self._sum_new_rows()
         last = max(self.open, default=self.next_index - 1)
         frames = [(self.open.pop(index) if index in self.open else Frame(index)).encode()
                   for index in range(self.next_index, last + 1)]
         self.next_index = last + 1
+        self.cpu_ns += time.thread_time_ns() - began
         return frames
 
     def _send(self, frame: Frame) -> None:
@@ -94,16 +100,21 @@ class FrameMeter:
         # A copy (bytearray slice): a numpy view would pin the bytearray, which must grow.
         table = np.frombuffer(rows[self.read_bytes:end], dtype=np.int64).reshape(-1, len(COLUMNS))
         self.read_bytes = end
+        # Rows are appended as requests complete, in one thread, each stamped with the clock
+        # read then: their completion times never decrease, so an interval's rows are one
+        # slice (found by bisection: no pass over every row to sort them into intervals).
         done = table[:, _DONE]
-        index = (done - self.start_ns) // self.interval_ns
-        # Rows are appended as requests complete, so the new ones nearly always fall in one
-        # interval (two across a boundary): no sort, no unique().
-        first, last = max(int(index.min()), 0), int(index.max())
-        for interval in range(first, last + 1):
-            frame = self.open.get(interval)
-            if frame is None:
-                frame = self.open[interval] = Frame(interval)
-            _sum_into(frame, table if first == last else table[np.maximum(index, 0) == interval])
+        first = max((int(done[0]) - self.start_ns) // self.interval_ns, 0)
+        last = max((int(done[-1]) - self.start_ns) // self.interval_ns, first)
+        bounds = np.searchsorted(done, self.start_ns + np.arange(first + 1, last + 1) * self.interval_ns,
+                                 side="left").tolist()
+        for interval, begin, stop in zip(range(first, last + 1), [0, *bounds], [*bounds, len(table)],
+                                         strict=True):
+            if stop > begin:
+                frame = self.open.get(interval)
+                if frame is None:
+                    frame = self.open[interval] = Frame(interval)
+                _sum_into(frame, table[begin:stop])
 
 
 _NONE = int(ErrorKind.NONE)
@@ -111,25 +122,24 @@ _BAD_STATUS = int(ErrorKind.BAD_STATUS)
 
 
 def _sum_into(frame: Frame, table: np.ndarray) -> None:
-    if not len(table):
-        return
+    """Add rows to a frame: per row a handful of numpy passes, no Python."""
     error = table[:, _ERROR]
-    ok = error == _NONE
-    good_count = int(np.count_nonzero(ok))
-    bad_status = int(np.count_nonzero(error == _BAD_STATUS))
+    failed = int(np.count_nonzero(error))
     frame.requests += len(table)
-    frame.bad_status += bad_status
-    frame.errors += len(table) - good_count - bad_status
-    if not good_count:
-        return
-    good = table if good_count == len(table) else table[ok]
+    if failed:  # rare: only then the masks
+        bad_status = int(np.count_nonzero(error == _BAD_STATUS))
+        frame.bad_status += bad_status
+        frame.errors += failed - bad_status
+        table = table[error == _NONE]
+        if not len(table):
+            return
     # The open loop's latency runs from the intended send (coordinated omission corrected).
-    intended = good[:, _INTENDED]
-    begun = np.where(intended != MISSING, intended, good[:, _SENT])
-    latency = good[:, _DONE] - begun
-    frame.ok += good_count
+    # A run is one or the other: every row has an intended time (open) or none has (closed).
+    begun = _INTENDED if table[0, _INTENDED] != MISSING else _SENT
+    latency = table[:, _DONE] - table[:, begun]
+    frame.ok += len(table)
     frame.max_ns = max(frame.max_ns, int(latency.max()))
-    frame.histogram += np.bincount(bucket_of(latency), minlength=len(frame.histogram))
+    add_to_histogram(frame.histogram, latency)
 
 
 class FrameMerger:

@@ -109,6 +109,7 @@ class WorkerReport:
     frames: tuple[bytes, ...] = ()  # live frames not sent yet (the intervals still open at the end)
     frames_dropped: int = 0  # live frames the pipe had no room for (a parent not reading)
     cpu_ns: int = 0  # CPU time this process used while offering the load (user + system)
+    frames_cpu_ns: int = 0  # of which making and sending live frames
 
 
 def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
@@ -192,7 +193,8 @@ async def _run(engine: Engine, worker: int, board: SharedBoard,
                         abandoned=engine.abandoned, connect_failures=connect_failures,
                         stopped_by_owner=engine.stopped_by_owner, gave_up=engine.gave_up,
                         frames=() if meter is None else tuple(meter.rest()),
-                        frames_dropped=0 if meter is None else meter.dropped, cpu_ns=cpu_ns)
+                        frames_dropped=0 if meter is None else meter.dropped, cpu_ns=cpu_ns,
+                        frames_cpu_ns=0 if meter is None else meter.cpu_ns)
 
 
 def start_workers(spec: LoadSpec, context: ProcessContext, board: SharedBoard, *,

@@ -49,6 +49,19 @@ def bucket_of(latency_ns: np.ndarray) -> np.ndarray:
     return buckets
 
 
+_FLOAT_OF_ONE = 1023 << _PART_BITS  # bucket_of's bits for 1 ns: bucket 0
+
+
+def add_to_histogram(histogram: np.ndarray, latency_ns: np.ndarray) -> None:
+    """``histogram += counts of bucket_of(latency_ns)`` in as few passes as numpy allows
+    (``latency_ns`` is clipped to >= 1 in place). The generator runs this on every request."""
+    np.maximum(latency_ns, 1, out=latency_ns)
+    raw = np.bincount(latency_ns.astype(np.float64).view(np.int64) >> (52 - _PART_BITS))
+    counted = raw[_FLOAT_OF_ONE:_FLOAT_OF_ONE + BUCKET_COUNT]
+    histogram[:counted.size] += counted
+    histogram[-1] += raw[_FLOAT_OF_ONE + BUCKET_COUNT:].sum()  # beyond the last bucket
+
+
 def bucket_middle_ns(index: np.ndarray | int) -> np.ndarray:
     """A bucket's representative value: the middle of its bounds."""
     octave, part = np.divmod(np.asarray(index, dtype=np.int64), BUCKETS_PER_OCTAVE)

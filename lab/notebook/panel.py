@@ -265,6 +265,7 @@ class LabPanel:
         except (ConfigError, OSError, RuntimeError) as error:
             self._say(f"not applied: {error}", error=True)
             self.server_form.show(self.server.config)
+            self.isolation.value = self.server.isolation  # a refused move shows where it still is
             return False
         finally:
             self._show_server_status()
