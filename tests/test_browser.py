@@ -291,6 +291,11 @@ def test_quickstart_panel_in_jupyterlab_shows_nothing_clipped(jupyterlab, browse
     assert not missing, f"knob labels not shown: {missing}"
     assert "duration (s)" in shown and "duration_seconds" not in shown
     assert_nothing_clipped(panel, "the panel before a run")
+    for title in titles:  # a hidden tab measures 0 px: each is looked at while shown
+        panel.locator(".lm-TabBar-tab", has_text=title).click()
+        assert_nothing_clipped(panel.locator(".widget-tab"), f"the server's {title} tab")
+        if title == "buffers":
+            screenshot(page, "quickstart-1b-buffers-tab.png")
 
     # Three short runs: as it is, with Nagle on (the notebook sends split writes: the ~40 ms
     # peak), and one against a missing page, which fails.
