@@ -251,19 +251,19 @@ def comparison_view(records: Sequence[Record], *, baseline: int = 0,
             continue
         labels_.append(short_key(label, keys) if label in keys else label)
         for index in shown:
-            column = columns[index]
-            if label in keys:
-                view[column].append(settings[label][index])
-                continue
-            text = format_figure(values[index])
-            if index != baseline:
-                ratio = table.loc[label, f"{column} ÷ {columns[baseline]}"]
-                if isinstance(ratio, float) and not math.isnan(ratio):
-                    text += f" ({format_ratio(ratio)})"
-            view[column].append(text)
+            view[columns[index]].append(
+                settings[label][index] if label in keys
+                else _figure_cell(table, label, columns[index], columns[baseline]))
     frame = pd.DataFrame(view, index=labels_)
     frame.index.name = table.index.name
     return ComparisonView(table=frame, failed=failed, notes=tuple(notes))
+
+
+def _figure_cell(table: pd.DataFrame, label: str, column: str, base: str) -> str:
+    """``43.98 (×239)``: the figure, and its ratio to the baseline's where there is one."""
+    text = format_figure(table.loc[label, column])
+    ratio = table.loc[label, f"{column} ÷ {base}"] if column != base else float("nan")
+    return f"{text} ({format_ratio(ratio)})" if isinstance(ratio, float) and not math.isnan(ratio) else text
 
 
 def failure(record: Record) -> str | None:
