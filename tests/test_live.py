@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import select
 import time
 
@@ -14,6 +15,8 @@ import pytest
 from nbclient import NotebookClient
 from rawhttp import Reader, connect, get
 
+from lab.engine.live import FrameMeter
+from lab.engine.recorder import Recorder
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
 from lab.loadgen import start_load
@@ -59,6 +62,35 @@ def test_frames_merge_by_histogram_and_percentiles_stay_within_a_bucket():
         assert abs(percentile_ns(merged[0].histogram, percent) / exact - 1) < 0.05, percent
     # Averaging the two workers' p99s would say ~20 ms; the merged histogram says ~40 ms.
     assert merged[0].percentile_ms(99) > 30
+
+
+def test_the_meter_puts_each_row_in_the_interval_it_completed_in():
+    """Rows as a worker records them (completion times never decreasing), looked at in uneven
+    batches: each interval's frame holds exactly its rows, errors counted apart."""
+    rng = np.random.default_rng(11)
+    recorder = Recorder()
+    start, interval = 10**12, 100_000_000
+    done = start + np.sort(rng.integers(0, 10 * interval, 3000))
+    errors = rng.choice([0, 0, 0, 0, int(ErrorKind.BAD_STATUS), int(ErrorKind.TIMEOUT)], 3000)
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    meter = FrameMeter(recorder, sender, start_ns=start, interval_ns=interval)
+    for row, (finished, error) in enumerate(zip(done.tolist(), errors.tolist(), strict=True)):
+        recorder.add(finished - 5_000_000, finished - 4_000_000, -1, finished - 1000, finished,
+                     0 if error == ErrorKind.TIMEOUT else 200, 10, error)
+        if row % 250 == 0:
+            meter.look(finished)
+    sent = []
+    while receiver.poll(0):
+        sent.append(Frame.decode(receiver.recv_bytes()))
+    frames = sent + [Frame.decode(data) for data in meter.rest()]
+    assert len(sent) >= 8 and meter.dropped == 0
+    index = (done - start) // interval
+    assert [frame.index for frame in frames] == list(range(10))
+    assert [frame.requests for frame in frames] == np.bincount(index, minlength=10).tolist()
+    assert [frame.ok for frame in frames] == np.bincount(index[errors == 0], minlength=10).tolist()
+    assert sum(frame.errors for frame in frames) == int((errors == ErrorKind.TIMEOUT).sum())
+    assert all(frame.max_ns == 5_000_000 for frame in frames)  # open loop: from the intended send
+    assert all(abs(frame.percentile_ms(50) / 5 - 1) < 0.04 for frame in frames)
 
 
 def test_frames_from_two_workers_count_every_request_of_the_run(server):
