@@ -258,6 +258,9 @@ def describe(record: Record) -> str:
     lines.append("load:   " + _settings_line(record.load_spec))
     server = _settings_line(record.server_config) if record.server_config else "(not recorded)"
     lines.append("server: " + server)
+    if record.markers:  # changes made while the run went on (the panel's live tuning)
+        lines.append("changed during the run: " + printable(", ".join(
+            f"{marker.label} at {marker.t_s:.2f} s" for marker in record.markers)))
     git = (environment.git_commit or "unknown")[:12]
     if environment.git_dirty:
         git += " (uncommitted changes)"

@@ -38,7 +38,7 @@ WINDOW_SECONDS = 30.0  # the time axis shows the last 30 s; longer runs scroll
 
 
 class LiveView(anywidget.AnyWidget):
-    """A live latency timeline. ``frames``: frames received (and drawn) in the current run;
+    """A live latency timeline. ``frames``: frames received and put on the view in the current run;
     ``markers``: the changes marked in it; ``redraws``: canvas redraws the browser did."""
 
     _esm = ASSET.read_text(encoding="utf-8")
