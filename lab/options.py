@@ -40,6 +40,7 @@ class Knob:
     metavar: str | None = None
     restart: bool = False  # True: a running server must re-create its listener to apply it
     group: str = "general"  # for grouping widgets and --help sections
+    label: str | None = None  # words for the widget when the name's own words read badly
 
 
 def knob(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
@@ -75,6 +76,24 @@ def is_text_list(config_class: type, name: str) -> bool:
     """True for a ``tuple[str, ...]`` field (thresholds, paths): a list of words."""
     annotation = typing.get_type_hints(config_class)[name]
     return typing.get_origin(annotation) is tuple and typing.get_args(annotation) == (str, Ellipsis)
+
+
+# A name's unit suffix, dropped from its label when the knob's unit says it already.
+_UNIT_SUFFIXES = {"s": "_seconds", "bytes": "_bytes", "ms": "_ms"}
+
+
+def knob_label(name: str, spec: Knob) -> str:
+    """The words a widget shows for a knob, with its unit: ``duration_seconds`` -> ``duration (s)``.
+
+    Derived from the declaration (the name, or ``label`` where the name's words read badly,
+    and ``unit``), so no second list of labels can drift from the knobs.
+    """
+    words = spec.label
+    if words is None:
+        suffix = _UNIT_SUFFIXES.get(spec.unit)
+        stem = name.removesuffix(suffix) if suffix and name != suffix.lstrip("_") else name
+        words = stem.replace("_", " ")
+    return f"{words} ({spec.unit})" if spec.unit else words
 
 
 def describe_range(spec: Knob, nullable: bool, base: type | None = None) -> str:

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 
+import numpy as np
 import pytest
+from conftest import synthetic_samples
 
-from lab.notebook.panel import LabPanel
+from lab.engine.spec import LoadSpec
+from lab.http.config import ServerConfig
+from lab.measure.samples import ErrorKind
+from lab.notebook.panel import LabPanel, coloured
+from lab.notebook.widgets import KnobForm
+from lab.options import Knob, knob_label, knobs
+from lab.records.compare import comparison_view, format_figure, format_ratio, short_labels
+from lab.records.record import Record
 from lab.records.store import RecordStore
 
 QUICK_LOAD = {"connections": 2, "duration_seconds": 0.5}
@@ -120,6 +130,13 @@ def test_a_run_without_a_success_is_shown_failed_in_red(panel):
     assert "#b00020" in message and "#2e7d32" not in message  # red, not green
     assert "FAILED: no request succeeded: every answer was 404" in message
     assert "404: " in message  # the status codes are named
+    assert "no request succeeded" in panel.summary_view.value and "#b00020" in panel.summary_view.value
+    assert panel.figures == [] and panel.plots_view.children == ()  # no empty axes
+    assert ">done: " in panel.progress_text.value and "#b00020" in panel.progress_text.value
+    assert panel.progress.bar_style == "danger"
+    assert "FAILED: no request succeeded: every answer was 404" in panel.runs_view.value
+    assert panel.overlay([0]) is None and panel.overlay_view.children == ()
+    assert "not overlaid (no request succeeded): run 1" in panel.keep_message.value
 
 
 def test_headline_and_progress_read_the_one_summary(panel):
@@ -129,7 +146,9 @@ def test_headline_and_progress_read_the_one_summary(panel):
     assert record.summary.as_dict() == summary.as_dict()
     assert f"{summary.rps:,.0f} requests/s" in panel.message.value
     assert "✓ p50&lt;10s (measured " in panel.message.value and "#2e7d32" in panel.message.value
-    assert panel.progress_text.value.startswith(f"done: {summary.requests} requests")
+    assert f">done: {summary.requests:,} requests, 0 failed, " in panel.progress_text.value
+    assert "s left" not in panel.progress_text.value
+    assert "#2e7d32" in panel.progress_text.value  # green: the run passed
     assert f"{summary.rps:,.0f} req/s" in panel.progress_text.value
     table = panel.runs_table()
     assert table.loc["requests/s", record.name] == summary.rps
@@ -144,3 +163,169 @@ def test_a_websocket_path_runs_messages(panel):
     assert record.load_spec["url"].startswith("ws://") and record.load_spec["message_bytes"] == 64
     assert len(record.samples) > 10 and set(record.samples["status"]) == {101}
     assert set(record.samples["response_bytes"]) == {64 + 2}  # the echo's frame
+
+
+# --- the pure parts: labels, rounding, failures ------------------------------------------------
+
+@pytest.mark.parametrize(("config_class", "name", "label"), [
+    (LoadSpec, "duration_seconds", "duration (s)"), (LoadSpec, "rate", "rate (requests/s)"),
+    (LoadSpec, "message_bytes", "message size (bytes)"), (LoadSpec, "late_after_ms", "late after (ms)"),
+    (ServerConfig, "read_buffer_bytes", "read buffer (bytes)"), (ServerConfig, "nodelay", "nodelay"),
+    (ServerConfig, "keepalive_max_requests", "keepalive max requests"),
+    (ServerConfig, "stall_ms", "stall length (ms)"), (ServerConfig, "linger_seconds", "linger (s)"),
+])
+def test_knob_labels_are_words_with_the_declared_unit(config_class, name, label):
+    spec = next(spec for field, spec in knobs(config_class) if field.name == name)
+    assert knob_label(name, spec) == label
+
+
+def test_a_name_that_is_only_its_unit_keeps_its_word():
+    assert knob_label("seconds", Knob(help="", unit="s")) == "seconds (s)"
+
+
+def test_every_widget_label_is_derived_and_none_is_snake_case():
+    for config_class, current in ((ServerConfig, ServerConfig()), (LoadSpec, LoadSpec(url="http://127.0.0.1/"))):
+        form = KnobForm(config_class, current)
+        specs = dict((field.name, spec) for field, spec in knobs(config_class))
+        for name, control in form.controls.items():
+            label = control.widget.children[0]
+            assert label.value == knob_label(name, specs[name]) == control.label
+            assert "_" not in label.value, label.value
+            assert label.tooltip.startswith(f"{name}: ")  # the name panel.set and the CLI take
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (0.205123, "0.2051"), (55.10642, "55.11"), (203.4951, "203.5"), (20484.977, "20,485"),
+    (61459, "61,459"), (0, "0"), (float("nan"), "—"), (None, "—"), (1.0, "1"),
+])
+def test_figures_are_rounded_to_four_significant_digits(value, text):
+    assert format_figure(value) == text
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (0.97894342, "×0.979"), (1.0, "×1"), (218.4, "×218"), (1066.6, "×1,067"), (1e3, "×1,000"),
+    (0.00099, "×0.00099"), (float("nan"), ""),
+])
+def test_ratios_read_without_exponents(value, text):
+    assert format_ratio(value) == text
+
+
+def _record(name: str, *, status: int = 200, nodelay: bool = True, path: str = "/fast",
+            thresholds: tuple[str, ...] = ()) -> Record:
+    samples = synthetic_samples(400, open_loop=False)
+    samples["status"] = np.where(samples["status"] == 0, 0, status)
+    if status >= 400:
+        samples["error"][samples["status"] == status] = ErrorKind.BAD_STATUS  # as the engine marks it
+    return Record.create(samples=samples, name=name,
+                         load_spec={"mode": "closed", "connections": 2, "url": f"http://127.0.0.1:9/{path[1:]}",
+                                    "thresholds": list(thresholds)},
+                         server_config={"nodelay": nodelay})
+
+
+def test_comparison_view_rounds_says_ratios_and_leaves_out_what_no_run_measured():
+    view = comparison_view([_record("run 1"), _record("run 2", nodelay=False)])
+    table = view.table
+    assert list(table.columns) == ["run 1", "run 2"]
+    assert table.loc["nodelay"].tolist() == ["on", "off"]
+    cells = table.loc["p50 ms"].tolist()
+    assert cells[1].endswith("(×1)") and "." in cells[0] and len(cells[0].replace(".", "")) <= 5
+    assert "uncorrected p99 ms" not in table.index  # closed loops: NaN in every run
+    assert any("uncorrected p99 ms" in note and "open loop" in note for note in view.notes)
+    assert not any(isinstance(cell, float) and math.isnan(cell) for cell in table.to_numpy().ravel())
+    assert "nan" not in view.to_html().lower()
+
+
+def test_a_figure_missing_in_one_run_reads_as_a_dash():
+    failed = _record("run 2", status=404)
+    view = comparison_view([_record("run 1"), failed])
+    assert view.table.loc["p50 ms", "run 2"] == "—"
+    assert view.table.loc["errors", "run 2"].startswith(f"{format_figure(failed.summary.error_total)} (×")
+
+
+def test_a_run_without_a_success_is_failed_and_red_in_the_table():
+    failed = _record("run 2", status=404, path="/no-such-page")
+    view = comparison_view([_record("run 1"), failed])
+    assert view.failed == {"run 2": "no request succeeded: every answer was 404"}
+    assert view.table.loc["outcome"].tolist() == [
+        "passed", "FAILED: no request succeeded: every answer was 404"]
+    assert view.table.loc["url"].tolist() == ["/fast", "/no-such-page"]  # the part that differs
+    html = view.to_html()
+    assert '<th style="color:#b00020">run 2</th>' in html and '<th>run 1</th>' in html
+    assert html.count("color:#b00020") == 2  # the column's name and its outcome, nothing else
+
+
+def test_a_violated_threshold_fails_the_run_too():
+    view = comparison_view([_record("run 1", thresholds=("p50<1us",))])
+    assert view.failed["run 1"].startswith("threshold failed: p50<1us")
+
+
+def test_many_runs_keep_the_baseline_and_the_latest():
+    records = [_record(f"run {index}", nodelay=index % 2 == 0) for index in range(1, 10)]
+    view = comparison_view(records, max_runs=4)
+    assert list(view.table.columns) == ["run 1", "run 7", "run 8", "run 9"]
+    assert any("showing 4 of 9 runs" in note for note in view.notes)
+
+
+def test_overlay_labels_put_what_differs_right_after_the_name():
+    labels = short_labels([_record("run 1"), _record("run 2", nodelay=False, path="/slow")])
+    assert labels == ["run 1 · url /fast · nodelay on", "run 2 · url /slow · nodelay off"]
+
+
+def test_colours_say_failure_in_red_and_escape_the_text():
+    assert coloured("<b>", error=True) == '<span style="color:#b00020">&lt;b&gt;</span>'
+    assert coloured("ok") == '<span style="color:#2e7d32">ok</span>'
+
+
+def test_save_and_export_answer_beside_their_buttons(panel):
+    asyncio.run(press_run(panel))
+    message_before = panel.message.value
+    panel.save()
+    assert "saved run 1 in " in panel.keep_message.value and panel.message.value == message_before
+    panel.export("csv")
+    assert "exported run 1 to " in panel.keep_message.value and ".csv" in panel.keep_message.value
+
+
+def _bimodal_record() -> Record:
+    """Most requests at ~0.2 ms, a tenth stalled at ~44 ms (Nagle and delayed ACK)."""
+    samples = synthetic_samples(2000, open_loop=False, error_every=10_000)
+    stalled = slice(None, None, 10)
+    samples["done_ns"][stalled] = samples["sent_ns"][stalled] + 44_000_000
+    return Record.create(samples=samples, name="a run with a long name that would push a title out",
+                         load_spec={"mode": "closed", "connections": 1}, server_config={"nodelay": False})
+
+
+@pytest.mark.parametrize("kind", ["percentiles", "hist"])
+def test_panel_plots_keep_every_peak_and_every_label_inside_the_picture(kind):
+    from lab.notebook.panel import PLOT_DPI, PLOT_SIZE_INCHES, figure_image
+    from lab.records import plots
+
+    figure = plots.plot(_bimodal_record(), kind)
+    image = figure_image(figure)
+    assert tuple(figure.get_size_inches()) == PLOT_SIZE_INCHES
+    assert image.layout.width == f"{round(PLOT_SIZE_INCHES[0] * PLOT_DPI)}px"
+    assert image.layout.max_width == "100%"  # shrinks with a narrower output area
+    figure.draw_without_rendering()
+    drawn = figure.get_tightbbox()  # inches: titles, labels, legend, ticks
+    assert drawn.x0 >= -0.01 and drawn.y0 >= -0.01
+    assert drawn.x1 <= PLOT_SIZE_INCHES[0] + 0.01 and drawn.y1 <= PLOT_SIZE_INCHES[1] + 0.01
+    axes = figure.axes[0]
+    if kind == "hist":  # both peaks within the x axis
+        low, high = axes.get_xlim()
+        slowest = max(max(patch.get_path().vertices[:, 0]) for patch in axes.patches)
+        assert low <= 0.05 and slowest >= 44 and high >= slowest * 1.2  # room right of the peak
+    else:
+        low, high = axes.get_ylim()
+        assert high >= 44
+
+
+def test_progress_counts_bad_statuses_as_failed_while_running():
+    from lab.loadgen import LoadProgress
+    from lab.measure.frames import Frame
+    from lab.notebook.panel import progress_line
+
+    running = LoadProgress("running", 1200, 0, 0.5, 2400.0, 2.5)  # the workers' counters
+    live = Frame(index=4, requests=1200, ok=0, errors=3, bad_status=1197)
+    assert progress_line(running, live) == "running: 1,200 requests, 1,200 failed, 2,400 req/s, 2.5 s left"
+    assert progress_line(running) == "running: 1,200 requests, 0 failed, 2,400 req/s, 2.5 s left"
+    done = LoadProgress("done", 1200, 1200, 0.5, 2400.0, 0.0)  # the summary's error_total
+    assert progress_line(done, Frame(index=0)) == "done: 1,200 requests, 1,200 failed, 2,400 req/s"

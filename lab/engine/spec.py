@@ -40,7 +40,7 @@ class LoadSpec:
     # --- WebSocket messages (ws:// targets) --------------------------------------------------
     message_bytes: int = knob(16, minimum=0, maximum=MAX_BODY_BYTES, unit="bytes",
                               help="ws://: size of each message sent", flag="--message-bytes",
-                              metavar="BYTES", group="websocket")
+                              metavar="BYTES", group="websocket", label="message size")
     message_type: Literal["text", "binary"] = knob(
         "text", choices=("text", "binary"), help="ws://: send text or binary frames",
         flag="--message-type", group="websocket")

@@ -127,7 +127,7 @@ class ServerConfig:
         help="freeze the whole event loop this often (None = never), as a GC pause would",
         flag="--stall-every", metavar="S", group="stall")
     stall_ms: float = knob(0.0, minimum=0, maximum=60_000, unit="ms",
-                           help="how long each stall freezes the loop",
+                           help="how long each stall freezes the loop", label="stall length",
                            flag="--stall-ms", metavar="MS", group="stall")
 
     def __post_init__(self) -> None:

@@ -27,7 +27,8 @@ from lab.engine.result import LoadResult
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
 from lab.http.config import ServerConfig
-from lab.loadgen import LoadRun, start_load
+from lab.loadgen import LoadProgress, LoadRun, start_load
+from lab.measure.frames import Frame
 from lab.measure.summary import describe_counts
 from lab.netpath import Path as NetworkPath
 from lab.notebook.control import set_knobs
@@ -50,18 +51,36 @@ DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}
 PROGRESS_INTERVAL_SECONDS = 0.15  # also how often the live view is redrawn
 EXPORT_FORMATS = ("csv", "parquet", "json", "hgrm")
 SUMMARY_ROWS = ("p50", "p90", "p99", "p99_9", "p99_99", "max", "mean", "stdev")
+ERROR_COLOUR, OK_COLOUR = compare.FAILED_COLOUR, "#2e7d32"
+# Sized for JupyterLab's output area at a 1400 px window with the file browser open (about
+# 880 px wide): two plots side by side, each drawn at the size it is shown (text stays legible),
+# and shrunk, never cut, where the area is narrower.
+PLOT_SIZE_INCHES, PLOT_DPI = (5.4, 3.4), 80
+OVERLAY_SIZE_INCHES = (10.6, 4.6)
+# Scoped to the panel: JupyterLab's widget tabs have a fixed width that cuts titles short
+# ("listene"), and tables and pictures must shrink with the output area instead of overflowing.
+PANEL_CSS = """<style>
+.lab-panel .lm-TabBar-tab { flex: 0 0 auto !important; min-width: 0 !important; max-width: none !important; }
+.lab-panel .lab-table { border-collapse: collapse; font-size: 12px; margin: 4px 0; }
+.lab-panel .lab-table th, .lab-panel .lab-table td { padding: 2px 6px; text-align: right;
+  border: 1px solid var(--jp-border-color2, #ccc); overflow-wrap: anywhere; }
+.lab-panel .lab-table thead th { text-align: center; }
+.lab-panel img { max-width: 100%; height: auto; }
+.lab-panel .widget-html-content { white-space: normal; }
+</style>"""
 
 
 def summary_table(result: LoadResult) -> pd.DataFrame:
-    """The figures of one run, in milliseconds: corrected and (open loop) uncorrected."""
+    """The figures of one run, in milliseconds, as text to read: corrected and (open loop)
+    uncorrected, four significant digits, ``—`` where nothing was measured."""
     summary = result.summary
     columns = {"latency": summary.latency, "ttfb": summary.ttfb}
     if summary.uncorrected is not None:
         columns = {"latency (corrected)": summary.latency,
                    "latency (uncorrected)": summary.uncorrected, "ttfb": summary.ttfb}
-    return pd.DataFrame({name: [getattr(summary, row) for row in SUMMARY_ROWS]
+    return pd.DataFrame({name: [compare.format_figure(getattr(summary, row)) for row in SUMMARY_ROWS]
                          for name, summary in columns.items()},
-                        index=[f"{row} ms" for row in SUMMARY_ROWS]).round(3)
+                        index=[f"{row.replace('_', '.')} ms" for row in SUMMARY_ROWS])
 
 
 def headline(result: LoadResult) -> str:
@@ -87,10 +106,42 @@ def verdict_line(result: LoadResult) -> str | None:
     return "; ".join(reasons) or None
 
 
-def figure_image(figure: Figure, *, width: int = 560) -> widgets.Image:
+def progress_line(progress: LoadProgress, live: Frame | None = None) -> str:
+    """Where a run is, in a line: ``running: 1,200 requests, 0 failed, 2,400 req/s, 2.5 s
+    left``. Failed counts bad statuses too, as the run's summary does: while running they come
+    from the live frames (the workers' progress counters leave them out); once done, the
+    progress is the summary itself."""
+    failures = progress.errors
+    if progress.phase != "done" and live is not None:
+        failures = max(failures, live.errors + live.bad_status)
+    line = f"{progress.phase}: {progress.requests:,} requests, {failures:,} failed, {progress.rps:,.0f} req/s"
+    return line if progress.phase == "done" else f"{line}, {progress.seconds_left:.1f} s left"
+
+
+def _nothing_succeeded_yet(run: LoadRun) -> bool:
+    live = run.live_totals
+    return live is not None and live.requests > 0 and live.ok == 0
+
+
+def failed(result: LoadResult) -> bool:
+    """The run failed by the run's own verdict (no success, a threshold) or had a problem."""
+    return verdict_line(result) is not None
+
+
+def coloured(text: str, *, error: bool = False) -> str:
+    """``text`` as HTML in the panel's colours: red for a failure, green otherwise."""
+    return f'<span style="color:{ERROR_COLOUR if error else OK_COLOUR}">{html.escape(text)}</span>'
+
+
+def figure_image(figure: Figure, *, size: tuple[float, float] = PLOT_SIZE_INCHES) -> widgets.Image:
+    """A figure redrawn at ``size`` as a PNG shown at its own width, or narrower if the output
+    area is (``max-width: 100%``): never wider than what shows it."""
+    figure.set_size_inches(*size)
     png = io.BytesIO()
-    figure.savefig(png, format="png", dpi=90, bbox_inches="tight")
-    return widgets.Image(value=png.getvalue(), format="png", layout=widgets.Layout(width=f"{width}px"))
+    figure.savefig(png, format="png", dpi=PLOT_DPI)
+    width = round(size[0] * PLOT_DPI)
+    return widgets.Image(value=png.getvalue(), format="png",
+                         layout=widgets.Layout(width=f"{width}px", max_width="100%", height="auto"))
 
 
 class LabPanel:
@@ -131,19 +182,22 @@ class LabPanel:
                                            tooltip="reconfigure the running server")
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
-        self.progress = widgets.FloatProgress(value=0, min=0, max=1, layout=widgets.Layout(width="300px"))
-        self.progress_text = widgets.Label("")
+        self.progress = widgets.FloatProgress(value=0, min=0, max=1,
+                                              layout=widgets.Layout(width="95%"))
+        self.progress_text = widgets.HTML("")  # HTML wraps; a Label cuts the line short
         self.message = widgets.HTML("")
         self.server_status = widgets.HTML("")
         # HTML and Image widgets rather than Output widgets: results arrive from a task on the
         # kernel's loop, outside any cell, where Output capture has no cell to attach to.
         self.summary_view = widgets.HTML("")
-        self.plots_view = widgets.HBox([])
+        self.plots_view = widgets.HBox([], layout=widgets.Layout(flex_flow="row wrap"))
         self.runs_view = widgets.HTML("")
-        self.overlay_pick = widgets.SelectMultiple(options=[], description="overlay",
-                                                   layout=widgets.Layout(width="340px", height="90px"))
+        self.overlay_pick = widgets.SelectMultiple(
+            options=[], description="overlay", layout=widgets.Layout(width="auto", flex="1 1 auto",
+                                                                     height="90px"))
         self.overlay_button = widgets.Button(description="Overlay", icon="layer-group")
         self.overlay_view = widgets.HBox([])
+        self.keep_message = widgets.HTML("")  # Save/Export say what they did beside the buttons
         self.export_format = widgets.Dropdown(options=EXPORT_FORMATS, value="csv",
                                               layout=widgets.Layout(width="100px"))
         self.save_button = widgets.Button(description="Save", icon="save", disabled=True)
@@ -158,22 +212,25 @@ class LabPanel:
         self.isolation.observe(lambda _: self.apply(), names="value")
 
         path_rows = [self.network_path_form.widget] if self.network_path_form else []
+        column = widgets.Layout(flex="1 1 360px", min_width="0")
         server_box = widgets.VBox([widgets.HTML("<h4>Server</h4>"), self.server_status,
                                    self.isolation, self.server_form.widget, *path_rows,
-                                   self.apply_button])
+                                   self.apply_button],
+                                  layout=column)
         load_box = widgets.VBox([widgets.HTML("<h4>Load</h4>"), self.path, self.load_form.widget,
                                  widgets.HBox([self.run_button, self.stop_button]),
-                                 widgets.HBox([self.progress, self.progress_text])])
+                                 self.progress, self.progress_text], layout=column)
+        keeping = widgets.VBox([self.overlay_button,
+                                widgets.HBox([self.save_button, self.export_format, self.export_button]),
+                                self.keep_message], layout=widgets.Layout(flex="0 1 auto", min_width="0"))
         results_box = widgets.VBox([
             widgets.HTML("<h4>Last run</h4>"), self.summary_view, self.plots_view,
             widgets.HTML("<h4>Runs of this session</h4>"), self.runs_view,
-            widgets.HBox([self.overlay_pick, widgets.VBox([self.overlay_button,
-                                                           widgets.HBox([self.save_button,
-                                                                         self.export_format,
-                                                                         self.export_button])])]),
+            widgets.HBox([self.overlay_pick, keeping], layout=widgets.Layout(flex_flow="row wrap")),
             self.overlay_view])
-        self.widget = widgets.VBox([widgets.HBox([server_box, load_box]), self.message, self.live,
-                                    results_box])
+        top = widgets.HBox([server_box, load_box], layout=widgets.Layout(flex_flow="row wrap"))
+        self.widget = widgets.VBox([widgets.HTML(PANEL_CSS), top, self.message, self.live, results_box])
+        self.widget.add_class("lab-panel")
         self._show_server_status()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -181,9 +238,10 @@ class LabPanel:
 
     # --- messages -------------------------------------------------------------------------
 
-    def _say(self, text: str, *, error: bool = False) -> None:
-        colour = "#b00020" if error else "#2e7d32"
-        self.message.value = f'<span style="color:{colour}">{html.escape(text)}</span>'
+    def _say(self, text: str, *, error: bool = False, near: widgets.HTML | None = None) -> None:
+        """Show ``text`` in the panel's message line, or in ``near`` (beside the buttons that
+        did it, so the answer appears where the user looks)."""
+        (near or self.message).value = coloured(text, error=error)
 
     def _show_server_status(self) -> None:
         behind = f", behind {self.server.path.spec}" if self.server.path is not None else ""
@@ -313,7 +371,14 @@ class LabPanel:
         progress = run.progress()
         planned = run.spec.warmup_seconds + run.spec.duration_seconds
         self.progress.value = min(1.0, progress.elapsed_s / planned) if planned else 1.0
-        self.progress_text.value = str(progress)
+        done = progress.phase == "done"
+        # Once done, the line is red when the run failed by its verdict ("0 errors" in green
+        # beside a run of 404s would say the opposite of the result); while running, a run
+        # with answers but no success yet is red too.
+        failing = failed(run.result()) if done else _nothing_succeeded_yet(run)
+        self.progress_text.value = coloured(progress_line(progress, run.live_totals), error=failing) \
+            if done or failing else html.escape(progress_line(progress, run.live_totals))
+        self.progress.bar_style = ("danger" if failing else "success") if done else ""
 
     def _set_running(self, running: bool) -> None:
         self.run_button.disabled = running
@@ -332,16 +397,24 @@ class LabPanel:
             self._say(headline(result) + checks)
         else:  # failure is never shown as success: red, and the reason first
             self._say(f"FAILED: {failure} -- {headline(result)}", error=True)
-        self.figures = [plots.percentile_spectrum(record), plots.histogram(record)]
-        self.summary_view.value = summary_table(result).to_html()
-        self.plots_view.children = [figure_image(figure) for figure in self.figures]
+        if result.summary.succeeded:
+            self.summary_view.value = summary_table(result).to_html(classes="lab-table", border=0)
+            self.figures = [plots.percentile_spectrum(record), plots.histogram(record)]
+            self.plots_view.children = [figure_image(figure) for figure in self.figures]
+        else:  # a table of dashes and empty axes would look like figures of nothing, fast
+            self.summary_view.value = coloured(
+                "no latency figures or plots: no request succeeded", error=True)
+            self.figures = []
+            self.plots_view.children = []
         self._show_runs()
         return record
 
     def _show_runs(self) -> None:
-        labels = compare.labels(self.records)
+        # Short labels, the differing settings right after the run's name: a long label is cut
+        # at the box's edge, and the part cut off is the part that tells runs apart.
+        labels = compare.short_labels(self.records)
         self.overlay_pick.options = [(label, index) for index, label in enumerate(labels)]
-        self.runs_view.value = self.runs_table().to_html(float_format=lambda v: f"{v:,.3f}")
+        self.runs_view.value = compare.comparison_view(self.records).to_html()
 
     def runs_table(self) -> pd.DataFrame:
         """This session's runs side by side: the settings that differ and the figures."""
@@ -351,10 +424,20 @@ class LabPanel:
         chosen = list(indexes if indexes is not None else self.overlay_pick.value) or \
             list(range(len(self.records)))
         if not chosen:
-            self._say("no runs yet", error=True)
+            self._say("no runs yet", error=True, near=self.keep_message)
             return None
-        figure = plots.percentile_spectrum([self.records[i] for i in chosen])
-        self.overlay_view.children = [figure_image(figure, width=900)]
+        # A run without a success has no latency to draw: left out, and said so, rather than
+        # named in a legend beside a line that is not there.
+        drawable = [self.records[i] for i in chosen if self.records[i].summary.succeeded]
+        left_out = [self.records[i].name for i in chosen if not self.records[i].summary.succeeded]
+        if left_out:
+            self._say(f"not overlaid (no request succeeded): {', '.join(left_out)}", error=True,
+                      near=self.keep_message)
+        if not drawable:
+            self.overlay_view.children = []
+            return None
+        figure = plots.percentile_spectrum(drawable)
+        self.overlay_view.children = [figure_image(figure, size=OVERLAY_SIZE_INCHES)]
         return figure
 
     # --- keeping results ------------------------------------------------------------------
@@ -373,9 +456,9 @@ class LabPanel:
         try:
             paths = [self._store().save(record) for record in self._chosen_records()]
         except OSError as error:
-            self._say(f"not saved: {error}", error=True)
+            self._say(f"not saved: {error}", error=True, near=self.keep_message)
             return []
-        self._say("saved " + ", ".join(str(p) for p in paths))
+        self._say(f"saved {_names(self._chosen_records())} in {_folders(paths)}", near=self.keep_message)
         return paths
 
     def export(self, format: str | None = None) -> list[Path]:
@@ -387,9 +470,10 @@ class LabPanel:
             paths = [export(record, format, default_export_path(record, format, directory))
                      for record in self._chosen_records()]
         except (OSError, ValueError) as error:
-            self._say(f"not exported: {error}", error=True)
+            self._say(f"not exported: {error}", error=True, near=self.keep_message)
             return []
-        self._say("exported " + ", ".join(str(p) for p in paths))
+        self._say(f"exported {_names(self._chosen_records())} to {_folders(paths)}: "
+                  + ", ".join(Path(p).name for p in paths), near=self.keep_message)
         return [Path(p) for p in paths]
 
     def close(self) -> None:
@@ -399,3 +483,11 @@ class LabPanel:
             self.server.stop()
         self.widget.close()
 
+
+def _names(records: list[Record]) -> str:
+    return ", ".join(record.name for record in records)
+
+
+def _folders(paths: list[Path] | list[str]) -> str:
+    """The folder (or folders) the paths are in: said once, not once per file."""
+    return ", ".join(sorted({str(Path(path).parent) for path in paths}))

@@ -14,25 +14,29 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from lab.options import Knob, describe_range, field_type, is_text_list, knobs
+from lab.options import Knob, describe_range, field_type, is_text_list, knob_label, knobs
 
-LABEL_WIDTH = "190px"
-VALUE_WIDTH = "140px"
+# Wide enough for the longest derived label ("keepalive timeout (s)") at JupyterLab's font;
+# a row (label, none-box, value) must fit half of a notebook's output area at 1400 px.
+LABEL_WIDTH = "165px"
+VALUE_WIDTH = "130px"
 
 
 class KnobControl:
     """One knob's widget: a checkbox, a dropdown, a bounded number box or a text box.
 
     A knob that accepts None gets a checkbox in front: unticked means None ("OS default",
-    "no limit"), ticked enables the value box.
+    "no limit"), ticked enables the value box. The label is derived from the declaration
+    (``duration (s)``); the tooltip names the knob as ``panel.set`` and the CLI spell it.
     """
 
     def __init__(self, name: str, spec: Knob, base: type, nullable: bool, value: Any) -> None:
         self.name, self.spec, self.base, self.nullable = name, spec, base, nullable
         self.value_widget = self._value_widget(value)
         self.enabled: widgets.Checkbox | None = None
-        label = widgets.Label(name, layout=widgets.Layout(width=LABEL_WIDTH))
-        label.tooltip = f"{spec.help} [{describe_range(spec, nullable, base)}]"
+        self.label = knob_label(name, spec)
+        label = widgets.Label(self.label, layout=widgets.Layout(width=LABEL_WIDTH))
+        label.tooltip = f"{name}: {spec.help} [{describe_range(spec, nullable, base)}]"
         self.value_widget.tooltip = label.tooltip
         parts: list[widgets.Widget] = [label]
         if nullable:
@@ -42,8 +46,6 @@ class KnobControl:
             self._sync_enabled()
             parts.append(self.enabled)
         parts.append(self.value_widget)
-        if spec.unit and base is not bool:
-            parts.append(widgets.Label(spec.unit))
         self.widget = widgets.HBox(parts)
 
     def _value_widget(self, value: Any) -> widgets.ValueWidget:
@@ -60,7 +62,10 @@ class KnobControl:
             start = value if value is not None else (spec.minimum or 0)
             return number_class(value=start, layout=layout)
         if base is tuple:  # a list of words (thresholds): comma-separated in one box
-            return widgets.Text(value=", ".join(value), placeholder="comma-separated", layout=layout)
+            # Short enough for the box (a longer placeholder is cut), in the CLI's word for one
+            # item ("EXPR, …"); the tooltip has the help with its examples.
+            words = f"{spec.metavar or 'a'}, …"
+            return widgets.Text(value=", ".join(value), placeholder=words, layout=layout)
         return widgets.Text(value="" if value is None else str(value), layout=layout)
 
     def _sync_enabled(self, _change: Any = None) -> None:

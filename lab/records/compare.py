@@ -6,9 +6,12 @@ absolute times on a shared machine are noise, ratios between runs are the findin
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -46,8 +49,9 @@ def labels(records: Sequence[Record]) -> list[str]:
     settings do not tell the records apart."""
     names = [record.name for record in records]
     keys = differing_settings(records)
-    texts = [", ".join(f"{short_key(key, keys)}={record.settings().get(key, '-')}" for key in keys)
-             for record in records] if keys else []
+    values = {key: setting_texts(records, key) for key in keys}
+    texts = [", ".join(f"{short_key(key, keys)}={values[key][index]}" for key in keys)
+             for index in range(len(records))] if keys else []
     if texts and (len(set(texts)) == len(texts) or len(set(names)) == len(names)):
         return [f"{name}: {text}" for name, text in zip(names, texts, strict=True)]
     if len(set(names)) == len(names):
@@ -117,3 +121,165 @@ def _ratio(value: float, base: float) -> float:
     if math.isnan(value) or math.isnan(base) or base == 0:
         return float("nan")
     return value / base
+
+
+# --- the comparison as people read it -------------------------------------------------------
+
+SIGNIFICANT_DIGITS = 4  # 0.2051 ms, 55.11 ms, 203.5 ms: HdrHistogram keeps 3, one more to spare
+MISSING = "—"  # a figure with nothing measured behind it
+# Why a figure can be missing from every run of a comparison, said under the table.
+MISSING_REASONS = {"uncorrected p99 ms": "only an open loop has an uncorrected latency"}
+MAX_SHOWN_RUNS = 6  # more columns than this run past the right edge of a notebook's output
+
+
+def format_figure(value: Any) -> str:
+    """A figure as a table shows it: counts whole (``61,459``), rates above 1000 whole
+    (``20,485``), other figures to four significant digits, ``—`` where nothing was measured."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return MISSING if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if math.isnan(value):
+        return MISSING
+    if abs(value) >= 10 ** (SIGNIFICANT_DIGITS - 1):
+        return f"{value:,.0f}"
+    return f"{value:.{SIGNIFICANT_DIGITS}g}"
+
+
+def format_ratio(value: float) -> str:
+    """``×0.98``, ``×1,910``: a ratio to the baseline, to three significant digits and never
+    in exponent notation (``×1.91e+03`` reads as a typo); empty when undefined."""
+    if math.isnan(value):
+        return ""
+    return f"×{value:,.0f}" if abs(value) >= 1000 else f"×{value:.3g}"
+
+
+def format_setting(value: Any) -> str:
+    """A setting's value in the words the widgets use: on/off, none, lists comma-separated."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(format_setting(item) for item in value) or "none"
+    if isinstance(value, float):
+        return format_figure(value)
+    return str(value)
+
+
+def short_labels(records: Sequence[Record]) -> list[str]:
+    """A short label per record, what tells it apart first: ``run 2 · nodelay off ·
+    split_writes on`` (only the settings that differ, without their ``server.``/``load.``)."""
+    keys = differing_settings(records)
+    values = {key: setting_texts(records, key) for key in keys}
+    return [" · ".join([name, *(f"{short_key(key, keys)} {values[key][index]}" for key in keys)])
+            for index, name in enumerate(_column_names(records))]
+
+
+def setting_texts(records: Sequence[Record], key: str) -> list[str]:
+    """One setting of each record as :func:`format_setting` words; URLs that share their
+    scheme, host and port are shown by their path (``/fast`` vs ``/no-such-page``), the part
+    that tells them apart."""
+    values = [record.settings().get(key, "-") for record in records]
+    if all(isinstance(value, str) and "://" in value for value in values):
+        origins = {urlsplit(value)._replace(path="", query="", fragment="") for value in values}
+        if len(origins) == 1:
+            return [urlsplit(value)._replace(scheme="", netloc="").geturl() or "/" for value in values]
+    return [format_setting(value) for value in values]
+
+
+@dataclass(frozen=True)
+class ComparisonView:
+    """:func:`compare` made readable: rounded figures with their ratio to the baseline in the
+    same cell, ``—`` for a figure not measured in one run, rows measured in no run left out
+    (with the reason in ``notes``), and at most :data:`MAX_SHOWN_RUNS` runs."""
+
+    table: pd.DataFrame  # text cells: one column per shown run, the baseline first
+    failed: dict[str, str]  # column -> why that run failed (red in HTML)
+    notes: tuple[str, ...]
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def to_html(self) -> str:
+        """The table as HTML whose cells wrap, so it stays inside a notebook's output area."""
+        head = "".join(f"<th{_failed_style(column in self.failed)}>{html.escape(str(column))}</th>"
+                       for column in self.table.columns)
+        rows = []
+        for label, values in self.table.iterrows():
+            cells = "".join(f"<td{_failed_style(column in self.failed and label == OUTCOME_ROW)}>"
+                            f"{html.escape(str(value))}</td>"
+                            for column, value in values.items())
+            rows.append(f"<tr><th>{html.escape(str(label))}</th>{cells}</tr>")
+        notes = "".join(f"<div>{html.escape(note)}</div>" for note in self.notes)
+        return (f'<table class="lab-table lab-comparison"><thead><tr><th></th>{head}</tr></thead>'
+                f"<tbody>{''.join(rows)}</tbody></table>{notes}")
+
+
+OUTCOME_ROW = "outcome"
+FAILED_COLOUR = "#b00020"
+
+
+def _failed_style(failed: bool) -> str:
+    return f' style="color:{FAILED_COLOUR}"' if failed else ""
+
+
+def comparison_view(records: Sequence[Record], *, baseline: int = 0,
+                    max_runs: int = MAX_SHOWN_RUNS) -> ComparisonView:
+    """The runs side by side as people read them (see :class:`ComparisonView`); with more runs
+    than ``max_runs``, the baseline and the latest ones."""
+    table = compare(records, baseline=baseline)
+    columns = list(table.columns[:len(records)])
+    shown = _shown_runs(len(records), baseline, max_runs)
+    notes = [f"(×r): the figure's ratio to {columns[baseline]}"] if len(records) > 1 else []
+    if len(shown) < len(records):
+        notes.append(f"showing {len(shown)} of {len(records)} runs (the baseline and the latest); "
+                     "compare() gives them all")
+    keys = differing_settings(records)
+    settings = {key: setting_texts(records, key) for key in keys}
+    view: dict[str, list[str]] = {columns[index]: [] for index in shown}
+    failures = [failure(record) for record in records]
+    failed = {columns[index]: reason for index, reason in enumerate(failures)
+              if reason is not None and index in shown}
+    labels_: list[str] = [OUTCOME_ROW]
+    for index in shown:
+        view[columns[index]].append("passed" if failures[index] is None else f"FAILED: {failures[index]}")
+    for label in table.index:
+        values = [table.loc[label, column] for column in columns]
+        if label not in keys and all(_is_missing(value) for value in values):
+            notes.append(f"not shown: {label} ({MISSING_REASONS.get(label, 'no run here measured it')})")
+            continue
+        labels_.append(short_key(label, keys) if label in keys else label)
+        for index in shown:
+            view[columns[index]].append(
+                settings[label][index] if label in keys
+                else _figure_cell(table, label, columns[index], columns[baseline]))
+    frame = pd.DataFrame(view, index=labels_)
+    frame.index.name = table.index.name
+    return ComparisonView(table=frame, failed=failed, notes=tuple(notes))
+
+
+def _figure_cell(table: pd.DataFrame, label: str, column: str, base: str) -> str:
+    """``43.98 (×239)``: the figure, and its ratio to the baseline's where there is one."""
+    text = format_figure(table.loc[label, column])
+    ratio = table.loc[label, f"{column} ÷ {base}"] if column != base else float("nan")
+    return f"{text} ({format_ratio(ratio)})" if isinstance(ratio, float) and not math.isnan(ratio) else text
+
+
+def failure(record: Record) -> str | None:
+    """Why the run failed (its verdict: no success or a threshold; or a problem it had), in one
+    line, or None when it passed: what the panel said in red when the run ended."""
+    _, reason = record.verdict()
+    reasons = ([reason] if reason is not None else []) + list(record.run_outcome().problems)
+    return "; ".join(reasons) or None
+
+
+def _shown_runs(count: int, baseline: int, max_runs: int) -> list[int]:
+    if count <= max_runs:
+        return list(range(count))
+    latest = [index for index in range(count) if index != baseline][-(max_runs - 1):]
+    return sorted([baseline, *latest])
+
+
+def _is_missing(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)

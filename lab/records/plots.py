@@ -62,9 +62,11 @@ def _check_metric(metric: str) -> None:
 
 
 def _title(kind: str, records: list[Record], metric: str) -> str:
+    # The run on a line of its own: in one line a long name pushes the title past a
+    # notebook-sized figure's edge.
     what = METRIC_TITLES[metric]
     if len(records) == 1:
-        return f"{kind} of {what} — {records[0].name} ({records[0].id})"
+        return f"{kind} of {what}\n{records[0].name} ({records[0].id})"
     return f"{kind} of {what} — {len(records)} runs"
 
 
@@ -89,11 +91,14 @@ def histogram(records: Records, *, metric: str = "latency", bins: int = 80) -> F
                 axes.hist(values, bins=edges, weights=np.full(values.size, 100.0 / values.size),
                           histtype="step", linewidth=1.4, label=label)
         axes.set_xscale("log")
+        # A margin on both sides: a peak in the last bin (the ~40 ms Nagle stall) must not
+        # sit on the frame, where it reads as cut off.
+        axes.set_xlim(edges[0] / 1.3, edges[-1] * 1.3)
     if len(listed) == 1 and every[0].size:
         _mark_percentiles(axes, every[0])
     axes.set_xlabel(f"{METRIC_TITLES[metric]} (ms, log scale)")
     axes.set_ylabel("share of requests (%)")
-    axes.set_title(_title("Histogram", listed, metric))
+    axes.set_title(_title("Histogram", listed, metric), wrap=True)
     _finish_legend(axes)
     return figure
 
@@ -123,7 +128,7 @@ def cdf(records: Records, *, metric: str = "latency") -> Figure:
         axes.axhline(level, color="grey", linestyle=":", linewidth=0.8)
     axes.set_xlabel(f"{METRIC_TITLES[metric]} (ms, log scale)")
     axes.set_ylabel("requests at or below (%)")
-    axes.set_title(_title("CDF", listed, metric))
+    axes.set_title(_title("CDF", listed, metric), wrap=True)
     _finish_legend(axes)
     return figure
 
@@ -159,7 +164,7 @@ def percentile_spectrum(records: Records, *, metric: str = "latency",
         axes.axvline(x, color="grey", linestyle=":", linewidth=0.8)
     axes.set_xlabel("percentile (x = 1/(1-p), log scale)")
     axes.set_ylabel(f"{METRIC_TITLES[metric]} (ms)")
-    axes.set_title(_title("Percentile spectrum", listed, metric))
+    axes.set_title(_title("Percentile spectrum", listed, metric), wrap=True)
     _finish_legend(axes)
     return figure
 
@@ -200,8 +205,8 @@ def timeline(records: Records, *, interval_s: float | None = None, max_points: i
         _mark_changes(top, bottom, record, colour if len(listed) > 1 else "black")
     top.set_yscale("log")
     top.set_ylabel("latency (ms, log scale)")
-    top.set_title("Latency over time — " + (f"{listed[0].name} ({listed[0].id})" if len(listed) == 1
-                                             else f"{len(listed)} runs"))
+    top.set_title("Latency over time" + (f"\n{listed[0].name} ({listed[0].id})" if len(listed) == 1
+                                          else f" — {len(listed)} runs"), wrap=True)
     bottom.set_ylabel("requests/s")
     bottom.set_xlabel("time since the run started (s)")
     _finish_legend(top)

@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab.engine.result import RunOutcome, run_document, summarize_measured
+from lab.engine.result import RunOutcome, run_document, summarize_measured, threshold_checks
 from lab.errors import ConfigError, CorruptRecord
 from lab.measure.samples import SAMPLE_DTYPE
 from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, run_span_ns, timeline
+from lab.measure.thresholds import Outcome, verdict
 from lab.options import as_dict
 from lab.records.environment import Environment, utc_now
 from lab.units import NS_PER_S
@@ -182,6 +183,11 @@ class Record:
     def run_outcome(self) -> RunOutcome:
         """What happened to the run; for a record made from samples alone, their span."""
         return self.outcome or RunOutcome(window_ns=run_span_ns(self.samples))
+
+    def verdict(self) -> tuple[Outcome, str | None]:
+        """Passed, a threshold failed, or no request succeeded -- and why: the run's own verdict
+        (``LoadResult.verdict``, the exit code of ``bench``), from the record's summary."""
+        return verdict(self.summary, threshold_checks(self.load_spec, self.summary))
 
     def to_json_dict(self) -> dict[str, Any]:
         """The object ``bench --json`` printed for this run (``show RUN --json``)."""
