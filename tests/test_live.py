@@ -261,3 +261,14 @@ panel.close()
     assert frames >= 10, frames
     view = notebook.cells[0].outputs[0]["data"]
     assert "application/vnd.jupyter.widget-view+json" in view  # a widget, not printed output
+
+
+def test_no_live_percentile_is_above_the_exact_maximum() -> None:
+    from lab.measure.frames import Frame, add_to_histogram
+
+    frame = Frame(index=0)
+    latencies = np.array([48_200_000] * 999 + [48_190_000], dtype=np.int64)  # all in one bucket
+    add_to_histogram(frame.histogram, latencies)
+    frame.ok = frame.requests = latencies.size
+    frame.max_ns = int(latencies.max())
+    assert frame.percentile_ms(99.9) <= frame.max_ms == 48.2

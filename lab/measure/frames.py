@@ -108,7 +108,9 @@ class Frame:
         self.histogram += other.histogram
 
     def percentile_ms(self, percent: float) -> float:
-        return percentile_ns(self.histogram, percent) / NS_PER_MS
+        # A bucket's middle may lie above the exact slowest request in it; no percentile is
+        # slower than the maximum ("p99.9 48.5 ms, max 48.2 ms" was seen on the live view).
+        return min(percentile_ns(self.histogram, percent), self.max_ns) / NS_PER_MS
 
     @property
     def max_ms(self) -> float:
