@@ -381,3 +381,25 @@ def test_notebook_13_skips_in_one_line_without_the_privilege(tmp_path: FilePath,
         "skipping this notebook: cannot build an emulated network path: needs root or "
         "CAP_NET_ADMIN (running as uid 0 without it)",
         "skipped: the emulated path could not be built here"]
+
+
+@needs_privilege
+def test_a_panel_run_behind_a_path_records_the_path(tmp_path: FilePath) -> None:
+    import asyncio
+
+    from lab.notebook.panel import LabPanel
+    from lab.records.store import RecordStore
+
+    panel = LabPanel(store=RecordStore(tmp_path / "data"), network_path="delay=1ms",
+                     load={"connections": 1, "duration_seconds": 0.3})
+    try:
+        async def run() -> lab.Record | None:
+            task = panel.start_run()
+            assert task is not None, panel.message.value
+            return await task
+        record = asyncio.run(run())
+    finally:
+        panel.close()
+    assert record is not None and record.server_config is not None
+    assert record.server_config["network_path"] == str(Path.parse("delay=1ms"))
+    assert record.settings()["server.network_path"] == str(Path.parse("delay=1ms"))
