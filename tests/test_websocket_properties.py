@@ -12,6 +12,7 @@ RFC 6455 section 5.4 lets control frames go between others.)
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -125,3 +126,38 @@ def test_a_large_frames_tail_that_looks_like_a_small_frame_is_payload(loop):
     whole = frame(OP_BINARY, payload, mask=b"\x00\x00\x00\x00")
     expected = Frame(Opcode.BINARY, payload).serialize(mask=False, extensions=[])
     assert echoes(loop, [whole[:-len(tail)], tail]) == expected
+
+
+class RecordingSocket:
+    """Keeps the socket options set on it (the connection sets them on the accepted socket)."""
+
+    def __init__(self) -> None:
+        self.options: list[tuple[int, int, Any]] = []
+
+    def setsockopt(self, level: int, option: int, value: Any) -> None:
+        self.options.append((level, option, value))
+
+
+class TransportWithSocket(UpgradableTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.socket = RecordingSocket()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.socket if name == "socket" else default
+
+
+def test_quickack_is_set_again_after_every_read_of_a_websocket(loop) -> None:
+    # Linux clears TCP_QUICKACK after its first acknowledgement; an upgraded connection must
+    # re-arm it per read as the HTTP connection does, or the knob lasts one ACK.
+    state = ServerState(ServerConfig(quickack=True), demo_router(), loop)
+    connection = HttpConnection(state)
+    transport = TransportWithSocket()
+    connection.connection_made(transport)
+    feed(connection, HANDSHAKE % b"/ws/echo")
+    quickacks = [o for o in transport.socket.options if o[:2] == (socket.IPPROTO_TCP, socket.TCP_QUICKACK)]
+    before = len(quickacks)
+    for _ in range(3):
+        feed(transport.protocol, frame(OP_TEXT, b"hi"))
+    quickacks = [o for o in transport.socket.options if o[:2] == (socket.IPPROTO_TCP, socket.TCP_QUICKACK)]
+    assert quickacks[before:] == [(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)] * 3

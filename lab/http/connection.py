@@ -35,7 +35,7 @@ import httptools
 
 from lab.http.messages import NO_PARAMS, Prebuilt, Request, Response, StreamingResponse
 from lab.http.routing import RouteMatch, WebSocketHandler
-from lab.http.sockets import apply_socket_options
+from lab.http.sockets import apply_socket_options, rearm_quickack
 from lab.http.websocket import WebSocketConnection, is_websocket_upgrade
 from lab.units import NS_PER_US
 
@@ -328,8 +328,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         stats.reads += 1
         stats.bytes_received += nbytes
         if self.settings.quickack:
-            # Linux clears TCP_QUICKACK as soon as it has acknowledged: re-arm it per read.
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            rearm_quickack(self.sock)
         if self.closing or self._parse_stopped:
             return  # answered "close", or rejected: what follows is read only to be dropped
         self._read_size = nbytes

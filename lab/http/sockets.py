@@ -26,3 +26,9 @@ def apply_socket_options(sock: Any, settings: Settings) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer_bytes)
     if settings.recv_buffer_bytes is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, settings.recv_buffer_bytes)
+
+
+def rearm_quickack(sock: Any) -> None:
+    """Linux clears TCP_QUICKACK as soon as it has acknowledged: a connection that wants it
+    sets it again after every read."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)

@@ -28,7 +28,7 @@ from websockets.server import ServerProtocol
 from websockets.speedups import apply_mask
 
 from lab.http.messages import Request
-from lab.http.sockets import apply_socket_options
+from lab.http.sockets import apply_socket_options, rearm_quickack
 
 if TYPE_CHECKING:
     from lab.http.core import ServerState, Settings
@@ -110,6 +110,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._buffer = bytearray(settings.ws_buffer_size)
         self._view = memoryview(self._buffer)
         self.transport: asyncio.Transport | None = None
+        self._sock: Any = None  # for the per-read quick-ACK; none when tests feed bytes directly
         self.deadline: float | None = None
         self.messages_received = 0
         self._fragments: list[bytes] = []
@@ -125,6 +126,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
     def take_over(self, transport: asyncio.Transport, request: Request) -> bool:
         """Answer the upgrade ``request`` on ``transport``; True when the connection is open."""
         self.transport = transport
+        self._sock = transport.get_extra_info("socket")
         protocol = self.protocol
         # httptools has consumed the request; the library's parser must see it too (it
         # starts in the handshake state), so it gets the request again as bytes, as uvicorn
@@ -148,9 +150,8 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         """A reconfigure while this connection is open: the socket knobs and split_writes now;
         the WebSocket knobs (buffer, limits, compression) were agreed at the handshake."""
         self.settings = settings
-        sock = None if self.transport is None else self.transport.get_extra_info("socket")
-        if sock is not None:
-            apply_socket_options(sock, settings)
+        if self._sock is not None:
+            apply_socket_options(self._sock, settings)
 
     # --- asyncio callbacks --------------------------------------------------------------
 
@@ -164,6 +165,8 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         stats = self.state.stats
         stats.reads += 1
         stats.bytes_received += nbytes
+        if self.settings.quickack and self._sock is not None:
+            rearm_quickack(self._sock)
         buffer = self._buffer
         if (self._fast and _SMALL_CLIENT_HEADER <= nbytes < _SMALL_CLIENT_HEADER + _SMALL_LIMIT
                 and (buffer[0] == _FIN_TEXT or buffer[0] == _FIN_BINARY)
