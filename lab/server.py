@@ -426,7 +426,9 @@ def start_server(config: ServerConfig | None = None, *, isolation: Isolation = "
     ``path`` (a :class:`~lab.netpath.Path` or its text, ``"delay=20ms loss=1%"``) puts an
     emulated network path between this namespace and the server (root or CAP_NET_ADMIN).
     """
-    config = (config or ServerConfig()).replace(**changes) if changes else (config or ServerConfig())
+    config = config or ServerConfig()
+    if changes:
+        config = config.replace(**changes)
     spec = Path.coerce(path)
     emulated = start_path(spec) if spec is not None else None
     try:

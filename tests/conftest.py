@@ -36,6 +36,12 @@ def make_server() -> Iterator[Callable[..., ServerHandle]]:
 
 
 @pytest.fixture
+def lab_server(make_server: Callable[..., ServerHandle]) -> Callable[..., ServerHandle]:
+    """Start lab servers in processes of their own (off the test's GIL), stopped at the end."""
+    return lambda **knobs: make_server(isolation="process", **knobs)
+
+
+@pytest.fixture
 def server(make_server: Callable[..., ServerHandle]) -> ServerHandle:
     """A lab server with default settings, in a background thread."""
     return make_server()

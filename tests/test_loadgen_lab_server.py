@@ -13,9 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -25,22 +24,7 @@ from lab.loadgen import LoadProgress, LoadResult, LoadSpec, run_load, start_load
 from lab.measure.samples import MISSING, ErrorKind
 from lab.options import from_dict
 from lab.records.store import RecordStore, save_run
-from lab.server import ServerHandle, start_server
-
-
-@pytest.fixture
-def lab_server() -> Iterator[Callable[..., ServerHandle]]:
-    """Start lab servers in their own processes; all are stopped at the end of the test."""
-    started: list[ServerHandle] = []
-
-    def start(**knobs: Any) -> ServerHandle:
-        handle = start_server(ServerConfig(**knobs), isolation="process")
-        started.append(handle)
-        return handle
-
-    yield start
-    for handle in started:
-        handle.stop()
+from lab.server import ServerHandle
 
 
 def test_delay_20_ms_has_a_median_between_20_and_25_ms(lab_server: Callable[..., ServerHandle]) -> None:

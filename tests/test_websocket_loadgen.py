@@ -9,31 +9,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
 from lab.errors import ConfigError
-from lab.http.config import ServerConfig
 from lab.loadgen import LoadSpec, run_load
 from lab.measure.samples import MISSING, ErrorKind
-from lab.server import ServerHandle, start_server
-
-
-@pytest.fixture
-def lab_server() -> Iterator[Callable[..., ServerHandle]]:
-    started: list[ServerHandle] = []
-
-    def start(**knobs: Any) -> ServerHandle:
-        handle = start_server(ServerConfig(**knobs), isolation="process")
-        started.append(handle)
-        return handle
-
-    yield start
-    for handle in started:
-        handle.stop()
+from lab.server import ServerHandle
 
 
 def ws_url(server: ServerHandle, path: str = "/ws/echo") -> str:
