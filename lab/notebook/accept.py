@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lab.addresses import require_loopback
-from lab.engine.spec import parse_target
 from lab.errors import ConfigError
+from lab.notebook.probes import get_request, loopback_target
 
 SYSCTL = Path("/proc/sys/net")
 MAX_WORK_MS = 1000  # the /work route's longest single request (lab.http.demo_routes)
@@ -36,13 +35,11 @@ def block_server_loop(url: str, milliseconds: int) -> socket.socket:
     """
     if not 0 < milliseconds <= 10 * MAX_WORK_MS:
         raise ConfigError("milliseconds", f"must be from 1 to {10 * MAX_WORK_MS}, got {milliseconds}")
-    target = parse_target(url)
-    require_loopback(target.host, opt_in=None)
+    target = loopback_target(url)
     pieces = [MAX_WORK_MS] * (milliseconds // MAX_WORK_MS)
     if milliseconds % MAX_WORK_MS:
         pieces.append(milliseconds % MAX_WORK_MS)
-    requests = b"".join(f"GET /work/{piece * 1000} HTTP/1.1\r\nHost: {target.host_header}\r\n\r\n"
-                        .encode("latin-1") for piece in pieces)
+    requests = b"".join(get_request(target, path=f"/work/{piece * 1000}") for piece in pieces)
     sock = socket.create_connection((target.host, target.port), timeout=5)
     sock.sendall(requests)
     return sock
@@ -66,10 +63,8 @@ async def connect_burst(url: str, count: int, *, timeout_seconds: float = 5.0) -
     """
     if not 1 <= count <= MAX_BURST:
         raise ConfigError("count", f"must be from 1 to {MAX_BURST}, got {count}")
-    target = parse_target(url)
-    require_loopback(target.host, opt_in=None)
-    request = (f"GET {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n"
-               "Connection: close\r\n\r\n").encode("latin-1")
+    target = loopback_target(url)
+    request = get_request(target, close=True)
     return list(await asyncio.gather(*(
         _one_connection(target.host, target.port, request, timeout_seconds) for _ in range(count))))
 

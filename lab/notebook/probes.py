@@ -28,23 +28,28 @@ from lab.notebook.sockdiag import TcpState, tcp_sockets
 READ_BYTES = 256 * 1024
 
 
-def _loopback_target(url: str) -> Target:
+# The notebooks' own small clients (here, in accept.py and in tail.py) share these three.
+
+def loopback_target(url: str) -> Target:
+    """``url`` parsed, refused unless it is on this machine (the probes never talk elsewhere)."""
     target = parse_target(url)
-    require_loopback(target.host, opt_in=None)  # the probes only ever talk to this machine
+    require_loopback(target.host, opt_in=None)
     return target
 
 
-def _request_bytes(target: Target, *, close: bool) -> bytes:
+def get_request(target: Target, *, close: bool = False, path: str | None = None) -> bytes:
+    """A GET for ``path`` (the target's own by default), optionally asking to close after it."""
     connection = "Connection: close\r\n" if close else ""
-    return f"GET {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n{connection}\r\n".encode("latin-1")
+    return (f"GET {path or target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n{connection}\r\n"
+            .encode("latin-1"))
 
 
-def _content_length(head: bytes) -> int:
+def content_length(head: bytes) -> int:
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             return int(value)
-    raise LabError("the probe reads Content-Length answers only; this one had none")
+    raise LabError("the notebooks' probes read Content-Length answers only; this one had none")
 
 
 # --- one request after another, optionally with TCP_QUICKACK --------------------------------
@@ -60,8 +65,8 @@ def sequential_requests(url: str, count: int, *, quickack: bool = False,
     """
     if count < 1:
         raise ConfigError("count", f"must be at least 1, got {count}")
-    target = _loopback_target(url)
-    request = _request_bytes(target, close=False)
+    target = loopback_target(url)
+    request = get_request(target)
     samples = empty(count)
     began = time.perf_counter_ns()
     with socket.create_connection((target.host, target.port), timeout=timeout_seconds) as sock:
@@ -88,7 +93,7 @@ def _one_request(sock: socket.socket, request: bytes, row: np.ndarray, quickack:
         received += data
         rearm()
     head, _, body = received.partition(b"\r\n\r\n")
-    length = _content_length(head)
+    length = content_length(head)
     got = len(body)
     while got < length:
         got += len(_receive(sock))
@@ -131,7 +136,7 @@ def close_probe(url: str, *, read_delay_seconds: float = 0.0, receive_buffer_byt
     buffer to several MB, take the whole answer in before the server closes, and a reset
     then cuts nothing.
     """
-    target = _loopback_target(url)
+    target = loopback_target(url)
     received = b""
     ending: Literal["fin", "rst", "timeout"]
     family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
@@ -141,7 +146,7 @@ def close_probe(url: str, *, read_delay_seconds: float = 0.0, receive_buffer_byt
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
         sock.settimeout(timeout_seconds)
         sock.connect((target.host, target.port))
-        sock.sendall(_request_bytes(target, close=True))
+        sock.sendall(get_request(target, close=True))
         time.sleep(read_delay_seconds)
         try:
             while data := sock.recv(READ_BYTES):
@@ -152,7 +157,7 @@ def close_probe(url: str, *, read_delay_seconds: float = 0.0, receive_buffer_byt
         except TimeoutError:
             ending = "timeout"
     head, separator, _ = received.partition(b"\r\n\r\n")
-    expected = len(head) + 4 + _content_length(head) if separator else 0
+    expected = len(head) + 4 + content_length(head) if separator else 0
     return CloseProbe(ending, len(received), expected)
 
 

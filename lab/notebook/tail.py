@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lab.addresses import require_loopback
-from lab.engine.spec import Target, parse_target
-from lab.errors import ConfigError, LabError
+from lab.engine.spec import Target
+from lab.errors import ConfigError
+from lab.notebook.probes import content_length, get_request, loopback_target
 
 MAX_FAN_OUT = 500
 MAX_ROUNDS = 100_000
@@ -38,25 +38,15 @@ class _Connection:
     async def get(self, request: bytes) -> None:
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
-        await self.reader.readexactly(_content_length(head))
+        await self.reader.readexactly(content_length(head))
 
     def close(self) -> None:
         self.writer.close()
 
 
-def _content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    raise LabError("the tail clients read Content-Length answers only; this one had none")
-
-
 def _target(url: str) -> tuple[Target, bytes]:
-    target = parse_target(url)
-    require_loopback(target.host, opt_in=None)
-    request = f"GET {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n\r\n".encode("latin-1")
-    return target, request
+    target = loopback_target(url)
+    return target, get_request(target)
 
 
 async def _open(target: Target) -> _Connection:
