@@ -10,7 +10,7 @@ the knob, and nothing is changed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from traitlets import TraitError
 
@@ -19,6 +19,7 @@ from lab.errors import ConfigError
 from lab.http.config import ServerConfig
 from lab.notebook.widgets import KnobForm
 from lab.options import parse_value
+from lab.server import Isolation
 
 if TYPE_CHECKING:
     from lab.notebook.panel import LabPanel
@@ -40,8 +41,10 @@ def set_knobs(panel: LabPanel, knobs: Mapping[str, Any], *, fixed: tuple[str, ..
         elif name not in PANEL_TEXT_KNOBS:
             known = sorted([*panel.server_form.controls, *panel.load_form.controls, *PANEL_TEXT_KNOBS])
             raise ConfigError(name, "is not a knob of the panel; its knobs: " + ", ".join(known))
-    if "isolation" in knobs and knobs["isolation"] not in ("thread", "process"):
-        raise ConfigError("isolation", f"{knobs['isolation']!r} is not allowed; allowed: thread, process")
+    isolations = get_args(Isolation)
+    if "isolation" in knobs and knobs["isolation"] not in isolations:
+        raise ConfigError("isolation",
+                          f"{knobs['isolation']!r} is not allowed; allowed: {', '.join(isolations)}")
     if "path" in knobs and not str(knobs["path"]).startswith("/"):
         raise ConfigError("path", f"{knobs['path']!r} must start with '/'")
 
