@@ -4,7 +4,9 @@ wrk's requests/s move by 10-20 % between rounds on a shared 2-core machine; call
 the instructions a process executes, which do not depend on what else the machine is doing.
 This feeds N distinct keep-alive requests (the shape benchmarks/distinct_requests.lua sends:
 request line, Host, one "X-Id" header) to one server connection with no sockets, once with
-N and once with none, and divides the difference by N. Beside it, the same for a bare
+N and once with none, and divides the difference by N; again with the compiled head scanner
+(lab/http/_headscan.c) switched off, so that every head goes through httptools' callbacks.
+Beside it, the same for a bare
 uvloop-style protocol (httptools with a single callback writing a prebuilt answer) and for
 one with an empty callback per httptools event: the floor any httptools server has, and
 what the callbacks alone cost.
@@ -27,7 +29,7 @@ from typing import Any
 
 import httptools
 
-VARIANTS = ("lab", "one-callback", "every-callback")
+VARIANTS = ("lab", "lab-llhttp-only", "one-callback", "every-callback")
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
@@ -90,12 +92,15 @@ def feed(variant: str, count: int) -> None:
     """Runs under callgrind: answers ``count`` requests the ``variant`` way."""
     requests = distinct_requests(count)
     transport = CountingTransport()
-    if variant == "lab":
+    if variant.startswith("lab"):
+        import lab.http.connection
         from lab.http.config import ServerConfig
         from lab.http.connection import HttpConnection
         from lab.http.core import ServerState
         from lab.http.demo_routes import demo_router
 
+        if variant == "lab-llhttp-only":  # the compiled head scanner off: every head via callbacks
+            lab.http.connection.scan_head = None
         connection = HttpConnection(ServerState(ServerConfig(), demo_router(), asyncio.new_event_loop()))
         connection.connection_made(transport)
         for request in requests:  # what uvloop does for each read

@@ -29,6 +29,7 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -38,6 +39,15 @@ from lab.http.routing import RouteMatch, WebSocketHandler
 from lab.http.sockets import apply_socket_options, rearm_quickack
 from lab.http.websocket import WebSocketConnection, is_websocket_upgrade
 from lab.units import NS_PER_US
+
+ScanHead = Callable[[bytearray, int, int, int], "tuple[int, str, str, str, list[tuple[bytes, bytes]]] | None"]
+try:
+    # Built by `pip install` from lab/http/_headscan.c: the plain heads nearly every client
+    # sends, parsed in one C call instead of a Python callback per httptools event.
+    from lab.http._headscan import scan_head as _compiled_scan_head
+    scan_head: ScanHead | None = _compiled_scan_head
+except ImportError:  # no compiler where the lab was installed: llhttp parses every head
+    scan_head = None
 
 if TYPE_CHECKING:
     from lab.http.core import ServerState, Settings
@@ -332,8 +342,13 @@ class HttpConnection(asyncio.BufferedProtocol):
         if self.closing or self._parse_stopped:
             return  # answered "close", or rejected: what follows is read only to be dropped
         self._read_size = nbytes
+        offset = 0
+        if scan_head is not None and not self._in_message:
+            offset = self._answer_plain_heads(scan_head, nbytes)
+            if offset == nbytes or self.closing or self._parse_stopped:
+                return
         try:
-            self.parser.feed_data(self._view[:nbytes])
+            self.parser.feed_data(self._view[offset:nbytes])
         except httptools.HttpParserUpgrade as upgrade:
             # The request asked to switch protocols (Upgrade, or CONNECT). On a WebSocket
             # route it was handed over already, and what follows it in this read is the
@@ -342,7 +357,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._parse_stopped = True
             websocket = self._websocket
             if websocket is not None and websocket.transport is not None:
-                early = bytes(self._view[upgrade.args[0]:nbytes])
+                early = bytes(self._view[offset + upgrade.args[0]:nbytes])
                 if early:
                     websocket.receive(early)
             return
@@ -356,6 +371,23 @@ class HttpConnection(asyncio.BufferedProtocol):
             return
         if self._in_headers:
             self._count_head_bytes(nbytes)
+
+    def _answer_plain_heads(self, scan: ScanHead, nbytes: int) -> int:
+        """Answer the plain heads at the start of this read (see _headscan.c); return where
+        the first one that is not plain begins, which llhttp parses from there on.
+
+        Only between messages: a head llhttp has begun stays llhttp's to the end.
+        """
+        buffer, limit, offset = self._buffer, self.settings.max_header_bytes, 0
+        while offset < nbytes:
+            head = scan(buffer, offset, nbytes, limit)
+            if head is None:
+                break
+            offset, method, path, query, headers = head
+            self._answer(method, path, query, headers, b"", "1.1", True)
+            if self.closing or self._parse_stopped:
+                break
+        return offset
 
     def _count_head_bytes(self, nbytes: int) -> None:
         """Cut a request head that keeps growing, before it is complete.
@@ -478,7 +510,6 @@ class HttpConnection(asyncio.BufferedProtocol):
 
     def on_message_complete(self) -> None:
         self._in_message = False
-        self.deadline = None
         parser = self.parser
         path, mark, query = (self._url or b"/").partition(b"?")
         parts = self._body_parts
@@ -494,21 +525,24 @@ class HttpConnection(asyncio.BufferedProtocol):
         else:
             version = "1.1" if keep_alive else parser.get_http_version()
         raw_method = parser.get_method()
-        method = METHOD_NAMES.get(raw_method) or raw_method.decode("ascii")
-        path_text = path.decode("latin-1")
-        keep_alive = keep_alive and not self._upgrade
+        self._answer(METHOD_NAMES.get(raw_method) or raw_method.decode("ascii"), path.decode("latin-1"),
+                     query.decode("latin-1") if mark else "", self._headers,
+                     (parts[0] if len(parts) == 1 else b"".join(parts)) if parts else b"",
+                     version, keep_alive and not self._upgrade)
+
+    def _answer(self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]], body: bytes,
+                version: str, keep_alive: bool) -> None:
+        """A complete request, from llhttp or from scan_head: answer it now or queue it."""
+        self.deadline = None
         match = None
         if not (self._busy or self._write_paused or self._pending):  # nothing to answer first
-            match = self.state.router.match(method, path_text)
+            match = self.state.router.match(method, path)
             route = match.route
             if route is not None and route.answer is not None and self._plain_answers:
                 # A constant answer needs nothing of the request but what was parsed here.
                 self._send_answer(route.answer, method, keep_alive, version)
                 return
-        request = Request(
-            method, path_text, query.decode("latin-1") if mark else "", self._headers,
-            (parts[0] if len(parts) == 1 else b"".join(parts)) if parts else b"",
-            version, keep_alive, NO_PARAMS, self)
+        request = Request(method, path, query, headers, body, version, keep_alive, NO_PARAMS, self)
         if match is None:
             self._queue_or_send(request)
         else:

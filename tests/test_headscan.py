@@ -1,0 +1,191 @@
+"""The compiled head scanner (lab/http/_headscan.c) agrees with llhttp, or leaves the head to it.
+
+scan_head may parse only heads llhttp would parse the same way; anything else it must leave
+(None). Two checks with generated heads -- plain ones and near misses: wherever scan_head
+accepts a head, llhttp parses those bytes to the same request; and a connection answers any
+bytes, however split, exactly as it does with the scanner switched off.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+from unittest import mock
+
+import httptools
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import lab.http.connection as connection_module
+from tests.test_http_connection_properties import FAST, FINAL, WELL_FORMED, answers, loop, split_at
+
+scan_head = connection_module.scan_head
+__all__ = ["loop"]  # the event loop fixture the connection tests share
+LIMIT = 8192
+
+TCHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
+NAMES = (b"Host", b"host", b"HOST", b"X-Id", b"Accept", b"User-Agent", b"Content-Length",
+         b"Transfer-Encoding", b"Connection", b"Upgrade", b"Expect", b"Cookie", b"Te")
+
+
+def _ascii(text: str) -> bytes:
+    return text.encode("latin-1")
+
+
+# The parts of a plain head, as a client would send them ...
+PLAIN_NAMES = (b"Host", b"host", b"X-Id", b"Accept", b"User-Agent", b"Cookie", b"Te", b"X-Upgrade")
+plain_methods = st.sampled_from((b"GET", b"HEAD"))
+plain_targets = st.text(alphabet=string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:@/?",
+                        max_size=20).map(lambda text: b"/" + _ascii(text))
+plain_names = st.one_of(st.sampled_from(PLAIN_NAMES),
+                        st.text(alphabet=TCHARS, min_size=1, max_size=10).map(_ascii))
+plain_values = st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " \t",
+                       min_size=1, max_size=16).map(lambda text: _ascii(text.strip(" \t") or "v"))
+plain_separators = st.sampled_from((b": ", b":"))
+# ... and what a near miss puts in one of their places.
+ODD_PARTS = {
+    "method": st.sampled_from((b"POST", b"get", b"GE", b"OPTIONS", b"DELETE", b"CONNECT", b"GET ", b"")),
+    "target": st.one_of(st.binary(max_size=12).map(lambda raw: b"/" + raw),
+                        st.sampled_from((b"*", b"http://example.com/", b"", b"example.com:443", b"/a#b"))),
+    "version": st.sampled_from((b"HTTP/1.0", b"HTTP/2.0", b"http/1.1", b"HTTP/1.1 ", b"HTTP/1.10")),
+    "name": st.one_of(st.sampled_from(NAMES), st.text(alphabet=TCHARS + " :\t@()", max_size=10).map(_ascii)),
+    "value": st.one_of(st.binary(max_size=10),
+                       st.sampled_from((b"", b" a", b"a ", b"a\t", b"\x7f", b"\xe9"))),
+    "separator": st.sampled_from((b":  ", b" : ", b":\t", b"")),
+    "line_end": st.sampled_from((b"\n", b"\r", b"\r\r\n", b"\n\r")),
+    "hosts": st.sampled_from((0, 2)),
+}
+
+
+@st.composite
+def heads(draw: Any) -> bytes:
+    """A request head a client would send, or a near miss: the same with one part odd."""
+    odd = draw(st.sampled_from((None, None, None, *ODD_PARTS)))
+
+    def part(kind: str, plain: Any) -> Any:
+        return draw(ODD_PARTS[kind] if kind == odd else plain)
+
+    method, target, version = part("method", plain_methods), part("target", plain_targets), part(
+        "version", st.just(b"HTTP/1.1"))
+    lines = [method + b" " + target + b" " + version + b"\r\n"]
+    for _ in range(draw(st.integers(0, 4))):
+        lines.append(part("name", plain_names) + part("separator", plain_separators)
+                     + part("value", plain_values) + part("line_end", st.just(b"\r\n")))
+    for _ in range(part("hosts", st.just(1))):
+        lines.insert(draw(st.integers(1, len(lines))), b"Host: " + draw(plain_values) + b"\r\n")
+    return b"".join(lines) + b"\r\n"
+
+
+class Recorder:
+    """What llhttp reports of a request, through the callbacks the connection uses."""
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = 0
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+
+def test_the_scanner_is_built_where_the_lab_is_installed() -> None:
+    # pip install builds it from lab/http/_headscan.c; without it every head goes through a
+    # Python callback per llhttp event, ~40 % more instructions per request.
+    assert scan_head is not None, "lab/http/_headscan.c was not compiled: reinstall with pip install -e ."
+
+
+def test_serve_says_when_the_scanner_is_missing(capsys) -> None:
+    from lab.cli.serve import announce
+    from lab.http.config import ServerConfig
+
+    with mock.patch.object(connection_module, "scan_head", None):
+        announce(ServerConfig(), 8080)
+    assert "_headscan.c was not compiled" in capsys.readouterr().out
+    announce(ServerConfig(), 8080)
+    assert "_headscan" not in capsys.readouterr().out
+
+
+def test_a_plain_head_is_parsed_in_one_call() -> None:
+    data = bytearray(b"GET /users/42?x=1&y HTTP/1.1\r\nHost: t\r\nX-Id: a b\tc\r\n\r\n" + FAST)
+    first = scan_head(data, 0, len(data), LIMIT)
+    assert first == (len(data) - len(FAST), "GET", "/users/42", "x=1&y",
+                     [(b"Host", b"t"), (b"X-Id", b"a b\tc")])
+    assert scan_head(data, first[0], len(data), LIMIT) == (len(data), "GET", "/fast", "", [(b"Host", b"t")])
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",  # a body, however empty
+    b"GET /fast HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /fast HTTP/1.1\r\nHost: t\r\nconnection: keep-alive\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\r\n",
+    b"GET /fast HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n",
+    b"GET /fast HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"GET /fast HTTP/1.1\r\n\r\n",  # no Host
+    b"GET /fast HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",  # two
+    b"GET /fast HTTP/1.0\r\nHost: t\r\n\r\n",
+    b"GET /fast HTTP/1.1\nHost: t\n\n",  # bare LF line ends
+    b"GET /fast HTTP/1.1\r\nHost: t\r\nX:  padded \r\n\r\n",  # outer whitespace in a value
+    b"GET /fast HTTP/1.1\r\nHost: t\r\n folded\r\n\r\n",  # obs-fold
+    b"GET /a#frag HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /fast HTTP/1.1\r\nHost: t\r\n",  # incomplete
+])
+def test_heads_outside_the_plain_subset_are_left_to_llhttp(head: bytes) -> None:
+    assert scan_head(head, 0, len(head), LIMIT) is None
+
+
+def test_a_head_over_the_limit_is_left_to_llhttp() -> None:
+    head = b"GET /fast HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"a" * 100 + b"\r\n\r\n"
+    assert scan_head(head, 0, len(head), len(head)) is not None
+    assert scan_head(head, 0, len(head), len(head) - 1) is None
+
+
+def test_bounds_outside_the_buffer_are_refused() -> None:
+    with pytest.raises(ValueError, match="within the buffer"):
+        scan_head(b"GET / HTTP/1.1\r\n", 0, 100, LIMIT)
+    with pytest.raises(ValueError, match="within the buffer"):
+        scan_head(b"GET / HTTP/1.1\r\n", -1, 4, LIMIT)
+    with pytest.raises(TypeError):
+        scan_head("GET / HTTP/1.1\r\n", 0, 4, LIMIT)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(head=heads(), tail=st.sampled_from((b"", FAST, b"GET /fast HT")))
+@example(head=b"GET /a?b?c HTTP/1.1\r\nHost: t\r\n\r\n", tail=b"")
+@example(head=b"GET /? HTTP/1.1\r\nHost:t\r\n\r\n", tail=b"")
+def test_wherever_the_scanner_accepts_a_head_llhttp_reads_the_same_request(head: bytes, tail: bytes) -> None:
+    data = head + tail
+    scanned = scan_head(data, 0, len(data), LIMIT)
+    if scanned is None:
+        return
+    next_offset, method, path, query, headers = scanned
+    assert next_offset == len(head)
+    llhttp = Recorder()
+    llhttp.parser.feed_data(head)  # raises if llhttp finds the head malformed
+    assert llhttp.complete == 1
+    target_path, mark, target_query = llhttp.url.partition(b"?")
+    assert (method, path, query) == (llhttp.parser.get_method().decode(), target_path.decode("latin-1"),
+                                     target_query.decode("latin-1") if mark else "")
+    assert headers == llhttp.headers
+    assert llhttp.parser.get_http_version() == "1.1"
+    assert llhttp.parser.should_keep_alive() and not llhttp.parser.should_upgrade()
+
+
+@settings(max_examples=300, deadline=None)
+@given(pipeline=st.lists(st.one_of(heads(), st.sampled_from(WELL_FORMED)), min_size=1, max_size=5),
+       last=st.sampled_from((b"", *FINAL)),
+       cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8),
+       read_buffer=st.sampled_from((256, 300, 4096)))
+def test_a_connection_answers_the_same_with_the_scanner_or_without(
+        loop, pipeline: list[bytes], last: bytes, cuts: list[int], read_buffer: int) -> None:
+    reads = split_at(b"".join(pipeline) + last, cuts)
+    scanned = answers(loop, reads, read_buffer_bytes=read_buffer)
+    with mock.patch.object(connection_module, "scan_head", None):
+        assert answers(loop, reads, read_buffer_bytes=read_buffer) == scanned
