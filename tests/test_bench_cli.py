@@ -155,6 +155,8 @@ def _usage_error(done: subprocess.CompletedProcess[str]) -> str:
     (["-H", "no colon"], "--header: 'no colon' is not 'Name: value'"),
     (["--save", "--name", " "], "--name: must not be empty"),
     (["--save", "--name", "x" * 5000], "--name: 5000 characters is too long; at most 200"),
+    (["--rate", "100", "--think", "5"], "--think: think time applies to the closed loop only"),
+    (["--think", "-1"], "--think: -1.0 is out of range; allowed: 0 to 3,600,000 ms"),
 ])
 def test_a_mistake_is_one_line_naming_the_flag_and_nothing_runs(argv: list[str], message: str) -> None:
     began = time.monotonic()

@@ -170,6 +170,7 @@ def test_a_websocket_path_runs_messages(panel):
 @pytest.mark.parametrize(("config_class", "name", "label"), [
     (LoadSpec, "duration_seconds", "duration (s)"), (LoadSpec, "rate", "rate (requests/s)"),
     (LoadSpec, "message_bytes", "message size (bytes)"), (LoadSpec, "late_after_ms", "late after (ms)"),
+    (LoadSpec, "think_ms", "think time (ms)"),
     (ServerConfig, "read_buffer_bytes", "read buffer (bytes)"), (ServerConfig, "nodelay", "nodelay"),
     (ServerConfig, "keepalive_max_requests", "keepalive max requests"),
     (ServerConfig, "stall_ms", "stall length (ms)"), (ServerConfig, "linger_seconds", "linger (s)"),
@@ -191,6 +192,8 @@ def test_every_widget_label_is_derived_and_none_is_snake_case():
             label = control.widget.children[0]
             assert label.value == knob_label(name, specs[name]) == control.label
             assert "_" not in label.value, label.value
+            unit = specs[name].unit
+            assert not unit or label.value.count(f"({unit})") == 1, label.value  # said once
             assert label.tooltip.startswith(f"{name}: ")  # the name panel.set and the CLI take
 
 

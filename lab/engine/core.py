@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
 import socket
 import sys
 from collections.abc import Callable
@@ -75,6 +76,7 @@ class EnginePlan:
     max_requests: int | None
     timeout_ns: int
     keepalive: bool
+    think_ns: int = 0  # closed loop: mean pause between an answer and the next request
     websocket: WebSocketPlan | None = None  # set: each request is a message on a WebSocket
     # open loop in stages (lab.engine.stages): this worker sends every ``workers``-th request
     # of the one schedule, starting with request ``worker``
@@ -548,22 +550,44 @@ class Engine:
 
 
 class ClosedLoop(Engine):
-    """Each lane sends its next request as soon as its last answer is complete (wrk)."""
+    """Each lane sends its next request as soon as its last answer is complete (wrk), or after
+    a think time: an exponentially distributed pause, as a user reading the page.
+
+    A lane that is thinking has no request in flight: its latency is not running, and the run
+    may end while it thinks (the pause is cancelled, nothing is recorded for it).
+    """
+
+    def __init__(self, plan: EnginePlan) -> None:
+        super().__init__(plan)
+        self.think_s = plan.think_ns / NS_PER_S
+        self._thinking: dict[Lane, asyncio.TimerHandle] = {}
+        self._random = random.Random()
 
     def begin(self) -> None:
         now = perf_counter_ns()
-        if self.keepalive:
+        if self.keepalive and not self.think_s:
             self.continue_until_ns = self.deadline_ns
         for lane in self.lanes:
             if not self.may_start(now):
                 break
+            if self.think_s:
+                self._think(lane)  # users arrive spread out, not all in the first instant
+                continue
             self.started += 1
             lane.send(MISSING)
+
+    def cleanup(self) -> None:
+        for pause in self._thinking.values():
+            pause.cancel()
+        self._thinking.clear()
 
     def lane_free(self, lane: Lane, now: int, connect_failed: bool) -> None:
         if now >= self.deadline_ns or self.started >= self.budget or self.stopping:
             self.may_start(now)  # notes when and why the load stopped
             self.check_finished()
+            return
+        if self.think_s and not connect_failed:
+            self._think(lane)
             return
         self.started += 1
         if connect_failed:
@@ -577,6 +601,18 @@ class ClosedLoop(Engine):
             self.started -= 1  # counted when it was planned; it never began
             self.check_finished()
             return
+        lane.send(MISSING)
+
+    def _think(self, lane: Lane) -> None:
+        pause = self._random.expovariate(1.0) * self.think_s
+        self._thinking[lane] = asyncio.get_running_loop().call_later(pause, self._thought, lane)
+
+    def _thought(self, lane: Lane) -> None:
+        del self._thinking[lane]
+        if not self.may_start(perf_counter_ns()):
+            self.check_finished()
+            return
+        self.started += 1
         lane.send(MISSING)
 
 

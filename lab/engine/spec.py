@@ -66,6 +66,11 @@ class LoadSpec:
         (), help="open loop in stages instead of one rate, DURATION:RATE or DURATION:FROM-TO for a "
                  "linear ramp (repeatable, in order), e.g. 10s:500, 30s:500-5000; their total is "
                  "the run's duration", flag="--stage", metavar="DURATION:RATE", group="load")
+    think_ms: float = knob(
+        0.0, minimum=0, maximum=3_600_000, unit="ms",
+        help="closed loop: each connection pauses between an answer and its next request, for "
+             "an exponentially distributed time with this mean, as a user reading a page "
+             "(0: at once, as wrk)", flag="--think", metavar="MS", group="load", label="think time")
     workers: int = knob(1, minimum=1, maximum=64,
                         help="generator processes splitting the connections and the rate",
                         flag="--workers", short_flag="-t", metavar="N", group="load")
@@ -108,6 +113,9 @@ class LoadSpec:
             raise ConfigError("rate", "the open loop needs a rate (requests/s) or stages")
         if self.mode == "closed" and self.rate is not None:
             raise ConfigError("rate", "a rate applies to the open loop only; set mode='open'")
+        if self.mode == "open" and self.think_ms:
+            raise ConfigError("think_ms", "think time applies to the closed loop only (the open "
+                              "loop's requests are due at the rate, whatever the answers do)")
         if self.workers > self.connections:
             raise ConfigError("workers", f"{self.workers} workers need at least as many "
                               f"connections (got {self.connections})")

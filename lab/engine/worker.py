@@ -38,7 +38,7 @@ from lab.engine.spec import (
 )
 from lab.errors import ConfigError
 from lab.resources import raise_open_file_limit
-from lab.units import NS_PER_S
+from lab.units import NS_PER_MS, NS_PER_S
 
 START_MARGIN_NS = 50_000_000  # between agreeing on a start time and starting: time to get ready
 BARRIER_TIMEOUT_SECONDS = 60.0
@@ -136,7 +136,8 @@ def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
         rate=rate, offset_ns=offset_ns, stages=spec.stage_plan, worker=worker, workers=spec.workers,
         duration_ns=round((spec.warmup_seconds + spec.duration_seconds) * NS_PER_S),
         max_requests=worker_max_requests(spec, worker),
-        timeout_ns=round(spec.timeout_seconds * NS_PER_S), keepalive=spec.keepalive)
+        timeout_ns=round(spec.timeout_seconds * NS_PER_S), keepalive=spec.keepalive,
+        think_ns=round(spec.think_ms * NS_PER_MS))
 
 
 @dataclass(frozen=True)

@@ -127,3 +127,28 @@ def kingman_wait_ms(utilisation: float, service_ms: float, *, arrival_cv2: float
     if utilisation >= 1:
         return math.inf
     return utilisation / (1 - utilisation) * (arrival_cv2 + service_cv2) / 2 * service_ms
+
+
+def interactive_response_ms(users: int, service_ms: float, think_ms: float) -> float:
+    """Mean response time of ``users`` who each think for ``think_ms`` on average between an
+    answer and their next request, in front of one server with mean service time ``service_ms``
+    (a closed system: the machine-repairman model).
+
+    Exact mean value analysis for exponential service (first come, first served), and exact
+    for any think-time distribution: a request arriving while n−1 others use the system finds,
+    on average, the queue the system has with n−1 users, so
+
+        R(n) = S · (1 + Q(n−1)),   X(n) = n / (R(n) + Z),   Q(n) = X(n) · R(n).
+
+    Its two asymptotes are R ≈ S (few users) and R ≈ n·S − Z (many); they cross at the knee
+    n* = (S + Z) / S.
+    """
+    if users < 1 or service_ms <= 0 or think_ms < 0:
+        raise ConfigError("users", "needs at least one user, a positive service time and a "
+                          "think time that is not negative")
+    queue = 0.0
+    response = service_ms
+    for n in range(1, users + 1):
+        response = service_ms * (1 + queue)
+        queue = n / (response + think_ms) * response
+    return response

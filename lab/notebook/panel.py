@@ -44,7 +44,7 @@ from lab.server import ServerHandle, start_server
 
 # Server knobs the panel leaves alone: where it listens is fixed for the session.
 FIXED_SERVER_KNOBS = ("host", "port", "backlog")
-LOAD_KNOBS = ("mode", "connections", "rate", "duration_seconds", "warmup_seconds", "keepalive",
+LOAD_KNOBS = ("mode", "connections", "rate", "think_ms", "duration_seconds", "warmup_seconds", "keepalive",
               "timeout_seconds", "workers", "thresholds", "message_bytes", "message_type",
               "ws_compression")
 WEBSOCKET_PREFIX = "/ws/"  # a path under it is loaded with WebSocket messages (ws://)

@@ -1,6 +1,7 @@
 """Small helpers the teaching notebooks share: the compact
-table of figures a reader needs (requests/s, p50/p90/p99/p99.9, max), and the rows and the
-figure of a load sweep (latency against offered load).
+table of figures a reader needs (requests/s, p50/p90/p99/p99.9, max), the rows and the
+figure of a load sweep (latency against offered load), and those of a closed loop with think
+time (latency against the number of users).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from matplotlib.figure import Figure
 from lab.engine.result import LoadResult
 from lab.errors import ConfigError, LabError
 from lab.loadgen import LoadSpec, start_load
-from lab.measure.queueing import busy_fraction, kingman_wait_ms, littles_law
+from lab.measure.queueing import busy_fraction, interactive_response_ms, kingman_wait_ms, littles_law
 from lab.measure.samples import MISSING
 from lab.measure.stats import LatencySummary
 from lab.records.record import Record
@@ -198,5 +199,58 @@ def load_latency_figure(sweep: pd.DataFrame, *, service_ms: float) -> Figure:
     bottom.axvline(1.0, color="red", linestyle=":", linewidth=1)
     bottom.set_xlabel("offered load (fraction of the capacity measured by the closed loop)")
     bottom.set_ylabel("fraction of capacity")
+    bottom.legend(fontsize="small")
+    return figure
+
+
+def think_time_point(result: LoadResult, *, service_ms: float) -> dict[str, float]:
+    """One closed-loop run with think time as a row: users, throughput, latency, the cycle a
+    user goes round (N / X, from the throughput alone) against response plus think time (from
+    the latencies), and mean value analysis' prediction of the response time."""
+    spec = result.spec
+    if spec.mode != "closed" or not spec.think_ms:
+        raise ConfigError("result", "needs a closed-loop run with think time (think_ms > 0)")
+    if not result.latency.count:
+        raise LabError(f"the run with {spec.connections} users had no successful answer "
+                       f"(errors: {dict(result.errors) or 'none'}): is the server still running?")
+    users, think_ms = spec.connections, spec.think_ms
+    return {
+        "users": users,
+        "throughput req/s": result.rps,
+        "mean ms": result.latency.mean,
+        "p99 ms": result.latency.p99,
+        "cycle N/X ms": users / result.rps * 1000 if result.rps else float("nan"),
+        "R + Z ms": result.latency.mean + think_ms,
+        "MVA mean ms": interactive_response_ms(users, service_ms, think_ms),
+    }
+
+
+def think_time_figure(runs: pd.DataFrame, *, service_ms: float, think_ms: float) -> Figure:
+    """The knee seen from the user count: mean response time against users (top), with mean
+    value analysis' curve and its two asymptotes (S, and N·S − Z); throughput against users
+    (bottom), which flattens at the capacity 1/S."""
+    figure = Figure(figsize=(9.0, 6.5), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    users = runs["users"]
+    curve = np.arange(1, int(users.max() * 1.1) + 1)
+    knee = (service_ms + think_ms) / service_ms
+    top.plot(users, runs["mean ms"], "o", label="measured mean")
+    top.plot(curve, [interactive_response_ms(int(n), service_ms, think_ms) for n in curve], "-",
+             color="grey", label="mean value analysis")
+    top.plot(curve, np.full(len(curve), service_ms), ":", color="black", label="S (nobody waits)")
+    top.plot(curve, np.maximum(curve * service_ms - think_ms, service_ms), "--", color="black",
+             label="N·S − Z (the server always busy)")
+    top.axvline(knee, color="red", linestyle=":", linewidth=1, label=f"knee N* = (S + Z) / S ≈ {knee:.0f}")
+    top.set_ylabel("mean response time (ms)")
+    top.set_title(f"Closed loop with think time Z = {think_ms:g} ms (exponential), "
+                  f"service S ≈ {service_ms:.2f} ms")
+    top.legend(fontsize="small")
+    bottom.plot(users, runs["throughput req/s"], "o-", label="measured throughput")
+    bottom.axhline(1000 / service_ms, color="grey", linestyle="--", label="capacity 1/S")
+    bottom.plot(curve, curve / (service_ms + think_ms) * 1000, ":", color="black", label="N / (S + Z)")
+    bottom.set_ylim(0, 1.3 * 1000 / service_ms)
+    bottom.axvline(knee, color="red", linestyle=":", linewidth=1)
+    bottom.set_xlabel("users (connections, each thinking between requests)")
+    bottom.set_ylabel("requests/s")
     bottom.legend(fontsize="small")
     return figure
