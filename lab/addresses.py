@@ -38,7 +38,13 @@ def is_loopback(host: str) -> bool:
 
 
 def is_emulated_path(host: str) -> bool:
-    """True when ``host`` is the far end of a lab-made emulated path that is up right now.
+    """True when ``host`` is the far end of a lab-made emulated path that is up right now."""
+    return emulated_path_device(host) is not None
+
+
+def emulated_path_device(host: str) -> str | None:
+    """The lab device through which ``host``, the far end of an emulated path that is up right
+    now, is reached; None for any other host.
 
     Read from the kernel's routing table (/proc/net/route): a path is a host route to its
     server's address through a lab device, present only while that device is up.
@@ -46,19 +52,22 @@ def is_emulated_path(host: str) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        return None
     if not isinstance(address, ipaddress.IPv4Address) or address not in EMULATED_NETWORK:
-        return False
+        return None
     try:
         with open(_ROUTES) as routes:
             rows = [line.split() for line in routes.readlines()[1:]]
     except OSError:
-        return False
+        return None
     # /proc/net/route prints each address's four bytes as one native-order hex number
     wanted = f"{int.from_bytes(address.packed, sys.byteorder):08X}"
-    return any(len(row) > 7 and row[0].startswith(EMULATED_DEVICE_PREFIX) and row[1] == wanted
-               and int(row[3], 16) & (_RTF_UP | _RTF_HOST) == _RTF_UP | _RTF_HOST
-               and row[7] == "FFFFFFFF" for row in rows)
+    for row in rows:
+        if (len(row) > 7 and row[0].startswith(EMULATED_DEVICE_PREFIX) and row[1] == wanted
+                and int(row[3], 16) & (_RTF_UP | _RTF_HOST) == _RTF_UP | _RTF_HOST
+                and row[7] == "FFFFFFFF"):
+            return row[0]
+    return None
 
 
 def require_loopback(host: str, *, allow_remote: bool = False, option: str = "url",

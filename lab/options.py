@@ -194,6 +194,8 @@ def _parse_optional(base: type, nullable: bool, unit: str) -> Any:
             return None
         if unit == "s" and base is float:
             return _seconds(text)
+        if unit == "ms" and base is float:
+            return _milliseconds(text)
         if unit == "bytes" and base is int:
             return _bytes(text)
         return base(text)
@@ -226,6 +228,14 @@ def parse_value(config_class: type, name: str, text: str) -> Any:
 def parse_seconds(text: str) -> float:
     """A duration as the CLI takes it (``10``, ``10s``, ``500ms``, ``2m``); ValueError if not."""
     return _seconds(text)
+
+
+def _milliseconds(text: str) -> float:
+    """``40``, ``40ms``, ``0.5s``: milliseconds (a bare number is already in them)."""
+    stripped = text.strip().lower()
+    if stripped.rstrip("smh").strip() == stripped:
+        return float(stripped)
+    return _seconds(stripped) * 1000
 
 
 def _seconds(text: str) -> float:

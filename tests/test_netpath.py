@@ -37,6 +37,7 @@ from lab.netpath.system import (
     client_device,
     lab_devices,
     lab_namespaces,
+    path_in_front_of,
 )
 
 REASON = missing_privilege()
@@ -253,6 +254,13 @@ def test_the_panel_shows_the_network_path_knobs_and_applies_them() -> None:
         assert not panel.apply()
         assert "loss_percent" in panel.message.value
         assert form.controls["loss_percent"].get() == 0  # the form shows what the relay does
+        # By name, as typed, like every other knob of the panel:
+        panel.set(delay_ms="12ms", loss_percent=1)
+        assert panel.apply()
+        assert panel.server.path.spec.delay_ms == 12 and panel.server.path.spec.loss_percent == 1
+        with pytest.raises(ConfigError, match="jitter_ms"):
+            panel.set(delay_ms=3, jitter_ms=-1)
+        assert form.controls["delay_ms"].get() == 12  # all or nothing: the good one is undone too
     finally:
         panel.server.stop()
     assert nothing_left(panel.server.path.namespace, panel.server.path.relay_pid) == []
@@ -403,3 +411,27 @@ def test_a_panel_run_behind_a_path_records_the_path(tmp_path: FilePath) -> None:
     assert record is not None and record.server_config is not None
     assert record.server_config["network_path"] == str(Path.parse("delay=1ms"))
     assert record.settings()["server.network_path"] == str(Path.parse("delay=1ms"))
+
+
+@needs_privilege
+def test_bench_save_behind_a_path_records_the_path_it_ran_through(tmp_path: FilePath) -> None:
+    # The generator knows only the address; the path's settings are on its device's alias.
+    server = lab.start_server(path="delay=1ms")
+    try:
+        data = tmp_path / "data"
+        for name in ("first", "after-update"):
+            done = subprocess.run(
+                [sys.executable, "-m", "lab", "bench", server.url + "/fast", "-c", "1", "-d", "0.3",
+                 "--save", "--name", name, "--data-dir", str(data)],
+                capture_output=True, text=True, timeout=60, check=False)
+            assert done.returncode == 0, done.stderr
+            assert server.path is not None
+            server.path.update("delay=2ms loss=1%")
+        store = lab.RecordStore(data)
+        records = {name: store.load(name) for name in ("first", "after-update")}
+    finally:
+        server.stop()
+    assert records["first"].server_config == {"network_path": str(Path.parse("delay=1ms"))}
+    assert records["after-update"].server_config == {"network_path": str(Path.parse("delay=2ms loss=1%"))}
+    assert path_in_front_of(server.url.split("//")[1].split(":")[0]) is None  # gone with the path
+    assert path_in_front_of("127.0.0.1") is None

@@ -11,6 +11,7 @@ import pytest
 from conftest import synthetic_samples
 
 from lab.engine.spec import LoadSpec
+from lab.errors import ConfigError
 from lab.http.config import ServerConfig
 from lab.measure.samples import ErrorKind
 from lab.notebook.panel import LabPanel, coloured
@@ -332,3 +333,12 @@ def test_progress_counts_bad_statuses_as_failed_while_running():
     assert progress_line(running) == "running: 1,200 requests, 0 failed, 2,400 req/s, 2.5 s left"
     done = LoadProgress("done", 1200, 1200, 0.5, 2400.0, 0.0)  # the summary's error_total
     assert progress_line(done, Frame(index=0)) == "done: 1,200 requests, 1,200 failed, 2,400 req/s"
+
+
+def test_a_network_path_knob_on_a_panel_without_a_path_says_how_to_get_one() -> None:
+    panel = LabPanel()
+    try:
+        with pytest.raises(ConfigError, match=r"delay_ms.*LabPanel\(network_path="):
+            panel.set(delay_ms=20)
+    finally:
+        panel.close()

@@ -56,6 +56,7 @@ class EmulatedPath:
             system.configure_device(self.client_device, self.client_address, self.server_address)
             system.configure_device(self.server_device, self.server_address, self.client_address,
                                     namespace=self.namespace)
+            system.label_device(self.client_device, str(self.spec))
         except BaseException:
             self.stop()
             raise
@@ -101,6 +102,7 @@ class EmulatedPath:
         assert new is not None
         self._ask({"path": as_dict(new)})
         self.spec = new
+        system.label_device(self.client_device, str(new))  # what a generator's record reads
         return new
 
     def _ask(self, message: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Setting the panel's knobs by name, as a user would type them: ``panel.set(nodelay="off")``.
+"""Setting the panel's knobs by name, as a user would type them: ``panel.set(nodelay="off")``,
+``panel.set(delay_ms=20)`` for the emulated network path in front of its server.
 
 For notebooks, tests and teaching: the same widgets a user would click are set, so the panel
 shows what the code did, and Apply / Run then behave exactly as for a click. Values may be
@@ -17,7 +18,9 @@ from traitlets import TraitError
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
 from lab.http.config import ServerConfig
+from lab.netpath import Path as NetworkPath
 from lab.notebook.widgets import KnobForm
+from lab.options import knobs as declared_knobs
 from lab.options import parse_value
 from lab.server import Isolation
 
@@ -25,21 +28,31 @@ if TYPE_CHECKING:
     from lab.notebook.panel import LabPanel
 
 PANEL_TEXT_KNOBS = ("path", "isolation")  # the panel's own boxes beside the knob forms
+PATH_KNOBS = frozenset(field.name for field, _ in declared_knobs(NetworkPath))
 
 
 def set_knobs(panel: LabPanel, knobs: Mapping[str, Any], *, fixed: tuple[str, ...]) -> None:
-    """Set server and load knobs on the panel's widgets; all or nothing."""
+    """Set server, load and network-path knobs on the panel's widgets; all or nothing."""
     server_values: dict[str, Any] = {}
     load_values: dict[str, Any] = {}
+    path_values: dict[str, Any] = {}
+    path_form = panel.network_path_form
     for name, value in knobs.items():
         if name in panel.server_form.controls:
             server_values[name] = _parsed(ServerConfig, name, value)
         elif name in panel.load_form.controls:
             load_values[name] = _parsed(LoadSpec, name, value)
+        elif path_form is not None and name in path_form.controls:
+            path_values[name] = _parsed(NetworkPath, name, value)
+        elif name in PATH_KNOBS:
+            raise ConfigError(name, "is a knob of the emulated network path, and this panel's server "
+                              "has none; start it with LabPanel(network_path='delay=20ms')")
         elif name in fixed:
             raise ConfigError(name, "is fixed while the panel runs (where its server listens)")
         elif name not in PANEL_TEXT_KNOBS:
-            known = sorted([*panel.server_form.controls, *panel.load_form.controls, *PANEL_TEXT_KNOBS])
+            path_names = list(path_form.controls) if path_form is not None else []
+            known = sorted([*panel.server_form.controls, *panel.load_form.controls, *path_names,
+                            *PANEL_TEXT_KNOBS])
             raise ConfigError(name, "is not a knob of the panel; its knobs: " + ", ".join(known))
     isolations = get_args(Isolation)
     if "isolation" in knobs and knobs["isolation"] not in isolations:
@@ -49,10 +62,14 @@ def set_knobs(panel: LabPanel, knobs: Mapping[str, Any], *, fixed: tuple[str, ..
         raise ConfigError("path", f"{knobs['path']!r} must start with '/'")
 
     undo_server, undo_load = panel.server_form.values(), panel.load_form.values()
+    undo_network = path_form.values() if path_form is not None else {}
     undo_path = panel.path.value
     try:
         _show(panel.server_form, server_values)
         _show(panel.load_form, load_values)
+        if path_form is not None and panel.server.path is not None:
+            _show(path_form, path_values)
+            path_form.build(panel.server.path.spec)
         if "path" in knobs:
             panel.path.value = str(knobs["path"])
         # The same checks Apply and Run make, now: a bad value is named where it was set.
@@ -61,6 +78,8 @@ def set_knobs(panel: LabPanel, knobs: Mapping[str, Any], *, fixed: tuple[str, ..
     except ConfigError:
         _show(panel.server_form, undo_server)
         _show(panel.load_form, undo_load)
+        if path_form is not None:
+            _show(path_form, undo_network)
         panel.path.value = undo_path
         raise
     if "isolation" in knobs:

@@ -252,8 +252,9 @@ class LabPanel:
     # --- server ---------------------------------------------------------------------------
 
     def set(self, **knobs: Any) -> None:
-        """Set server or load knobs by name, as typed (``nodelay="off"``, ``rate=500``);
-        Apply and Run then use them. A bad name or value raises one ConfigError naming it."""
+        """Set server, load or network-path knobs by name, as typed (``nodelay="off"``,
+        ``rate=500``, ``delay_ms="20ms"``); Apply and Run then use them. A bad name or value
+        raises one ConfigError naming it, and nothing is changed."""
         set_knobs(self, knobs, fixed=FIXED_SERVER_KNOBS)
 
     def apply(self) -> bool:

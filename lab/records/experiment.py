@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import is_dataclass
 from typing import Any
 
 from lab.engine.result import LoadResult
+from lab.netpath.system import path_in_front_of
+from lab.options import as_dict
 from lab.records.record import Marker, Record
 from lab.records.store import RecordStore
 
@@ -31,7 +34,8 @@ def record_from_result(result: LoadResult, *, server_config: Any = None, name: s
     samples = result.measured_samples()
     return Record.create(
         samples=samples, load_spec=result.spec_dict(),
-        server_config=server_config, name=name, notes=notes, tags=tags,
+        server_config=_with_network_path(server_config, result.spec.target.host),
+        name=name, notes=notes, tags=tags,
         event_loop=GENERATOR_EVENT_LOOP, started_at=dt.datetime.fromisoformat(result.started_at),
         outcome=result.outcome, markers=[Marker.at(at_ns, label, samples) for at_ns, label in changes])
 
@@ -42,3 +46,17 @@ def save_result(result: LoadResult, *, server_config: Any = None, name: str = "r
     record = record_from_result(result, server_config=server_config, name=name, **details)
     (store or RecordStore()).save(record)
     return record
+
+
+def _with_network_path(server_config: Any, host: str) -> Any:
+    """The server's settings with the emulated path in front of it, when the run went through
+    one: a 40 ms round trip changes every figure, so a record must say so whoever made it (a
+    panel knows its server's path; ``bench`` learns it from the path's device)."""
+    path = path_in_front_of(host)
+    if path is None:
+        return server_config
+    if server_config is None:
+        return {"network_path": path}
+    settings = dict(as_dict(server_config) if is_dataclass(server_config) else server_config)
+    settings.setdefault("network_path", path)
+    return settings
