@@ -435,3 +435,26 @@ def test_bench_save_behind_a_path_records_the_path_it_ran_through(tmp_path: File
     assert records["after-update"].server_config == {"network_path": str(Path.parse("delay=2ms loss=1%"))}
     assert path_in_front_of(server.url.split("//")[1].split(":")[0]) is None  # gone with the path
     assert path_in_front_of("127.0.0.1") is None
+
+
+@needs_privilege
+def test_a_sweep_behind_a_path_runs_every_setting_over_the_round_trip(tmp_path: FilePath) -> None:
+    store = lab.RecordStore(tmp_path / "data")
+    before = set(lab_namespaces())
+    result = lab.sweep("/fast", knobs={"nodelay": ["true", "false"]}, fixed={"split_writes": True},
+                       rounds=3, duration_seconds=0.3, connections=1, network_path="delay=5ms",
+                       store=store)
+    assert result.to_json_dict()["network_path"] == str(Path.parse("delay=5ms"))
+    records = [store.load(run.record_id) for run in result.runs]
+    assert {record.server_config["network_path"] for record in records} == {str(Path.parse("delay=5ms"))}
+    # Every run crossed the 10 ms round trip: even the fastest answer took a whole one.
+    assert min(run.summary.latency.min for run in result.runs) >= 9.5
+    assert set(lab_namespaces()) <= before  # the sweep's paths are gone with its servers
+
+
+def test_a_sweep_that_cannot_build_its_path_says_so_before_any_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lab.experiments.sweeps as sweeps
+
+    monkeypatch.setattr(sweeps, "missing_privilege", lambda: "needs root or CAP_NET_ADMIN (test)")
+    with pytest.raises(ConfigError, match=r"emulate: cannot build an emulated network path: needs root"):
+        sweeps.sweep("/fast", knobs={"nodelay": ["true", "false"]}, network_path="delay=5ms")

@@ -101,6 +101,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         f"(repeatable) [default: {', '.join(DEFAULT_METRICS)}]")
     parser.add_argument("--noise-band", dest="noise_band", type=_share, default=DEFAULT_NOISE_BAND,
                         metavar="SHARE", help="ratios within 1 ± this are noise [default: 5%%]")
+    parser.add_argument("--emulate", default=None, metavar="PATH",
+                        help="run the server behind an emulated network path for every run, e.g. "
+                             "'delay=20ms loss=0.5%%' (needs root or CAP_NET_ADMIN; see serve --emulate)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the round order [default: random]")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="FILE", default=None,
@@ -145,7 +148,7 @@ def run(arguments: argparse.Namespace) -> int:
                    warmup_seconds=arguments.warmup_seconds, connections=arguments.connections,
                    rate=arguments.rate, stages=arguments.stages, seed=arguments.seed,
                    metrics=tuple(arguments.metric or DEFAULT_METRICS),
-                   noise_band=arguments.noise_band, store=store,
+                   noise_band=arguments.noise_band, network_path=arguments.emulate, store=store,
                    on_progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     if arguments.plot is not None:
         from lab.records.plots import save_figure
@@ -163,6 +166,8 @@ def describe(result: SweepResult) -> str:
     lines = [f"sweep {result.sweep_id}: {plan.rounds} rounds of {len(plan.settings)} settings, "
              f"{plan.duration_seconds:g} s each, seed {plan.seed}",
              f"baseline: {label(plan.settings[0])}"]
+    if plan.network_path is not None:
+        lines.append(f"behind an emulated path: {plan.network_path} (RTT {plan.network_path.rtt_ms:g} ms)")
     for effect in result.effects:
         lines.append(printable(
             f"  {label(effect.setting)}  {effect.metric}: ×{effect.ratio:.3g} "

@@ -21,6 +21,8 @@ How a sweep runs, and why:
 - Every run is a record of its own, tagged with the sweep, its setting and its round, so
   ``runs`` lists them and ``compare`` puts any of them side by side.
 - The first setting (every knob at its first value) is the baseline of every ratio.
+- With ``network_path`` (``--emulate``) the server runs behind an emulated path (lab/netpath)
+  for every run: a knob's effect over a real round trip, which loopback cannot show.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from lab.http.config import ServerConfig
 from lab.loadgen import run_load
 from lab.measure.stats import PERCENTILES
 from lab.measure.summary import RunSummary
+from lab.netpath import Path, missing_privilege
 from lab.options import knobs, parse_value
 from lab.peers.pinning import server_and_load_cores
 from lab.records.experiment import record_from_result
@@ -112,13 +115,14 @@ class SweepPlan:
     seed: int
     metrics: tuple[str, ...]
     noise_band: float
+    network_path: Path | None = None  # the server behind an emulated path (lab/netpath)
 
     @classmethod
     def create(cls, path: str, *, knobs: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None,
                rounds: int, duration_seconds: float, warmup_seconds: float | None,
                connections: int, rate: float | None, stages: Sequence[str], seed: int | None,
                metrics: Sequence[str],
-               noise_band: float) -> SweepPlan:
+               noise_band: float, network_path: Path | str | None = None) -> SweepPlan:
         if not knobs:
             raise ConfigError("knob", "give at least one knob to sweep, e.g. nodelay=true,false")
         swept = {name: tuple(knob_value("knob", name, value) for value in values)
@@ -140,7 +144,10 @@ class SweepPlan:
             raise ConfigError("noise_band", f"{noise_band!r} is out of range; allowed: 0 to 1 (0.05 = ±5 %)")
         if not path.startswith("/"):
             raise ConfigError("path", f"{path!r} must start with '/'")
-        plan = cls(path=path, knobs=swept, fixed=settled, rounds=rounds,
+        emulated = Path.coerce(network_path)
+        if emulated is not None and (missing := missing_privilege()) is not None:
+            raise ConfigError("emulate", f"cannot build an emulated network path: {missing}")
+        plan = cls(path=path, knobs=swept, fixed=settled, rounds=rounds, network_path=emulated,
                    duration_seconds=duration_seconds,
                    warmup_seconds=_warmup(warmup_seconds, stages), connections=connections,
                    rate=rate, stages=tuple(stages),
@@ -250,6 +257,7 @@ class SweepResult:
             "stages": list(plan.stages),
             "seed": plan.seed, "order": self.orders, "noise_band": plan.noise_band,
             "restart_per_run": plan.restarts, "cores": self.cores, "saved": self.saved,
+            "network_path": None if plan.network_path is None else str(plan.network_path),
             "effects": [effect.as_dict() for effect in self.effects],
             "runs": [run.as_dict() for run in self.runs],
         }
@@ -283,7 +291,8 @@ class _Server:
             self.handle.reconfigure(**setting)  # the fixed knobs never change
             return self.handle
         self.stop()
-        self.handle = start_server(self.plan.server_config(setting), isolation="process")
+        self.handle = start_server(self.plan.server_config(setting), isolation="process",
+                                   path=self.plan.network_path)
         cores = self.cores
         if cores is not None:
             for pid in self.handle.pids:
@@ -370,15 +379,16 @@ def sweep(path: str = "/fast", *, knobs: Mapping[str, Sequence[Any]],
           warmup_seconds: float | None = None, connections: int = 10,
           rate: float | None = None, stages: Sequence[str] = (), seed: int | None = None,
           metrics: Sequence[str] = DEFAULT_METRICS, noise_band: float = DEFAULT_NOISE_BAND,
+          network_path: Path | str | None = None,
           store: RecordStore | None = None, on_progress: Progress | None = None) -> SweepResult:
     """Sweep server knobs: ``knobs={"nodelay": [True, False]}`` (values may be CLI text, "64KiB").
 
-    Every run is saved in ``store`` when one is given. See the module's docstring for the design.
+    Every run is saved in ``store`` when one is given. ``network_path`` (``"delay=20ms"``) puts
+    the server behind an emulated path (root or CAP_NET_ADMIN). See the module's docstring.
     """
     plan = SweepPlan.create(path, knobs=knobs, fixed=fixed, rounds=rounds,
                             duration_seconds=duration_seconds, warmup_seconds=warmup_seconds,
                             connections=connections, rate=rate, stages=stages, seed=seed,
-                            metrics=metrics,
-                            noise_band=noise_band)
+                            metrics=metrics, noise_band=noise_band, network_path=network_path)
     return run_sweep(plan, store=store, on_progress=on_progress)
 
