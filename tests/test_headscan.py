@@ -34,14 +34,17 @@ def _ascii(text: str) -> bytes:
 
 
 # The parts of a plain head, as a client would send them ...
-PLAIN_NAMES = (b"Host", b"host", b"X-Id", b"Accept", b"User-Agent", b"Cookie", b"Te", b"X-Upgrade")
+PLAIN_NAMES = (b"Host", b"host", b"X-Id", b"Accept", b"User-Agent", b"Cookie", b"Te", b"X-Upgrade",
+               b"Connection")  # with a plain value, a Connection header is a near miss
 plain_methods = st.sampled_from((b"GET", b"HEAD"))
 plain_targets = st.text(alphabet=string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:@/?",
                         max_size=20).map(lambda text: b"/" + _ascii(text))
 plain_names = st.one_of(st.sampled_from(PLAIN_NAMES),
                         st.text(alphabet=TCHARS, min_size=1, max_size=10).map(_ascii))
-plain_values = st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " \t",
-                       min_size=1, max_size=16).map(lambda text: _ascii(text.strip(" \t") or "v"))
+plain_values = st.one_of(
+    st.sampled_from((b"keep-alive", b"Keep-Alive", b"close", b"upgrade")),
+    st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " \t",
+            min_size=1, max_size=16).map(lambda text: _ascii(text.strip(" \t") or "v")))
 plain_separators = st.sampled_from((b": ", b":"))
 # ... and what a near miss puts in one of their places.
 ODD_PARTS = {
@@ -124,7 +127,7 @@ def test_a_plain_head_is_parsed_in_one_call() -> None:
 @pytest.mark.parametrize("head", [
     b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",  # a body, however empty
     b"GET /fast HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-    b"GET /fast HTTP/1.1\r\nHost: t\r\nconnection: keep-alive\r\n\r\n",
+    b"GET /fast HTTP/1.1\r\nHost: t\r\nconnection: keep-alive, Upgrade\r\n\r\n",
     b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\r\n",
     b"GET /fast HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n",
     b"GET /fast HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -139,6 +142,12 @@ def test_a_plain_head_is_parsed_in_one_call() -> None:
 ])
 def test_heads_outside_the_plain_subset_are_left_to_llhttp(head: bytes) -> None:
     assert scan_head(head, 0, len(head), LIMIT) is None
+
+
+def test_connection_keep_alive_is_http_11s_default_said_aloud() -> None:
+    head = b"GET /fast HTTP/1.1\r\nHost: t\r\nConnection: Keep-Alive\r\n\r\n"
+    assert scan_head(head, 0, len(head), LIMIT) == (
+        len(head), "GET", "/fast", "", [(b"Host", b"t"), (b"Connection", b"Keep-Alive")])
 
 
 def test_a_head_over_the_limit_is_left_to_llhttp() -> None:

@@ -9,15 +9,17 @@
  * It is not a second HTTP parser with rules of its own: it accepts only a strict subset of
  * what llhttp accepts, and for that subset gives exactly what llhttp would (tests/
  * test_headscan.py checks both with generated heads). Anything outside the subset -- another
- * method, a body, a Connection, Upgrade or Expect header, an incomplete head, a character it
- * is not sure of -- it leaves unparsed (returns None), and the connection feeds those bytes to
- * llhttp, which answers them as it always did, errors included. So a request is never
+ * method, a body, a Connection header other than keep-alive, an Upgrade or Expect header, an
+ * incomplete head, a character it is not sure of -- it leaves unparsed (returns None), and the
+ * connection feeds those bytes to llhttp, which answers them as it always did, errors
+ * included. So a request is never
  * answered differently for being scanned here; it is only answered with fewer calls.
  *
  * The subset: "GET" or "HEAD", an origin-form target of RFC 3986 characters, "HTTP/1.1",
  * headers "name: value" with a token name and a value of visible ASCII (inner spaces and
- * tabs allowed, none at either end), exactly one Host, CRLF line ends, the whole head no
- * longer than the server's header limit.
+ * tabs allowed, none at either end), exactly one Host, no Connection header but
+ * "Connection: keep-alive", CRLF line ends, the whole head no longer than the server's header
+ * limit.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -73,8 +75,11 @@ static int name_is(const unsigned char *name, Py_ssize_t length, const char *low
 #define NAME_IS(name, length, literal) name_is(name, length, literal, (Py_ssize_t)sizeof(literal) - 1)
 
 /* Header fields whose presence sends the head to llhttp: they frame a body, end or upgrade
- * the connection, or ask for an interim answer, and the connection handles them there. */
-static int needs_llhttp(const unsigned char *name, Py_ssize_t length)
+ * the connection, or ask for an interim answer, and the connection handles them there. The
+ * one exception is "Connection: keep-alive", HTTP/1.1's default said aloud (browsers and many
+ * client libraries send it): it changes nothing llhttp would report. */
+static int needs_llhttp(const unsigned char *name, Py_ssize_t length,
+                        const unsigned char *value, Py_ssize_t value_length)
 {
     switch (length) {
     case 6:
@@ -82,7 +87,7 @@ static int needs_llhttp(const unsigned char *name, Py_ssize_t length)
     case 7:
         return NAME_IS(name, length, "upgrade");
     case 10:
-        return NAME_IS(name, length, "connection");
+        return NAME_IS(name, length, "connection") && !NAME_IS(value, value_length, "keep-alive");
     case 14:
         return NAME_IS(name, length, "content-length");
     case 17:
@@ -155,7 +160,7 @@ static Py_ssize_t parse_head(const unsigned char *buffer, Py_ssize_t start, Py_s
             return -1;
         if (value[0] == ' ' || value[0] == '\t' || p[-1] == ' ' || p[-1] == '\t')
             return -1;  /* llhttp's handling of outer whitespace is its own business */
-        if (needs_llhttp(name, name_length))
+        if (needs_llhttp(name, name_length, value, p - value))
             return -1;
         if (NAME_IS(name, name_length, "host"))
             hosts++;
