@@ -126,7 +126,8 @@ function draw(canvas, model) {
     g.fillText(`${Number(t.toFixed(1))} s`, x(t), HEIGHT - MARGIN.bottom + 6);
   }
 
-  // Markers: a dashed line through both plots, the label written along it.
+  // Markers: a dashed line through both plots, the label written along it on a pale box, so
+  // a trace running under the label does not make it unreadable.
   for (const m of markers) {
     if (m.t_s < x0 || m.t_s > x1) continue;
     const xx = x(m.t_s);
@@ -137,9 +138,11 @@ function draw(canvas, model) {
     g.save();
     g.translate(xx + 4, MARGIN.top + 2);
     g.rotate(Math.PI / 2);
-    g.fillStyle = COLOURS.marker;
     g.textAlign = "left";
     g.textBaseline = "bottom";
+    g.fillStyle = "rgba(255, 255, 255, 0.85)";
+    g.fillRect(-2, -13, g.measureText(m.label).width + 4, 14);
+    g.fillStyle = COLOURS.marker;
     g.fillText(m.label, 0, 0);
     g.restore();
   }
