@@ -367,9 +367,7 @@ def run_load(spec: LoadSpec, *, calibrate: bool = False,
     if cluster is not None:
         if calibrate:
             raise ConfigError("--calibrate", "is not available with --cluster")
-        from lab.engine.cluster import run_on_cluster
-
-        return run_on_cluster(spec, cluster)
+        return _run_on_cluster(spec, cluster, on_progress)
     run = LoadRun(spec, calibrate=calibrate)
     give_up = time.monotonic() + run.longest_seconds()
     try:
@@ -388,3 +386,21 @@ def run_load(spec: LoadSpec, *, calibrate: bool = False,
         run.terminate()
         raise
 
+
+
+def _run_on_cluster(spec: LoadSpec, cluster: Any,
+                    on_progress: Callable[[LoadProgress], None] | None) -> LoadResult:
+    """run_load on Dask: the workers' counts come as the same LoadProgress a local run gives."""
+    from lab.engine.cluster import ClusterProgress, run_on_cluster
+
+    planned = spec.warmup_seconds + spec.duration_seconds
+
+    def tell(progress: ClusterProgress) -> None:
+        assert on_progress is not None
+        elapsed = progress.elapsed_s
+        left = max(planned - elapsed, 0.0)
+        on_progress(LoadProgress("running" if left > 0 else "draining", progress.requests,
+                                 progress.errors, elapsed,
+                                 progress.requests / elapsed if elapsed > 0 else 0.0, left))
+
+    return run_on_cluster(spec, cluster, on_progress=None if on_progress is None else tell)

@@ -16,6 +16,7 @@ import pytest
 
 import lab
 from lab.engine.cluster import run_on_cluster
+from lab.loadgen import LoadProgress
 
 distributed = pytest.importorskip("distributed")
 
@@ -48,6 +49,18 @@ def test_the_open_loop_rate_is_split_between_workers_not_multiplied(server_url: 
                               "-c", "4", "-d", "3", "--json")
     assert code == 0 and document is not None
     assert 6000 * 0.95 <= document["requests"] <= 6000 * 1.05
+
+
+def test_progress_comes_from_every_worker_while_the_run_lasts(server_url: str) -> None:
+    heard: list[LoadProgress] = []
+    result = lab.run_load(lab.LoadSpec(url=server_url + "/fast", mode="open", rate=1000, connections=4,
+                                       duration_seconds=3), cluster="local:2", on_progress=heard.append)
+    running = [progress for progress in heard if progress.phase == "running"]
+    assert len(running) >= 3, heard  # about every 0.5 s of a 3 s run
+    counts = [progress.requests for progress in running]
+    assert counts == sorted(counts) and counts[-1] > counts[0] > 0, counts
+    assert counts[-1] <= result.requests  # a count so far, never more than the run's total
+    assert any(500 <= progress.rps <= 1500 for progress in running[1:]), running
 
 
 def test_a_killed_worker_gives_a_result_and_a_worker_lost_error(server_url: str) -> None:

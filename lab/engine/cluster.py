@@ -29,18 +29,20 @@ import logging
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lab.engine.core import make_engine
+from lab.engine.core import Engine, make_engine
 from lab.engine.result import LoadResult, wall_clock
 from lab.engine.spec import LoadSpec
 from lab.engine.worker import plan_for
 from lab.errors import ConfigError, LoadError
 from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind, empty, merge
+from lab.units import NS_PER_S
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -51,6 +53,7 @@ CLOCK_PROBES = 5
 SCHEDULER_TIMEOUT_SECONDS = 5.0
 GATHER_POLL_SECONDS = 0.1
 READY_POLL_SECONDS = 0.02
+PROGRESS_SECONDS = 0.5  # how often each worker reports its counts
 TIME_COLUMNS = ("intended_ns", "sent_ns", "first_byte_ns", "done_ns")
 
 
@@ -96,18 +99,22 @@ def connect(cluster: str | Client) -> tuple[Client, Any]:
         raise ConfigError("--cluster", f"cannot reach the Dask scheduler at {cluster}: {error}") from None
 
 
-def run_on_cluster(spec: LoadSpec, cluster: str | Client) -> LoadResult:
-    """Run ``spec`` split across the cluster's workers; the result merges every sample."""
+def run_on_cluster(spec: LoadSpec, cluster: str | Client, *,
+                   on_progress: Callable[[ClusterProgress], None] | None = None) -> LoadResult:
+    """Run ``spec`` split across the cluster's workers; the result merges every sample.
+
+    ``on_progress`` hears the workers' counts summed, about every ``PROGRESS_SECONDS``."""
     client, local = connect(cluster)
     try:
-        return _run(spec, client)
+        return _run(spec, client, on_progress)
     finally:
         if local is not None:
             client.close()
             local.close()
 
 
-def _run(spec: LoadSpec, client: Client) -> LoadResult:
+def _run(spec: LoadSpec, client: Client,
+         on_progress: Callable[[ClusterProgress], None] | None) -> LoadResult:
     from distributed import Event, Queue
 
     addresses = sorted(client.scheduler_info()["workers"])
@@ -127,7 +134,9 @@ def _run(spec: LoadSpec, client: Client) -> LoadResult:
     _await_ready(ready, len(segments), futures)
     start_ns = perf_counter_ns() + START_MARGIN_NS
     start.set()
-    outcomes = _gather(client, futures, segments, spec)
+    tally = _Tally(Queue(f"{name}-progress", client=client), len(segments), time.monotonic(),
+                   on_progress)
+    outcomes = _gather(client, futures, segments, spec, tally)
     return _merge(shared, segments, outcomes, start_ns, str(client.scheduler_info()["address"]))
 
 
@@ -160,8 +169,37 @@ def _await_ready(ready: Any, count: int, futures: list[Any]) -> None:
         time.sleep(READY_POLL_SECONDS)
 
 
+@dataclass(frozen=True)
+class ClusterProgress:
+    """The workers' counts so far, summed: requests completed (warm-up included) and failed."""
+
+    requests: int
+    errors: int
+    elapsed_s: float
+    workers_heard: int  # of the cluster's workers, how many have reported yet
+
+
+class _Tally:
+    """The latest counts each worker put on the run's progress queue, summed for the caller."""
+
+    def __init__(self, queue: Any, workers: int, began: float,
+                 on_progress: Callable[[ClusterProgress], None] | None) -> None:
+        self.queue, self.workers, self.began, self.on_progress = queue, workers, began, on_progress
+        self.latest: dict[int, tuple[int, int]] = {}
+
+    def poll(self) -> None:
+        if self.on_progress is None or self.queue.qsize() == 0:
+            return
+        for index, requests, errors in self.queue.get(batch=True):
+            self.latest[index] = (requests, errors)
+        self.on_progress(ClusterProgress(
+            requests=sum(requests for requests, _ in self.latest.values()),
+            errors=sum(errors for _, errors in self.latest.values()),
+            elapsed_s=time.monotonic() - self.began, workers_heard=len(self.latest)))
+
+
 def _gather(client: Client, futures: list[Any], segments: list[Segment],
-            spec: LoadSpec) -> list[dict[str, Any] | None]:
+            spec: LoadSpec, tally: _Tally) -> list[dict[str, Any] | None]:
     """Each worker's outcome, or None for a worker that failed or left the cluster.
 
     Polled rather than awaited: a task pinned to a worker that died would wait for that
@@ -182,6 +220,7 @@ def _gather(client: Client, futures: list[Any], segments: list[Segment],
                 continue
             pending.discard(index)
         if pending:
+            tally.poll()
             time.sleep(GATHER_POLL_SECONDS)
     for index in pending:
         futures[index].cancel()
@@ -202,7 +241,17 @@ def run_segment(spec: LoadSpec, index: int, name: str) -> dict[str, Any]:
         # The wait blocks; run it off the loop so that open connections are still served.
         await loop.run_in_executor(None, Event(f"{name}-start").wait)
         start_ns = perf_counter_ns() + START_MARGIN_NS
-        await engine.run(start_ns)
+        progress, last_report = Queue(f"{name}-progress"), [0]
+
+        def report(running: Engine) -> None:
+            # A put is a round trip to the scheduler: made off the loop, so that it never
+            # holds up a send or a receive, and only every PROGRESS_SECONDS.
+            now = perf_counter_ns()
+            if now - last_report[0] >= PROGRESS_SECONDS * NS_PER_S:
+                last_report[0] = now
+                loop.run_in_executor(None, progress.put, (index, running.recorder.count, running.errors))
+
+        await engine.run(start_ns, on_housekeeping=report)
         return start_ns
 
     start_ns = uvloop.run(run())
