@@ -198,3 +198,36 @@ def test_a_connection_answers_the_same_with_the_scanner_or_without(
     scanned = answers(loop, reads, read_buffer_bytes=read_buffer)
     with mock.patch.object(connection_module, "scan_head", None):
         assert answers(loop, reads, read_buffer_bytes=read_buffer) == scanned
+
+
+def test_a_knob_change_while_a_read_is_answered_does_not_lose_the_rest_of_that_read(loop) -> None:
+    # A handler that changes the read buffer (as a reconfigure may) gets a new buffer made for
+    # the next read; the rest of this read -- here a POST, parsed by llhttp -- is still where
+    # it was read, and must be answered from there.
+    import dataclasses
+
+    from lab.http.config import ServerConfig
+    from lab.http.connection import HttpConnection
+    from lab.http.core import ServerState, Settings
+    from lab.http.demo_routes import demo_router
+    from lab.http.messages import Response
+    from tests.test_http_connection_properties import ECHO, RecordingTransport
+
+    router = demo_router()
+    state = ServerState(ServerConfig(), router, loop)
+
+    def grow(request: Any) -> Response:
+        bigger = dataclasses.replace(Settings.from_config(ServerConfig()), read_buffer_bytes=8192)
+        request.connection.apply_settings(bigger)
+        return Response.text("grown\n")
+
+    router.add("GET", "/grow", grow)
+    connection = HttpConnection(state)
+    transport = RecordingTransport()
+    connection.connection_made(transport)
+    data = b"GET /grow HTTP/1.1\r\nHost: t\r\n\r\n" + ECHO
+    connection.get_buffer(len(data))[:len(data)] = data
+    connection.buffer_updated(len(data))
+    written = bytes(transport.written)
+    assert written.count(b"HTTP/1.1 200 OK") == 2, written
+    assert written.endswith(b"hello world")

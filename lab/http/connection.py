@@ -342,13 +342,15 @@ class HttpConnection(asyncio.BufferedProtocol):
         if self.closing or self._parse_stopped:
             return  # answered "close", or rejected: what follows is read only to be dropped
         self._read_size = nbytes
-        offset = 0
+        # This read's bytes stay where they are even if a knob change made a new buffer for
+        # the next read while they were being answered.
+        buffer, view, offset = self._buffer, self._view, 0
         if scan_head is not None and not self._in_message:
-            offset = self._answer_plain_heads(scan_head, nbytes)
+            offset = self._answer_plain_heads(scan_head, buffer, nbytes)
             if offset == nbytes or self.closing or self._parse_stopped:
                 return
         try:
-            self.parser.feed_data(self._view[offset:nbytes])
+            self.parser.feed_data(view[offset:nbytes])
         except httptools.HttpParserUpgrade as upgrade:
             # The request asked to switch protocols (Upgrade, or CONNECT). On a WebSocket
             # route it was handed over already, and what follows it in this read is the
@@ -357,7 +359,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._parse_stopped = True
             websocket = self._websocket
             if websocket is not None and websocket.transport is not None:
-                early = bytes(self._view[offset + upgrade.args[0]:nbytes])
+                early = bytes(view[offset + upgrade.args[0]:nbytes])
                 if early:
                     websocket.receive(early)
             return
@@ -372,13 +374,13 @@ class HttpConnection(asyncio.BufferedProtocol):
         if self._in_headers:
             self._count_head_bytes(nbytes)
 
-    def _answer_plain_heads(self, scan: ScanHead, nbytes: int) -> int:
+    def _answer_plain_heads(self, scan: ScanHead, buffer: bytearray, nbytes: int) -> int:
         """Answer the plain heads at the start of this read (see _headscan.c); return where
         the first one that is not plain begins, which llhttp parses from there on.
 
         Only between messages: a head llhttp has begun stays llhttp's to the end.
         """
-        buffer, limit, offset = self._buffer, self.settings.max_header_bytes, 0
+        limit, offset = self.settings.max_header_bytes, 0
         while offset < nbytes:
             head = scan(buffer, offset, nbytes, limit)
             if head is None:
