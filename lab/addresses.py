@@ -4,7 +4,8 @@ A host counts as loopback when every address it resolves to is in 127.0.0.0/8 or
 ``localhost`` passes and a name that points elsewhere does not. The server end of one of the
 lab's own emulated network paths (lab/netpath) counts too, but only while that path is up: an
 address in the lab's range (198.19.0.0/16) to which this namespace routes through a device the
-lab made. Anything else in that range is as remote as any other address.
+lab made. Anything else in that range is as remote as any other address. The path's settings
+are written on that device (its alias), so a record can say which path a run went through.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
+from pathlib import Path
 
 from lab.errors import ConfigError
 
@@ -21,6 +23,7 @@ OPT_IN = "pass allow_remote=True (--allow-remote) for a target you own"
 EMULATED_NETWORK = ipaddress.IPv4Network("198.19.0.0/16")
 EMULATED_DEVICE_PREFIX = "labp"
 _ROUTES = "/proc/net/route"
+_NET_DEVICES = Path("/sys/class/net")
 _RTF_UP, _RTF_HOST = 0x1, 0x4
 
 
@@ -68,6 +71,20 @@ def emulated_path_device(host: str) -> str | None:
                 and row[7] == "FFFFFFFF"):
             return row[0]
     return None
+
+
+def path_in_front_of(host: str) -> str | None:
+    """The settings of the emulated path that leads to ``host`` (``delay=20ms ...``), as the
+    path wrote them into its device's alias; None when ``host`` is not the far end of a lab
+    path that is up."""
+    device = emulated_path_device(host)
+    if device is None:
+        return None
+    try:
+        text = (_NET_DEVICES / device / "ifalias").read_text().strip()
+    except OSError:
+        return None
+    return text or None
 
 
 def require_loopback(host: str, *, allow_remote: bool = False, option: str = "url",

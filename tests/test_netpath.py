@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import lab
-from lab.addresses import is_emulated_path
+from lab.addresses import is_emulated_path, path_in_front_of
 from lab.errors import ConfigError
 from lab.measure.samples import MISSING
 from lab.netpath import Path, missing_privilege, start_path
@@ -37,7 +37,6 @@ from lab.netpath.system import (
     client_device,
     lab_devices,
     lab_namespaces,
-    path_in_front_of,
 )
 
 REASON = missing_privilege()

@@ -23,13 +23,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path as FilePath
 
-from lab.addresses import EMULATED_DEVICE_PREFIX, EMULATED_NETWORK, emulated_path_device
+from lab.addresses import EMULATED_DEVICE_PREFIX, EMULATED_NETWORK
 from lab.errors import PathError
 
 NAMESPACE_PREFIX = "labnp-"
 NETNS_DIR = FilePath("/run/netns")
 TUN_DEVICE = FilePath("/dev/net/tun")
-NET_DEVICES = FilePath("/sys/class/net")
 LOCK_FILE = FilePath("/run/lab-netpath.lock")
 SLOTS = 256
 CAP_NET_ADMIN = 12
@@ -133,23 +132,11 @@ def ip(*arguments: str, namespace: str | None = None) -> None:
 def label_device(device: str, text: str) -> None:
     """Write ``text`` into the device's alias (IFLA_IFALIAS, at most 255 bytes).
 
-    The path's settings live on its client device: any process can read them there (a
-    generator that only knows the address it sends to), and they go when the device goes.
+    The path's settings live on its client device: any process can read them there
+    (``lab.addresses.path_in_front_of``: a record of a run that only knows the address it sent
+    to), and they go when the device goes.
     """
     ip("link", "set", "dev", device, "alias", text)
-
-
-def path_in_front_of(host: str) -> str | None:
-    """The settings of the emulated path that leads to ``host`` (``delay=20ms ...``), or None
-    when ``host`` is not the far end of a lab path that is up."""
-    device = emulated_path_device(host)
-    if device is None:
-        return None
-    try:
-        text = (NET_DEVICES / device / "ifalias").read_text().strip()
-    except OSError:
-        return None
-    return text or None
 
 
 def add_namespace(name: str) -> None:

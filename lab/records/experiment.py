@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import is_dataclass
 from typing import Any
 
+from lab.addresses import path_in_front_of
 from lab.engine.result import LoadResult
-from lab.netpath.system import path_in_front_of
 from lab.options import as_dict
 from lab.records.record import Marker, Record
 from lab.records.store import RecordStore
