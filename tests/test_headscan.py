@@ -231,3 +231,47 @@ def test_a_knob_change_while_a_read_is_answered_does_not_lose_the_rest_of_that_r
     written = bytes(transport.written)
     assert written.count(b"HTTP/1.1 200 OK") == 2, written
     assert written.endswith(b"hello world")
+
+
+@pytest.fixture(scope="module")
+def process_server() -> Any:
+    from lab.server import start_server
+
+    with start_server(isolation="process") as handle:
+        yield handle
+
+
+@settings(max_examples=3, deadline=None)
+@given(batch=st.lists(heads(), min_size=100, max_size=100))
+def test_a_server_fed_generated_heads_over_sockets_keeps_answering(process_server: Any,
+                                                                   batch: list[bytes]) -> None:
+    # The hostile client's view of the scanner: a hundred connections at once, each sending a
+    # generated head (plain or a near miss) and a /fast behind it, over real sockets, to a
+    # server in a process of its own (a crash in C would end that process).
+    import socket
+
+    from rawhttp import Reader, connect
+
+    sockets = [connect(process_server.port, timeout=5) for _ in batch]
+    try:
+        for sock, head in zip(sockets, batch, strict=True):
+            sock.sendall(head + FAST)
+        for sock in sockets:
+            sock.shutdown(socket.SHUT_WR)
+    finally:
+        for sock in sockets:
+            sock.close()
+    with connect(process_server.port) as probe:
+        probe.sendall(FAST)
+        assert Reader(probe).response().status == 200
+    assert all(pid_alive(pid) for pid in process_server.pids)
+
+
+def pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
