@@ -62,15 +62,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from time import perf_counter_ns
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
 from lab.engine.calibration import DEFAULT_REQUESTS, Calibration, start_calibration
 from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger
+from lab.engine.progress import LoadProgress
 from lab.engine.result import LoadResult, wall_clock
 from lab.engine.spec import LoadSpec
 from lab.engine.worker import SharedBoard, WorkerReport, process_context, start_workers
@@ -79,28 +79,14 @@ from lab.measure.frames import Frame
 from lab.measure.samples import SAMPLE_DTYPE, merge
 from lab.units import NS_PER_S
 
+if TYPE_CHECKING:
+    from lab.engine.cluster import ClusterRun  # imported only when a cluster is asked for
+
 __all__ = ["LoadProgress", "LoadResult", "LoadRun", "LoadSpec", "run_load", "start_load"]
 
 JOIN_SECONDS = 10.0
 STARTUP_ALLOWANCE_SECONDS = 60.0  # process start, calibration, connecting
 STOP_WAIT_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class LoadProgress:
-    """Where a run is. While it runs: counts so far, warm-up included; once "done": the
-    figures of the run's summary (measured requests, failed ones, rps, duration)."""
-
-    phase: str  # "calibrating", "starting", "running", "draining" or "done"
-    requests: int  # completed so far (warm-up included), errors included
-    errors: int  # failed requests (while running: bad statuses not included)
-    elapsed_s: float
-    rps: float  # requests per second so far
-    seconds_left: float  # until the planned end (0 once draining)
-
-    def __str__(self) -> str:
-        return (f"{self.phase}: {self.requests} requests ({self.errors} errors), "
-                f"{self.rps:,.0f} req/s, {self.seconds_left:.1f} s left")
 
 
 class LoadRun:
@@ -346,12 +332,33 @@ class LoadRun:
             calibration=self._calibration, problems=tuple(self._problems))
 
 
+@overload
+def start_load(spec: LoadSpec, *, calibrate: bool = ..., live: bool = ...,
+               live_interval_seconds: float = ..., cluster: None = ...) -> LoadRun: ...
+
+
+@overload
+def start_load(spec: LoadSpec, *, calibrate: bool = ..., live: bool = ...,
+               live_interval_seconds: float = ..., cluster: Any) -> ClusterRun: ...
+
+
 def start_load(spec: LoadSpec, *, calibrate: bool = False, live: bool = False,
-               live_interval_seconds: float = DEFAULT_INTERVAL_SECONDS) -> LoadRun:
-    """Start a run in the background and return at once (for notebooks).
+               live_interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+               cluster: Any = None) -> LoadRun | ClusterRun:
+    """Start a run in the background and return at once (for notebooks): a :class:`LoadRun`,
+    or with ``cluster`` (as for :func:`run_load`) a :class:`~lab.engine.cluster.ClusterRun`
+    that answers the same questions.
 
     ``live``: the workers send a frame per ``live_interval_seconds`` (``run.live_frames()``).
     """
+    if cluster is not None:
+        if calibrate:
+            raise ConfigError("--calibrate", "is not available with --cluster")
+        from lab.engine.cluster import ClusterRun, parse_cluster
+
+        if isinstance(cluster, str):
+            parse_cluster(cluster)  # a bad value is named now, not from the run's thread
+        return ClusterRun(spec, cluster, live=live, live_interval_seconds=live_interval_seconds)
     return LoadRun(spec, calibrate=calibrate, live=live, live_interval_seconds=live_interval_seconds)
 
 
@@ -393,14 +400,8 @@ def _run_on_cluster(spec: LoadSpec, cluster: Any,
     """run_load on Dask: the workers' counts come as the same LoadProgress a local run gives."""
     from lab.engine.cluster import ClusterProgress, run_on_cluster
 
-    planned = spec.warmup_seconds + spec.duration_seconds
-
     def tell(progress: ClusterProgress) -> None:
         assert on_progress is not None
-        elapsed = progress.elapsed_s
-        left = max(planned - elapsed, 0.0)
-        on_progress(LoadProgress("running" if left > 0 else "draining", progress.requests,
-                                 progress.errors, elapsed,
-                                 progress.requests / elapsed if elapsed > 0 else 0.0, left))
+        on_progress(progress.as_load_progress(spec))
 
     return run_on_cluster(spec, cluster, on_progress=None if on_progress is None else tell)

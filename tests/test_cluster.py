@@ -63,6 +63,30 @@ def test_progress_comes_from_every_worker_while_the_run_lasts(server_url: str) -
     assert any(500 <= progress.rps <= 1500 for progress in running[1:]), running
 
 
+def test_a_live_cluster_run_sends_frames_while_it_lasts_and_they_count_every_request(server_url: str) -> None:
+    import asyncio
+
+    spec = lab.LoadSpec(url=server_url + "/fast", mode="open", rate=500, connections=4, duration_seconds=2)
+    run = lab.start_load(spec, live=True, cluster="local:2")
+
+    async def watch() -> tuple[list[Any], int, lab.LoadResult]:
+        frames, while_running = [], 0
+        while not run.done():
+            fresh = run.live_frames()
+            frames += fresh
+            while_running += len(fresh) if run.progress().phase == "running" else 0
+            await asyncio.sleep(0.1)
+        result = await run.wait()
+        frames += run.live_frames()
+        return frames, while_running, result
+
+    frames, while_running, result = asyncio.run(watch())
+    assert while_running >= 5, while_running  # they came during the run, not only at its end
+    assert [frame.index for frame in frames] == list(range(len(frames)))
+    assert sum(frame.requests for frame in frames) == result.requests
+    assert run.live_totals is not None and run.live_totals.requests == result.requests
+
+
 def test_a_killed_worker_gives_a_result_and_a_worker_lost_error(server_url: str) -> None:
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:

@@ -24,23 +24,28 @@ Nothing here is imported unless a cluster is asked for: ``distributed`` is optio
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
+import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from lab.engine.core import Engine, make_engine
+from lab.engine.live import FrameMerger, FrameMeter
+from lab.engine.progress import LoadProgress
 from lab.engine.result import LoadResult, wall_clock
 from lab.engine.spec import LoadSpec
 from lab.engine.worker import plan_for
 from lab.errors import ConfigError, LoadError
+from lab.measure.frames import Frame
 from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind, empty, merge
 from lab.units import NS_PER_S
 
@@ -100,21 +105,23 @@ def connect(cluster: str | Client) -> tuple[Client, Any]:
 
 
 def run_on_cluster(spec: LoadSpec, cluster: str | Client, *,
-                   on_progress: Callable[[ClusterProgress], None] | None = None) -> LoadResult:
+                   on_progress: Callable[[ClusterProgress], None] | None = None,
+                   live: LiveListener | None = None) -> LoadResult:
     """Run ``spec`` split across the cluster's workers; the result merges every sample.
 
-    ``on_progress`` hears the workers' counts summed, about every ``PROGRESS_SECONDS``."""
+    ``on_progress`` hears the workers' counts summed, about every ``PROGRESS_SECONDS``;
+    ``live`` (a :class:`ClusterRun`'s) gets the workers' live frames as they come."""
     client, local = connect(cluster)
     try:
-        return _run(spec, client, on_progress)
+        return _run(spec, client, on_progress, live)
     finally:
         if local is not None:
             client.close()
             local.close()
 
 
-def _run(spec: LoadSpec, client: Client,
-         on_progress: Callable[[ClusterProgress], None] | None) -> LoadResult:
+def _run(spec: LoadSpec, client: Client, on_progress: Callable[[ClusterProgress], None] | None,
+         live: LiveListener | None) -> LoadResult:
     from distributed import Event, Queue
 
     addresses = sorted(client.scheduler_info()["workers"])
@@ -128,15 +135,24 @@ def _run(spec: LoadSpec, client: Client,
     name = f"lab-load-{uuid.uuid4().hex}"
     ready, start = Queue(f"{name}-ready", client=client), Event(f"{name}-start", client=client)
     shared = spec.replace(workers=len(segments))
-    futures = [client.submit(run_segment, shared, segment.index, name, key=f"{name}-{segment.index}",
-                             workers=[segment.address], allow_other_workers=False, pure=False)
+    interval_ns = None if live is None else live.interval_ns
+    futures = [client.submit(run_segment, shared, segment.index, name, interval_ns,
+                             key=f"{name}-{segment.index}", workers=[segment.address],
+                             allow_other_workers=False, pure=False)
                for segment in segments]
     _await_ready(ready, len(segments), futures)
     start_ns = perf_counter_ns() + START_MARGIN_NS
     start.set()
+    if live is not None:
+        live.started(start_ns, len(segments))
     tally = _Tally(Queue(f"{name}-progress", client=client), len(segments), time.monotonic(),
-                   on_progress)
+                   on_progress, live)
     outcomes = _gather(client, futures, segments, spec, tally)
+    tally.poll()  # what the workers put on the queue before they returned
+    if live is not None:
+        for index, outcome in enumerate(outcomes):
+            rest = [] if outcome is None else outcome["frames"]
+            live.finish(index, rest, 0 if outcome is None else outcome["frames_dropped"])
     return _merge(shared, segments, outcomes, start_ns, str(client.scheduler_info()["address"]))
 
 
@@ -178,20 +194,45 @@ class ClusterProgress:
     elapsed_s: float
     workers_heard: int  # of the cluster's workers, how many have reported yet
 
+    def as_load_progress(self, spec: LoadSpec) -> LoadProgress:
+        """The same progress a local run reports, against the run's planned length."""
+        left = max(spec.warmup_seconds + spec.duration_seconds - self.elapsed_s, 0.0)
+        return LoadProgress("running" if left > 0 else "draining", self.requests, self.errors,
+                            self.elapsed_s, self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0,
+                            left)
+
+
+class LiveListener(Protocol):
+    """What takes a cluster run's live frames (lab.engine.live.FrameMerger's side)."""
+
+    interval_ns: int
+
+    def started(self, start_ns: int, workers: int) -> None: ...
+    def add(self, worker: int, data: bytes) -> None: ...
+    def finish(self, worker: int, rest: list[bytes], dropped: int) -> None: ...
+
 
 class _Tally:
-    """The latest counts each worker put on the run's progress queue, summed for the caller."""
+    """What the workers put on the run's queue: their latest counts, summed for the caller,
+    and their live frames, handed to the listener."""
 
     def __init__(self, queue: Any, workers: int, began: float,
-                 on_progress: Callable[[ClusterProgress], None] | None) -> None:
+                 on_progress: Callable[[ClusterProgress], None] | None,
+                 live: LiveListener | None) -> None:
         self.queue, self.workers, self.began, self.on_progress = queue, workers, began, on_progress
+        self.live = live
         self.latest: dict[int, tuple[int, int]] = {}
 
     def poll(self) -> None:
-        if self.on_progress is None or self.queue.qsize() == 0:
+        if (self.on_progress is None and self.live is None) or self.queue.qsize() == 0:
             return
-        for index, requests, errors in self.queue.get(batch=True):
-            self.latest[index] = (requests, errors)
+        for kind, index, *content in self.queue.get(batch=True):
+            if kind == "frame" and self.live is not None:
+                self.live.add(index, content[0])
+            elif kind == "counts":
+                self.latest[index] = (content[0], content[1])
+        if self.on_progress is None:
+            return
         self.on_progress(ClusterProgress(
             requests=sum(requests for requests, _ in self.latest.values()),
             errors=sum(errors for _, errors in self.latest.values()),
@@ -227,12 +268,31 @@ def _gather(client: Client, futures: list[Any], segments: list[Segment],
     return outcomes
 
 
-def run_segment(spec: LoadSpec, index: int, name: str) -> dict[str, Any]:
+class _QueueSender:
+    """A worker's way onto the run's queue: each put is a round trip to the scheduler, so it
+    is made by one thread of its own (in order, and never on the engine's loop)."""
+
+    def __init__(self, queue: Any, index: int) -> None:
+        self.queue, self.index = queue, index
+        self.thread = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def counts(self, requests: int, errors: int) -> None:
+        self.thread.submit(self.queue.put, ("counts", self.index, requests, errors))
+
+    def send_bytes(self, buf: bytes) -> None:  # a FrameSink: the live frames go the same way
+        self.thread.submit(self.queue.put, ("frame", self.index, bytes(buf)))
+
+    def close(self) -> None:
+        self.thread.shutdown(wait=True)  # everything put before the task returns
+
+
+def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | None = None) -> dict[str, Any]:
     """Inside a Dask task: connect, report ready, wait for the common start, run, send back."""
     import uvloop
     from distributed import Event, Queue
 
     engine = make_engine(plan_for(spec, index))
+    meters: list[FrameMeter] = []
 
     async def run() -> int:
         await engine.connect()
@@ -241,23 +301,32 @@ def run_segment(spec: LoadSpec, index: int, name: str) -> dict[str, Any]:
         # The wait blocks; run it off the loop so that open connections are still served.
         await loop.run_in_executor(None, Event(f"{name}-start").wait)
         start_ns = perf_counter_ns() + START_MARGIN_NS
-        progress, last_report = Queue(f"{name}-progress"), [0]
+        last_report = [0]
+        if live_interval_ns is not None:
+            meters.append(FrameMeter(engine.recorder, sender, start_ns=start_ns,
+                                     interval_ns=live_interval_ns))
 
         def report(running: Engine) -> None:
-            # A put is a round trip to the scheduler: made off the loop, so that it never
-            # holds up a send or a receive, and only every PROGRESS_SECONDS.
             now = perf_counter_ns()
+            for meter in meters:
+                meter.look(now)
             if now - last_report[0] >= PROGRESS_SECONDS * NS_PER_S:
                 last_report[0] = now
-                loop.run_in_executor(None, progress.put, (index, running.recorder.count, running.errors))
+                sender.counts(running.recorder.count, running.errors)
 
         await engine.run(start_ns, on_housekeeping=report)
         return start_ns
 
-    start_ns = uvloop.run(run())
+    sender = _QueueSender(Queue(f"{name}-progress"), index)
+    try:
+        start_ns = uvloop.run(run())
+    finally:
+        sender.close()
     samples = engine.recorder.samples(index)
     return {"start_ns": start_ns, "end_ns": engine.end_ns, "abandoned": engine.abandoned,
-            "rows": len(samples), "samples": zlib.compress(samples.tobytes(), 1)}
+            "rows": len(samples), "samples": zlib.compress(samples.tobytes(), 1),
+            "frames": [] if not meters else meters[0].rest(),
+            "frames_dropped": 0 if not meters else meters[0].dropped}
 
 
 def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any] | None],
@@ -301,3 +370,97 @@ def _lost_row(index: int, start_ns: int) -> np.ndarray:
     row["error"] = ErrorKind.WORKER_LOST
     row["worker"] = index
     return row
+
+
+class ClusterRun:
+    """A run on a Dask cluster in the background, with the live API of a local run
+    (``start_load(spec, cluster=..., live=True)``): ``live_frames()``, ``live_totals``,
+    ``progress()``, ``done()``, ``result()`` and ``await run.wait()``.
+
+    The cluster run itself goes on in a thread of this process (it mostly waits on Dask);
+    the frames come from the workers through the run's queue and are merged here by histogram,
+    exactly as a local run's are.
+    """
+
+    def __init__(self, spec: LoadSpec, cluster: str | Client, *, live: bool,
+                 live_interval_seconds: float) -> None:
+        self.spec = spec
+        self.live_interval_s = live_interval_seconds if live else None
+        self.interval_ns = round(live_interval_seconds * NS_PER_S)
+        self.start_ns: int | None = None
+        self._live = live
+        self._merger: FrameMerger | None = None
+        self._lock = threading.Lock()
+        self._progress: ClusterProgress | None = None
+        self._result: LoadResult | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, args=(cluster,), daemon=True,
+                                        name="lab-cluster-run")
+        self._thread.start()
+
+    def _main(self, cluster: str | Client) -> None:
+        try:
+            self._result = run_on_cluster(self.spec, cluster, on_progress=self._heard,
+                                          live=self if self._live else None)
+        except BaseException as error:  # handed to whoever asks for the result
+            self._error = error
+
+    def _heard(self, progress: ClusterProgress) -> None:
+        self._progress = progress
+
+    # --- the LiveListener side (called from the run's thread) ---------------------------
+
+    def started(self, start_ns: int, workers: int) -> None:
+        with self._lock:
+            self._merger = FrameMerger(workers)
+        self.start_ns = start_ns
+
+    def add(self, worker: int, data: bytes) -> None:
+        with self._lock:
+            if self._merger is not None:
+                self._merger.add(worker, data)
+
+    def finish(self, worker: int, rest: list[bytes], dropped: int) -> None:
+        with self._lock:
+            if self._merger is not None:
+                self._merger.finish(worker, rest, dropped)
+
+    # --- what a notebook asks ------------------------------------------------------------
+
+    def live_frames(self) -> list[Frame]:
+        """Merged frames of the intervals every worker has closed, not handed out yet."""
+        with self._lock:
+            return [] if self._merger is None else self._merger.ready()
+
+    @property
+    def live_totals(self) -> Frame | None:
+        with self._lock:
+            return None if self._merger is None else self._merger.totals
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def progress(self) -> LoadProgress:
+        if self.done() and self._result is not None:
+            summary = self._result.summary
+            return LoadProgress("done", summary.requests, summary.error_total, summary.duration_s,
+                                summary.rps, 0.0)
+        heard = self._progress
+        if heard is None:
+            return LoadProgress("starting", 0, 0, 0.0, 0.0,
+                                self.spec.warmup_seconds + self.spec.duration_seconds)
+        return heard.as_load_progress(self.spec)
+
+    def result(self, timeout: float | None = None) -> LoadResult:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("the cluster run has not ended yet")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    async def wait(self, *, interval: float = 0.25) -> LoadResult:
+        while not self.done():
+            await asyncio.sleep(interval)
+        return self.result()

@@ -22,6 +22,7 @@ import fcntl
 import os
 import time
 from multiprocessing.connection import Connection
+from typing import Protocol
 
 import numpy as np
 
@@ -43,10 +44,17 @@ def widen_pipe(channel: Connection) -> None:
         fcntl.fcntl(channel.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
 
 
+class FrameSink(Protocol):
+    """Where a worker's closed frames go: its pipe, or (on Dask) a sender to the run's queue.
+    A sink that has no room raises BlockingIOError, and the frame is counted as dropped."""
+
+    def send_bytes(self, buf: bytes) -> None: ...
+
+
 class FrameMeter:
     """Sums one worker's recorded rows into frames of ``interval_ns`` from ``start_ns``."""
 
-    def __init__(self, recorder: Recorder, channel: Connection | None, *, start_ns: int,
+    def __init__(self, recorder: Recorder, channel: FrameSink | None, *, start_ns: int,
                  interval_ns: int) -> None:
         self.recorder = recorder
         self.channel = channel
@@ -57,7 +65,7 @@ class FrameMeter:
         self.next_index = 0  # the first interval not sent yet
         self.dropped = 0  # frames the pipe had no room for
         self.cpu_ns = 0  # CPU time spent making and sending frames: what the live view costs
-        if channel is not None:
+        if isinstance(channel, Connection):
             widen_pipe(channel)
             os.set_blocking(channel.fileno(), False)
 
