@@ -48,3 +48,14 @@ def test_mean_value_analysis_meets_both_asymptotes() -> None:
     assert 1.0 < interactive_response_ms(11, 1.0, 10.0) < 11.0
     with pytest.raises(ConfigError):
         interactive_response_ms(0, 1.0, 10.0)
+
+
+def test_the_report_says_the_connections_think(server: ServerHandle) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "lab", "bench", f"{server.url}/fast", "-c", "2",
+                           "--think", "20", "-d", "0.5"], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "closed loop, each connection thinking 20 ms on average between requests" in done.stdout

@@ -78,6 +78,8 @@ def _heading(spec: Mapping[str, Any]) -> list[str]:
     workers, connections = spec.get("workers", 1), spec.get("connections", "?")
     rate = spec.get("rate")
     model = f"open loop at {rate:g} req/s" if spec.get("mode") == "open" and rate else "closed loop"
+    if spec.get("think_ms"):
+        model += f", each connection thinking {spec['think_ms']:g} ms on average between requests"
     warmup = spec.get("warmup_seconds") or 0
     return [
         f"Running {spec.get('duration_seconds', 0):g}s test @ {spec.get('url')}"
