@@ -354,12 +354,16 @@ def start_load(spec: LoadSpec, *, calibrate: bool = False, live: bool = False,
     if cluster is not None:
         if calibrate:
             raise ConfigError("--calibrate", "is not available with --cluster")
-        from lab.engine.cluster import ClusterRun, parse_cluster
-
-        if isinstance(cluster, str):
-            parse_cluster(cluster)  # a bad value is named now, not from the run's thread
-        return ClusterRun(spec, cluster, live=live, live_interval_seconds=live_interval_seconds)
+        return _start_on_cluster(spec, cluster, live, live_interval_seconds)
     return LoadRun(spec, calibrate=calibrate, live=live, live_interval_seconds=live_interval_seconds)
+
+
+def _start_on_cluster(spec: LoadSpec, cluster: Any, live: bool, live_interval_seconds: float) -> ClusterRun:
+    from lab.engine.cluster import ClusterRun, parse_cluster
+
+    if isinstance(cluster, str):
+        parse_cluster(cluster)  # a bad value is named now, not from the run's thread
+    return ClusterRun(spec, cluster, live=live, live_interval_seconds=live_interval_seconds)
 
 
 def run_load(spec: LoadSpec, *, calibrate: bool = False,
@@ -374,7 +378,7 @@ def run_load(spec: LoadSpec, *, calibrate: bool = False,
     if cluster is not None:
         if calibrate:
             raise ConfigError("--calibrate", "is not available with --cluster")
-        return _run_on_cluster(spec, cluster, on_progress)
+        return _run_on_cluster(spec, cluster, on_progress, progress_interval)
     run = LoadRun(spec, calibrate=calibrate)
     give_up = time.monotonic() + run.longest_seconds()
     try:
@@ -395,13 +399,16 @@ def run_load(spec: LoadSpec, *, calibrate: bool = False,
 
 
 
-def _run_on_cluster(spec: LoadSpec, cluster: Any,
-                    on_progress: Callable[[LoadProgress], None] | None) -> LoadResult:
-    """run_load on Dask: the workers' counts come as the same LoadProgress a local run gives."""
-    from lab.engine.cluster import ClusterProgress, run_on_cluster
-
-    def tell(progress: ClusterProgress) -> None:
-        assert on_progress is not None
-        on_progress(progress.as_load_progress(spec))
-
-    return run_on_cluster(spec, cluster, on_progress=None if on_progress is None else tell)
+def _run_on_cluster(spec: LoadSpec, cluster: Any, on_progress: Callable[[LoadProgress], None] | None,
+                    progress_interval: float) -> LoadResult:
+    """run_load on Dask: the same progress a local run gives, and Ctrl-C stops it the same
+    way (what was measured is kept)."""
+    run = _start_on_cluster(spec, cluster, False, DEFAULT_INTERVAL_SECONDS)
+    try:
+        while not run.done():
+            run.join(progress_interval)
+            if on_progress is not None and not run.done():
+                on_progress(run.progress())
+    except KeyboardInterrupt:
+        run.stop()
+    return run.result()

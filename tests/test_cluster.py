@@ -87,6 +87,56 @@ def test_a_live_cluster_run_sends_frames_while_it_lasts_and_they_count_every_req
     assert run.live_totals is not None and run.live_totals.requests == result.requests
 
 
+def test_a_cluster_run_stopped_by_its_owner_ends_early_with_what_it_measured(server_url: str) -> None:
+    import asyncio
+
+    spec = lab.LoadSpec(url=server_url + "/fast", mode="open", rate=500, connections=4, duration_seconds=30)
+    run = lab.start_load(spec, cluster="local:2")
+
+    async def stop_after_a_second() -> lab.LoadResult:
+        while run.progress().phase != "running" or run.progress().requests < 200:
+            await asyncio.sleep(0.1)
+        began = time.monotonic()
+        run.stop()
+        result = await run.wait()
+        assert time.monotonic() - began < 10  # not the 30 s planned
+        return result
+
+    result = asyncio.run(stop_after_a_second())
+    assert result.stopped_early
+    assert 200 <= result.requests < 30 * 500 / 2
+
+
+CTRL_C_SCRIPT = """
+import json, os, signal, sys
+import lab
+
+def interrupt_once(progress):
+    if progress.requests > 300 and not sent:
+        sent.append(True)
+        os.killpg(0, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+
+sent = []
+spec = lab.LoadSpec(url=sys.argv[1], mode="open", rate=500, connections=4, duration_seconds=30)
+result = lab.run_load(spec, cluster="local:2", on_progress=interrupt_once, progress_interval=0.2)
+print(json.dumps({"stopped_early": result.stopped_early, "requests": result.requests,
+                  "errors": dict(result.errors)}))
+"""
+
+
+def test_ctrl_c_stops_a_cluster_run_and_keeps_what_the_workers_measured(server_url: str) -> None:
+    # Ctrl-C reaches the embedded cluster's worker processes too (one process group); they
+    # must not die with their samples but hear the stop like the rest of the run.
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", CTRL_C_SCRIPT, server_url + "/fast"], capture_output=True,
+                          text=True, timeout=90, start_new_session=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert time.monotonic() - began < 25  # not the 30 s planned
+    assert report["stopped_early"] and report["requests"] > 300, report
+    assert report["errors"] == {}, report  # no worker_lost
+
+
 def test_a_killed_worker_gives_a_result_and_a_worker_lost_error(server_url: str) -> None:
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
+import signal
 import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Protocol
@@ -59,6 +61,7 @@ SCHEDULER_TIMEOUT_SECONDS = 5.0
 GATHER_POLL_SECONDS = 0.1
 READY_POLL_SECONDS = 0.02
 PROGRESS_SECONDS = 0.5  # how often each worker reports its counts
+STOP_POLL_SECONDS = 0.2  # how often each worker asks whether its owner stopped the run
 TIME_COLUMNS = ("intended_ns", "sent_ns", "first_byte_ns", "done_ns")
 
 
@@ -95,8 +98,9 @@ def connect(cluster: str | Client) -> tuple[Client, Any]:
         return cluster, None
     cluster = parse_cluster(cluster)
     if cluster.startswith("local:"):
-        local = LocalCluster(n_workers=int(cluster.removeprefix("local:")), threads_per_worker=1,
-                             processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+        with _workers_deaf_to_ctrl_c():
+            local = LocalCluster(n_workers=int(cluster.removeprefix("local:")), threads_per_worker=1,
+                                 processes=True, dashboard_address=None, silence_logs=logging.ERROR)
         return Client(local), local
     try:
         return Client(cluster, timeout=SCHEDULER_TIMEOUT_SECONDS), None
@@ -104,16 +108,36 @@ def connect(cluster: str | Client) -> tuple[Client, Any]:
         raise ConfigError("--cluster", f"cannot reach the Dask scheduler at {cluster}: {error}") from None
 
 
+@contextlib.contextmanager
+def _workers_deaf_to_ctrl_c() -> Iterator[None]:
+    """Start an embedded cluster's worker processes with SIGINT ignored (they inherit it).
+
+    A terminal's Ctrl-C goes to the whole process group: without this the Dask workers would
+    die with their samples, instead of hearing the run's stop and sending what they measured.
+    Only the main thread may change a signal's handler; elsewhere the workers start as usual.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_on_cluster(spec: LoadSpec, cluster: str | Client, *,
                    on_progress: Callable[[ClusterProgress], None] | None = None,
-                   live: LiveListener | None = None) -> LoadResult:
+                   live: LiveListener | None = None,
+                   stop: threading.Event | None = None) -> LoadResult:
     """Run ``spec`` split across the cluster's workers; the result merges every sample.
 
     ``on_progress`` hears the workers' counts summed, about every ``PROGRESS_SECONDS``;
-    ``live`` (a :class:`ClusterRun`'s) gets the workers' live frames as they come."""
+    ``live`` (a :class:`ClusterRun`'s) gets the workers' live frames as they come; setting
+    ``stop`` ends the run early, keeping what was measured (``stopped_early``)."""
     client, local = connect(cluster)
     try:
-        return _run(spec, client, on_progress, live)
+        return _run(spec, client, on_progress, live, stop)
     finally:
         if local is not None:
             client.close()
@@ -121,7 +145,7 @@ def run_on_cluster(spec: LoadSpec, cluster: str | Client, *,
 
 
 def _run(spec: LoadSpec, client: Client, on_progress: Callable[[ClusterProgress], None] | None,
-         live: LiveListener | None) -> LoadResult:
+         live: LiveListener | None, stop: threading.Event | None = None) -> LoadResult:
     from distributed import Event, Queue
 
     addresses = sorted(client.scheduler_info()["workers"])
@@ -147,13 +171,16 @@ def _run(spec: LoadSpec, client: Client, on_progress: Callable[[ClusterProgress]
         live.started(start_ns, len(segments))
     tally = _Tally(Queue(f"{name}-progress", client=client), len(segments), time.monotonic(),
                    on_progress, live)
+    if stop is not None:
+        tally.stop = (stop, Event(f"{name}-stop", client=client))
     outcomes = _gather(client, futures, segments, spec, tally)
     tally.poll()  # what the workers put on the queue before they returned
     if live is not None:
         for index, outcome in enumerate(outcomes):
             rest = [] if outcome is None else outcome["frames"]
             live.finish(index, rest, 0 if outcome is None else outcome["frames_dropped"])
-    return _merge(shared, segments, outcomes, start_ns, str(client.scheduler_info()["address"]))
+    return _merge(shared, segments, outcomes, start_ns, str(client.scheduler_info()["address"]),
+                  stopped_early=stop is not None and stop.is_set())
 
 
 def _clock_offset(client: Client, address: str) -> int:
@@ -222,8 +249,12 @@ class _Tally:
         self.queue, self.workers, self.began, self.on_progress = queue, workers, began, on_progress
         self.live = live
         self.latest: dict[int, tuple[int, int]] = {}
+        self.stop: tuple[threading.Event, Any] | None = None  # (asked here, told the workers)
 
     def poll(self) -> None:
+        if self.stop is not None and self.stop[0].is_set():
+            self.stop[1].set()  # the workers look at it every STOP_POLL_SECONDS
+            self.stop = None
         if (self.on_progress is None and self.live is None) or self.queue.qsize() == 0:
             return
         for kind, index, *content in self.queue.get(batch=True):
@@ -293,6 +324,18 @@ def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | N
 
     engine = make_engine(plan_for(spec, index))
     meters: list[FrameMeter] = []
+    stopped = threading.Event()  # the owner asked the run to stop (ClusterRun.stop)
+    running = threading.Event()
+
+    def watch_for_stop(event: Any) -> None:
+        # Asking the scheduler is a round trip: a thread of its own, never the engine's loop.
+        while running.is_set() and not stopped.is_set():
+            try:
+                if event.is_set():
+                    stopped.set()
+            except Exception:  # the worker is shutting down (its client is gone): so is the run
+                stopped.set()
+            time.sleep(STOP_POLL_SECONDS)
 
     async def run() -> int:
         await engine.connect()
@@ -314,14 +357,19 @@ def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | N
                 last_report[0] = now
                 sender.counts(running.recorder.count, running.errors)
 
-        await engine.run(start_ns, on_housekeeping=report)
+        await engine.run(start_ns, should_stop=stopped.is_set, on_housekeeping=report)
         return start_ns
 
     sender = _QueueSender(Queue(f"{name}-progress"), index)
+    running.set()
+    watcher = threading.Thread(target=watch_for_stop, args=(Event(f"{name}-stop"),), daemon=True)
+    watcher.start()
     try:
         start_ns = uvloop.run(run())
     finally:
+        running.clear()
         sender.close()
+        watcher.join()
     samples = engine.recorder.samples(index)
     return {"start_ns": start_ns, "end_ns": engine.end_ns, "abandoned": engine.abandoned,
             "rows": len(samples), "samples": zlib.compress(samples.tobytes(), 1),
@@ -330,7 +378,7 @@ def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | N
 
 
 def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any] | None],
-           start_ns: int, address: str) -> LoadResult:
+           start_ns: int, address: str, *, stopped_early: bool = False) -> LoadResult:
     parts, ends = [], [start_ns]
     for segment, outcome in zip(segments, outcomes, strict=True):
         if outcome is None:
@@ -345,7 +393,8 @@ def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any
         spec, merge(parts), start_ns_=start_ns, end_ns=max(ends),
         started_at=wall_clock(start_ns),
         problems=(f"{lost} cluster worker(s) lost during the run",) if lost else (),
-        abandoned=sum(outcome["abandoned"] for outcome in outcomes if outcome is not None))
+        abandoned=sum(outcome["abandoned"] for outcome in outcomes if outcome is not None),
+        stopped_early=stopped_early)
     # Each worker's share of the measured requests (a lost worker's is its worker_lost row),
     # so the shares add up to `requests`.
     counts = np.bincount(result.measured_samples()["worker"], minlength=len(segments))
@@ -394,16 +443,28 @@ class ClusterRun:
         self._progress: ClusterProgress | None = None
         self._result: LoadResult | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, args=(cluster,), daemon=True,
-                                        name="lab-cluster-run")
+        self._stop = threading.Event()
+        # Its own flag, not Thread.is_alive(): a join() interrupted by Ctrl-C marks a thread
+        # as stopped while it still runs (CPython before 3.13).
+        self._finished = threading.Event()
+        # Connected here, in the caller's thread: a scheduler that cannot be reached is the
+        # caller's error at once, and an embedded cluster's workers are started where Ctrl-C
+        # can be kept from them (see connect).
+        self._client, self._local = connect(cluster)
+        self._thread = threading.Thread(target=self._main, daemon=True, name="lab-cluster-run")
         self._thread.start()
 
-    def _main(self, cluster: str | Client) -> None:
+    def _main(self) -> None:
         try:
-            self._result = run_on_cluster(self.spec, cluster, on_progress=self._heard,
-                                          live=self if self._live else None)
+            self._result = _run(self.spec, self._client, self._heard,
+                                self if self._live else None, self._stop)
         except BaseException as error:  # handed to whoever asks for the result
             self._error = error
+        finally:
+            if self._local is not None:
+                self._client.close()
+                self._local.close()
+            self._finished.set()
 
     def _heard(self, progress: ClusterProgress) -> None:
         self._progress = progress
@@ -438,7 +499,15 @@ class ClusterRun:
             return None if self._merger is None else self._merger.totals
 
     def done(self) -> bool:
-        return not self._thread.is_alive()
+        return self._finished.is_set()
+
+    def stop(self) -> None:
+        """End the run early; what was measured is kept (``result().stopped_early``)."""
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the run to end (Ctrl-C still reaches the caller)."""
+        self._finished.wait(timeout)
 
     def progress(self) -> LoadProgress:
         if self.done() and self._result is not None:
@@ -452,8 +521,7 @@ class ClusterRun:
         return heard.as_load_progress(self.spec)
 
     def result(self, timeout: float | None = None) -> LoadResult:
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not self._finished.wait(timeout):
             raise TimeoutError("the cluster run has not ended yet")
         if self._error is not None:
             raise self._error
