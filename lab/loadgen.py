@@ -354,11 +354,12 @@ def start_load(spec: LoadSpec, *, calibrate: bool = False, live: bool = False,
     if cluster is not None:
         if calibrate:
             raise ConfigError("--calibrate", "is not available with --cluster")
-        return _start_on_cluster(spec, cluster, live, live_interval_seconds)
+        return _start_on_cluster(spec, cluster, live=live, live_interval_seconds=live_interval_seconds)
     return LoadRun(spec, calibrate=calibrate, live=live, live_interval_seconds=live_interval_seconds)
 
 
-def _start_on_cluster(spec: LoadSpec, cluster: Any, live: bool, live_interval_seconds: float) -> ClusterRun:
+def _start_on_cluster(spec: LoadSpec, cluster: Any, *, live: bool,
+                      live_interval_seconds: float) -> ClusterRun:
     from lab.engine.cluster import ClusterRun, parse_cluster
 
     if isinstance(cluster, str):
@@ -403,7 +404,7 @@ def _run_on_cluster(spec: LoadSpec, cluster: Any, on_progress: Callable[[LoadPro
                     progress_interval: float) -> LoadResult:
     """run_load on Dask: the same progress a local run gives, and Ctrl-C stops it the same
     way (what was measured is kept)."""
-    run = _start_on_cluster(spec, cluster, False, DEFAULT_INTERVAL_SECONDS)
+    run = _start_on_cluster(spec, cluster, live=False, live_interval_seconds=DEFAULT_INTERVAL_SECONDS)
     try:
         while not run.done():
             run.join(progress_interval)

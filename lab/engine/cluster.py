@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from lab.engine.core import Engine, make_engine
-from lab.engine.live import FrameMerger, FrameMeter
+from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger, FrameMeter
 from lab.engine.progress import LoadProgress
 from lab.engine.result import LoadResult, wall_clock
 from lab.engine.spec import LoadSpec
@@ -126,26 +126,14 @@ def _workers_deaf_to_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_on_cluster(spec: LoadSpec, cluster: str | Client, *,
-                   on_progress: Callable[[ClusterProgress], None] | None = None,
-                   live: LiveListener | None = None,
-                   stop: threading.Event | None = None) -> LoadResult:
-    """Run ``spec`` split across the cluster's workers; the result merges every sample.
-
-    ``on_progress`` hears the workers' counts summed, about every ``PROGRESS_SECONDS``;
-    ``live`` (a :class:`ClusterRun`'s) gets the workers' live frames as they come; setting
-    ``stop`` ends the run early, keeping what was measured (``stopped_early``)."""
-    client, local = connect(cluster)
-    try:
-        return _run(spec, client, on_progress, live, stop)
-    finally:
-        if local is not None:
-            client.close()
-            local.close()
+def run_on_cluster(spec: LoadSpec, cluster: str | Client) -> LoadResult:
+    """Run ``spec`` split across the cluster's workers and wait for it; the result merges
+    every sample. (:class:`ClusterRun` is the same run in the background.)"""
+    return ClusterRun(spec, cluster).result()
 
 
-def _run(spec: LoadSpec, client: Client, on_progress: Callable[[ClusterProgress], None] | None,
-         live: LiveListener | None, stop: threading.Event | None = None) -> LoadResult:
+def _run(spec: LoadSpec, client: Client, on_progress: Callable[[LoadProgress], None],
+         live: LiveListener | None, stop: threading.Event) -> LoadResult:
     from distributed import Event, Queue
 
     addresses = sorted(client.scheduler_info()["workers"])
@@ -169,10 +157,8 @@ def _run(spec: LoadSpec, client: Client, on_progress: Callable[[ClusterProgress]
     start.set()
     if live is not None:
         live.started(start_ns, len(segments))
-    tally = _Tally(Queue(f"{name}-progress", client=client), len(segments), time.monotonic(),
-                   on_progress, live)
-    if stop is not None:
-        tally.stop = (stop, Event(f"{name}-stop", client=client))
+    tally = _Tally(spec, Queue(f"{name}-progress", client=client), on_progress, live,
+                   stop, Event(f"{name}-stop", client=client))
     outcomes = _gather(client, futures, segments, spec, tally)
     tally.poll()  # what the workers put on the queue before they returned
     if live is not None:
@@ -180,7 +166,7 @@ def _run(spec: LoadSpec, client: Client, on_progress: Callable[[ClusterProgress]
             rest = [] if outcome is None else outcome["frames"]
             live.finish(index, rest, 0 if outcome is None else outcome["frames_dropped"])
     return _merge(shared, segments, outcomes, start_ns, str(client.scheduler_info()["address"]),
-                  stopped_early=stop is not None and stop.is_set())
+                  stopped_early=stop.is_set())
 
 
 def _clock_offset(client: Client, address: str) -> int:
@@ -212,23 +198,6 @@ def _await_ready(ready: Any, count: int, futures: list[Any]) -> None:
         time.sleep(READY_POLL_SECONDS)
 
 
-@dataclass(frozen=True)
-class ClusterProgress:
-    """The workers' counts so far, summed: requests completed (warm-up included) and failed."""
-
-    requests: int
-    errors: int
-    elapsed_s: float
-    workers_heard: int  # of the cluster's workers, how many have reported yet
-
-    def as_load_progress(self, spec: LoadSpec) -> LoadProgress:
-        """The same progress a local run reports, against the run's planned length."""
-        left = max(spec.warmup_seconds + spec.duration_seconds - self.elapsed_s, 0.0)
-        return LoadProgress("running" if left > 0 else "draining", self.requests, self.errors,
-                            self.elapsed_s, self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0,
-                            left)
-
-
 class LiveListener(Protocol):
     """What takes a cluster run's live frames (lab.engine.live.FrameMerger's side)."""
 
@@ -240,34 +209,38 @@ class LiveListener(Protocol):
 
 
 class _Tally:
-    """What the workers put on the run's queue: their latest counts, summed for the caller,
-    and their live frames, handed to the listener."""
+    """What the workers put on the run's queue: their latest counts, summed into the run's
+    progress, and their live frames, handed to the listener. It also passes the owner's stop
+    on to the workers."""
 
-    def __init__(self, queue: Any, workers: int, began: float,
-                 on_progress: Callable[[ClusterProgress], None] | None,
-                 live: LiveListener | None) -> None:
-        self.queue, self.workers, self.began, self.on_progress = queue, workers, began, on_progress
-        self.live = live
+    def __init__(self, spec: LoadSpec, queue: Any, on_progress: Callable[[LoadProgress], None],
+                 live: LiveListener | None, stop: threading.Event, stop_event: Any) -> None:
+        self.spec, self.queue, self.on_progress, self.live = spec, queue, on_progress, live
+        self.stop, self.stop_event, self.stop_sent = stop, stop_event, False
+        self.began = time.monotonic()
         self.latest: dict[int, tuple[int, int]] = {}
-        self.stop: tuple[threading.Event, Any] | None = None  # (asked here, told the workers)
 
     def poll(self) -> None:
-        if self.stop is not None and self.stop[0].is_set():
-            self.stop[1].set()  # the workers look at it every STOP_POLL_SECONDS
-            self.stop = None
-        if (self.on_progress is None and self.live is None) or self.queue.qsize() == 0:
+        if self.stop.is_set() and not self.stop_sent:
+            self.stop_event.set()  # the workers look at it every STOP_POLL_SECONDS
+            self.stop_sent = True
+        if self.queue.qsize() == 0:
             return
         for kind, index, *content in self.queue.get(batch=True):
             if kind == "frame" and self.live is not None:
                 self.live.add(index, content[0])
             elif kind == "counts":
                 self.latest[index] = (content[0], content[1])
-        if self.on_progress is None:
-            return
-        self.on_progress(ClusterProgress(
-            requests=sum(requests for requests, _ in self.latest.values()),
-            errors=sum(errors for _, errors in self.latest.values()),
-            elapsed_s=time.monotonic() - self.began, workers_heard=len(self.latest)))
+        self.on_progress(self._progress())
+
+    def _progress(self) -> LoadProgress:
+        """The same progress a local run reports, against the run's planned length."""
+        requests = sum(requests for requests, _ in self.latest.values())
+        errors = sum(errors for _, errors in self.latest.values())
+        elapsed = time.monotonic() - self.began
+        left = max(self.spec.warmup_seconds + self.spec.duration_seconds - elapsed, 0.0)
+        return LoadProgress("running" if left > 0 else "draining", requests, errors, elapsed,
+                            requests / elapsed if elapsed > 0 else 0.0, left)
 
 
 def _gather(client: Client, futures: list[Any], segments: list[Segment],
@@ -431,8 +404,8 @@ class ClusterRun:
     exactly as a local run's are.
     """
 
-    def __init__(self, spec: LoadSpec, cluster: str | Client, *, live: bool,
-                 live_interval_seconds: float) -> None:
+    def __init__(self, spec: LoadSpec, cluster: str | Client, *, live: bool = False,
+                 live_interval_seconds: float = DEFAULT_INTERVAL_SECONDS) -> None:
         self.spec = spec
         self.live_interval_s = live_interval_seconds if live else None
         self.interval_ns = round(live_interval_seconds * NS_PER_S)
@@ -440,7 +413,7 @@ class ClusterRun:
         self._live = live
         self._merger: FrameMerger | None = None
         self._lock = threading.Lock()
-        self._progress: ClusterProgress | None = None
+        self._progress: LoadProgress | None = None
         self._result: LoadResult | None = None
         self._error: BaseException | None = None
         self._stop = threading.Event()
@@ -466,7 +439,7 @@ class ClusterRun:
                 self._local.close()
             self._finished.set()
 
-    def _heard(self, progress: ClusterProgress) -> None:
+    def _heard(self, progress: LoadProgress) -> None:
         self._progress = progress
 
     # --- the LiveListener side (called from the run's thread) ---------------------------
@@ -514,11 +487,10 @@ class ClusterRun:
             summary = self._result.summary
             return LoadProgress("done", summary.requests, summary.error_total, summary.duration_s,
                                 summary.rps, 0.0)
-        heard = self._progress
-        if heard is None:
+        if self._progress is None:
             return LoadProgress("starting", 0, 0, 0.0, 0.0,
                                 self.spec.warmup_seconds + self.spec.duration_seconds)
-        return heard.as_load_progress(self.spec)
+        return self._progress
 
     def result(self, timeout: float | None = None) -> LoadResult:
         if not self._finished.wait(timeout):
