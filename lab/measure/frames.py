@@ -40,8 +40,9 @@ MAX_FRAME_BYTES = _HEADER.size + BUCKET_COUNT * (_INDEX_DTYPE.itemsize + _COUNT_
 
 def bucket_of(latency_ns: np.ndarray) -> np.ndarray:
     """The histogram bucket of each latency, read off the bits of its float64 value: the
-    exponent (the octave) and the top 4 bits of the mantissa (which 16th of it). No log():
-    this runs on every request of a run, in the generator's process."""
+    exponent (the octave) and the top 4 bits of the mantissa (which 16th of it). The
+    definition of a bucket: :func:`add_to_histogram` counts by the same bits in bulk, and the
+    tests check the one against the other."""
     as_float = np.maximum(latency_ns, 1).astype(np.float64)
     # sign (0), 11 exponent bits biased by 1023, then the mantissa's top 4 bits
     octave_and_part = (as_float.view(np.int64) >> (52 - _PART_BITS)) - (1023 << _PART_BITS)

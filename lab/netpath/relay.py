@@ -43,11 +43,11 @@ from typing import Any
 from lab.netpath.spec import Path
 from lab.netpath.system import delete_namespace, enter_namespace, open_tun
 from lab.options import from_dict
+from lab.units import NS_PER_MS
 
 READ_BATCH = 64  # packets read from one device before the other gets its turn
 PACKET_BYTES = 65_535
 PARENT_CHECK_NS = 100_000_000
-NS_PER_MS = 1_000_000
 PR_SET_TIMERSLACK = 29  # <linux/prctl.h>
 
 

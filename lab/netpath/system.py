@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import fcntl
 import ipaddress
 import os
@@ -266,6 +265,3 @@ def wait_until_gone(device: str, timeout: float = 2.0) -> None:
     while FilePath("/sys/class/net", device).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
 
-
-def is_busy(error: OSError) -> bool:
-    return error.errno in (errno.EBUSY, errno.EEXIST)

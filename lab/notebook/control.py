@@ -20,8 +20,8 @@ from lab.errors import ConfigError
 from lab.http.config import ServerConfig
 from lab.netpath import Path as NetworkPath
 from lab.notebook.widgets import KnobForm
+from lab.options import is_text_list, parse_value
 from lab.options import knobs as declared_knobs
-from lab.options import parse_value
 from lab.server import Isolation
 
 if TYPE_CHECKING:
@@ -58,8 +58,6 @@ def set_knobs(panel: LabPanel, knobs: Mapping[str, Any], *, fixed: tuple[str, ..
     if "isolation" in knobs and knobs["isolation"] not in isolations:
         raise ConfigError("isolation",
                           f"{knobs['isolation']!r} is not allowed; allowed: {', '.join(isolations)}")
-    if "path" in knobs and not str(knobs["path"]).startswith("/"):
-        raise ConfigError("path", f"{knobs['path']!r} must start with '/'")
 
     undo_server, undo_load = panel.server_form.values(), panel.load_form.values()
     undo_network = path_form.values() if path_form is not None else {}
@@ -97,7 +95,7 @@ def _show(form: KnobForm, values: Mapping[str, Any]) -> None:
 def _parsed(config_class: type, name: str, value: Any) -> Any:
     """A value as the widget holds it; text is read as on the command line."""
     if isinstance(value, str):
-        if name == "thresholds":
+        if is_text_list(config_class, name):
             return tuple(word.strip() for word in value.split(",") if word.strip())
         try:
             value = parse_value(config_class, name, value)

@@ -34,7 +34,6 @@ from lab.netpath import Path as NetworkPath
 from lab.notebook.control import set_knobs
 from lab.notebook.live import LiveView
 from lab.notebook.widgets import KnobForm
-from lab.options import as_dict
 from lab.records import compare, plots
 from lab.records.experiment import record_from_result
 from lab.records.export import default_export_path, export
@@ -388,17 +387,8 @@ class LabPanel:
         # Apply stays enabled: changing the server during a run is what the live view is for.
         self.save_button.disabled = self.export_button.disabled = running or not self.records
 
-    def recorded_server_settings(self) -> dict[str, Any]:
-        """The server's knobs as a run's record keeps them, with the emulated path in front of it
-        when there is one: a 40 ms round trip changes every figure, so the record must say so
-        (and the runs table then shows the path among the settings that differ)."""
-        settings = as_dict(self.server.config)
-        if self.server.path is not None:
-            settings["network_path"] = str(self.server.path.spec)
-        return settings
-
     def _finish(self, result: LoadResult, changes: list[tuple[int, str]] | None = None) -> Record:
-        record = record_from_result(result, server_config=self.recorded_server_settings(),
+        record = record_from_result(result, server_config=self.server.config,
                                     name=f"run {len(self.records) + 1}", changes=changes or ())
         self.records.append(record)
         self.results.append(result)
