@@ -151,9 +151,24 @@ def test_connection_keep_alive_is_http_11s_default_said_aloud() -> None:
 
 
 def test_a_head_over_the_limit_is_left_to_llhttp() -> None:
+    # The limit counts as the connection does: the target, and name + value + 4 per header.
     head = b"GET /fast HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"a" * 100 + b"\r\n\r\n"
-    assert scan_head(head, 0, len(head), len(head)) is not None
-    assert scan_head(head, 0, len(head), len(head) - 1) is None
+    counted = len(b"/fast") + (4 + 1 + 4) + (5 + 100 + 4)
+    assert scan_head(head, 0, len(head), counted) is not None
+    assert scan_head(head, 0, len(head), counted - 1) is None
+
+
+@pytest.mark.parametrize("separator", [b":", b": "])
+def test_at_the_header_limit_the_scanner_and_llhttp_answer_alike(loop, separator: bytes) -> None:
+    # Headers without a space after the colon count one byte more than their line holds: a
+    # limit on raw bytes would let through a head the connection refuses with 431.
+    head = (b"GET /fast HTTP/1.1\r\nHost" + separator + b"t\r\n"
+            + b"".join(b"X-Header-%02d" % i + separator + b"v\r\n" for i in range(25)) + b"\r\n")
+    counted = len(b"/fast") + (4 + 1 + 4) + 25 * (11 + 1 + 4)
+    for limit in (counted - 1, counted, counted + 1, len(head) - 1, len(head)):
+        scanned = answers(loop, [head], max_header_bytes=limit, read_buffer_bytes=4096)
+        with mock.patch.object(connection_module, "scan_head", None):
+            assert answers(loop, [head], max_header_bytes=limit, read_buffer_bytes=4096) == scanned, limit
 
 
 def test_bounds_outside_the_buffer_are_refused() -> None:
@@ -191,13 +206,16 @@ def test_wherever_the_scanner_accepts_a_head_llhttp_reads_the_same_request(head:
 @given(pipeline=st.lists(st.one_of(heads(), st.sampled_from(WELL_FORMED)), min_size=1, max_size=5),
        last=st.sampled_from((b"", *FINAL)),
        cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8),
-       read_buffer=st.sampled_from((256, 300, 4096)))
+       read_buffer=st.sampled_from((256, 300, 4096)),
+       header_limit=st.sampled_from((256, 300, 16 * 1024)))
 def test_a_connection_answers_the_same_with_the_scanner_or_without(
-        loop, pipeline: list[bytes], last: bytes, cuts: list[int], read_buffer: int) -> None:
+        loop, pipeline: list[bytes], last: bytes, cuts: list[int], read_buffer: int,
+        header_limit: int) -> None:
     reads = split_at(b"".join(pipeline) + last, cuts)
-    scanned = answers(loop, reads, read_buffer_bytes=read_buffer)
+    knobs = {"read_buffer_bytes": read_buffer, "max_header_bytes": header_limit}
+    scanned = answers(loop, reads, **knobs)
     with mock.patch.object(connection_module, "scan_head", None):
-        assert answers(loop, reads, read_buffer_bytes=read_buffer) == scanned
+        assert answers(loop, reads, **knobs) == scanned
 
 
 def test_a_knob_change_while_a_read_is_answered_does_not_lose_the_rest_of_that_read(loop) -> None:

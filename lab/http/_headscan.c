@@ -18,8 +18,8 @@
  * The subset: "GET" or "HEAD", an origin-form target of RFC 3986 characters, "HTTP/1.1",
  * headers "name: value" with a token name and a value of visible ASCII (inner spaces and
  * tabs allowed, none at either end), exactly one Host, no Connection header but
- * "Connection: keep-alive", CRLF line ends, the whole head no longer than the server's header
- * limit.
+ * "Connection: keep-alive", CRLF line ends, and within the server's header limit as the
+ * connection counts it (the target, plus name + value + 4 bytes per header).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -131,7 +131,10 @@ static Py_ssize_t parse_head(const unsigned char *buffer, Py_ssize_t start, Py_s
         p++;
     }
     *target_end = p - buffer;
-    if (stop - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0)
+    /* The head's size as the connection counts it for max_header_bytes (on_url, on_header):
+     * the target, and name + value + 4 per header -- not the raw bytes, which differ. */
+    Py_ssize_t counted = *target_end - *target_start;
+    if (counted > limit || stop - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0)
         return -1;
     p += 11;
     int hosts = 0, count = 0;
@@ -170,10 +173,11 @@ static Py_ssize_t parse_head(const unsigned char *buffer, Py_ssize_t start, Py_s
         fields[count].value_length = p - value;
         count++;
         p += 2;
-        if (p - (buffer + start) > limit)
+        counted += name_length + fields[count - 1].value_length + 4;
+        if (counted > limit)
             return -1;
     }
-    if (hosts != 1 || p - (buffer + start) > limit)
+    if (hosts != 1)
         return -1;
     *field_count = count;
     return p - buffer;
