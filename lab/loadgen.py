@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 
 from lab.engine.calibration import DEFAULT_REQUESTS, Calibration, start_calibration
-from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger
+from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger, interval_ns
 from lab.engine.progress import LoadProgress
 from lab.engine.result import LoadResult, wall_clock
 from lab.engine.spec import LoadSpec
@@ -99,6 +99,7 @@ class LoadRun:
             # The calibration times the HTTP lane against an HTTP responder: its figure
             # would be shown beside WebSocket latencies it says nothing about.
             raise ConfigError("calibrate", "measures the HTTP path only; not available for ws://")
+        frame_interval_ns = interval_ns(live_interval_seconds) if live else None  # before anything starts
         self.spec = spec
         context = process_context()
         self._board: SharedBoard = SharedBoard(context, spec.workers, extra_parties=int(calibrate))
@@ -110,14 +111,11 @@ class LoadRun:
             # Calibration goes first; the workers connect meanwhile and start when it is done.
             self._calibration_process, self._calibration_channel = start_calibration(
                 context, calibration_requests, barrier=self._board.barrier)
-        if live and not 0.01 <= live_interval_seconds <= 10:
-            raise ConfigError("live_interval_seconds", f"{live_interval_seconds!r} is out of range; "
-                              "allowed: 0.01 to 10 s")
         self.live_interval_s = live_interval_seconds if live else None
         self._merger = FrameMerger(spec.workers) if live else None
         self._processes, self._channels, self._frame_channels = start_workers(
             spec, context, self._board,
-            frame_interval_ns=round(live_interval_seconds * NS_PER_S) if live else None)
+            frame_interval_ns=frame_interval_ns)
         self._open_frame_channels = set(range(len(self._frame_channels)))
         self._reports: dict[int, WorkerReport] = {}
         self._parts: dict[int, np.ndarray] = {}
@@ -137,9 +135,7 @@ class LoadRun:
         if self.done():
             # Once done, progress is the run's one summary: the last line a user sees while
             # waiting must not disagree with the result.
-            summary = self.result().summary
-            return LoadProgress("done", summary.requests, summary.error_total, summary.duration_s,
-                                summary.rps, 0.0)
+            return LoadProgress.done(self.result().summary)
         now = perf_counter_ns()
         elapsed = max(now - start, 0) / NS_PER_S
         left = max(self._planned_seconds() - elapsed, 0.0)
@@ -352,18 +348,17 @@ def start_load(spec: LoadSpec, *, calibrate: bool = False, live: bool = False,
     ``live``: the workers send a frame per ``live_interval_seconds`` (``run.live_frames()``).
     """
     if cluster is not None:
-        if calibrate:
-            raise ConfigError("--calibrate", "is not available with --cluster")
-        return _start_on_cluster(spec, cluster, live=live, live_interval_seconds=live_interval_seconds)
+        return _start_on_cluster(spec, cluster, calibrate=calibrate, live=live,
+                                 live_interval_seconds=live_interval_seconds)
     return LoadRun(spec, calibrate=calibrate, live=live, live_interval_seconds=live_interval_seconds)
 
 
-def _start_on_cluster(spec: LoadSpec, cluster: Any, *, live: bool,
-                      live_interval_seconds: float) -> ClusterRun:
-    from lab.engine.cluster import ClusterRun, parse_cluster
+def _start_on_cluster(spec: LoadSpec, cluster: Any, *, calibrate: bool, live: bool = False,
+                      live_interval_seconds: float = DEFAULT_INTERVAL_SECONDS) -> ClusterRun:
+    if calibrate:
+        raise ConfigError("--calibrate", "is not available with --cluster")
+    from lab.engine.cluster import ClusterRun  # distributed is imported only for a cluster
 
-    if isinstance(cluster, str):
-        parse_cluster(cluster)  # a bad value is named now, not from the run's thread
     return ClusterRun(spec, cluster, live=live, live_interval_seconds=live_interval_seconds)
 
 
@@ -377,9 +372,8 @@ def run_load(spec: LoadSpec, *, calibrate: bool = False,
     :mod:`lab.engine.cluster`; ``distributed`` is imported only then).
     """
     if cluster is not None:
-        if calibrate:
-            raise ConfigError("--calibrate", "is not available with --cluster")
-        return _run_on_cluster(spec, cluster, on_progress, progress_interval)
+        return _run_on_cluster(_start_on_cluster(spec, cluster, calibrate=calibrate), on_progress,
+                               progress_interval)
     run = LoadRun(spec, calibrate=calibrate)
     give_up = time.monotonic() + run.longest_seconds()
     try:
@@ -399,12 +393,10 @@ def run_load(spec: LoadSpec, *, calibrate: bool = False,
         raise
 
 
-
-def _run_on_cluster(spec: LoadSpec, cluster: Any, on_progress: Callable[[LoadProgress], None] | None,
+def _run_on_cluster(run: ClusterRun, on_progress: Callable[[LoadProgress], None] | None,
                     progress_interval: float) -> LoadResult:
     """run_load on Dask: the same progress a local run gives, and Ctrl-C stops it the same
     way (what was measured is kept)."""
-    run = _start_on_cluster(spec, cluster, live=False, live_interval_seconds=DEFAULT_INTERVAL_SECONDS)
     try:
         while not run.done():
             run.join(progress_interval)

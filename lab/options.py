@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -170,7 +171,9 @@ def validate(config: Any) -> None:
             numeric = (int, float) if base is float else (int,)
             if isinstance(value, bool) or not isinstance(value, numeric):
                 raise ConfigError(field.name, f"must be {base.__name__}, got {value!r}; allowed: {allowed}")
-            if (spec.minimum is not None and value < spec.minimum) or (
+            # NaN compares false with everything: without its own test it passes any range
+            if (isinstance(value, float) and not math.isfinite(value)) or (
+                    spec.minimum is not None and value < spec.minimum) or (
                     spec.maximum is not None and value > spec.maximum):
                 raise ConfigError(field.name, f"{value!r} is out of range; allowed: {allowed}")
         if spec.choices is not None and value not in spec.choices:
@@ -193,12 +196,16 @@ def _parse_optional(base: type, nullable: bool, unit: str) -> Any:
         if nullable and text.lower() in ("none", "off", "default"):
             return None
         if unit == "s" and base is float:
-            return _seconds(text)
-        if unit == "ms" and base is float:
-            return _milliseconds(text)
-        if unit == "bytes" and base is int:
+            value = _seconds(text)
+        elif unit == "ms" and base is float:
+            value = _milliseconds(text)
+        elif unit == "bytes" and base is int:
             return _bytes(text)
-        return base(text)
+        else:
+            value = base(text)
+        if base is float and not math.isfinite(value):
+            raise ValueError(f"{text!r} is not a finite number")
+        return value
     parse.__name__ = base.__name__  # argparse names the type in its error message
     return parse
 

@@ -84,9 +84,19 @@ def load_router(router: Router | str | None) -> Router:
         return demo_router()
     if isinstance(router, Router):
         return router
-    module_name, _, function_name = router.partition(":")
-    factory: Callable[[], Router] = getattr(importlib.import_module(module_name), function_name)
-    return factory()
+    module_name, colon, function_name = router.partition(":")
+    if not colon or not module_name or not function_name:
+        raise ConfigError("router", f"{router!r} is not MODULE:FUNCTION")
+    try:
+        factory = getattr(importlib.import_module(module_name), function_name)
+    except ImportError as error:
+        raise ConfigError("router", f"cannot import {module_name!r}: {error}") from None
+    except AttributeError:
+        raise ConfigError("router", f"{module_name!r} has no {function_name!r}") from None
+    built = factory() if callable(factory) else factory
+    if not isinstance(built, Router):
+        raise ConfigError("router", f"{router} gave {type(built).__name__}, not a lab Router")
+    return built
 
 
 def format_url(host: str, port: int) -> str:

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("url", metavar="URL", help="target, e.g. http://127.0.0.1:8080/fast")
     add_arguments(parser, LoadSpec)
     extra = parser.add_argument_group("request and output")
-    extra.add_argument("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'",
+    extra.add_argument("--header", "-H", dest="headers", action="append", default=[], metavar="'NAME: VALUE'",
                        help="add a request header (repeatable)")
     extra.add_argument("--path", action="append", default=[], metavar="PATH",
                        help="request this path instead of the URL's; repeat to take several in turn")
@@ -72,8 +72,8 @@ def spec_from_arguments(arguments: argparse.Namespace) -> LoadSpec:
     extra: dict[str, Any] = {"url": arguments.url}
     if getattr(arguments, "rate", None) is not None or getattr(arguments, "stages", None):
         extra["mode"] = "open"
-    if arguments.header:
-        extra["headers"] = tuple(_split_header(text) for text in arguments.header)
+    if arguments.headers:
+        extra["headers"] = tuple(_split_header(text) for text in arguments.headers)
     if arguments.path:
         extra["paths"] = tuple(arguments.path)
     return from_arguments(LoadSpec, arguments, **extra)
@@ -82,7 +82,7 @@ def spec_from_arguments(arguments: argparse.Namespace) -> LoadSpec:
 def _split_header(text: str) -> tuple[str, str]:
     name, colon, value = text.partition(":")
     if not colon or not name.strip():
-        raise ConfigError("header", f"{text!r} is not 'Name: value'")
+        raise ConfigError("headers", f"{text!r} is not 'Name: value'")
     return name.strip(), value.strip()
 
 

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Run the lab's tunable HTTP/1.1 server. Every flag is a knob of ServerConfig.")
     add_arguments(parser, ServerConfig)
     parser.add_argument("--router", default=None, metavar="MODULE:FUNCTION",
-                        help="routes to serve (default: the demo routes, lab/demo_routes.py)")
+                        help="routes to serve (default: the demo routes, lab/http/demo_routes.py)")
     parser.add_argument("--emulate", default=None, metavar="PATH",
                         help=f"serve behind an emulated network path, e.g. '{ALLOWED_FORM}' "
                         "(delay each way; needs root or CAP_NET_ADMIN; the server listens on the "

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from lab.engine.core import Engine, make_engine
-from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger, FrameMeter
+from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger, FrameMeter, interval_ns
 from lab.engine.progress import LoadProgress
 from lab.engine.result import LoadResult, wall_clock
 from lab.engine.spec import LoadSpec
@@ -224,9 +224,10 @@ class _Tally:
         if self.stop.is_set() and not self.stop_sent:
             self.stop_event.set()  # the workers look at it every STOP_POLL_SECONDS
             self.stop_sent = True
-        if self.queue.qsize() == 0:
+        items = self.queue.get(batch=True)  # at once, empty when nothing came
+        if not items:
             return
-        for kind, index, *content in self.queue.get(batch=True):
+        for kind, index, *content in items:
             if kind == "frame" and self.live is not None:
                 self.live.add(index, content[0])
             elif kind == "counts":
@@ -239,7 +240,8 @@ class _Tally:
         errors = sum(errors for _, errors in self.latest.values())
         elapsed = time.monotonic() - self.began
         left = max(self.spec.warmup_seconds + self.spec.duration_seconds - elapsed, 0.0)
-        return LoadProgress("running" if left > 0 else "draining", requests, errors, elapsed,
+        phase = "running" if left > 0 and not self.stop.is_set() else "draining"  # as a local run
+        return LoadProgress(phase, requests, errors, elapsed,
                             requests / elapsed if elapsed > 0 else 0.0, left)
 
 
@@ -322,13 +324,13 @@ def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | N
             meters.append(FrameMeter(engine.recorder, sender, start_ns=start_ns,
                                      interval_ns=live_interval_ns))
 
-        def report(running: Engine) -> None:
+        def report(current: Engine) -> None:
             now = perf_counter_ns()
             for meter in meters:
                 meter.look(now)
             if now - last_report[0] >= PROGRESS_SECONDS * NS_PER_S:
                 last_report[0] = now
-                sender.counts(running.recorder.count, running.errors)
+                sender.counts(current.recorder.count, current.errors)
 
         await engine.run(start_ns, should_stop=stopped.is_set, on_housekeeping=report)
         return start_ns
@@ -407,10 +409,9 @@ class ClusterRun:
     def __init__(self, spec: LoadSpec, cluster: str | Client, *, live: bool = False,
                  live_interval_seconds: float = DEFAULT_INTERVAL_SECONDS) -> None:
         self.spec = spec
+        self.interval_ns = interval_ns(live_interval_seconds)  # checked before connecting
         self.live_interval_s = live_interval_seconds if live else None
-        self.interval_ns = round(live_interval_seconds * NS_PER_S)
         self.start_ns: int | None = None
-        self._live = live
         self._merger: FrameMerger | None = None
         self._lock = threading.Lock()
         self._progress: LoadProgress | None = None
@@ -430,7 +431,7 @@ class ClusterRun:
     def _main(self) -> None:
         try:
             self._result = _run(self.spec, self._client, self._heard,
-                                self if self._live else None, self._stop)
+                                self if self.live_interval_s is not None else None, self._stop)
         except BaseException as error:  # handed to whoever asks for the result
             self._error = error
         finally:
@@ -484,9 +485,7 @@ class ClusterRun:
 
     def progress(self) -> LoadProgress:
         if self.done() and self._result is not None:
-            summary = self._result.summary
-            return LoadProgress("done", summary.requests, summary.error_total, summary.duration_s,
-                                summary.rps, 0.0)
+            return LoadProgress.done(self._result.summary)
         if self._progress is None:
             return LoadProgress("starting", 0, 0, 0.0, 0.0,
                                 self.spec.warmup_seconds + self.spec.duration_seconds)

@@ -27,10 +27,13 @@ from typing import Protocol
 import numpy as np
 
 from lab.engine.recorder import COLUMNS, Recorder
+from lab.errors import ConfigError
 from lab.measure.frames import Frame, add_to_histogram, merge_frames
 from lab.measure.samples import MISSING, ErrorKind
+from lab.units import NS_PER_S
 
 DEFAULT_INTERVAL_SECONDS = 0.1
+INTERVAL_RANGE_SECONDS = (0.01, 10.0)
 PIPE_BYTES = 1 << 20  # Linux's unprivileged maximum: minutes of typical frames, 25 s of the largest
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
@@ -42,6 +45,15 @@ def widen_pipe(channel: Connection) -> None:
     """Ask for a 1 MiB pipe buffer; the default 64 KiB is fine too, only shorter."""
     with contextlib.suppress(OSError):
         fcntl.fcntl(channel.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def interval_ns(seconds: float) -> int:
+    """A live-frame interval in nanoseconds, checked before any run starts (every kind)."""
+    low, high = INTERVAL_RANGE_SECONDS
+    if not low <= seconds <= high:
+        raise ConfigError("live_interval_seconds",
+                          f"{seconds!r} is out of range; allowed: {low:g} to {high:g} s")
+    return round(seconds * NS_PER_S)
 
 
 class FrameSink(Protocol):

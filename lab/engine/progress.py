@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lab.measure.summary import RunSummary
 
 
 @dataclass(frozen=True)
@@ -20,3 +24,9 @@ class LoadProgress:
     def __str__(self) -> str:
         return (f"{self.phase}: {self.requests} requests ({self.errors} errors), "
                 f"{self.rps:,.0f} req/s, {self.seconds_left:.1f} s left")
+
+    @classmethod
+    def done(cls, summary: RunSummary) -> LoadProgress:
+        """A finished run's progress is its one summary: the last line a user sees while
+        waiting must not disagree with the result."""
+        return cls("done", summary.requests, summary.error_total, summary.duration_s, summary.rps, 0.0)

@@ -126,6 +126,11 @@ class LoadSpec:
         for path in self.paths:
             if not path.startswith("/"):
                 raise ConfigError("paths", f"{path!r} must start with '/'")
+        for name, value in self.headers:
+            # A CR or LF would end the header line and start another: headers nobody asked for.
+            if any(mark in name or mark in value for mark in "\r\n") or not name or ":" in name:
+                raise ConfigError("headers", f"{name!r}: {value!r} is not one header line "
+                                  "(a name without ':', no CR or LF)")
         if self.target.websocket and (self.paths or not self.keepalive or self.method != "GET"):
             raise ConfigError("url", "a ws:// run sends messages on its URL's path over kept "
                               "connections: no paths, keepalive off or method other than GET")
