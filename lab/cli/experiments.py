@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lab.cli.bench import writable_store
+from lab.cli.records import check_output
 from lab.cli.text import printable
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
@@ -142,6 +143,10 @@ def run(arguments: argparse.Namespace) -> int:
 
         if picture_format(arguments.plot) is None:  # checked now, not after the sweep
             raise ConfigError("plot", f"{arguments.plot}: use .png, .svg or .pdf")
+        try:
+            check_output(arguments.plot)
+        except ConfigError as error:
+            raise ConfigError("plot", error.message) from None
     store = writable_store(arguments.data_dir) if arguments.save else None
     result = sweep(arguments.path, knobs=_assignments("knob", arguments.knob), fixed=fixed,
                    rounds=arguments.rounds, duration_seconds=arguments.duration_seconds,

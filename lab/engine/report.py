@@ -77,7 +77,11 @@ def format_run(summary: RunSummary, load_spec: Mapping[str, Any], outcome: RunOu
 def _heading(spec: Mapping[str, Any]) -> list[str]:
     workers, connections = spec.get("workers", 1), spec.get("connections", "?")
     rate = spec.get("rate")
-    model = f"open loop at {rate:g} req/s" if spec.get("mode") == "open" and rate else "closed loop"
+    stages = spec.get("stages") or ()
+    if spec.get("mode") == "open" and stages:
+        model = f"open loop in rate stages {', '.join(stages)}"
+    else:
+        model = f"open loop at {rate:g} req/s" if spec.get("mode") == "open" and rate else "closed loop"
     if spec.get("think_ms"):
         model += f", each connection thinking {spec['think_ms']:g} ms on average between requests"
     warmup = spec.get("warmup_seconds") or 0
@@ -131,11 +135,13 @@ def _count_lines(summary: RunSummary, outcome: RunOutcome) -> list[str]:
 def _rate_lines(summary: RunSummary) -> list[str]:
     """The target beside what was achieved; in words when the rate was not kept."""
     late_share = summary.late_share if summary.late_share is not None else float("nan")
-    lines = [f"Target rate:  {summary.target_rate or 0:>12,.2f}   late (>{summary.late_after_ms:g} ms): "
+    target = f"{summary.target_rate:>12,.2f}" if summary.target_rate else f"{'the stages':>12}"
+    lines = [f"Target rate:  {target}   late (>{summary.late_after_ms:g} ms): "
              f"{summary.late:,} ({late_share * 100:.1f} %)"]
     if summary.kept_up is False:
+        asked = f"the {summary.target_rate:,.0f} asked for" if summary.target_rate else "the stages' rates"
         lines.append(
             f"  The target rate was not kept: {late_share * 100:.1f} % of requests were sent late "
             f"(more than {summary.late_after_ms:g} ms after their intended time); achieved "
-            f"{summary.rps:,.0f} responses/s of the {summary.target_rate or 0:,.0f} asked for.")
+            f"{summary.rps:,.0f} responses/s of {asked}.")
     return lines
