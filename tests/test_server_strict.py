@@ -143,3 +143,26 @@ def test_an_error_answer_reaches_a_client_that_keeps_sending(server):
             pytest.fail("the server reset the connection instead of lingering")
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(10) == b""  # then it closes in order
+
+
+@pytest.mark.parametrize("host", [b"a b", b"a/b", b"a@b", b"\xe9.example"])
+def test_a_host_that_is_not_a_host_is_refused(server, host):
+    statuses, _ = answers_until_close(b"GET /fast HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", server.port)
+    assert statuses == [400]
+
+
+@pytest.mark.parametrize("host", [b"example.com", b"127.0.0.1:8080", b"[::1]:80", b"xn--bcher-kva.example"])
+def test_a_host_with_or_without_a_port_is_taken(server, host):
+    assert exchange(server.port, b"GET /fast HTTP/1.1\r\nHost: " + host + b"\r\n\r\n").status == 200
+
+
+@pytest.mark.parametrize("version", [b"2.0", b"0.9"])
+def test_a_version_the_server_does_not_speak_gets_505(server, version):
+    statuses, _ = answers_until_close(b"GET /fast HTTP/" + version + b"\r\nHost: t\r\n\r\n", server.port)
+    assert statuses == [505]
+
+
+def test_an_absolute_form_target_is_routed_by_its_path(server):
+    # RFC 9112 section 3.2.2: a server must accept the absolute form (proxies send it).
+    answer = exchange(server.port, b"GET http://t/fast?x=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert answer.status == 200 and answer.body == b"OK"

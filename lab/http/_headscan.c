@@ -39,19 +39,26 @@ static unsigned char is_tchar[256];
 static unsigned char is_target_char[256];
 /* Visible ASCII, and the space and tab allowed inside a field value (RFC 9110 section 5.5). */
 static unsigned char is_value_char[256];
+/* A Host value: RFC 3986 host (reg-name, IPv4, [IP-literal]) and ":port" -- the connection's
+ * _HOST_VALUE; any other value is llhttp's path, which answers it with 400. */
+static unsigned char is_host_char[256];
 
 static void fill_tables(void)
 {
     const char *tchar_marks = "!#$%&'*+-.^_`|~";
     const char *target_marks = "-._~%!$&'()*+,;=:@/?";
+    const char *host_marks = "-._~%!$&'()*+,;=:[]";
     for (int c = '0'; c <= '9'; c++)
-        is_tchar[c] = is_target_char[c] = 1;
+        is_tchar[c] = is_target_char[c] = is_host_char[c] = 1;
     for (int c = 'a'; c <= 'z'; c++)
-        is_tchar[c] = is_target_char[c] = is_tchar[c - 32] = is_target_char[c - 32] = 1;
+        is_tchar[c] = is_target_char[c] = is_host_char[c] = is_tchar[c - 32] = is_target_char[c - 32] =
+            is_host_char[c - 32] = 1;
     for (const char *mark = tchar_marks; *mark; mark++)
         is_tchar[(unsigned char)*mark] = 1;
     for (const char *mark = target_marks; *mark; mark++)
         is_target_char[(unsigned char)*mark] = 1;
+    for (const char *mark = host_marks; *mark; mark++)
+        is_host_char[(unsigned char)*mark] = 1;
     for (int c = 0x20; c < 0x7f; c++)
         is_value_char[c] = 1;
     is_value_char['\t'] = 1;
@@ -165,8 +172,12 @@ static Py_ssize_t parse_head(const unsigned char *buffer, Py_ssize_t start, Py_s
             return -1;  /* llhttp's handling of outer whitespace is its own business */
         if (needs_llhttp(name, name_length, value, p - value))
             return -1;
-        if (NAME_IS(name, name_length, "host"))
+        if (NAME_IS(name, name_length, "host")) {
+            for (const unsigned char *c = value; c < p; c++)
+                if (!is_host_char[*c])
+                    return -1;
             hosts++;
+        }
         fields[count].name = name;
         fields[count].name_length = name_length;
         fields[count].value = value;

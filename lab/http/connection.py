@@ -62,12 +62,15 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # test rules out most other headers before any lower-casing.
 _HOST, _EXPECT, _CONTENT_LENGTH, _TRANSFER_ENCODING = (
     b"host", b"expect", b"content-length", b"transfer-encoding")
-_CONNECTION = b"connection"
-_FRAMING_NAMES = frozenset((_HOST, _EXPECT, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION))
+_FRAMING_NAMES = frozenset((_HOST, _EXPECT, _CONTENT_LENGTH, _TRANSFER_ENCODING))
 # Method names as str, without decoding the parser's bytes for the common ones.
 METHOD_NAMES = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
                                                   "PATCH", "CONNECT", "TRACE")}
 _FRAMING_NAME_LENGTHS = frozenset(len(name) for name in _FRAMING_NAMES)
+# The bytes of an RFC 3986 host (reg-name, IPv4, [IP-literal]) and :port; empty is allowed too
+# (for a target without an authority). _headscan.c accepts only such values as well.
+_HOST_BYTES = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+               b"-._~%!$&'()*+,;=:[]")
 
 
 class Waiting(enum.Enum):
@@ -89,6 +92,16 @@ class _Rejected(Exception):
     """Raised inside a parser callback to abandon a request that has already been answered."""
 
 
+def _origin_form(target: bytes) -> bytes:
+    """The path and query of an absolute-form target (``http://host/path?q``), which a server
+    must accept (RFC 9112 section 3.2.2); other forms as they are."""
+    scheme, separator, rest = target.partition(b"://")
+    if not separator or target[:1] == b"/" or scheme.lower() not in (b"http", b"https"):
+        return target
+    slash = rest.find(b"/")
+    return rest[slash:] if slash >= 0 else b"/"
+
+
 def _error_response(status: int, message: str) -> Response:
     return Response.text(message + "\n", status)
 
@@ -99,7 +112,6 @@ class HttpConnection(asyncio.BufferedProtocol):
         "_body_parts",
         "_buffer",
         "_busy",
-        "_connection_header",
         "_deadline_kind",
         "_drain_waiter",
         "_expect_continue",
@@ -109,6 +121,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         "_header_bytes",
         "_headers",
         "_host_count",
+        "_http_version",
         "_in_headers",
         "_in_message",
         "_lingering",
@@ -416,7 +429,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._expect_continue = False
         self._transfer_codings: list[bytes] | None = None
         self._upgrade = False
-        self._connection_header = False
+        self._http_version = "1.1"  # llhttp's, read once the head is complete
 
     # httptools callbacks, in the order they come
 
@@ -445,6 +458,8 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._abandon(431, "request header fields too large", "header_too_large")
         if name == b"Host":  # as nearly every client spells it: no lower-casing, no lookup
             self._host_count += 1
+            if value.translate(None, _HOST_BYTES):  # what is left is not host[:port]
+                self._bad_host()
         elif len(name) in _FRAMING_NAME_LENGTHS:
             lowered = name.lower()
             if lowered in _FRAMING_NAMES:
@@ -453,6 +468,8 @@ class HttpConnection(asyncio.BufferedProtocol):
     def _framing_header(self, name: bytes, value: bytes) -> None:
         if name == _HOST:
             self._host_count += 1
+            if value.translate(None, _HOST_BYTES):
+                self._bad_host()
         elif name == _CONTENT_LENGTH:
             if value.isdigit() and int(value) > self.settings.max_body_bytes:
                 # Refused before any of the body is read, so an Expect: 100-continue
@@ -464,13 +481,22 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._transfer_codings.append(value)
         elif name == _EXPECT:
             self._expect_continue = value.strip().lower() == b"100-continue"
-        elif name == _CONNECTION:
-            self._connection_header = True
+
+    def _bad_host(self) -> None:
+        # RFC 9112 section 3.2: a Host whose value is not a host[:port] is a 400, like two.
+        self._abandon(400, "the Host header is not a host name or address with a port", "bad_request")
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
         parser = self.parser
-        if self._host_count != 1 and (self._host_count > 1 or parser.get_http_version() != "1.0"):
+        # httptools formats the version into a new string on every call (~2,500 instructions):
+        # read once here, where it is checked, and kept for the answer.
+        self._http_version = version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            # RFC 9110 section 15.6.6: a major version the server does not speak.
+            self._abandon(505, f"HTTP/{version} is not supported; this server speaks HTTP/1.1",
+                          "bad_request")
+        if self._host_count != 1 and (self._host_count > 1 or version != "1.0"):
             # RFC 9112 section 3.2: an HTTP/1.1 request has exactly one Host; HTTP/1.0 at most one.
             self._abandon(400, "a request needs exactly one Host header", "bad_request")
         if self._transfer_codings is not None:
@@ -513,24 +539,17 @@ class HttpConnection(asyncio.BufferedProtocol):
     def on_message_complete(self) -> None:
         self._in_message = False
         parser = self.parser
-        path, mark, query = (self._url or b"/").partition(b"?")
+        url = self._url or b"/"
+        path, mark, query = (url if url[:1] == b"/" else _origin_form(url)).partition(b"?")
         parts = self._body_parts
         if parts is not None:
             self._body_parts = None
         keep_alive = parser.should_keep_alive()
-        # llhttp keeps an HTTP/1.0 request alive only when it says "Connection: keep-alive",
-        # so without a Connection header a kept request is HTTP/1.1: no need to ask for the
-        # version, which httptools formats into a new string (~0.2 us) on every call.
-        if self._connection_header:
-            self._connection_header = False
-            version = parser.get_http_version()
-        else:
-            version = "1.1" if keep_alive else parser.get_http_version()
         raw_method = parser.get_method()
         self._answer(METHOD_NAMES.get(raw_method) or raw_method.decode("ascii"), path.decode("latin-1"),
                      query.decode("latin-1") if mark else "", self._headers,
                      (parts[0] if len(parts) == 1 else b"".join(parts)) if parts else b"",
-                     version, keep_alive and not self._upgrade)
+                     self._http_version, keep_alive and not self._upgrade)
 
     def _answer(self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]], body: bytes,
                 version: str, keep_alive: bool) -> None:
