@@ -170,3 +170,27 @@ def test_a_bad_cluster_value_is_a_usage_error(server_url: str, value: str) -> No
     code, _, stderr = bench(server_url + "/fast", "--cluster", value, "-d", "1")
     assert code == 2
     assert "--cluster" in stderr and "Traceback" not in stderr
+
+
+def test_a_worker_whose_clock_estimate_puts_its_first_request_before_the_start_is_still_counted() -> None:
+    """The clock offset is known to half a round trip: a worker's first request, moved onto the
+    client's clock, can land just before the client's start time. It is part of the run."""
+    import zlib
+
+    import numpy as np
+
+    from lab.engine.cluster import Segment, _merge
+    from lab.measure.samples import empty
+
+    start_ns, offset_ns = 10_000_000_000, -50_000  # the worker's clock read 50 µs late
+    samples = empty(3)
+    samples["intended_ns"] = samples["sent_ns"] = start_ns + np.array([0, 1_000_000, 2_000_000])
+    samples["done_ns"] = samples["sent_ns"] + 100_000
+    samples["status"] = 200
+    outcome = {"start_ns": start_ns, "end_ns": start_ns + 3_000_000, "abandoned": 0,
+               "samples": zlib.compress(samples.tobytes())}
+    spec = lab.LoadSpec(url="http://127.0.0.1:1/fast", mode="open", rate=1000, connections=1,
+                        duration_seconds=1)
+    result = _merge(spec, [Segment(0, "tcp://worker", offset_ns)], [outcome], start_ns, "tcp://scheduler")
+    assert result.requests == 3
+    assert result.outcome.cluster is not None and result.outcome.cluster["per_worker"][0]["requests"] == 3

@@ -354,7 +354,7 @@ def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | N
 
 def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any] | None],
            start_ns: int, address: str, *, stopped_early: bool = False) -> LoadResult:
-    parts, ends = [], [start_ns]
+    parts, starts, ends = [], [start_ns], [start_ns]
     for segment, outcome in zip(segments, outcomes, strict=True):
         if outcome is None:
             parts.append(_lost_row(segment.index, start_ns))
@@ -362,7 +362,13 @@ def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any
         samples = np.frombuffer(zlib.decompress(outcome["samples"]), dtype=SAMPLE_DTYPE).copy()
         _shift(samples, segment.clock_offset_ns)
         parts.append(samples)
+        starts.append(outcome["start_ns"] + segment.clock_offset_ns)
         ends.append(outcome["end_ns"] + segment.clock_offset_ns)
+    # A worker starts after the client's start time, but its clock offset is only known to
+    # within half a round trip: moved onto the client's clock, its first requests can land a
+    # little before that time. The run began when the earliest worker did, or the result would
+    # drop those requests (which the worker's live frames count).
+    start_ns = min(starts)
     lost = sum(outcome is None for outcome in outcomes)
     result = LoadResult.of_run(
         spec, merge(parts), start_ns_=start_ns, end_ns=max(ends),
