@@ -121,6 +121,17 @@ def test_a_mistake_names_the_flag(command: str, argv: list[str], message: str, s
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("run.*"))
 
 
+@pytest.mark.parametrize("command", ["runs", "show", "compare"])
+def test_a_data_dir_that_does_not_exist_is_a_mistake_not_an_empty_store(
+        command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    references = [] if command == "runs" else ["latest"]
+    with pytest.raises(SystemExit) as stopped:
+        main([command, *references, "--data-dir", str(tmp_path / "typo")])
+    assert stopped.value.code == 2
+    assert _usage_error(capsys, command).startswith(
+        f"python -m lab {command}: error: --data-dir: the folder {tmp_path / 'typo'} does not exist")
+
+
 def test_the_default_export_path_of_a_very_long_name_is_a_valid_file_name(
         store: RecordStore, synthetic_record: Record, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -223,6 +223,21 @@ def test_capacity_refuses_bad_input_in_one_line(argv: list[str], flag: str, word
     assert "probe" not in done.stderr and done.stdout == ""
 
 
+def test_capacity_of_a_target_that_answers_nothing_is_not_searched_for() -> None:
+    """Nothing listening is not an SLO that fails at every rate: the search stops at the first
+    rate, says why in one line and exits 3 (bench's 'no request succeeded')."""
+    began = time.monotonic()
+    done = capacity("http://127.0.0.1:9/fast", "--slo", "p99<20ms", "-d", "0.5")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.count("probe ") == 2  # the failure is confirmed once, no halving below it
+    assert done.stderr.splitlines()[-1].startswith("lab: no request succeeded: no answer:")
+    assert "connect_refused at 100 requests/s" in done.stderr
+    assert time.monotonic() - began < 30
+    as_json = capacity("http://127.0.0.1:9/fast", "--slo", "p99<20ms", "-d", "0.5", "--json")
+    assert as_json.returncode == 3 and "connect_refused" in json.loads(as_json.stdout)["no_success"]
+
+
 @pytest.fixture
 def one_core_server() -> Iterator[tuple[ServerHandle, str | None]]:
     """The lab server in its own process on the first core; the generator gets the second."""

@@ -42,6 +42,7 @@ from lab.experiments.sweeps import (
     parse_assignment,
     sweep,
 )
+from lab.measure.thresholds import Outcome
 from lab.options import parse_value
 
 EPILOG = f"""\
@@ -190,6 +191,7 @@ exit codes:
   0  a rate was found at which every --slo held
   1  the SLO failed even at the lowest rate tried
   2  a usage error (an SLO that does not parse, a bad rate); nothing ran
+  3  no request succeeded before any probe passed (nothing listening, every answer an error)
 """
 
 
@@ -227,8 +229,11 @@ def run_capacity(arguments: argparse.Namespace) -> int:
                            on_progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     if arguments.json:
         print(json.dumps(result.to_json_dict(), indent=2, default=str))
-    else:
+    elif result.no_success is None:
         print(describe_capacity(result))
+    if result.no_success is not None:
+        print(printable(f"lab: {result.no_success}"), file=sys.stderr)
+        return int(Outcome.NO_SUCCESS)
     return 0 if result.capacity_rps > 0 else 1
 
 

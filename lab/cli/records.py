@@ -83,6 +83,15 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
                         help="records folder [default: $LAB_DATA_DIR, else data/ in the project]")
 
 
+def _store(arguments: argparse.Namespace) -> RecordStore:
+    """The records folder to read. One named with --data-dir must exist: a mistyped folder
+    would otherwise read as "no runs saved", which it is not."""
+    if arguments.data_dir is not None and not arguments.data_dir.is_dir():
+        missing = "is not a folder" if arguments.data_dir.exists() else "does not exist"
+        raise ConfigError("data_dir", f"the folder {arguments.data_dir} {missing}")
+    return RecordStore(arguments.data_dir)
+
+
 # --- errors and warnings --------------------------------------------------------------------
 
 Command = Callable[[argparse.Namespace], int]
@@ -121,9 +130,10 @@ def _print_skipped(caught: list[warnings.WarningMessage]) -> None:
 
 @_reports_store_problems
 def run_runs(arguments: argparse.Namespace) -> int:
-    table = RecordStore(arguments.data_dir).runs()
+    store = _store(arguments)
+    table = store.runs()
     if table.empty:
-        print(f"no runs saved in {RecordStore(arguments.data_dir).path}")
+        print(f"no runs saved in {store.path}")
         return 0
     table = table.assign(started=table["started"].dt.strftime("%Y-%m-%d %H:%M:%S"),
                          name=table["name"].map(printable), tags=table["tags"].map(printable))
@@ -135,7 +145,7 @@ def run_runs(arguments: argparse.Namespace) -> int:
 
 @_reports_store_problems
 def run_show(arguments: argparse.Namespace) -> int:
-    record = RecordStore(arguments.data_dir).load(arguments.reference)
+    record = _store(arguments).load(arguments.reference)
     if arguments.json:
         print(json.dumps(record.to_json_dict()))
         return 0
@@ -179,7 +189,7 @@ def run_export(arguments: argparse.Namespace) -> int:
     if arguments.output == "-" and format == "parquet":
         raise ConfigError("output", "parquet is binary; give a file with -o")
     target = None if arguments.output in (None, "-") else check_output(arguments.output)
-    record = RecordStore(arguments.data_dir).load(arguments.reference)
+    record = _store(arguments).load(arguments.reference)
     if arguments.output == "-":
         sys.stdout.write(_text_export(record, format, arguments.metric))
         return 0
@@ -210,7 +220,7 @@ def run_plot(arguments: argparse.Namespace) -> int:
     if not plots.picture_format(target):
         raise ConfigError("output", f"unknown picture format {target.suffix or '(none)'!r} in "
                           f"{arguments.output}; use .png, .svg or .pdf")
-    records = RecordStore(arguments.data_dir).load_many(arguments.runs)
+    records = _store(arguments).load_many(arguments.runs)
     options: dict[str, Any] = {} if arguments.kind == "timeline" else {"metric": arguments.metric}
     figure = plots.plot(records, arguments.kind, **options)
     try:
@@ -223,7 +233,7 @@ def run_plot(arguments: argparse.Namespace) -> int:
 
 @_reports_store_problems
 def run_compare(arguments: argparse.Namespace) -> int:
-    table = compare_runs(RecordStore(arguments.data_dir), arguments.runs, baseline=arguments.baseline)
+    table = compare_runs(_store(arguments), arguments.runs, baseline=arguments.baseline)
     table = table.rename(columns=printable, index=printable)
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print(table.map(_cell).to_string())

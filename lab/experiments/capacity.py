@@ -16,6 +16,10 @@ failed. A request the generator sent late is still timed from its intended send,
 (no free connection, a busy machine) counts against the SLO rather than being asked about
 separately: at low rates the first request or two of a run are always a little late.
 
+A target that answers nothing (no request of a probe succeeded before any probe passed: the
+server is down, or every answer was an error) ends the search at once: that is not a capacity
+to bisect, and halving the rate down to one request per second would only hide it.
+
 A failed probe is run once more before its rate counts as failed. On a shared machine another
 job can take the server's core for a moment, and that can only make latency worse, never
 better: a pass is evidence the rate is sustainable, a single failure may be a neighbour.
@@ -50,6 +54,7 @@ class Probe:
     passed: bool
     why: str  # "held" or the first reason it failed
     summary: RunSummary
+    answered: bool = True  # at least one request succeeded
 
     def as_dict(self) -> dict[str, Any]:
         return {"rate": self.rate, "passed": self.passed, "why": self.why,
@@ -66,10 +71,12 @@ class CapacityResult:
     bracket: tuple[float, float | None]  # (highest pass, lowest fail; None if none failed)
     probes: list[Probe] = field(default_factory=list)
     stopped_by_budget: bool = False
+    no_success: str | None = None  # why the search stopped: the target answered nothing
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"url": self.url, "slo": list(self.slo), "capacity_rps": self.capacity_rps,
                 "bracket": list(self.bracket), "stopped_by_budget": self.stopped_by_budget,
+                "no_success": self.no_success,
                 "probes": [probe.as_dict() for probe in self.probes]}
 
 
@@ -114,7 +121,8 @@ def probe(plan: CapacityPlan, rate: float) -> Probe:
     why = "held" if outcome is Outcome.PASSED else (reason or outcome.name.lower())
     if outcome is Outcome.PASSED and result.summary.error_total:
         why = f"{result.summary.error_total} requests failed"
-    return Probe(rate=rate, passed=why == "held", why=why, summary=result.summary)
+    return Probe(rate=rate, passed=why == "held", why=why, summary=result.summary,
+                 answered=outcome is not Outcome.NO_SUCCESS)
 
 
 def find_capacity(url: str, *, slo: Sequence[str], connections: int = 50,
@@ -136,6 +144,7 @@ def search(plan: CapacityPlan, on_progress: Progress | None = None) -> CapacityR
     failed: float | None = None
     rate = plan.start_rate
     out_of_time = False
+    no_success = None
     while True:
         if not _time_for_a_probe(plan, deadline):
             out_of_time = True
@@ -147,12 +156,15 @@ def search(plan: CapacityPlan, on_progress: Progress | None = None) -> CapacityR
             passed = rate
         else:
             failed = rate
+        if not result.answered and passed == 0:
+            no_success = f"{result.why} at {rate:,.0f} requests/s"
+            break
         next_rate = _next_rate(plan, passed, failed)
         if next_rate is None:
             break
         rate = next_rate
     return CapacityResult(url=plan.url, slo=plan.slo, capacity_rps=passed, bracket=(passed, failed),
-                          probes=probes, stopped_by_budget=out_of_time)
+                          probes=probes, stopped_by_budget=out_of_time, no_success=no_success)
 
 
 def _time_for_a_probe(plan: CapacityPlan, deadline: float) -> bool:
@@ -164,9 +176,10 @@ def _probe_and_tell(plan: CapacityPlan, rate: float, probes: list[Probe],
     result = probe(plan, rate)
     probes.append(result)
     if on_progress is not None:
+        figures = (f"; p99 {result.summary.latency.p99:.3g} ms, {result.summary.rps:,.0f} req/s"
+                   if result.answered else "")
         on_progress(f"probe {len(probes)}: {rate:,.0f} requests/s -> "
-                    f"{'pass' if result.passed else 'fail'} ({result.why}; "
-                    f"p99 {result.summary.latency.p99:.3g} ms, {result.summary.rps:,.0f} req/s)")
+                    f"{'pass' if result.passed else 'fail'} ({result.why}{figures})")
     return result
 
 
