@@ -166,3 +166,18 @@ def test_an_absolute_form_target_is_routed_by_its_path(server):
     # RFC 9112 section 3.2.2: a server must accept the absolute form (proxies send it).
     answer = exchange(server.port, b"GET http://t/fast?x=1 HTTP/1.1\r\nHost: t\r\n\r\n")
     assert answer.status == 200 and answer.body == b"OK"
+
+
+@pytest.mark.parametrize("method", [b"FOO", b"get", b"BREW"])
+def test_a_method_the_server_does_not_know_gets_501(server, method):
+    # RFC 9110 section 9.1: an unrecognized method is a 501, not a malformed request.
+    statuses, body = answers_until_close(method + b" /fast HTTP/1.1\r\nHost: t\r\n\r\n", server.port)
+    assert statuses == [501] and b"method " + method + b" is not implemented" in body
+    assert server.stats()["errors"]["not_implemented"] >= 1
+
+
+@pytest.mark.parametrize("garbage", [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+                                     b"(GET) /fast HTTP/1.1\r\n\r\n", b"FOO\r\n\r\n"])
+def test_bytes_that_are_no_request_line_stay_a_400(server, garbage):
+    statuses, _ = answers_until_close(garbage, server.port)
+    assert statuses == [400]

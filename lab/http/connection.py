@@ -73,6 +73,22 @@ _HOST_BYTES = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
                b"-._~%!$&'()*+,;=:[]")
 
 
+# RFC 9110 section 5.6.2: the characters of a token, such as a method name.
+_TOKEN_BYTES = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                b"!#$%&'*+-.^_`|~")
+
+
+def _unknown_method(head: bytes) -> bytes | None:
+    """The method of a request line whose method llhttp does not know, if ``head`` begins
+    with one (a token, a space, a target): RFC 9110 section 9.1 answers that with 501, where
+    bytes that are no request line at all (a TLS hello, garbage) are a 400."""
+    method, space, rest = head.partition(b" ")
+    if (not space or not 0 < len(method) <= 32 or method.translate(None, _TOKEN_BYTES)
+            or method in METHOD_NAMES or rest[:1] not in (b"/", b"*", b"h")):
+        return None
+    return method
+
+
 class Waiting(enum.Enum):
     """What a connection's deadline is for: which timeout ends it, and how."""
 
@@ -362,6 +378,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             offset = self._answer_plain_heads(scan_head, buffer, nbytes)
             if offset == nbytes or self.closing or self._parse_stopped:
                 return
+        between_messages = not self._in_message
         try:
             self.parser.feed_data(view[offset:nbytes])
         except httptools.HttpParserUpgrade as upgrade:
@@ -380,12 +397,23 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._parse_stopped = True
             rejection = self._rejection
             if rejection is None:
-                stats.count_error("bad_request")
-                rejection = _error_response(400, f"malformed request: {error}")
+                head = bytes(view[offset:min(nbytes, offset + 64)]) if between_messages else b""
+                rejection = self._parse_error_answer(error, head)
             self._queue_or_send(rejection)
             return
         if self._in_headers:
             self._count_head_bytes(nbytes)
+
+    def _parse_error_answer(self, error: httptools.HttpParserError, head: bytes) -> Response:
+        """400 for bytes llhttp refused; 501 for a method it does not know. Only a request line
+        at the start of this read is looked at: an unknown method after pipelined requests in
+        the same read gets the 400 (the parser does not say where it stopped)."""
+        method = _unknown_method(head) if isinstance(error, httptools.HttpParserInvalidMethodError) else None
+        if method is not None:
+            self.state.stats.count_error("not_implemented")
+            return _error_response(501, f"method {method.decode()} is not implemented")
+        self.state.stats.count_error("bad_request")
+        return _error_response(400, f"malformed request: {error}")
 
     def _answer_plain_heads(self, scan: ScanHead, buffer: bytearray, nbytes: int) -> int:
         """Answer the plain heads at the start of this read (see _headscan.c); return where
