@@ -187,8 +187,9 @@ def changed_knobs(old: Any, new: Any) -> list[str]:
 
 # --- command line ---------------------------------------------------------------------------
 
-# Suffixes a duration may be written with on the command line (wrk's -d 10s, -d 2m).
-_SECONDS_PER = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Suffixes a duration may be written with on the command line (wrk's -d 10s, -d 2m); an
+# emulated path's delay=500us too.
+_SECONDS_PER = {"us": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def _parse_optional(base: type, nullable: bool, unit: str) -> Any:
@@ -198,7 +199,7 @@ def _parse_optional(base: type, nullable: bool, unit: str) -> Any:
         if unit == "s" and base is float:
             value = _seconds(text)
         elif unit == "ms" and base is float:
-            value = _milliseconds(text)
+            value = parse_milliseconds(text)
         elif unit == "bytes" and base is int:
             return _bytes(text)
         else:
@@ -237,8 +238,9 @@ def parse_seconds(text: str) -> float:
     return _seconds(text)
 
 
-def _milliseconds(text: str) -> float:
-    """``40``, ``40ms``, ``0.5s``: milliseconds (a bare number is already in them)."""
+def parse_milliseconds(text: str) -> float:
+    """``40``, ``40ms``, ``500us``, ``0.5s``: milliseconds (a bare number is already in them);
+    ValueError if not."""
     stripped = text.strip().lower()
     if stripped.rstrip("smh").strip() == stripped:
         return float(stripped)

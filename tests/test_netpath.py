@@ -38,6 +38,7 @@ from lab.netpath.system import (
     lab_devices,
     lab_namespaces,
 )
+from lab.options import parse_value
 
 REASON = missing_privilege()
 needs_privilege = pytest.mark.skipif(REASON is not None, reason=f"emulated path: {REASON}")
@@ -76,10 +77,20 @@ def test_a_bad_token_is_named_with_the_allowed_form(text: str, named: str | None
 
 
 def test_a_value_out_of_range_names_its_knob() -> None:
-    with pytest.raises(ConfigError, match="loss_percent"):
+    with pytest.raises(ConfigError) as caught:  # as the user wrote it: the flag, then the token
         Path.parse("loss=120%")
+    assert caught.value.option == "emulate" and caught.value.message.startswith("loss: 120.0 is out of range")
     with pytest.raises(ConfigError, match="delay_ms"):
         Path(delay_ms=-1)
+
+
+def test_a_path_reads_milliseconds_as_every_millisecond_knob_does() -> None:
+    # One parser for both: panel.set(delay_ms="500us") and --emulate 'delay=500us' agree.
+    for text in ("500us", "0.5ms", "0.0005s", "0.5"):
+        assert Path.parse(f"delay={text}").delay_ms == pytest.approx(0.5)
+        assert parse_value(Path, "delay_ms", text) == pytest.approx(0.5)
+    with pytest.raises(ConfigError):
+        Path.parse("delay=nan")
 
 
 def test_serve_with_a_bad_path_is_one_line_naming_the_flag() -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from lab.cli.bench import writable_store
 from lab.cli.records import check_output
+from lab.cli.serve import add_emulate_flag
 from lab.cli.text import printable
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
@@ -103,9 +104,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         f"(repeatable) [default: {', '.join(DEFAULT_METRICS)}]")
     parser.add_argument("--noise-band", dest="noise_band", type=_share, default=DEFAULT_NOISE_BAND,
                         metavar="SHARE", help="ratios within 1 ± this are noise [default: 5%%]")
-    parser.add_argument("--emulate", default=None, metavar="PATH",
-                        help="run the server behind an emulated network path for every run, e.g. "
-                             "'delay=20ms loss=0.5%%' (needs root or CAP_NET_ADMIN; see serve --emulate)")
+    add_emulate_flag(parser, "run the server behind an emulated network path for every run")
     parser.add_argument("--seed", type=int, default=None, help="seed of the round order [default: random]")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="FILE", default=None,

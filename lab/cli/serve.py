@@ -24,11 +24,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_arguments(parser, ServerConfig)
     parser.add_argument("--router", default=None, metavar="MODULE:FUNCTION",
                         help="routes to serve (default: the demo routes, lab/http/demo_routes.py)")
-    parser.add_argument("--emulate", default=None, metavar="PATH",
-                        help=f"serve behind an emulated network path, e.g. '{ALLOWED_FORM}' "
-                        "(delay each way; needs root or CAP_NET_ADMIN; the server listens on the "
-                        "path's address, in a network namespace of its own)".replace("%", "%%"))
+    add_emulate_flag(parser, "serve behind an emulated network path; the server listens on the "
+                             "path's address, in a network namespace of its own")
     parser.set_defaults(run=run)
+
+
+def add_emulate_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--emulate PATH``, as serve and sweep take it."""
+    parser.add_argument("--emulate", default=None, metavar="PATH",
+                        help=f"{what}; e.g. '{ALLOWED_FORM}' (delay each way; any of them, in any "
+                        "order; needs root or CAP_NET_ADMIN)".replace("%", "%%"))
 
 
 def announce(config: ServerConfig, port: int) -> None:

@@ -12,12 +12,13 @@ trip is twice the delay, and a loss of 1 % loses about 1 % of the packets either
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from lab.errors import ConfigError
-from lab.options import knob, validate
+from lab.options import knob, parse_milliseconds, validate
 
 GROUP = "network path"
 OPTION = "emulate"  # the flag and argument a text path comes from
@@ -34,7 +35,6 @@ _TOKENS: dict[str, tuple[str, str]] = {
 }
 ALLOWED_FORM = " ".join(f"{name}={example}" for name, (_, example) in _TOKENS.items())
 
-_MILLISECONDS_PER = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 _MBIT_PER = {"kbit": 0.001, "mbit": 1.0, "gbit": 1000.0}
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 
@@ -78,7 +78,12 @@ class Path:
                                   "(any of them, in any order)")
             field = _TOKENS[name.lower()][0]
             values[field] = _parse_token(name.lower(), value.strip().lower(), token)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigError as error:  # out of range: named as the user wrote it, not by field
+            token_name = next((name for name, (field, _) in _TOKENS.items() if field == error.option),
+                              error.option)
+            raise ConfigError(OPTION, f"{token_name}: {error.message}") from None
 
     @classmethod
     def coerce(cls, value: Path | str | None) -> Path | None:
@@ -119,8 +124,8 @@ def _number(value: float) -> str:
 
 def _parse_token(name: str, value: str, token: str) -> float | int:
     """One token's value in the field's unit; a unit that does not fit is the token's error."""
-    if name in ("delay", "jitter"):
-        number = _with_unit(value, _MILLISECONDS_PER, default="ms")
+    if name in ("delay", "jitter"):  # written as every millisecond knob is: 20, 20ms, 500us, 0.1s
+        number = _milliseconds(value)
     elif name in ("loss", "reorder"):
         number = _with_unit(value, {"%": 1.0}, default="%")
     elif name == "rate":
@@ -133,6 +138,14 @@ def _parse_token(name: str, value: str, token: str) -> float | int:
     else:  # burst: a count of packets
         number = _with_unit(value, {"p": 1.0, "packets": 1.0}, default="p")
     return number if number is not None else _bad(token, name)
+
+
+def _milliseconds(value: str) -> float | None:
+    try:
+        number = parse_milliseconds(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _with_unit(value: str, units: dict[str, float], default: str | None) -> float | None:
