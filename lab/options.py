@@ -42,6 +42,9 @@ class Knob:
     restart: bool = False  # True: a running server must re-create its listener to apply it
     group: str = "general"  # for grouping widgets and --help sections
     label: str | None = None  # words for the widget when the name's own words read badly
+    # False: no control in the panel's forms (the target comes from the panel's path box, where
+    # its server listens is fixed while it runs, the rarer load settings are set in code)
+    widget: bool = True
 
 
 def knob(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,

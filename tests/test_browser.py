@@ -32,7 +32,6 @@ import pytest
 
 from lab.engine.spec import LoadSpec
 from lab.http.config import ServerConfig
-from lab.notebook.panel import FIXED_SERVER_KNOBS, LOAD_KNOBS
 from lab.options import knob_label, knobs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,16 +254,16 @@ def screenshot(page: Any, name: str) -> None:
 
 def expected_tab_titles() -> list[str]:
     groups: list[str] = []
-    for field, spec in knobs(ServerConfig):
-        if field.name not in FIXED_SERVER_KNOBS and spec.group not in groups:
+    for _, spec in knobs(ServerConfig):
+        if spec.widget and spec.group not in groups:
             groups.append(spec.group)
     return groups
 
 
 def expected_labels() -> list[str]:
     server = [knob_label(field.name, spec) for field, spec in knobs(ServerConfig)
-              if field.name not in FIXED_SERVER_KNOBS]
-    load = [knob_label(field.name, spec) for field, spec in knobs(LoadSpec) if field.name in LOAD_KNOBS]
+              if spec.widget]
+    load = [knob_label(field.name, spec) for field, spec in knobs(LoadSpec) if spec.widget]
     return server + load
 
 

@@ -25,17 +25,17 @@ class LoadSpec:
     # --- what to call -----------------------------------------------------------------------
     url: str = knob(help="target, e.g. http://127.0.0.1:8080/fast; its path is used unless "
                     "`paths` is given; ws://127.0.0.1:8080/ws/echo sends WebSocket messages, "
-                    "each round trip one request", group="target")
-    method: str = knob("GET", help="HTTP method", flag="--method", group="target")
+                    "each round trip one request", group="target", widget=False)
+    method: str = knob("GET", help="HTTP method", flag="--method", group="target", widget=False)
     paths: tuple[str, ...] = knob((), help="request paths, taken in turn; empty = the URL's path",
-                                  group="target")
+                                  group="target", widget=False)
     headers: tuple[tuple[str, str], ...] = knob(
-        (), help="extra request headers as (name, value) pairs", group="target")
+        (), help="extra request headers as (name, value) pairs", group="target", widget=False)
     body: str = knob("", help="request body, sent as UTF-8 (Content-Length is added)",
-                     flag="--body", metavar="TEXT", group="target")
+                     flag="--body", metavar="TEXT", group="target", widget=False)
     allow_remote: bool = knob(
         False, help="allow a target outside 127.0.0.0/8 and ::1 (you must own it)",
-        flag="--allow-remote", group="target")
+        flag="--allow-remote", group="target", widget=False)
 
     # --- WebSocket messages (ws:// targets) --------------------------------------------------
     message_bytes: int = knob(16, minimum=0, maximum=MAX_BODY_BYTES, unit="bytes",
@@ -65,7 +65,7 @@ class LoadSpec:
     stages: tuple[str, ...] = knob(
         (), help="open loop in stages instead of one rate, DURATION:RATE or DURATION:FROM-TO for a "
                  "linear ramp (repeatable, in order), e.g. 10s:500, 30s:500-5000; their total is "
-                 "the run's duration", flag="--stage", metavar="DURATION:RATE", group="load")
+                 "the run's duration", flag="--stage", metavar="DURATION:RATE", group="load", widget=False)
     think_ms: float = knob(
         0.0, minimum=0, maximum=3_600_000, unit="ms",
         help="closed loop: each connection pauses between an answer and its next request, for "
@@ -85,7 +85,7 @@ class LoadSpec:
                                  group="bounds")
     max_requests: int | None = knob(None, minimum=1, maximum=1_000_000_000,
                                     help="stop after this many requests (warm-up included)",
-                                    flag="--max-requests", metavar="N", group="bounds")
+                                    flag="--max-requests", metavar="N", group="bounds", widget=False)
     timeout_seconds: float = knob(5.0, minimum=0.001, maximum=3600, unit="s",
                                   help="a request with no complete answer this long after its "
                                        "send is a timeout", flag="--timeout", metavar="S",
@@ -97,7 +97,7 @@ class LoadSpec:
     late_after_ms: float = knob(
         1.0, minimum=0, maximum=60_000, unit="ms",
         help="open loop: a request sent this much after its intended time counts as late",
-        flag="--late-after", metavar="MS", group="connection")
+        flag="--late-after", metavar="MS", group="connection", widget=False)
 
     # --- pass/fail --------------------------------------------------------------------------
     thresholds: tuple[str, ...] = knob(

@@ -19,11 +19,11 @@ from lab.units import KIB, MIB
 class ServerConfig:
     # --- where it listens -------------------------------------------------------------------
     host: str = knob("127.0.0.1", help="address to bind; 127.0.0.1 unless you mean otherwise",
-                     flag="--host", restart=True, group="listener")
+                     flag="--host", restart=True, group="listener", widget=False)
     port: int = knob(0, minimum=0, maximum=65535, help="TCP port; 0 picks a free one",
-                     flag="--port", restart=True, group="listener")
+                     flag="--port", restart=True, group="listener", widget=False)
     backlog: int = knob(1024, minimum=1, maximum=65535, help="listen() backlog",
-                        flag="--backlog", restart=True, group="listener")
+                        flag="--backlog", restart=True, group="listener", widget=False)
     loop: Literal["uvloop", "asyncio"] = knob(
         "uvloop", choices=("uvloop", "asyncio"), help="event loop implementation",
         flag="--loop", restart=True, group="listener")

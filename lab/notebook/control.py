@@ -29,9 +29,11 @@ if TYPE_CHECKING:
 
 PANEL_TEXT_KNOBS = ("path", "isolation")  # the panel's own boxes beside the knob forms
 PATH_KNOBS = frozenset(field.name for field, _ in declared_knobs(NetworkPath))
+# Server knobs without a widget: where the panel's server listens, fixed while it runs.
+FIXED_SERVER_KNOBS = frozenset(field.name for field, spec in declared_knobs(ServerConfig) if not spec.widget)
 
 
-def set_knobs(panel: LabPanel, knobs: Mapping[str, Any], *, fixed: tuple[str, ...]) -> None:
+def set_knobs(panel: LabPanel, knobs: Mapping[str, Any]) -> None:
     """Set server, load and network-path knobs on the panel's widgets; all or nothing."""
     server_values: dict[str, Any] = {}
     load_values: dict[str, Any] = {}
@@ -47,7 +49,7 @@ def set_knobs(panel: LabPanel, knobs: Mapping[str, Any], *, fixed: tuple[str, ..
         elif name in PATH_KNOBS:
             raise ConfigError(name, "is a knob of the emulated network path, and this panel's server "
                               "has none; start it with LabPanel(network_path='delay=20ms')")
-        elif name in fixed:
+        elif name in FIXED_SERVER_KNOBS:
             raise ConfigError(name, "is fixed while the panel runs (where its server listens)")
         elif name not in PANEL_TEXT_KNOBS:
             path_names = list(path_form.controls) if path_form is not None else []

@@ -41,11 +41,6 @@ from lab.records.record import Record
 from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
 
-# Server knobs the panel leaves alone: where it listens is fixed for the session.
-FIXED_SERVER_KNOBS = ("host", "port", "backlog")
-LOAD_KNOBS = ("mode", "connections", "rate", "think_ms", "duration_seconds", "warmup_seconds", "keepalive",
-              "timeout_seconds", "workers", "thresholds", "message_bytes", "message_type",
-              "ws_compression")
 WEBSOCKET_PREFIX = "/ws/"  # a path under it is loaded with WebSocket messages (ws://)
 DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}
 PROGRESS_INTERVAL_SECONDS = 0.15  # also how often the live view is redrawn
@@ -169,9 +164,8 @@ class LabPanel:
 
     def _build_widgets(self, path: str) -> None:
         self.server_form = KnobForm(
-            ServerConfig, self.server.config, exclude=FIXED_SERVER_KNOBS, tabs=True)
-        self.load_form = KnobForm(
-            LoadSpec, self._load_template, names=LOAD_KNOBS)
+            ServerConfig, self.server.config, tabs=True)
+        self.load_form = KnobForm(LoadSpec, self._load_template)
         # the "network path" knobs, from lab.netpath.Path, when the server is behind one
         emulated = self.server.path
         self.network_path_form = KnobForm(NetworkPath, emulated.spec) if emulated else None
@@ -254,7 +248,7 @@ class LabPanel:
         """Set server, load or network-path knobs by name, as typed (``nodelay="off"``,
         ``rate=500``, ``delay_ms="20ms"``); Apply and Run then use them. A bad name or value
         raises one ConfigError naming it, and nothing is changed."""
-        set_knobs(self, knobs, fixed=FIXED_SERVER_KNOBS)
+        set_knobs(self, knobs)
 
     def apply(self) -> bool:
         """Reconfigure the server as the widgets say; False (and a message) if a value is bad.

@@ -9,7 +9,6 @@ which value is wrong.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from typing import Any
 
 import ipywidgets as widgets
@@ -94,14 +93,11 @@ class KnobControl:
 class KnobForm:
     """Controls for some knobs of one configuration class, grouped as the class groups them."""
 
-    def __init__(self, config_class: type, current: Any, *, names: Iterable[str] | None = None,
-                 exclude: Iterable[str] = (), tabs: bool = False) -> None:
+    def __init__(self, config_class: type, current: Any, *, tabs: bool = False) -> None:
         self.config_class = config_class
-        wanted = set(names) if names is not None else None
-        excluded = set(exclude)
         self.controls: dict[str, KnobControl] = {}
         for field, spec in knobs(config_class):
-            if field.name in excluded or (wanted is not None and field.name not in wanted):
+            if not spec.widget:
                 continue
             base, nullable = field_type(config_class, field.name)
             if base not in (bool, int, float, str) and spec.choices is None \
