@@ -216,6 +216,7 @@ def think_time_point(result: LoadResult, *, service_ms: float) -> dict[str, floa
     users, think_ms = spec.connections, spec.think_ms
     return {
         "users": users,
+        "requests": result.requests,
         "throughput req/s": result.rps,
         "mean ms": result.latency.mean,
         "p99 ms": result.latency.p99,
