@@ -183,7 +183,9 @@ def test_the_listen_backlog_makes_no_detectable_difference(tmp_path: Path) -> No
     report = json.loads(done.stdout)
     assert report["restart_per_run"] is True
     effect = _effect(report, {"backlog": 1024}, "p50")
-    assert effect["verdict"] == "no detectable effect", effect
+    # Not the verdict: 9 rounds against 9 call a difference significant by chance about once
+    # in twenty. What cannot happen by chance is an effect of a fifth either way.
+    assert 0.8 <= effect["ratio"] <= 1.25, effect
 
 
 def test_a_staged_sweep_keeps_each_runs_stages(tmp_path: Path) -> None:
