@@ -342,3 +342,25 @@ def test_a_network_path_knob_on_a_panel_without_a_path_says_how_to_get_one() -> 
             panel.set(delay_ms=20)
     finally:
         panel.close()
+
+
+def test_a_run_on_a_dask_cluster_is_followed_live_like_a_local_one(panel):
+    pytest.importorskip("distributed")
+    panel.set(cluster="local:2", mode="open", rate=400, connections=4, duration_seconds=1.5)
+    record = asyncio.run(press_run(panel))
+    assert record is not None, panel.message.value
+    result = panel.results[-1]
+    assert result.outcome.cluster is not None and len(result.outcome.cluster["per_worker"]) == 2
+    assert result.requests == pytest.approx(600, abs=6)  # the rate split between the workers
+    assert panel.live.frames >= 3  # drawn while it ran, from the workers' frames
+    assert f"done: {result.requests:,} requests" in panel.progress_text.value
+
+
+def test_a_cluster_that_is_no_cluster_is_named_before_anything_starts(panel):
+    with pytest.raises(ConfigError) as caught:
+        panel.set(cluster="local:zero")
+    assert caught.value.option == "cluster" and panel.cluster.value == ""
+    panel.cluster.value = "nowhere:8786"
+    assert panel.start_run() is None
+    assert "cluster" in panel.message.value and "tcp://HOST:PORT" in panel.message.value
+    assert not panel.run_button.disabled

@@ -79,11 +79,11 @@ def parse_cluster(text: str) -> str:
     if text.startswith("local:"):
         count = text.removeprefix("local:")
         if not count.isdigit() or not 1 <= int(count) <= 64:
-            raise ConfigError("--cluster", f"{text!r}: local:N takes N from 1 to 64")
+            raise ConfigError("cluster", f"{text!r}: local:N takes N from 1 to 64")
         return text
     if text.startswith(("tcp://", "tls://")) and ":" in text.split("://", 1)[1]:
         return text
-    raise ConfigError("--cluster", f"{text!r}: use local:N (an embedded cluster of N worker "
+    raise ConfigError("cluster", f"{text!r}: use local:N (an embedded cluster of N worker "
                       "processes) or tcp://HOST:PORT (an existing Dask scheduler)")
 
 
@@ -92,7 +92,7 @@ def connect(cluster: str | Client) -> tuple[Client, Any]:
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise ConfigError("--cluster", "needs Dask's distributed package: "
+        raise ConfigError("cluster", "needs Dask's distributed package: "
                           "pip install distributed") from None
     if not isinstance(cluster, str):
         return cluster, None
@@ -105,7 +105,7 @@ def connect(cluster: str | Client) -> tuple[Client, Any]:
     try:
         return Client(cluster, timeout=SCHEDULER_TIMEOUT_SECONDS), None
     except (OSError, TimeoutError) as error:
-        raise ConfigError("--cluster", f"cannot reach the Dask scheduler at {cluster}: {error}") from None
+        raise ConfigError("cluster", f"cannot reach the Dask scheduler at {cluster}: {error}") from None
 
 
 @contextlib.contextmanager

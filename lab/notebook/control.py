@@ -27,7 +27,7 @@ from lab.server import Isolation
 if TYPE_CHECKING:
     from lab.notebook.panel import LabPanel
 
-PANEL_TEXT_KNOBS = ("path", "isolation")  # the panel's own boxes beside the knob forms
+PANEL_TEXT_KNOBS = ("path", "isolation", "cluster")  # the panel's own boxes beside the knob forms
 PATH_KNOBS = frozenset(field.name for field, _ in declared_knobs(NetworkPath))
 # Server knobs without a widget: where the panel's server listens, fixed while it runs.
 FIXED_SERVER_KNOBS = frozenset(field.name for field, spec in declared_knobs(ServerConfig) if not spec.widget)
@@ -60,6 +60,11 @@ def set_knobs(panel: LabPanel, knobs: Mapping[str, Any]) -> None:
     if "isolation" in knobs and knobs["isolation"] not in isolations:
         raise ConfigError("isolation",
                           f"{knobs['isolation']!r} is not allowed; allowed: {', '.join(isolations)}")
+    cluster = str(knobs.get("cluster") or "").strip()
+    if cluster:
+        from lab.engine.cluster import parse_cluster
+
+        parse_cluster(cluster)
 
     undo_server, undo_load = panel.server_form.values(), panel.load_form.values()
     undo_network = path_form.values() if path_form is not None else {}
@@ -82,6 +87,8 @@ def set_knobs(panel: LabPanel, knobs: Mapping[str, Any]) -> None:
             _show(path_form, undo_network)
         panel.path.value = undo_path
         raise
+    if "cluster" in knobs:
+        panel.cluster.value = cluster
     if "isolation" in knobs:
         panel.isolation.value = knobs["isolation"]  # observed: applies at once, as a click does
 

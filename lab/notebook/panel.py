@@ -17,7 +17,7 @@ import asyncio
 import html
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import pandas as pd
@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from lab.engine.result import LoadResult
 from lab.engine.spec import LoadSpec
-from lab.errors import ConfigError
+from lab.errors import ConfigError, LabError
 from lab.http.config import ServerConfig
 from lab.loadgen import LoadProgress, LoadRun, start_load
 from lab.measure.frames import Frame
@@ -40,6 +40,11 @@ from lab.records.export import default_export_path, export
 from lab.records.record import Record
 from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
+
+if TYPE_CHECKING:
+    from lab.engine.cluster import ClusterRun  # a run on Dask follows the same way
+
+    Run = LoadRun | ClusterRun
 
 WEBSOCKET_PREFIX = "/ws/"  # a path under it is loaded with WebSocket messages (ws://)
 DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}
@@ -113,7 +118,7 @@ def progress_line(progress: LoadProgress, live: Frame | None = None) -> str:
     return line if progress.phase == "done" else f"{line}, {progress.seconds_left:.1f} s left"
 
 
-def _nothing_succeeded_yet(run: LoadRun) -> bool:
+def _nothing_succeeded_yet(run: Run) -> bool:
     live = run.live_totals
     return live is not None and live.requests > 0 and live.ok == 0
 
@@ -145,7 +150,7 @@ class LabPanel:
     def __init__(self, server: ServerHandle | None = None, *, isolation: str = "thread",
                  path: str = "/fast", store: RecordStore | None = None,
                  load: dict[str, Any] | None = None,
-                 network_path: NetworkPath | str | None = None) -> None:
+                 network_path: NetworkPath | str | None = None, cluster: str | None = None) -> None:
         self._owns_server = server is None
         # network_path: the server behind an emulated path (lab/netpath; needs root)
         self.server = server or start_server(isolation=isolation,  # type: ignore[arg-type]
@@ -155,14 +160,14 @@ class LabPanel:
         self.results: list[LoadResult] = []
         self.figures: list[Figure] = []  # the figures of the last run, for a look or a test
         self.run_task: asyncio.Task[Record | None] | None = None
-        self._run: LoadRun | None = None
+        self._run: Run | None = None
         self._load_template = LoadSpec(url=self._target(path), **{**DEFAULT_LOAD, **(load or {})})
         self.live = LiveView()  # the running load, drawn as it happens (lab/notebook/live.py)
-        self._build_widgets(path)
+        self._build_widgets(path, cluster)
 
     # --- layout ---------------------------------------------------------------------------
 
-    def _build_widgets(self, path: str) -> None:
+    def _build_widgets(self, path: str, cluster: str | None) -> None:
         self.server_form = KnobForm(
             ServerConfig, self.server.config, tabs=True)
         self.load_form = KnobForm(LoadSpec, self._load_template)
@@ -172,6 +177,11 @@ class LabPanel:
         self.isolation = widgets.Dropdown(options=["thread", "process"], value=self.server.isolation,
                                           description="server in", layout=widgets.Layout(width="220px"))
         self.path = widgets.Text(value=path, description="path", layout=widgets.Layout(width="220px"))
+        # Where the generator runs: empty for this machine's processes, else a Dask cluster
+        # (local:N starts one for the run, tcp://HOST:PORT is a running scheduler), as --cluster.
+        self.cluster = widgets.Text(value=cluster or "", description="cluster",
+                                    placeholder="this machine; or local:2, tcp://host:8786",
+                                    layout=widgets.Layout(width="100%", max_width="360px"))
         self.apply_button = widgets.Button(description="Apply", icon="check",
                                            tooltip="reconfigure the running server")
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
@@ -211,7 +221,8 @@ class LabPanel:
                                    self.isolation, self.server_form.widget, *path_rows,
                                    self.apply_button],
                                   layout=column)
-        load_box = widgets.VBox([widgets.HTML("<h4>Load</h4>"), self.path, self.load_form.widget,
+        load_box = widgets.VBox([widgets.HTML("<h4>Load</h4>"), self.path, self.cluster,
+                                 self.load_form.widget,
                                  widgets.HBox([self.run_button, self.stop_button]),
                                  self.progress, self.progress_text], layout=column)
         keeping = widgets.VBox([self.overlay_button,
@@ -328,13 +339,19 @@ class LabPanel:
             return None
         try:
             spec = self.load_spec()
-            self._run = start_load(spec, live=True)
-        except (ConfigError, OSError) as error:
+            cluster = self.cluster.value.strip() or None
+            if cluster is not None:
+                from lab.engine.cluster import parse_cluster
+
+                parse_cluster(cluster)  # a typo is named before a cluster starts
+            self._run = start_load(spec, live=True, cluster=cluster)
+        except (LabError, OSError) as error:
             self._say(f"not started: {error}", error=True)
             return None
         self._set_running(True)
         self.live.begin(self._run, self.server)
-        self._say(f"running {spec.mode} loop against {spec.url} for "
+        where = f" on the Dask cluster {cluster}" if cluster is not None else ""
+        self._say(f"running {spec.mode} loop against {spec.url}{where} for "
                   f"{spec.warmup_seconds + spec.duration_seconds:g} s")
         self.run_task = asyncio.get_event_loop().create_task(self._follow(self._run))
         return self.run_task
@@ -345,7 +362,7 @@ class LabPanel:
             self._run.stop()
             self._say("stopping; the samples so far are kept")
 
-    async def _follow(self, run: LoadRun) -> Record | None:
+    async def _follow(self, run: Run) -> Record | None:
         try:
             while not run.done():
                 self._show_progress(run)
@@ -362,7 +379,7 @@ class LabPanel:
             self._run = None
             self._set_running(False)
 
-    def _show_progress(self, run: LoadRun) -> None:
+    def _show_progress(self, run: Run) -> None:
         progress = run.progress()
         planned = run.spec.warmup_seconds + run.spec.duration_seconds
         self.progress.value = min(1.0, progress.elapsed_s / planned) if planned else 1.0
