@@ -142,3 +142,13 @@ def test_a_command_loads_only_what_it_needs(command: str, not_needed: set[str]) 
     loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                                 check=True).stdout.split())
     assert not loaded & not_needed, loaded
+
+
+def test_a_generator_worker_loads_no_tables_or_plots() -> None:
+    """Every run starts a forkserver that preloads lab.engine.worker: pandas alone took a
+    quarter of a second of that start."""
+    probe = ("import sys, lab.engine.worker, lab.engine.core; "
+             "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert not loaded & {"pandas", "matplotlib", "ipywidgets", "pyarrow", "scipy"}, loaded

@@ -25,15 +25,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from lab.errors import ConfigError
 from lab.measure.samples import MISSING, ErrorKind, error_counts, latency_ns, start_ns, ttfb_ns
 from lab.measure.stats import PERCENTILES, LatencySummary, percentiles, share_under, summarize
 from lab.units import NS_PER_MS, NS_PER_S
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # What a latency figure can be measured as; every report, export and plot takes one of these.
 METRICS: dict[str, str] = {
@@ -323,6 +325,8 @@ def timeline(samples: np.ndarray, interval_s: float | None = None) -> pd.DataFra
     Latency is the corrected figure (from the intended send where there is one), of the
     successful requests that completed in the interval.
     """
+    import pandas as pd  # here, not at the top: a generator worker never needs it (~0.25 s to import)
+
     first, last = run_span_ns(samples)
     if samples.size == 0:
         return pd.DataFrame({column: pd.Series(dtype="float64") for column in TIMELINE_COLUMNS})
