@@ -110,6 +110,22 @@ def test_a_port_where_nothing_listens_fails_within_three_seconds() -> None:
     assert f"nothing is listening on 127.0.0.1:{port}" in done.stdout
 
 
+def test_a_server_that_goes_away_during_the_run_makes_it_incomplete_not_passed() -> None:
+    """Half a run measured is not a passed run: exit 4, and the report says what happened."""
+    with start_server(ServerConfig(), isolation="process") as server:
+        running = subprocess.Popen([sys.executable, "-m", "lab", "bench", server.url + "/fast", "-c", "2",
+                                    "-d", "20", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        time.sleep(2.5)  # the generator's processes start and measure for a while
+        server.stop()
+        out, err = running.communicate(timeout=60)
+    assert running.returncode == 4, err
+    report = json.loads(out)
+    assert report["outcome"] == "incomplete" and report["exit_code"] == 4 and report["requests"] > 0
+    assert "nothing is listening" in report["reason"] and "nothing is listening" in err
+    assert _one_line(err).startswith("lab: the run is incomplete: connection refused")
+
+
 def test_a_run_where_every_answer_is_404_fails_and_counts_the_404s(server: ServerHandle) -> None:
     done = bench(server.url + "/no-such-page", "-c", "2", "-d", "0.3", "--json")
     assert done.returncode == 3

@@ -162,3 +162,7 @@ def test_the_outcome_of_a_run() -> None:
     bad = summarize_run(answers([1.0] * 10, status=404))
     assert verdict(bad, ()) == (Outcome.NO_SUCCESS, "no request succeeded: every answer was 404")
     assert Outcome.NO_SUCCESS == 3
+    # a part of the run failed: its figures cover only the rest, so no threshold can pass it
+    outcome, reason = verdict(good, check_thresholds(["p50<5ms"], good), ("worker 1: crashed",))
+    assert (outcome, reason) == (Outcome.INCOMPLETE, "the run is incomplete: worker 1: crashed")
+    assert Outcome.INCOMPLETE == 4

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lab.experiments.capacity import CapacityPlan
 from lab.experiments.effects import FASTER, NO_EFFECT, SLOWER, measure_effect, ratio_interval
 from lab.http.config import ServerConfig
 from lab.peers.pinning import server_and_load_cores
@@ -223,6 +224,14 @@ def test_capacity_refuses_bad_input_in_one_line(argv: list[str], flag: str, word
     error_lines = [line for line in done.stderr.splitlines() if "error:" in line]
     assert len(error_lines) == 1 and flag in error_lines[0] and words in error_lines[0], done.stderr
     assert "probe" not in done.stderr and done.stdout == ""
+
+
+def test_capacity_of_a_remote_target_needs_allow_remote() -> None:
+    done = capacity("http://192.0.2.1/fast", "--slo", "p99<20ms")
+    assert done.returncode == 2 and "--allow-remote" in done.stderr and "probe" not in done.stderr
+    plan = CapacityPlan(url="http://192.0.2.1/fast", slo=("p99<20ms",), connections=2, duration_seconds=1,
+                        start_rate=10, max_rate=20, precision=0.05, budget_seconds=10, allow_remote=True)
+    assert plan.spec(10).allow_remote  # the owner's word reaches every probe
 
 
 def test_capacity_of_a_target_that_answers_nothing_is_not_searched_for() -> None:

@@ -33,6 +33,11 @@ exit codes:
   2  a usage error: a bad flag or value, or nowhere to save; nothing was run
   3  no request succeeded (no 2xx/3xx answer); stderr says why in one line,
      e.g. "no answer: 40 connect_refused" or "every answer was 404"
+  4  the run is incomplete: a generator worker crashed or was lost, the target
+     stopped listening during the run, or --calibrate failed; the figures cover
+     only what the rest measured (stderr and the report say what went wrong)
+  1  is also what a failure to run at all returns (a Dask cluster that does not
+     start, a server that will not listen), with one line on stderr
 
 wrk's habits work: -c connections, -d duration (10s, 500ms), -t workers, -R rate.
 """

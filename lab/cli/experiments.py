@@ -216,6 +216,8 @@ def _register_capacity(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument("--budget", dest="budget_seconds", type=_load_flag("duration_seconds"),
                         default=DEFAULT_BUDGET_SECONDS, metavar="S",
                         help=f"most time the search may take [default: {DEFAULT_BUDGET_SECONDS:g}s]")
+    parser.add_argument("--allow-remote", dest="allow_remote", action="store_true",
+                        help="allow a target outside 127.0.0.0/8 and ::1 (you must own it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(run=run_capacity)
 
@@ -225,6 +227,7 @@ def run_capacity(arguments: argparse.Namespace) -> int:
                            duration_seconds=arguments.duration_seconds,
                            start_rate=arguments.start_rate, max_rate=arguments.max_rate,
                            precision=arguments.precision, budget_seconds=arguments.budget_seconds,
+                           allow_remote=arguments.allow_remote,
                            on_progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     if arguments.json:
         print(json.dumps(result.to_json_dict(), indent=2, default=str))

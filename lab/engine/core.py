@@ -43,6 +43,9 @@ from lab.units import NS_PER_S
 HOUSEKEEPING_SECONDS = 0.05  # how often timeouts, the stop flag and progress are looked at
 CONNECT_RETRY_SECONDS = 0.01  # a closed-loop lane waits this long after a failed connect
 STOP_GRACE_NS = NS_PER_S // 2  # after stop(), answers still in flight get this long
+# A target refusing every connection for this long, after it had accepted some, has gone away
+# (a server restarting its listener for a knob change is back within milliseconds).
+GONE_AFTER_NS = NS_PER_S
 
 # Reused keep-alive connections may be closed by the server just as a request goes out
 # (RFC 9112 section 9.3.1 lets a client retry an idempotent request in that case).
@@ -183,6 +186,7 @@ class Lane:
         plan = self.engine.plan
         transport, wire = await loop.create_connection(lambda: _Wire(self), plan.host, plan.port)
         self.engine.connected += 1
+        self.engine.refused_since_connect = 0
         sock = transport.get_extra_info("socket")
         if sock is not None:  # asyncio and uvloop both set it, but say so: one write per request
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -196,7 +200,7 @@ class Lane:
         try:
             await self._open_wire()
         except ConnectionRefusedError:
-            self.engine.refused += 1
+            self.engine.count_refused(began)
             self._connect_failed(began, ErrorKind.CONNECT_REFUSED)
         except OSError:
             self._connect_failed(began, ErrorKind.CONNECT_ERROR)
@@ -390,6 +394,8 @@ class Engine:
         self.errors = 0  # failed requests so far (bad statuses not included), for progress
         self.connected = 0  # connections opened, ever
         self.refused = 0  # connection attempts refused
+        self.refused_since_connect = 0  # refusals since a connection was last opened
+        self.first_refused_ns = 0  # when the first of those was attempted
         self.gave_up: str | None = None  # why the run was ended early by the engine itself
         self.keepalive = plan.keepalive
         self.requests = plan.requests
@@ -513,7 +519,8 @@ class Engine:
             # wrk's behaviour: a port where nobody listens fails the run at once instead of
             # filling the whole duration with refusals.
             plan = self.plan
-            self.gave_up = f"connection refused: nothing is listening on {plan.host}:{plan.port}"
+            gone = " any more: the target went away during the run" if self.connected else ""
+            self.gave_up = f"connection refused: nothing is listening on {plan.host}:{plan.port}{gone}"
             self.stop_offering(now)
             self.abandoned += self.pending()
             self.drop_pending()
@@ -527,9 +534,20 @@ class Engine:
             self._housekeeping = asyncio.get_running_loop().call_later(
                 HOUSEKEEPING_SECONDS, self._housekeep)
 
+    def count_refused(self, attempted_ns: int) -> None:
+        self.refused += 1
+        if self.refused_since_connect == 0:
+            self.first_refused_ns = attempted_ns
+        self.refused_since_connect += 1
+
     def _nobody_listening(self) -> bool:
-        """Every lane has been refused and no connection was ever opened."""
-        return self.connected == 0 and self.refused >= len(self.lanes)
+        """Every lane has been refused and no connection was ever opened -- or, after some were,
+        every connection tried for a second has been refused (wrk would go on counting errors
+        for the rest of the run; there is nothing left to measure)."""
+        if self.connected == 0:
+            return self.refused >= len(self.lanes)
+        return (self.refused_since_connect >= len(self.lanes)
+                and perf_counter_ns() - self.first_refused_ns >= GONE_AFTER_NS)
 
     def _expire_timeouts(self, now: int) -> None:
         limit = self.plan.timeout_ns

@@ -160,7 +160,7 @@ class LoadResult:
 
     def verdict(self) -> tuple[Outcome, str | None]:
         """Passed, a threshold failed, or no request succeeded -- and why, in one line."""
-        return verdict(self.summary, self.checks)
+        return verdict(self.summary, self.checks, self.problems)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The CLI's ``--json`` object (see :func:`run_document`), with ``stages`` when staged."""
@@ -256,7 +256,7 @@ def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_a
                  outcome: RunOutcome) -> dict[str, Any]:
     """The ``--json`` object of a run: plain JSON types only, null where nothing was measured."""
     checks = threshold_checks(load_spec, summary)
-    result, reason = verdict(summary, checks)
+    result, reason = verdict(summary, checks, outcome.problems)
     document: dict[str, Any] = {
         "mode": load_spec.get("mode"),
         "url": load_spec.get("url"),

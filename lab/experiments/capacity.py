@@ -36,7 +36,7 @@ from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
 from lab.loadgen import run_load
 from lab.measure.summary import RunSummary
-from lab.measure.thresholds import Outcome, parse_thresholds, verdict
+from lab.measure.thresholds import Outcome, parse_thresholds
 
 DEFAULT_START_RATE = 100.0
 DEFAULT_MAX_RATE = 200_000.0
@@ -90,6 +90,7 @@ class CapacityPlan:
     max_rate: float
     precision: float
     budget_seconds: float
+    allow_remote: bool = False  # a target outside loopback, which the user must own
 
     def __post_init__(self) -> None:
         if not self.slo:
@@ -112,12 +113,13 @@ class CapacityPlan:
 
     def spec(self, rate: float) -> LoadSpec:
         return LoadSpec(url=self.url, mode="open", rate=rate, connections=self.connections,
-                        duration_seconds=self.duration_seconds, thresholds=self.slo)
+                        duration_seconds=self.duration_seconds, thresholds=self.slo,
+                        allow_remote=self.allow_remote)
 
 
 def probe(plan: CapacityPlan, rate: float) -> Probe:
     result = run_load(plan.spec(rate))
-    outcome, reason = verdict(result.summary, result.checks)
+    outcome, reason = result.verdict()
     why = "held" if outcome is Outcome.PASSED else (reason or outcome.name.lower())
     if outcome is Outcome.PASSED and result.summary.error_total:
         why = f"{result.summary.error_total} requests failed"
@@ -128,12 +130,12 @@ def probe(plan: CapacityPlan, rate: float) -> Probe:
 def find_capacity(url: str, *, slo: Sequence[str], connections: int = 50,
                   duration_seconds: float = 2.0, start_rate: float = DEFAULT_START_RATE,
                   max_rate: float = DEFAULT_MAX_RATE, precision: float = DEFAULT_PRECISION,
-                  budget_seconds: float = DEFAULT_BUDGET_SECONDS,
+                  budget_seconds: float = DEFAULT_BUDGET_SECONDS, allow_remote: bool = False,
                   on_progress: Progress | None = None) -> CapacityResult:
     """Bracket, then bisect, the highest open-loop rate at which ``slo`` holds."""
     plan = CapacityPlan(url=url, slo=tuple(slo), connections=connections,
                         duration_seconds=duration_seconds, start_rate=start_rate, max_rate=max_rate,
-                        precision=precision, budget_seconds=budget_seconds)
+                        precision=precision, budget_seconds=budget_seconds, allow_remote=allow_remote)
     return search(plan, on_progress)
 
 

@@ -146,13 +146,21 @@ class Outcome(enum.IntEnum):
     PASSED = 0  # the run completed and every threshold held
     THRESHOLD_FAILED = 1
     NO_SUCCESS = 3  # no 2xx/3xx answer at all
+    INCOMPLETE = 4  # part of the run failed: a worker lost, the target gone mid-run, calibration
 
 
-def verdict(summary: RunSummary, checks: Sequence[ThresholdCheck]) -> tuple[Outcome, str | None]:
-    """The run's outcome and, when it failed, why in one line."""
+def verdict(summary: RunSummary, checks: Sequence[ThresholdCheck],
+            problems: Sequence[str] = ()) -> tuple[Outcome, str | None]:
+    """The run's outcome and, when it failed, why in one line.
+
+    A run with problems is incomplete whatever its figures say: they cover only what the rest
+    of it measured, so a threshold that held on them proves nothing.
+    """
     reason = failure_reason(summary)
     if reason is not None:
         return Outcome.NO_SUCCESS, f"no request succeeded: {reason}"
+    if problems:
+        return Outcome.INCOMPLETE, "the run is incomplete: " + "; ".join(problems)
     failed = [check for check in checks if not check.held]
     if failed:
         return Outcome.THRESHOLD_FAILED, "threshold failed: " + "; ".join(

@@ -100,10 +100,8 @@ def headline(result: LoadResult) -> str:
 
 
 def verdict_line(result: LoadResult) -> str | None:
-    """Why the run failed (no success, a threshold, a problem), or None when it passed."""
-    _, reason = result.verdict()
-    reasons = ([reason] if reason is not None else []) + list(result.problems)
-    return "; ".join(reasons) or None
+    """Why the run failed (no success, a problem, a threshold), or None when it passed."""
+    return result.verdict()[1]
 
 
 def progress_line(progress: LoadProgress, live: Frame | None = None) -> str:

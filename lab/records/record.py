@@ -185,9 +185,11 @@ class Record:
         return self.outcome or RunOutcome(window_ns=run_span_ns(self.samples))
 
     def verdict(self) -> tuple[Outcome, str | None]:
-        """Passed, a threshold failed, or no request succeeded -- and why: the run's own verdict
+        """Passed, a threshold failed, no request succeeded or the run was incomplete -- and why:
+        the run's own verdict
         (``LoadResult.verdict``, the exit code of ``bench``), from the record's summary."""
-        return verdict(self.summary, threshold_checks(self.load_spec, self.summary))
+        return verdict(self.summary, threshold_checks(self.load_spec, self.summary),
+                       self.run_outcome().problems)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The object ``bench --json`` printed for this run (``show RUN --json``)."""
