@@ -22,7 +22,7 @@ import numpy as np
 
 from lab.engine.calibration import Calibration
 from lab.engine.spec import LoadSpec
-from lab.engine.stages import Stage
+from lab.engine.stages import Schedule, Stage, parse_stages
 from lab.measure.samples import start_ns
 from lab.measure.stats import LatencySummary
 from lab.measure.summary import DEFAULT_LATE_AFTER_MS, DEFAULT_THRESHOLDS_MS, RunSummary, summarize_run
@@ -167,25 +167,12 @@ class LoadResult:
         document = run_document(self.summary, self.spec_dict(), started_at=self.started_at,
                                 outcome=self.outcome)
         if self.spec.stages:
-            document["stages"] = _json_safe([stage.as_dict() for stage in self.stage_results()])
+            document["stages"] = stages_document(self.stage_results())
         return document
 
     def stage_results(self) -> list[StageResult]:
-        """Each rate stage's own figures: the requests due within it, summarized by the one
-        summary (so a stage's p99 is computed exactly as a run's is)."""
-        if not self.spec.stages:
-            return []
-        schedule = self.spec.schedule
-        due = self.samples["intended_ns"]
-        results = []
-        for index, stage in enumerate(schedule.stages):
-            begin_s, end_s = schedule.window_s(index)
-            window = (self.start_ns + round(begin_s * NS_PER_S), self.start_ns + round(end_s * NS_PER_S))
-            inside = self.samples[(due >= window[0]) & (due < window[1])]
-            summary = summarize_run(inside, window_ns=window, target_rate=stage.mean_rate,
-                                    late_after_ms=self.spec.late_after_ms)
-            results.append(StageResult(stage=stage, summary=summary))
-        return results
+        """Each rate stage's own figures (see :func:`stage_results`)."""
+        return stage_results(self.samples, self.spec.stages, self.start_ns, self.spec.late_after_ms)
 
     # --- the summary's figures, by their usual names ------------------------------------------
 
@@ -250,6 +237,31 @@ class StageResult:
 
 def _measured(samples: np.ndarray, warmup_end_ns: int) -> np.ndarray:
     return samples[start_ns(samples) >= warmup_end_ns]
+
+
+def stage_results(samples: np.ndarray, stages: Sequence[str], start_ns: int,
+                  late_after_ms: float) -> list[StageResult]:
+    """Each rate stage's own figures: the requests due within it, summarized by the one
+    summary (so a stage's p99 is computed exactly as a run's is). For a run and its record."""
+    if not stages:
+        return []
+    schedule = Schedule(parse_stages(tuple(stages)))
+    due = samples["intended_ns"]
+    results = []
+    for index, stage in enumerate(schedule.stages):
+        begin_s, end_s = schedule.window_s(index)
+        window = (start_ns + round(begin_s * NS_PER_S), start_ns + round(end_s * NS_PER_S))
+        inside = samples[(due >= window[0]) & (due < window[1])]
+        summary = summarize_run(inside, window_ns=window, target_rate=stage.mean_rate,
+                                late_after_ms=late_after_ms)
+        results.append(StageResult(stage=stage, summary=summary))
+    return results
+
+
+def stages_document(results: Sequence[StageResult]) -> list[dict[str, Any]]:
+    """The ``stages`` list of a staged run's ``--json`` object."""
+    plain: list[dict[str, Any]] = _json_safe([stage.as_dict() for stage in results])
+    return plain
 
 
 def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_at: str,

@@ -30,10 +30,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab.engine.result import RunOutcome, run_document, summarize_measured, threshold_checks
+from lab.engine.result import (
+    RunOutcome,
+    run_document,
+    stage_results,
+    stages_document,
+    summarize_measured,
+    threshold_checks,
+)
 from lab.errors import ConfigError, CorruptRecord
 from lab.measure.samples import SAMPLE_DTYPE
-from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, run_span_ns, timeline
+from lab.measure.summary import (
+    DEFAULT_LATE_AFTER_MS,
+    DEFAULT_THRESHOLDS_MS,
+    RunSummary,
+    run_span_ns,
+    timeline,
+)
 from lab.measure.thresholds import Outcome, verdict
 from lab.options import as_dict
 from lab.records.environment import Environment, utc_now
@@ -193,8 +206,15 @@ class Record:
 
     def to_json_dict(self) -> dict[str, Any]:
         """The object ``bench --json`` printed for this run (``show RUN --json``)."""
-        return run_document(self.summary, self.load_spec, started_at=self.environment.started_at,
-                            outcome=self.run_outcome())
+        outcome = self.run_outcome()
+        document = run_document(self.summary, self.load_spec, started_at=self.environment.started_at,
+                                outcome=outcome)
+        stages = self.load_spec.get("stages") or ()
+        if stages:  # a staged run has no warm-up: its stages begin where the measured window does
+            document["stages"] = stages_document(stage_results(
+                self.samples, stages, outcome.window_ns[0],
+                float(self.load_spec.get("late_after_ms", DEFAULT_LATE_AFTER_MS))))
+        return document
 
     def timeline(self, interval_s: float | None = None) -> pd.DataFrame:
         """Per-interval rates and latency percentiles; see :func:`lab.measure.summary.timeline`."""
