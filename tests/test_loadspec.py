@@ -96,7 +96,8 @@ def test_the_notebook_panel_builds_its_widgets_from_the_same_knobs() -> None:
 
     spec = LoadSpec(url=URL)
     form = KnobForm(LoadSpec, spec)
-    assert {"url", "mode", "connections", "rate", "duration_seconds", "keepalive"} <= set(form.controls)
+    assert {"mode", "connections", "rate", "duration_seconds", "keepalive"} <= set(form.controls)
+    assert "url" not in form.controls  # declared widget=False: the panel's path box sets it
     form.controls["connections"].value_widget.value = 25
     assert form.build(spec).connections == 25
     form.controls["connections"].value_widget.value = 0
