@@ -77,6 +77,7 @@ from lab.engine.worker import SharedBoard, WorkerReport, process_context, start_
 from lab.errors import ConfigError
 from lab.measure.frames import Frame
 from lab.measure.samples import SAMPLE_DTYPE, merge
+from lab.resources import refuse_when_imported_by_a_new_process
 from lab.units import NS_PER_S
 
 if TYPE_CHECKING:
@@ -291,6 +292,7 @@ class LoadRun:
             samples = np.empty(report.rows, dtype=SAMPLE_DTYPE)
             channel.recv_bytes_into(samples.view(np.uint8))  # straight into the array
         except EOFError:
+            self._processes[worker].join(1)  # reaped, so that its exit code is known
             exit_code = self._processes[worker].exitcode
             report = WorkerReport(worker, 0, 0, 0, 0, False,
                                   error=f"worker process ended without a result (exit code {exit_code})")
@@ -347,6 +349,7 @@ def start_load(spec: LoadSpec, *, calibrate: bool = False, live: bool = False,
 
     ``live``: the workers send a frame per ``live_interval_seconds`` (``run.live_frames()``).
     """
+    refuse_when_imported_by_a_new_process("a load")
     if cluster is not None:
         return _start_on_cluster(spec, cluster, calibrate=calibrate, live=live,
                                  live_interval_seconds=live_interval_seconds)
@@ -371,6 +374,7 @@ def run_load(spec: LoadSpec, *, calibrate: bool = False,
     ``"local:N"``, ``"tcp://HOST:PORT"`` or a ``distributed.Client`` (see
     :mod:`lab.engine.cluster`; ``distributed`` is imported only then).
     """
+    refuse_when_imported_by_a_new_process("a load")
     if cluster is not None:
         return _run_on_cluster(_start_on_cluster(spec, cluster, calibrate=calibrate), on_progress,
                                progress_interval)

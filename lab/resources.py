@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import resource
+import sys
 
 
 def raise_open_file_limit() -> int:
@@ -17,3 +19,17 @@ def raise_open_file_limit() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         return hard
     return soft
+
+
+def refuse_when_imported_by_a_new_process(what: str) -> None:
+    """End a process that is importing the user's script to become one of the lab's processes
+    (``spawn`` and ``forkserver`` do that) when the script starts ``what`` at its top level.
+
+    Python would raise a long RuntimeError in the new process and the lab would only see it die;
+    this says what to do in one line instead (the process exits with status 1).
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # Printed here: a forkserver child ends with os._exit, which would drop SystemExit's text.
+        print(f"lab: the script started {what} again when a new process of the lab imported it; "
+              "put the script's code under `if __name__ == \"__main__\":`", file=sys.stderr, flush=True)
+        raise SystemExit(1)

@@ -40,6 +40,7 @@ from lab.http.routing import Router
 from lab.netpath import EmulatedPath, Path, start_path
 from lab.netpath.system import enter_namespace
 from lab.options import changed_knobs, format_value, knobs
+from lab.resources import refuse_when_imported_by_a_new_process
 
 Isolation = Literal["thread", "process"]
 Result = TypeVar("Result")
@@ -238,7 +239,8 @@ class ProcessRunner:
         try:
             message = pipe.recv()
         except EOFError:
-            raise ServerError("server worker exited unexpectedly") from None
+            raise ServerError(f"server worker exited unexpectedly (exit code "
+                              f"{self._workers[-1][0].exitcode}; its own message is above)") from None
         if message[0] == "error":
             raise message[1]
         if message[0] != kind:
@@ -436,6 +438,7 @@ def start_server(config: ServerConfig | None = None, *, isolation: Isolation = "
     ``path`` (a :class:`~lab.netpath.Path` or its text, ``"delay=20ms loss=1%"``) puts an
     emulated network path between this namespace and the server (root or CAP_NET_ADMIN).
     """
+    refuse_when_imported_by_a_new_process("a server")
     config = config or ServerConfig()
     if changes:
         config = config.replace(**changes)

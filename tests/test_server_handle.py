@@ -192,3 +192,19 @@ def test_cli_port_in_use(server):
     assert result.returncode == 1
     assert "in use" in result.stderr
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("body", [
+    'lab.start_server(isolation="process").stop()',
+    'lab.run_load(lab.LoadSpec(url=lab.start_server().url + "/fast", duration_seconds=0.3))',
+], ids=["process-server", "load"])
+def test_a_script_without_a_main_guard_is_told_what_to_do_in_one_line(body: str, tmp_path) -> None:
+    """spawn and forkserver import the user's script again in each new process: a script that
+    starts the lab at its top level would start it again there. One line says what to do."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(f"import lab\n{body}\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    told = [line for line in done.stderr.splitlines() if line.startswith("lab: the script started")]
+    assert told and 'if __name__ == "__main__":' in told[0], done.stderr
+    assert "An attempt has been made to start a new process" not in done.stderr  # Python's page
