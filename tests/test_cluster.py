@@ -194,3 +194,27 @@ def test_a_worker_whose_clock_estimate_puts_its_first_request_before_the_start_i
     result = _merge(spec, [Segment(0, "tcp://worker", offset_ns)], [outcome], start_ns, "tcp://scheduler")
     assert result.requests == 3
     assert result.outcome.cluster is not None and result.outcome.cluster["per_worker"][0]["requests"] == 3
+
+
+def test_a_worker_whose_target_went_away_makes_the_cluster_run_incomplete() -> None:
+    import zlib
+
+    import numpy as np
+
+    from lab.engine.cluster import Segment, _merge
+    from lab.measure.samples import empty
+    from lab.measure.thresholds import Outcome
+
+    start_ns = 10_000_000_000
+    samples = empty(2)
+    samples["intended_ns"] = samples["sent_ns"] = start_ns + np.array([0, 1_000_000])
+    samples["done_ns"] = samples["sent_ns"] + 100_000
+    samples["status"] = 200
+    went = "connection refused: nothing is listening on 127.0.0.1:1 any more: the target went away"
+    outcomes = [{"start_ns": start_ns, "end_ns": start_ns + 2_000_000, "abandoned": 0, "gave_up": went,
+                 "samples": zlib.compress(samples.tobytes())} for _ in range(2)]
+    spec = lab.LoadSpec(url="http://127.0.0.1:1/fast", mode="open", rate=1000, connections=2,
+                        duration_seconds=1)
+    result = _merge(spec, [Segment(0, "tcp://a", 0), Segment(1, "tcp://b", 0)], outcomes, start_ns, "s")
+    assert result.problems == (went,)  # once, though both workers said it
+    assert result.verdict()[0] is Outcome.INCOMPLETE

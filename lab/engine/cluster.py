@@ -347,6 +347,7 @@ def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | N
         watcher.join()
     samples = engine.recorder.samples(index)
     return {"start_ns": start_ns, "end_ns": engine.end_ns, "abandoned": engine.abandoned,
+            "gave_up": engine.gave_up,
             "rows": len(samples), "samples": zlib.compress(samples.tobytes(), 1),
             "frames": [] if not meters else meters[0].rest(),
             "frames_dropped": 0 if not meters else meters[0].dropped}
@@ -370,10 +371,13 @@ def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any
     # drop those requests (which the worker's live frames count).
     start_ns = min(starts)
     lost = sum(outcome is None for outcome in outcomes)
+    # Why a worker's engine ended the run itself (the target went away), once per reason.
+    gave_up = dict.fromkeys(outcome["gave_up"] for outcome in outcomes
+                            if outcome is not None and outcome.get("gave_up"))
+    problems = ((f"{lost} cluster worker(s) lost during the run",) if lost else ()) + tuple(gave_up)
     result = LoadResult.of_run(
         spec, merge(parts), start_ns_=start_ns, end_ns=max(ends),
-        started_at=wall_clock(start_ns),
-        problems=(f"{lost} cluster worker(s) lost during the run",) if lost else (),
+        started_at=wall_clock(start_ns), problems=problems,
         abandoned=sum(outcome["abandoned"] for outcome in outcomes if outcome is not None),
         stopped_early=stopped_early)
     # Each worker's share of the measured requests (a lost worker's is its worker_lost row),
