@@ -181,3 +181,13 @@ def test_a_method_the_server_does_not_know_gets_501(server, method):
 def test_bytes_that_are_no_request_line_stay_a_400(server, garbage):
     statuses, _ = answers_until_close(garbage, server.port)
     assert statuses == [400]
+
+
+def test_an_unknown_method_after_pipelined_requests_is_still_a_501(server):
+    # The parser does not say where it stopped: the answer must not depend on where it began.
+    pipeline = (b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n" * 2 + b"POST /echo HTTP/1.1\r\nHost: t\r\n"
+                b"Content-Length: 3\r\n\r\nabc" + b"PROPFIND /fast HTTP/1.1\r\nHost: t\r\n\r\n"
+                + b"BREW /pot HTTP/1.1\r\nHost: t\r\n\r\n")
+    statuses, body = answers_until_close(pipeline, server.port)
+    assert statuses[:3] == [200, 200, 200] and statuses[-1] == 501, statuses  # PROPFIND: llhttp's, routed
+    assert b"method BREW is not implemented" in body

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import socket
 import struct
 import time
@@ -78,15 +79,35 @@ _TOKEN_BYTES = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
                 b"!#$%&'*+-.^_`|~")
 
 
-def _unknown_method(head: bytes) -> bytes | None:
-    """The method of a request line whose method llhttp does not know, if ``head`` begins
-    with one (a token, a space, a target): RFC 9110 section 9.1 answers that with 501, where
-    bytes that are no request line at all (a TLS hello, garbage) are a 400."""
-    method, space, rest = head.partition(b" ")
-    if (not space or not 0 < len(method) <= 32 or method.translate(None, _TOKEN_BYTES)
-            or method in METHOD_NAMES or rest[:1] not in (b"/", b"*", b"h")):
-        return None
-    return method
+def _unknown_method(data: bytes) -> bytes | None:
+    """The method llhttp stopped at, when ``data`` (what it was fed) holds a request line
+    whose method it does not know (a token, a space, a target): RFC 9110 section 9.1 answers
+    that with 501, where bytes that are no request line at all (a TLS hello, garbage) are 400.
+
+    The parser does not say where it stopped, so the last line shaped like a request line
+    with an unknown method is taken (the parse stops at the first, but a body without a line
+    end glues itself to the next request line, and a pipeline rarely holds two unknown
+    methods); header lines cannot be one (a colon ends their first word). The answer is the
+    same wherever in a pipeline the parse began.
+    """
+    for line in reversed(data.split(b"\n")):
+        method, space, rest = line.partition(b" ")
+        if (space and 0 < len(method) <= 32 and not method.translate(None, _TOKEN_BYTES)
+                and rest[:1] in (b"/", b"*", b"h") and not _llhttp_knows(method)):
+            return method
+    return None
+
+
+@functools.lru_cache(maxsize=256)  # a read of 64 KiB of "GET /" lines asks once, not 10,000 times
+def _llhttp_knows(method: bytes) -> bool:
+    """llhttp's own answer (it knows WebDAV's, RTSP's and other methods beyond HTTP's)."""
+    try:
+        httptools.HttpRequestParser(object()).feed_data(method + b" / HTTP/1.1\r\n")
+    except httptools.HttpParserInvalidMethodError:
+        return False
+    except httptools.HttpParserError:
+        return True
+    return True
 
 
 class Waiting(enum.Enum):
@@ -378,7 +399,6 @@ class HttpConnection(asyncio.BufferedProtocol):
             offset = self._answer_plain_heads(scan_head, buffer, nbytes)
             if offset == nbytes or self.closing or self._parse_stopped:
                 return
-        between_messages = not self._in_message
         try:
             self.parser.feed_data(view[offset:nbytes])
         except httptools.HttpParserUpgrade as upgrade:
@@ -397,18 +417,15 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._parse_stopped = True
             rejection = self._rejection
             if rejection is None:
-                head = bytes(view[offset:min(nbytes, offset + 64)]) if between_messages else b""
-                rejection = self._parse_error_answer(error, head)
+                rejection = self._parse_error_answer(error, bytes(view[offset:nbytes]))
             self._queue_or_send(rejection)
             return
         if self._in_headers:
             self._count_head_bytes(nbytes)
 
-    def _parse_error_answer(self, error: httptools.HttpParserError, head: bytes) -> Response:
-        """400 for bytes llhttp refused; 501 for a method it does not know. Only a request line
-        at the start of this read is looked at: an unknown method after pipelined requests in
-        the same read gets the 400 (the parser does not say where it stopped)."""
-        method = _unknown_method(head) if isinstance(error, httptools.HttpParserInvalidMethodError) else None
+    def _parse_error_answer(self, error: httptools.HttpParserError, fed: bytes) -> Response:
+        """400 for bytes llhttp refused; 501 for a method it does not know (see _unknown_method)."""
+        method = _unknown_method(fed) if isinstance(error, httptools.HttpParserInvalidMethodError) else None
         if method is not None:
             self.state.stats.count_error("not_implemented")
             return _error_response(501, f"method {method.decode()} is not implemented")

@@ -178,7 +178,9 @@ class LabPanel:
         # Where the generator runs: empty for this machine's processes, else a Dask cluster
         # (local:N starts one for the run, tcp://HOST:PORT is a running scheduler), as --cluster.
         self.cluster = widgets.Text(value=cluster or "", description="cluster",
-                                    placeholder="this machine; or local:2, tcp://host:8786",
+                                    placeholder="this machine (or local:2)",
+                                    tooltip="empty: this machine's processes; local:N: an embedded Dask "
+                                            "cluster of N workers; tcp://HOST:PORT: a running scheduler",
                                     layout=widgets.Layout(width="100%", max_width="360px"))
         self.apply_button = widgets.Button(description="Apply", icon="check",
                                            tooltip="reconfigure the running server")
