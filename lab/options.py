@@ -243,11 +243,13 @@ def parse_seconds(text: str) -> float:
 
 def parse_milliseconds(text: str) -> float:
     """``40``, ``40ms``, ``500us``, ``0.5s``: milliseconds (a bare number is already in them);
-    ValueError if not."""
+    ValueError if not. No minutes or hours: no millisecond knob is that long, and ``2m`` read
+    as 120,000 ms would surprise."""
     stripped = text.strip().lower()
-    if stripped.rstrip("smh").strip() == stripped:
-        return float(stripped)
-    return _seconds(stripped) * 1000
+    for suffix, per_ms in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if stripped.endswith(suffix) and suffix != stripped:
+            return float(stripped.removesuffix(suffix)) * per_ms
+    return float(stripped)
 
 
 def _seconds(text: str) -> float:

@@ -223,7 +223,7 @@ class ProcessRunner:
                 process.start()
                 child_end.close()
                 self._workers.append((process, parent_end))
-                port = self._expect(parent_end, "ready")
+                port = self._expect(process, parent_end, "ready")
                 if index == 0:
                     # The others bind the port the first one got (port 0 picks a free one).
                     self.port = port
@@ -233,14 +233,16 @@ class ProcessRunner:
             raise
         return self.port
 
-    def _expect(self, pipe: multiprocessing.connection.Connection, kind: str) -> Any:
+    def _expect(self, process: multiprocessing.process.BaseProcess,
+                pipe: multiprocessing.connection.Connection, kind: str) -> Any:
         if not pipe.poll(START_TIMEOUT_SECONDS):
             raise ServerError(f"server worker did not answer within {START_TIMEOUT_SECONDS:g} s")
         try:
             message = pipe.recv()
         except EOFError:
-            raise ServerError(f"server worker exited unexpectedly (exit code "
-                              f"{self._workers[-1][0].exitcode}; its own message is above)") from None
+            process.join(1)  # reaped, so that its exit code is known
+            raise ServerError(f"server worker exited unexpectedly (exit code {process.exitcode}; "
+                              "what it printed went to this process's stderr)") from None
         if message[0] == "error":
             raise message[1]
         if message[0] != kind:
@@ -250,7 +252,7 @@ class ProcessRunner:
     def _ask_all(self, request: tuple[Any, ...], reply: str) -> list[Any]:
         for _, pipe in self._workers:
             pipe.send(request)
-        return [self._expect(pipe, reply) for _, pipe in self._workers]
+        return [self._expect(process, pipe, reply) for process, pipe in self._workers]
 
     def apply(self, config: ServerConfig) -> None:
         self.config = config
@@ -438,7 +440,8 @@ def start_server(config: ServerConfig | None = None, *, isolation: Isolation = "
     ``path`` (a :class:`~lab.netpath.Path` or its text, ``"delay=20ms loss=1%"``) puts an
     emulated network path between this namespace and the server (root or CAP_NET_ADMIN).
     """
-    refuse_when_imported_by_a_new_process("a server")
+    if isolation == "process":
+        refuse_when_imported_by_a_new_process("a server in its own processes")
     config = config or ServerConfig()
     if changes:
         config = config.replace(**changes)

@@ -212,3 +212,22 @@ def test_a_full_backlog_is_bounded_by_the_timeout_and_gives_a_result() -> None:
     assert result.requests >= 4 and set(result.errors) == {"timeout"}
     assert result.summary.succeeded == 0
     assert result.verdict()[1] == f"no request succeeded: no answer: {result.requests} timeout"
+
+
+def test_a_target_is_gone_only_when_refusals_span_three_seconds() -> None:
+    """One refusal and a quiet spell (a slow open loop, a listener re-created for a knob) is
+    not a target gone; refusals from first to last over GONE_AFTER_NS, with no connect
+    between, are. Any lane type's connect resets the count."""
+    from lab.engine.core import GONE_AFTER_NS, make_engine
+    from lab.engine.worker import plan_for
+
+    engine = make_engine(plan_for(LoadSpec(url="http://127.0.0.1:9/", connections=4, duration_seconds=1), 0))
+    engine.count_connected()
+    engine.count_refused(0)
+    assert not engine._nobody_listening()  # one refusal, however long ago
+    engine.count_refused(GONE_AFTER_NS - 1)
+    assert not engine._nobody_listening()
+    engine.count_refused(GONE_AFTER_NS)
+    assert engine._nobody_listening()
+    engine.count_connected()  # it came back (a listener re-created)
+    assert not engine._nobody_listening()

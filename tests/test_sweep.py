@@ -243,7 +243,7 @@ def test_capacity_of_a_target_that_answers_nothing_is_not_searched_for() -> None
     assert done.stdout == "" and "Traceback" not in done.stderr
     assert done.stderr.count("probe ") == 2  # the failure is confirmed once, no halving below it
     assert done.stderr.splitlines()[-1].startswith("lab: no request succeeded: no answer:")
-    assert "connect_refused at 100 requests/s" in done.stderr
+    assert "connect_refused" in done.stderr and "(at 100 requests/s)" in done.stderr
     assert time.monotonic() - began < 30
     as_json = capacity("http://127.0.0.1:9/fast", "--slo", "p99<20ms", "-d", "0.5", "--json")
     assert as_json.returncode == 3 and "connect_refused" in json.loads(as_json.stdout)["no_success"]
@@ -297,3 +297,24 @@ def test_capacity_of_one_millisecond_of_cpu_per_request_is_under_a_thousand(
     assert done.stderr.count("probe ") == len(report["probes"]) >= 3  # printed as it went
     low, high = report["bracket"]
     assert high is not None and low < high
+
+
+def test_capacity_stops_when_the_target_goes_away_after_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that dies mid-search is not a capacity at the last rate that passed."""
+    from lab.experiments import capacity as search_module
+    from lab.measure.samples import empty
+    from lab.measure.summary import summarize_run
+
+    def probe(plan: CapacityPlan, rate: float) -> search_module.Probe:
+        if rate <= 200:
+            return search_module.Probe(rate=rate, passed=True, why="held", summary=summarize_run(empty(0)))
+        return search_module.Probe(rate=rate, passed=False, answered=False, unreachable=True,
+                                   why="no request succeeded: no answer: 4 connect_refused",
+                                   summary=summarize_run(empty(0)))
+
+    monkeypatch.setattr(search_module, "probe", probe)
+    plan = CapacityPlan(url="http://127.0.0.1:9/", slo=("p99<20ms",), connections=2, duration_seconds=0.01,
+                        start_rate=100, max_rate=10_000, precision=0.05, budget_seconds=60)
+    found = search_module.search(plan)
+    assert found.no_success is not None and found.no_success.endswith("connect_refused (at 400 requests/s)")
+    assert [p.rate for p in found.probes] == [100, 200, 400, 400]  # confirmed once, then stopped

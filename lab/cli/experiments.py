@@ -190,7 +190,8 @@ exit codes:
   0  a rate was found at which every --slo held
   1  the SLO failed even at the lowest rate tried
   2  a usage error (an SLO that does not parse, a bad rate); nothing ran
-  3  no request succeeded before any probe passed (nothing listening, every answer an error)
+  3  the target could not be reached: a probe, confirmed, got no answer and every connect
+     failed (nothing listening, or the server died during the search)
 """
 
 

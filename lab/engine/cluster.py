@@ -81,7 +81,8 @@ def parse_cluster(text: str) -> str:
         if not count.isdigit() or not 1 <= int(count) <= 64:
             raise ConfigError("cluster", f"{text!r}: local:N takes N from 1 to 64")
         return text
-    if text.startswith(("tcp://", "tls://")) and ":" in text.split("://", 1)[1]:
+    host, _, port = text.split("://", 1)[-1].rpartition(":")
+    if text.startswith(("tcp://", "tls://")) and host and port.isdigit() and 0 < int(port) < 65536:
         return text
     raise ConfigError("cluster", f"{text!r}: use local:N (an embedded cluster of N worker "
                       "processes) or tcp://HOST:PORT (an existing Dask scheduler)")

@@ -43,9 +43,11 @@ from lab.units import NS_PER_S
 HOUSEKEEPING_SECONDS = 0.05  # how often timeouts, the stop flag and progress are looked at
 CONNECT_RETRY_SECONDS = 0.01  # a closed-loop lane waits this long after a failed connect
 STOP_GRACE_NS = NS_PER_S // 2  # after stop(), answers still in flight get this long
-# A target refusing every connection for this long, after it had accepted some, has gone away
-# (a server restarting its listener for a knob change is back within milliseconds).
-GONE_AFTER_NS = NS_PER_S
+# A target that refuses every connection tried over this long, after it had accepted some,
+# has gone away. A server re-creating its listener for a knob change is back within
+# milliseconds in a thread; in processes its new workers take a few hundred (spawn, imports),
+# more on a machine the load keeps busy.
+GONE_AFTER_NS = 3 * NS_PER_S
 
 # Reused keep-alive connections may be closed by the server just as a request goes out
 # (RFC 9112 section 9.3.1 lets a client retry an idempotent request in that case).
@@ -185,8 +187,7 @@ class Lane:
         loop = asyncio.get_running_loop()
         plan = self.engine.plan
         transport, wire = await loop.create_connection(lambda: _Wire(self), plan.host, plan.port)
-        self.engine.connected += 1
-        self.engine.refused_since_connect = 0
+        self.engine.count_connected()
         sock = transport.get_extra_info("socket")
         if sock is not None:  # asyncio and uvloop both set it, but say so: one write per request
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -395,7 +396,7 @@ class Engine:
         self.connected = 0  # connections opened, ever
         self.refused = 0  # connection attempts refused
         self.refused_since_connect = 0  # refusals since a connection was last opened
-        self.first_refused_ns = 0  # when the first of those was attempted
+        self.first_refused_ns = self.last_refused_ns = 0  # when the first and last were tried
         self.gave_up: str | None = None  # why the run was ended early by the engine itself
         self.keepalive = plan.keepalive
         self.requests = plan.requests
@@ -534,20 +535,28 @@ class Engine:
             self._housekeeping = asyncio.get_running_loop().call_later(
                 HOUSEKEEPING_SECONDS, self._housekeep)
 
+    def count_connected(self) -> None:
+        """Every lane type calls this when a connection opens (HTTP and WebSocket alike)."""
+        self.connected += 1
+        self.refused_since_connect = 0
+
     def count_refused(self, attempted_ns: int) -> None:
         self.refused += 1
         if self.refused_since_connect == 0:
             self.first_refused_ns = attempted_ns
+        self.last_refused_ns = attempted_ns
         self.refused_since_connect += 1
 
     def _nobody_listening(self) -> bool:
         """Every lane has been refused and no connection was ever opened -- or, after some were,
-        every connection tried for a second has been refused (wrk would go on counting errors
-        for the rest of the run; there is nothing left to measure)."""
+        every connection tried over GONE_AFTER_NS has been refused, from the first refusal to
+        the last (wrk would go on counting errors for the rest of the run; there is nothing
+        left to measure). Refusals must span the time: one refusal and a quiet spell (a slow
+        open loop) is not a target gone."""
         if self.connected == 0:
             return self.refused >= len(self.lanes)
-        return (self.refused_since_connect >= len(self.lanes)
-                and perf_counter_ns() - self.first_refused_ns >= GONE_AFTER_NS)
+        return (self.refused_since_connect >= 2
+                and self.last_refused_ns - self.first_refused_ns >= GONE_AFTER_NS)
 
     def _expire_timeouts(self, now: int) -> None:
         limit = self.plan.timeout_ns

@@ -79,7 +79,7 @@ class WebSocketLane(Lane):
             self.handshake = None
             self._drop_connection(reset=True)
             raise
-        self.engine.connected += 1
+        self.engine.count_connected()
         compressed = bool(client.extensions)
         # With permessage-deflate every message goes through the library (it compresses);
         # without, one frame serves every message of this connection.

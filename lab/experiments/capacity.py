@@ -16,9 +16,11 @@ failed. A request the generator sent late is still timed from its intended send,
 (no free connection, a busy machine) counts against the SLO rather than being asked about
 separately: at low rates the first request or two of a run are always a little late.
 
-A target that answers nothing (no request of a probe succeeded before any probe passed: the
-server is down, or every answer was an error) ends the search at once: that is not a capacity
-to bisect, and halving the rate down to one request per second would only hide it.
+A target that cannot be reached (a probe, confirmed, got no answer and every connect failed:
+nothing listening, before the first pass or after the server died mid-search) ends the search
+at once: that is not a capacity to bisect, and halving the rate down to one request per second,
+or reporting the last pass as the capacity, would only hide it. A probe whose every answer
+was an error or a timeout is a failure like any other: a lower rate may pass.
 
 A failed probe is run once more before its rate counts as failed. On a shared machine another
 job can take the server's core for a moment, and that can only make latency worse, never
@@ -35,6 +37,7 @@ from typing import Any
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
 from lab.loadgen import run_load
+from lab.measure.samples import ErrorKind
 from lab.measure.summary import RunSummary
 from lab.measure.thresholds import Outcome, parse_thresholds
 
@@ -44,6 +47,7 @@ MINIMUM_RATE = 1.0  # below one request per second, a latency SLO is no longer t
 DEFAULT_PRECISION = 0.05  # stop when the bracket is narrower than 5 % of its lower end
 DEFAULT_BUDGET_SECONDS = 120.0
 PROBE_OVERHEAD_SECONDS = 1.0  # process start and connecting, on top of each probe's duration
+UNREACHABLE_ERRORS = frozenset({ErrorKind.CONNECT_REFUSED.label, ErrorKind.CONNECT_ERROR.label})
 
 Progress = Callable[[str], None]
 
@@ -55,6 +59,7 @@ class Probe:
     why: str  # "held" or the first reason it failed
     summary: RunSummary
     answered: bool = True  # at least one request succeeded
+    unreachable: bool = False  # no answer at all, every request failed to connect
 
     def as_dict(self) -> dict[str, Any]:
         return {"rate": self.rate, "passed": self.passed, "why": self.why,
@@ -71,7 +76,7 @@ class CapacityResult:
     bracket: tuple[float, float | None]  # (highest pass, lowest fail; None if none failed)
     probes: list[Probe] = field(default_factory=list)
     stopped_by_budget: bool = False
-    no_success: str | None = None  # why the search stopped: the target answered nothing
+    no_success: str | None = None  # why the search stopped: the target could not be reached
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"url": self.url, "slo": list(self.slo), "capacity_rps": self.capacity_rps,
@@ -124,7 +129,9 @@ def probe(plan: CapacityPlan, rate: float) -> Probe:
     if outcome is Outcome.PASSED and result.summary.error_total:
         why = f"{result.summary.error_total} requests failed"
     return Probe(rate=rate, passed=why == "held", why=why, summary=result.summary,
-                 answered=outcome is not Outcome.NO_SUCCESS)
+                 answered=outcome is not Outcome.NO_SUCCESS,
+                 unreachable=not result.summary.responses and bool(result.summary.errors)
+                 and set(result.summary.errors) <= UNREACHABLE_ERRORS)
 
 
 def find_capacity(url: str, *, slo: Sequence[str], connections: int = 50,
@@ -158,8 +165,8 @@ def search(plan: CapacityPlan, on_progress: Progress | None = None) -> CapacityR
             passed = rate
         else:
             failed = rate
-        if not result.answered and passed == 0:
-            no_success = f"{result.why} at {rate:,.0f} requests/s"
+        if result.unreachable:
+            no_success = f"{result.why} (at {rate:,.0f} requests/s)"
             break
         next_rate = _next_rate(plan, passed, failed)
         if next_rate is None:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lab.engine.result import LoadResult
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError, LabError
 from lab.experiments.effects import DEFAULT_NOISE_BAND, MINIMUM_ROUNDS, Effect, measure_effect
@@ -326,7 +327,7 @@ def run_sweep(plan: SweepPlan, *, store: RecordStore | None = None,
                     # must not go on comparing a cut round with whole ones
                     raise LabError(f"sweep: the run with {label(setting)} was stopped early; "
                                    "the sweep stops here")
-                _require_answers(result.summary, setting)
+                _require_a_whole_run(result, setting)
                 tags = ("sweep", sweep_id, f"setting:{label(setting)}", f"round:{round_index}")
                 record = record_from_result(result, server_config=handle.config,
                                             name=f"{sweep_id} {label(setting)}", tags=tags)
@@ -347,10 +348,16 @@ def run_sweep(plan: SweepPlan, *, store: RecordStore | None = None,
                        effects=effects_of(plan, runs), cores=cores, saved=store is not None)
 
 
-def _require_answers(summary: RunSummary, setting: Setting) -> None:
+def _require_a_whole_run(result: LoadResult, setting: Setting) -> None:
+    """A run with no answer, or one that lost part of itself (a worker, the target), is no
+    round to compare: its figures cover only what the rest measured."""
+    summary = result.summary
     if summary.succeeded == 0:
         raise LabError(f"sweep: the run with {label(setting)} got no successful answer "
                        f"({summary.requests} requests, errors {summary.errors})")
+    if result.problems:
+        raise LabError(f"sweep: the run with {label(setting)} is incomplete: "
+                       + "; ".join(result.problems))
 
 
 def effects_of(plan: SweepPlan, runs: Sequence[SweepRun]) -> list[Effect]:

@@ -157,8 +157,8 @@ def verdict(summary: RunSummary, checks: Sequence[ThresholdCheck],
     of it measured, so a threshold that held on them proves nothing.
     """
     reason = failure_reason(summary)
-    if reason is not None:
-        return Outcome.NO_SUCCESS, f"no request succeeded: {reason}"
+    if reason is not None:  # what went wrong in the run too, when something did
+        return Outcome.NO_SUCCESS, "; ".join((f"no request succeeded: {reason}", *problems))
     if problems:
         return Outcome.INCOMPLETE, "the run is incomplete: " + "; ".join(problems)
     failed = [check for check in checks if not check.held]

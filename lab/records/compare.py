@@ -267,11 +267,9 @@ def _figure_cell(table: pd.DataFrame, label: str, column: str, base: str) -> str
 
 
 def failure(record: Record) -> str | None:
-    """Why the run failed (its verdict: no success or a threshold; or a problem it had), in one
+    """Why the run failed (its verdict: no success, a problem it had, a threshold), in one
     line, or None when it passed: what the panel said in red when the run ended."""
-    _, reason = record.verdict()
-    reasons = ([reason] if reason is not None else []) + list(record.run_outcome().problems)
-    return "; ".join(reasons) or None
+    return record.verdict()[1]
 
 
 def _shown_runs(count: int, baseline: int, max_runs: int) -> list[int]:

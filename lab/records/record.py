@@ -210,10 +210,14 @@ class Record:
         document = run_document(self.summary, self.load_spec, started_at=self.environment.started_at,
                                 outcome=outcome)
         stages = self.load_spec.get("stages") or ()
-        if stages:  # a staged run has no warm-up: its stages begin where the measured window does
+        late_after = self.load_spec.get("late_after_ms")
+        if not isinstance(late_after, (int, float)) or isinstance(late_after, bool):
+            late_after = DEFAULT_LATE_AFTER_MS  # a record written by hand may hold anything
+        if stages and self.outcome is not None:
+            # A staged run has no warm-up: its stages begin where its measured window does.
+            # (A record made from samples alone has no such start: its stages are not shown.)
             document["stages"] = stages_document(stage_results(
-                self.samples, stages, outcome.window_ns[0],
-                float(self.load_spec.get("late_after_ms", DEFAULT_LATE_AFTER_MS))))
+                self.samples, stages, outcome.window_ns[0], float(late_after)))
         return document
 
     def timeline(self, interval_s: float | None = None) -> pd.DataFrame:
