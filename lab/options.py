@@ -190,9 +190,11 @@ def changed_knobs(old: Any, new: Any) -> list[str]:
 
 # --- command line ---------------------------------------------------------------------------
 
-# Suffixes a duration may be written with on the command line (wrk's -d 10s, -d 2m); an
-# emulated path's delay=500us too.
-_SECONDS_PER = {"us": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Suffixes a duration may be written with on the command line (wrk's -d 10s, -d 2m), and a
+# millisecond knob (no minutes or hours: no such knob is that long, and "2m" read as 120,000 ms
+# would surprise; microseconds for an emulated path's delay=500us).
+_SECONDS_PER = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_MILLISECONDS_PER = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def _parse_optional(base: type, nullable: bool, unit: str) -> Any:
@@ -243,22 +245,28 @@ def parse_seconds(text: str) -> float:
 
 def parse_milliseconds(text: str) -> float:
     """``40``, ``40ms``, ``500us``, ``0.5s``: milliseconds (a bare number is already in them);
-    ValueError if not. No minutes or hours: no millisecond knob is that long, and ``2m`` read
-    as 120,000 ms would surprise."""
-    stripped = text.strip().lower()
-    for suffix, per_ms in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if stripped.endswith(suffix) and suffix != stripped:
-            return float(stripped.removesuffix(suffix)) * per_ms
-    return float(stripped)
+    ValueError if not."""
+    return _scaled(text, _MILLISECONDS_PER)
 
 
 def _seconds(text: str) -> float:
     """``10``, ``10s``, ``500ms``, ``2m``: seconds."""
+    return _scaled(text, _SECONDS_PER)
+
+
+def _scaled(text: str, per_unit: Mapping[str, float]) -> float:
+    """A finite number with an optional unit suffix, in the table's unit (the longest suffix
+    first: "ms" before "s")."""
     stripped = text.strip().lower()
-    for suffix in sorted(_SECONDS_PER, key=len, reverse=True):
+    number, scale = stripped, 1.0
+    for suffix in sorted(per_unit, key=len, reverse=True):
         if stripped.endswith(suffix) and suffix != stripped:
-            return float(stripped.removesuffix(suffix)) * _SECONDS_PER[suffix]
-    return float(stripped)
+            number, scale = stripped.removesuffix(suffix), per_unit[suffix]
+            break
+    value = float(number) * scale
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
 
 
 _BYTES_PER = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}

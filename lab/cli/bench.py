@@ -35,8 +35,8 @@ exit codes:
      e.g. "no answer: 40 connect_refused" or "every answer was 404"
   4  the run is incomplete: a generator worker crashed or was lost, the target
      stopped listening during the run (every connect refused for 3 s), or
-     --calibrate failed; the figures cover
-     only what the rest measured (stderr and the report say what went wrong)
+     --calibrate failed; the figures cover only what the rest measured (stderr
+     and the report say what went wrong)
   1  is also what a failure to run at all returns (a Dask cluster that does not
      start, a server that will not listen), with one line on stderr
 

@@ -76,11 +76,15 @@ def summarize_measured(samples: np.ndarray, load_spec: Mapping[str, Any],
                        thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS) -> RunSummary:
     """The run's figures from its measured samples, its load settings and its window."""
     rate = _number(load_spec.get("rate"))
-    late_after = _number(load_spec.get("late_after_ms"))
     return summarize_run(
         samples, window_ns=window_ns, target_rate=rate if load_spec.get("mode") == "open" else None,
-        late_after_ms=DEFAULT_LATE_AFTER_MS if late_after is None else late_after,
-        thresholds_ms=thresholds_ms)
+        late_after_ms=stored_late_after_ms(load_spec), thresholds_ms=thresholds_ms)
+
+
+def stored_late_after_ms(load_spec: Mapping[str, Any]) -> float:
+    """A stored run's ``late_after_ms``, or the default where a record does not hold a number."""
+    late_after = _number(load_spec.get("late_after_ms"))
+    return DEFAULT_LATE_AFTER_MS if late_after is None else late_after
 
 
 def _number(value: Any) -> float | None:

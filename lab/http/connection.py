@@ -70,13 +70,10 @@ METHOD_NAMES = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "
 _FRAMING_NAME_LENGTHS = frozenset(len(name) for name in _FRAMING_NAMES)
 # The bytes of an RFC 3986 host (reg-name, IPv4, [IP-literal]) and :port; empty is allowed too
 # (for a target without an authority). _headscan.c accepts only such values as well.
-_HOST_BYTES = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-               b"-._~%!$&'()*+,;=:[]")
-
-
+_ALPHANUMERIC = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_HOST_BYTES = _ALPHANUMERIC + b"-._~%!$&'()*+,;=:[]"
 # RFC 9110 section 5.6.2: the characters of a token, such as a method name.
-_TOKEN_BYTES = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-                b"!#$%&'*+-.^_`|~")
+_TOKEN_BYTES = _ALPHANUMERIC + b"!#$%&'*+-.^_`|~"
 
 
 def _unknown_method(data: bytes) -> bytes | None:

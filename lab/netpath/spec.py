@@ -12,7 +12,6 @@ trip is twice the delay, and a loss of 1 % loses about 1 % of the packets either
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -142,10 +141,9 @@ def _parse_token(name: str, value: str, token: str) -> float | int:
 
 def _milliseconds(value: str) -> float | None:
     try:
-        number = parse_milliseconds(value)
+        return parse_milliseconds(value)
     except ValueError:
         return None
-    return number if math.isfinite(number) else None
 
 
 def _with_unit(value: str, units: dict[str, float], default: str | None) -> float | None:

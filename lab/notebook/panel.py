@@ -339,11 +339,7 @@ class LabPanel:
             return None
         try:
             spec = self.load_spec()
-            cluster = self.cluster.value.strip() or None
-            if cluster is not None:
-                from lab.engine.cluster import parse_cluster
-
-                parse_cluster(cluster)  # a typo is named before a cluster starts
+            cluster = self.cluster.value.strip() or None  # checked before a cluster starts
             self._run = start_load(spec, live=True, cluster=cluster)
         except (LabError, OSError) as error:
             self._say(f"not started: {error}", error=True)

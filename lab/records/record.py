@@ -35,18 +35,13 @@ from lab.engine.result import (
     run_document,
     stage_results,
     stages_document,
+    stored_late_after_ms,
     summarize_measured,
     threshold_checks,
 )
 from lab.errors import ConfigError, CorruptRecord
 from lab.measure.samples import SAMPLE_DTYPE
-from lab.measure.summary import (
-    DEFAULT_LATE_AFTER_MS,
-    DEFAULT_THRESHOLDS_MS,
-    RunSummary,
-    run_span_ns,
-    timeline,
-)
+from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, run_span_ns, timeline
 from lab.measure.thresholds import Outcome, verdict
 from lab.options import as_dict
 from lab.records.environment import Environment, utc_now
@@ -210,14 +205,11 @@ class Record:
         document = run_document(self.summary, self.load_spec, started_at=self.environment.started_at,
                                 outcome=outcome)
         stages = self.load_spec.get("stages") or ()
-        late_after = self.load_spec.get("late_after_ms")
-        if not isinstance(late_after, (int, float)) or isinstance(late_after, bool):
-            late_after = DEFAULT_LATE_AFTER_MS  # a record written by hand may hold anything
         if stages and self.outcome is not None:
             # A staged run has no warm-up: its stages begin where its measured window does.
             # (A record made from samples alone has no such start: its stages are not shown.)
             document["stages"] = stages_document(stage_results(
-                self.samples, stages, outcome.window_ns[0], float(late_after)))
+                self.samples, stages, outcome.window_ns[0], stored_late_after_ms(self.load_spec)))
         return document
 
     def timeline(self, interval_s: float | None = None) -> pd.DataFrame:
