@@ -87,8 +87,9 @@ def _store(arguments: argparse.Namespace) -> RecordStore:
     """The records folder to read. One named with --data-dir must exist: a mistyped folder
     would otherwise read as "no runs saved", which it is not."""
     if arguments.data_dir is not None and not arguments.data_dir.is_dir():
-        missing = "is not a folder" if arguments.data_dir.exists() else "does not exist"
-        raise ConfigError("data_dir", f"the folder {arguments.data_dir} {missing}")
+        folder = arguments.data_dir
+        raise ConfigError("data_dir", f"{folder} is not a folder" if folder.exists()
+                          else f"the folder {folder} does not exist")
     return RecordStore(arguments.data_dir)
 
 
