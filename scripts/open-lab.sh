@@ -9,4 +9,4 @@ first=01-quickstart.ipynb
 [ -f "$first" ] || first=""
 as_root=()
 [ "$(id -u)" = 0 ] && as_root=(--allow-root)  # JupyterLab refuses root without it (containers)
-exec ../.venv/bin/jupyter lab --ip=127.0.0.1 "${as_root[@]}" "$@" $first
+exec "../${LAB_VENV:-.venv}/bin/jupyter" lab --ip=127.0.0.1 "${as_root[@]}" "$@" $first
