@@ -98,7 +98,7 @@ def format_hgrm(latencies_ns: np.ndarray,
     as_ms = values / NS_PER_MS
     mean = float(as_ms.mean()) if values.size else 0.0
     stdev = float(as_ms.std()) if values.size else 0.0  # population, as hdr_stddev
-    peak = float(as_ms.max()) if values.size else 0.0
+    peak = float(np.max(as_ms)) if values.size else 0.0
     buckets, sub_buckets = bucket_layout(peak * NS_PER_MS / NS_PER_US)
     lines.append(f"#[Mean    = {mean:12.3f}, StdDeviation   = {stdev:12.3f}]\n")
     lines.append(f"#[Max     = {peak:12.3f}, Total count    = {values.size:12d}]\n")

@@ -62,7 +62,7 @@ def summarize(latencies_ns: np.ndarray) -> LatencySummary:
     points = percentiles(values, list(PERCENTILES.values()))
     return LatencySummary(
         count=int(values.size), mean=float(values.mean()), stdev=float(values.std()),
-        min=float(values.min()), max=float(values.max()),
+        min=float(np.min(values)), max=float(np.max(values)),
         **dict(zip(PERCENTILES, points, strict=True)))
 
 
