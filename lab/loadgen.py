@@ -73,11 +73,11 @@ from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger, interval_ns
 from lab.engine.progress import LoadProgress
 from lab.engine.result import LoadResult, wall_clock
 from lab.engine.spec import LoadSpec
-from lab.engine.worker import SharedBoard, WorkerReport, process_context, start_workers
+from lab.engine.worker import SharedBoard, WorkerReport, start_workers
 from lab.errors import ConfigError
 from lab.measure.frames import Frame
 from lab.measure.samples import SAMPLE_DTYPE, merge
-from lab.resources import refuse_when_imported_by_a_new_process
+from lab.resources import process_context, refuse_when_imported_by_a_new_process
 from lab.units import NS_PER_S
 
 if TYPE_CHECKING:

@@ -1,10 +1,20 @@
-"""Process limits the lab raises for itself, so big experiments do not fail on a default."""
+"""The lab's own processes: the limits it raises for itself, so big experiments do not fail on a
+default, and how it starts them (one start method for the generator's workers, its calibration
+and the server's process mode)."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import resource
 import sys
+from multiprocessing.context import ForkServerContext, SpawnContext
+
+from lab.errors import ConfigError
+
+START_METHODS = ("forkserver", "spawn")
+# The start methods the lab uses (see process_context).
+ProcessContext = SpawnContext | ForkServerContext
 
 
 def raise_open_file_limit() -> int:
@@ -33,3 +43,29 @@ def refuse_when_imported_by_a_new_process(what: str) -> None:
         print(f"lab: the script started {what} again when a new process of the lab imported it; "
               "put the script's code under `if __name__ == \"__main__\":`", file=sys.stderr, flush=True)
         raise SystemExit(1)
+
+
+def process_context() -> ProcessContext:
+    """forkserver where it exists (fast starts, no copy of a Jupyter kernel's state), else spawn.
+
+    ``LAB_START_METHOD=spawn`` or ``=forkserver`` forces one (forkserver is Python 3.14's default
+    on Linux; the test suite runs under it this way on 3.11-3.13). Never fork: forking a kernel
+    with its threads and zmq sockets is unsafe.
+    """
+    method = os.environ.get("LAB_START_METHOD")
+    if method is None:
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return context_for(method)
+
+
+def context_for(method: str) -> ProcessContext:
+    """The multiprocessing context of a start method the lab allows."""
+    if method == "spawn":
+        return multiprocessing.get_context("spawn")
+    if method != "forkserver":
+        allowed = ", ".join(START_METHODS)
+        raise ConfigError("LAB_START_METHOD", f"{method!r} is not allowed; allowed: {allowed}")
+    context = multiprocessing.get_context("forkserver")
+    # Imported once in the fork server, so a generator worker starts without importing it.
+    context.set_forkserver_preload(["lab.engine.worker"])
+    return context

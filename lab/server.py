@@ -40,7 +40,7 @@ from lab.http.routing import Router
 from lab.netpath import EmulatedPath, Path, start_path
 from lab.netpath.system import enter_namespace
 from lab.options import changed_knobs, format_value, knobs
-from lab.resources import refuse_when_imported_by_a_new_process
+from lab.resources import process_context, refuse_when_imported_by_a_new_process
 
 Isolation = Literal["thread", "process"]
 Result = TypeVar("Result")
@@ -210,9 +210,9 @@ class ProcessRunner:
         self.port = 0
 
     def start(self) -> int:
-        # spawn, not fork: forking a Jupyter kernel (threads, zmq sockets) is unsafe, and the
-        # worker code lives in this package, so it is importable in the new interpreter.
-        context = multiprocessing.get_context("spawn")
+        # Never fork: forking a Jupyter kernel (threads, zmq sockets) is unsafe; the worker code
+        # lives in this package, so it is importable in the new process.
+        context = process_context()
         config = self.config
         try:
             for index in range(config.workers):

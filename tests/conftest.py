@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import multiprocessing
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,12 @@ from lab.measure.samples import ErrorKind, empty
 from lab.records.record import Record
 from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
+
+# Python 3.14 makes forkserver the default start method on Linux. LAB_START_METHOD=forkserver
+# forces it on the lab's processes (lab.resources.process_context); making it the default here
+# too covers whatever else starts a process in the tests, as 3.14 will.
+if os.environ.get("LAB_START_METHOD"):
+    multiprocessing.set_start_method(os.environ["LAB_START_METHOD"], force=True)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "lab.units": set(),
     "lab.options": {"lab.errors"},
     "lab.addresses": {"lab.errors"},
-    "lab.resources": set(),
+    "lab.resources": {"lab.errors"},
     "lab.measure": {"lab.errors", "lab.units"},
     # the emulated network path sits under the server (which listens behind it); the load
     # side reaches it only through lab.addresses' routing-table check, never by import

@@ -27,9 +27,9 @@ import numpy as np
 import uvloop
 
 from lab.engine.core import EnginePlan, make_engine
-from lab.engine.worker import ProcessContext, context_for
 from lab.measure.samples import ErrorKind
 from lab.measure.stats import percentile
+from lab.resources import ProcessContext, context_for
 from lab.units import NS_PER_S, NS_PER_US
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"

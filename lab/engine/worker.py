@@ -14,13 +14,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import multiprocessing
-import os
 import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.context import ForkServerContext, SpawnContext
 from time import perf_counter_ns
 from typing import Any
 
@@ -36,15 +33,12 @@ from lab.engine.spec import (
     worker_connections,
     worker_max_requests,
 )
-from lab.errors import ConfigError
-from lab.resources import raise_open_file_limit
+from lab.resources import ProcessContext, raise_open_file_limit
 from lab.units import NS_PER_MS, NS_PER_S
 
 START_MARGIN_NS = 50_000_000  # between agreeing on a start time and starting: time to get ready
 BARRIER_TIMEOUT_SECONDS = 60.0
 
-# The start methods the generator uses (see process_context).
-ProcessContext = SpawnContext | ForkServerContext
 
 # Layout of the shared board: [start_ns, stop flag, then per worker: completed, errors]
 _HEADER = 2
@@ -222,26 +216,3 @@ def start_workers(spec: LoadSpec, context: ProcessContext, board: SharedBoard, *
         processes.append(process)
         channels.append(receiver)
     return processes, channels, frame_channels
-
-
-def process_context() -> ProcessContext:
-    """forkserver where it exists (fast starts, no copy of a Jupyter kernel's state), else spawn.
-
-    ``LAB_START_METHOD=spawn`` forces spawn. Never fork: forking a kernel with its threads and
-    zmq sockets is unsafe.
-    """
-    method = os.environ.get("LAB_START_METHOD")
-    if method is None:
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return context_for(method)
-
-
-def context_for(method: str) -> ProcessContext:
-    """The multiprocessing context of a start method the generator allows."""
-    if method == "spawn":
-        return multiprocessing.get_context("spawn")
-    if method != "forkserver":
-        raise ConfigError("LAB_START_METHOD", f"{method!r} is not allowed; allowed: forkserver, spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["lab.engine.worker"])
-    return context
