@@ -8,6 +8,10 @@ and the notebook tools to see what each knob does to latency.
     record = lab.record_from_result(result, name="nagle")
     figure = lab.plots.percentile_spectrum([record])
 
+Routes of your own: ``router = lab.Router()``, ``@router.get("/hello")`` on a function of a
+``lab.Request`` that returns a ``lab.Response``; ``lab.start_server(router=router)``. A run's raw
+samples: ``lab.latency_ns(result.samples)``, ``lab.ErrorKind``, ``lab.MISSING``.
+
 The names below are the front door; each part's internals live in a subpackage (``lab.http``
 the server's, ``lab.engine`` the generator's, ``lab.measure``, ``lab.records``,
 ``lab.notebook``, ``lab.peers``, ``lab.experiments``, ``lab.cli``, ``lab.netpath`` the emulated
@@ -28,7 +32,10 @@ if TYPE_CHECKING:
     from lab.engine.result import LoadResult
     from lab.engine.spec import LoadSpec
     from lab.experiments.sweeps import sweep
+    from lab.http.messages import Request, Response, StreamingResponse
+    from lab.http.routing import Router
     from lab.loadgen import run_load, start_load
+    from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind, latency_ns, start_ns, ttfb_ns
     from lab.netpath import EmulatedPath, Path
     from lab.notebook.panel import LabPanel
     from lab.records import plots
@@ -43,24 +50,34 @@ except metadata.PackageNotFoundError:  # run from a source tree that was never i
     __version__ = "0+unknown"
 
 __all__ = [
+    "MISSING",
+    "SAMPLE_DTYPE",
     "ConfigError",
     "EmulatedPath",
+    "ErrorKind",
     "LabError",
     "LoadResult",
     "LoadSpec",
     "Path",
     "Record",
     "RecordStore",
+    "Request",
+    "Response",
+    "Router",
     "ServerConfig",
     "ServerHandle",
+    "StreamingResponse",
     "__version__",
+    "latency_ns",
     "panel",
     "plots",
     "record_from_result",
     "run_load",
     "start_load",
+    "start_ns",
     "start_server",
     "sweep",
+    "ttfb_ns",
 ]
 
 # name -> module that defines it; imported on first access (PEP 562).
@@ -77,6 +94,18 @@ _LAZY: dict[str, str] = {
     "start_server": "lab.server",
     "sweep": "lab.experiments.sweeps",
     "record_from_result": "lab.records.experiment",
+    # what a route is written with (see lab.http.routing): router.get("/x")(handler)
+    "Router": "lab.http.routing",
+    "Request": "lab.http.messages",
+    "Response": "lab.http.messages",
+    "StreamingResponse": "lab.http.messages",
+    # a run's raw samples (LoadResult.samples): their dtype, the MISSING mark, error kinds, columns
+    "MISSING": "lab.measure.samples",
+    "SAMPLE_DTYPE": "lab.measure.samples",
+    "ErrorKind": "lab.measure.samples",
+    "latency_ns": "lab.measure.samples",
+    "start_ns": "lab.measure.samples",
+    "ttfb_ns": "lab.measure.samples",
 }
 
 

@@ -436,7 +436,7 @@ def start_server(config: ServerConfig | None = None, *, isolation: Isolation = "
 
     ``config`` defaults to ``ServerConfig()``; keyword arguments change single knobs, e.g.
     ``start_server(nodelay=False, split_writes=True)``. ``router`` is a Router (thread only)
-    or ``"module:function"``; the default serves the demo routes (lab/demo_routes.py).
+    or ``"module:function"``; the default serves the demo routes (lab/http/demo_routes.py).
     ``path`` (a :class:`~lab.netpath.Path` or its text, ``"delay=20ms loss=1%"``) puts an
     emulated network path between this namespace and the server (root or CAP_NET_ADMIN).
     """

@@ -7,8 +7,10 @@ functions, but not those under ``if TYPE_CHECKING:``), so a lazy import cannot h
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -122,7 +124,9 @@ def test_the_package_shows_its_parts() -> None:
 
 def test_front_door_exports_what_users_need() -> None:
     wanted = {"start_server", "ServerConfig", "ServerHandle", "LoadSpec", "run_load", "start_load",
-              "LoadResult", "Record", "RecordStore", "plots", "panel", "LabError", "ConfigError"}
+              "LoadResult", "Record", "RecordStore", "plots", "panel", "LabError", "ConfigError",
+              # routes of one's own, and the raw samples the notebooks read
+              "Router", "Request", "Response", "MISSING", "ErrorKind", "latency_ns", "start_ns"}
     assert wanted <= set(lab.__all__)
     for name in lab.__all__:
         assert getattr(lab, name) is not None, name
@@ -152,3 +156,27 @@ def test_a_generator_worker_loads_no_tables_or_plots() -> None:
     loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                                 check=True).stdout.split())
     assert not loaded & {"pandas", "matplotlib", "ipywidgets", "pyarrow", "scipy"}, loaded
+
+
+# A path as the code names it: lab/http/core.py, lab/notebook/assets (not latency-lab/x).
+NAMED_PATH = re.compile(r"(?<![\w/.-])lab/[A-Za-z0-9_./]*[A-Za-z0-9_]")
+NAMING_FILES = ("lab/**/*.py", "lab/**/*.c", "lab/**/*.js", "tests/*.py", "benchmarks/*", "scripts/*",
+                "docs/*.md", "README.md", "notebooks/*.ipynb")
+
+
+def test_every_lab_path_named_in_code_and_docs_exists() -> None:
+    """A file that moved leaves comments, docstrings and docs pointing at nothing; this finds them."""
+    root = PACKAGE.parent
+    missing = [f"{path.relative_to(root)}:{number}: {named}"
+               for pattern in NAMING_FILES for path in sorted(root.glob(pattern)) if path.is_file()
+               for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+               for named in (found.group(0).rstrip(".") for found in NAMED_PATH.finditer(line))
+               if not (root / named).exists()]
+    assert not missing, "\n".join(missing)
+
+
+def test_the_package_says_it_is_typed() -> None:
+    """PEP 561: py.typed in the package, and in what setuptools ships with it."""
+    assert (PACKAGE / "py.typed").is_file()
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["lab"]

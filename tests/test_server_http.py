@@ -169,3 +169,17 @@ def test_work_varies_its_time_on_request_and_refuses_bad_input(server):
     assert len(times) > 1
     assert exchange(server.port, get("/work/500?dist=normal")).status == 400
     assert exchange(server.port, get("/work/9999999")).status == 400
+
+
+def test_a_route_written_with_the_front_door_alone(make_server):
+    """What a user needs to write a route is exported by ``import lab``."""
+    import lab
+
+    router = lab.Router()
+
+    @router.route("/hello/{name}")
+    def hello(request: lab.Request) -> lab.Response:
+        return lab.Response.text(f"hello {request.params['name']}")
+
+    server = make_server(router=router)
+    assert exchange(server.port, get("/hello/lab")).body == b"hello lab"

@@ -4,7 +4,7 @@
     panel = lab.panel()        # starts a server in a background thread of the kernel
     panel                       # shows the widgets
 
-Every knob widget is generated from ``ServerConfig`` and ``LoadSpec`` (lab/widgets.py), so
+Every knob widget is generated from ``ServerConfig`` and ``LoadSpec`` (lab/notebook/widgets.py), so
 nothing here defines a knob. The load always runs in processes of its own and the panel
 follows it from a task on the kernel's event loop, so the kernel stays free during a run and
 widgets are only touched from the kernel's own thread (ipykernel 7 does not route output

@@ -228,7 +228,7 @@ def nginx_config(port: int, workdir: Path) -> str:
     temp_kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     temp_paths = "\n".join(f"    {kind}_temp_path {workdir / kind};" for kind in temp_kinds)
     return f"""\
-# Written by lab/peers.py. One process does the work: no master, one worker's worth of loop.
+# Written by lab/peers/servers.py. One process does the work: no master, one worker's worth of loop.
 daemon off;
 master_process off;
 worker_processes 1;
