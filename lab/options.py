@@ -1,8 +1,8 @@
 """Knobs: one declaration per setting, from which validation, the CLI and the widgets derive.
 
 A configuration class (``ServerConfig``, ``LoadSpec``) declares each field with :func:`knob`.
-The metadata stored there -- help text, allowed range or choices, unit, CLI flag, whether a
-change needs a restart -- is the single definition of that knob. ``validate`` checks an
+The metadata stored there -- help text, allowed range or choices, unit, CLI flag, where a
+change takes effect -- is the single definition of that knob. ``validate`` checks an
 instance against it, ``add_arguments``/``from_arguments`` build and read argparse flags, and
 the notebook panel builds its widgets from the same metadata.
 """
@@ -39,7 +39,10 @@ class Knob:
     flag: str | None = None  # CLI flag; None means the field is not on the CLI
     short_flag: str | None = None  # a one-letter alias users know from other tools (wrk's -c)
     metavar: str | None = None
-    restart: bool = False  # True: a running server must re-create its listener to apply it
+    # Where a running program takes a change to this knob, in the terms of the layer that owns
+    # the config class (the server's: a Where or a SocketOption of lab/http/knobs.py, from
+    # which applying, reading back and documenting the knob are generated); None: not said.
+    applies: Any = None
     group: str = "general"  # for grouping widgets and --help sections
     label: str | None = None  # words for the widget when the name's own words read badly
     # False: no control in the panel's forms (the target comes from the panel's path box, where

@@ -36,10 +36,11 @@ from lab.errors import ConfigError, ServerError
 from lab.http.config import ServerConfig
 from lab.http.core import LabServer, add_snapshots
 from lab.http.demo_routes import demo_router
+from lab.http.knobs import restart_knobs
 from lab.http.routing import Router
 from lab.netpath import EmulatedPath, Path, start_path
 from lab.netpath.system import enter_namespace
-from lab.options import changed_knobs, format_value, knobs
+from lab.options import Knob, changed_knobs, format_value, knobs
 from lab.resources import process_context, refuse_when_imported_by_a_new_process
 
 Isolation = Literal["thread", "process"]
@@ -48,8 +49,9 @@ DEMO_ROUTER = "lab.http.demo_routes:demo_router"
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 
-RESTART_KNOBS = frozenset(field.name for field, spec in knobs(ServerConfig) if spec.restart)
+RESTART_KNOBS = restart_knobs(ServerConfig)
 _KNOB_SPECS = {field.name: spec for field, spec in knobs(ServerConfig)}
+_UNKNOWN_SPEC = Knob(help="")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ class ConfigChange:
     @property
     def label(self) -> str:
         """``nodelay → off``, ``linger_seconds → 0 s``: as the help prints values."""
-        return f"{self.knob} → {format_value(self.value, _KNOB_SPECS[self.knob])}"
+        # A knob of a ServerConfig subclass is shown without its unit.
+        spec = _KNOB_SPECS.get(self.knob, _UNKNOWN_SPEC)
+        return f"{self.knob} → {format_value(self.value, spec)}"
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -364,10 +368,11 @@ class ServerHandle:
     def reconfigure(self, **changes: Any) -> ServerConfig:
         """Apply new settings; the listener is re-created only when a setting needs it.
 
-        Socket knobs (nodelay, quickack, linger, buffer sizes) apply at once to every open
-        connection and to new ones; HTTP knobs (keep-alive, split writes, limits, the stall)
-        from each connection's next request. A restart keeps the port unless ``port`` is among
-        the changes. Each changed knob is appended to :attr:`changes` with its time.
+        Each knob declares where it applies (lab/http/knobs.py: ``when_table`` renders the
+        table, as in docs/live.md): socket knobs at once to every open connection and to new
+        ones, HTTP knobs from each connection's next request, listener knobs by re-creating the
+        listener, which keeps the port unless ``port`` is among the changes. Each changed knob
+        is appended to :attr:`changes` with its time.
         """
         runner = self._require_running()
         new_config = self.config.replace(**changes)
@@ -379,7 +384,7 @@ class ServerHandle:
         if self.path is not None and new_config.host != self.config.host:
             raise ConfigError("host", f"the server listens on its emulated path's address "
                               f"({self.config.host}); start another server to listen elsewhere")
-        if RESTART_KNOBS.intersection(changed):
+        if restart_knobs(type(new_config)).intersection(changed):
             self._restart(new_config, keep_port="port" not in changes)
         else:
             runner.apply(new_config)

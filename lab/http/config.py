@@ -1,134 +1,160 @@
 """The server's configuration: the one definition of every server knob.
 
 The API (``ServerConfig(...)``, ``handle.reconfigure(...)``), the CLI (``python -m lab serve``)
-and the notebook widgets all derive from the field declarations below.
+and the notebook widgets all derive from the field declarations below; so do the server's
+runtime settings, the socket options it writes and reads back, and the docs' table of when a
+change takes effect, from each knob's ``applies`` (lab/http/knobs.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import socket
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from lab.errors import ConfigError
+from lab.http.knobs import SocketOption, Where, linger_option
 from lab.options import knob, validate
 from lab.units import KIB, MIB
+
+# The socket options among the knobs. uvloop and asyncio both turn TCP_NODELAY on for every
+# accepted socket, so nodelay is written either way ("off" must mean Nagle is on); the others
+# only when set.
+NODELAY = SocketOption(level=socket.IPPROTO_TCP, name=socket.TCP_NODELAY, decode=bool, unset=())
+LINGER = linger_option()
+# Off is "not set": writing TCP_QUICKACK=0 would put the connection in delayed-ACK mode at
+# once, which no stock server does (the connection re-arms it after each read while it is on).
+QUICKACK = SocketOption(level=socket.IPPROTO_TCP, name=socket.TCP_QUICKACK, decode=bool,
+                        unset=(False,))
+# Set on the listener too: SO_RCVBUF must be set before listen for the window scale to match
+# it, and accepted sockets inherit both sizes. Set while connected, the send side takes it at
+# once; None cannot be undone (autotuning cannot be switched back on).
+SEND_BUFFER = SocketOption(level=socket.SOL_SOCKET, name=socket.SO_SNDBUF, on_listener=True)
+RECV_BUFFER = SocketOption(level=socket.SOL_SOCKET, name=socket.SO_RCVBUF, on_listener=True)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     # --- where it listens -------------------------------------------------------------------
     host: str = knob("127.0.0.1", help="address to bind; 127.0.0.1 unless you mean otherwise",
-                     flag="--host", restart=True, group="listener", widget=False)
+                     flag="--host", applies=Where.LISTENER, group="listener", widget=False)
     port: int = knob(0, minimum=0, maximum=65535, help="TCP port; 0 picks a free one",
-                     flag="--port", restart=True, group="listener", widget=False)
+                     flag="--port", applies=Where.LISTENER, group="listener", widget=False)
     backlog: int = knob(1024, minimum=1, maximum=65535, help="listen() backlog",
-                        flag="--backlog", restart=True, group="listener", widget=False)
+                        flag="--backlog", applies=Where.LISTENER, group="listener", widget=False)
     loop: Literal["uvloop", "asyncio"] = knob(
         "uvloop", choices=("uvloop", "asyncio"), help="event loop implementation",
-        flag="--loop", restart=True, group="listener")
+        flag="--loop", applies=Where.LISTENER, group="listener")
     workers: int = knob(1, minimum=1, maximum=64,
                         help="server processes sharing the port with SO_REUSEPORT",
-                        flag="--workers", restart=True, group="listener")
+                        flag="--workers", applies=Where.LISTENER, group="listener")
 
     # --- TCP options (the seed article's knobs) ---------------------------------------------
     nodelay: bool = knob(True, help="TCP_NODELAY: send small writes at once instead of "
-                         "letting Nagle's algorithm hold them", flag="--nodelay", group="tcp")
+                         "letting Nagle's algorithm hold them", flag="--nodelay", group="tcp",
+                         applies=NODELAY)
     linger_seconds: int | None = knob(
         None, minimum=0, maximum=3600, unit="s",
         help="SO_LINGER on close; None = OS default (orderly FIN), 0 = reset (RST, no TIME_WAIT)",
-        flag="--linger", metavar="SECONDS", group="tcp")
+        flag="--linger", metavar="SECONDS", group="tcp", applies=LINGER)
     quickack: bool = knob(False, help="TCP_QUICKACK: acknowledge at once rather than delay ACKs "
                           "(set again around every receive; Linux does not keep it)",
-                          flag="--quickack", group="tcp")
+                          flag="--quickack", group="tcp", applies=QUICKACK)
     send_buffer_bytes: int | None = knob(
         None, minimum=1 * KIB, maximum=64 * MIB, unit="bytes",
         help="SO_SNDBUF (the kernel doubles it); None = OS default with autotuning",
-        flag="--send-buffer", metavar="BYTES", group="buffers")
+        flag="--send-buffer", metavar="BYTES", group="buffers",
+        applies=SEND_BUFFER)
     recv_buffer_bytes: int | None = knob(
         None, minimum=1 * KIB, maximum=64 * MIB, unit="bytes",
         help="SO_RCVBUF (the kernel doubles it; setting it disables receive autotuning)",
-        flag="--recv-buffer", metavar="BYTES", group="buffers")
+        flag="--recv-buffer", metavar="BYTES", group="buffers",
+        applies=RECV_BUFFER)
     read_buffer_bytes: int = knob(
         64 * KIB, minimum=256, maximum=16 * MIB, unit="bytes",
         help="bytes asked of each recv() (the article's http_buffer_size)",
-        flag="--read-buffer", metavar="BYTES", group="buffers")
+        flag="--read-buffer", metavar="BYTES", group="buffers",
+        applies=Where.SOCKET)
 
     # --- HTTP behaviour ---------------------------------------------------------------------
     keepalive: bool = knob(True, help="keep connections open between requests",
-                           flag="--keepalive", group="http")
+                           flag="--keepalive", group="http", applies=Where.REQUEST)
     keepalive_timeout_seconds: float = knob(
         5.0, minimum=0.01, maximum=3600, unit="s",
         help="close an idle keep-alive connection after this long",
-        flag="--keepalive-timeout", metavar="S", group="http")
+        flag="--keepalive-timeout", metavar="S", group="http", applies=Where.REQUEST)
     keepalive_max_requests: int | None = knob(
         None, minimum=1, maximum=1_000_000_000,
         help="close a connection after this many responses (None = no limit)",
-        flag="--keepalive-max", metavar="N", group="http")
+        flag="--keepalive-max", metavar="N", group="http", applies=Where.REQUEST)
     split_writes: bool = knob(False, help="send headers and body as two writes, and each "
                               "WebSocket frame's header and payload too (with Nagle on, shows "
                               "the delayed-ACK stall)",
-                              flag="--split-writes", group="http")
+                              flag="--split-writes", group="http", applies=Where.REQUEST)
     processing_time_header: bool = knob(
         False, help="add X-Processing-Time (server-side microseconds) to responses",
-        flag="--processing-time-header", group="http")
+        flag="--processing-time-header", group="http", applies=Where.REQUEST)
 
     # --- limits -----------------------------------------------------------------------------
     max_header_bytes: int = knob(16 * KIB, minimum=256, maximum=1 * MIB, unit="bytes",
                                  help="largest request line plus headers; more gets 431",
-                                 flag="--max-header-bytes", metavar="BYTES", group="limits")
+                                 flag="--max-header-bytes", metavar="BYTES", group="limits",
+                                 applies=Where.REQUEST)
     max_body_bytes: int = knob(1 * MIB, minimum=0, maximum=1024 * MIB, unit="bytes",
                                help="largest request body; more gets 413",
-                               flag="--max-body-bytes", metavar="BYTES", group="limits")
+                               flag="--max-body-bytes", metavar="BYTES", group="limits",
+                               applies=Where.REQUEST)
     header_timeout_seconds: float = knob(
         10.0, minimum=0.01, maximum=3600, unit="s",
         help="answer 408 and close when a request's headers take longer than this to arrive "
              "(paused while the server itself is not reading)",
-        flag="--header-timeout", metavar="S", group="limits")
+        flag="--header-timeout", metavar="S", group="limits", applies=Where.REQUEST)
     body_timeout_seconds: float = knob(
         10.0, minimum=0.01, maximum=3600, unit="s",
         help="answer 408 and close when a request body makes no progress for this long "
              "(the longest gap between two reads of it)",
-        flag="--body-timeout", metavar="S", group="limits")
+        flag="--body-timeout", metavar="S", group="limits", applies=Where.REQUEST)
     send_timeout_seconds: float = knob(
         60.0, minimum=0.01, maximum=3600, unit="s",
         help="close a connection whose answer makes no progress for this long (a client that "
              "stopped reading), freeing what was buffered for it",
-        flag="--send-timeout", metavar="S", group="limits")
+        flag="--send-timeout", metavar="S", group="limits", applies=Where.REQUEST)
     max_connections: int | None = knob(
         None, minimum=1, maximum=1_000_000,
         help="open connections beyond this get 503 and are closed (None = no limit)",
-        flag="--max-connections", metavar="N", group="limits")
+        flag="--max-connections", metavar="N", group="limits", applies=Where.ACCEPT)
 
     # --- WebSocket (routes under /ws/) ---------------------------------------------------------
     ws_buffer_size: int = knob(
         64 * KIB, minimum=256, maximum=16 * MIB, unit="bytes",
         help="bytes asked of each recv() on an upgraded connection, parsed into frames at once "
              "(the article's ws_buffer_size)", flag="--ws-buffer-size", metavar="BYTES",
-        group="websocket")
+        group="websocket", applies=Where.WEBSOCKET)
     ws_max_message_bytes: int = knob(
         1 * MIB, minimum=1, maximum=1024 * MIB, unit="bytes",
         help="largest WebSocket message (all its fragments); more is closed with 1009",
-        flag="--ws-max-message-bytes", metavar="BYTES", group="websocket")
+        flag="--ws-max-message-bytes", metavar="BYTES", group="websocket", applies=Where.WEBSOCKET)
     ws_compression: bool = knob(
         False, help="offer permessage-deflate (RFC 7692) to clients that ask: fewer bytes, more CPU",
-        flag="--ws-compression", group="websocket")
+        flag="--ws-compression", group="websocket", applies=Where.WEBSOCKET)
     ws_compression_level: int = knob(
         6, minimum=0, maximum=9, help="zlib level of permessage-deflate (1 fastest, 9 smallest)",
-        flag="--ws-compression-level", metavar="N", group="websocket")
+        flag="--ws-compression-level", metavar="N", group="websocket", applies=Where.WEBSOCKET)
     ws_idle_timeout_seconds: float = knob(
         60.0, minimum=0.01, maximum=3600, unit="s",
         help="close a WebSocket connection (1001 going away) after this long without a message",
-        flag="--ws-idle-timeout", metavar="S", group="websocket")
+        flag="--ws-idle-timeout", metavar="S", group="websocket",
+        applies=Where.WEBSOCKET_MESSAGE)
 
     # --- stall injector (coordinated-omission experiments) ----------------------------------
     stall_every_seconds: float | None = knob(
         None, minimum=0.01, maximum=3600, unit="s",
         help="freeze the whole event loop this often (None = never), as a GC pause would",
-        flag="--stall-every", metavar="S", group="stall")
+        flag="--stall-every", metavar="S", group="stall", applies=Where.LOOP)
     stall_ms: float = knob(0.0, minimum=0, maximum=60_000, unit="ms",
                            help="how long each stall freezes the loop", label="stall length",
-                           flag="--stall-ms", metavar="MS", group="stall")
+                           flag="--stall-ms", metavar="MS", group="stall", applies=Where.LOOP)
 
     def __post_init__(self) -> None:
         validate(self)

@@ -37,7 +37,7 @@ import httptools
 
 from lab.http.messages import NO_PARAMS, Prebuilt, Request, Response, StreamingResponse
 from lab.http.routing import RouteMatch, WebSocketHandler
-from lab.http.sockets import apply_socket_options, rearm_quickack
+from lab.http.sockets import apply_socket_options, change_socket_options, rearm_quickack
 from lab.http.websocket import WebSocketConnection, is_websocket_upgrade
 from lab.units import NS_PER_US
 
@@ -250,20 +250,12 @@ class HttpConnection(asyncio.BufferedProtocol):
             # The loop asks get_buffer() before every read, so the next read uses the new size.
             self._buffer = bytearray(settings.read_buffer_bytes)
             self._view = memoryview(self._buffer)
-        self._apply_socket_options()
+        if self.sock is not None:
+            change_socket_options(self.sock, settings)
 
     def socket_options(self) -> dict[str, Any]:
         """The TCP options as the kernel reports them for this connection (not as asked)."""
-        sock = self.sock
-        onoff, seconds = struct.unpack("ii", sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8))
-        return {
-            "nodelay": bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)),
-            "linger": {"enabled": bool(onoff), "seconds": seconds},
-            "send_buffer_bytes": sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
-            "recv_buffer_bytes": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
-            "read_buffer_bytes": len(self._buffer),
-            "quickack": bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK)),
-        }
+        return {**self.settings.sockets.read_back(self.sock), "read_buffer_bytes": len(self._buffer)}
 
     def connection_lost(self, exc: Exception | None) -> None:
         state = self.state

@@ -28,7 +28,7 @@ from websockets.server import ServerProtocol
 from websockets.speedups import apply_mask
 
 from lab.http.messages import Request
-from lab.http.sockets import apply_socket_options, rearm_quickack
+from lab.http.sockets import change_socket_options, rearm_quickack
 
 if TYPE_CHECKING:
     from lab.http.core import ServerState, Settings
@@ -151,7 +151,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         the WebSocket knobs (buffer, limits, compression) were agreed at the handshake."""
         self.settings = settings
         if self._sock is not None:
-            apply_socket_options(self._sock, settings)
+            change_socket_options(self._sock, settings)
 
     # --- asyncio callbacks --------------------------------------------------------------
 
