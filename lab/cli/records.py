@@ -22,7 +22,8 @@ import pandas as pd
 from lab.cli.text import printable
 from lab.engine.result import threshold_checks
 from lab.errors import ConfigError, CorruptRecord, RecordNotFound
-from lab.measure.stats import PERCENTILES, LatencySummary
+from lab.measure import figures
+from lab.measure.stats import LatencySummary
 from lab.measure.summary import METRICS, describe_counts
 from lab.records.compare import compare_runs
 from lab.records.export import FORMATS, export, format_for_path, hgrm_text, json_text, to_dataframe
@@ -331,10 +332,10 @@ def _latency_table(record: Record) -> str:
         columns["uncorrected"] = summary.uncorrected
     columns["ttfb"] = summary.ttfb
     columns["connect"] = summary.connect
-    rows = ["count", "mean", "stdev", "min", *PERCENTILES, "max"]
-    names = {"p99_9": "p99.9", "p99_99": "p99.99"}
-    table = pd.DataFrame({name: [getattr(values, row) for row in rows] for name, values in columns.items()},
-                         index=[names.get(row, row) + ("" if row == "count" else " ms") for row in rows],
+    rows = figures.distribution()
+    table = pd.DataFrame({name: [getattr(values, row.key) for row in rows]
+                          for name, values in columns.items()},
+                         index=[row.heading for row in rows],
                          dtype=object)  # object keeps the counts as integers
     return str(table.map(_number).to_string())
 

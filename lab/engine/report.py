@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from lab.engine.result import LoadResult, RunOutcome, threshold_checks
-from lab.measure.stats import PERCENTILES, LatencySummary
+from lab.measure import figures
+from lab.measure.stats import LatencySummary
 from lab.measure.summary import RunSummary
 
-# wrk --latency prints 50/75/90/99; the tail up to 99.99 and max is where latency hides.
-REPORT_PERCENTILES = ("p50", "p90", "p95", "p99", "p99_9", "p99_99")
 COLUMN = 10
 
 
@@ -32,10 +31,6 @@ def format_bytes(count: float) -> str:
             return f"{count:.2f}{unit}"
         count /= 1024
     return f"{count:.2f}GB"
-
-
-def _percentile_label(key: str) -> str:
-    return f"{PERCENTILES[key]:g}%"
 
 
 def _latency_line(label: str, summary: LatencySummary) -> str:
@@ -106,11 +101,13 @@ def _latency_lines(summary: RunSummary) -> list[str]:
     if summary.connect.count:  # only when the run opened connections (reconnects, no keep-alive)
         lines.append(_latency_line("Connect", summary.connect))
     lines.append("  Latency Distribution (ms)" + ("   corrected  uncorrected" if corrected else ""))
-    for key in (*REPORT_PERCENTILES, "max"):
-        label = "max" if key == "max" else _percentile_label(key)
-        line = f"    {label:>7}  {format_ms(getattr(summary.latency, key)):>{COLUMN}}"
+    # wrk --latency prints 50/75/90/99; every listed percentile and the max is where latency
+    # hides. A percentile is written as wrk writes it (99.9%), beside its max.
+    for figure in (*figures.percentiles(), figures.MAX):
+        label = figure.label if figure.percent is None else f"{figure.percent:g}%"
+        line = f"    {label:>7}  {format_ms(getattr(summary.latency, figure.key)):>{COLUMN}}"
         if corrected is not None:
-            line += f"  {format_ms(getattr(corrected, key)):>{COLUMN + 1}}"
+            line += f"  {format_ms(getattr(corrected, figure.key)):>{COLUMN + 1}}"
         lines.append(line)
     return lines
 

@@ -177,13 +177,13 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunSummary:
-        """Inverse of :meth:`as_dict`; a missing or mistyped figure raises KeyError/TypeError/ValueError."""
+        """Inverse of :meth:`as_dict`; a missing or mistyped figure raises KeyError/TypeError/ValueError,
+        but a percentile the lab did not list when the summary was saved is NaN, and one it no
+        longer lists is left out (see :meth:`LatencySummary.of`)."""
         def latency(part: Any) -> LatencySummary:
             if not isinstance(part, Mapping):
                 raise TypeError(f"a latency summary must be a mapping, got {type(part).__name__}")
-            figures: dict[str, Any] = {key: _number(value) for key, value in part.items()}
-            figures["count"] = int(figures["count"])
-            return LatencySummary(**figures)
+            return LatencySummary.of({key: _number(value) for key, value in part.items()})
 
         def optional_latency(key: str) -> LatencySummary | None:
             return None if values[key] is None else latency(values[key])

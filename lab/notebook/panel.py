@@ -28,6 +28,7 @@ from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError, LabError
 from lab.http.config import ServerConfig
 from lab.loadgen import LoadProgress, LoadRun, start_load
+from lab.measure import figures as catalogue
 from lab.measure.frames import Frame
 from lab.measure.summary import describe_counts
 from lab.netpath import Path as NetworkPath
@@ -50,7 +51,6 @@ WEBSOCKET_PREFIX = "/ws/"  # a path under it is loaded with WebSocket messages (
 DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}
 PROGRESS_INTERVAL_SECONDS = 0.15  # also how often the live view is redrawn
 EXPORT_FORMATS = ("csv", "parquet", "json", "hgrm")
-SUMMARY_ROWS = ("p50", "p90", "p99", "p99_9", "p99_99", "max", "mean", "stdev")
 ERROR_COLOUR, OK_COLOUR = compare.FAILED_COLOUR, "#2e7d32"
 # Sized for JupyterLab's output area at a 1400 px window with the file browser open (about
 # 880 px wide): two plots side by side, each drawn at the size it is shown (text stays legible),
@@ -78,9 +78,10 @@ def summary_table(result: LoadResult) -> pd.DataFrame:
     if summary.uncorrected is not None:
         columns = {"latency (corrected)": summary.latency,
                    "latency (uncorrected)": summary.uncorrected, "ttfb": summary.ttfb}
-    return pd.DataFrame({name: [compare.format_figure(getattr(summary, row)) for row in SUMMARY_ROWS]
+    rows = catalogue.last_run()
+    return pd.DataFrame({name: [compare.format_figure(getattr(summary, row.key)) for row in rows]
                          for name, summary in columns.items()},
-                        index=[f"{row.replace('_', '.')} ms" for row in SUMMARY_ROWS])
+                        index=[row.heading for row in rows])
 
 
 def headline(result: LoadResult) -> str:

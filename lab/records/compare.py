@@ -16,26 +16,9 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from lab.errors import ConfigError
+from lab.measure import figures as catalogue
 from lab.records.record import Record, differing_keys, short_key
 from lab.records.store import RecordStore
-
-# (row label, attribute path into a RunSummary)
-FIGURES: tuple[tuple[str, str], ...] = (
-    ("requests", "requests"),
-    ("errors", "error_total"),
-    ("requests/s", "rps"),
-    ("mean ms", "latency.mean"),
-    ("stdev ms", "latency.stdev"),
-    ("p50 ms", "latency.p50"),
-    ("p90 ms", "latency.p90"),
-    ("p99 ms", "latency.p99"),
-    ("p99.9 ms", "latency.p99_9"),
-    ("p99.99 ms", "latency.p99_99"),
-    ("max ms", "latency.max"),
-    ("uncorrected p99 ms", "uncorrected.p99"),
-    ("ttfb p50 ms", "ttfb.p50"),
-    ("ttfb p99 ms", "ttfb.p99"),
-)
 
 
 def differing_settings(records: Sequence[Record]) -> list[str]:
@@ -96,7 +79,8 @@ def compare(records: Sequence[Record], *, baseline: int = 0) -> pd.DataFrame:
     rows: dict[str, list[Any]] = {}
     for key in keys:
         rows[key] = [record.settings().get(key, "-") for record in records]
-    figures = {label: [figure_of(record, path) for record in records] for label, path in FIGURES}
+    figures = {figure.heading: [figure_of(record, figure.path) for record in records]
+               for figure in catalogue.side_by_side()}
     rows.update(figures)
     table = pd.DataFrame.from_dict(rows, orient="index", columns=columns, dtype=object)
     base = columns[baseline]

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from lab.errors import CorruptRecord, RecordNotFound
+from lab.measure import figures
 from lab.measure.samples import SAMPLE_DTYPE
 from lab.measure.summary import RunSummary
 from lab.records.environment import SOURCE_ROOT
@@ -277,6 +278,7 @@ def runs_table(infos: Sequence[RecordInfo]) -> pd.DataFrame:
     present = [key for key in KEY_SETTINGS if any(key in flat for flat in flats)]
     varying = [key for key in differing_keys(flats) if key not in present]
     setting_keys = (present + varying)[:MAX_LISTED_SETTINGS]
+    latency = figures.listing()
     rows = []
     for info in infos:
         summary = info.summary
@@ -286,16 +288,12 @@ def runs_table(infos: Sequence[RecordInfo]) -> pd.DataFrame:
             "tags": ", ".join(info.tags)}
         for key in setting_keys:
             row[short_key(key, setting_keys)] = info.settings.get(key)
-        row.update({
-            "requests": summary.requests, "errors": summary.error_total,
-            "rps": summary.rps,
-            "mean_ms": summary.latency.mean, "p50_ms": summary.latency.p50,
-            "p99_ms": summary.latency.p99, "p99_9_ms": summary.latency.p99_9,
-            "max_ms": summary.latency.max})
+        row.update({"requests": summary.requests, "errors": summary.error_total, "rps": summary.rps})
+        row.update({figure.column: getattr(summary.latency, figure.key) for figure in latency})
         rows.append(row)
     columns = ["id", "name", "started", "tags",
                *(short_key(key, setting_keys) for key in setting_keys),
-               "requests", "errors", "rps", "mean_ms", "p50_ms", "p99_ms", "p99_9_ms", "max_ms"]
+               "requests", "errors", "rps", *(figure.column for figure in latency)]
     return pd.DataFrame(rows, columns=columns)
 
 
