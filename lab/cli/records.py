@@ -20,9 +20,9 @@ from typing import Any
 import pandas as pd
 
 from lab.cli.text import printable
-from lab.engine.result import threshold_checks
 from lab.errors import ConfigError, CorruptRecord, RecordNotFound
 from lab.measure import figures
+from lab.measure.run import threshold_checks
 from lab.measure.stats import LatencySummary
 from lab.measure.summary import METRICS, describe_counts
 from lab.records.compare import compare_runs

@@ -11,8 +11,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from lab.engine.result import LoadResult, RunOutcome, threshold_checks
+from lab.engine.result import LoadResult
 from lab.measure import figures
+from lab.measure.run import RunOutcome, threshold_checks
 from lab.measure.stats import LatencySummary
 from lab.measure.summary import RunSummary
 

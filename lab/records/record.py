@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab.engine.result import (
+from lab.engine.stages import parse_stages
+from lab.errors import ConfigError, CorruptRecord
+from lab.measure.run import (
     RunOutcome,
     run_document,
     stage_results,
@@ -39,7 +41,6 @@ from lab.engine.result import (
     summarize_measured,
     threshold_checks,
 )
-from lab.errors import ConfigError, CorruptRecord
 from lab.measure.samples import SAMPLE_DTYPE
 from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, run_span_ns, timeline
 from lab.measure.thresholds import Outcome, verdict
@@ -209,7 +210,8 @@ class Record:
             # A staged run has no warm-up: its stages begin where its measured window does.
             # (A record made from samples alone has no such start: its stages are not shown.)
             document["stages"] = stages_document(stage_results(
-                self.samples, stages, outcome.window_ns[0], stored_late_after_ms(self.load_spec)))
+                self.samples, parse_stages(tuple(stages)), outcome.window_ns[0],
+                stored_late_after_ms(self.load_spec)))
         return document
 
     def timeline(self, interval_s: float | None = None) -> pd.DataFrame:
