@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lab.measure import plain
 from lab.measure.samples import start_ns
 from lab.measure.stages import Stage, stage_windows_s
 from lab.measure.stats import LatencySummary
@@ -46,24 +47,13 @@ class RunOutcome:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunOutcome:
         """Inverse of :meth:`as_dict`; mistyped values raise TypeError or ValueError."""
-        begin, end = (int(value) for value in values["window_ns"])
-        calibration = values.get("calibration")
-        if calibration is not None and not isinstance(calibration, Mapping):
-            raise TypeError("calibration must be a mapping")
-        problems = values.get("problems", [])
-        if not isinstance(problems, list):
-            raise TypeError("problems must be a list")
+        begin, end = (int(value) for value in plain.sequence(values["window_ns"], "window_ns"))
         return cls(window_ns=(begin, end), abandoned=int(values.get("abandoned", 0)),
                    stopped_early=bool(values.get("stopped_early", False)),
-                   problems=tuple(str(problem) for problem in problems),
-                   calibration=None if calibration is None else dict(calibration),
-                   cluster=_mapping_or_none(values.get("cluster"), "cluster"))
-
-
-def _mapping_or_none(value: Any, what: str) -> dict[str, Any] | None:
-    if value is not None and not isinstance(value, Mapping):
-        raise TypeError(f"{what} must be a mapping")
-    return None if value is None else dict(value)
+                   problems=tuple(str(problem) for problem in plain.sequence(
+                       values.get("problems", []), "problems")),
+                   calibration=plain.mapping_or_none(values.get("calibration"), "calibration"),
+                   cluster=plain.mapping_or_none(values.get("cluster"), "cluster"))
 
 
 def summarize_measured(samples: np.ndarray, load_spec: Mapping[str, Any],
