@@ -17,6 +17,11 @@ import pandas as pd
 
 from lab.errors import ConfigError
 from lab.measure import figures as catalogue
+
+# How a table rounds a figure is the one report's (lab.measure.report); importable from here too.
+from lab.measure.report import MISSING as MISSING
+from lab.measure.report import SIGNIFICANT_DIGITS as SIGNIFICANT_DIGITS
+from lab.measure.report import format_figure, format_ratio
 from lab.records.record import Record, differing_keys, short_key
 from lab.records.store import RecordStore
 
@@ -109,33 +114,9 @@ def _ratio(value: float, base: float) -> float:
 
 # --- the comparison as people read it -------------------------------------------------------
 
-SIGNIFICANT_DIGITS = 4  # 0.2051 ms, 55.11 ms, 203.5 ms: HdrHistogram keeps 3, one more to spare
-MISSING = "—"  # a figure with nothing measured behind it
 # Why a figure can be missing from every run of a comparison, said under the table.
 MISSING_REASONS = {"uncorrected p99 ms": "only an open loop has an uncorrected latency"}
 MAX_SHOWN_RUNS = 6  # more columns than this run past the right edge of a notebook's output
-
-
-def format_figure(value: Any) -> str:
-    """A figure as a table shows it: counts whole (``61,459``), rates above 1000 whole
-    (``20,485``), other figures to four significant digits, ``—`` where nothing was measured."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return MISSING if value is None else str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if math.isnan(value):
-        return MISSING
-    if abs(value) >= 10 ** (SIGNIFICANT_DIGITS - 1):
-        return f"{value:,.0f}"
-    return f"{value:.{SIGNIFICANT_DIGITS}g}"
-
-
-def format_ratio(value: float) -> str:
-    """``×0.98``, ``×1,910``: a ratio to the baseline, to three significant digits and never
-    in exponent notation (``×1.91e+03`` reads as a typo); empty when undefined."""
-    if math.isnan(value):
-        return ""
-    return f"×{value:,.0f}" if abs(value) >= 1000 else f"×{value:.3g}"
 
 
 def format_setting(value: Any) -> str:
