@@ -248,6 +248,7 @@ class Record:
 
     @classmethod
     def from_stored(cls, stored: schema.Stored, samples: np.ndarray) -> Record:
+        """The record of a ``record.json`` read by :func:`lab.records.schema.parse`."""
         return cls(id=stored.id, name=stored.name, notes=stored.notes, tags=stored.tags,
                    samples=frozen_samples(samples), load_spec=stored.load_spec,
                    server_config=stored.server_config, environment=stored.environment,

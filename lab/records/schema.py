@@ -109,6 +109,12 @@ def with_samples(metadata: Mapping[str, Any], rows: int, sha256: str) -> dict[st
     return {**metadata, "samples": {"file": SAMPLES_FILE, "rows": rows, "sha256": sha256}}
 
 
+def with_description(metadata: Mapping[str, Any], *, name: str, notes: str,
+                     tags: tuple[str, ...]) -> dict[str, Any]:
+    """A saved document with its descriptive parts changed, everything else kept as it was."""
+    return {**metadata, "name": name, "notes": notes, "tags": list(tags)}
+
+
 def to_json(metadata: Mapping[str, Any]) -> str:
     return json.dumps(metadata, indent=2, allow_nan=False) + "\n"
 

@@ -159,10 +159,8 @@ class RecordStore:
         record = self.load(reference).replace(**changes)
         directory = self.path / record.id
         metadata, _ = _read_metadata(directory)
-        for key, value in record.metadata().items():
-            if key in ("name", "notes", "tags"):
-                metadata[key] = value
-        write_text_atomically(directory / METADATA_FILE, schema.to_json(metadata))
+        write_text_atomically(directory / METADATA_FILE, schema.to_json(schema.with_description(
+            metadata, name=record.name, notes=record.notes, tags=record.tags)))
         return record
 
     def delete(self, reference: str) -> None:
