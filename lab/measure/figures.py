@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 # The percentiles every view shows (a mean hides the tail), by their JSON key. A key is the
 # label with "_" for "." (a JSON key and an attribute name in one), so p99.999 is "p99_999".
@@ -69,11 +70,26 @@ class Figure:
         """A data frame column that stays a Python name: ``p99_9_ms``."""
         return f"{self.key}_{self.unit}" if self.unit else self.key
 
+    def value(self, summary: object) -> float | int:
+        """The figure in a RunSummary (or, for a bare path, a LatencySummary)."""
+        return value_at(summary, self.path)
+
     def of(self, part: str, prefix: str = "") -> Figure:
         """The same figure of one of a run's latency summaries: ``of("ttfb", "ttfb")`` is
         ``ttfb.p99`` headed ``ttfb p99 ms``."""
         return Figure(path=f"{part}.{self.path}", label=f"{prefix} {self.label}".strip(),
                       unit=self.unit, kind=self.kind, percent=self.percent)
+
+
+def value_at(summary: object, path: str) -> float | int:
+    """The value at an attribute path (``latency.p99``); NaN where the run has none (a closed
+    loop has no uncorrected latency)."""
+    value: Any = summary
+    for part in path.split("."):
+        value = getattr(value, part, None) if value is not None else None
+    if value is None:
+        return float("nan")
+    return value if isinstance(value, int) else float(value)
 
 
 def percentile(key: str) -> Figure:

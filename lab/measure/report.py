@@ -175,6 +175,26 @@ def _rate_lines(summary: RunSummary) -> list[str]:
     return lines
 
 
+# --- runs and compare: a run's row of figures ------------------------------------------------
+
+def listing_columns() -> list[str]:
+    """The ``runs`` listing's columns of figures: ``requests``, ``errors``, ``rps``, ``p99_ms``..."""
+    return ["requests", "errors", "rps", *(figure.column for figure in figures.listing())]
+
+
+def listing_row(summary: RunSummary) -> dict[str, float | int]:
+    """A run's figures in the ``runs`` listing, by column name."""
+    values = [summary.requests, summary.error_total, summary.rps,
+              *(figure.value(summary.latency) for figure in figures.listing())]
+    return dict(zip(listing_columns(), values, strict=True))
+
+
+def side_by_side_column(summary: RunSummary) -> dict[str, float | int]:
+    """A run's figures as ``compare`` and the panel's session table put them side by side, by
+    row heading (``p99 ms``)."""
+    return {figure.heading: figure.value(summary) for figure in figures.side_by_side()}
+
+
 # --- show: a saved run's figures, as text ----------------------------------------------------
 
 def describe_lines(summary: RunSummary, load_spec: Mapping[str, Any], outcome: RunOutcome) -> list[str]:

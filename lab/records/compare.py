@@ -21,7 +21,7 @@ from lab.measure import figures as catalogue
 # How a table rounds a figure is the one report's (lab.measure.report); importable from here too.
 from lab.measure.report import MISSING as MISSING
 from lab.measure.report import SIGNIFICANT_DIGITS as SIGNIFICANT_DIGITS
-from lab.measure.report import format_figure, format_ratio
+from lab.measure.report import format_figure, format_ratio, side_by_side_column
 from lab.records.record import Record, differing_keys, short_key
 from lab.records.store import RecordStore
 
@@ -48,12 +48,8 @@ def labels(records: Sequence[Record]) -> list[str]:
 
 
 def figure_of(record: Record, path: str) -> float | int:
-    value: Any = record.summary
-    for part in path.split("."):
-        value = getattr(value, part, None) if value is not None else None
-    if value is None:
-        return float("nan")
-    return value if isinstance(value, int) else float(value)
+    """One figure of a record's summary by its path (``latency.p99``); NaN where it has none."""
+    return catalogue.value_at(record.summary, path)
 
 
 def compare_runs(store: RecordStore, references: Sequence[str], *,
@@ -84,8 +80,9 @@ def compare(records: Sequence[Record], *, baseline: int = 0) -> pd.DataFrame:
     rows: dict[str, list[Any]] = {}
     for key in keys:
         rows[key] = [record.settings().get(key, "-") for record in records]
-    figures = {figure.heading: [figure_of(record, figure.path) for record in records]
-               for figure in catalogue.side_by_side()}
+    columns_of_figures = [side_by_side_column(record.summary) for record in records]
+    figures = {heading: [column[heading] for column in columns_of_figures]
+               for heading in columns_of_figures[0]}
     rows.update(figures)
     table = pd.DataFrame.from_dict(rows, orient="index", columns=columns, dtype=object)
     base = columns[baseline]

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from lab.errors import CorruptRecord, RecordNotFound
-from lab.measure import figures, plain
+from lab.measure import plain, report
 from lab.measure.samples import SAMPLE_DTYPE
 from lab.measure.summary import RunSummary
 from lab.records import schema
@@ -267,22 +267,18 @@ def runs_table(infos: Sequence[RecordInfo]) -> pd.DataFrame:
     present = [key for key in KEY_SETTINGS if any(key in flat for flat in flats)]
     varying = [key for key in differing_keys(flats) if key not in present]
     setting_keys = (present + varying)[:MAX_LISTED_SETTINGS]
-    latency = figures.listing()
     rows = []
     for info in infos:
-        summary = info.summary
         row: dict[str, Any] = {
             "id": info.id, "name": info.name,
             "started": pd.Timestamp(info.started_at),
             "tags": ", ".join(info.tags)}
         for key in setting_keys:
             row[short_key(key, setting_keys)] = info.settings.get(key)
-        row.update({"requests": summary.requests, "errors": summary.error_total, "rps": summary.rps})
-        row.update({figure.column: getattr(summary.latency, figure.key) for figure in latency})
+        row.update(report.listing_row(info.summary))
         rows.append(row)
-    columns = ["id", "name", "started", "tags",
-               *(short_key(key, setting_keys) for key in setting_keys),
-               "requests", "errors", "rps", *(figure.column for figure in latency)]
+    columns = ["id", "name", "started", "tags", *(short_key(key, setting_keys) for key in setting_keys),
+               *report.listing_columns()]
     return pd.DataFrame(rows, columns=columns)
 
 
