@@ -13,7 +13,6 @@ the whole truth at any moment (a test adds a percentile to it and checks every v
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,22 +36,13 @@ def percentile_key(percent: float) -> str:
     return f"p{percent:g}".replace(".", "_")
 
 
-class Kind(enum.Enum):
-    """What a figure counts, which decides how a view rounds it."""
-
-    COUNT = "count"  # a whole number: requests, errors
-    RATE = "rate"  # per second
-    DURATION = "duration"  # milliseconds
-
-
 @dataclass(frozen=True)
 class Figure:
     """One figure: where a :class:`~lab.measure.summary.RunSummary` holds it, and its name."""
 
     path: str  # attribute path into a RunSummary ("latency.p99_9") or a LatencySummary ("p99_9")
     label: str  # "p99.9", "requests/s"
-    unit: str  # "ms", or "" where the label says it
-    kind: Kind
+    unit: str  # "ms", or "" for a count or where the label says it ("requests/s")
     percent: float | None = None  # for a percentile: 99.9
 
     @property
@@ -78,7 +68,7 @@ class Figure:
         """The same figure of one of a run's latency summaries: ``of("ttfb", "ttfb")`` is
         ``ttfb.p99`` headed ``ttfb p99 ms``."""
         return Figure(path=f"{part}.{self.path}", label=f"{prefix} {self.label}".strip(),
-                      unit=self.unit, kind=self.kind, percent=self.percent)
+                      unit=self.unit, percent=self.percent)
 
 
 def value_at(summary: object, path: str) -> float | int:
@@ -94,7 +84,7 @@ def value_at(summary: object, path: str) -> float | int:
 
 def percentile(key: str) -> Figure:
     percent = PERCENTILES[key]
-    return Figure(path=key, label=f"p{percent:g}", unit="ms", kind=Kind.DURATION, percent=percent)
+    return Figure(path=key, label=f"p{percent:g}", unit="ms", percent=percent)
 
 
 def percentiles(*, side_by_side: bool = False) -> list[Figure]:
@@ -105,16 +95,16 @@ def percentiles(*, side_by_side: bool = False) -> list[Figure]:
 
 
 # The other figures of a latency distribution (a LatencySummary), in milliseconds.
-COUNT = Figure(path="count", label="count", unit="", kind=Kind.COUNT)
-MEAN = Figure(path="mean", label="mean", unit="ms", kind=Kind.DURATION)
-STDEV = Figure(path="stdev", label="stdev", unit="ms", kind=Kind.DURATION)
-MIN = Figure(path="min", label="min", unit="ms", kind=Kind.DURATION)
-MAX = Figure(path="max", label="max", unit="ms", kind=Kind.DURATION)
+COUNT = Figure(path="count", label="count", unit="")
+MEAN = Figure(path="mean", label="mean", unit="ms")
+STDEV = Figure(path="stdev", label="stdev", unit="ms")
+MIN = Figure(path="min", label="min", unit="ms")
+MAX = Figure(path="max", label="max", unit="ms")
 
 # Figures of the whole run (a RunSummary).
-REQUESTS = Figure(path="requests", label="requests", unit="", kind=Kind.COUNT)
-ERRORS = Figure(path="error_total", label="errors", unit="", kind=Kind.COUNT)
-RPS = Figure(path="rps", label="requests/s", unit="", kind=Kind.RATE)
+REQUESTS = Figure(path="requests", label="requests", unit="")
+ERRORS = Figure(path="error_total", label="errors", unit="")
+RPS = Figure(path="rps", label="requests/s", unit="")
 
 
 def distribution() -> list[Figure]:
