@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import warnings
 from collections.abc import Iterator
 
@@ -60,6 +61,9 @@ def test_a_latency_summary_has_each_listed_percentile() -> None:
     summary = summarize(samples["done_ns"] - samples["sent_ns"])
     assert list(summary.as_dict()) == ["count", "mean", "stdev", "min", "max", *PERCENTILES]
     assert summary.p50 <= summary.p99_99 <= summary.max
+    assert repr(summary).startswith("LatencySummary(count=1000, mean=") and "p99_9=" in repr(summary)
+    assert "p99_9" in dir(summary)  # offered by a notebook's tab completion
+    assert pickle.loads(pickle.dumps(summary)) == summary  # a cluster's results cross processes
     with pytest.raises(AttributeError, match="p42"):
         summary.p42  # noqa: B018
 

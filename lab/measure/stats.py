@@ -14,7 +14,7 @@ from lab.units import NS_PER_MS
 __all__ = ["PERCENTILES", "LatencySummary", "percentile", "percentiles", "share_under", "summarize"]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class LatencySummary:
     """Summary of one latency distribution, in milliseconds (NaN where there are no samples).
 
@@ -37,6 +37,14 @@ class LatencySummary:
             if key == name:
                 return float(value)
         raise AttributeError(f"{type(self).__name__} has no figure {name!r}")
+
+    def __dir__(self) -> list[str]:
+        # the percentiles too, so a notebook's tab completion offers summary.p99_9
+        return sorted({*super().__dir__(), *(key for key, _ in self.points)})
+
+    def __repr__(self) -> str:
+        figures = ", ".join(f"{key}={value!r}" for key, value in self.as_dict().items())
+        return f"{type(self).__name__}({figures})"
 
     def as_dict(self) -> dict[str, float]:
         """The figures by key: count, mean, stdev, min, max, then the percentiles."""
