@@ -24,6 +24,7 @@ from lab.loadgen import run_load
 from lab.measure import figures
 from lab.measure.stats import PERCENTILES, LatencySummary, summarize
 from lab.measure.summary import RunSummary
+from lab.measure.thresholds import check_thresholds
 from lab.notebook.panel import summary_table
 from lab.records.compare import compare, comparison_view
 from lab.records.experiment import record_from_result
@@ -102,6 +103,8 @@ def test_an_added_percentile_shows_in_every_view(server: ServerHandle, tmp_path,
     assert f"{ADDED_LABEL} ms" in comparison_view([record, other]).table.index
     assert main(["compare", "added", "--data-dir", str(tmp_path)]) == 0
     assert f"{ADDED_LABEL} ms" in capsys.readouterr().out
+    (check,) = check_thresholds([f"{ADDED_LABEL}<10s"], result.summary)  # a threshold names it too
+    assert check.held and check.measured == pytest.approx(result.summary.latency.p99_999 / 1000)  # in s
 
 
 def test_a_record_saved_before_a_percentile_was_added_still_lists(
