@@ -20,10 +20,9 @@ from typing import Any
 import pandas as pd
 
 from lab.cli.text import printable
-from lab.engine.result import threshold_checks
 from lab.errors import ConfigError, CorruptRecord, RecordNotFound
-from lab.measure.stats import PERCENTILES, LatencySummary
-from lab.measure.summary import METRICS, describe_counts
+from lab.measure import report
+from lab.measure.summary import METRICS
 from lab.records.compare import compare_runs
 from lab.records.export import FORMATS, export, format_for_path, hgrm_text, json_text, to_dataframe
 from lab.records.record import Record
@@ -259,7 +258,6 @@ def _figure(value: float) -> str:
 def describe(record: Record) -> str:
     """A human-readable report of one record, in the spirit of wrk's summary; every figure is
     the record's one summary, the same the run printed."""
-    summary = record.summary
     environment = record.environment
     lines = [f"run {record.id}  {printable(repr(record.name))}  started {environment.started_at}"]
     if record.notes:
@@ -282,64 +280,10 @@ def describe(record: Record) -> str:
         f"{environment.machine}; {environment.cpu_model}; {environment.cpu_count} CPUs "
         f"({environment.usable_cpus} usable); git {git}"))
     lines.append("")
-    lines.append(f"{summary.requests} requests in {summary.duration_s:.3f} s, "
-                 f"{summary.rps:.1f} responses/s; {summary.succeeded} succeeded, "
-                 f"{summary.error_total} failed")
-    if summary.status_codes:
-        codes = ", ".join(f"{code} {count}" for code, count in summary.status_codes.items())
-        lines.append(f"status codes: {codes}")
-    if summary.errors:
-        lines.append("errors: " + describe_counts(summary.errors))
-    if summary.open_loop and summary.target_rate is not None:
-        lines.append(_rate_line(record))
-    lines.append("")
-    lines.append(_latency_table(record))
-    shares = "   ".join(f"{share * 100:.2f} % under {threshold} ms"
-                        for threshold, share in summary.share_under.items() if not math.isnan(share))
-    if shares:
-        lines.append("")
-        lines.append(shares)
-    checks = threshold_checks(record.load_spec, summary)
-    if checks:
-        lines.append("")
-        lines.append("thresholds: " + "   ".join(check.describe() for check in checks))
-    if summary.open_loop:
-        lines.append("(latency is timed from each request's intended send, correcting for "
-                     "coordinated omission; 'uncorrected' from the actual send)")
-    lines.extend(f"problem: {printable(problem)}" for problem in record.run_outcome().problems)
+    lines.extend(printable(line) for line in report.describe_lines(
+        record.summary, record.load_spec, record.run_outcome()))
     return "\n".join(lines)
-
-
-def _rate_line(record: Record) -> str:
-    summary = record.summary
-    late_share = summary.late_share if summary.late_share is not None else float("nan")
-    line = (f"target rate {summary.target_rate:,.0f}/s, achieved {summary.rps:,.0f} responses/s; "
-            f"{summary.late} requests ({late_share * 100:.1f} %) sent late")
-    if summary.kept_up is False:
-        line += " -- the target rate was not kept"
-    return line
 
 
 def _settings_line(settings: dict[str, Any]) -> str:
     return printable(" ".join(f"{key}={value}" for key, value in settings.items()))
-
-
-def _latency_table(record: Record) -> str:
-    summary = record.summary
-    columns: dict[str, LatencySummary] = {"latency": summary.latency}
-    if summary.uncorrected is not None:
-        columns["uncorrected"] = summary.uncorrected
-    columns["ttfb"] = summary.ttfb
-    columns["connect"] = summary.connect
-    rows = ["count", "mean", "stdev", "min", *PERCENTILES, "max"]
-    names = {"p99_9": "p99.9", "p99_99": "p99.99"}
-    table = pd.DataFrame({name: [getattr(values, row) for row in rows] for name, values in columns.items()},
-                         index=[names.get(row, row) + ("" if row == "count" else " ms") for row in rows],
-                         dtype=object)  # object keeps the counts as integers
-    return str(table.map(_number).to_string())
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    return "-" if math.isnan(value) else f"{value:.3f}"

@@ -14,47 +14,16 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
 
 from lab.errors import ConfigError
+from lab.measure.stages import Stage, stage_windows_s
 from lab.options import parse_seconds
+
+__all__ = ["MAX_RATE", "OPTION", "USAGE", "Schedule", "Stage", "parse_stage", "parse_stages"]
 
 OPTION = "stages"
 USAGE = "DURATION:RATE or DURATION:FROM-TO, e.g. 30s:1000 or 1m:100-2000"
 MAX_RATE = 10_000_000.0
-
-
-@dataclass(frozen=True)
-class Stage:
-    duration_s: float
-    rate_from: float  # requests/s at the stage's start
-    rate_to: float  # ... and at its end (equal for a constant stage)
-
-    @property
-    def requests(self) -> float:
-        """Requests the stage offers: the area under its rate."""
-        return (self.rate_from + self.rate_to) / 2 * self.duration_s
-
-    @property
-    def mean_rate(self) -> float:
-        return (self.rate_from + self.rate_to) / 2
-
-    def seconds_for(self, count: float) -> float:
-        """Seconds into the stage at which ``count`` of its requests are due."""
-        if count <= 0:
-            return 0.0  # also a ramp from 0, where the formula below would divide 0 by 0
-        slope = (self.rate_to - self.rate_from) / self.duration_s
-        if slope == 0:
-            return count / self.rate_from
-        # rate_from*t + slope*t^2/2 = count; this form of the root avoids cancellation
-        root = math.sqrt(max(self.rate_from ** 2 + 2 * slope * count, 0.0))
-        return 2 * count / (self.rate_from + root)
-
-    def describe(self) -> str:
-        rate = f"{self.rate_from:g}"
-        if self.rate_to != self.rate_from:
-            rate += f"-{self.rate_to:g}"
-        return f"{self.duration_s:g}s:{rate}"
 
 
 def parse_stage(text: str) -> Stage:
@@ -107,7 +76,7 @@ class Schedule:
         return self.starts_s[at] + self.stages[at].seconds_for(index - self.offered_before[at])
 
     def window_s(self, stage: int) -> tuple[float, float]:
-        return self.starts_s[stage], self.starts_s[stage] + self.stages[stage].duration_s
+        return stage_windows_s(self.stages)[stage]
 
 
 def parse_stages(texts: tuple[str, ...]) -> tuple[Stage, ...]:

@@ -2,39 +2,63 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from lab.measure.figures import PERCENTILES, percentile_keys
 from lab.units import NS_PER_MS
 
-# The percentiles every report shows (a mean hides the tail), and their JSON keys.
-PERCENTILES: dict[str, float] = {
-    "p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9, "p99_99": 99.99,
-}
+__all__ = ["PERCENTILES", "LatencySummary", "percentile", "percentiles", "share_under", "summarize"]
 
 
-
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class LatencySummary:
-    """Summary of one latency distribution, in milliseconds (NaN where there are no samples)."""
+    """Summary of one latency distribution, in milliseconds (NaN where there are no samples).
+
+    The percentiles are those of :data:`lab.measure.figures.PERCENTILES`, read as attributes
+    (``summary.p99_9``): the list is declared once, and a percentile added to it is a figure
+    of every summary computed from then on.
+    """
 
     count: int
     mean: float
     stdev: float
     min: float
     max: float
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    p99_9: float
-    p99_99: float
+    points: tuple[tuple[str, float], ...]  # (percentile key, value), in the list's order
+
+    def __getattr__(self, name: str) -> float:
+        # Only called for a name that is not a field; __dict__ is read directly, so a copy or
+        # an unpickling (which probe attributes before the fields exist) gets AttributeError.
+        for key, value in self.__dict__.get("points", ()):
+            if key == name:
+                return float(value)
+        raise AttributeError(f"{type(self).__name__} has no figure {name!r}")
+
+    def __dir__(self) -> list[str]:
+        # the percentiles too, so a notebook's tab completion offers summary.p99_9
+        return sorted({*super().__dir__(), *(key for key, _ in self.points)})
+
+    def __repr__(self) -> str:
+        figures = ", ".join(f"{key}={value!r}" for key, value in self.as_dict().items())
+        return f"{type(self).__name__}({figures})"
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        """The figures by key: count, mean, stdev, min, max, then the percentiles."""
+        return {"count": self.count, "mean": self.mean, "stdev": self.stdev, "min": self.min,
+                "max": self.max, **dict(self.points)}
+
+    @classmethod
+    def of(cls, figures: Mapping[str, float]) -> LatencySummary:
+        """From figures by key, as :meth:`as_dict` gives them. A percentile missing (a record
+        saved before it was added to the list) is NaN; one no longer listed is left out."""
+        nan = float("nan")
+        return cls(count=int(figures["count"]), mean=figures["mean"], stdev=figures["stdev"],
+                   min=figures["min"], max=figures["max"],
+                   points=tuple((key, figures.get(key, nan)) for key in percentile_keys()))
 
 
 def percentiles(values: npt.ArrayLike, percents: Sequence[float]) -> list[float]:
@@ -58,12 +82,13 @@ def summarize(latencies_ns: np.ndarray) -> LatencySummary:
     if values.size == 0:
         nan = float("nan")
         return LatencySummary(count=0, mean=nan, stdev=nan, min=nan, max=nan,
-                              **{key: nan for key in PERCENTILES})
-    points = percentiles(values, list(PERCENTILES.values()))
+                              points=tuple((key, nan) for key in percentile_keys()))
+    keys = percentile_keys()
+    points = percentiles(values, [PERCENTILES[key] for key in keys])
     return LatencySummary(
         count=int(values.size), mean=float(values.mean()), stdev=float(values.std()),
         min=float(np.min(values)), max=float(np.max(values)),
-        **dict(zip(PERCENTILES, points, strict=True)))
+        points=tuple(zip(keys, points, strict=True)))
 
 
 def share_under(latencies_ns: np.ndarray, threshold_ms: float) -> float:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lab.errors import ConfigError
+from lab.measure import plain
 from lab.measure.samples import MISSING, ErrorKind, error_counts, latency_ns, start_ns, ttfb_ns
 from lab.measure.stats import PERCENTILES, LatencySummary, percentiles, share_under, summarize
 from lab.units import NS_PER_MS, NS_PER_S
@@ -177,34 +178,35 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunSummary:
-        """Inverse of :meth:`as_dict`; a missing or mistyped figure raises KeyError/TypeError/ValueError."""
-        def latency(part: Any) -> LatencySummary:
-            if not isinstance(part, Mapping):
-                raise TypeError(f"a latency summary must be a mapping, got {type(part).__name__}")
-            figures: dict[str, Any] = {key: _number(value) for key, value in part.items()}
-            figures["count"] = int(figures["count"])
-            return LatencySummary(**figures)
+        """Inverse of :meth:`as_dict`; a missing or mistyped figure raises KeyError/TypeError/ValueError,
+        but a percentile the lab did not list when the summary was saved is NaN, and one it no
+        longer lists is left out (see :meth:`LatencySummary.of`)."""
+        def latency(part: Any, what: str) -> LatencySummary:
+            return LatencySummary.of({key: plain.number(value, f"{what}.{key}")
+                                      for key, value in plain.mapping(part, what).items()})
 
         def optional_latency(key: str) -> LatencySummary | None:
-            return None if values[key] is None else latency(values[key])
+            return None if values[key] is None else latency(values[key], key)
 
         def counts(key: str) -> dict[str, int]:
-            return {str(k): int(v) for k, v in _mapping(values[key]).items()}
+            return {str(k): int(v) for k, v in plain.mapping(values[key], key).items()}
 
         return cls(
             requests=int(values["requests"]), responses=int(values["responses"]),
             succeeded=int(values["succeeded"]), errors=counts("errors"),
-            status_codes=counts("status_codes"), duration_s=_number(values["duration_s"]),
-            rps=_number(values["rps"]), bytes_read=int(values["bytes_read"]),
+            status_codes=counts("status_codes"), duration_s=plain.number(values["duration_s"], "duration_s"),
+            rps=plain.number(values["rps"], "rps"), bytes_read=int(values["bytes_read"]),
             open_loop=bool(values["open_loop"]),
             target_rate=None if values["target_rate"] is None else float(values["target_rate"]),
             late_after_ms=None if values["late_after_ms"] is None else float(values["late_after_ms"]),
             late=None if values["late"] is None else int(values["late"]),
-            latency=latency(values["latency"]), uncorrected=optional_latency("uncorrected"),
-            ttfb=latency(values["ttfb"]), connect=latency(values["connect"]),
+            latency=latency(values["latency"], "latency"), uncorrected=optional_latency("uncorrected"),
+            ttfb=latency(values["ttfb"], "ttfb"), connect=latency(values["connect"], "connect"),
             send_lag=optional_latency("send_lag"),
-            by_status={str(k): latency(v) for k, v in _mapping(values["by_status"]).items()},
-            share_under={str(k): _number(v) for k, v in _mapping(values["share_under"]).items()})
+            by_status={str(k): latency(v, f"by_status.{k}")
+                       for k, v in plain.mapping(values["by_status"], "by_status").items()},
+            share_under={str(k): plain.number(v, f"share_under.{k}")
+                         for k, v in plain.mapping(values["share_under"], "share_under").items()})
 
 
 def _plain(value: Any) -> Any:
@@ -213,20 +215,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _plain(v) for key, v in value.items()}
     return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def _number(value: Any) -> float:
-    if value is None:
-        return float("nan")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"expected a number, got {value!r}")
-    return value
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"expected a mapping, got {type(value).__name__}")
-    return value
 
 
 def summarize_run(samples: np.ndarray, *, window_ns: tuple[int, int] | None = None,

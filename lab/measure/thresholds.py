@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lab.errors import ConfigError
-from lab.measure.stats import PERCENTILES
+from lab.measure.figures import percentiles
 from lab.measure.summary import RunSummary, failure_reason
 
 OPTION = "thresholds"
@@ -32,8 +32,13 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt,
 }
 TIME_UNITS_MS = {"us": 0.001, "µs": 0.001, "ms": 1.0, "s": 1000.0}
-# "p99.9" -> the LatencySummary attribute that holds it
-PERCENTILE_FIGURES = {f"p{value:g}": key for key, value in PERCENTILES.items()}
+
+
+def percentile_figures() -> dict[str, str]:
+    """``"p99.9"`` -> ``"p99_9"``: each listed percentile's label, and the key that holds it."""
+    return {figure.label: figure.key for figure in percentiles()}
+
+
 OTHER_LATENCY_FIGURES = ("mean", "min", "max", "stdev")
 
 _EXPRESSION = re.compile(
@@ -117,9 +122,10 @@ def _figure_name(text: str, written: str) -> str:
     if written in ("rps", "errors") or written in OTHER_LATENCY_FIGURES:
         return written
     percent = written.replace("(", "").replace(")", "").replace(" ", "")
-    key = PERCENTILE_FIGURES.get(_canonical_percentile(percent))
+    known_percentiles = percentile_figures()
+    key = known_percentiles.get(_canonical_percentile(percent))
     if key is None:
-        known = ", ".join([*PERCENTILE_FIGURES, *OTHER_LATENCY_FIGURES, "rps", "errors"])
+        known = ", ".join([*known_percentiles, *OTHER_LATENCY_FIGURES, "rps", "errors"])
         raise ConfigError(OPTION, f"{text!r}: unknown figure {written!r}; known: {known}")
     return key
 

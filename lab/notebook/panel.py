@@ -28,8 +28,8 @@ from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError, LabError
 from lab.http.config import ServerConfig
 from lab.loadgen import LoadProgress, LoadRun, start_load
+from lab.measure import report
 from lab.measure.frames import Frame
-from lab.measure.summary import describe_counts
 from lab.netpath import Path as NetworkPath
 from lab.notebook.control import set_knobs
 from lab.notebook.live import LiveView
@@ -50,7 +50,6 @@ WEBSOCKET_PREFIX = "/ws/"  # a path under it is loaded with WebSocket messages (
 DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}
 PROGRESS_INTERVAL_SECONDS = 0.15  # also how often the live view is redrawn
 EXPORT_FORMATS = ("csv", "parquet", "json", "hgrm")
-SUMMARY_ROWS = ("p50", "p90", "p99", "p99_9", "p99_99", "max", "mean", "stdev")
 ERROR_COLOUR, OK_COLOUR = compare.FAILED_COLOUR, "#2e7d32"
 # Sized for JupyterLab's output area at a 1400 px window with the file browser open (about
 # 880 px wide): two plots side by side, each drawn at the size it is shown (text stays legible),
@@ -71,32 +70,13 @@ PANEL_CSS = """<style>
 
 
 def summary_table(result: LoadResult) -> pd.DataFrame:
-    """The figures of one run, in milliseconds, as text to read: corrected and (open loop)
-    uncorrected, four significant digits, ``—`` where nothing was measured."""
-    summary = result.summary
-    columns = {"latency": summary.latency, "ttfb": summary.ttfb}
-    if summary.uncorrected is not None:
-        columns = {"latency (corrected)": summary.latency,
-                   "latency (uncorrected)": summary.uncorrected, "ttfb": summary.ttfb}
-    return pd.DataFrame({name: [compare.format_figure(getattr(summary, row)) for row in SUMMARY_ROWS]
-                         for name, summary in columns.items()},
-                        index=[f"{row.replace('_', '.')} ms" for row in SUMMARY_ROWS])
+    """The figures of one run, in milliseconds, as text to read (lab.measure.report)."""
+    return report.last_run_table(result.summary)
 
 
 def headline(result: LoadResult) -> str:
     """One line of the run's summary: the same figures bench, runs and show print."""
-    summary = result.summary
-    errors = describe_counts(summary.errors) or "no errors"
-    codes = ", ".join(f"{code}: {count:,}" for code, count in summary.status_codes.items())
-    text = (f"{summary.requests:,} requests in {summary.duration_s:.2f} s, "
-            f"{summary.rps:,.0f} requests/s, {errors}" + (f" (status {codes})" if codes else ""))
-    if summary.target_rate is not None:
-        text += f"; target {summary.target_rate:,.0f}/s, {summary.late or 0:,} sent late"
-        if summary.kept_up is False:
-            text += " -- the target rate was not kept"
-    if result.stopped_early:
-        text += " (stopped early)"
-    return text
+    return report.headline(result.summary, stopped_early=result.stopped_early)
 
 
 def verdict_line(result: LoadResult) -> str | None:

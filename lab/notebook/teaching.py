@@ -20,16 +20,15 @@ from matplotlib.figure import Figure
 from lab.engine.result import LoadResult
 from lab.errors import ConfigError, LabError
 from lab.loadgen import LoadSpec, start_load
+from lab.measure import figures as catalogue
 from lab.measure.queueing import busy_fraction, interactive_response_ms, kingman_wait_ms, littles_law
 from lab.measure.samples import MISSING
 from lab.measure.stats import LatencySummary
 from lab.records.record import Record
 
-# (column, LatencySummary attribute)
-PERCENTILE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("mean ms", "mean"), ("p50 ms", "p50"), ("p90 ms", "p90"), ("p99 ms", "p99"),
-    ("p99.9 ms", "p99_9"), ("max ms", "max"),
-)
+# The compact table a reader needs: the mean, the percentiles a chapter talks about, the max.
+COMPACT_FIGURES = (catalogue.MEAN, *(catalogue.percentile(key) for key in ("p50", "p90", "p99", "p99_9")),
+                   catalogue.MAX)
 
 
 def figures(records: Sequence[Record], *, uncorrected: bool = True) -> pd.DataFrame:
@@ -51,7 +50,7 @@ def figures(records: Sequence[Record], *, uncorrected: bool = True) -> pd.DataFr
 
 def _row(name: str, requests_per_s: float, errors: int, latency: LatencySummary) -> dict[str, Any]:
     row: dict[str, Any] = {"run": name, "requests/s": round(requests_per_s), "errors": errors}
-    row.update({column: getattr(latency, key) for column, key in PERCENTILE_COLUMNS})
+    row.update({figure.heading: getattr(latency, figure.key) for figure in COMPACT_FIGURES})
     return row
 
 

@@ -16,26 +16,14 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from lab.errors import ConfigError
+from lab.measure import figures as catalogue
+
+# How a table rounds a figure is the one report's (lab.measure.report); importable from here too.
+from lab.measure.report import MISSING as MISSING
+from lab.measure.report import SIGNIFICANT_DIGITS as SIGNIFICANT_DIGITS
+from lab.measure.report import format_figure, format_ratio, side_by_side_column
 from lab.records.record import Record, differing_keys, short_key
 from lab.records.store import RecordStore
-
-# (row label, attribute path into a RunSummary)
-FIGURES: tuple[tuple[str, str], ...] = (
-    ("requests", "requests"),
-    ("errors", "error_total"),
-    ("requests/s", "rps"),
-    ("mean ms", "latency.mean"),
-    ("stdev ms", "latency.stdev"),
-    ("p50 ms", "latency.p50"),
-    ("p90 ms", "latency.p90"),
-    ("p99 ms", "latency.p99"),
-    ("p99.9 ms", "latency.p99_9"),
-    ("p99.99 ms", "latency.p99_99"),
-    ("max ms", "latency.max"),
-    ("uncorrected p99 ms", "uncorrected.p99"),
-    ("ttfb p50 ms", "ttfb.p50"),
-    ("ttfb p99 ms", "ttfb.p99"),
-)
 
 
 def differing_settings(records: Sequence[Record]) -> list[str]:
@@ -60,12 +48,8 @@ def labels(records: Sequence[Record]) -> list[str]:
 
 
 def figure_of(record: Record, path: str) -> float | int:
-    value: Any = record.summary
-    for part in path.split("."):
-        value = getattr(value, part, None) if value is not None else None
-    if value is None:
-        return float("nan")
-    return value if isinstance(value, int) else float(value)
+    """One figure of a record's summary by its path (``latency.p99``); NaN where it has none."""
+    return catalogue.value_at(record.summary, path)
 
 
 def compare_runs(store: RecordStore, references: Sequence[str], *,
@@ -96,7 +80,9 @@ def compare(records: Sequence[Record], *, baseline: int = 0) -> pd.DataFrame:
     rows: dict[str, list[Any]] = {}
     for key in keys:
         rows[key] = [record.settings().get(key, "-") for record in records]
-    figures = {label: [figure_of(record, path) for record in records] for label, path in FIGURES}
+    columns_of_figures = [side_by_side_column(record.summary) for record in records]
+    figures = {heading: [column[heading] for column in columns_of_figures]
+               for heading in columns_of_figures[0]}
     rows.update(figures)
     table = pd.DataFrame.from_dict(rows, orient="index", columns=columns, dtype=object)
     base = columns[baseline]
@@ -125,33 +111,9 @@ def _ratio(value: float, base: float) -> float:
 
 # --- the comparison as people read it -------------------------------------------------------
 
-SIGNIFICANT_DIGITS = 4  # 0.2051 ms, 55.11 ms, 203.5 ms: HdrHistogram keeps 3, one more to spare
-MISSING = "—"  # a figure with nothing measured behind it
 # Why a figure can be missing from every run of a comparison, said under the table.
 MISSING_REASONS = {"uncorrected p99 ms": "only an open loop has an uncorrected latency"}
 MAX_SHOWN_RUNS = 6  # more columns than this run past the right edge of a notebook's output
-
-
-def format_figure(value: Any) -> str:
-    """A figure as a table shows it: counts whole (``61,459``), rates above 1000 whole
-    (``20,485``), other figures to four significant digits, ``—`` where nothing was measured."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return MISSING if value is None else str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if math.isnan(value):
-        return MISSING
-    if abs(value) >= 10 ** (SIGNIFICANT_DIGITS - 1):
-        return f"{value:,.0f}"
-    return f"{value:.{SIGNIFICANT_DIGITS}g}"
-
-
-def format_ratio(value: float) -> str:
-    """``×0.98``, ``×1,910``: a ratio to the baseline, to three significant digits and never
-    in exponent notation (``×1.91e+03`` reads as a typo); empty when undefined."""
-    if math.isnan(value):
-        return ""
-    return f"×{value:,.0f}" if abs(value) >= 1000 else f"×{value:.3g}"
 
 
 def format_setting(value: Any) -> str:

@@ -37,7 +37,8 @@ def record_from_result(result: LoadResult, *, server_config: Any = None, name: s
         server_config=_with_network_path(server_config, result.spec.target.host),
         name=name, notes=notes, tags=tags,
         event_loop=GENERATOR_EVENT_LOOP, started_at=dt.datetime.fromisoformat(result.started_at),
-        outcome=result.outcome, markers=[Marker.at(at_ns, label, samples) for at_ns, label in changes])
+        outcome=result.outcome, markers=[Marker.at(at_ns, label, samples) for at_ns, label in changes],
+        summary=result.summary)  # the run's own: a run's summary is computed once
 
 
 def save_result(result: LoadResult, *, server_config: Any = None, name: str = "run",

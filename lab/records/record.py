@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab.engine.result import (
+from lab.engine.stages import parse_stages
+from lab.errors import ConfigError
+from lab.measure.run import (
     RunOutcome,
     run_document,
     stage_results,
@@ -39,16 +41,19 @@ from lab.engine.result import (
     summarize_measured,
     threshold_checks,
 )
-from lab.errors import ConfigError, CorruptRecord
 from lab.measure.samples import SAMPLE_DTYPE
-from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, run_span_ns, timeline
+from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, run_span_ns, threshold_key, timeline
 from lab.measure.thresholds import Outcome, verdict
 from lab.options import as_dict
+from lab.records import schema
 from lab.records.environment import Environment, utc_now
-from lab.units import NS_PER_S
+from lab.records.schema import RECORD_FORMAT, RECORD_VERSION, Marker
 
-RECORD_FORMAT = "latency-lab-record"
-RECORD_VERSION = 1
+# Marker and the format's name and version are record.json's (lab.records.schema); they stay
+# importable from here.
+__all__ = ["MAX_NAME_CHARS", "RECORD_FORMAT", "RECORD_VERSION", "Marker", "Record", "check_name",
+           "differing_keys", "flat_settings", "frozen_samples", "looks_like_record_id", "new_record_id",
+           "plain_settings", "short_key"]
 
 _ID_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
 # A name is shown in tables, legends and file names: long enough for a description, short
@@ -114,26 +119,6 @@ def frozen_samples(samples: np.ndarray) -> np.ndarray:
     return copy
 
 
-@dataclass(frozen=True)
-class Marker:
-    """A change made while the run went on (``nodelay → off``), where the timeline shows it."""
-
-    t_s: float  # seconds from the run's timeline zero: the first measured request's start
-    label: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"t_s": self.t_s, "label": self.label}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Marker:
-        return cls(t_s=float(values["t_s"]), label=str(values["label"]))
-
-    @classmethod
-    def at(cls, at_ns: int, label: str, samples: np.ndarray) -> Marker:
-        """A marker for a moment (perf_counter_ns) of the run ``samples`` come from."""
-        return cls(t_s=round((at_ns - run_span_ns(samples)[0]) / NS_PER_S, 6), label=label)
-
-
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Record:
     """One run: its settings, environment and raw samples. Build one with :meth:`create`."""
@@ -159,15 +144,19 @@ class Record:
                event_loop: str | None = None, started_at: dt.datetime | None = None,
                environment: Environment | None = None,
                thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS,
-               outcome: RunOutcome | None = None, markers: Sequence[Marker] = ()) -> Record:
+               outcome: RunOutcome | None = None, markers: Sequence[Marker] = (),
+               summary: RunSummary | None = None) -> Record:
         """Make a record of a finished run, capturing the environment it ran in.
 
         ``event_loop`` names the loop the load generator used; ``started_at`` is when the
-        run began (default: now). Pass ``environment`` only to reuse one captured earlier.
+        run began (default: now). Pass ``environment`` only to reuse one captured earlier, and
+        ``summary`` only when it is the one :func:`~lab.measure.run.summarize_measured` gave
+        for these samples, settings, outcome and thresholds (a run's own): it is then not
+        computed a second time.
         """
         if environment is None:
             environment = Environment.capture(event_loop=event_loop, started_at=started_at or utc_now())
-        return cls(
+        record = cls(
             id=new_record_id(environment.started),
             name=check_name(name),
             samples=frozen_samples(samples),
@@ -179,6 +168,13 @@ class Record:
             tags=tuple(str(tag) for tag in tags),
             thresholds_ms=tuple(float(t) for t in thresholds_ms),
             outcome=outcome, markers=tuple(sorted(markers, key=lambda marker: marker.t_s)))
+        if summary is not None:
+            if summary.requests != record.samples.size or \
+                    set(summary.share_under) != {threshold_key(t) for t in record.thresholds_ms}:
+                raise ValueError("summary: not the summary of these samples and thresholds")
+            # The cached property's slot: the summary the run computed is the record's.
+            record.__dict__["summary"] = summary
+        return record
 
     # --- derived figures --------------------------------------------------------------------
 
@@ -209,7 +205,8 @@ class Record:
             # A staged run has no warm-up: its stages begin where its measured window does.
             # (A record made from samples alone has no such start: its stages are not shown.)
             document["stages"] = stages_document(stage_results(
-                self.samples, stages, outcome.window_ns[0], stored_late_after_ms(self.load_spec)))
+                self.samples, parse_stages(tuple(stages)), outcome.window_ns[0],
+                stored_late_after_ms(self.load_spec)))
         return document
 
     def timeline(self, interval_s: float | None = None) -> pd.DataFrame:
@@ -239,39 +236,23 @@ class Record:
     # --- persistence helpers ----------------------------------------------------------------
 
     def metadata(self) -> dict[str, Any]:
-        """Everything but the samples, as stored next to them (the summary is a cached copy)."""
-        return {
-            "format": RECORD_FORMAT, "version": RECORD_VERSION,
-            "id": self.id, "name": self.name, "notes": self.notes, "tags": list(self.tags),
-            "load_spec": self.load_spec, "server_config": self.server_config,
-            "environment": self.environment.as_dict(),
-            "thresholds_ms": list(self.thresholds_ms),
-            "run": None if self.outcome is None else self.outcome.as_dict(),
-            "markers": [marker.as_dict() for marker in self.markers],
-            "summary": self.summary.as_dict(),
-        }
+        """Everything but the samples, as stored next to them (the summary is a cached copy);
+        see :mod:`lab.records.schema`."""
+        return schema.document(self)
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any], samples: np.ndarray) -> Record:
-        if metadata.get("format") != RECORD_FORMAT:
-            raise CorruptRecord(f"not a {RECORD_FORMAT} (format is {metadata.get('format')!r})")
-        if metadata.get("version") != RECORD_VERSION:
-            raise CorruptRecord(f"record version {metadata.get('version')!r} is not supported "
-                             f"(this lab reads version {RECORD_VERSION})")
-        server_config = metadata["server_config"]
-        run = metadata.get("run")
-        return cls(
-            id=str(metadata["id"]), name=str(metadata["name"]), notes=str(metadata.get("notes", "")),
-            tags=tuple(str(tag) for tag in _sequence(metadata.get("tags", ()), "tags")),
-            samples=frozen_samples(samples),
-            load_spec=dict(_mapping(metadata["load_spec"], "load_spec")),
-            server_config=None if server_config is None else dict(_mapping(server_config, "server_config")),
-            environment=Environment.from_dict(_mapping(metadata["environment"], "environment")),
-            thresholds_ms=tuple(float(t) for t in _sequence(
-                metadata.get("thresholds_ms", DEFAULT_THRESHOLDS_MS), "thresholds_ms")),
-            outcome=None if run is None else RunOutcome.from_dict(_mapping(run, "run")),
-            markers=tuple(Marker.from_dict(_mapping(marker, "markers"))
-                          for marker in _sequence(metadata.get("markers", []), "markers")))
+        """The record a ``record.json`` object and its samples make (CorruptRecord if the
+        object is not one this lab reads)."""
+        return cls.from_stored(schema.parse(metadata), samples)
+
+    @classmethod
+    def from_stored(cls, stored: schema.Stored, samples: np.ndarray) -> Record:
+        """The record of a ``record.json`` read by :func:`lab.records.schema.parse`."""
+        return cls(id=stored.id, name=stored.name, notes=stored.notes, tags=stored.tags,
+                   samples=frozen_samples(samples), load_spec=stored.load_spec,
+                   server_config=stored.server_config, environment=stored.environment,
+                   thresholds_ms=stored.thresholds_ms, outcome=stored.outcome, markers=stored.markers)
 
     # --- identity ---------------------------------------------------------------------------
 
@@ -287,19 +268,6 @@ class Record:
     def __repr__(self) -> str:
         return (f"Record(id={self.id!r}, name={self.name!r}, requests={self.samples.size}, "
                 f"started={self.environment.started_at!r})")
-
-
-def _mapping(value: Any, what: str) -> Mapping[str, Any]:
-    """A stored part that must be a JSON object; anything else is a TypeError naming it."""
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{what} must be an object, not {type(value).__name__}")
-    return value
-
-
-def _sequence(value: Any, what: str) -> Sequence[Any]:
-    if not isinstance(value, (list, tuple)):
-        raise TypeError(f"{what} must be a list, not {type(value).__name__}")
-    return value
 
 
 def flat_settings(load_spec: Mapping[str, Any], server_config: Mapping[str, Any] | None) -> dict[str, Any]:

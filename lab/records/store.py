@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import shutil
 import stat
@@ -38,22 +37,16 @@ import numpy as np
 import pandas as pd
 
 from lab.errors import CorruptRecord, RecordNotFound
+from lab.measure import plain, report
 from lab.measure.samples import SAMPLE_DTYPE
 from lab.measure.summary import RunSummary
+from lab.records import schema
 from lab.records.environment import SOURCE_ROOT
 from lab.records.files import fsync_directory, write_text_atomically
-from lab.records.record import (
-    RECORD_FORMAT,
-    RECORD_VERSION,
-    Record,
-    differing_keys,
-    flat_settings,
-    short_key,
-)
+from lab.records.record import Record, differing_keys, flat_settings, short_key
+from lab.records.schema import METADATA_FILE, SAMPLES_FILE
 
 DATA_DIR_ENV = "LAB_DATA_DIR"
-METADATA_FILE = "record.json"
-SAMPLES_FILE = "samples.npy"
 SAVING_PREFIX = ".saving-"
 DELETING_PREFIX = ".deleting-"
 LATEST = "latest"
@@ -151,9 +144,8 @@ class RecordStore:
         temporary.mkdir()
         try:
             digest = _write_samples(temporary / SAMPLES_FILE, record.samples)
-            metadata = record.metadata()
-            metadata["samples"] = {"file": SAMPLES_FILE, "rows": int(record.samples.size), "sha256": digest}
-            _write_metadata(temporary / METADATA_FILE, metadata)
+            _write_metadata(temporary / METADATA_FILE,
+                            schema.with_samples(record.metadata(), int(record.samples.size), digest))
             fsync_directory(temporary)
             _publish(temporary, final)
         except BaseException:
@@ -166,11 +158,9 @@ class RecordStore:
         """Rename a record or change its notes or tags; the samples are never rewritten."""
         record = self.load(reference).replace(**changes)
         directory = self.path / record.id
-        metadata = _read_metadata(directory)
-        for key, value in record.metadata().items():
-            if key in ("name", "notes", "tags"):
-                metadata[key] = value
-        write_text_atomically(directory / METADATA_FILE, _to_json(metadata))
+        metadata, _ = _read_metadata(directory)
+        write_text_atomically(directory / METADATA_FILE, schema.to_json(schema.with_description(
+            metadata, name=record.name, notes=record.notes, tags=record.tags)))
         return record
 
     def delete(self, reference: str) -> None:
@@ -279,23 +269,16 @@ def runs_table(infos: Sequence[RecordInfo]) -> pd.DataFrame:
     setting_keys = (present + varying)[:MAX_LISTED_SETTINGS]
     rows = []
     for info in infos:
-        summary = info.summary
         row: dict[str, Any] = {
             "id": info.id, "name": info.name,
             "started": pd.Timestamp(info.started_at),
             "tags": ", ".join(info.tags)}
         for key in setting_keys:
             row[short_key(key, setting_keys)] = info.settings.get(key)
-        row.update({
-            "requests": summary.requests, "errors": summary.error_total,
-            "rps": summary.rps,
-            "mean_ms": summary.latency.mean, "p50_ms": summary.latency.p50,
-            "p99_ms": summary.latency.p99, "p99_9_ms": summary.latency.p99_9,
-            "max_ms": summary.latency.max})
+        row.update(report.listing_row(info.summary))
         rows.append(row)
-    columns = ["id", "name", "started", "tags",
-               *(short_key(key, setting_keys) for key in setting_keys),
-               "requests", "errors", "rps", "mean_ms", "p50_ms", "p99_ms", "p99_9_ms", "max_ms"]
+    columns = ["id", "name", "started", "tags", *(short_key(key, setting_keys) for key in setting_keys),
+               *report.listing_columns()]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -313,7 +296,7 @@ def _write_samples(path: Path, samples: np.ndarray) -> str:
 
 def _write_metadata(path: Path, metadata: Mapping[str, Any]) -> None:
     with open(path, "x", encoding="utf-8") as stream:
-        stream.write(_to_json(metadata))
+        stream.write(schema.to_json(metadata))
         stream.flush()
         os.fsync(stream.fileno())
 
@@ -321,10 +304,6 @@ def _write_metadata(path: Path, metadata: Mapping[str, Any]) -> None:
 def _publish(temporary: Path, final: Path) -> None:
     # rename(2) of a directory is atomic; it fails rather than merge into an existing record.
     os.rename(temporary, final)
-
-
-def _to_json(metadata: Mapping[str, Any]) -> str:
-    return json.dumps(metadata, indent=2, allow_nan=False) + "\n"
 
 
 def _sha256(path: Path) -> str:
@@ -373,7 +352,8 @@ def _require_directory(directory: Path) -> None:
         raise CorruptRecord("not a record (a file, not a record directory)")
 
 
-def _read_metadata(directory: Path) -> dict[str, Any]:
+def _read_metadata(directory: Path) -> tuple[dict[str, Any], schema.Stored]:
+    """A record directory's ``record.json``, as stored and as read (lab.records.schema)."""
     _require_directory(directory)
     path = directory / METADATA_FILE
     if not os.path.lexists(path):
@@ -382,77 +362,30 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
         data = stream.read(MAX_METADATA_BYTES + 1)
     if len(data) > MAX_METADATA_BYTES:
         raise CorruptRecord(f"{METADATA_FILE} is unreadable: larger than {MAX_METADATA_BYTES} bytes")
-    try:
-        metadata = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CorruptRecord(f"{METADATA_FILE} is unreadable: {error}") from None
-    except RecursionError:
-        raise CorruptRecord(f"{METADATA_FILE} is unreadable: nested too deeply") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != RECORD_FORMAT:
-        raise CorruptRecord(f"not a record ({METADATA_FILE} is not a {RECORD_FORMAT})")
-    if metadata.get("version") != RECORD_VERSION:
-        raise CorruptRecord(f"record version {metadata.get('version')!r} is not supported "
-                            f"(this lab reads version {RECORD_VERSION})")
-    if metadata.get("id") != directory.name:
-        raise CorruptRecord(f"its id {metadata.get('id')!r} does not match the folder name")
-    return metadata
-
-
-# What a metadata file that parses as JSON but has the wrong shape raises when it is read.
-MALFORMED = (KeyError, TypeError, ValueError, AttributeError, RecursionError)
+    metadata = schema.decode(data)
+    stored = schema.parse(metadata)
+    if stored.id != directory.name:
+        raise CorruptRecord(f"its id {stored.id!r} does not match the folder name")
+    return metadata, stored
 
 
 def _read_info(directory: Path) -> RecordInfo:
-    metadata = _read_metadata(directory)
+    _, stored = _read_metadata(directory)
     rows = _samples_rows(directory / SAMPLES_FILE)
+    if stored.samples is None:
+        raise CorruptRecord(f"{METADATA_FILE} says nothing of {SAMPLES_FILE}")
+    if rows != stored.samples.rows:
+        raise CorruptRecord(f"{SAMPLES_FILE} has {rows} rows, the metadata says {stored.samples.rows}")
     try:
-        if rows != metadata["samples"]["rows"]:
-            raise CorruptRecord(f"{SAMPLES_FILE} has {rows} rows, the metadata says "
-                                f"{metadata['samples']['rows']}")
-        return RecordInfo(
-            id=metadata["id"], name=_text(metadata["name"], "name"),
-            started_at=_text(metadata["environment"]["started_at"], "started_at"),
-            tags=tuple(_text(tag, "tags") for tag in _listed(metadata.get("tags", []), "tags")),
-            notes=_text(metadata.get("notes", ""), "notes"),
-            settings=flat_settings(_object(metadata["load_spec"], "load_spec"),
-                                   _object_or_none(metadata["server_config"], "server_config")),
-            summary=_cached_summary(directory, metadata),
-            path=directory)
-    except MALFORMED as error:
-        if isinstance(error, CorruptRecord):
-            raise
-        raise CorruptRecord(f"{METADATA_FILE} is incomplete or malformed: {error!r}") from None
-
-
-def _cached_summary(directory: Path, metadata: Mapping[str, Any]) -> RunSummary:
-    """The summary saved with the record; recomputed from the samples when it was written by an
-    older lab (its figures had other definitions) or cannot be read."""
-    try:
-        return RunSummary.from_dict(_object(metadata["summary"], "summary"))
-    except MALFORMED:
-        return _read_record(directory).summary
-
-
-def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be text, not {type(value).__name__}")
-    return value
-
-
-def _listed(value: Any, what: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise TypeError(f"{what} must be a list, not {type(value).__name__}")
-    return value
-
-
-def _object(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError(f"{what} must be an object, not {type(value).__name__}")
-    return value
-
-
-def _object_or_none(value: Any, what: str) -> dict[str, Any] | None:
-    return None if value is None else _object(value, what)
+        started_at = plain.text(stored.environment.started_at, "started_at")
+    except TypeError as error:
+        raise CorruptRecord(f"{METADATA_FILE} is incomplete or malformed: {error}") from None
+    return RecordInfo(
+        id=stored.id, name=stored.name, started_at=started_at, tags=stored.tags, notes=stored.notes,
+        settings=flat_settings(stored.load_spec, stored.server_config),
+        # recomputed from the samples when the cached copy cannot be read
+        summary=stored.cached_summary() or _read_record(directory).summary,
+        path=directory)
 
 
 def _npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], np.dtype[Any]]:
@@ -502,21 +435,16 @@ def _read_samples(path: Path, expected_sha256: str) -> np.ndarray:
 
 
 def _read_record(directory: Path) -> Record:
-    metadata = _read_metadata(directory)
+    _, stored = _read_metadata(directory)
+    if stored.samples is None:
+        raise CorruptRecord(f"{directory}: {METADATA_FILE} has no samples checksum")
     try:
-        expected = metadata["samples"]["sha256"]
-    except (KeyError, TypeError):
-        raise CorruptRecord(f"{directory}: {METADATA_FILE} has no samples checksum") from None
-    try:
-        samples = _read_samples(directory / SAMPLES_FILE, str(expected))
+        samples = _read_samples(directory / SAMPLES_FILE, stored.samples.sha256)
     except CorruptRecord as error:
         raise CorruptRecord(f"{directory}: {error}") from None
     except (OSError, ValueError) as error:
         raise CorruptRecord(f"{directory}: {SAMPLES_FILE} is unreadable: {error}") from None
-    try:
-        return Record.from_metadata(metadata, samples)
-    except MALFORMED as error:
-        raise CorruptRecord(f"{directory}: {METADATA_FILE} is malformed: {error}") from None
+    return Record.from_stored(stored, samples)
 
 
 # --- module-level shortcuts on the default folder -------------------------------------------

@@ -1,0 +1,188 @@
+"""The model of a finished run: what happened to it, its one summary, its stages, its JSON.
+
+A run is its raw samples (:mod:`lab.measure.samples`), its load settings as plain values, and
+a :class:`RunOutcome`. From these, :func:`summarize_measured` is the one way to the run's
+:class:`~lab.measure.summary.RunSummary` -- for a fresh run in the generator and for a saved
+record alike -- and :func:`run_document` the one ``--json`` object (``bench --json`` and
+``show RUN --json`` print it from the same inputs, so they print the same thing). The
+generator (:mod:`lab.engine.result`) and the records (:mod:`lab.records.record`) both build on
+this module; neither owns the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lab.measure import plain
+from lab.measure.samples import start_ns
+from lab.measure.stages import Stage, stage_windows_s
+from lab.measure.stats import LatencySummary
+from lab.measure.summary import DEFAULT_LATE_AFTER_MS, DEFAULT_THRESHOLDS_MS, RunSummary, summarize_run
+from lab.measure.thresholds import ThresholdCheck, check_thresholds, verdict
+from lab.units import NS_PER_S
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOutcome:
+    """What happened to a run besides its samples; a record keeps it to print the same figures."""
+
+    window_ns: tuple[int, int]  # measured part: warm-up end to end of offering (perf_counter_ns)
+    abandoned: int = 0  # in flight or queued when stop() ended the run: not in the samples
+    stopped_early: bool = False
+    problems: tuple[str, ...] = ()  # worker or calibration failures, in words
+    calibration: dict[str, Any] | None = None  # Calibration.as_dict()
+    # On a Dask cluster: the scheduler and each worker's share ({"address", "per_worker"}).
+    cluster: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"window_ns": list(self.window_ns), "abandoned": self.abandoned,
+                "stopped_early": self.stopped_early, "problems": list(self.problems),
+                "calibration": self.calibration, "cluster": self.cluster}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunOutcome:
+        """Inverse of :meth:`as_dict`; mistyped values raise TypeError or ValueError."""
+        begin, end = (int(value) for value in plain.sequence(values["window_ns"], "window_ns"))
+        return cls(window_ns=(begin, end), abandoned=int(values.get("abandoned", 0)),
+                   stopped_early=bool(values.get("stopped_early", False)),
+                   problems=tuple(str(problem) for problem in plain.sequence(
+                       values.get("problems", []), "problems")),
+                   calibration=plain.mapping_or_none(values.get("calibration"), "calibration"),
+                   cluster=plain.mapping_or_none(values.get("cluster"), "cluster"))
+
+
+def summarize_measured(samples: np.ndarray, load_spec: Mapping[str, Any],
+                       window_ns: tuple[int, int] | None, *,
+                       thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS) -> RunSummary:
+    """The run's figures from its measured samples, its load settings and its window."""
+    rate = _number(load_spec.get("rate"))
+    return summarize_run(
+        samples, window_ns=window_ns, target_rate=rate if load_spec.get("mode") == "open" else None,
+        late_after_ms=stored_late_after_ms(load_spec), thresholds_ms=thresholds_ms)
+
+
+def stored_late_after_ms(load_spec: Mapping[str, Any]) -> float:
+    """A stored run's ``late_after_ms``, or the default where a record does not hold a number."""
+    late_after = _number(load_spec.get("late_after_ms"))
+    return DEFAULT_LATE_AFTER_MS if late_after is None else late_after
+
+
+def _number(value: Any) -> float | None:
+    """A stored setting that should be a number (records written by hand may hold anything)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def threshold_checks(load_spec: Mapping[str, Any], summary: RunSummary) -> tuple[ThresholdCheck, ...]:
+    """The spec's thresholds checked against the summary (none when the spec has none)."""
+    return check_thresholds(tuple(load_spec.get("thresholds") or ()), summary)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: Stage
+    summary: RunSummary
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage.describe(), "rate": self.stage.mean_rate,
+                "rate_from": self.stage.rate_from, "rate_to": self.stage.rate_to,
+                "duration_s": self.stage.duration_s, "planned_requests": self.stage.requests,
+                "requests": self.summary.requests, "rps": self.summary.rps,
+                "errors": self.summary.error_total, "late": self.summary.late,
+                "latency_ms": _figures(self.summary.latency)}
+
+
+def measured(samples: np.ndarray, warmup_end_ns: int) -> np.ndarray:
+    """The samples of the measured part: requests that started once the warm-up was over."""
+    return samples[start_ns(samples) >= warmup_end_ns]
+
+
+def stage_results(samples: np.ndarray, stages: Sequence[Stage], start_ns: int,
+                  late_after_ms: float) -> list[StageResult]:
+    """Each rate stage's own figures: the requests due within it, summarized by the one
+    summary (so a stage's p99 is computed exactly as a run's is). For a run and its record;
+    ``start_ns`` is when the first stage began."""
+    due = samples["intended_ns"]
+    results = []
+    for stage, (begin_s, end_s) in zip(stages, stage_windows_s(stages), strict=True):
+        window = (start_ns + round(begin_s * NS_PER_S), start_ns + round(end_s * NS_PER_S))
+        inside = samples[(due >= window[0]) & (due < window[1])]
+        summary = summarize_run(inside, window_ns=window, target_rate=stage.mean_rate,
+                                late_after_ms=late_after_ms)
+        results.append(StageResult(stage=stage, summary=summary))
+    return results
+
+
+def stages_document(results: Sequence[StageResult]) -> list[dict[str, Any]]:
+    """The ``stages`` list of a staged run's ``--json`` object."""
+    plain: list[dict[str, Any]] = _json_safe([stage.as_dict() for stage in results])
+    return plain
+
+
+def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_at: str,
+                 outcome: RunOutcome) -> dict[str, Any]:
+    """The ``--json`` object of a run: plain JSON types only, null where nothing was measured."""
+    checks = threshold_checks(load_spec, summary)
+    result, reason = verdict(summary, checks, outcome.problems)
+    document: dict[str, Any] = {
+        "mode": load_spec.get("mode"),
+        "url": load_spec.get("url"),
+        "connections": load_spec.get("connections"),
+        "workers": load_spec.get("workers", 1),
+        "started_at": started_at,
+        "requests": summary.requests,
+        "responses": summary.responses,
+        "succeeded": summary.succeeded,
+        "duration_s": summary.duration_s,
+        "rps": summary.rps,
+        "bytes_read": summary.bytes_read,
+        "status_codes": dict(summary.status_codes),
+        "errors": dict(summary.errors),
+        "latency_ms": _figures(summary.latency),
+        "ttfb_ms": _figures(summary.ttfb),
+        "connect_ms": _figures(summary.connect),
+        "status_latency_ms": {code: _figures(figures) for code, figures in summary.by_status.items()},
+    }
+    if summary.open_loop:
+        document.update({
+            "target_rate": summary.target_rate, "late": summary.late,
+            "late_share": summary.late_share, "kept_up": summary.kept_up,
+            "latency_uncorrected_ms": _figures(summary.uncorrected),
+            "send_lag_ms": _figures(summary.send_lag)})
+    document.update({"abandoned": outcome.abandoned, "stopped_early": outcome.stopped_early})
+    if outcome.cluster is not None:
+        document["cluster"] = outcome.cluster
+    if checks:
+        document["thresholds"] = [check.as_dict() for check in checks]
+    document.update({"outcome": result.name.lower(), "exit_code": int(result), "reason": reason})
+    if outcome.calibration is not None:
+        document["calibration"] = dict(outcome.calibration)
+    if outcome.problems:
+        document["problems"] = list(outcome.problems)
+    plain: dict[str, Any] = _json_safe(document)
+    return plain
+
+
+def _figures(summary: LatencySummary | None) -> dict[str, float] | None:
+    if summary is None:
+        return None
+    figures = summary.as_dict()
+    figures.pop("count")
+    return figures
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN is not JSON: figures with no samples behind them become null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
