@@ -323,3 +323,23 @@ def test_the_scanner_and_llhttp_read_the_same(pipeline: list[bytes], last: bytes
     parsed, parsed_phase = read(reads, scan=None, header_limit=header_limit)
     assert outcome(scanned) == outcome(parsed)
     assert phase is parsed_phase
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=st.lists(st.one_of(st.sampled_from((*WELL_FORMED, *FINAL, EXPECT, WEBSOCKET, b"\r\n", b"0\r\n")),
+                                st.binary(max_size=40)), min_size=1, max_size=6),
+       cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8),
+       scan=st.sampled_from((scan_head, None)))
+def test_any_bytes_end_in_requests_then_at_most_one_final_event(parts: list[bytes], cuts: list[int],
+                                                                scan: Any) -> None:
+    # Hostile bytes between well-formed requests: the reader never raises, every phase change
+    # is in the table (WatchedReader), and nothing is reported after a final one.
+    events, phase = read(split_at(b"".join(parts), cuts), scan=scan)
+    kinds = [event[0] for event in events if event[0] != "waiting"]
+    finals = [kind for kind in kinds if kind in ("rejection", "upgrade")]
+    assert len(finals) <= 1
+    if finals:
+        assert kinds[-1] == finals[0]
+        assert phase is {"rejection": Phase.REJECTED, "upgrade": Phase.UPGRADED}[finals[0]]
+    if phase is Phase.CLOSED:
+        assert not requests(events)[-1][7]  # the last request said close
