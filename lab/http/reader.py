@@ -209,7 +209,7 @@ class RequestReader:
         self._parser = httptools.HttpRequestParser(self)
         self._rejection: Rejection | None = None
         self._progress: Phase | None = None  # what the read being parsed began or moved on
-        self._read_size = 0  # bytes of the read being parsed now
+        self._read_size = 0  # bytes of the read llhttp is parsing now
         self._head_bytes = 0  # bytes read while this request's head was incomplete
         self._head_slack = 0  # of those, the read it began in (part of it may be earlier bytes)
         self._url: bytes | None = None
@@ -232,7 +232,6 @@ class RequestReader:
         else None. A return value, not a call per event: on llhttp's path each Python call
         is ~2 % of a request.
         """
-        self._read_size = end
         offset = 0
         phase = self.phase
         if phase is IDLE:
@@ -252,6 +251,7 @@ class RequestReader:
         elif phase is not HEAD and phase is not BODY:
             return None
         fed = data[offset:end]
+        self._read_size = end
         self._progress = None
         try:
             self._parser.feed_data(fed)
