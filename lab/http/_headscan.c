@@ -4,14 +4,14 @@
  * event -- message begin, URL, each header, headers complete, message complete -- and those
  * calls, not the parsing, are most of the server's cost per request (see
  * benchmarks/request_path_instructions.py). scan_head parses a whole head in one call and
- * returns what the connection needs.
+ * returns what the request reader (lab/http/reader.py) needs.
  *
  * It is not a second HTTP parser with rules of its own: it accepts only a strict subset of
  * what llhttp accepts, and for that subset gives exactly what llhttp would (tests/
  * test_headscan.py checks both with generated heads). Anything outside the subset -- another
  * method, a body, a Connection header other than keep-alive, an Upgrade or Expect header, an
  * incomplete head, a character it is not sure of -- it leaves unparsed (returns None), and the
- * connection feeds those bytes to llhttp, which answers them as it always did, errors
+ * reader feeds those bytes to llhttp, which reads them as it always did, errors
  * included. So a request is never
  * answered differently for being scanned here; it is only answered with fewer calls.
  *
@@ -19,7 +19,7 @@
  * headers "name: value" with a token name and a value of visible ASCII (inner spaces and
  * tabs allowed, none at either end), exactly one Host, no Connection header but
  * "Connection: keep-alive", CRLF line ends, and within the server's header limit as the
- * connection counts it (the target, plus name + value + 4 bytes per header).
+ * reader counts it (the target, plus name + value + 4 bytes per header).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -39,8 +39,8 @@ static unsigned char is_tchar[256];
 static unsigned char is_target_char[256];
 /* Visible ASCII, and the space and tab allowed inside a field value (RFC 9110 section 5.5). */
 static unsigned char is_value_char[256];
-/* A Host value: RFC 3986 host (reg-name, IPv4, [IP-literal]) and ":port" -- the connection's
- * _HOST_VALUE; any other value is llhttp's path, which answers it with 400. */
+/* A Host value: RFC 3986 host (reg-name, IPv4, [IP-literal]) and ":port" -- the reader's
+ * _HOST_BYTES; any other value is llhttp's path, which answers it with 400. */
 static unsigned char is_host_char[256];
 
 static void fill_tables(void)
@@ -82,7 +82,7 @@ static int name_is(const unsigned char *name, Py_ssize_t length, const char *low
 #define NAME_IS(name, length, literal) name_is(name, length, literal, (Py_ssize_t)sizeof(literal) - 1)
 
 /* Header fields whose presence sends the head to llhttp: they frame a body, end or upgrade
- * the connection, or ask for an interim answer, and the connection handles them there. The
+ * the connection, or ask for an interim answer, and the reader handles them there. The
  * one exception is "Connection: keep-alive", HTTP/1.1's default said aloud (browsers and many
  * client libraries send it): it changes nothing llhttp would report. */
 static int needs_llhttp(const unsigned char *name, Py_ssize_t length,
@@ -138,7 +138,7 @@ static Py_ssize_t parse_head(const unsigned char *buffer, Py_ssize_t start, Py_s
         p++;
     }
     *target_end = p - buffer;
-    /* The head's size as the connection counts it for max_header_bytes (on_url, on_header):
+    /* The head's size as the reader counts it for max_header_bytes (on_url, on_header):
      * the target, and name + value + 4 per header -- not the raw bytes, which differ. */
     Py_ssize_t counted = *target_end - *target_start;
     if (counted > limit || stop - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0)

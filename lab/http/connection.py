@@ -1,6 +1,8 @@
-"""One HTTP/1.1 connection: parsing with httptools, answering in order, closing when told.
+"""One HTTP/1.1 connection: the shell around a request reader, answering in order.
 
-This is the server's hot path. It reads into a buffer of ``read_buffer_bytes`` it owns
+The bytes are read by a ``RequestReader`` (lab/http/reader.py), which knows no socket and
+no clock; this class owns what does: the transport, the deadlines and the queue of answers.
+It is the server's hot path. It reads into a buffer of ``read_buffer_bytes`` it owns
 (``asyncio.BufferedProtocol``), so the read size is a real, observable knob; it parses every
 request (nothing is answered from a cache of earlier bytes); it answers pipelined requests
 strictly in order (RFC 9112 section 9.3.2); and it stops reading while the peer is not reading
@@ -9,103 +11,45 @@ our answers (flow control), so a slow client cannot make us buffer without bound
 A hostile client meets limits that hold while bytes arrive, not only once a header or a body
 is complete:
 
-- a request head that grows past ``max_header_bytes`` is cut with 431 as it grows;
+- a request head that grows past ``max_header_bytes`` is cut with 431 as it grows (the reader);
 - each phase has a deadline -- headers, body, sending, idle -- and none runs while the
   server itself is the one not reading (flow control, or a full queue of pipelined requests);
 - an error answer ends in a lingering close: the answer, our half of the connection shut,
   then the client's remaining bytes read and dropped until it closes or ``LINGER_SECONDS``
   pass, so it sees the answer rather than a reset (RFC 9112 section 9.6).
 
-Framing is strict (RFC 9112): exactly one Host in HTTP/1.1, ``chunked`` as the only transfer
-coding, one answer per request (an Upgrade or CONNECT is answered as plain HTTP and the
-connection closed), ``100 Continue`` before a body the client waits to send.
+One answer per request: an Upgrade or CONNECT is answered as plain HTTP and the connection
+closed, unless a WebSocket route takes the transport over; ``100 Continue`` goes out before
+a body the client waits to send, once no earlier answer is still owed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import httptools
-
 from lab.http.messages import NO_PARAMS, Prebuilt, Request, Response, StreamingResponse
+from lab.http.reader import BODY, HEAD, Rejection, RequestReader, scan_head
 from lab.http.routing import RouteMatch, WebSocketHandler
 from lab.http.sockets import apply_socket_options, change_socket_options, rearm_quickack
 from lab.http.websocket import WebSocketConnection, is_websocket_upgrade
 from lab.units import NS_PER_US
 
-ScanHead = Callable[[bytearray, int, int, int], "tuple[int, str, str, str, list[tuple[bytes, bytes]]] | None"]
-try:
-    # Built by `pip install` from lab/http/_headscan.c: the plain heads nearly every client
-    # sends, parsed in one C call instead of a Python callback per httptools event.
-    from lab.http._headscan import scan_head as _compiled_scan_head
-    scan_head: ScanHead | None = _compiled_scan_head
-except ImportError:  # no compiler where the lab was installed: llhttp parses every head
-    scan_head = None
-
 if TYPE_CHECKING:
     from lab.http.core import ServerState, Settings
+
+__all__ = ["CONTINUE", "LINGER_SECONDS", "MAX_QUEUED_REQUESTS", "HttpConnection", "Waiting", "scan_head"]
 
 # How many parsed requests may wait behind a slow (async) one before we stop reading.
 MAX_QUEUED_REQUESTS = 64
 # After an error answer, how long we keep reading (and dropping) what the client still sends.
 LINGER_SECONDS = 2.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-# Header fields the connection itself enforces. Their names differ in length, so a length
-# test rules out most other headers before any lower-casing.
-_HOST, _EXPECT, _CONTENT_LENGTH, _TRANSFER_ENCODING = (
-    b"host", b"expect", b"content-length", b"transfer-encoding")
-_FRAMING_NAMES = frozenset((_HOST, _EXPECT, _CONTENT_LENGTH, _TRANSFER_ENCODING))
-# Method names as str, without decoding the parser's bytes for the common ones.
-METHOD_NAMES = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
-                                                  "PATCH", "CONNECT", "TRACE")}
-_FRAMING_NAME_LENGTHS = frozenset(len(name) for name in _FRAMING_NAMES)
-# The bytes of an RFC 3986 host (reg-name, IPv4, [IP-literal]) and :port; empty is allowed too
-# (for a target without an authority). _headscan.c accepts only such values as well.
-_ALPHANUMERIC = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-_HOST_BYTES = _ALPHANUMERIC + b"-._~%!$&'()*+,;=:[]"
-# RFC 9110 section 5.6.2: the characters of a token, such as a method name.
-_TOKEN_BYTES = _ALPHANUMERIC + b"!#$%&'*+-.^_`|~"
-
-
-def _unknown_method(data: bytes) -> bytes | None:
-    """The method llhttp stopped at, when ``data`` (what it was fed) holds a request line
-    whose method it does not know (a token, a space, a target): RFC 9110 section 9.1 answers
-    that with 501, where bytes that are no request line at all (a TLS hello, garbage) are 400.
-
-    The parser does not say where it stopped, so the last line shaped like a request line
-    with an unknown method is taken (the parse stops at the first, but a body without a line
-    end glues itself to the next request line, and a pipeline rarely holds two unknown
-    methods); header lines cannot be one (a colon ends their first word). The answer is the
-    same wherever in a pipeline the parse began.
-    """
-    for line in reversed(data.split(b"\n")):
-        method, space, rest = line.partition(b" ")
-        if (space and 0 < len(method) <= 32 and not method.translate(None, _TOKEN_BYTES)
-                and rest[:1] in (b"/", b"*", b"h") and not _llhttp_knows(method)):
-            return method
-    return None
-
-
-@functools.lru_cache(maxsize=256)  # a read of 64 KiB of "GET /" lines asks once, not 10,000 times
-def _llhttp_knows(method: bytes) -> bool:
-    """llhttp's own answer (it knows WebDAV's, RTSP's and other methods beyond HTTP's)."""
-    try:
-        httptools.HttpRequestParser(object()).feed_data(method + b" / HTTP/1.1\r\n")
-    except httptools.HttpParserInvalidMethodError:
-        return False
-    except httptools.HttpParserError:
-        return True
-    return True
-
 
 class Waiting(enum.Enum):
     """What a connection's deadline is for: which timeout ends it, and how."""
@@ -122,61 +66,30 @@ class Waiting(enum.Enum):
 WAITING_IDLE, WAITING_HEADERS, WAITING_BODY = Waiting.IDLE, Waiting.HEADERS, Waiting.BODY
 
 
-class _Rejected(Exception):
-    """Raised inside a parser callback to abandon a request that has already been answered."""
-
-
-def _origin_form(target: bytes) -> bytes:
-    """The path and query of an absolute-form target (``http://host/path?q``), which a server
-    must accept (RFC 9112 section 3.2.2); other forms as they are."""
-    scheme, separator, rest = target.partition(b"://")
-    if not separator or target[:1] == b"/" or scheme.lower() not in (b"http", b"https"):
-        return target
-    slash = rest.find(b"/")
-    return rest[slash:] if slash >= 0 else b"/"
-
-
 def _error_response(status: int, message: str) -> Response:
     return Response.text(message + "\n", status)
 
 
 class HttpConnection(asyncio.BufferedProtocol):
     __slots__ = (
-        "_body_bytes",
-        "_body_parts",
         "_buffer",
         "_busy",
         "_deadline_kind",
         "_drain_waiter",
-        "_expect_continue",
         "_has_middleware",
-        "_head_bytes",
-        "_head_slack",
-        "_header_bytes",
-        "_headers",
-        "_host_count",
-        "_http_version",
-        "_in_headers",
-        "_in_message",
         "_lingering",
-        "_parse_stopped",
         "_paused_for_queue",
         "_peer_done",
         "_pending",
         "_plain_answers",
-        "_read_size",
-        "_rejection",
         "_send_mark",
         "_task",
-        "_transfer_codings",
-        "_upgrade",
-        "_url",
         "_view",
         "_websocket",
         "_write_paused",
         "closing",
         "deadline",
-        "parser",
+        "reader",
         "requests_served",
         "settings",
         "sock",
@@ -188,19 +101,20 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.state = state
         # A reconfigure reaches open connections too (apply_settings): a live tuning session
         # sees a knob act at once, and the run's record marks when it changed.
-        self.settings = state.settings
+        self.settings = settings = state.settings
         self._has_middleware = state.router.has_middleware
         # A constant answer may skip the Request only when nothing would look at it.
-        self._plain_answers = not self._has_middleware and not self.settings.processing_time_header
-        self._buffer = bytearray(self.settings.read_buffer_bytes)
+        self._plain_answers = not self._has_middleware and not settings.processing_time_header
+        self._buffer = bytearray(settings.read_buffer_bytes)
         self._view = memoryview(self._buffer)
-        self.parser = httptools.HttpRequestParser(self)
+        # scan_head is read here, not at import: a test or benchmark switches it off per connection.
+        self.reader = RequestReader(self, max_header_bytes=settings.max_header_bytes,
+                                    max_body_bytes=settings.max_body_bytes, scan=scan_head)
         self.transport: asyncio.Transport | None = None
         self.sock: Any = None
         self.requests_served = 0
         self.closing = False  # answered with "close" (or failed): nothing more will be answered
         self._peer_done = False  # the client half-closed: answer what is queued, then close
-        self._parse_stopped = False  # a request was rejected or upgraded: later bytes are dropped
         self._lingering = False  # an error answer went out: drop input until the client closes
         self.deadline: float | None = None
         self._deadline_kind = Waiting.NOTHING
@@ -211,14 +125,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._paused_for_queue = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._rejection: Response | None = None
-        self._in_message = False  # between on_message_begin and on_message_complete
-        self._in_headers = False  # between on_message_begin and on_headers_complete
-        self._read_size = 0  # bytes of the read being parsed now
-        self._head_bytes = 0  # bytes read while this request's head was incomplete
-        self._head_slack = 0  # of those, the read it began in (part of it may be earlier bytes)
         self._websocket: WebSocketConnection | None = None  # who took the transport after a 101
-        self._reset_request()
 
     # --- connection lifecycle -----------------------------------------------------------
 
@@ -246,6 +153,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         next request on (a request being answered finishes as it began)."""
         self.settings = settings
         self._plain_answers = not self._has_middleware and not settings.processing_time_header
+        self.reader.max_header_bytes = settings.max_header_bytes
+        self.reader.max_body_bytes = settings.max_body_bytes
         if settings.read_buffer_bytes != len(self._buffer):
             # The loop asks get_buffer() before every read, so the next read uses the new size.
             self._buffer = bytearray(settings.read_buffer_bytes)
@@ -304,9 +213,9 @@ class HttpConnection(asyncio.BufferedProtocol):
             return  # the send deadline stays
         elif self._paused_for_queue:
             self._clear_deadline()  # the server is busy: the client is not the one to blame
-        elif self._in_headers:
+        elif (phase := self.reader.phase) is HEAD:
             self._set_deadline(WAITING_HEADERS, settings.header_timeout_seconds)
-        elif self._in_message:
+        elif phase is BODY:
             self._set_deadline(WAITING_BODY, settings.body_timeout_seconds)
         elif not self._busy and not self._pending:
             self._set_deadline(WAITING_IDLE, settings.keepalive_timeout_seconds)
@@ -367,7 +276,7 @@ class HttpConnection(asyncio.BufferedProtocol):
     def _clear_deadline(self) -> None:
         self.deadline = None  # the sweep looks only at connections with a deadline
 
-    # --- reading ------------------------------------------------------------------------
+    # --- reading: the reader parses, and tells us through the RequestListener calls ------
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view
@@ -378,216 +287,39 @@ class HttpConnection(asyncio.BufferedProtocol):
         stats.bytes_received += nbytes
         if self.settings.quickack:
             rearm_quickack(self.sock)
-        if self.closing or self._parse_stopped:
-            return  # answered "close", or rejected: what follows is read only to be dropped
-        self._read_size = nbytes
+        if self.closing:
+            return  # answered "close", or failed: what follows is read only to be dropped
         # This read's bytes stay where they are even if a knob change made a new buffer for
         # the next read while they were being answered.
-        buffer, view, offset = self._buffer, self._view, 0
-        if scan_head is not None and not self._in_message:
-            offset = self._answer_plain_heads(scan_head, buffer, nbytes)
-            if offset == nbytes or self.closing or self._parse_stopped:
-                return
-        try:
-            self.parser.feed_data(view[offset:nbytes])
-        except httptools.HttpParserUpgrade as upgrade:
-            # The request asked to switch protocols (Upgrade, or CONNECT). On a WebSocket
-            # route it was handed over already, and what follows it in this read is the
-            # client's first frames; anywhere else it was answered as plain HTTP with
-            # "Connection: close" (RFC 9110 section 7.8), and what follows is not parsed.
-            self._parse_stopped = True
-            websocket = self._websocket
-            if websocket is not None and websocket.transport is not None:
-                early = bytes(view[offset + upgrade.args[0]:nbytes])
-                if early:
-                    websocket.receive(early)
-            return
-        except httptools.HttpParserError as error:
-            self._parse_stopped = True
-            rejection = self._rejection
-            if rejection is None:
-                rejection = self._parse_error_answer(error, bytes(view[offset:nbytes]))
-            self._queue_or_send(rejection)
-            return
-        if self._in_headers:
-            self._count_head_bytes(nbytes)
+        waiting = self.reader.feed(self._view, nbytes)
+        if waiting is not None:
+            if waiting is HEAD:
+                self._deadline_kind = WAITING_HEADERS
+                self.deadline = self.state.clock + self.settings.header_timeout_seconds
+            else:  # until the body (if any) is complete
+                self._deadline_kind = WAITING_BODY
+                self.deadline = self.state.clock + self.settings.body_timeout_seconds
 
-    def _parse_error_answer(self, error: httptools.HttpParserError, fed: bytes) -> Response:
-        """400 for bytes llhttp refused; 501 for a method it does not know (see _unknown_method)."""
-        method = _unknown_method(fed) if isinstance(error, httptools.HttpParserInvalidMethodError) else None
-        if method is not None:
-            self.state.stats.count_error("not_implemented")
-            return _error_response(501, f"method {method.decode()} is not implemented")
-        self.state.stats.count_error("bad_request")
-        return _error_response(400, f"malformed request: {error}")
-
-    def _answer_plain_heads(self, scan: ScanHead, buffer: bytearray, nbytes: int) -> int:
-        """Answer the plain heads at the start of this read (see _headscan.c); return where
-        the first one that is not plain begins, which llhttp parses from there on.
-
-        Only between messages: a head llhttp has begun stays llhttp's to the end.
-        """
-        limit, offset = self.settings.max_header_bytes, 0
-        while offset < nbytes:
-            head = scan(buffer, offset, nbytes, limit)
-            if head is None:
-                break
-            offset, method, path, query, headers = head
-            self._answer(method, path, query, headers, b"", "1.1", True)
-            if self.closing or self._parse_stopped:
-                break
-        return offset
-
-    def _count_head_bytes(self, nbytes: int) -> None:
-        """Cut a request head that keeps growing, before it is complete.
-
-        httptools reports a header only once it ends (joining the parts of a long value by
-        repeated copies), so ``on_header``'s count alone lets an endless header line grow
-        without bound. Bytes read since the head began bound it from above; the read it
-        began in may also hold the end of an earlier request, so that read is not counted:
-        a head is cut only when it really is over the limit.
-        """
-        self._head_bytes += nbytes
-        if self._head_bytes - self._head_slack > self.settings.max_header_bytes:
-            self._parse_stopped = True
-            self.state.stats.count_error("header_too_large")
-            self._queue_or_send(_error_response(431, "request header fields too large"))
-
-    def _reset_request(self) -> None:
-        self._url: bytes | None = None
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._body_parts: list[bytes] | None = None  # made by the first body bytes
-        self._header_bytes = 0
-        self._body_bytes = 0
-        self._host_count = 0
-        self._expect_continue = False
-        self._transfer_codings: list[bytes] | None = None
-        self._upgrade = False
-        self._http_version = "1.1"  # llhttp's, read once the head is complete
-
-    # httptools callbacks, in the order they come
-
-    def on_message_begin(self) -> None:
-        self._in_message = self._in_headers = True
-        self._head_bytes = 0
-        self._head_slack = self._read_size
-        # What every request sets; the rarer fields are put back where they are used up.
-        self._url = None
-        self._headers = []
-        self._header_bytes = self._host_count = 0
-        self._deadline_kind = WAITING_HEADERS
-        self.deadline = self.state.clock + self.settings.header_timeout_seconds
-
-    def on_url(self, url: bytes) -> None:
-        # A URL split across two reads arrives in two calls.
-        self._url = url if self._url is None else self._url + url
-        self._header_bytes += len(url)
-        if self._header_bytes > self.settings.max_header_bytes:
-            self._abandon(414, "request target too long", "uri_too_long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self.settings.max_header_bytes:
-            self._abandon(431, "request header fields too large", "header_too_large")
-        if name == b"Host":  # as nearly every client spells it: no lower-casing, no lookup
-            self._host_count += 1
-            if value.translate(None, _HOST_BYTES):  # what is left is not host[:port]
-                self._bad_host()
-        elif len(name) in _FRAMING_NAME_LENGTHS:
-            lowered = name.lower()
-            if lowered in _FRAMING_NAMES:
-                self._framing_header(lowered, value)
-
-    def _framing_header(self, name: bytes, value: bytes) -> None:
-        if name == _HOST:
-            self._host_count += 1
-            if value.translate(None, _HOST_BYTES):
-                self._bad_host()
-        elif name == _CONTENT_LENGTH:
-            if value.isdigit() and int(value) > self.settings.max_body_bytes:
-                # Refused before any of the body is read, so an Expect: 100-continue
-                # client gets the final answer at once instead of sending the body.
-                self._abandon(413, f"body over {self.settings.max_body_bytes} bytes", "body_too_large")
-        elif name == _TRANSFER_ENCODING:
-            if self._transfer_codings is None:
-                self._transfer_codings = []
-            self._transfer_codings.append(value)
-        elif name == _EXPECT:
-            self._expect_continue = value.strip().lower() == b"100-continue"
-
-    def _bad_host(self) -> None:
-        # RFC 9112 section 3.2: a Host whose value is not a host[:port] is a 400, like two.
-        self._abandon(400, "the Host header is not a host name or address with a port", "bad_request")
-
-    def on_headers_complete(self) -> None:
-        self._in_headers = False
-        parser = self.parser
-        # httptools formats the version into a new string on every call (~2,500 instructions):
-        # read once here, where it is checked, and kept for the answer.
-        self._http_version = version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
-            # RFC 9110 section 15.6.6: a major version the server does not speak.
-            self._abandon(505, f"HTTP/{version} is not supported; this server speaks HTTP/1.1",
-                          "bad_request")
-        if self._host_count != 1 and (self._host_count > 1 or version != "1.0"):
-            # RFC 9112 section 3.2: an HTTP/1.1 request has exactly one Host; HTTP/1.0 at most one.
-            self._abandon(400, "a request needs exactly one Host header", "bad_request")
-        if self._transfer_codings is not None:
-            codings, self._transfer_codings = self._transfer_codings, None
-            self._check_transfer_coding(codings)
-        self._upgrade = parser.should_upgrade()
-        self._deadline_kind = WAITING_BODY  # until the body (if any) is complete
-        self.deadline = self.state.clock + self.settings.body_timeout_seconds
-        if self._expect_continue:
-            self._expect_continue = False
-            self._send_continue()
-
-    def _check_transfer_coding(self, codings: list[bytes]) -> None:
-        """Only ``chunked`` alone is understood: anything else could be framed two ways.
-
-        RFC 9112 section 6.1: a coding the server does not understand gets 501; a list that
-        does not end in chunked leaves the body's end unknown (llhttp would read it anyway).
-        """
-        if len(codings) != 1 or codings[0].strip().lower() != b"chunked":
-            shown = ", ".join(coding.decode("latin-1") for coding in codings)
-            self._abandon(501, f"transfer coding {shown!r} is not implemented; use chunked",
-                          "bad_request")
-
-    def _send_continue(self) -> None:
+    def on_continue_expected(self) -> None:
         # Only when no earlier answer is still owed: a 100 must not overtake them.
         if not (self._busy or self._pending or self._write_paused) and self.transport is not None:
             self._write(CONTINUE, 0)
 
-    def on_body(self, body: bytes) -> None:
-        parts = self._body_parts
-        if parts is None:
-            self._body_parts = parts = []
-            self._body_bytes = 0
-        self._body_bytes += len(body)
-        if self._body_bytes > self.settings.max_body_bytes:  # chunked bodies have no length up front
-            self._abandon(413, f"body over {self.settings.max_body_bytes} bytes", "body_too_large")
-        parts.append(body)
-        self.deadline = self.state.clock + self.settings.body_timeout_seconds  # progress
+    def on_rejection(self, rejection: Rejection) -> None:
+        self.state.stats.count_error(rejection.error_kind)
+        self._queue_or_send(_error_response(rejection.status, rejection.reason))
 
-    def on_message_complete(self) -> None:
-        self._in_message = False
-        parser = self.parser
-        url = self._url or b"/"
-        path, mark, query = (url if url[:1] == b"/" else _origin_form(url)).partition(b"?")
-        parts = self._body_parts
-        if parts is not None:
-            self._body_parts = None
-        keep_alive = parser.should_keep_alive()
-        raw_method = parser.get_method()
-        self._answer(METHOD_NAMES.get(raw_method) or raw_method.decode("ascii"), path.decode("latin-1"),
-                     query.decode("latin-1") if mark else "", self._headers,
-                     (parts[0] if len(parts) == 1 else b"".join(parts)) if parts else b"",
-                     self._http_version, keep_alive and not self._upgrade)
+    def on_upgrade(self, rest: bytes) -> None:
+        # On a WebSocket route the transport was handed over already, and ``rest`` is the
+        # client's first frames; anywhere else the request was answered as plain HTTP with
+        # "Connection: close" (RFC 9110 section 7.8), and ``rest`` is dropped.
+        websocket = self._websocket
+        if rest and websocket is not None and websocket.transport is not None:
+            websocket.receive(rest)
 
-    def _answer(self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]], body: bytes,
-                version: str, keep_alive: bool) -> None:
-        """A complete request, from llhttp or from scan_head: answer it now or queue it."""
+    def on_request(self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]],
+                   body: bytes, http_version: str, keep_alive: bool) -> bool:
+        """A complete request: answer it now or queue it; True when nothing more will be."""
         self.deadline = None
         match = None
         if not (self._busy or self._write_paused or self._pending):  # nothing to answer first
@@ -595,18 +327,14 @@ class HttpConnection(asyncio.BufferedProtocol):
             route = match.route
             if route is not None and route.answer is not None and self._plain_answers:
                 # A constant answer needs nothing of the request but what was parsed here.
-                self._send_answer(route.answer, method, keep_alive, version)
-                return
-        request = Request(method, path, query, headers, body, version, keep_alive, NO_PARAMS, self)
+                self._send_answer(route.answer, method, keep_alive, http_version)
+                return self.closing
+        request = Request(method, path, query, headers, body, http_version, keep_alive, NO_PARAMS, self)
         if match is None:
             self._queue_or_send(request)
         else:
             self._handle(request, match)  # the common case, without the queue's two extra calls
-
-    def _abandon(self, status: int, message: str, error_kind: str) -> None:
-        self.state.stats.count_error(error_kind)
-        self._rejection = _error_response(status, message)
-        raise _Rejected(message)
+        return self.closing
 
     # --- answering ----------------------------------------------------------------------
 
@@ -685,7 +413,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         if transport is None or transport.is_closing():
             return
         # From here on this object reads nothing: the upgraded connection counts itself.
-        self._parse_stopped = self.closing = True
+        self.closing = True
         self._clear_deadline()
         self.state.connections.discard(self)
         websocket = WebSocketConnection(self.state, self.settings, app)
@@ -831,7 +559,6 @@ class HttpConnection(asyncio.BufferedProtocol):
         if transport is None or transport.is_closing() or self._lingering:
             return
         self._lingering = True
-        self._parse_stopped = True
         self._pending.clear()
         try:
             transport.write_eof()
