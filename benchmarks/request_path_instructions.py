@@ -96,8 +96,8 @@ def feed(variant: str, count: int) -> None:
         import lab.http.connection
         from lab.http.config import ServerConfig
         from lab.http.connection import HttpConnection
-        from lab.http.core import ServerState
         from lab.http.demo_routes import demo_router
+        from lab.http.state import ServerState
 
         if variant == "lab-llhttp-only":  # the compiled head scanner off: every head via callbacks
             lab.http.connection.scan_head = None

@@ -34,10 +34,11 @@ from typing import Any, Literal, TypeVar
 
 from lab.errors import ConfigError, ServerError
 from lab.http.config import ServerConfig
-from lab.http.core import LabServer, add_snapshots
+from lab.http.core import LabServer
 from lab.http.demo_routes import demo_router
 from lab.http.knobs import restart_knobs
 from lab.http.routing import Router
+from lab.http.state import add_snapshots
 from lab.netpath import EmulatedPath, Path, start_path
 from lab.netpath.system import enter_namespace
 from lab.options import Knob, changed_knobs, format_value, knobs

@@ -226,9 +226,9 @@ def test_a_knob_change_while_a_read_is_answered_does_not_lose_the_rest_of_that_r
 
     from lab.http.config import ServerConfig
     from lab.http.connection import HttpConnection
-    from lab.http.core import ServerState, Settings
     from lab.http.demo_routes import demo_router
     from lab.http.messages import Response
+    from lab.http.state import ServerState, Settings
     from tests.test_http_connection_properties import ECHO, RecordingTransport
 
     router = demo_router()

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from lab.http.config import ServerConfig
 from lab.http.connection import HttpConnection
-from lab.http.core import ServerState
 from lab.http.demo_routes import demo_router
+from lab.http.state import ServerState
 
 # Requests the demo routes answer synchronously (no task on a running loop needed).
 FAST = b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n"

@@ -14,8 +14,8 @@ import pytest
 from rawhttp import Reader, connect, exchange, get
 
 from lab.http.config import ServerConfig
-from lab.http.core import Settings
 from lab.http.knobs import SocketOption, Where, knobs_by_where, restart_knobs, socket_plan, when_table
+from lab.http.state import Settings
 from lab.options import add_arguments, knob, knobs
 from lab.server import RESTART_KNOBS, start_server
 

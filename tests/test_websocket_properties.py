@@ -25,8 +25,8 @@ from websockets.frames import Frame, Opcode
 
 from lab.http.config import ServerConfig
 from lab.http.connection import HttpConnection
-from lab.http.core import ServerState
 from lab.http.demo_routes import demo_router
+from lab.http.state import ServerState
 
 
 class UpgradableTransport(RecordingTransport):

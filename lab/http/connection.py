@@ -41,7 +41,7 @@ from lab.http.websocket import WebSocketConnection, is_websocket_upgrade
 from lab.units import NS_PER_US
 
 if TYPE_CHECKING:
-    from lab.http.core import ServerState, Settings
+    from lab.http.state import ServerState, Settings
 
 __all__ = ["CONTINUE", "LINGER_SECONDS", "MAX_QUEUED_REQUESTS", "HttpConnection", "Waiting", "scan_head"]
 

@@ -10,122 +10,16 @@ business of lab/server.py.
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import time
-import traceback
-from dataclasses import dataclass, fields
-from email.utils import formatdate
 from typing import Any
 
 from lab.http.config import ServerConfig
 from lab.http.connection import HttpConnection
-from lab.http.knobs import SocketPlan, socket_plan
-from lab.http.messages import Request
+from lab.http.knobs import socket_plan
 from lab.http.routing import Router
-from lab.http.websocket import WebSocketConnection
+from lab.http.state import ServerState, ServerStats, Settings
 from lab.resources import raise_open_file_limit
-
-log = logging.getLogger("lab.server")
-
-
-class ServerStats:
-    """Live counters, bumped on the hot path (plain attributes: no locks, no dict lookups)."""
-
-    __slots__ = ("bytes_received", "bytes_sent", "connections_open", "connections_total",
-                 "errors", "keepalive_timeouts", "reads", "requests", "stalls")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.connections_open = 0
-        self.connections_total = 0
-        self.bytes_received = 0
-        self.bytes_sent = 0
-        self.reads = 0
-        self.keepalive_timeouts = 0
-        self.stalls = 0
-        self.errors: dict[str, int] = {}
-
-    def count_error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    def snapshot(self) -> dict[str, Any]:
-        values = {name: getattr(self, name) for name in self.__slots__}
-        values["errors"] = dict(self.errors)
-        return values
-
-
-def add_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sum the counters of several worker processes."""
-    total: dict[str, Any] = {name: 0 for name in ServerStats.__slots__}
-    total["errors"] = {}
-    for snapshot in snapshots:
-        for name, value in snapshot.items():
-            if name == "errors":
-                for kind, count in value.items():
-                    total["errors"][kind] = total["errors"].get(kind, 0) + count
-            else:
-                total[name] += value
-    return total
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Settings(ServerConfig):
-    """A ServerConfig as the hot path wants it: every knob a plain attribute (inherited, so a new
-    knob needs no line here), header lines pre-encoded, the socket writes worked out."""
-
-    # Slots: with more than 30 attributes an instance's dict stops sharing its keys with the
-    # class (CPython's limit), and each read of a setting got slower: callgrind counted 18,255
-    # instructions per request for the lab's path against 18,135 before (25 attributes); with
-    # slots, 18,099 (benchmarks/request_path_instructions.py).
-
-    keep_line: bytes
-    keep_line_http10: bytes
-    close_line: bytes
-    sockets: SocketPlan
-
-    @classmethod
-    def from_config(cls, config: ServerConfig, previous: Settings | None = None) -> Settings:
-        """``previous``: the settings the open connections have, which a live change starts from.
-
-        ``config`` may be of a subclass with knobs of its own: its socket knobs are in
-        ``sockets`` (what the connection reads by name must be a ServerConfig knob).
-        """
-        copied = {f.name: getattr(config, f.name) for f in fields(ServerConfig)}
-        keepalive_value = config.keepalive_header_value().encode("latin-1")
-        return cls(**copied,
-                   keep_line=b"Keep-Alive: " + keepalive_value + b"\r\n",
-                   keep_line_http10=b"Connection: keep-alive\r\nKeep-Alive: " + keepalive_value + b"\r\n",
-                   close_line=b"Connection: close\r\n",
-                   sockets=socket_plan(config, previous.sockets if previous is not None else None))
-
-
-class ServerState:
-    """What every connection of one server shares."""
-
-    def __init__(self, config: ServerConfig, router: Router, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.router = router
-        self.settings = Settings.from_config(config)
-        self.stats = ServerStats()
-        # Upgraded connections join too: the sweep and close() treat both kinds alike.
-        self.connections: set[HttpConnection | WebSocketConnection] = set()
-        self.clock = loop.time()
-        self.date_line = b""
-        self._date_second = -1
-        self.refresh_clock()
-
-    def refresh_clock(self) -> None:
-        self.clock = self.loop.time()
-        second = int(time.time())
-        if second != self._date_second:
-            # A new bytes object only when the second changes: Prebuilt caches by identity.
-            self._date_second = second
-            self.date_line = f"Date: {formatdate(second, usegmt=True)}\r\n".encode("latin-1")
-
-    def log_handler_error(self, request: Request, error: BaseException) -> None:
-        log.error("handler for %s %s failed:\n%s", request.method, request.path,
-                  "".join(traceback.format_exception(error)))
 
 
 def sweep_interval(config: ServerConfig) -> float:

@@ -24,9 +24,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
-from lab.http.messages import Prebuilt, Request, Response, StreamingResponse
+from lab.http.messages import Prebuilt, Request, Response, StreamingResponse, WebSocketSession
 from lab.http.routing import Router
-from lab.http.websocket import WebSocketConnection
 from lab.units import KIB, MIB, NS_PER_US
 
 MAX_DEMO_BODY_BYTES = 256 * 1024 * 1024
@@ -170,10 +169,10 @@ def sockopts(request: Request) -> Response:
 class WebSocketEcho:
     """Each message back, text as text and binary as binary."""
 
-    def on_open(self, session: WebSocketConnection) -> None:
+    def on_open(self, session: WebSocketSession) -> None:
         pass
 
-    def on_message(self, session: WebSocketConnection, text: bool, payload: bytes) -> None:
+    def on_message(self, session: WebSocketSession, text: bool, payload: bytes) -> None:
         session.send(text, payload)
 
 
@@ -186,13 +185,13 @@ class WebSocketStream:
     def __init__(self, count: int) -> None:
         self.count = count
 
-    def on_open(self, session: WebSocketConnection) -> None:
+    def on_open(self, session: WebSocketSession) -> None:
         session.start(self._push(session))
 
-    def on_message(self, session: WebSocketConnection, text: bool, payload: bytes) -> None:
+    def on_message(self, session: WebSocketSession, text: bool, payload: bytes) -> None:
         pass
 
-    async def _push(self, session: WebSocketConnection) -> None:
+    async def _push(self, session: WebSocketSession) -> None:
         for index in range(self.count):
             if index:
                 await asyncio.sleep(STREAM_PAUSE_SECONDS)

@@ -9,11 +9,11 @@ reuses the whole byte string for as long as those per-connection headers stay th
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 # Parameters of a request on a static path: one shared, read-only empty mapping.
 NO_PARAMS: Mapping[str, str] = MappingProxyType({})
@@ -144,3 +144,24 @@ AnyResponse = Response | Prebuilt | StreamingResponse
 Handler = Callable[[Request], AnyResponse | Awaitable[AnyResponse]]
 RequestMiddleware = Callable[[Request], AnyResponse | None]
 ResponseMiddleware = Callable[[Request, AnyResponse], None]
+
+
+# --- WebSocket routes -----------------------------------------------------------------------
+
+class WebSocketSession(Protocol):
+    """What a WebSocket route may do with its open connection (lab/http/websocket.py's
+    WebSocketConnection is the one kind there is; a route needs no more of it than this)."""
+
+    def send(self, text: bool, payload: bytes) -> None: ...
+
+    def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+    def start(self, work: Coroutine[Any, Any, None]) -> None: ...
+
+
+class WebSocketApp(Protocol):
+    """What a WebSocket route does with a connection once it is open."""
+
+    def on_open(self, session: WebSocketSession) -> None: ...
+
+    def on_message(self, session: WebSocketSession, text: bool, payload: bytes) -> None: ...

@@ -20,12 +20,12 @@ from lab.http.messages import (
     RequestMiddleware,
     Response,
     ResponseMiddleware,
+    WebSocketApp,
 )
-from lab.http.websocket import WebSocketApp
 
 # A WebSocket route's handler: the behaviour of the connection, or an answer refusing it
 # (a bad path parameter) that goes out as plain HTTP instead of the 101.
-WebSocketHandler = Callable[[Request], "WebSocketApp | Response"]
+WebSocketHandler = Callable[[Request], WebSocketApp | Response]
 UPGRADE_REQUIRED = Response(b"this is a WebSocket endpoint: send a GET with Upgrade: websocket\n", 426,
                             headers=[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")])
 

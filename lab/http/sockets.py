@@ -11,7 +11,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lab.http.core import Settings
+    from lab.http.state import Settings
 
 
 def apply_socket_options(sock: Any, settings: Settings) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
@@ -27,11 +27,11 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.speedups import apply_mask
 
-from lab.http.messages import Request
+from lab.http.messages import Request, WebSocketApp
 from lab.http.sockets import change_socket_options, rearm_quickack
 
 if TYPE_CHECKING:
-    from lab.http.core import ServerState, Settings
+    from lab.http.state import ServerState, Settings
 
 # After we sent a close frame, how long the client has to answer it before we cut the
 # connection (RFC 6455 section 7.1.1: the server should close the TCP connection first).
@@ -42,14 +42,6 @@ _MASKED = 0x80
 # The fast path takes frames with a 7-bit length: 2 header bytes, then the 4-byte mask.
 _SMALL_LIMIT = 126
 _SMALL_CLIENT_HEADER = 6
-
-
-class WebSocketApp(Protocol):
-    """What a WebSocket route does with a connection once it is open."""
-
-    def on_open(self, session: WebSocketConnection) -> None: ...
-
-    def on_message(self, session: WebSocketConnection, text: bool, payload: bytes) -> None: ...
 
 
 def is_websocket_upgrade(request: Request) -> bool:

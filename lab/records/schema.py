@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,9 +23,6 @@ from lab.measure.run import RunOutcome
 from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, run_span_ns
 from lab.records.environment import Environment
 from lab.units import NS_PER_S
-
-if TYPE_CHECKING:
-    from lab.records.record import Record
 
 RECORD_FORMAT = "latency-lab-record"
 RECORD_VERSION = 1
@@ -90,7 +87,35 @@ class Stored:
             return None
 
 
-def document(record: Record) -> dict[str, Any]:
+class Described(Protocol):
+    """What a document is written from: a :class:`~lab.records.record.Record`'s parts (named
+    here, not imported, since the record reads its documents through this module)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def notes(self) -> str: ...
+    @property
+    def tags(self) -> tuple[str, ...]: ...
+    @property
+    def load_spec(self) -> dict[str, Any]: ...
+    @property
+    def server_config(self) -> dict[str, Any] | None: ...
+    @property
+    def environment(self) -> Environment: ...
+    @property
+    def thresholds_ms(self) -> tuple[float, ...]: ...
+    @property
+    def outcome(self) -> RunOutcome | None: ...
+    @property
+    def markers(self) -> tuple[Marker, ...]: ...
+    @property
+    def summary(self) -> RunSummary: ...
+
+
+def document(record: Described) -> dict[str, Any]:
     """A record's ``record.json`` object, but the samples entry (the store adds it on saving)."""
     return {
         "format": RECORD_FORMAT, "version": RECORD_VERSION,
