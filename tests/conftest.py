@@ -28,6 +28,14 @@ if os.environ.get("LAB_START_METHOD"):
     multiprocessing.set_start_method(os.environ["LAB_START_METHOD"], force=True)
 
 
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop that is never run: the protocol tests feed connections bytes directly."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
 @pytest.fixture
 def make_server() -> Iterator[Callable[..., ServerHandle]]:
     """Start lab servers with given knobs; every one is stopped when the test ends."""

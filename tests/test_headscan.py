@@ -8,77 +8,19 @@ bytes, however split, exactly as it does with the scanner switched off.
 
 from __future__ import annotations
 
-import string
 from typing import Any
 from unittest import mock
 
 import httptools
 import pytest
+from fakes import FAST, FINAL, WELL_FORMED, answers, heads, split_at
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import lab.http.connection as connection_module
-from tests.test_http_connection_properties import FAST, FINAL, WELL_FORMED, answers, loop, split_at
 
 scan_head = connection_module.scan_head
-__all__ = ["loop"]  # the event loop fixture the connection tests share
 LIMIT = 8192
-
-TCHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
-NAMES = (b"Host", b"host", b"HOST", b"X-Id", b"Accept", b"User-Agent", b"Content-Length",
-         b"Transfer-Encoding", b"Connection", b"Upgrade", b"Expect", b"Cookie", b"Te")
-
-
-def _ascii(text: str) -> bytes:
-    return text.encode("latin-1")
-
-
-# The parts of a plain head, as a client would send them ...
-PLAIN_NAMES = (b"Host", b"host", b"X-Id", b"Accept", b"User-Agent", b"Cookie", b"Te", b"X-Upgrade",
-               b"Connection")  # with a plain value, a Connection header is a near miss
-plain_methods = st.sampled_from((b"GET", b"HEAD"))
-plain_targets = st.text(alphabet=string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:@/?",
-                        max_size=20).map(lambda text: b"/" + _ascii(text))
-plain_names = st.one_of(st.sampled_from(PLAIN_NAMES),
-                        st.text(alphabet=TCHARS, min_size=1, max_size=10).map(_ascii))
-plain_values = st.one_of(
-    st.sampled_from((b"keep-alive", b"Keep-Alive", b"close", b"upgrade")),
-    st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " \t",
-            min_size=1, max_size=16).map(lambda text: _ascii(text.strip(" \t") or "v")))
-plain_separators = st.sampled_from((b": ", b":"))
-# ... and what a near miss puts in one of their places.
-ODD_PARTS = {
-    "method": st.sampled_from((b"POST", b"get", b"GE", b"OPTIONS", b"DELETE", b"CONNECT", b"GET ", b"")),
-    "target": st.one_of(st.binary(max_size=12).map(lambda raw: b"/" + raw),
-                        st.sampled_from((b"*", b"http://example.com/", b"", b"example.com:443", b"/a#b"))),
-    "version": st.sampled_from((b"HTTP/1.0", b"HTTP/2.0", b"http/1.1", b"HTTP/1.1 ", b"HTTP/1.10")),
-    "name": st.one_of(st.sampled_from(NAMES), st.text(alphabet=TCHARS + " :\t@()", max_size=10).map(_ascii)),
-    "value": st.one_of(st.binary(max_size=10),
-                       st.sampled_from((b"", b" a", b"a ", b"a\t", b"\x7f", b"\xe9"))),
-    "separator": st.sampled_from((b":  ", b" : ", b":\t", b"")),
-    "line_end": st.sampled_from((b"\n", b"\r", b"\r\r\n", b"\n\r")),
-    "hosts": st.sampled_from((0, 2)),
-}
-
-
-@st.composite
-def heads(draw: Any) -> bytes:
-    """A request head a client would send, or a near miss: the same with one part odd."""
-    odd = draw(st.sampled_from((None, None, None, *ODD_PARTS)))
-
-    def part(kind: str, plain: Any) -> Any:
-        return draw(ODD_PARTS[kind] if kind == odd else plain)
-
-    method, target, version = part("method", plain_methods), part("target", plain_targets), part(
-        "version", st.just(b"HTTP/1.1"))
-    lines = [method + b" " + target + b" " + version + b"\r\n"]
-    for _ in range(draw(st.integers(0, 4))):
-        lines.append(part("name", plain_names) + part("separator", plain_separators)
-                     + part("value", plain_values) + part("line_end", st.just(b"\r\n")))
-    for _ in range(part("hosts", st.just(1))):
-        lines.insert(draw(st.integers(1, len(lines))), b"Host: " + draw(plain_values) + b"\r\n")
-    return b"".join(lines) + b"\r\n"
-
 
 class Recorder:
     """What llhttp reports of a request, through the callbacks the connection uses."""
@@ -224,12 +166,13 @@ def test_a_knob_change_while_a_read_is_answered_does_not_lose_the_rest_of_that_r
     # it was read, and must be answered from there.
     import dataclasses
 
+    from fakes import ECHO, RecordingTransport
+
     from lab.http.config import ServerConfig
     from lab.http.connection import HttpConnection
     from lab.http.demo_routes import demo_router
     from lab.http.messages import Response
     from lab.http.state import ServerState, Settings
-    from tests.test_http_connection_properties import ECHO, RecordingTransport
 
     router = demo_router()
     state = ServerState(ServerConfig(), router, loop)

@@ -8,108 +8,10 @@ for the same bytes fed in one read.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import re
-from collections.abc import Iterator, Sequence
-from typing import Any
-
 import pytest
+from fakes import FAST, FINAL, NOT_FOUND, STATUS_LINE, WELL_FORMED, WRONG_METHOD, answers, split_at
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from lab.http.config import ServerConfig
-from lab.http.connection import HttpConnection
-from lab.http.demo_routes import demo_router
-from lab.http.state import ServerState
-
-# Requests the demo routes answer synchronously (no task on a running loop needed).
-FAST = b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n"
-USER = b"GET /users/42?x=1 HTTP/1.1\r\nHost: t\r\nX-Id: 7\r\n\r\n"
-ECHO = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello world"
-ECHO_CHUNKED = (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-HEAD = b"HEAD /fast HTTP/1.1\r\nHost: t\r\n\r\n"
-NOT_FOUND = b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n"
-WRONG_METHOD = b"DELETE /fast HTTP/1.1\r\nHost: t\r\n\r\n"
-HTTP10 = b"GET /fast HTTP/1.0\r\n\r\n"
-WELL_FORMED = (FAST, USER, ECHO, ECHO_CHUNKED, HEAD, NOT_FOUND, WRONG_METHOD)
-# Requests that end the connection (after their answer, nothing more is read).
-NO_HOST = b"GET /fast HTTP/1.1\r\n\r\n"
-BAD_CODING = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
-GARBAGE = b"GET /fast HTTP/1.1\r\nHost t\r\n\r\n"
-UPGRADE = b"GET /fast HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
-FINAL = (NO_HOST, BAD_CODING, GARBAGE, UPGRADE, HTTP10)
-DATE_LINE = re.compile(rb"Date: [^\r]*\r\n")
-STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) ")
-
-
-class RecordingTransport(asyncio.Transport):
-    """Keeps what the connection writes; has no socket, so no socket options are set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closed = False
-        self.reading = True
-
-    def write(self, data: Any) -> None:
-        self.written += data
-
-    def write_eof(self) -> None:
-        self.closed = True
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-def answers(loop: asyncio.AbstractEventLoop, reads: Sequence[bytes],
-            **knobs: Any) -> tuple[bytes, bool]:
-    """What the connection writes for these reads, and whether it closed."""
-    state = ServerState(ServerConfig(**knobs), demo_router(), loop)
-    connection = HttpConnection(state)
-    transport = RecordingTransport()
-    connection.connection_made(transport)
-    for data in reads:
-        while data and not transport.closed:
-            buffer = connection.get_buffer(len(data))
-            size = min(len(buffer), len(data))
-            buffer[:size] = data[:size]
-            connection.buffer_updated(size)
-            data = data[size:]
-    # The Date line changes with the clock's second, not with how the bytes were split.
-    return DATE_LINE.sub(b"Date: -\r\n", bytes(transport.written)), transport.closed
-
-
-def split_at(data: bytes, cuts: Sequence[int]) -> list[bytes]:
-    points = sorted({cut % (len(data) + 1) for cut in cuts})
-    edges = [0, *points, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
 
 
 @pytest.mark.parametrize("request_bytes", [*WELL_FORMED, *FINAL])

@@ -13,13 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import lab.http.reader as reader_module
-from lab.http.reader import TRANSITIONS, Phase, Rejection, RequestReader, scan_head
-from tests.test_headscan import heads
-from tests.test_http_connection_properties import (
+from fakes import (
     BAD_CODING,
     ECHO,
     ECHO_CHUNKED,
@@ -31,8 +25,14 @@ from tests.test_http_connection_properties import (
     UPGRADE,
     USER,
     WELL_FORMED,
+    heads,
     split_at,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lab.http.reader as reader_module
+from lab.http.reader import TRANSITIONS, Phase, Rejection, RequestReader, scan_head
 
 HEADER_LIMIT = 16 * 1024
 BODY_LIMIT = 1024

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
-from typing import Any
 
-import pytest
+from fakes import TransportWithSocket, UpgradableTransport, feed
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_http_connection_properties import RecordingTransport
 from test_websocket_server import HANDSHAKE, OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, frame
 from websockets.frames import Frame, Opcode
 
@@ -27,30 +24,6 @@ from lab.http.config import ServerConfig
 from lab.http.connection import HttpConnection
 from lab.http.demo_routes import demo_router
 from lab.http.state import ServerState
-
-
-class UpgradableTransport(RecordingTransport):
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol
-
-    def can_write_eof(self) -> bool:
-        return True
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-def feed(protocol: Any, data: bytes) -> None:
-    while data:
-        buffer = protocol.get_buffer(len(data))
-        size = min(len(buffer), len(data))
-        buffer[:size] = data[:size]
-        protocol.buffer_updated(size)
-        data = data[size:]
 
 
 def echoes(loop: asyncio.AbstractEventLoop, reads: list[bytes]) -> bytes:
@@ -126,25 +99,6 @@ def test_a_large_frames_tail_that_looks_like_a_small_frame_is_payload(loop):
     whole = frame(OP_BINARY, payload, mask=b"\x00\x00\x00\x00")
     expected = Frame(Opcode.BINARY, payload).serialize(mask=False, extensions=[])
     assert echoes(loop, [whole[:-len(tail)], tail]) == expected
-
-
-class RecordingSocket:
-    """Keeps the socket options set on it (the connection sets them on the accepted socket)."""
-
-    def __init__(self) -> None:
-        self.options: list[tuple[int, int, Any]] = []
-
-    def setsockopt(self, level: int, option: int, value: Any) -> None:
-        self.options.append((level, option, value))
-
-
-class TransportWithSocket(UpgradableTransport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.socket = RecordingSocket()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.socket if name == "socket" else default
 
 
 def test_quickack_is_set_again_after_every_read_of_a_websocket(loop) -> None:
