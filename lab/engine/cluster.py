@@ -48,7 +48,7 @@ from lab.engine.spec import LoadSpec
 from lab.engine.worker import plan_for
 from lab.errors import ConfigError, LoadError
 from lab.measure.frames import Frame
-from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind, empty, merge
+from lab.measure.samples import CLOCK_COLUMNS, MISSING, SAMPLE_DTYPE, ErrorKind, empty, merge
 from lab.units import NS_PER_S
 
 if TYPE_CHECKING:
@@ -62,7 +62,6 @@ GATHER_POLL_SECONDS = 0.1
 READY_POLL_SECONDS = 0.02
 PROGRESS_SECONDS = 0.5  # how often each worker reports its counts
 STOP_POLL_SECONDS = 0.2  # how often each worker asks whether its owner stopped the run
-TIME_COLUMNS = ("intended_ns", "sent_ns", "first_byte_ns", "done_ns")
 
 
 @dataclass(frozen=True)
@@ -393,7 +392,7 @@ def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any
 
 def _shift(samples: np.ndarray, offset_ns: int) -> None:
     """Move a worker's times onto the client's clock (MISSING stays MISSING)."""
-    for column in TIME_COLUMNS:
+    for column in CLOCK_COLUMNS:
         values = samples[column]
         values[values != MISSING] += offset_ns
 
