@@ -67,12 +67,14 @@ def _type_checking_only(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def imports_of(path: Path) -> set[str]:
+def imports_of(path: Path, *, type_checking: bool = False) -> set[str]:
+    """The lab modules ``path`` imports; with ``type_checking``, also those it imports for the
+    type checker only (a dependency all the same: the two modules are understood together)."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if _type_checking_only(child):
+            if _type_checking_only(child) and not type_checking:
                 continue
             if isinstance(child, ast.Import):
                 found.update(alias.name for alias in child.names)
@@ -87,8 +89,41 @@ def imports_of(path: Path) -> set[str]:
     return {name for name in found if name == "lab" or name.startswith("lab.")}
 
 
-def import_graph() -> dict[str, set[str]]:
-    return {module_name(path): imports_of(path) for path in sorted(PACKAGE.rglob("*.py"))}
+def import_graph(*, type_checking: bool = False) -> dict[str, set[str]]:
+    return {module_name(path): imports_of(path, type_checking=type_checking)
+            for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of modules that import each other, directly or round a loop (Tarjan's strongly
+    connected components of more than one module, or a module importing itself)."""
+    index: dict[str, int] = {}
+    lowest: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = lowest[module] = len(index)
+        stack.append(module)
+        for target in graph[module]:
+            if target not in graph:
+                continue
+            if target not in index:
+                visit(target)
+                lowest[module] = min(lowest[module], lowest[target])
+            elif target in stack:
+                lowest[module] = min(lowest[module], index[target])
+        if lowest[module] == index[module]:
+            group = [stack.pop()]
+            while group[-1] != module:
+                group.append(stack.pop())
+            if len(group) > 1 or module in graph[module]:
+                cycles.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return cycles
 
 
 def test_each_part_imports_only_the_parts_below_it() -> None:
@@ -152,3 +187,19 @@ def test_a_generator_worker_loads_no_tables_or_plots() -> None:
     loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                                 check=True).stdout.split())
     assert not loaded & {"pandas", "matplotlib", "ipywidgets", "pyarrow", "scipy"}, loaded
+
+
+def test_cycles_are_found_round_a_loop_and_not_along_a_chain() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert import_cycles(graph) == [["a", "b", "c"], ["e"]]
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+@pytest.mark.parametrize("part", ["lab.engine", "lab.loadgen"])
+def test_no_import_cycle_in_the_generator_or_the_notebook(part: str) -> None:
+    """Counting imports inside functions and those for the type checker only: a lane type and
+    its engine, or the panel and its knob setter, are each understood without the other."""
+    graph = import_graph(type_checking=True)
+    inside = {module: {target for target in targets if part_of(target) == part}
+              for module, targets in graph.items() if part_of(module) == part}
+    assert import_cycles(inside) == []

@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from lab.engine.core import Engine, make_engine
+from lab.engine.core import Engine
 from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger, FrameMeter, interval_ns
 from lab.engine.progress import LoadProgress
 from lab.engine.result import LoadResult, wall_clock
 from lab.engine.spec import LoadSpec
-from lab.engine.worker import plan_for
+from lab.engine.worker import engine_for
 from lab.errors import ConfigError, LoadError
 from lab.measure.frames import Frame
 from lab.measure.samples import CLOCK_COLUMNS, MISSING, SAMPLE_DTYPE, ErrorKind, empty, merge
@@ -297,7 +297,7 @@ def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | N
     import uvloop
     from distributed import Event, Queue
 
-    engine = make_engine(plan_for(spec, index))
+    engine = engine_for(spec, index)
     meters: list[FrameMeter] = []
     stopped = threading.Event()  # the owner asked the run to stop (ClusterRun.stop)
     running = threading.Event()
