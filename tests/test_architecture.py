@@ -195,7 +195,7 @@ def test_cycles_are_found_round_a_loop_and_not_along_a_chain() -> None:
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
 
 
-@pytest.mark.parametrize("part", ["lab.engine", "lab.loadgen"])
+@pytest.mark.parametrize("part", ["lab.engine", "lab.loadgen", "lab.notebook"])
 def test_no_import_cycle_in_the_generator_or_the_notebook(part: str) -> None:
     """Counting imports inside functions and those for the type checker only: a lane type and
     its engine, or the panel and its knob setter, are each understood without the other."""
