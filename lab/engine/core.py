@@ -42,7 +42,6 @@ class Engine:
     def __init__(self, plan: EnginePlan, lane_type: type[Lane]) -> None:
         self.plan = plan
         self.recorder = Recorder()
-        self.record = self.recorder.add  # every row of this process goes through it
         self.errors = 0  # failed requests so far (bad statuses not included), for progress
         self.connected = 0  # connections opened, ever
         self.refused = 0  # connection attempts refused
@@ -375,7 +374,7 @@ class OpenLoop(Engine):
             return
         while self.queue:
             intended = self.queue.popleft()
-            self.record(intended, MISSING, MISSING, MISSING, now, 0, 0, ErrorKind.TIMEOUT)
+            self.recorder.add(intended, MISSING, MISSING, MISSING, now, 0, 0, ErrorKind.TIMEOUT)
             self.errors += 1
 
 

@@ -112,7 +112,7 @@ class WebSocketLane(Lane):
         if data == self.echo and self.busy:
             if self.first_byte_ns == MISSING:
                 self.first_byte_ns = now
-            self.answered(now, SWITCHING_PROTOCOLS, self.received + len(data), True)
+            self.end_request(now, SWITCHING_PROTOCOLS, self.received + len(data), True)
             return
         if self.handshake is not None:
             self._handshake_data(data)
@@ -137,7 +137,7 @@ class WebSocketLane(Lane):
         if client.state is not State.OPEN:
             self._closed_by_server(now)
         elif answered and self.busy:
-            self.answered(now, SWITCHING_PROTOCOLS, self.received, True)
+            self.end_request(now, SWITCHING_PROTOCOLS, self.received, True)
         elif not self.busy:
             self.received = 0  # a ping or a push nobody waited for: not a round trip
 
@@ -145,8 +145,7 @@ class WebSocketLane(Lane):
         """A close frame (idle timeout, 1009, 1002): the message in flight failed."""
         if self.busy:
             malformed = self.client is not None and self.client.parser_exc is not None
-            self.finish(now, 0, ErrorKind.MALFORMED if malformed else ErrorKind.CLOSED_BY_SERVER,
-                        drop=True)
+            self.finish(now, 0, ErrorKind.MALFORMED if malformed else ErrorKind.CLOSED_BY_SERVER)
         else:
             self.drop_connection()
 
