@@ -121,6 +121,29 @@ def test_a_cluster_run_stopped_by_its_owner_ends_early_with_what_it_measured(ser
     assert 200 <= result.requests < 30 * 500 / 2
 
 
+def test_a_terminated_cluster_run_ends_at_once_and_says_its_workers_were_lost(server_url: str) -> None:
+    """terminate() is for a run that does not end by itself: its tasks are cancelled, so their
+    samples are lost -- and said so, one worker_lost per worker -- but the run still ends."""
+    import asyncio
+
+    spec = lab.LoadSpec(url=server_url + "/fast", mode="open", rate=500, connections=4, duration_seconds=30)
+    run = lab.start_load(spec, cluster="local:2")
+    assert run.longest_seconds() > 30 + spec.timeout_seconds
+
+    async def terminate_once_running() -> None:
+        while run.progress().phase != "running" or run.progress().requests < 200:
+            await asyncio.sleep(0.1)
+        run.terminate()
+
+    asyncio.run(terminate_once_running())
+    began = time.monotonic()
+    result = run.result(timeout=20)
+    assert time.monotonic() - began < 20
+    assert result.stopped_early and result.errors == {"worker_lost": 2}
+    assert result.outcome.cluster is not None
+    assert all(worker["lost"] for worker in result.outcome.cluster["per_worker"])
+
+
 CTRL_C_SCRIPT = """
 import json, os, signal, sys
 import lab

@@ -224,6 +224,11 @@ class ClosedLoop(Engine):
 
     A lane that is thinking has no request in flight: its latency is not running, and the run
     may end while it thinks (the pause is cancelled, nothing is recorded for it).
+
+    Without think time, while the deadline and the budget allow (``continue_until_ns``), a
+    lane sends its next request itself, from :meth:`~lab.engine.lane.Lane.end_request`;
+    :meth:`lane_free` is for everything else (a dropped connection, a failed connect, think
+    time, the end of the offering).
     """
 
     def __init__(self, plan: EnginePlan, lane_type: type[Lane]) -> None:
