@@ -16,6 +16,9 @@ From a notebook, without blocking the kernel::
     run = lab.start_load(spec, live=True)   # live frames: what each 100 ms looked like
     run.live_frames()       # merged frames of the intervals every worker has closed
 
+Local or on a Dask cluster (``cluster="local:2"``), a run is a :class:`~lab.engine.run.Run`:
+the same questions, the same answers, the same live frames.
+
 The load always runs in worker processes of its own (``workers`` of them), never in the
 caller's process: a generator sharing a GIL with a notebook or a server measures itself.
 Each worker runs an :class:`~lab.engine.core.Engine` on uvloop; the parent merges samples.
@@ -59,7 +62,6 @@ What the figures mean
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
@@ -72,6 +74,7 @@ from lab.engine.calibration import DEFAULT_REQUESTS, Calibration, start_calibrat
 from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger, interval_ns
 from lab.engine.progress import LoadProgress
 from lab.engine.result import LoadResult, wall_clock
+from lab.engine.run import Run, follow_to_end
 from lab.engine.spec import LoadSpec
 from lab.engine.worker import SharedBoard, WorkerReport, start_workers
 from lab.errors import ConfigError
@@ -83,14 +86,14 @@ from lab.units import NS_PER_S
 if TYPE_CHECKING:
     from lab.engine.cluster import ClusterRun  # imported only when a cluster is asked for
 
-__all__ = ["LoadProgress", "LoadResult", "LoadRun", "LoadSpec", "run_load", "start_load"]
+__all__ = ["LoadProgress", "LoadResult", "LoadRun", "LoadSpec", "Run", "run_load", "start_load"]
 
 JOIN_SECONDS = 10.0
 STARTUP_ALLOWANCE_SECONDS = 60.0  # process start, calibration, connecting
 STOP_WAIT_SECONDS = 10.0
 
 
-class LoadRun:
+class LoadRun(Run):
     """A load running in its own processes. Poll it; it never needs a thread of yours."""
 
     def __init__(self, spec: LoadSpec, *, calibrate: bool = False,
@@ -190,6 +193,15 @@ class LoadRun:
         self._stopped = True
         self._board.request_stop()
 
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the run to end, reading what the workers send."""
+        deadline = time.monotonic() + timeout
+        while not self.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._collect(timeout=left)
+
     def result(self, timeout: float | None = None) -> LoadResult:
         """Wait for the end of the run (raises TimeoutError after ``timeout`` seconds)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -202,32 +214,12 @@ class LoadRun:
             self._result = self._finish()
         return self._result
 
-    async def wait(self, *, interval: float = 0.25,
-                   on_progress: Callable[[LoadProgress], None] | None = None) -> LoadResult:
-        """Await the result from a running event loop (a notebook's), reporting progress."""
-        while not self.done():
-            if on_progress is not None:
-                on_progress(self.progress())
-            await asyncio.sleep(interval)
-        result = self.result()
-        if on_progress is not None:
-            on_progress(self.progress())
-        return result
-
     def __del__(self) -> None:
         # A run dropped without its result being read: its workers would block for ever on
         # a pipe nobody reads, so they go with it.
         for process in getattr(self, "_processes", ()):
             if process.is_alive():
                 process.terminate()
-
-    def __enter__(self) -> LoadRun:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if not self.done():
-            self.stop()
-        self.result(timeout=self.spec.timeout_seconds + 30)
 
     # --- collecting -------------------------------------------------------------------------
 
@@ -342,10 +334,10 @@ def start_load(spec: LoadSpec, *, calibrate: bool = ..., live: bool = ...,
 
 def start_load(spec: LoadSpec, *, calibrate: bool = False, live: bool = False,
                live_interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
-               cluster: Any = None) -> LoadRun | ClusterRun:
+               cluster: Any = None) -> Run:
     """Start a run in the background and return at once (for notebooks): a :class:`LoadRun`,
-    or with ``cluster`` (as for :func:`run_load`) a :class:`~lab.engine.cluster.ClusterRun`
-    that answers the same questions.
+    or with ``cluster`` (as for :func:`run_load`) a :class:`~lab.engine.cluster.ClusterRun`;
+    both are a :class:`~lab.engine.run.Run`, which answers the same questions.
 
     ``live``: the workers send a frame per ``live_interval_seconds`` (``run.live_frames()``).
     """
@@ -368,44 +360,13 @@ def _start_on_cluster(spec: LoadSpec, cluster: Any, *, calibrate: bool, live: bo
 def run_load(spec: LoadSpec, *, calibrate: bool = False,
              on_progress: Callable[[LoadProgress], None] | None = None,
              progress_interval: float = 1.0, cluster: Any = None) -> LoadResult:
-    """Run a load to its end and return the result (blocks; Ctrl-C stops it early).
+    """Run a load to its end and return the result (blocks; Ctrl-C stops it early and keeps
+    what was measured).
 
     ``cluster``: run the generator on a Dask cluster instead of local processes --
     ``"local:N"``, ``"tcp://HOST:PORT"`` or a ``distributed.Client`` (see
     :mod:`lab.engine.cluster`; ``distributed`` is imported only then).
     """
-    refuse_when_imported_by_a_new_process("a load")
-    if cluster is not None:
-        return _run_on_cluster(_start_on_cluster(spec, cluster, calibrate=calibrate), on_progress,
-                               progress_interval)
-    run = LoadRun(spec, calibrate=calibrate)
-    give_up = time.monotonic() + run.longest_seconds()
-    try:
-        while not run.done():
-            if time.monotonic() > give_up:
-                run.stop()  # something is stuck: keep what was measured, if it comes
-                break
-            run._collect(timeout=progress_interval)
-            if on_progress is not None and not run.done():
-                on_progress(run.progress())
-    except KeyboardInterrupt:
-        run.stop()
-    try:
-        return run.result(timeout=STOP_WAIT_SECONDS + spec.timeout_seconds)
-    except TimeoutError:
-        run.terminate()
-        raise
-
-
-def _run_on_cluster(run: ClusterRun, on_progress: Callable[[LoadProgress], None] | None,
-                    progress_interval: float) -> LoadResult:
-    """run_load on Dask: the same progress a local run gives, and Ctrl-C stops it the same
-    way (what was measured is kept)."""
-    try:
-        while not run.done():
-            run.join(progress_interval)
-            if on_progress is not None and not run.done():
-                on_progress(run.progress())
-    except KeyboardInterrupt:
-        run.stop()
-    return run.result()
+    run = start_load(spec, calibrate=calibrate, cluster=cluster)
+    return follow_to_end(run, on_progress, progress_interval,
+                         stop_wait_seconds=STOP_WAIT_SECONDS + spec.timeout_seconds)

@@ -69,28 +69,67 @@ def _type_checking_only(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def imports_of(path: Path) -> set[str]:
+def imports_of(path: Path, *, type_checking: bool = False) -> set[str]:
+    """The lab modules ``path`` imports; with ``type_checking``, also those it imports for the
+    type checker only (a dependency all the same: the two modules are understood together)."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if _type_checking_only(child):
+            if _type_checking_only(child) and not type_checking:
                 continue
             if isinstance(child, ast.Import):
                 found.update(alias.name for alias in child.names)
             elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
-                found.add(child.module)
-                # "from lab.records import plots" imports the module lab.records.plots
-                found.update(f"{child.module}.{alias.name}" for alias in child.names
-                             if is_module(f"{child.module}.{alias.name}"))
+                # "from lab.records import plots" imports the module lab.records.plots; the
+                # package itself counts only for a name it defines (its __init__ is not the
+                # dependency of a module that takes a sibling through it)
+                modules = {f"{child.module}.{alias.name}" for alias in child.names
+                           if is_module(f"{child.module}.{alias.name}")}
+                found.update(modules)
+                if len(modules) < len(child.names):
+                    found.add(child.module)
             visit(child)
 
     visit(ast.parse(path.read_text(), str(path)))
     return {name for name in found if name == "lab" or name.startswith("lab.")}
 
 
-def import_graph() -> dict[str, set[str]]:
-    return {module_name(path): imports_of(path) for path in sorted(PACKAGE.rglob("*.py"))}
+def import_graph(*, type_checking: bool = False) -> dict[str, set[str]]:
+    return {module_name(path): imports_of(path, type_checking=type_checking)
+            for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of modules that import each other, directly or round a loop (Tarjan's strongly
+    connected components of more than one module, or a module importing itself)."""
+    index: dict[str, int] = {}
+    lowest: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = lowest[module] = len(index)
+        stack.append(module)
+        for target in graph[module]:
+            if target not in graph:
+                continue
+            if target not in index:
+                visit(target)
+                lowest[module] = min(lowest[module], lowest[target])
+            elif target in stack:
+                lowest[module] = min(lowest[module], index[target])
+        if lowest[module] == index[module]:
+            group = [stack.pop()]
+            while group[-1] != module:
+                group.append(stack.pop())
+            if len(group) > 1 or module in graph[module]:
+                cycles.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return cycles
 
 
 def test_each_part_imports_only_the_parts_below_it() -> None:
@@ -180,3 +219,18 @@ def test_the_package_says_it_is_typed() -> None:
     assert (PACKAGE / "py.typed").is_file()
     project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
     assert "py.typed" in project["tool"]["setuptools"]["package-data"]["lab"]
+
+
+def test_cycles_are_found_round_a_loop_and_not_along_a_chain() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert import_cycles(graph) == [["a", "b", "c"], ["e"]]
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """Across parts and inside a folder, counting imports inside functions and those for the
+    type checker only: a lane type and its engine, a connection and the listener, the panel and
+    its knob setter, a record and its schema are each understood without the other."""
+    graph = import_graph(type_checking=True)
+    del graph["lab"]  # the front door names every part, lazily, and none imports it
+    assert import_cycles(graph) == []

@@ -16,7 +16,7 @@ import pytest
 
 import lab
 from lab.engine.cluster import run_on_cluster
-from lab.loadgen import LoadProgress
+from lab.loadgen import LoadProgress, LoadRun, Run
 
 distributed = pytest.importorskip("distributed")
 
@@ -87,6 +87,20 @@ def test_a_live_cluster_run_sends_frames_while_it_lasts_and_they_count_every_req
     assert run.live_totals is not None and run.live_totals.requests == result.requests
 
 
+def test_a_cluster_run_is_a_run_and_reports_progress_while_awaited_like_a_local_one(server_url: str) -> None:
+    import asyncio
+
+    spec = lab.LoadSpec(url=server_url + "/fast", mode="open", rate=500, connections=4, duration_seconds=1.5)
+    run = lab.start_load(spec, cluster="local:2")
+    assert isinstance(run, Run) and not isinstance(run, LoadRun)
+    heard: list[LoadProgress] = []
+    result = asyncio.run(run.wait(interval=0.1, on_progress=heard.append))
+    assert any(progress.phase == "running" and progress.requests > 0 for progress in heard), heard
+    assert heard[-1].phase == "done" and heard[-1].requests == result.requests
+    with lab.start_load(spec.replace(duration_seconds=0.3)) as local:
+        assert isinstance(local, Run) and local.frames_dropped == run.frames_dropped == 0
+
+
 def test_a_cluster_run_stopped_by_its_owner_ends_early_with_what_it_measured(server_url: str) -> None:
     import asyncio
 
@@ -105,6 +119,29 @@ def test_a_cluster_run_stopped_by_its_owner_ends_early_with_what_it_measured(ser
     result = asyncio.run(stop_after_a_second())
     assert result.stopped_early
     assert 200 <= result.requests < 30 * 500 / 2
+
+
+def test_a_terminated_cluster_run_ends_at_once_and_says_its_workers_were_lost(server_url: str) -> None:
+    """terminate() is for a run that does not end by itself: its tasks are cancelled, so their
+    samples are lost -- and said so, one worker_lost per worker -- but the run still ends."""
+    import asyncio
+
+    spec = lab.LoadSpec(url=server_url + "/fast", mode="open", rate=500, connections=4, duration_seconds=30)
+    run = lab.start_load(spec, cluster="local:2")
+    assert run.longest_seconds() > 30 + spec.timeout_seconds
+
+    async def terminate_once_running() -> None:
+        while run.progress().phase != "running" or run.progress().requests < 200:
+            await asyncio.sleep(0.1)
+        run.terminate()
+
+    asyncio.run(terminate_once_running())
+    began = time.monotonic()
+    result = run.result(timeout=20)
+    assert time.monotonic() - began < 20
+    assert result.stopped_early and result.errors == {"worker_lost": 2}
+    assert result.outcome.cluster is not None
+    assert all(worker["lost"] for worker in result.outcome.cluster["per_worker"])
 
 
 CTRL_C_SCRIPT = """

@@ -267,28 +267,6 @@ def test_the_reader_needs_no_socket_loop_or_server() -> None:
                         "lab.http._headscan"}, imported
 
 
-def test_no_module_of_the_server_imports_one_that_imports_it_back() -> None:
-    # Imports inside functions count (import_graph reads every import statement): the reader
-    # sits under the connection, which sits under the server's core.
-    from tests.test_architecture import import_graph
-
-    graph = {module: {target for target in imported if target.startswith("lab.http.")}
-             for module, imported in import_graph().items() if module.startswith("lab.http.")}
-
-    def reachable(start: str) -> set[str]:
-        seen: set[str] = set()
-        todo = list(graph.get(start, ()))
-        while todo:
-            module = todo.pop()
-            if module not in seen:
-                seen.add(module)
-                todo.extend(graph.get(module, ()))
-        return seen
-
-    assert "lab.http.reader" in graph["lab.http.connection"]
-    assert [module for module in graph if module in reachable(module)] == []
-
-
 # The property tests: the same bytes read the same however they are split, scanner or not.
 
 @settings(max_examples=300, deadline=None)

@@ -218,10 +218,10 @@ def test_a_target_is_gone_only_when_refusals_span_three_seconds() -> None:
     """One refusal and a quiet spell (a slow open loop, a listener re-created for a knob) is
     not a target gone; refusals from first to last over GONE_AFTER_NS, with no connect
     between, are. Any lane type's connect resets the count."""
-    from lab.engine.core import GONE_AFTER_NS, make_engine
-    from lab.engine.worker import plan_for
+    from lab.engine.core import GONE_AFTER_NS
+    from lab.engine.worker import engine_for
 
-    engine = make_engine(plan_for(LoadSpec(url="http://127.0.0.1:9/", connections=4, duration_seconds=1), 0))
+    engine = engine_for(LoadSpec(url="http://127.0.0.1:9/", connections=4, duration_seconds=1), 0)
     engine.count_connected()
     engine.count_refused(0)
     assert not engine._nobody_listening()  # one refusal, however long ago

@@ -364,3 +364,34 @@ def test_a_cluster_that_is_no_cluster_is_named_before_anything_starts(panel):
     assert panel.start_run() is None
     assert "cluster" in panel.message.value and "tcp://HOST:PORT" in panel.message.value
     assert not panel.run_button.disabled
+
+
+def test_a_dask_cluster_panel_draws_live_frames_while_the_run_lasts(tmp_path):
+    """lab.panel(cluster=...): the run goes to Dask, and the live view is drawn from the
+    workers' frames during the run, not only once it is over; they count every request."""
+    pytest.importorskip("distributed")
+    import lab
+
+    panel = lab.panel(cluster="local:2", store=RecordStore(tmp_path / "data"),
+                      load={"mode": "open", "rate": 400, "connections": 4, "duration_seconds": 2.0})
+
+    async def scenario() -> tuple[Record | None, int]:
+        task = panel.start_run()
+        assert task is not None, panel.message.value
+        drawn_while_running = 0
+        while not task.done():
+            if panel.live.stats.get("phase") == "running":
+                drawn_while_running = panel.live.frames
+            await asyncio.sleep(0.05)
+        return await task, drawn_while_running
+
+    try:
+        record, drawn_while_running = asyncio.run(scenario())
+    finally:
+        panel.close()
+    assert record is not None, panel.message.value
+    result = panel.results[-1]
+    assert result.outcome.cluster is not None and len(result.outcome.cluster["per_worker"]) == 2
+    assert drawn_while_running >= 5, drawn_while_running  # 20 intervals in 2 s
+    assert panel.live.frames >= drawn_while_running and len(panel.live.points) == panel.live.frames
+    assert panel.live.stats["phase"] == "done" and panel.live.stats["requests"] == result.samples.size

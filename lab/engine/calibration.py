@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import uvloop
 
-from lab.engine.core import EnginePlan, make_engine
+from lab.engine.core import make_engine
+from lab.engine.http_lane import HttpLane
+from lab.engine.plan import EnginePlan
 from lab.measure.samples import ErrorKind
 from lab.measure.stats import percentile
 from lab.resources import ProcessContext, context_for
@@ -109,7 +111,7 @@ def generator_latencies(port: int, requests: int) -> np.ndarray:
                       method="GET", mode="closed", connections=1, rate=None, offset_ns=0,
                       duration_ns=60 * NS_PER_S, max_requests=WARMUP_REQUESTS + requests,
                       timeout_ns=5 * NS_PER_S, keepalive=True)
-    engine = make_engine(plan)
+    engine = make_engine(plan, HttpLane)
 
     async def run() -> None:
         await engine.connect()

@@ -40,15 +40,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from lab.engine.core import Engine, make_engine
+from lab.engine.core import Engine
 from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger, FrameMeter, interval_ns
 from lab.engine.progress import LoadProgress
 from lab.engine.result import LoadResult, wall_clock
+from lab.engine.run import Run
 from lab.engine.spec import LoadSpec
-from lab.engine.worker import plan_for
+from lab.engine.worker import engine_for
 from lab.errors import ConfigError, LoadError
 from lab.measure.frames import Frame
-from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind, empty, merge
+from lab.measure.samples import CLOCK_COLUMNS, MISSING, SAMPLE_DTYPE, ErrorKind, empty, merge
 from lab.units import NS_PER_S
 
 if TYPE_CHECKING:
@@ -56,13 +57,13 @@ if TYPE_CHECKING:
 
 START_MARGIN_NS = 100_000_000  # from the event to the first send: time for every worker to wake
 READY_TIMEOUT_SECONDS = 60.0
+GATHER_MARGIN_SECONDS = 30.0  # after the plan and the request timeout: sending samples back
 CLOCK_PROBES = 5
 SCHEDULER_TIMEOUT_SECONDS = 5.0
 GATHER_POLL_SECONDS = 0.1
 READY_POLL_SECONDS = 0.02
 PROGRESS_SECONDS = 0.5  # how often each worker reports its counts
 STOP_POLL_SECONDS = 0.2  # how often each worker asks whether its owner stopped the run
-TIME_COLUMNS = ("intended_ns", "sent_ns", "first_byte_ns", "done_ns")
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ def run_on_cluster(spec: LoadSpec, cluster: str | Client) -> LoadResult:
 
 
 def _run(spec: LoadSpec, client: Client, on_progress: Callable[[LoadProgress], None],
-         live: LiveListener | None, stop: threading.Event) -> LoadResult:
+         live: LiveListener | None, stop: threading.Event, submitted: list[Any]) -> LoadResult:
+    """The whole run, in the run's thread; ``submitted`` gets the workers' tasks as they go."""
     from distributed import Event, Queue
 
     addresses = sorted(client.scheduler_info()["workers"])
@@ -153,6 +155,7 @@ def _run(spec: LoadSpec, client: Client, on_progress: Callable[[LoadProgress], N
                              key=f"{name}-{segment.index}", workers=[segment.address],
                              allow_other_workers=False, pure=False)
                for segment in segments]
+    submitted.extend(futures)
     _await_ready(ready, len(segments), futures)
     start_ns = perf_counter_ns() + START_MARGIN_NS
     start.set()
@@ -253,7 +256,8 @@ def _gather(client: Client, futures: list[Any], segments: list[Segment],
     Polled rather than awaited: a task pinned to a worker that died would wait for that
     worker for ever, and the run must end with what the others measured.
     """
-    deadline = time.monotonic() + spec.warmup_seconds + spec.duration_seconds + spec.timeout_seconds + 30
+    deadline = (time.monotonic() + spec.warmup_seconds + spec.duration_seconds + spec.timeout_seconds
+                + GATHER_MARGIN_SECONDS)
     outcomes: list[dict[str, Any] | None] = [None] * len(futures)
     pending = set(range(len(futures)))
     while pending and time.monotonic() < deadline:
@@ -298,7 +302,7 @@ def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | N
     import uvloop
     from distributed import Event, Queue
 
-    engine = make_engine(plan_for(spec, index))
+    engine = engine_for(spec, index)
     meters: list[FrameMeter] = []
     stopped = threading.Event()  # the owner asked the run to stop (ClusterRun.stop)
     running = threading.Event()
@@ -393,7 +397,7 @@ def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any
 
 def _shift(samples: np.ndarray, offset_ns: int) -> None:
     """Move a worker's times onto the client's clock (MISSING stays MISSING)."""
-    for column in TIME_COLUMNS:
+    for column in CLOCK_COLUMNS:
         values = samples[column]
         values[values != MISSING] += offset_ns
 
@@ -407,10 +411,10 @@ def _lost_row(index: int, start_ns: int) -> np.ndarray:
     return row
 
 
-class ClusterRun:
-    """A run on a Dask cluster in the background, with the live API of a local run
-    (``start_load(spec, cluster=..., live=True)``): ``live_frames()``, ``live_totals``,
-    ``progress()``, ``done()``, ``result()`` and ``await run.wait()``.
+class ClusterRun(Run):
+    """A run on a Dask cluster in the background (``start_load(spec, cluster=..., live=True)``):
+    a :class:`~lab.engine.run.Run` like a local one -- ``progress()``, ``live_frames()``,
+    ``live_totals``, ``stop()``, ``join()``, ``result()`` and ``await run.wait()``.
 
     The cluster run itself goes on in a thread of this process (it mostly waits on Dask);
     the frames come from the workers through the run's queue and are merged here by histogram,
@@ -422,7 +426,8 @@ class ClusterRun:
         self.spec = spec
         self.interval_ns = interval_ns(live_interval_seconds)  # checked before connecting
         self.live_interval_s = live_interval_seconds if live else None
-        self.start_ns: int | None = None
+        self._start_ns: int | None = None
+        self._submitted: list[Any] = []  # the workers' tasks, once the run's thread made them
         self._merger: FrameMerger | None = None
         self._lock = threading.Lock()
         self._progress: LoadProgress | None = None
@@ -442,7 +447,8 @@ class ClusterRun:
     def _main(self) -> None:
         try:
             self._result = _run(self.spec, self._client, self._heard,
-                                self if self.live_interval_s is not None else None, self._stop)
+                                self if self.live_interval_s is not None else None, self._stop,
+                                self._submitted)
         except BaseException as error:  # handed to whoever asks for the result
             self._error = error
         finally:
@@ -459,7 +465,7 @@ class ClusterRun:
     def started(self, start_ns: int, workers: int) -> None:
         with self._lock:
             self._merger = FrameMerger(workers)
-        self.start_ns = start_ns
+        self._start_ns = start_ns
 
     def add(self, worker: int, data: bytes) -> None:
         with self._lock:
@@ -473,6 +479,12 @@ class ClusterRun:
 
     # --- what a notebook asks ------------------------------------------------------------
 
+    @property
+    def start_ns(self) -> int | None:
+        """The run's common start on this machine's clock (the workers' samples are moved
+        onto it); None before the workers were told to start."""
+        return self._start_ns
+
     def live_frames(self) -> list[Frame]:
         """Merged frames of the intervals every worker has closed, not handed out yet."""
         with self._lock:
@@ -482,6 +494,11 @@ class ClusterRun:
     def live_totals(self) -> Frame | None:
         with self._lock:
             return None if self._merger is None else self._merger.totals
+
+    @property
+    def frames_dropped(self) -> int:
+        with self._lock:
+            return 0 if self._merger is None else self._merger.dropped
 
     def done(self) -> bool:
         return self._finished.is_set()
@@ -493,6 +510,19 @@ class ClusterRun:
     def join(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the run to end (Ctrl-C still reaches the caller)."""
         self._finished.wait(timeout)
+
+    def longest_seconds(self) -> float:
+        """Every worker connecting, the plan, the request timeout, the samples coming back."""
+        spec = self.spec
+        return (READY_TIMEOUT_SECONDS + spec.warmup_seconds + spec.duration_seconds
+                + spec.timeout_seconds + GATHER_MARGIN_SECONDS)
+
+    def terminate(self) -> None:
+        """Stop the run and cancel its tasks: the workers' samples are lost, the run ends with
+        each counted as a lost worker."""
+        self._stop.set()
+        with contextlib.suppress(Exception):  # a client already closed has nothing to cancel
+            self._client.cancel(list(self._submitted))
 
     def progress(self) -> LoadProgress:
         if self.done() and self._result is not None:
@@ -509,8 +539,3 @@ class ClusterRun:
             raise self._error
         assert self._result is not None
         return self._result
-
-    async def wait(self, *, interval: float = 0.25) -> LoadResult:
-        while not self.done():
-            await asyncio.sleep(interval)
-        return self.result()

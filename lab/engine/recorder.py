@@ -12,11 +12,10 @@ import struct
 
 import numpy as np
 
-from lab.measure.samples import SAMPLE_DTYPE
+from lab.measure.samples import RECORDED_COLUMNS, SAMPLE_DTYPE
 
-ROW = struct.Struct("=8q")  # intended, sent, connect, first byte, done, status, bytes, error
-COLUMNS = ("intended_ns", "sent_ns", "connect_ns", "first_byte_ns", "done_ns", "status",
-           "response_bytes", "error")
+COLUMNS = RECORDED_COLUMNS  # a row's fields, in order
+ROW = struct.Struct(f"={len(COLUMNS)}q")  # every field as int64: one struct for any of them
 
 
 class Recorder:

@@ -102,12 +102,14 @@ class RepeatedResponse:
     (fixed-width, IMF-fixdate, RFC 9110 section 5.6.7). A chunk of the same length that
     matches the bytes before and after that value, with no line break inside it, has the
     same status line, headers and body length: the same framing llhttp validated the first
-    time. Comparing costs ~0.1 µs; llhttp ~0.4 µs.
+    time. Comparing costs ~0.1 µs; llhttp ~0.4 µs. Within one second even the Date is the
+    same, so the latest match is kept (``last``) and compared whole first: one ``==``.
     """
 
-    __slots__ = ("gap_end", "gap_start", "keep_alive", "length", "prefix", "status", "suffix")
+    __slots__ = ("gap_end", "gap_start", "keep_alive", "last", "length", "prefix", "status", "suffix")
 
     def __init__(self, data: bytes, gap_start: int, gap_end: int, status: int, keep_alive: bool) -> None:
+        self.last = data
         self.length = len(data)
         self.prefix = data[:gap_start]
         self.suffix = data[gap_end:]
@@ -116,10 +118,20 @@ class RepeatedResponse:
         self.status = status
         self.keep_alive = keep_alive
 
+    def matches(self, data: bytes) -> bool:
+        """``data`` (of this answer's length) is this answer again but for its Date; if so it
+        is kept as the latest."""
+        if (data.startswith(self.prefix) and data.endswith(self.suffix)
+                and data.find(b"\r", self.gap_start, self.gap_end) < 0):
+            self.last = data
+            return True
+        return False
+
     @classmethod
     def learn(cls, data: bytes, status: int, keep_alive: bool) -> RepeatedResponse:
         head_end = data.find(HEAD_END)
-        date = data.find(b"\r\ndate:", 0, head_end)
+        # As servers spell it first: the lower-cased copy is only made for the others.
+        date = data.find(b"\r\nDate:", 0, head_end)
         if date < 0:
             date = data.lower().find(b"\r\ndate:", 0, head_end)
         if date < 0:

@@ -1,9 +1,10 @@
 """WebSocket lanes: one message in flight per connection, each round trip one sample row.
 
-A :class:`WebSocketLane` is a :class:`~lab.engine.core.Lane` whose connection is upgraded
+A :class:`WebSocketLane` is a :class:`~lab.engine.lane.Lane` whose connection is upgraded
 before its first message and whose "request" is one masked client frame. The engines --
-closed loop and open loop -- drive it unchanged, so a WebSocket run has the same rows,
-records, exports and thresholds as an HTTP one:
+closed loop and open loop -- drive it unchanged, and the lane's rows and continuation are the
+ones every lane shares, so a WebSocket run has the same rows, records, exports and thresholds
+as an HTTP one:
 
 - ``connect_ns`` is the TCP connect plus the opening handshake, up to the 101;
 - ``first_byte_ns`` and ``done_ns`` are when the echo's bytes arrived (one read, in practice);
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 from time import perf_counter_ns
-from typing import TYPE_CHECKING
 
 from websockets.client import ClientProtocol
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
@@ -33,12 +33,9 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from lab.engine.core import Lane, _Wire
-from lab.engine.recorder import ROW
+from lab.engine.lane import Lane, LaneOwner, Wire
+from lab.engine.plan import WebSocketPlan
 from lab.measure.samples import MISSING, ErrorKind
-
-if TYPE_CHECKING:
-    from lab.engine.core import Engine
 
 SWITCHING_PROTOCOLS = 101
 
@@ -48,36 +45,36 @@ class HandshakeRefused(ConnectionError):
 
 
 class WebSocketLane(Lane):
-    __slots__ = ("client", "echo", "handshake", "message_opcode", "payload")
+    __slots__ = ("client", "echo", "handshake", "message_opcode", "payload", "websocket")
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: LaneOwner) -> None:
         super().__init__(engine)
-        plan = engine.plan
-        assert plan.websocket is not None
-        self.payload = plan.websocket.payload
-        self.message_opcode = Opcode.TEXT if plan.websocket.text else Opcode.BINARY
+        websocket = engine.plan.websocket
+        assert websocket is not None
+        self.websocket: WebSocketPlan = websocket
+        self.payload = websocket.payload
+        self.message_opcode = Opcode.TEXT if websocket.text else Opcode.BINARY
         self.client: ClientProtocol | None = None
         self.handshake: asyncio.Future[None] | None = None
         self.echo = b""  # the server's frame when it echoes our payload back, unmasked
 
-    async def _open_wire(self) -> None:
-        loop = asyncio.get_running_loop()
-        plan = self.engine.plan
-        websocket = plan.websocket
-        assert websocket is not None
-        transport, wire = await loop.create_connection(lambda: _Wire(self), plan.host, plan.port)
-        self.wire, self.transport = wire, transport
+    # --- the lane type's part -------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """TCP, then the opening handshake up to the 101."""
+        await self.open_wire()
+        websocket = self.websocket
         extensions = [ClientPerMessageDeflateFactory()] if websocket.compression else None
         client = self.client = ClientProtocol(parse_uri(websocket.uri), extensions=extensions,
                                               max_size=None)
-        handshake = self.handshake = loop.create_future()
+        handshake = self.handshake = asyncio.get_running_loop().create_future()
         client.send_request(client.connect())
         self._flush()
         try:
             await handshake
         except BaseException:
             self.handshake = None
-            self._drop_connection(reset=True)
+            self.drop_connection(reset=True)
             raise
         self.engine.count_connected()
         compressed = bool(client.extensions)
@@ -87,6 +84,16 @@ class WebSocketLane(Lane):
             mask=True, extensions=[])
         self.echo = b"" if compressed else Frame(self.message_opcode, self.payload).serialize(
             mask=False, extensions=[])
+
+    def compose(self) -> bytes:
+        """One message through the library (compressed: each frame differs)."""
+        client = self.client
+        assert client is not None
+        if self.message_opcode is Opcode.TEXT:
+            client.send_text(self.payload)
+        else:
+            client.send_binary(self.payload)
+        return b"".join(client.data_to_send())
 
     def _flush(self) -> None:
         client, transport = self.client, self.transport
@@ -98,39 +105,6 @@ class WebSocketLane(Lane):
             elif transport.can_write_eof() and not transport.is_closing():
                 transport.write_eof()
 
-    # --- sending --------------------------------------------------------------------------
-
-    def send(self, intended_ns: int) -> None:
-        self.busy = True
-        self.intended_ns = intended_ns
-        if self.transport is None:
-            super().send(intended_ns)  # connects, upgrades, then _write()s
-            return
-        self.connect_ns = MISSING
-        self.reused = True
-        self._write_message()
-
-    def _write(self) -> None:
-        self.reused = False
-        self._write_message(keep_sent=True)
-
-    def _write_message(self, *, keep_sent: bool = False) -> None:
-        now = perf_counter_ns()
-        if not keep_sent or self.sent_ns == MISSING:
-            self.sent_ns = now
-        self.begun_ns = now
-        frame = self.request
-        if frame is not None:
-            self.transport.write(frame)  # type: ignore[union-attr]
-            return
-        client = self.client
-        assert client is not None
-        if self.message_opcode is Opcode.TEXT:
-            client.send_text(self.payload)
-        else:
-            client.send_binary(self.payload)
-        self._flush()
-
     # --- receiving: the hot path ------------------------------------------------------------
 
     def on_data(self, data: bytes) -> None:
@@ -138,30 +112,12 @@ class WebSocketLane(Lane):
         if data == self.echo and self.busy:
             if self.first_byte_ns == MISSING:
                 self.first_byte_ns = now
-            self._answered(now, len(data))
+            self.end_request(now, SWITCHING_PROTOCOLS, self.received + len(data), True)
             return
         if self.handshake is not None:
             self._handshake_data(data)
             return
         self._frames(now, data)
-
-    def _answered(self, now: int, size: int) -> None:
-        """A whole message came back: one row, then the next message or a free lane."""
-        received = self.received + size
-        self.rows += ROW.pack(self.intended_ns, self.sent_ns, self.connect_ns, self.first_byte_ns,
-                              now, SWITCHING_PROTOCOLS, received, 0)
-        self.first_byte_ns = MISSING
-        self.received = 0
-        engine = self.engine
-        if now < engine.continue_until_ns and engine.started < engine.budget:
-            # Closed loop: the next message at once, on this connection.
-            engine.started += 1
-            self.connect_ns = MISSING
-            self.reused = True
-            self._write_message()
-            return
-        self.busy = False
-        engine.lane_free(self, now, False)
 
     def _frames(self, now: int, data: bytes) -> None:
         """Anything but the plain echo: the library parses it (fragments, control frames)."""
@@ -181,7 +137,7 @@ class WebSocketLane(Lane):
         if client.state is not State.OPEN:
             self._closed_by_server(now)
         elif answered and self.busy:
-            self._answered(now, 0)
+            self.end_request(now, SWITCHING_PROTOCOLS, self.received, True)
         elif not self.busy:
             self.received = 0  # a ping or a push nobody waited for: not a round trip
 
@@ -189,10 +145,9 @@ class WebSocketLane(Lane):
         """A close frame (idle timeout, 1009, 1002): the message in flight failed."""
         if self.busy:
             malformed = self.client is not None and self.client.parser_exc is not None
-            self._finish(now, 0, ErrorKind.MALFORMED if malformed else ErrorKind.CLOSED_BY_SERVER,
-                         drop=True)
+            self.finish(now, 0, ErrorKind.MALFORMED if malformed else ErrorKind.CLOSED_BY_SERVER)
         else:
-            self._drop_connection()
+            self.drop_connection()
 
     def _handshake_data(self, data: bytes) -> None:
         client, handshake = self.client, self.handshake
@@ -208,11 +163,8 @@ class WebSocketLane(Lane):
             handshake.set_exception(HandshakeRefused(
                 f"the server answered the upgrade with {response.status_code}"))
 
-    def on_lost(self, wire: _Wire, exc: Exception | None) -> None:
+    def on_lost(self, wire: Wire, exc: Exception | None) -> None:
         handshake = self.handshake
         if handshake is not None and not handshake.done():
             handshake.set_exception(exc or ConnectionResetError("closed during the handshake"))
-        if wire is self.wire:
-            self.first_chunk = b""  # never an HTTP body that ends at close
         super().on_lost(wire, exc)
-

@@ -24,8 +24,11 @@ from typing import Any
 import numpy as np
 import uvloop
 
-from lab.engine.core import Engine, EnginePlan, WebSocketPlan, make_engine
+from lab.engine.core import Engine, make_engine
+from lab.engine.http_lane import HttpLane
+from lab.engine.lane import Lane
 from lab.engine.live import FrameMeter
+from lab.engine.plan import EnginePlan, WebSocketPlan
 from lab.engine.spec import (
     LoadSpec,
     build_request,
@@ -33,6 +36,7 @@ from lab.engine.spec import (
     worker_connections,
     worker_max_requests,
 )
+from lab.engine.websocket import WebSocketLane
 from lab.resources import ProcessContext, raise_open_file_limit
 from lab.units import NS_PER_MS, NS_PER_S
 
@@ -134,6 +138,17 @@ def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
         think_ns=round(spec.think_ms * NS_PER_MS))
 
 
+def lane_type_for(plan: EnginePlan) -> type[Lane]:
+    """The lanes that carry the plan's requests: messages on WebSockets, or HTTP requests."""
+    return HttpLane if plan.websocket is None else WebSocketLane
+
+
+def engine_for(spec: LoadSpec, worker: int) -> Engine:
+    """The engine of one generator process, local or on a Dask worker: the same either way."""
+    plan = plan_for(spec, worker)
+    return make_engine(plan, lane_type_for(plan))
+
+
 @dataclass(frozen=True)
 class LiveFrames:
     """Where and how often a worker sends live frames."""
@@ -148,7 +163,7 @@ def worker_main(spec: LoadSpec, worker: int, board: SharedBoard, channel: Connec
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent, which stops us
     raise_open_file_limit()
     try:
-        engine = make_engine(plan_for(spec, worker))
+        engine = engine_for(spec, worker)
         # Almost nothing on the hot path makes reference cycles; a collection pass in the
         # middle of a run would only add pauses to the measured latencies.
         gc.disable()

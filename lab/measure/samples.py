@@ -47,11 +47,21 @@ SAMPLE_DTYPE = np.dtype([
     ("worker", np.int16),  # which generator process sent it
 ])
 
+# Every other list of columns is derived from the dtype above, so that a column is added there
+# and nowhere else.
+# What a generator process records per request, in this order (its worker tags them later).
+RECORDED_COLUMNS: tuple[str, ...] = tuple(name for name in SAMPLE_DTYPE.names or () if name != "worker")
+# Times in nanoseconds: MISSING where they do not apply.
+TIME_COLUMNS: tuple[str, ...] = tuple(name for name in SAMPLE_DTYPE.names or () if name.endswith("_ns"))
+# Of those, the instants read on a generator's clock: moved as a whole onto another clock (a
+# Dask worker's onto the client's). ``connect_ns`` is a duration, the same on every clock.
+CLOCK_COLUMNS: tuple[str, ...] = tuple(name for name in TIME_COLUMNS if name != "connect_ns")
+
 
 def empty(count: int = 0) -> np.ndarray:
     """A samples array of ``count`` rows, every time MISSING."""
     samples = np.zeros(count, dtype=SAMPLE_DTYPE)
-    for name in ("intended_ns", "sent_ns", "connect_ns", "first_byte_ns", "done_ns"):
+    for name in TIME_COLUMNS:
         samples[name] = MISSING
     return samples
 

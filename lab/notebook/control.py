@@ -11,8 +11,9 @@ the knob, and nothing is changed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, get_args
+from typing import Any, Protocol, get_args
 
+import ipywidgets as widgets
 from traitlets import TraitError
 
 from lab.engine.spec import LoadSpec
@@ -22,10 +23,7 @@ from lab.netpath import Path as NetworkPath
 from lab.notebook.widgets import KnobForm
 from lab.options import is_text_list, parse_value
 from lab.options import knobs as declared_knobs
-from lab.server import Isolation
-
-if TYPE_CHECKING:
-    from lab.notebook.panel import LabPanel
+from lab.server import Isolation, ServerHandle
 
 PANEL_TEXT_KNOBS = ("path", "isolation", "cluster")  # the panel's own boxes beside the knob forms
 PATH_KNOBS = frozenset(field.name for field, _ in declared_knobs(NetworkPath))
@@ -33,7 +31,29 @@ PATH_KNOBS = frozenset(field.name for field, _ in declared_knobs(NetworkPath))
 FIXED_SERVER_KNOBS = frozenset(field.name for field, spec in declared_knobs(ServerConfig) if not spec.widget)
 
 
-def set_knobs(panel: LabPanel, knobs: Mapping[str, Any]) -> None:
+class KnobbedPanel(Protocol):
+    """What setting knobs needs of a panel (lab.notebook.panel.LabPanel, which calls it): its
+    forms and boxes, and its check of the load they describe."""
+
+    @property
+    def server(self) -> ServerHandle: ...
+    @property
+    def server_form(self) -> KnobForm: ...
+    @property
+    def load_form(self) -> KnobForm: ...
+    @property
+    def network_path_form(self) -> KnobForm | None: ...
+    @property
+    def path(self) -> widgets.Text: ...
+    @property
+    def cluster(self) -> widgets.Text: ...
+    @property
+    def isolation(self) -> widgets.Dropdown: ...
+
+    def load_spec(self) -> LoadSpec: ...
+
+
+def set_knobs(panel: KnobbedPanel, knobs: Mapping[str, Any]) -> None:
     """Set server, load and network-path knobs on the panel's widgets; all or nothing."""
     server_values: dict[str, Any] = {}
     load_values: dict[str, Any] = {}

@@ -5,6 +5,9 @@
     run = lab.start_load(spec, live=True)   # workers send a frame per 100 ms
     await view.follow(run, server)          # draws until the run ends; markers from server
 
+Any :class:`~lab.engine.run.Run` draws the same way: on this machine's processes or on a Dask
+cluster (``start_load(spec, live=True, cluster="local:2")``).
+
 Why an anywidget: the view is updated from a task on the kernel's loop, outside any cell, and
 ipykernel 7 drops output printed from tasks and threads -- so no ``Output`` capture and no
 re-rendered matplotlib figures. The data goes through synced traits (a few KB per update), and a
@@ -22,18 +25,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anywidget
 import traitlets
 
-from lab.loadgen import LoadRun
+from lab.loadgen import Run
 from lab.measure.frames import Frame
 from lab.server import ConfigChange, ServerHandle
 from lab.units import NS_PER_S
-
-if TYPE_CHECKING:
-    from lab.engine.cluster import ClusterRun  # a run on Dask draws the same way
 
 ASSET = Path(__file__).resolve().parent / "assets" / "live.js"
 UPDATE_SECONDS = 0.15  # 6-7 updates a second; each carries the 1-2 frames that closed meanwhile
@@ -58,13 +58,13 @@ class LiveView(anywidget.AnyWidget):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._run: LoadRun | ClusterRun | None = None
+        self._run: Run | None = None
         self._changes_seen = 0
         self._start_ns = 0
 
     # --- following a run --------------------------------------------------------------------
 
-    def begin(self, run: LoadRun | ClusterRun, server: ServerHandle | None = None) -> None:
+    def begin(self, run: Run, server: ServerHandle | None = None) -> None:
         """Start drawing ``run`` (started with ``live=True``): clears the last run's picture."""
         self._run = run
         # Changes made before this call belong to earlier runs.
@@ -104,7 +104,7 @@ class LiveView(anywidget.AnyWidget):
         self.update(server)
         self._run = None
 
-    async def follow(self, run: LoadRun | ClusterRun, server: ServerHandle | None = None, *,
+    async def follow(self, run: Run, server: ServerHandle | None = None, *,
                      interval: float = UPDATE_SECONDS) -> None:
         """Draw ``run`` until it ends (a task on the kernel's loop; never a thread)."""
         self.begin(run, server)
@@ -119,7 +119,7 @@ class LiveView(anywidget.AnyWidget):
         if fresh:
             self.markers = [*self.markers, *fresh]
 
-    def _stats(self, run: LoadRun | ClusterRun) -> dict[str, Any]:
+    def _stats(self, run: Run) -> dict[str, Any]:
         totals = run.live_totals
         progress = run.progress()
         if totals is None or not totals.requests:
@@ -132,7 +132,7 @@ class LiveView(anywidget.AnyWidget):
 
     # --- for a record -------------------------------------------------------------------------
 
-    def changes_during(self, run: LoadRun | ClusterRun, server: ServerHandle) -> list[tuple[int, str]]:
+    def changes_during(self, run: Run, server: ServerHandle) -> list[tuple[int, str]]:
         """(perf_counter_ns, label) of every change made on ``server`` since ``run`` began:
         what a record keeps as its markers."""
         start = run.start_ns

@@ -17,7 +17,7 @@ import asyncio
 import html
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ipywidgets as widgets
 import pandas as pd
@@ -27,7 +27,7 @@ from lab.engine.result import LoadResult
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError, LabError
 from lab.http.config import ServerConfig
-from lab.loadgen import LoadProgress, LoadRun, start_load
+from lab.loadgen import LoadProgress, Run, start_load
 from lab.measure import report
 from lab.measure.frames import Frame
 from lab.netpath import Path as NetworkPath
@@ -40,11 +40,6 @@ from lab.records.export import default_export_path, export
 from lab.records.record import Record
 from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
-
-if TYPE_CHECKING:
-    from lab.engine.cluster import ClusterRun  # a run on Dask follows the same way
-
-    Run = LoadRun | ClusterRun
 
 WEBSOCKET_PREFIX = "/ws/"  # a path under it is loaded with WebSocket messages (ws://)
 DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from lab.errors import ConfigError
 from lab.measure.hgrm import format_hgrm
-from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind, empty, start_ns
+from lab.measure.samples import MISSING, SAMPLE_DTYPE, TIME_COLUMNS, ErrorKind, empty, start_ns
 from lab.measure.summary import metric_ns, pick_interval_s, run_span_ns
 from lab.records.files import write_text_atomically, write_with_atomically
 from lab.records.record import Record
@@ -39,7 +39,6 @@ FORMATS: dict[str, str] = {
     "hgrm": "HdrHistogram percentile distribution, as wrk2 --latency prints it",
 }
 
-TIME_COLUMNS = ("intended_ns", "sent_ns", "connect_ns", "first_byte_ns", "done_ns")
 ERROR_LABELS = [kind.label for kind in ErrorKind]
 
 

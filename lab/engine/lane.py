@@ -1,0 +1,310 @@
+"""A lane: one connection slot of the generator, carrying one request at a time.
+
+What every lane type shares lives here, written once: connecting and reconnecting, the send,
+the retry of an idempotent request whose reused connection died, timeouts, the row each
+request becomes, and the closed loop's continuation (the next request written straight from
+the callback that read the answer). A lane type says only how its connection is opened and
+how an answer is read off it:
+
+- :class:`~lab.engine.http_lane.HttpLane`: HTTP/1.1 requests, answers read by llhttp;
+- :class:`~lab.engine.websocket.WebSocketLane`: messages on an upgraded connection.
+
+Its contract with this base is public: :meth:`Lane.connect`, :meth:`Lane.compose` and
+:meth:`Lane.on_data` to write, :meth:`Lane.end_request`, :meth:`Lane.finish` and
+:meth:`Lane.drop_connection` to call. The engine that drives the lanes (lab.engine.core) is
+handed the lane type; a lane knows its engine only as a :class:`LaneOwner`, so neither
+module imports the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from time import perf_counter_ns
+from typing import Protocol
+
+from lab.engine.plan import EnginePlan
+from lab.engine.recorder import ROW, Recorder
+from lab.measure.samples import MISSING, ErrorKind
+
+# Reused keep-alive connections may be closed by the server just as a request goes out
+# (RFC 9112 section 9.3.1 lets a client retry an idempotent request in that case).
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+BAD_STATUS = int(ErrorKind.BAD_STATUS)
+NO_ERROR = int(ErrorKind.NONE)
+
+
+class LaneOwner(Protocol):
+    """What a lane needs of the engine that drives it (lab.engine.core.Engine)."""
+
+    plan: EnginePlan
+    recorder: Recorder
+    keepalive: bool
+    continue_until_ns: int  # the closed loop's deadline for sending from the read callback
+    started: int  # requests begun
+    budget: int  # requests this process may begin
+    errors: int
+    stopped_by_owner: bool
+
+    def pick_request(self) -> bytes: ...
+    def lane_free(self, lane: Lane, now: int, connect_failed: bool) -> None: ...
+    def count_connected(self) -> None: ...
+    def count_refused(self, attempted_ns: int) -> None: ...
+
+
+class Wire(asyncio.Protocol):
+    """One TCP connection; it forwards its events to the lane that owns it."""
+
+    __slots__ = ("data_received", "lane", "transport")
+
+    def __init__(self, lane: Lane) -> None:
+        self.lane = lane
+        self.transport: asyncio.Transport | None = None
+        # One call less per chunk on the hot path: the lane's method is the protocol's.
+        self.data_received = lane.on_data  # type: ignore[method-assign]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lane.on_lost(self, exc)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too; connection_lost follows
+
+
+class Lane:
+    """A connection slot that carries one request at a time, reconnecting when needed."""
+
+    __slots__ = (
+        "_connecting",
+        "begun_ns",
+        "busy",
+        "connect_ns",
+        "engine",
+        "first_byte_ns",
+        "intended_ns",
+        "received",
+        "request",
+        "reused",
+        "rows",
+        "sent_ns",
+        "transport",
+        "wire",
+    )
+
+    def __init__(self, engine: LaneOwner) -> None:
+        self.engine = engine
+        self.rows = engine.recorder.rows  # shared with the engine's recorder; appended to in place
+        # The bytes of every request while they are all the same (set by the lane type);
+        # None: compose() makes each one.
+        self.request: bytes | None = None
+        self.wire: Wire | None = None
+        self.transport: asyncio.Transport | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self.busy = False
+        self.reused = False  # the request in flight is not the first on its connection
+        self.intended_ns = MISSING
+        self.begun_ns = 0  # when this request's attempt began (connect or send): for timeouts
+        self.sent_ns = MISSING
+        self.connect_ns = MISSING
+        self.first_byte_ns = MISSING
+        self.received = 0
+
+    # --- what a lane type writes ----------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open a connection ready to carry requests (raises OSError on failure), set
+        ``wire`` and ``transport``, and tell the engine (``count_connected``)."""
+        raise NotImplementedError
+
+    def compose(self) -> bytes:
+        """The next request's bytes, when ``request`` does not hold them."""
+        raise NotImplementedError
+
+    def on_data(self, data: bytes) -> None:
+        """Bytes from the connection: call :meth:`end_request` once an answer is complete."""
+        raise NotImplementedError
+
+    def answer_at_close(self) -> int | None:
+        """The status of an answer whose end is the server's close, if that is how this one
+        ends; None when a close before the end is a failure."""
+        return None
+
+    # --- connecting -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect ahead of the run (raises on failure; the first send then retries)."""
+        await self.connect()
+
+    async def open_wire(self) -> tuple[asyncio.Transport, Wire]:
+        """A TCP connection to the plan's target, owned by this lane."""
+        plan = self.engine.plan
+        transport, wire = await asyncio.get_running_loop().create_connection(
+            lambda: Wire(self), plan.host, plan.port)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # asyncio and uvloop both set it, but say so: one write per request
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.wire = wire
+        self.transport = transport
+        return transport, wire
+
+    async def _connect_then_send(self) -> None:
+        began = perf_counter_ns()
+        try:
+            await self.connect()
+        except ConnectionRefusedError:
+            self.engine.count_refused(began)
+            self._connect_failed(began, ErrorKind.CONNECT_REFUSED)
+        except OSError:
+            self._connect_failed(began, ErrorKind.CONNECT_ERROR)
+        else:
+            if self.connect_ns == MISSING:
+                self.connect_ns = perf_counter_ns() - began
+            if self.busy:
+                self._write_after_connect()
+        finally:
+            if self._connecting is asyncio.current_task():
+                self._connecting = None
+
+    def _connect_failed(self, began: int, error: ErrorKind) -> None:
+        if not self.busy:
+            return
+        now = perf_counter_ns()
+        self.connect_ns = now - began
+        if self.sent_ns == MISSING:
+            self.sent_ns = began  # never sent: the attempt's start stands in for the send
+        self.finish(now, 0, error, connect_failed=True)
+
+    # --- one request: the hot path ------------------------------------------------------------
+
+    def send(self, intended_ns: int) -> None:
+        self.busy = True
+        self.intended_ns = intended_ns
+        if self.transport is None:
+            self.sent_ns = MISSING
+            self.connect_ns = MISSING  # this request's own connect, not the last one's
+            self.begun_ns = perf_counter_ns()
+            self._connecting = asyncio.ensure_future(self._connect_then_send())
+            return
+        self.connect_ns = MISSING
+        self.reused = True
+        self.sent_ns = self.begun_ns = perf_counter_ns()
+        self.transport.write(self.request or self.compose())
+
+    def _write_after_connect(self) -> None:
+        """Send after a (re)connect; a retry keeps the first send's time: the wait is real."""
+        self.reused = False
+        now = perf_counter_ns()
+        if self.sent_ns == MISSING:
+            self.sent_ns = now
+        self.begun_ns = now
+        self.transport.write(self.request or self.compose())  # type: ignore[union-attr]
+
+    def end_request(self, now: int, status: int, received: int, keep_alive: bool,
+                    error: int | None = None, reset: bool = False, connect_failed: bool = False) -> None:
+        """Where every request of a lane ends, answered or not: its one row (``error`` None: as
+        its status says), then the closed loop's next request at once on this connection, or
+        the lane is free (its connection let go of unless ``keep_alive`` lets it be reused).
+
+        A lane type calls it for each complete answer at ``now`` (its first byte at
+        ``first_byte_ns``); anything else ends through :meth:`finish`."""
+        if error is None:
+            error = NO_ERROR if status < 400 else BAD_STATUS
+        # Packed here rather than by a call to Recorder.add: that call alone added ~5 % to the
+        # instructions of a lane's whole path per request (callgrind).
+        self.rows += ROW.pack(self.intended_ns, self.sent_ns, self.connect_ns, self.first_byte_ns, now,
+                              status, received, error)
+        self.first_byte_ns = MISSING
+        self.received = 0
+        engine = self.engine
+        if keep_alive and now < engine.continue_until_ns and engine.started < engine.budget:
+            # Closed loop, the common case: the next request goes out at once on this
+            # connection, without the general bookkeeping of send() and lane_free().
+            engine.started += 1
+            self.connect_ns = MISSING
+            self.reused = True
+            self.sent_ns = self.begun_ns = perf_counter_ns()
+            self.transport.write(self.request or self.compose())  # type: ignore[union-attr]
+            return
+        self.busy = False
+        if not keep_alive or not engine.keepalive:
+            self.drop_connection(reset=reset)
+        engine.lane_free(self, now, connect_failed)
+
+    def finish(self, done_ns: int, status: int, error: int, *, reset: bool = False,
+               connect_failed: bool = False) -> None:
+        """End a request other than by a complete answer on a live connection (a failure, or an
+        answer that the server's close ended): counted, and its connection let go of."""
+        if error and error != BAD_STATUS:
+            self.engine.errors += 1
+        self.end_request(done_ns, status, self.received, False, error, reset, connect_failed)
+
+    # --- the connection's end -----------------------------------------------------------------
+
+    def on_lost(self, wire: Wire, exc: Exception | None) -> None:
+        if wire is not self.wire:
+            return  # a connection this lane already let go of
+        self.wire = None
+        self.transport = None
+        if not self.busy or self.sent_ns == MISSING:
+            return
+        now = perf_counter_ns()
+        status = self.answer_at_close() if exc is None else None
+        if status is not None:
+            self.finish(now, status, BAD_STATUS if status >= 400 else NO_ERROR)
+            return
+        if self._may_retry(exc):
+            self.begun_ns = now
+            self.connect_ns = MISSING
+            self._connecting = asyncio.ensure_future(self._connect_then_send())
+            return
+        error = ErrorKind.CLOSED_BY_SERVER if exc is None else _error_kind(exc)
+        self.finish(now, 0, error)
+
+    def _may_retry(self, exc: Exception | None) -> bool:
+        """A reused connection that died before any answer byte: the server closed it idle.
+
+        The retry goes out on a new connection (``reused`` false), so it is never retried again.
+        """
+        stale = exc is None or isinstance(exc, (ConnectionResetError, BrokenPipeError))
+        return (stale and self.reused and not self.received
+                and self.engine.plan.method in IDEMPOTENT and not self.engine.stopped_by_owner)
+
+    def expire(self, now: int) -> None:
+        """No complete answer within the timeout: count it and drop the connection."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
+            if self.sent_ns == MISSING:
+                self.sent_ns = self.begun_ns
+        self.finish(now, 0, ErrorKind.TIMEOUT, reset=True)
+
+    def drop_connection(self, *, reset: bool = False) -> None:
+        transport = self.transport
+        self.wire = None
+        self.transport = None
+        if transport is None:
+            return
+        if reset:
+            # A connection in an unknown state (timed out, garbled) is reset rather than
+            # closed: a late answer on it must not be read as the next request's.
+            transport.abort()
+        else:
+            transport.close()
+
+    def abandon(self) -> None:
+        """Stop without recording (the run was stopped by its owner, or it is over)."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
+        self.busy = False
+        self.drop_connection(reset=True)
+
+
+def _error_kind(exc: BaseException) -> ErrorKind:
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return ErrorKind.RESET
+    if isinstance(exc, TimeoutError):
+        return ErrorKind.TIMEOUT
+    return ErrorKind.OTHER
