@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from lab.experiments.sweeps import sweep
     from lab.http.messages import Request, Response, StreamingResponse
     from lab.http.routing import Router
-    from lab.loadgen import run_load, start_load
+    from lab.loadgen import Run, run_load, start_load
     from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind, latency_ns, start_ns, ttfb_ns
     from lab.netpath import EmulatedPath, Path
     from lab.notebook.panel import LabPanel
@@ -64,6 +64,7 @@ __all__ = [
     "Request",
     "Response",
     "Router",
+    "Run",
     "ServerConfig",
     "ServerHandle",
     "StreamingResponse",
@@ -90,6 +91,7 @@ _LAZY: dict[str, str] = {
     "RecordStore": "lab.records.store",
     "ServerHandle": "lab.server",
     "run_load": "lab.loadgen",
+    "Run": "lab.loadgen",  # what start_load returns, local or on Dask
     "start_load": "lab.loadgen",
     "start_server": "lab.server",
     "sweep": "lab.experiments.sweeps",
