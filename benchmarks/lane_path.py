@@ -20,13 +20,13 @@ shared machine, this by a few.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import sys
 import time
 from typing import Any
 
 import httptools
+from counting_transport import CountingTransport
 from websockets.frames import Frame, Opcode
 
 from lab.engine.core import make_engine
@@ -40,26 +40,6 @@ ANSWER = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 07 Dec 2026 16:45:00 
           b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nOK")
 OTHER_ANSWER = ANSWER.replace(b"Server: nginx", b"Server: nginx/1")
 MESSAGE = b"x" * 16
-
-
-class CountingTransport(asyncio.Transport):
-    """Counts the requests written; stands in for uvloop's transport, which would send them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-
-    def write(self, data: Any) -> None:
-        self.writes += 1
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
 
 
 class Floor:

@@ -25,9 +25,9 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Any
 
 import httptools
+from counting_transport import CountingTransport
 
 VARIANTS = ("lab", "lab-llhttp-only", "one-callback", "every-callback")
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
@@ -36,29 +36,6 @@ ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\
 def distinct_requests(count: int) -> list[bytes]:
     return [b"GET /fast HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nX-Id: %05d\r\n\r\n" % (i % 100_000)
             for i in range(count)]
-
-
-class CountingTransport(asyncio.Transport):
-    """Counts the answers; stands in for uvloop's transport, which would send them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-
-    def write(self, data: Any) -> None:
-        self.writes += 1
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
 
 
 class OneCallback:
