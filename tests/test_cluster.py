@@ -148,6 +148,10 @@ CTRL_C_SCRIPT = """
 import json, os, signal, sys
 import lab
 
+# Ctrl-C as a terminal delivers it: a suite started in the background by a non-interactive
+# shell ignores SIGINT, and every process it starts inherits that (the run would go on).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 def interrupt_once(progress):
     if progress.requests > 300 and not sent:
         sent.append(True)
