@@ -69,3 +69,15 @@ def context_for(method: str) -> ProcessContext:
     # Imported once in the fork server, so a generator worker starts without importing it.
     context.set_forkserver_preload(["lab.engine.worker"])
     return context
+
+
+def resident_kib(pid: int) -> int:
+    """A process's resident memory (VmRSS), in KiB: what a server really holds, as ``ps`` shows."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    raise ProcessLookupError(f"no resident memory to read for process {pid}: has it exited?")

@@ -240,6 +240,8 @@ def test_connect_time_is_shown_when_the_run_opened_connections(server: ServerHan
     assert "    Connect " in fresh
     reused = bench(server.url + "/fast", "-c", "2", "-d", "0.3").stdout
     assert "Connect" not in reused  # connections opened before the run are charged to nobody
+    with_load = bench(server.url + "/fast", "-c", "2", "-d", "0.3", "--connect", "with-load").stdout
+    assert "    Connect " in with_load  # wrk's pattern: opened as the run starts, first requests wait
 
 
 def test_names_with_control_characters_are_printed_escaped(server: ServerHandle, tmp_path: Path) -> None:

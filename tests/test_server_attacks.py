@@ -24,6 +24,7 @@ from rawhttp import GET_FAST, Reader, connect, get
 
 from lab.peers.pinning import pinned_command, server_and_load_cores
 from lab.peers.servers import Peer, start_peer
+from lab.resources import resident_kib
 
 pytestmark = pytest.mark.timing
 
@@ -35,10 +36,7 @@ SERVER_CORES, CLIENT_CORES = server_and_load_cores()
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS line")
+    return resident_kib(pid) / 1024
 
 
 @contextmanager

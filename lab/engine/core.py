@@ -79,8 +79,8 @@ class Engine:
         Bounded by the request timeout: against a listener whose backlog is full, a connect
         waits for SYN retransmissions for minutes.
         """
-        if not self.plan.keepalive:
-            return 0
+        if not (self.plan.keepalive and self.plan.connect_before):
+            return 0  # each lane connects at its first send
         opening = [asyncio.ensure_future(lane.open()) for lane in self.lanes]
         _, late = await asyncio.wait(opening, timeout=self.plan.timeout_ns / NS_PER_S)
         for task in late:

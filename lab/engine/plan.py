@@ -37,6 +37,7 @@ class EnginePlan:
     max_requests: int | None
     timeout_ns: int
     keepalive: bool
+    connect_before: bool = True  # open every lane before the run starts (else at its first send)
     think_ns: int = 0  # closed loop: mean pause between an answer and the next request
     websocket: WebSocketPlan | None = None  # set: each request is a message on a WebSocket
     # open loop in stages (lab.engine.stages): this worker sends every ``workers``-th request

@@ -94,6 +94,13 @@ class LoadSpec:
     # --- connection behaviour ---------------------------------------------------------------
     keepalive: bool = knob(True, help="reuse connections (off: a new connection per request, "
                            "with Connection: close)", flag="--keepalive", group="connection")
+    connect: Literal["before", "with-load"] = knob(
+        "before", choices=("before", "with-load"),
+        help="before: open every connection before the clock starts, so the run measures "
+             "connections already accepted; with-load: open them all as the run starts, each "
+             "sending its first request once connected (wrk, ab and oha do), so a server slow "
+             "to accept a burst of connections shows in the first requests",
+        flag="--connect", group="connection", label="connect")
     late_after_ms: float = knob(
         1.0, minimum=0, maximum=60_000, unit="ms",
         help="open loop: a request sent this much after its intended time counts as late",

@@ -135,7 +135,7 @@ def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
         duration_ns=round((spec.warmup_seconds + spec.duration_seconds) * NS_PER_S),
         max_requests=worker_max_requests(spec, worker),
         timeout_ns=round(spec.timeout_seconds * NS_PER_S), keepalive=spec.keepalive,
-        think_ns=round(spec.think_ms * NS_PER_MS))
+        connect_before=spec.connect == "before", think_ns=round(spec.think_ms * NS_PER_MS))
 
 
 def lane_type_for(plan: EnginePlan) -> type[Lane]:

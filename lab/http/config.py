@@ -121,8 +121,9 @@ class ServerConfig:
              "stopped reading), freeing what was buffered for it",
         flag="--send-timeout", metavar="S", group="limits", applies=Where.REQUEST)
     max_connections: int | None = knob(
-        None, minimum=1, maximum=1_000_000,
-        help="open connections beyond this get 503 and are closed (None = no limit)",
+        10_000, minimum=1, maximum=1_000_000,
+        help="open connections beyond this get 503 and are closed (None = no limit); an idle "
+             "connection costs the server a few kB, so the default is ~50 MB at most",
         flag="--max-connections", metavar="N", group="limits", applies=Where.ACCEPT)
 
     # --- WebSocket (routes under /ws/) ---------------------------------------------------------

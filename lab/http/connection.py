@@ -2,8 +2,9 @@
 
 The bytes are read by a ``RequestReader`` (lab/http/reader.py), which knows no socket and
 no clock; this class owns what does: the transport, the deadlines and the queue of answers.
-It is the server's hot path. It reads into a buffer of ``read_buffer_bytes`` it owns
-(``asyncio.BufferedProtocol``), so the read size is a real, observable knob; it parses every
+It is the server's hot path. It reads into a buffer of ``read_buffer_bytes``
+(``asyncio.BufferedProtocol``), so the read size is a real, observable knob -- one buffer for
+every connection of the loop, so an idle connection costs no buffer; it parses every
 request (nothing is answered from a cache of earlier bytes); it answers pipelined requests
 strictly in order (RFC 9112 section 9.3.2); and it stops reading while the peer is not reading
 our answers (flow control), so a slow client cannot make us buffer without bound.
@@ -72,7 +73,6 @@ def _error_response(status: int, message: str) -> Response:
 
 class HttpConnection(asyncio.BufferedProtocol):
     __slots__ = (
-        "_buffer",
         "_busy",
         "_deadline_kind",
         "_drain_waiter",
@@ -84,7 +84,6 @@ class HttpConnection(asyncio.BufferedProtocol):
         "_plain_answers",
         "_send_mark",
         "_task",
-        "_view",
         "_websocket",
         "_write_paused",
         "closing",
@@ -105,8 +104,6 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._has_middleware = state.router.has_middleware
         # A constant answer may skip the Request only when nothing would look at it.
         self._plain_answers = not self._has_middleware and not settings.processing_time_header
-        self._buffer = bytearray(settings.read_buffer_bytes)
-        self._view = memoryview(self._buffer)
         # scan_head is read here, not at import: a test or benchmark switches it off per connection.
         self.reader = RequestReader(self, max_header_bytes=settings.max_header_bytes,
                                     max_body_bytes=settings.max_body_bytes, scan=scan_head)
@@ -155,16 +152,12 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._plain_answers = not self._has_middleware and not settings.processing_time_header
         self.reader.max_header_bytes = settings.max_header_bytes
         self.reader.max_body_bytes = settings.max_body_bytes
-        if settings.read_buffer_bytes != len(self._buffer):
-            # The loop asks get_buffer() before every read, so the next read uses the new size.
-            self._buffer = bytearray(settings.read_buffer_bytes)
-            self._view = memoryview(self._buffer)
         if self.sock is not None:
             change_socket_options(self.sock, settings)
 
     def socket_options(self) -> dict[str, Any]:
         """The TCP options as the kernel reports them for this connection (not as asked)."""
-        return {**self.settings.sockets.read_back(self.sock), "read_buffer_bytes": len(self._buffer)}
+        return {**self.settings.sockets.read_back(self.sock), "read_buffer_bytes": len(self.state.read_view)}
 
     def connection_lost(self, exc: Exception | None) -> None:
         state = self.state
@@ -279,7 +272,7 @@ class HttpConnection(asyncio.BufferedProtocol):
     # --- reading: the reader parses, and tells us through the RequestListener calls ------
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._view
+        return self.state.read_view  # the loop's one buffer (ServerState)
 
     def buffer_updated(self, nbytes: int) -> None:
         stats = self.state.stats
@@ -289,9 +282,9 @@ class HttpConnection(asyncio.BufferedProtocol):
             rearm_quickack(self.sock)
         if self.closing:
             return  # answered "close", or failed: what follows is read only to be dropped
-        # This read's bytes stay where they are even if a knob change made a new buffer for
-        # the next read while they were being answered.
-        waiting = self.reader.feed(self._view, nbytes)
+        # Nothing may keep a view of these bytes past this call: the next read, of any
+        # connection, overwrites them. The reader copies what an unfinished request needs.
+        waiting = self.reader.feed(self.state.read_view, nbytes)
         if waiting is not None:
             if waiting is HEAD:
                 self._deadline_kind = WAITING_HEADERS

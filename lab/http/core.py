@@ -17,6 +17,7 @@ from typing import Any
 from lab.http.config import ServerConfig
 from lab.http.connection import HttpConnection
 from lab.http.knobs import socket_plan
+from lab.http.listener import Listener
 from lab.http.routing import Router
 from lab.http.state import ServerState, ServerStats, Settings
 from lab.resources import raise_open_file_limit
@@ -56,7 +57,7 @@ class LabServer:
         self.config = config
         self.router = router
         self.state: ServerState | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: Listener | None = None
         # The two recurring timers, each re-armed by its own callback.
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
@@ -69,8 +70,8 @@ class LabServer:
         sock = sock or make_listening_socket(self.config)
         self.port = sock.getsockname()[1]
         state = self.state
-        self._server = await loop.create_server(lambda: HttpConnection(state), sock=sock,
-                                                backlog=self.config.backlog)
+        # Not loop.create_server: uvloop's accepts one connection per turn (lab/http/listener.py).
+        self._listener = Listener(sock, lambda: HttpConnection(state), batch=self.config.backlog)
         self._schedule_sweep()
         self._schedule_stall()
         return self.port
@@ -81,7 +82,8 @@ class LabServer:
         state = self.state
         assert state is not None
         self.config = config
-        state.settings = settings = Settings.from_config(config, previous=state.settings)
+        settings = Settings.from_config(config, previous=state.settings)
+        state.use(settings)
         self._apply_to_listener(settings)
         for connection in list(state.connections):
             connection.apply_settings(settings)
@@ -91,12 +93,11 @@ class LabServer:
 
     def _apply_to_listener(self, settings: Settings) -> None:
         """The inherited socket knobs, for connections accepted from now on."""
-        if self._server is None:
+        if self._listener is None:
             return
-        # asyncio's and uvloop's servers both list their listening sockets (not in the ABC).
-        for listener in getattr(self._server, "sockets", ()):
+        for listening in self._listener.sockets:
             for level, option, value in settings.sockets.on_listener:
-                listener.setsockopt(level, option, value)
+                listening.setsockopt(level, option, value)
 
     def _schedule_sweep(self) -> None:
         assert self.state is not None
@@ -135,15 +136,14 @@ class LabServer:
 
     async def close(self) -> None:
         self._cancel_timers()
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            self._listener.close()
+            await self._listener.wait_closed()
         if self.state is not None:
             for connection in list(self.state.connections):
                 if connection.transport is not None:
                     connection.transport.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        self._listener = None
 
     def stats(self) -> dict[str, Any]:
         return self.state.stats.snapshot() if self.state else ServerStats().snapshot()

@@ -113,7 +113,11 @@ class ServerState:
     def __init__(self, config: ServerConfig, router: Router, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.router = router
-        self.settings = Settings.from_config(config)
+        self.settings = settings = Settings.from_config(config)
+        # One read buffer for every connection of this loop: the loop reads one connection at a
+        # time and buffer_updated consumes each read before the next (what a request still
+        # needs is copied out by the reader), so an idle connection holds no buffer at all.
+        self.read_view = memoryview(bytearray(settings.read_buffer_bytes))
         self.stats = ServerStats()
         # Upgraded connections join too: the sweep and close() treat both kinds alike.
         self.connections: set[OpenConnection] = set()
@@ -121,6 +125,12 @@ class ServerState:
         self.date_line = b""
         self._date_second = -1
         self.refresh_clock()
+
+    def use(self, settings: Settings) -> None:
+        """New settings for connections made from now on (a reconfigure)."""
+        self.settings = settings
+        if settings.read_buffer_bytes != len(self.read_view):
+            self.read_view = memoryview(bytearray(settings.read_buffer_bytes))  # from the next read on
 
     def refresh_clock(self) -> None:
         self.clock = self.loop.time()

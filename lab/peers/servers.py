@@ -54,7 +54,8 @@ from lab.errors import ConfigError, PeerError, PeerUnavailable
 from lab.peers.pinning import Cores, pinned_command
 
 LOOPBACK = "127.0.0.1"
-PEER_NAMES = ("lab", "nginx", "uvicorn", "node", "express", "uvicorn-ws", "uvicorn-ws-legacy", "node-ws")
+PEER_NAMES = ("lab", "nginx", "uvicorn", "node", "express", "uvicorn-ws", "uvicorn-ws-legacy", "node-ws",
+              "bare-protocol", "bare-buffered")
 WEBSOCKET_PEERS = ("lab", "uvicorn-ws", "uvicorn-ws-legacy", "node-ws")
 
 READY_TIMEOUT_S = 15.0
@@ -80,6 +81,7 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 # The folder that holds the lab package: peers started with `python -m` must import it.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 LAB_READY_LINE = "listening on "
+BARE_READY_LINE = "listening on "  # lab/peers/bare.py's READY_LINE (not imported: it imports httptools)
 
 
 
@@ -223,6 +225,13 @@ def _uvicorn_ws_launch(port: int, workdir: Path, implementation: str) -> Launch:
                            extra=["--ws", implementation, "--ws-per-message-deflate", "false"])
 
 
+def _bare_launch(port: int, workdir: Path, style: str) -> Launch:
+    # lab/peers/bare.py: uvloop + httptools and nothing else, in one of asyncio's two read styles.
+    command = [sys.executable, "-m", "lab.peers.bare", "--style", style,
+               "--host", LOOPBACK, "--port", str(port)]
+    return Launch(command, env=_python_env(), ready_line=BARE_READY_LINE)
+
+
 def nginx_config(port: int, workdir: Path) -> str:
     """One process serving ``OK``; every path nginx writes to lives in ``workdir``."""
     temp_kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -359,6 +368,8 @@ def _recipe(name: str, express_dir: Path | None) -> Callable[[int, Path], Launch
         "uvicorn-ws": lambda port, workdir: _uvicorn_ws_launch(port, workdir, "auto"),
         "uvicorn-ws-legacy": lambda port, workdir: _uvicorn_ws_launch(port, workdir, "websockets"),
         "node-ws": _node_ws_launch,
+        "bare-protocol": lambda port, workdir: _bare_launch(port, workdir, "protocol"),
+        "bare-buffered": lambda port, workdir: _bare_launch(port, workdir, "buffered"),
     }
     if name not in recipes:
         raise ConfigError("peer", f"unknown name {name!r}; choose one of {', '.join(PEER_NAMES)}")
