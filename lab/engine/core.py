@@ -106,6 +106,8 @@ class Engine:
             await asyncio.sleep(wait)
         while perf_counter_ns() < start_ns:  # sleep() may wake up to a millisecond early
             await asyncio.sleep(0)
+        if not self.plan.connect_before:
+            self.open_with_load()
         self.begin()
         self._housekeeping = loop.call_later(HOUSEKEEPING_SECONDS, self._housekeep)
         try:
@@ -118,6 +120,11 @@ class Engine:
 
     def begin(self) -> None:
         raise NotImplementedError
+
+    def open_with_load(self) -> None:
+        """Every lane's SYN in one pass, as wrk sends them (``connect="with-load"``)."""
+        for lane in self.lanes:
+            lane.start_connecting(None)
 
     def cleanup(self) -> None:
         """Release what begin() set up (the run is over)."""
@@ -249,6 +256,13 @@ class ClosedLoop(Engine):
                 continue
             self.started += 1
             lane.send(MISSING)
+
+    def open_with_load(self) -> None:
+        """Every lane's SYN and first request in one pass, as wrk sends them; with think time
+        a lane's first request waits, so only its SYN goes."""
+        first = min(len(self.lanes), self.budget) if not self.think_s else 0
+        for number, lane in enumerate(self.lanes):
+            lane.start_connecting(lane.first_request() if number < first else None)
 
     def cleanup(self) -> None:
         for pause in self._thinking.values():

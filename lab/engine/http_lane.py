@@ -67,10 +67,14 @@ class HttpLane(Lane):
     # --- the lane type's part -------------------------------------------------------------------
 
     async def connect(self) -> None:
-        await self.open_wire()
-        self.engine.count_connected()
+        # Ready before the connection is: a request sent with the SYN may be answered at once.
         self.parser = response_parser(self, method=self.engine.plan.method)
         self.repeat = None
+        await self.open_wire()
+        self.engine.count_connected()
+
+    def first_request(self) -> bytes | None:
+        return self.request or self.compose()
 
     def compose(self) -> bytes:
         return self.engine.pick_request()

@@ -19,6 +19,9 @@ module imports the other.
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
+import os
 import socket
 from time import perf_counter_ns
 from typing import Protocol
@@ -65,6 +68,9 @@ class Wire(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # The lane's too, now: an answer to a request sent with the SYN (start_connecting) may
+        # be read before create_connection returns, and the lane answers it on this transport.
+        self.lane.wire, self.lane.transport = self, self.transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lane.on_lost(self, exc)
@@ -78,6 +84,8 @@ class Lane:
 
     __slots__ = (
         "_connecting",
+        "_early_sent",
+        "_early_socket",
         "begun_ns",
         "busy",
         "connect_ns",
@@ -102,6 +110,9 @@ class Lane:
         self.wire: Wire | None = None
         self.transport: asyncio.Transport | None = None
         self._connecting: asyncio.Task[None] | None = None
+        self._early_socket: socket.socket | None = None  # its SYN already sent (start_connecting)
+        # and its first request too: (when sent, connect time), both in ns; None: not sent
+        self._early_sent: tuple[int, int] | None = None
         self.busy = False
         self.reused = False  # the request in flight is not the first on its connection
         self.intended_ns = MISSING
@@ -137,11 +148,55 @@ class Lane:
         """Connect ahead of the run (raises on failure; the first send then retries)."""
         await self.connect()
 
+    def first_request(self) -> bytes | None:
+        """What may be sent the moment the connection is up (None: a handshake comes first)."""
+        return None
+
+    def start_connecting(self, request: bytes | None) -> None:
+        """Send this lane's SYN now, and its first request as soon as the kernel has the
+        connection up, before the loop turns: the engine calls it for every lane in one pass
+        when connections open with the load, so that they arrive together as wrk's do. With a
+        create_connection per lane, one task step each, 1000 connections took 100-300 ms to
+        send their first requests, and a server slow to accept a burst never saw one."""
+        plan = self.engine.plan
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(plan.host).version == 6 else socket.AF_INET
+        except ValueError:
+            return  # a name to resolve: the lane connects the usual way, at its first send
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        syn_ns = perf_counter_ns()
+        if sock.connect_ex((plan.host, plan.port)) not in (0, errno.EINPROGRESS):
+            sock.close()  # refused at once: the usual way counts it, at the first send
+            return
+        self._early_socket = sock
+        if request is None:
+            return
+        sent_ns = perf_counter_ns()
+        try:
+            sent = sock.send(request)
+        except OSError:
+            return  # not up yet (on loopback it usually is): the usual send follows the connect
+        if sent == len(request):
+            self._early_sent = (sent_ns, sent_ns - syn_ns)  # it was up: the handshake is done
+        else:  # a part went: the rest cannot follow in order through the usual path
+            sock.close()
+            self._early_socket = None
+
     async def open_wire(self) -> tuple[asyncio.Transport, Wire]:
         """A TCP connection to the plan's target, owned by this lane."""
         plan = self.engine.plan
-        transport, wire = await asyncio.get_running_loop().create_connection(
-            lambda: Wire(self), plan.host, plan.port)
+        loop = asyncio.get_running_loop()
+        sock, self._early_socket = self._early_socket, None
+        if sock is None:
+            transport, wire = await loop.create_connection(lambda: Wire(self), plan.host, plan.port)
+        else:
+            try:
+                await _handshake_done(loop, sock)
+                transport, wire = await loop.create_connection(lambda: Wire(self), sock=sock)
+            except BaseException:
+                sock.close()
+                raise
         sock = transport.get_extra_info("socket")
         if sock is not None:  # asyncio and uvloop both set it, but say so: one write per request
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -159,7 +214,7 @@ class Lane:
         except OSError:
             self._connect_failed(began, ErrorKind.CONNECT_ERROR)
         else:
-            if self.connect_ns == MISSING:
+            if self.connect_ns == MISSING and self._early_sent is None:  # (early: set at send)
                 self.connect_ns = perf_counter_ns() - began
             if self.busy:
                 self._write_after_connect()
@@ -185,6 +240,9 @@ class Lane:
             self.sent_ns = MISSING
             self.connect_ns = MISSING  # this request's own connect, not the last one's
             self.begun_ns = perf_counter_ns()
+            if self._early_sent is not None:  # it went out with the SYN: its clock runs
+                self.sent_ns, self.connect_ns = self._early_sent
+                self.begun_ns = self.sent_ns
             self._connecting = asyncio.ensure_future(self._connect_then_send())
             return
         self.connect_ns = MISSING
@@ -195,6 +253,9 @@ class Lane:
     def _write_after_connect(self) -> None:
         """Send after a (re)connect; a retry keeps the first send's time: the wait is real."""
         self.reused = False
+        if self._early_sent is not None:  # it went out with the SYN (start_connecting), and
+            self._early_sent = None      # if its answer is in already, so is the next request
+            return
         now = perf_counter_ns()
         if self.sent_ns == MISSING:
             self.sent_ns = now
@@ -298,8 +359,31 @@ class Lane:
         if self._connecting is not None:
             self._connecting.cancel()
             self._connecting = None
+        if self._early_socket is not None:  # a lane the run never got to
+            self._early_socket.close()
+            self._early_socket = None
+        self._early_sent = None
         self.busy = False
         self.drop_connection(reset=True)
+
+
+async def _handshake_done(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """Until a connect started with connect_ex is up (raises its error if it failed). Not
+    sock_connect: that connects again, and a socket already up answers EISCONN."""
+    try:
+        sock.getpeername()
+        return  # up already: on loopback the kernel usually finishes within connect_ex
+    except OSError:
+        pass
+    writable = loop.create_future()
+    loop.add_writer(sock.fileno(), lambda: None if writable.done() else writable.set_result(None))
+    try:
+        await writable
+    finally:
+        loop.remove_writer(sock.fileno())
+    failure = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if failure:
+        raise OSError(failure, os.strerror(failure))  # ConnectionRefusedError for ECONNREFUSED
 
 
 def _error_kind(exc: BaseException) -> ErrorKind:
