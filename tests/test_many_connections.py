@@ -28,6 +28,7 @@ BURST = 1000
 # Generous: the fair server's slowest request at 1000 connections is ~10-60 ms on a quiet
 # two-core machine; the unfair one's was 1.2-5 s.
 FAIR_MAX_MS = 500.0
+FAIR_TURNS = 5  # the slowest request against the median one, at 1000 connections each busy
 IDLE_CONNECTIONS = 2000
 IDLE_KIB_LIMIT = 10.0  # per idle connection; it was ~68 KiB with a read buffer each
 
@@ -47,31 +48,61 @@ def burst(url: str, connect: Literal["before", "with-load"]) -> LoadResult:
                              connect=connect))
 
 
+def wrk_or_skip() -> None:
+    try:
+        find_wrk()
+    except WrkNotFound as missing:
+        pytest.skip(str(missing))
+
+
+@pytest.mark.timing
+def test_wrk_at_a_thousand_connections_waits_for_no_accept() -> None:
+    """The issue's own check: wrk -t1 -c1000 against the default server. Before the fix,
+    p99 0.8-1.0 s and max 1.7-2.0 s on a quiet machine."""
+    wrk_or_skip()
+    with started("lab") as peer:
+        wrk = run_wrk(peer.fast_url, WrkLoad(connections=BURST, duration_s=3, timeout_s=10), cores=LOAD_CORES)
+    assert wrk.socket_errors.timeout == 0 and wrk.requests > BURST
+    assert wrk.latency_max_ms < FAIR_MAX_MS, wrk.output
+
+
 @pytest.mark.timing
 def test_a_burst_of_a_thousand_connections_waits_for_no_accept() -> None:
+    """Our generator in wrk's pattern, against handlers of 60 us: a client much faster than
+    the server, which is when waiting for accept() grew to seconds. A turn of the server's
+    loop then serves ~1000 requests of 60 us or more, so the bound is in turns, not in ms:
+    fair, the slowest request waited a few turns (max/p50 2.7 on a busy machine); unfair,
+    the last connections waited for hundreds (max/p50 21)."""
     with started("lab") as peer:
-        result = burst(peer.fast_url, "with-load")
+        result = burst(peer.url + "/work/60", "with-load")
     assert result.errors == {}
     assert result.responses > BURST  # every connection was answered, and again
-    assert result.latency.max < FAIR_MAX_MS, result.latency
+    assert result.latency.max < FAIR_TURNS * result.latency.p50, result.latency
 
 
 @pytest.mark.timing
 def test_the_generator_sees_the_accept_stall_wrk_sees() -> None:
     """Against a server that keeps connections waiting to be accepted (uvloop's own server,
-    bare), the generator opening its connections with the load reports the tail wrk does."""
-    try:
-        find_wrk()
-    except WrkNotFound as missing:
-        pytest.skip(str(missing))
-    with started("bare-buffered") as peer:
+    bare), the generator opening its connections with the load reports the tail wrk does;
+    opening them before the clock starts hides it.
+
+    The stall grows with how much faster the client is than the server (each turn of the
+    server's loop serves every connection that has a request waiting, then accepts one more),
+    so the bare server does 60 us of work per request, as a handler would: against the bare
+    server at full speed, wrk outpaces it and our generator does not (docs/many-connections.md).
+    """
+    wrk_or_skip()
+    with started("bare-buffered", "--work-us", "60") as peer:
         wrk = run_wrk(peer.url + "/", WrkLoad(connections=BURST, duration_s=3, timeout_s=10),
                       cores=LOAD_CORES)
         ours = burst(peer.url + "/", "with-load")
-    assert wrk.latency_max_ms >= FAIR_MAX_MS, f"the bare server was fair this time: {wrk}"
+        warm = burst(peer.url + "/", "before")
+    assert wrk.latency_max_ms >= 2 * FAIR_MAX_MS, f"the bare server was fair this time: {wrk}"
     assert ours.errors == {}
-    assert ours.latency.max >= FAIR_MAX_MS
-    assert ours.latency.p99 >= wrk.percentile_ms(99) / 2, (ours.latency, wrk)
+    # Its slowest requests as slow as wrk's (which share of requests they are depends on how
+    # many each client managed: the p99s are compared in benchmarks/many_connections.py).
+    assert ours.latency.max >= wrk.latency_max_ms / 2, (ours.latency, wrk)
+    assert warm.latency.max < ours.latency.max / 2, (warm.latency, ours.latency)
 
 
 def open_idle(port: int, count: int) -> list[socket.socket]:

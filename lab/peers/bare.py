@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from typing import Any
 
 import httptools
@@ -29,9 +30,11 @@ READY_LINE = "listening on "
 
 
 class _Answering:
-    """What both styles share: one parser per connection, one ``OK`` per complete request."""
+    """What both styles share: one parser per connection, one ``OK`` per complete request,
+    after ``work_ns`` of busy work (a handler's cost; 0 by default)."""
 
     transport: asyncio.Transport | None = None
+    work_ns = 0
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -43,6 +46,10 @@ class _Answering:
         self.transport = None
 
     def on_message_complete(self) -> None:
+        if self.work_ns:
+            until = time.perf_counter_ns() + self.work_ns
+            while time.perf_counter_ns() < until:
+                pass
         if self.transport is not None:
             self.transport.write(ANSWER)
 
@@ -86,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the loop hands the bytes over [default: protocol]")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--work-us", type=float, default=0.0,
+                        help="busy work per request, in microseconds, as a handler would do [default: 0]")
     options = parser.parse_args(argv)
+    _Answering.work_ns = round(options.work_us * 1000)
     import uvloop
 
     try:
