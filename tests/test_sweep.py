@@ -252,6 +252,16 @@ def test_the_listen_backlog_makes_no_detectable_difference(tmp_path: Path) -> No
     assert 1 / 1.08 <= typical <= 1.08, ratios
 
 
+def test_a_sweep_too_short_for_a_verdict_says_so() -> None:
+    """Five rounds all one way give the signed-rank test p = 0.0625: the text says no verdict
+    can name an effect, instead of leaving 'no detectable effect' to be read as evidence."""
+    done = sweep("/fast", "--knob", "nodelay=true,false", "--rounds", "5", "--duration", "0.1",
+                 "--no-save")
+    assert done.returncode == 0, done.stderr
+    assert "with 5 rounds the paired rank test cannot reach p < 0.05" in done.stdout, done.stdout
+    assert "--rounds 6 or more" in done.stdout
+
+
 def test_a_staged_sweep_keeps_each_runs_stages(tmp_path: Path) -> None:
     """Every run is an open loop in the given stages; its figures per stage come with it."""
     done = sweep("/fast", "--knob", "quickack=false,true", "--rounds", "3", "--stage", "0.3s:200",

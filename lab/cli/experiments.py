@@ -184,6 +184,9 @@ def describe(result: SweepResult) -> str:
             f"  {label(effect.setting)}  {effect.metric}: ×{effect.ratio:.3g} "
             f"[{effect.ci_low:.3g}, {effect.ci_high:.3g}] p={effect.p_value:.2g}  {effect.verdict}"
             + ("  (within the noise band)" if effect.within_noise_band else "")))
+    if plan.rounds < FEWEST_ROUNDS_FOR_A_VERDICT:
+        lines.append(f"with {plan.rounds} rounds the paired rank test cannot reach p < {SIGNIFICANCE:g}: "
+                     f"no verdict can name an effect (--rounds {FEWEST_ROUNDS_FOR_A_VERDICT} or more)")
     if result.saved:
         lines.append(f"each run is a record tagged {result.sweep_id} (python -m lab runs)")
     return "\n".join(lines)
