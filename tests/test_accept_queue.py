@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 
 import pytest
 
 from lab.errors import ConfigError
-from lab.notebook.accept import block_server_loop, connect_burst, syn_retry_seconds, sysctl
+from lab.notebook.accept import block_server_loop, connect_burst, netstat_counters, syn_retry_seconds, sysctl
 from lab.notebook.sockdiag import listen_queue
 
 
@@ -36,10 +37,29 @@ def test_a_full_accept_queue_sends_connects_to_the_syn_retry(make_server):
     finally:
         hold.close()
     assert queue.limit == 1 and queue.waiting == 2  # "full" means more than the backlog
-    connect_ms = sorted(c.connect_ms for c in connections)
-    # two fit at once; the other SYNs were dropped and sent again after the 1 s timer
+    # A connect that never completed (nan) waited longer than any that did.
+    connect_ms = sorted(math.inf if math.isnan(c.connect_ms) else c.connect_ms for c in connections)
+    # Two fit at once; the other SYNs were dropped and sent again after the 1 s timer. A lower
+    # bound, not a window around 1 s: a busy machine may push a retried SYN to the next retry,
+    # never before the first (the server accepted again after 0.4 s).
     assert sum(ms < 100 for ms in connect_ms) <= 3, connect_ms
-    assert sum(900 <= ms < 1600 for ms in connect_ms) >= 5, connect_ms
+    assert all(ms >= 900 for ms in connect_ms[3:]), connect_ms
+
+
+def test_netstat_counters_count_a_full_accept_queue_under_nstat_names(make_server):
+    server = make_server(isolation="process", backlog=1)
+    hold = block_server_loop(server.url, 300)
+    try:
+        before = netstat_counters()
+        # The SYNs beyond the queue are dropped at once; nobody needs to wait for the retry.
+        asyncio.run(connect_burst(server.url + "/fast", 8, timeout_seconds=0.5))
+        after = netstat_counters()
+    finally:
+        hold.close()
+    # Counters of the whole namespace: other traffic can only add to the difference.
+    assert after["TcpExtListenOverflows"] - before["TcpExtListenOverflows"] >= 1
+    assert after["TcpExtListenDrops"] >= after["TcpExtListenOverflows"]
+    assert "TcpExtSyncookiesSent" in after and "IpExtInOctets" in after  # every group, nstat's names
 
 
 @pytest.mark.timing

@@ -2,9 +2,9 @@
 
 ``sweep PATH --knob NAME=V1,V2``: does a server knob change latency, really?
 
-Each setting runs once per round, in a shuffled order, against the lab server in its own
-process; each metric's ratio against the baseline (the first value of every knob) gets a 95 %
-bootstrap interval and a rank test, and a verdict: ``slower``, ``faster`` or ``no detectable
+Each setting runs once per round (their order shuffled within each round) against the lab server
+in its own process; each metric's ratio against the baseline (the first value of every knob) gets
+a 95 % bootstrap interval and a paired rank test, and a verdict: ``slower``, ``faster`` or ``no detectable
 effect``. Everything is checked before the first run; progress goes to stderr, and ``--json``
 prints one JSON object on stdout.
 
@@ -34,7 +34,12 @@ from lab.experiments.capacity import (
     CapacityResult,
     find_capacity,
 )
-from lab.experiments.effects import DEFAULT_NOISE_BAND, MINIMUM_ROUNDS
+from lab.experiments.effects import (
+    DEFAULT_NOISE_BAND,
+    FEWEST_ROUNDS_FOR_A_VERDICT,
+    MINIMUM_ROUNDS,
+    SIGNIFICANCE,
+)
 from lab.experiments.sweeps import (
     DEFAULT_METRICS,
     DEFAULT_WARMUP_SECONDS,
@@ -52,8 +57,9 @@ exit codes:
   1  a run failed (no successful answer, the server did not start)
   2  a usage error (unknown knob, value out of range, fewer than {MINIMUM_ROUNDS} rounds); nothing ran
 
-A verdict needs the interval outside the noise band and the rank test below p 0.05; with fewer
-than 4 rounds the rank test cannot get there, so 9 or more rounds are the useful minimum.
+A verdict needs the interval outside the noise band and the paired rank test (Wilcoxon
+signed-rank on each round's log ratio) below p {SIGNIFICANCE:g}; with fewer than
+{FEWEST_ROUNDS_FOR_A_VERDICT} rounds it cannot get there, so 9 or more rounds are the useful minimum.
 Values are written as on the `serve` flags: on/off, 64KiB, 500ms, none.
 """
 
@@ -178,6 +184,9 @@ def describe(result: SweepResult) -> str:
             f"  {label(effect.setting)}  {effect.metric}: ×{effect.ratio:.3g} "
             f"[{effect.ci_low:.3g}, {effect.ci_high:.3g}] p={effect.p_value:.2g}  {effect.verdict}"
             + ("  (within the noise band)" if effect.within_noise_band else "")))
+    if plan.rounds < FEWEST_ROUNDS_FOR_A_VERDICT:
+        lines.append(f"with {plan.rounds} rounds the paired rank test cannot reach p < {SIGNIFICANCE:g}: "
+                     f"no verdict can name an effect (--rounds {FEWEST_ROUNDS_FOR_A_VERDICT} or more)")
     if result.saved:
         lines.append(f"each run is a record tagged {result.sweep_id} (python -m lab runs)")
     return "\n".join(lines)

@@ -11,8 +11,14 @@ the run's summary) and the statistics below see only those figures.
 - Its 95 % interval is scipy's bias-corrected and accelerated (BCa) bootstrap: it corrects the
   skew that a ratio of latencies has, and criterion.rs and pyperf rely on the same kind of
   interval.
-- A rank test (Mann-Whitney U, two-sided) is the second opinion: it assumes no distribution at
-  all, so one wild round cannot carry a verdict on its own.
+- A paired rank test is the second opinion: Wilcoxon's signed-rank test (two-sided) on each
+  round's log ratio, setting over baseline. It respects the pairing the bootstrap respects: a
+  round where the whole machine was slow moves both figures, and only the ratio within the
+  round is evidence. An unpaired test (Mann-Whitney U, used here before) ranks every figure
+  against every other and drowns a steady 10 % effect in rounds that differ by more than that
+  among themselves. It assumes no distribution, so one wild round cannot carry a verdict on
+  its own; the price is that with n rounds its smallest two-sided p is 2 / 2**n, so fewer than
+  :data:`FEWEST_ROUNDS_FOR_A_VERDICT` rounds can never name an effect.
 - The noise band (default ±5 %): a ratio whose whole interval lies inside it is no effect worth
   naming, even if it is "significant".
 """
@@ -32,6 +38,10 @@ DEFAULT_NOISE_BAND = 0.05
 SIGNIFICANCE = 0.05  # the rank test must agree at this level before a verdict names an effect
 BOOTSTRAP_RESAMPLES = 2000
 MINIMUM_ROUNDS = 3  # fewer rounds cannot give a bootstrap interval (nor a rank test) any meaning
+# The signed-rank test's smallest two-sided p with n rounds is 2 / 2**n (every round the same
+# way): the fewest rounds whose p can go below SIGNIFICANCE, 6 at 0.05.
+FEWEST_ROUNDS_FOR_A_VERDICT = math.floor(math.log2(2 / SIGNIFICANCE)) + 1
+RANK_TEST = "Wilcoxon signed-rank, two-sided, on per-round log ratios"
 
 SLOWER = "slower"
 FASTER = "faster"
@@ -47,14 +57,20 @@ class Effect:
     ratio: float  # mean over rounds of the setting's figure / the baseline's
     ci_low: float
     ci_high: float
-    p_value: float  # Mann-Whitney U, two-sided, rounds of the setting vs rounds of the baseline
+    p_value: float  # RANK_TEST: each round's log(setting / baseline), paired by round
     verdict: str
     within_noise_band: bool  # the whole interval lies inside 1 ± noise_band
     noise_band: float
 
+    def rules_out(self, change: float) -> bool:
+        """True when the interval excludes a change of ``change`` (0.2: 20 %) either way: then
+        "no effect" means "none as large as that", which a ratio near 1 alone does not say."""
+        return 1 / (1 + change) < self.ci_low and self.ci_high < 1 + change
+
     def as_dict(self) -> dict[str, Any]:
         return {"setting": dict(self.setting), "metric": self.metric, "ratio": self.ratio,
                 "ci_low": self.ci_low, "ci_high": self.ci_high, "p_value": self.p_value,
+                "test": RANK_TEST,  # records written before it held a Mann-Whitney U p
                 "verdict": self.verdict, "within_noise_band": self.within_noise_band,
                 "noise_band": self.noise_band}
 
@@ -87,10 +103,16 @@ def ratio_interval(baseline: Sequence[float], treatment: Sequence[float], *,
 
 
 def rank_test(baseline: Sequence[float], treatment: Sequence[float]) -> float:
-    """Two-sided Mann-Whitney U p-value; 1.0 when the figures are all equal (nothing to rank)."""
-    if len(set(baseline) | set(treatment)) < 2:
+    """The two-sided p of :data:`RANK_TEST` over paired rounds; 1.0 when every round's ratio is
+    exactly 1 (nothing to rank)."""
+    base = np.asarray(baseline, dtype=np.float64)
+    treated = np.asarray(treatment, dtype=np.float64)
+    if base.shape != treated.shape:
+        raise ValueError("need paired rounds: one figure of each side per round")
+    log_ratios = np.log(treated / base)
+    if not np.any(log_ratios):
         return 1.0
-    return float(stats.mannwhitneyu(treatment, baseline, alternative="two-sided").pvalue)
+    return float(stats.wilcoxon(log_ratios, alternative="two-sided").pvalue)
 
 
 def verdict(low: float, high: float, p_value: float, noise_band: float) -> str:

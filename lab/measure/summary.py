@@ -46,7 +46,8 @@ METRICS: dict[str, str] = {
     "connect": "TCP connect time, for requests that opened a connection",
 }
 
-# The seed article's "99.57 % under 2 ms" and its neighbours.
+# The share the seed article claims, "under 2 ms", and its neighbours. (Its 99.57 % is wrk's
+# "+/- Stdev" column, the share within one standard deviation of the mean: lab.notebook.article.)
 DEFAULT_THRESHOLDS_MS: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
 
 # Open loop: a request sent more than this long after its intended time counts as late.

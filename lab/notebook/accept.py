@@ -22,6 +22,7 @@ from lab.errors import ConfigError
 from lab.notebook.probes import get_request, loopback_target
 
 SYSCTL = Path("/proc/sys/net")
+NETSTAT = Path("/proc/net/netstat")  # what nstat reads: TcpExt counters of this namespace
 MAX_WORK_MS = 1000  # the /work route's longest single request (lab.http.demo_routes)
 MAX_BURST = 2000
 
@@ -100,6 +101,22 @@ def sysctl(name: str, default: int | None = None) -> int | None:
         return default
 
 
+def netstat_counters() -> dict[str, int]:
+    """This namespace's ``TcpExt`` counters under nstat's names (``TcpExtSyncookiesSent``...).
+
+    /proc/net/netstat holds them as pairs of lines, a header of names and a line of values,
+    each starting with its group; nstat prefixes every name with its group. They count for the
+    whole namespace since boot: take the difference around an experiment.
+    """
+    counters: dict[str, int] = {}
+    lines = NETSTAT.read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        group, *keys = names.split()
+        counters.update({f"{group.rstrip(':')}{key}": int(value)
+                         for key, value in zip(keys, values.split()[1:], strict=True)})
+    return counters
+
+
 def syn_retry_seconds(count: int = 6) -> list[float]:
     """When a client's kernel sends its SYN again, in seconds after the first (cumulative).
 
@@ -117,4 +134,5 @@ def syn_retry_seconds(count: int = 6) -> list[float]:
     return times
 
 
-__all__ = ["BurstConnection", "block_server_loop", "connect_burst", "syn_retry_seconds", "sysctl"]
+__all__ = ["BurstConnection", "block_server_loop", "connect_burst", "netstat_counters",
+           "syn_retry_seconds", "sysctl"]
