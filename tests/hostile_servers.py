@@ -63,6 +63,8 @@ class LoopbackServer:
             await self._handle(reader, writer)
         except (OSError, asyncio.IncompleteReadError):
             pass  # the generator reset the connection: what it is meant to do to these
+        except asyncio.CancelledError:
+            pass  # the server is stopping
         finally:
             self._connections.discard(task)
             writer.transport.abort()

@@ -22,6 +22,7 @@ from hostile_servers import (
     accept_websocket,
     hostile_server,
     read_client_frame,
+    read_head,
     server_frame,
 )
 
@@ -29,13 +30,15 @@ from lab.engine.core import make_engine
 from lab.engine.plan import EnginePlan
 from lab.engine.response import response_parser
 from lab.engine.worker import lane_type_for
+from lab.errors import ConfigError
 from lab.http.config import ServerConfig
-from lab.loadgen import LoadSpec, run_load
+from lab.loadgen import LoadSpec, run_load, start_load
 from lab.measure.samples import ErrorKind
+from lab.options import as_dict
 from lab.server import ServerHandle, start_server
 from lab.units import NS_PER_MS
 
-TEXT = 0x1
+PING = 0x9
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +153,140 @@ def test_a_timeout_fires_at_its_deadline_not_at_the_next_housekeeping_tick() -> 
     waited_ms = (samples["done_ns"] - samples["sent_ns"]) / NS_PER_MS
     assert np.all(waited_ms >= 5)
     assert np.median(waited_ms) < 25, np.percentile(waited_ms, [50, 90, 99])
+
+
+# --- hostile servers: every run ends within its bounds, its errors counted by kind ------------
+
+HUGE_LENGTH_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n"
+HOLD_SECONDS = 3600.0
+DURATION_SECONDS = 1.0
+TIMEOUT_SECONDS = 1.0
+START_UP_ALLOWANCE_SECONDS = 3.0  # worker processes on a machine others keep busy
+
+
+async def huge_length_then_hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_head(reader)
+    writer.write(HUGE_LENGTH_HEAD)
+    await asyncio.sleep(HOLD_SECONDS)
+
+
+async def head_that_never_ends(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\n")
+    while True:
+        writer.write(b"X-More: yes\r\n" * 100)
+        await writer.drain()
+        await asyncio.sleep(0.001)
+
+
+async def chunks_that_never_end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    while True:
+        writer.write(b"1000\r\n" + b"x" * 0x1000 + b"\r\n")
+        await writer.drain()
+
+
+async def body_a_byte_a_second(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    while True:
+        await asyncio.sleep(1)
+        writer.write(b"x")
+
+
+async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(HOLD_SECONDS)
+
+
+async def ping_flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Empty pings as fast as the socket takes them: two bytes each, never a message."""
+    await accept_websocket(reader, writer)
+    pings = server_frame(PING) * 1000
+    while True:
+        writer.write(pings)
+        await writer.drain()
+
+
+async def echo_twice_as_long(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers each message with one of 2,000 bytes (a 16-bit length, RFC 6455 section 5.2)."""
+    await accept_websocket(reader, writer)
+    while True:
+        opcode, _ = await read_client_frame(reader)
+        writer.write(bytes((0x80 | opcode, 126)) + (2000).to_bytes(2, "big") + b"y" * 2000)
+
+
+def timed_run(spec: LoadSpec) -> tuple[Any, float]:
+    began = time.monotonic()
+    result = run_load(spec)
+    return result, time.monotonic() - began
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize(("handle", "kind"), [
+    (huge_length_then_hold, "malformed"),
+    (head_that_never_ends, "timeout"),
+    (chunks_that_never_end, "timeout"),
+    (body_a_byte_a_second, "timeout"),
+    (never_read, "timeout"),
+], ids=["content-length-past-any-integer", "endless-head", "endless-chunks", "trickled-body",
+        "never-reads"])
+def test_a_hostile_http_server_cannot_stretch_a_run(handle: Any, kind: str) -> None:
+    with hostile_server(handle) as hostile:
+        result, took = timed_run(LoadSpec(url=hostile.url + "/", connections=4,
+                                          duration_seconds=DURATION_SECONDS,
+                                          timeout_seconds=TIMEOUT_SECONDS))
+    assert took < DURATION_SECONDS + TIMEOUT_SECONDS + START_UP_ALLOWANCE_SECONDS
+    assert result.requests > 0 and result.errors == {kind: result.requests}
+
+
+def worker_rss_bytes(pids: tuple[int, ...]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            status = open(f"/proc/{pid}/status").read()  # noqa: SIM115 -- read whole at once
+        except OSError:
+            continue  # already gone
+        total += next((int(line.split()[1]) * 1024 for line in status.splitlines()
+                       if line.startswith("VmRSS:")), 0)
+    return total
+
+
+@pytest.mark.timing
+def test_a_ping_flood_ends_on_time_counted_as_too_large_with_the_memory_bounded() -> None:
+    with hostile_server(ping_flood) as hostile:
+        spec = LoadSpec(url=hostile.ws_url, connections=4, duration_seconds=2,
+                        timeout_seconds=TIMEOUT_SECONDS)
+        began = time.monotonic()
+        run = start_load(spec)
+        largest = baseline = 0
+        while not run.done():
+            rss = worker_rss_bytes(run.pids)
+            baseline = baseline or rss
+            largest = max(largest, rss)
+            run.join(0.1)
+        result = run.result()
+        took = time.monotonic() - began
+    assert took < 2 + TIMEOUT_SECONDS + START_UP_ALLOWANCE_SECONDS
+    assert result.requests > 0 and result.errors == {"too_large": result.requests}
+    # Before the flood was bounded, the generator grew by some 250 MB in a run like this one.
+    assert largest - baseline < 50 * 2**20, (baseline, largest)
+
+
+def test_a_websocket_message_over_the_limit_fails_its_request_as_too_large() -> None:
+    with hostile_server(echo_twice_as_long) as hostile:
+        small = run_load(LoadSpec(url=hostile.ws_url, connections=1, max_requests=20,
+                                  message_bytes=16, max_message_bytes=1000))
+        roomy = run_load(LoadSpec(url=hostile.ws_url, connections=1, max_requests=20,
+                                  message_bytes=16, max_message_bytes=4000))
+    assert small.errors == {"too_large": 20}
+    assert roomy.errors == {} and roomy.summary.status_codes == {"101": 20}
+
+
+def test_the_message_limit_is_a_knob_of_the_cli_api_and_record() -> None:
+    with pytest.raises(ConfigError, match="max_message_bytes"):
+        LoadSpec(url="ws://127.0.0.1:1/ws/echo", message_bytes=2000, max_message_bytes=1000)
+    done = bench("ws://127.0.0.1:1/ws/echo", "--message-bytes", "2000", "--max-message-bytes", "1000")
+    assert done.returncode == 2 and "max_message_bytes" in done.stderr.replace("-", "_")
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert as_dict(LoadSpec(url="ws://127.0.0.1:1/ws/echo"))["max_message_bytes"] == 2**20

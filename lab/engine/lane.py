@@ -161,8 +161,9 @@ class Lane:
         except ConnectionRefusedError:
             self.engine.count_refused(began)
             self._connect_failed(began, ErrorKind.CONNECT_REFUSED)
-        except OSError:
-            self._connect_failed(began, ErrorKind.CONNECT_ERROR)
+        except OSError as error:
+            # A lane type's own failure to connect may name its kind (a flood in the handshake).
+            self._connect_failed(began, getattr(error, "kind", ErrorKind.CONNECT_ERROR))
         else:
             if self.connect_ns == MISSING:
                 self.connect_ns = perf_counter_ns() - began
