@@ -115,3 +115,19 @@ def server_frame(opcode: int, payload: bytes = b"") -> bytes:
     """An unmasked, final server frame with a short payload."""
     assert len(payload) < 126
     return bytes((0x80 | opcode, len(payload))) + payload
+
+
+class CountingResponder:
+    """A polite server: answers every request head with a tiny 200, and says when the first
+    request came (a test that interrupts a run waits for it: the run is under way)."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"
+
+    def __init__(self) -> None:
+        self.first_request = threading.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            self.first_request.set()
+            writer.write(self.ANSWER)

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from hostile_servers import (
+    CountingResponder,
     accept_websocket,
     hostile_server,
     read_client_frame,
@@ -26,6 +29,7 @@ from hostile_servers import (
     server_frame,
 )
 
+from lab.cli.records import describe
 from lab.engine.core import make_engine
 from lab.engine.plan import EnginePlan
 from lab.engine.response import response_parser
@@ -34,7 +38,10 @@ from lab.errors import ConfigError
 from lab.http.config import ServerConfig
 from lab.loadgen import LoadSpec, run_load, start_load
 from lab.measure.samples import ErrorKind
+from lab.measure.thresholds import Outcome
+from lab.notebook.panel import LabPanel
 from lab.options import as_dict
+from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
 from lab.units import NS_PER_MS
 
@@ -290,3 +297,89 @@ def test_the_message_limit_is_a_knob_of_the_cli_api_and_record() -> None:
     assert done.returncode == 2 and "max_message_bytes" in done.stderr.replace("-", "_")
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert as_dict(LoadSpec(url="ws://127.0.0.1:1/ws/echo"))["max_message_bytes"] == 2**20
+
+
+# --- a run stopped by its owner is "stopped", not passed ---------------------------------------
+
+def interruptible() -> None:
+    """In the child: take SIGINT as a terminal delivers it. A suite started in the background by
+    a non-interactive shell ignores SIGINT, and its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_bench_with_outcome_stopped_exit_130_and_the_measured_duration_saved(
+        stop_signal: signal.Signals, tmp_path: Path) -> None:
+    responder = CountingResponder()
+    with hostile_server(responder) as polite:
+        running = subprocess.Popen(
+            [sys.executable, "-m", "lab", "bench", polite.url + "/", "-d", "3600", "-c", "2", "--json",
+             "--save", "--data-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, preexec_fn=interruptible)
+        try:
+            assert responder.first_request.wait(60), "the run never started"
+            time.sleep(0.5)
+            running.send_signal(stop_signal)
+            out, err = running.communicate(timeout=60)
+        finally:
+            running.kill()
+    assert running.returncode == 130, err
+    report = json.loads(out)
+    assert report["outcome"] == "stopped" and report["exit_code"] == 130 and report["requests"] > 0
+    assert report["stopped_early"] is True
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines[-1].startswith("lab: stopped before its end"), err
+    saved = next(path for path in tmp_path.iterdir() if (path / "record.json").exists())
+    document = json.loads((saved / "record.json").read_text())
+    assert document["load_spec"]["duration_seconds"] == 3600  # as asked
+    assert 0 < document["measured_duration_seconds"] < 60
+    record = RecordStore(tmp_path).load("latest")
+    assert record.verdict()[0] is Outcome.STOPPED
+    listing = RecordStore(tmp_path).runs()
+    assert listing["measured_s"].iloc[0] == pytest.approx(document["measured_duration_seconds"])
+    assert listing["duration_seconds"].iloc[0] == 3600
+    assert "of the 3600 s asked -- stopped before its end" in describe(record)
+
+
+def test_stop_from_the_api_is_stopped_and_a_run_let_finish_is_passed() -> None:
+    responder = CountingResponder()
+    with hostile_server(responder) as polite:
+        run = start_load(LoadSpec(url=polite.url + "/", connections=2, duration_seconds=60))
+        assert responder.first_request.wait(60)
+        run.stop()
+        stopped = run.result(timeout=30)
+        finished = run_load(LoadSpec(url=polite.url + "/", connections=2, duration_seconds=0.3))
+    assert stopped.verdict()[0] is Outcome.STOPPED and stopped.to_json_dict()["outcome"] == "stopped"
+    assert stopped.outcome.measured_seconds < 30
+    assert finished.verdict() == (Outcome.PASSED, None)
+    assert finished.outcome.measured_seconds == pytest.approx(0.3, abs=0.05)
+
+
+def test_the_panels_stop_makes_a_stopped_run_with_its_measured_duration(tmp_path: Path) -> None:
+    panel = LabPanel(store=RecordStore(tmp_path / "data"), load={"connections": 2, "duration_seconds": 30})
+
+    async def run_and_stop() -> Any:
+        task = panel.start_run()
+        assert task is not None, panel.message.value
+        await asyncio.sleep(1.0)
+        panel.stop_button.click()
+        return await task
+
+    try:
+        record = asyncio.run(run_and_stop())
+    finally:
+        panel.close()
+    assert record is not None and len(record.samples) > 0
+    assert record.verdict()[0] is Outcome.STOPPED and int(Outcome.STOPPED) == 130
+    assert "STOPPED" in panel.message.value and "stopped early" in panel.message.value
+    metadata = record.metadata()
+    assert metadata["load_spec"]["duration_seconds"] == 30
+    assert 0 < metadata["measured_duration_seconds"] < 30
+
+
+def test_the_header_says_what_bounds_the_run() -> None:
+    responder = CountingResponder()
+    with hostile_server(responder) as polite:
+        done = bench(polite.url + "/", "--max-requests", "50", "-c", "2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("Running up to 50 requests (10s at most) @ ")

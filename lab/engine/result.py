@@ -106,7 +106,7 @@ class LoadResult:
 
     def verdict(self) -> tuple[Outcome, str | None]:
         """Passed, a threshold failed, or no request succeeded -- and why, in one line."""
-        return verdict(self.summary, self.checks, self.problems)
+        return verdict(self.summary, self.checks, self.problems, stopped=self.stopped_early)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The CLI's ``--json`` object (see :func:`run_document`), with ``stages`` when staged."""
