@@ -194,6 +194,16 @@ async def chunks_that_never_end(reader: asyncio.StreamReader, writer: asyncio.St
         await writer.drain()
 
 
+async def body_flooded_past_any_timeout(reader: asyncio.StreamReader,
+                                       writer: asyncio.StreamWriter) -> None:
+    """A length the generator can hold (a terabyte), then bytes as fast as it reads them."""
+    await read_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n")
+    while True:
+        writer.write(b"x" * 65536)
+        await writer.drain()
+
+
 async def body_a_byte_a_second(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await read_head(reader)
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
@@ -234,9 +244,10 @@ def timed_run(spec: LoadSpec) -> tuple[Any, float]:
     (huge_length_then_hold, "malformed"),
     (head_that_never_ends, "timeout"),
     (chunks_that_never_end, "timeout"),
+    (body_flooded_past_any_timeout, "timeout"),
     (body_a_byte_a_second, "timeout"),
     (never_read, "timeout"),
-], ids=["content-length-past-any-integer", "endless-head", "endless-chunks", "trickled-body",
+], ids=["content-length-past-any-integer", "endless-head", "endless-chunks", "terabyte-body", "trickled-body",
         "never-reads"])
 def test_a_hostile_http_server_cannot_stretch_a_run(handle: Any, kind: str) -> None:
     with hostile_server(handle) as hostile:
