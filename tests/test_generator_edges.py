@@ -33,6 +33,7 @@ from lab.cli.records import describe
 from lab.engine.core import make_engine
 from lab.engine.plan import EnginePlan
 from lab.engine.response import response_parser
+from lab.engine.run import follow_to_end
 from lab.engine.worker import lane_type_for
 from lab.errors import ConfigError
 from lab.http.config import ServerConfig
@@ -40,6 +41,7 @@ from lab.loadgen import LoadSpec, run_load, start_load
 from lab.measure.samples import ErrorKind
 from lab.measure.thresholds import Outcome
 from lab.notebook.panel import LabPanel
+from lab.notebook.widgets import KnobForm
 from lab.options import as_dict
 from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
@@ -394,3 +396,19 @@ def test_the_header_says_what_bounds_the_run() -> None:
         done = bench(polite.url + "/", "--max-requests", "50", "-c", "2")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].startswith("Running up to 50 requests (10s at most) @ ")
+
+
+def test_a_run_stopped_because_it_would_not_end_is_incomplete_not_stopped_by_its_owner() -> None:
+    responder = CountingResponder()
+    with hostile_server(responder) as polite:
+        run = start_load(LoadSpec(url=polite.url + "/", connections=2, duration_seconds=60))
+        run.longest_seconds = lambda: 0.5  # type: ignore[method-assign]  # as if stuck
+        result = follow_to_end(run, None, 0.1, stop_wait_seconds=30)
+    outcome, reason = result.verdict()
+    assert outcome is Outcome.INCOMPLETE and not result.stopped_early
+    assert reason is not None and "did not end within 0.5 s" in reason
+
+
+def test_the_panel_shows_the_message_limit_with_the_websocket_knobs() -> None:
+    form = KnobForm(LoadSpec, LoadSpec(url="ws://127.0.0.1:1/ws/echo"))
+    assert form.controls["max_message_bytes"].value_widget.value == 2**20

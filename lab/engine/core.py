@@ -223,8 +223,6 @@ class Engine:
         for lane in self.lanes:
             if lane.busy and now - lane.begun_ns > limit:
                 lane.expire(now)
-        if self._expiry is None:
-            return  # an expiry ended the run
         begun = [lane.begun_ns for lane in self.lanes if lane.busy]
         if begun:
             self.arm_expiry(min(begun) + limit + 1)

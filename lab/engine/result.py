@@ -9,6 +9,7 @@ as they are. The run's model (outcome, summary, stages, ``--json`` object) is
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 from dataclasses import dataclass, field
@@ -68,6 +69,13 @@ class LoadResult:
         return cls(spec=spec, samples=samples, start_ns=start_ns_, started_at=started_at,
                    outcome=outcome_, summary=summary, calibration=calibration,
                    checks=threshold_checks(settings, summary))
+
+    def given_up(self, problem: str) -> LoadResult:
+        """This result of a run that was stopped because it would not end: incomplete, for
+        ``problem``, rather than stopped by its owner."""
+        outcome = dataclasses.replace(self.outcome, stopped_early=False,
+                                      problems=(*self.outcome.problems, problem))
+        return dataclasses.replace(self, outcome=outcome)
 
     # --- the run ----------------------------------------------------------------------------
 
