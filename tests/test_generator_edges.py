@@ -339,7 +339,7 @@ def test_a_signal_stops_bench_with_outcome_stopped_exit_130_and_the_measured_dur
     assert running.returncode == 130, err
     report = json.loads(out)
     assert report["outcome"] == "stopped" and report["exit_code"] == 130 and report["requests"] > 0
-    assert report["stopped_early"] is True
+    assert report["stopped_early"] is True and 0 < report["measured_duration_seconds"] < 60
     lines = err.strip().splitlines()
     assert "Traceback" not in err and lines[-1].startswith("lab: stopped before its end"), err
     saved = next(path for path in tmp_path.iterdir() if (path / "record.json").exists())

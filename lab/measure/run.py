@@ -160,7 +160,8 @@ def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_a
             "late_share": summary.late_share, "kept_up": summary.kept_up,
             "latency_uncorrected_ms": _figures(summary.uncorrected),
             "send_lag_ms": _figures(summary.send_lag)})
-    document.update({"abandoned": outcome.abandoned, "stopped_early": outcome.stopped_early})
+    document.update({"abandoned": outcome.abandoned, "stopped_early": outcome.stopped_early,
+                     "measured_duration_seconds": outcome.measured_seconds})
     if outcome.cluster is not None:
         document["cluster"] = outcome.cluster
     if checks:
