@@ -45,7 +45,7 @@ from lab.notebook.widgets import KnobForm
 from lab.options import as_dict
 from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
-from lab.units import NS_PER_MS
+from lab.units import NS_PER_MS, NS_PER_S
 
 PING = 0x9
 
@@ -227,6 +227,22 @@ async def ping_flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         await writer.drain()
 
 
+async def upgrade_that_never_ends(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A 101 whose head goes on for ever, a line every millisecond."""
+    await read_head(reader)
+    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n")
+    while True:
+        writer.write(b"X-More: yes\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.001)
+
+
+async def upgraded_then_deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accepts the upgrade, then never reads nor writes again."""
+    await accept_websocket(reader, writer)
+    await asyncio.sleep(HOLD_SECONDS)
+
+
 async def echo_twice_as_long(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Answers each message with one of 2,000 bytes (a 16-bit length, RFC 6455 section 5.2)."""
     await accept_websocket(reader, writer)
@@ -291,6 +307,22 @@ def test_a_ping_flood_ends_on_time_counted_as_too_large_with_the_memory_bounded(
     assert result.requests > 0 and result.errors == {"too_large": result.requests}
     # Before the flood was bounded, the generator grew by some 250 MB in a run like this one.
     assert largest - baseline < 50 * 2**20, (baseline, largest)
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("handle", [upgrade_that_never_ends, upgraded_then_deaf],
+                         ids=["endless-upgrade", "deaf-after-upgrade"])
+def test_a_hostile_websocket_server_cannot_stretch_a_run(handle: Any) -> None:
+    # The default 5 s timeout: the connections opened before the run must not wait for all
+    # of it (and the run's last requests for all of it again).
+    timeout = 5.0
+    with hostile_server(handle) as hostile:
+        began_ns = time.perf_counter_ns()
+        result, took = timed_run(LoadSpec(url=hostile.ws_url, connections=4,
+                                          duration_seconds=DURATION_SECONDS, timeout_seconds=timeout))
+    assert (result.start_ns - began_ns) / NS_PER_S < START_UP_ALLOWANCE_SECONDS + 1
+    assert took < DURATION_SECONDS + timeout + START_UP_ALLOWANCE_SECONDS
+    assert result.requests > 0 and result.errors == {"timeout": result.requests}
 
 
 def test_a_websocket_message_over_the_limit_fails_its_request_as_too_large() -> None:

@@ -26,6 +26,7 @@ from lab.measure.samples import MISSING, ErrorKind
 from lab.units import NS_PER_S
 
 HOUSEKEEPING_SECONDS = 0.05  # how often the stop flag, the deadline and progress are looked at
+CONNECT_AHEAD_SECONDS = 1.0  # at most this long opening connections before the run
 CONNECT_RETRY_SECONDS = 0.01  # a closed-loop lane waits this long after a failed connect
 STOP_GRACE_NS = NS_PER_S // 2  # after stop(), answers still in flight get this long
 # A target that refuses every connection tried over this long, after it had accepted some,
@@ -80,13 +81,17 @@ class Engine:
     async def connect(self) -> int:
         """Open every lane before the run starts; returns how many failed (they retry later).
 
-        Bounded by the request timeout: against a listener whose backlog is full, a connect
-        waits for SYN retransmissions for minutes.
+        Bounded by the request timeout, and by CONNECT_AHEAD_SECONDS: against a listener whose
+        backlog is full, a connect waits for SYN retransmissions for minutes, and against a
+        server whose handshake never ends, waiting a whole timeout here and another for the
+        run's last requests would stretch the run past its duration and timeout. A lane not
+        open by then connects for its first request, its connect time charged to it.
         """
         if not self.plan.keepalive:
             return 0
         opening = [asyncio.ensure_future(lane.open()) for lane in self.lanes]
-        _, late = await asyncio.wait(opening, timeout=self.plan.timeout_ns / NS_PER_S)
+        _, late = await asyncio.wait(opening, timeout=min(self.plan.timeout_ns / NS_PER_S,
+                                                           CONNECT_AHEAD_SECONDS))
         for task in late:
             task.cancel()
         if late:
