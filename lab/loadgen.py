@@ -318,7 +318,9 @@ class LoadRun(Run):
         return LoadResult.of_run(
             self.spec, samples, start_ns_=start, end_ns=end, started_at=wall_clock(start),
             abandoned=sum(r.abandoned for r in reports),
-            stopped_early=any(r.stopped_by_owner for r in reports),
+            # Only a stop of this run's owner: workers the run stopped itself (one found the
+            # target gone) were not stopped by the user.
+            stopped_early=self._stopped,
             calibration=self._calibration, problems=tuple(self._problems))
 
 

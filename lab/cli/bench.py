@@ -10,17 +10,22 @@ before the run starts, so a mistake never costs a finished run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 from lab.cli.text import printable
 from lab.engine.report import format_report
+from lab.engine.run import follow_to_end
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
-from lab.loadgen import LoadProgress, run_load
+from lab.loadgen import STOP_WAIT_SECONDS, LoadProgress, start_load
 from lab.options import add_arguments, from_arguments
 from lab.records.experiment import save_result
 from lab.records.record import check_name
@@ -37,6 +42,9 @@ exit codes:
      stopped listening during the run (every connect refused for 3 s), or
      --calibrate failed; the figures cover only what the rest measured (stderr
      and the report say what went wrong)
+  130  the run was stopped before its end (Ctrl-C or SIGTERM): the report covers
+     what was measured until then, its outcome is "stopped", and a --save'd
+     record keeps the measured duration beside the one asked
   1  is also what a failure to run at all returns (a Dask cluster that does not
      start, a server that will not listen), with one line on stderr
 
@@ -123,6 +131,47 @@ class ProgressLine:
             print("\r\x1b[K", end="", file=sys.stderr, flush=True)
 
 
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM (a CI job cancelled, ``kill``) stop the run and keep what it
+    measured: the report is printed and saved, the outcome is "stopped", the exit code 130.
+
+    While the worker processes start, a signal is only noted (the run is stopped as soon as it
+    exists): interrupting the start leaves processes half made and nothing reported. A SIGINT
+    that was ignored when the process started (a job started in the background) stays ignored.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self._signals = [signal.SIGTERM]
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._signals.append(signal.SIGINT)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        with self._handling(self._note):
+            yield
+
+    @contextlib.contextmanager
+    def interrupting(self) -> Iterator[None]:
+        with self._handling(self._interrupt):
+            yield
+
+    @contextlib.contextmanager
+    def _handling(self, handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+        previous = {number: signal.signal(number, handler) for number in self._signals}
+        try:
+            yield
+        finally:
+            for number, before in previous.items():
+                signal.signal(number, before)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # follow_to_end stops the run and waits for what it measured
+
+
 def run(arguments: argparse.Namespace) -> int:
     spec = spec_from_arguments(arguments)
     if arguments.cluster is not None:
@@ -134,9 +183,15 @@ def run(arguments: argparse.Namespace) -> int:
         name = check_name(arguments.name)
         store = writable_store(arguments.data_dir)
     progress = ProgressLine() if sys.stderr.isatty() else None
+    stops = StopSignals()
     try:
-        result = run_load(spec, calibrate=arguments.calibrate, on_progress=progress,
-                          progress_interval=PROGRESS_INTERVAL_SECONDS, cluster=arguments.cluster)
+        with stops.deferred():  # starting processes must not be cut halfway
+            run_ = start_load(spec, calibrate=arguments.calibrate, cluster=arguments.cluster)
+        if stops.received:
+            run_.stop()
+        with stops.interrupting():
+            result = follow_to_end(run_, progress, PROGRESS_INTERVAL_SECONDS,
+                                   stop_wait_seconds=STOP_WAIT_SECONDS + spec.timeout_seconds)
     finally:
         if progress is not None:
             progress.clear()

@@ -25,7 +25,8 @@ from lab.engine.timer import CoarseTimer, TimerfdTimer, precise_timer
 from lab.measure.samples import MISSING, ErrorKind
 from lab.units import NS_PER_S
 
-HOUSEKEEPING_SECONDS = 0.05  # how often timeouts, the stop flag and progress are looked at
+HOUSEKEEPING_SECONDS = 0.05  # how often the stop flag, the deadline and progress are looked at
+CONNECT_AHEAD_SECONDS = 1.0  # at most this long opening connections before the run
 CONNECT_RETRY_SECONDS = 0.01  # a closed-loop lane waits this long after a failed connect
 STOP_GRACE_NS = NS_PER_S // 2  # after stop(), answers still in flight get this long
 # A target that refuses every connection tried over this long, after it had accepted some,
@@ -66,6 +67,10 @@ class Engine:
         self.continue_until_ns = 0
         self._finished: asyncio.Future[None] | None = None
         self._housekeeping: asyncio.TimerHandle | None = None
+        # Timeouts have a timer of their own, armed at the earliest deadline of a request in
+        # flight: at the housekeeping tick a 5 ms timeout would be enforced 50 ms late.
+        self._expiry: TimerfdTimer | CoarseTimer | None = None
+        self.expiry_armed = False
 
     def pick_request(self) -> bytes:
         """The next path's request, in turn (only used with several paths)."""
@@ -76,13 +81,17 @@ class Engine:
     async def connect(self) -> int:
         """Open every lane before the run starts; returns how many failed (they retry later).
 
-        Bounded by the request timeout: against a listener whose backlog is full, a connect
-        waits for SYN retransmissions for minutes.
+        Bounded by the request timeout, and by CONNECT_AHEAD_SECONDS: against a listener whose
+        backlog is full, a connect waits for SYN retransmissions for minutes, and against a
+        server whose handshake never ends, waiting a whole timeout here and another for the
+        run's last requests would stretch the run past its duration and timeout. A lane not
+        open by then connects for its first request, its connect time charged to it.
         """
         if not (self.plan.keepalive and self.plan.connect_before):
             return 0  # each lane connects at its first send
         opening = [asyncio.ensure_future(lane.open()) for lane in self.lanes]
-        _, late = await asyncio.wait(opening, timeout=self.plan.timeout_ns / NS_PER_S)
+        _, late = await asyncio.wait(opening, timeout=min(self.plan.timeout_ns / NS_PER_S,
+                                                           CONNECT_AHEAD_SECONDS))
         for task in late:
             task.cancel()
         if late:
@@ -108,12 +117,16 @@ class Engine:
             await asyncio.sleep(0)
         if not self.plan.connect_before:
             self.open_with_load()
+        self._expiry = precise_timer(loop, self._expire_due)
         self.begin()
         self._housekeeping = loop.call_later(HOUSEKEEPING_SECONDS, self._housekeep)
         try:
             await self._finished
         finally:
             self._housekeeping.cancel()
+            self._expiry.close()
+            self._expiry = None
+            self.expiry_armed = False
             self.cleanup()
             for lane in self.lanes:
                 lane.abandon()
@@ -159,7 +172,6 @@ class Engine:
 
     def _housekeep(self) -> None:
         now = perf_counter_ns()
-        self._expire_timeouts(now)
         if not self.stopped_by_owner and self._should_stop():
             self.stopped_by_owner = True
             self.stop_offering(now)
@@ -207,11 +219,25 @@ class Engine:
         return (self.refused_since_connect >= 2
                 and self.last_refused_ns - self.first_refused_ns >= GONE_AFTER_NS)
 
-    def _expire_timeouts(self, now: int) -> None:
+    def arm_expiry(self, deadline_ns: int) -> None:
+        """A lane began a request while no timeout was watched: watch its deadline.
+
+        Only needed then: a request begun later has a later deadline than every one in
+        flight, and the timer, when it fires, re-arms itself for the earliest one left."""
+        if self._expiry is not None:
+            self.expiry_armed = True
+            self._expiry.arm_at(deadline_ns)
+
+    def _expire_due(self) -> None:
+        now = perf_counter_ns()
         limit = self.plan.timeout_ns
+        self.expiry_armed = False
         for lane in self.lanes:
             if lane.busy and now - lane.begun_ns > limit:
                 lane.expire(now)
+        begun = [lane.begun_ns for lane in self.lanes if lane.busy]
+        if begun:
+            self.arm_expiry(min(begun) + limit + 1)
 
     def _abandon_rest(self) -> None:
         for lane in self.lanes:

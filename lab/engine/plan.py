@@ -19,6 +19,7 @@ class WebSocketPlan:
     payload: bytes
     text: bool  # a text frame (else binary)
     compression: bool  # offer permessage-deflate
+    max_message_bytes: int = 1024 * 1024  # a larger message from the server fails its request
 
 
 @dataclass(frozen=True, kw_only=True)

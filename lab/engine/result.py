@@ -9,6 +9,7 @@ as they are. The run's model (outcome, summary, stages, ``--json`` object) is
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 from dataclasses import dataclass, field
@@ -69,6 +70,13 @@ class LoadResult:
                    outcome=outcome_, summary=summary, calibration=calibration,
                    checks=threshold_checks(settings, summary))
 
+    def given_up(self, problem: str) -> LoadResult:
+        """This result of a run that was stopped because it would not end: incomplete, for
+        ``problem``, rather than stopped by its owner."""
+        outcome = dataclasses.replace(self.outcome, stopped_early=False,
+                                      problems=(*self.outcome.problems, problem))
+        return dataclasses.replace(self, outcome=outcome)
+
     # --- the run ----------------------------------------------------------------------------
 
     @property
@@ -106,7 +114,7 @@ class LoadResult:
 
     def verdict(self) -> tuple[Outcome, str | None]:
         """Passed, a threshold failed, or no request succeeded -- and why, in one line."""
-        return verdict(self.summary, self.checks, self.problems)
+        return verdict(self.summary, self.checks, self.problems, stopped=self.stopped_early)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The CLI's ``--json`` object (see :func:`run_document`), with ``stages`` when staged."""

@@ -111,10 +111,12 @@ def follow_to_end(run: Run, on_progress: Callable[[LoadProgress], None] | None,
     a run that outlives :meth:`Run.longest_seconds` is stopped, and one that then does not end
     within ``stop_wait_seconds`` is terminated (TimeoutError)."""
     deadline = time.monotonic() + run.longest_seconds()
+    stuck = False
     try:
         while not run.done():
             if time.monotonic() > deadline:
                 run.stop()  # something is stuck: keep what was measured, if it comes
+                stuck = True
                 break
             run.join(interval)
             if on_progress is not None and not run.done():
@@ -122,7 +124,11 @@ def follow_to_end(run: Run, on_progress: Callable[[LoadProgress], None] | None,
     except KeyboardInterrupt:
         run.stop()
     try:
-        return run.result(timeout=stop_wait_seconds)
+        result = run.result(timeout=stop_wait_seconds)
     except TimeoutError:
         run.terminate()
         raise
+    if stuck:  # not the user's stop: the run failed to end, and is incomplete
+        return result.given_up(f"the run did not end within {run.longest_seconds():g} s "
+                               "and was stopped")
+    return result

@@ -18,6 +18,8 @@ from lab.measure.thresholds import parse_thresholds
 from lab.options import knob, validate
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024  # as the websockets library's own default
+MAX_MESSAGE_LIMIT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +49,12 @@ class LoadSpec:
     ws_compression: bool = knob(False, help="ws://: offer permessage-deflate; when the server "
                                 "takes it every message is compressed both ways",
                                 flag="--ws-compression", group="websocket")
+    max_message_bytes: int = knob(
+        DEFAULT_MAX_MESSAGE_BYTES, minimum=1, maximum=MAX_MESSAGE_LIMIT_BYTES, unit="bytes",
+        help="ws://: the largest message accepted from the server; a larger one fails its "
+             "request (too_large) and the connection, so a hostile server cannot grow the "
+             "generator's memory", flag="--max-message-bytes", metavar="BYTES", group="websocket",
+        label="largest message accepted")
 
     # --- load model -------------------------------------------------------------------------
     mode: Literal["closed", "open"] = knob(
@@ -141,6 +149,9 @@ class LoadSpec:
         if self.target.websocket and (self.paths or not self.keepalive or self.method != "GET"):
             raise ConfigError("url", "a ws:// run sends messages on its URL's path over kept "
                               "connections: no paths, keepalive off or method other than GET")
+        if self.target.websocket and self.message_bytes > self.max_message_bytes:
+            raise ConfigError("max_message_bytes", f"{self.max_message_bytes} bytes is less than "
+                              f"the {self.message_bytes}-byte message sent: every echo would fail")
         parse_thresholds(self.thresholds)
         require_loopback(parse_target(self.url).host, allow_remote=self.allow_remote)
 

@@ -19,6 +19,13 @@ payload in an unmasked frame, so a read equal to those bytes is the answer, comp
 built per connection, mask included: RFC 6455 asks a browser for a fresh mask per frame to
 keep a script from steering bytes through a proxy's cache, which does not arise for a load
 generator on a path it owns, and rebuilding the frame would be the generator measuring itself.
+
+A server may be hostile. The library parses some microseconds per frame, so a server flooding
+empty pings (two bytes each, 32,768 in a 64 KiB read) could keep a worker's loop busy for
+seconds per read, its timers starved and the run unending. Bytes go to the library in slices
+of :data:`FEED_BYTES`, and a connection that brings more than :data:`MAX_FRAMES_BETWEEN_ANSWERS`
+frames without an answer is given up (``too_large``), as is a message over the plan's
+``max_message_bytes``: the work and memory one connection can cost stay bounded.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import asyncio
 from time import perf_counter_ns
 
 from websockets.client import ClientProtocol
+from websockets.exceptions import PayloadTooBig
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
@@ -38,14 +46,26 @@ from lab.engine.plan import WebSocketPlan
 from lab.measure.samples import MISSING, ErrorKind
 
 SWITCHING_PROTOCOLS = 101
+FEED_BYTES = 4096  # at most ~2,000 frames parsed before the flood check: a few ms of work
+# Frames that are not the answer, since the last answer (or the opening): pings, pongs, pushes.
+# A polite server sends a few pings a minute; a thousand in one round trip is a flood.
+MAX_FRAMES_BETWEEN_ANSWERS = 1000
+DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
 class HandshakeRefused(ConnectionError):
     """The server answered the upgrade with something other than 101."""
 
 
+class Flooded(ConnectionError):
+    """The server sent more frames than a message may wait through, before any was sent."""
+
+    kind = ErrorKind.TOO_LARGE
+
+
 class WebSocketLane(Lane):
-    __slots__ = ("client", "echo", "handshake", "message_opcode", "payload", "websocket")
+    __slots__ = ("client", "echo", "frames_since_answer", "handshake", "message_opcode", "payload",
+                 "websocket")
 
     def __init__(self, engine: LaneOwner) -> None:
         super().__init__(engine)
@@ -57,6 +77,7 @@ class WebSocketLane(Lane):
         self.client: ClientProtocol | None = None
         self.handshake: asyncio.Future[None] | None = None
         self.echo = b""  # the server's frame when it echoes our payload back, unmasked
+        self.frames_since_answer = 0
 
     # --- the lane type's part -------------------------------------------------------------------
 
@@ -66,7 +87,8 @@ class WebSocketLane(Lane):
         websocket = self.websocket
         extensions = [ClientPerMessageDeflateFactory()] if websocket.compression else None
         client = self.client = ClientProtocol(parse_uri(websocket.uri), extensions=extensions,
-                                              max_size=None)
+                                              max_size=websocket.max_message_bytes)
+        self.frames_since_answer = 0
         handshake = self.handshake = asyncio.get_running_loop().create_future()
         client.send_request(client.connect())
         self._flush()
@@ -76,6 +98,10 @@ class WebSocketLane(Lane):
             self.handshake = None
             self.drop_connection(reset=True)
             raise
+        if self.transport is None:  # flooded (or closed) right after the 101
+            if self.frames_since_answer > MAX_FRAMES_BETWEEN_ANSWERS:
+                raise Flooded("frames flooded in after the opening handshake")
+            raise ConnectionResetError("closed right after the opening handshake")
         self.engine.count_connected()
         compressed = bool(client.extensions)
         # With permessage-deflate every message goes through the library (it compresses);
@@ -124,15 +150,22 @@ class WebSocketLane(Lane):
         client = self.client
         if client is None:
             return
+        if self._connecting is not None:
+            # The handshake is done but connect() has not resumed to send the message: what
+            # comes now answers nothing, and a flood is connect()'s to report (Flooded).
+            self._feed(client, data, awaiting=False)
+            if self.frames_since_answer > MAX_FRAMES_BETWEEN_ANSWERS or client.state is not State.OPEN:
+                self.drop_connection(reset=True)
+            else:
+                self._flush()
+            return
         if self.busy and self.first_byte_ns == MISSING:
             self.first_byte_ns = now
         self.received += len(data)
-        client.receive_data(data)
-        answered = False
-        for event in client.events_received():
-            if isinstance(event, Frame) and event.fin and event.opcode in (Opcode.TEXT, Opcode.BINARY,
-                                                                           Opcode.CONT):
-                answered = True
+        answered = self._feed(client, data, awaiting=self.busy)
+        if self.frames_since_answer > MAX_FRAMES_BETWEEN_ANSWERS:
+            self._flooded(now)
+            return
         self._flush()
         if client.state is not State.OPEN:
             self._closed_by_server(now)
@@ -141,27 +174,60 @@ class WebSocketLane(Lane):
         elif not self.busy:
             self.received = 0  # a ping or a push nobody waited for: not a round trip
 
+    def _feed(self, client: ClientProtocol, data: bytes, *, awaiting: bool) -> bool:
+        """Hand ``data`` to the library a slice at a time, counting the frames that are not an
+        answer; True when a whole message came while one was awaited. Stops at a flood."""
+        answered = False
+        for start in range(0, len(data), FEED_BYTES):
+            client.receive_data(data[start:start + FEED_BYTES])
+            for event in client.events_received():
+                if awaiting and isinstance(event, Frame) and event.fin and event.opcode in DATA_OPCODES:
+                    answered = True
+                    self.frames_since_answer = 0
+                else:
+                    self.frames_since_answer += 1
+            if self.frames_since_answer > MAX_FRAMES_BETWEEN_ANSWERS or client.state is not State.OPEN:
+                break
+        return answered
+
+    def _flooded(self, now: int) -> None:
+        """More frames than a round trip may take: no answer will be found among them."""
+        if self.busy:
+            self.finish(now, 0, ErrorKind.TOO_LARGE, reset=True)
+        else:
+            self.drop_connection(reset=True)
+
     def _closed_by_server(self, now: int) -> None:
         """A close frame (idle timeout, 1009, 1002): the message in flight failed."""
         if self.busy:
-            malformed = self.client is not None and self.client.parser_exc is not None
-            self.finish(now, 0, ErrorKind.MALFORMED if malformed else ErrorKind.CLOSED_BY_SERVER)
+            failure = None if self.client is None else self.client.parser_exc
+            kind = (ErrorKind.TOO_LARGE if isinstance(failure, PayloadTooBig)
+                    else ErrorKind.CLOSED_BY_SERVER if failure is None else ErrorKind.MALFORMED)
+            self.finish(now, 0, kind, reset=failure is not None)
         else:
             self.drop_connection()
 
     def _handshake_data(self, data: bytes) -> None:
         client, handshake = self.client, self.handshake
         assert client is not None and handshake is not None
-        client.receive_data(data)
-        response = next((e for e in client.events_received() if isinstance(e, Response)), None)
-        if response is None or handshake.done():
-            return
-        self.handshake = None
-        if client.state is State.OPEN:
+        for start in range(0, len(data), FEED_BYTES):
+            client.receive_data(data[start:start + FEED_BYTES])
+            events = client.events_received()
+            response = next((e for e in events if isinstance(e, Response)), None)
+            if response is None or handshake.done():
+                continue
+            self.handshake = None
+            if client.state is not State.OPEN:
+                handshake.set_exception(HandshakeRefused(
+                    f"the server answered the upgrade with {response.status_code}"))
+                return
             handshake.set_result(None)
-        else:
-            handshake.set_exception(HandshakeRefused(
-                f"the server answered the upgrade with {response.status_code}"))
+            # Frames after the 101, before any message was sent: none is an answer.
+            self.frames_since_answer = len(events) - 1
+            self._feed(client, data[start + FEED_BYTES:], awaiting=False)
+            if self.frames_since_answer > MAX_FRAMES_BETWEEN_ANSWERS:
+                self.drop_connection(reset=True)  # connect() finds it gone: Flooded
+            return
 
     def on_lost(self, wire: Wire, exc: Exception | None) -> None:
         handshake = self.handshake

@@ -124,7 +124,8 @@ def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
     websocket = None
     if target.websocket:
         websocket = WebSocketPlan(uri=spec.url, payload=message_payload(spec),
-                                  text=spec.message_type == "text", compression=spec.ws_compression)
+                                  text=spec.message_type == "text", compression=spec.ws_compression,
+                                  max_message_bytes=spec.max_message_bytes)
     return EnginePlan(
         host=target.host, port=target.port,
         # A WebSocket lane builds its frame per connection (the mask is the connection's).

@@ -106,9 +106,12 @@ def _heading(spec: Mapping[str, Any]) -> list[str]:
     if spec.get("think_ms"):
         model += f", each connection thinking {spec['think_ms']:g} ms on average between requests"
     warmup = spec.get("warmup_seconds") or 0
+    duration = f"{spec.get('duration_seconds', 0):g}s"
+    budget = spec.get("max_requests")
+    # Whichever comes first ends the run: say both when there are both.
+    bound = f"up to {budget:,} requests ({duration} at most)" if budget else f"{duration} test"
     return [
-        f"Running {spec.get('duration_seconds', 0):g}s test @ {spec.get('url')}"
-        + (f" (after {warmup:g}s warm-up)" if warmup else ""),
+        f"Running {bound} @ {spec.get('url')}" + (f" (after {warmup:g}s warm-up)" if warmup else ""),
         f"  {workers} worker{'s' if workers != 1 else ''} and {connections} "
         f"connection{'s' if connections != 1 else ''}, {model}"
         + ("" if spec.get("keepalive", True) else ", a new connection per request"),
@@ -156,7 +159,8 @@ def _count_lines(summary: RunSummary, outcome: RunOutcome) -> list[str]:
         counts = ", ".join(f"{kind} {count:,}" for kind, count in sorted(summary.errors.items()))
         lines.append(f"  Errors: {counts}")
     if outcome.stopped_early:
-        lines.append(f"  Stopped early; {outcome.abandoned:,} requests in flight or queued were abandoned")
+        lines.append(f"  Stopped before its end, after {outcome.measured_seconds:.2f}s; "
+                     f"{outcome.abandoned:,} requests in flight or queued were abandoned")
     return lines
 
 
@@ -202,7 +206,7 @@ def describe_lines(summary: RunSummary, load_spec: Mapping[str, Any], outcome: R
     print: a problem or a threshold may hold any text)."""
     lines = [f"{summary.requests} requests in {summary.duration_s:.3f} s, "
              f"{summary.rps:.1f} responses/s; {summary.succeeded} succeeded, "
-             f"{summary.error_total} failed"]
+             f"{summary.error_total} failed", _duration_line(load_spec, outcome)]
     if summary.status_codes:
         codes = ", ".join(f"{code} {count}" for code, count in summary.status_codes.items())
         lines.append(f"status codes: {codes}")
@@ -224,6 +228,15 @@ def describe_lines(summary: RunSummary, load_spec: Mapping[str, Any], outcome: R
                      "coordinated omission; 'uncorrected' from the actual send)")
     lines.extend(f"problem: {problem}" for problem in outcome.problems)
     return lines
+
+
+def _duration_line(load_spec: Mapping[str, Any], outcome: RunOutcome) -> str:
+    """How long the load ran beside what was asked: a stopped run ran less."""
+    asked = load_spec.get("duration_seconds")
+    line = f"load offered for {outcome.measured_seconds:.3f} s"
+    if isinstance(asked, (int, float)) and not isinstance(asked, bool):
+        line += f" of the {asked:g} s asked"
+    return line + (" -- stopped before its end" if outcome.stopped_early else "")
 
 
 def _target_line(summary: RunSummary) -> str:

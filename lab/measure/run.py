@@ -33,11 +33,16 @@ class RunOutcome:
 
     window_ns: tuple[int, int]  # measured part: warm-up end to end of offering (perf_counter_ns)
     abandoned: int = 0  # in flight or queued when stop() ended the run: not in the samples
-    stopped_early: bool = False
+    stopped_early: bool = False  # its owner stopped it (Ctrl-C, SIGTERM, Stop, stop())
     problems: tuple[str, ...] = ()  # worker or calibration failures, in words
     calibration: dict[str, Any] | None = None  # Calibration.as_dict()
     # On a Dask cluster: the scheduler and each worker's share ({"address", "per_worker"}).
     cluster: dict[str, Any] | None = None
+
+    @property
+    def measured_seconds(self) -> float:
+        """How long the load was offered after the warm-up: the asked duration, unless stopped."""
+        return max(self.window_ns[1] - self.window_ns[0], 0) / NS_PER_S
 
     def as_dict(self) -> dict[str, Any]:
         return {"window_ns": list(self.window_ns), "abandoned": self.abandoned,
@@ -129,7 +134,7 @@ def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_a
                  outcome: RunOutcome) -> dict[str, Any]:
     """The ``--json`` object of a run: plain JSON types only, null where nothing was measured."""
     checks = threshold_checks(load_spec, summary)
-    result, reason = verdict(summary, checks, outcome.problems)
+    result, reason = verdict(summary, checks, outcome.problems, stopped=outcome.stopped_early)
     document: dict[str, Any] = {
         "mode": load_spec.get("mode"),
         "url": load_spec.get("url"),
@@ -155,7 +160,8 @@ def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_a
             "late_share": summary.late_share, "kept_up": summary.kept_up,
             "latency_uncorrected_ms": _figures(summary.uncorrected),
             "send_lag_ms": _figures(summary.send_lag)})
-    document.update({"abandoned": outcome.abandoned, "stopped_early": outcome.stopped_early})
+    document.update({"abandoned": outcome.abandoned, "stopped_early": outcome.stopped_early,
+                     "measured_duration_seconds": outcome.measured_seconds})
     if outcome.cluster is not None:
         document["cluster"] = outcome.cluster
     if checks:

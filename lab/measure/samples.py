@@ -29,6 +29,8 @@ class ErrorKind(enum.IntEnum):
     CONNECT_ERROR = 7  # any other failure to connect (e.g. unreachable)
     OTHER = 8
     WORKER_LOST = 9  # a cluster worker died or was lost: its requests are gone with it
+    # more than an answer may take: a WebSocket message over the size limit, or a flood of frames
+    TOO_LARGE = 10
 
     @property
     def label(self) -> str:

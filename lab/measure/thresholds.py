@@ -153,15 +153,23 @@ class Outcome(enum.IntEnum):
     THRESHOLD_FAILED = 1
     NO_SUCCESS = 3  # no 2xx/3xx answer at all
     INCOMPLETE = 4  # part of the run failed: a worker lost, the target gone mid-run, calibration
+    # Its owner stopped it (Ctrl-C, SIGTERM, the panel's Stop, stop()): 128 + SIGINT, as a shell
+    # reports a program Ctrl-C ended. A part of a run is not a run that passed.
+    STOPPED = 130
 
 
 def verdict(summary: RunSummary, checks: Sequence[ThresholdCheck],
-            problems: Sequence[str] = ()) -> tuple[Outcome, str | None]:
+            problems: Sequence[str] = (), *, stopped: bool = False) -> tuple[Outcome, str | None]:
     """The run's outcome and, when it failed, why in one line.
 
     A run with problems is incomplete whatever its figures say: they cover only what the rest
-    of it measured, so a threshold that held on them proves nothing.
+    of it measured, so a threshold that held on them proves nothing. A run its owner stopped
+    is neither: it was not let finish, whatever its figures say.
     """
+    if stopped:
+        return Outcome.STOPPED, "; ".join((
+            f"stopped before its end, after {summary.duration_s:.2f} s measured: the figures "
+            "cover that part only", *problems))
     reason = failure_reason(summary)
     if reason is not None:  # what went wrong in the run too, when something did
         return Outcome.NO_SUCCESS, "; ".join((f"no request succeeded: {reason}", *problems))

@@ -30,6 +30,7 @@ from lab.http.config import ServerConfig
 from lab.loadgen import LoadProgress, Run, start_load
 from lab.measure import report
 from lab.measure.frames import Frame
+from lab.measure.thresholds import Outcome
 from lab.netpath import Path as NetworkPath
 from lab.notebook.control import set_knobs
 from lab.notebook.live import LiveView
@@ -374,12 +375,13 @@ class LabPanel:
                                     name=f"run {len(self.records) + 1}", changes=changes or ())
         self.records.append(record)
         self.results.append(result)
-        failure = verdict_line(result)
+        outcome, failure = result.verdict()
         if failure is None:
             checks = "".join(f"; {check.describe()}" for check in result.checks)
             self._say(headline(result) + checks)
         else:  # failure is never shown as success: red, and the reason first
-            self._say(f"FAILED: {failure} -- {headline(result)}", error=True)
+            what = "STOPPED" if outcome is Outcome.STOPPED else "FAILED"
+            self._say(f"{what}: {failure} -- {headline(result)}", error=True)
         if result.summary.succeeded:
             self.summary_view.value = summary_table(result).to_html(classes="lab-table", border=0)
             self.figures = [plots.percentile_spectrum(record), plots.histogram(record)]

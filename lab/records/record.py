@@ -192,8 +192,9 @@ class Record:
         """Passed, a threshold failed, no request succeeded or the run was incomplete -- and why:
         the run's own verdict
         (``LoadResult.verdict``, the exit code of ``bench``), from the record's summary."""
+        outcome = self.run_outcome()
         return verdict(self.summary, threshold_checks(self.load_spec, self.summary),
-                       self.run_outcome().problems)
+                       outcome.problems, stopped=outcome.stopped_early)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The object ``bench --json`` printed for this run (``show RUN --json``)."""

@@ -76,6 +76,9 @@ class Stored:
     outcome: RunOutcome | None
     markers: tuple[Marker, ...]
     summary: Any  # the cached summary as stored: read by cached_summary(), when wanted
+    # How long the load was offered after the warm-up (load_spec's duration_seconds is what was
+    # asked; a stopped run is shorter); None for a record made from samples alone.
+    measured_duration_seconds: float | None = None
     samples: SamplesFile | None  # None in a document that was never saved (Record.metadata())
 
     def cached_summary(self) -> RunSummary | None:
@@ -124,6 +127,7 @@ def document(record: Described) -> dict[str, Any]:
         "environment": record.environment.as_dict(),
         "thresholds_ms": list(record.thresholds_ms),
         "run": None if record.outcome is None else record.outcome.as_dict(),
+        "measured_duration_seconds": None if record.outcome is None else record.outcome.measured_seconds,
         "markers": [marker.as_dict() for marker in record.markers],
         "summary": record.summary.as_dict(),
     }
@@ -189,7 +193,17 @@ def _parse(metadata: Mapping[str, Any]) -> Stored:
         markers=tuple(Marker.from_dict(plain.mapping(marker, "markers"))
                       for marker in plain.sequence(metadata.get("markers", []), "markers")),
         summary=metadata.get("summary"),
+        measured_duration_seconds=_measured_duration(metadata.get("measured_duration_seconds")),
         samples=None if samples is None else _samples_file(plain.mapping(samples, "samples")))
+
+
+def _measured_duration(value: Any) -> float | None:
+    """Absent in records written before it was kept; else seconds, finite and not negative."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e9:
+        raise ValueError(f"measured_duration_seconds must be seconds, not {value!r}")
+    return float(value)
 
 
 def _samples_file(values: Mapping[str, Any]) -> SamplesFile:

@@ -44,7 +44,7 @@ from lab.records import schema
 from lab.records.environment import SOURCE_ROOT
 from lab.records.files import fsync_directory, write_text_atomically
 from lab.records.record import Record, differing_keys, flat_settings, short_key
-from lab.records.schema import METADATA_FILE, SAMPLES_FILE
+from lab.records.schema import METADATA_FILE, SAMPLES_FILE, Stored
 
 DATA_DIR_ENV = "LAB_DATA_DIR"
 SAVING_PREFIX = ".saving-"
@@ -61,6 +61,7 @@ KEY_SETTINGS = (
     "server.loop", "server.nodelay", "server.keepalive", "server.split_writes",
 )
 MAX_LISTED_SETTINGS = 10
+MEASURED_COLUMN = "measured_s"  # how long the load ran, beside the duration asked (a stopped run)
 
 _data_dir_override: Path | None = None
 
@@ -115,6 +116,7 @@ class RecordInfo:
     settings: dict[str, Any]
     summary: RunSummary
     path: Path
+    measured_seconds: float | None = None  # beside the asked load.duration_seconds
 
 
 class RecordStore:
@@ -275,10 +277,11 @@ def runs_table(infos: Sequence[RecordInfo]) -> pd.DataFrame:
             "tags": ", ".join(info.tags)}
         for key in setting_keys:
             row[short_key(key, setting_keys)] = info.settings.get(key)
+        row[MEASURED_COLUMN] = info.measured_seconds
         row.update(report.listing_row(info.summary))
         rows.append(row)
     columns = ["id", "name", "started", "tags", *(short_key(key, setting_keys) for key in setting_keys),
-               *report.listing_columns()]
+               MEASURED_COLUMN, *report.listing_columns()]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -385,7 +388,13 @@ def _read_info(directory: Path) -> RecordInfo:
         settings=flat_settings(stored.load_spec, stored.server_config),
         # recomputed from the samples when the cached copy cannot be read
         summary=stored.cached_summary() or _read_record(directory).summary,
-        path=directory)
+        path=directory, measured_seconds=_measured_seconds(stored))
+
+
+def _measured_seconds(stored: Stored) -> float | None:
+    if stored.measured_duration_seconds is not None:
+        return stored.measured_duration_seconds
+    return None if stored.outcome is None else stored.outcome.measured_seconds  # an older record
 
 
 def _npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], np.dtype[Any]]:
