@@ -117,7 +117,11 @@ def test_a_server_that_goes_away_during_the_run_makes_it_incomplete_not_passed()
         running = subprocess.Popen([sys.executable, "-m", "lab", "bench", server.url + "/fast", "-c", "2",
                                     "-d", "20", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
-        time.sleep(2.5)  # the generator's processes start and measure for a while
+        # The generator's processes start (seconds on a busy machine) and measure for a while:
+        # a run stopped before its first answer would be 'no success', not incomplete.
+        deadline = time.monotonic() + 30
+        while server.stats()["requests"] < 100 and time.monotonic() < deadline:
+            time.sleep(0.1)
         server.stop()
         out, err = running.communicate(timeout=60)
     assert running.returncode == 4, err

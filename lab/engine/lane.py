@@ -61,19 +61,23 @@ class LaneOwner(Protocol):
 class Wire(asyncio.Protocol):
     """One TCP connection; it forwards its events to the lane that owns it."""
 
-    __slots__ = ("data_received", "lane", "transport")
+    __slots__ = ("_sent_early", "data_received", "lane", "transport")
 
-    def __init__(self, lane: Lane) -> None:
+    def __init__(self, lane: Lane, *, sent_early: bool = False) -> None:
         self.lane = lane
         self.transport: asyncio.Transport | None = None
+        self._sent_early = sent_early
         # One call less per chunk on the hot path: the lane's method is the protocol's.
         self.data_received = lane.on_data  # type: ignore[method-assign]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        # The lane's too, now: an answer to a request sent with the SYN (start_connecting) may
-        # be read before create_connection returns, and the lane answers it on this transport.
-        self.lane.wire, self.lane.transport = self, self.transport
+        if self._sent_early:
+            # The lane's too, now: the answer to a request sent with the SYN (start_connecting)
+            # may be read before create_connection returns, and the lane answers it on this
+            # transport. Only then: a connect cancelled after this point (the run's connect-
+            # ahead bound) would leave the lane a transport about to close.
+            self.lane.wire, self.lane.transport = self, self.transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lane.on_lost(self, exc)
@@ -198,7 +202,9 @@ class Lane:
         else:
             try:
                 await _handshake_done(loop, sock)
-                transport, wire = await loop.create_connection(lambda: Wire(self), sock=sock)
+                sent_early = self._early_sent is not None
+                transport, wire = await loop.create_connection(lambda: Wire(self, sent_early=sent_early),
+                                                               sock=sock)
             except BaseException:
                 sock.close()
                 raise
