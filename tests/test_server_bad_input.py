@@ -128,3 +128,42 @@ def test_client_that_vanishes_mid_request_harms_nobody(server):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     sock.close()  # reset, mid-body
     assert_still_serving(server.port)
+
+
+# Python refuses to convert a decimal text of more than 4300 digits: a parameter that long
+# was a 500 with a traceback echoing it. Every number a client sends is checked for its range
+# before it is converted, and out of range is a 400 that names the range.
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(("path", "limit"), [
+    (f"/bytes/{HUGE}", "from 0 to 268435456"), (f"/stream/{HUGE}", "from 0 to 10000"),
+    (f"/delay/{HUGE}", "from 0 to 60000"), (f"/work/{HUGE}", "from 0 to 1000000"),
+    (f"/delay/1?slow_percent=1&slow_ms={HUGE}", "from 0 to 60000"),
+    (f"/delay/1?slow_percent={HUGE}&slow_ms=1", "from 0 to 100"),
+    ("/work/1_000", "from 0 to 1000000")])
+def test_a_number_out_of_range_in_a_path_or_query_is_a_400_naming_the_limit(server, caplog, path, limit):
+    with connect(server.port) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        answer = Reader(sock).response()
+    assert answer.status == 400
+    assert limit.encode() in answer.body
+    assert len(answer.body) < 300  # the value is not echoed whole
+    assert "handler_error" not in server.stats()["errors"]
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+    assert_still_serving(server.port)
+
+
+def test_leading_zeros_do_not_make_a_number_too_long(server):
+    assert exchange(server.port, get("/bytes/" + "0" * 5000 + "3")).body == b"xxx"
+
+
+def test_a_websocket_stream_of_too_many_messages_is_refused_at_the_handshake(server):
+    with connect(server.port) as sock:
+        sock.sendall(f"GET /ws/stream/{HUGE} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
+                     "Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        answer = Reader(sock).response()
+    assert answer.status == 400
+    assert b"from 0 to 10000" in answer.body
+    assert "handler_error" not in server.stats()["errors"]
