@@ -234,6 +234,7 @@ class RequestReader:
         "_transfer_codings",
         "_upgrade",
         "_url",
+        "heads_completed",
         "max_body_bytes",
         "max_header_bytes",
         "phase",
@@ -268,6 +269,7 @@ class RequestReader:
         self._chunk_start = 0  # body bytes before that chunk's data
         self._chunk_line = b""  # the start of the chunked body's last line, as far as read
         self._http_version = "1.1"  # llhttp's, read once the head is complete
+        self.heads_completed = 0  # heads llhttp read whole: a new one begins a new body
 
     def feed(self, data: bytes | bytearray | memoryview, end: int) -> Phase | None:
         """Read ``data[:end]``, the next bytes of the connection; after a final phase
@@ -408,8 +410,18 @@ class RequestReader:
         self._refuse(400, "the Host header is not a host name or address with a port (0-65535)",
                      "bad_request")
 
+    def phase_bytes(self) -> int:
+        """Bytes of the request read so far in its phase: the reads since its head began, or
+        its body's payload (what the listener's minimum rates are measured on)."""
+        if self.phase is HEAD:
+            return self._head_bytes
+        if self.phase is BODY and self._body_parts is not None:
+            return self._body_bytes
+        return 0
+
     def on_headers_complete(self) -> None:
         self.phase = BODY
+        self.heads_completed += 1
         parser = self._parser
         # httptools formats the version into a new string on every call (~2,500 instructions):
         # read once here, where it is checked, and kept for the request.
