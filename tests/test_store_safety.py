@@ -229,6 +229,9 @@ _rows_as_text = _edited(lambda m: m["samples"].update(rows=str(m["samples"]["row
 _cpu_count_text = _edited(lambda m: m["environment"].update(cpu_count="many"))
 _threshold_negative = _edited(lambda m: m.update(thresholds_ms=[-1.0]))
 _marker_time_text = _edited(lambda m: m.update(markers=[{"t_s": "soon", "label": "x"}]))
+_stages_unreadable = _edited(lambda m: m["load_spec"].update(stages=["1s:100", "x"]))
+_stage_an_object = _edited(lambda m: m["load_spec"].update(stages=[{"x": 1}]))
+_thresholds_unreadable = _edited(lambda m: m["load_spec"].update(thresholds=["p(99)<"]))
 
 
 DAMAGE = {
@@ -241,6 +244,9 @@ DAMAGE = {
     "cpu_count as text": (_cpu_count_text, "environment.cpu_count must be a whole number"),
     "threshold below zero": (_threshold_negative, "thresholds_ms must be above 0"),
     "marker time as text": (_marker_time_text, "markers.t_s must be a finite number"),
+    "stages unreadable": (_stages_unreadable, "load_spec.stages: 'x' is not DURATION:RATE"),
+    "a stage an object": (_stage_an_object, "load_spec.stages must be text, not dict"),
+    "thresholds unreadable": (_thresholds_unreadable, "load_spec.thresholds: 'p(99)<' is not"),
     "load_spec is a list": (_load_spec_is_a_list, "load_spec must be an object"),
     "notes nested too deeply": (_notes_nested_too_deeply, "nested too deeply"),
     "garbled .npy header": (_garbled_npy_header, "samples.npy is unreadable"),

@@ -21,10 +21,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lab.errors import CorruptRecord
+from lab.engine.stages import parse_stages
+from lab.errors import ConfigError, CorruptRecord
 from lab.measure import plain
 from lab.measure.run import RunOutcome
 from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, run_span_ns
+from lab.measure.thresholds import parse_thresholds
 from lab.records.environment import Environment
 from lab.units import NS_PER_S
 
@@ -218,7 +220,7 @@ def _parse(metadata: Mapping[str, Any]) -> Stored:
         id=plain.text(metadata["id"], "id"), name=plain.text(metadata["name"], "name"),
         notes=plain.text(metadata.get("notes", ""), "notes"),
         tags=tuple(plain.text(tag, "tags") for tag in plain.sequence(metadata.get("tags", []), "tags")),
-        load_spec=dict(plain.mapping(metadata["load_spec"], "load_spec")),
+        load_spec=_load_spec(plain.mapping(metadata["load_spec"], "load_spec")),
         server_config=plain.mapping_or_none(metadata["server_config"], "server_config"),
         environment=_environment(plain.mapping(metadata["environment"], "environment")),
         thresholds_ms=tuple(_positive(t, "thresholds_ms") for t in plain.sequence(
@@ -254,6 +256,24 @@ def _positive(value: Any, what: str) -> float:
     if number <= 0:
         raise ValueError(f"{what} must be above 0, not {_shown(value)}")
     return number
+
+
+# The load settings a record's views read back as more than a value to show: each must parse
+# as the generator's own parser reads it (a record's stages are shown, its thresholds judged).
+_LOAD_SPEC_TEXTS = {"stages": parse_stages, "thresholds": parse_thresholds}
+
+
+def _load_spec(values: Mapping[str, Any]) -> dict[str, Any]:
+    for key, parse in _LOAD_SPEC_TEXTS.items():
+        if values.get(key) is None:
+            continue
+        what = f"load_spec.{key}"
+        texts = tuple(plain.text(text, what) for text in plain.sequence(values[key], what))
+        try:
+            parse(texts)
+        except ConfigError as error:
+            raise ValueError(f"{what}: {error.message}") from None
+    return dict(values)
 
 
 # Environment fields by kind; a field a newer lab added is kept as it is, in ``extra``.
