@@ -236,3 +236,35 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# Issue 23's vectors: versions, HTTP/1.0 framing, Host ports, chunk sizes. Each is answered
+# alike with the scanner and without, however it is cut, with the status RFC 9110/9112 give.
+RFC_VECTORS = {
+    b"GET /fast HTTP/1.2\r\nHost: t\r\n\r\n": 200,
+    b"GET /fast HTTP/3.0\r\nHost: t\r\n\r\n": 505,
+    b"GET /fast HTTP/2.0\r\nHost: t\r\n\r\n": 505,
+    b"GET /fast HTTP/1.1\r\nHost: x:abc\r\n\r\n": 400,
+    b"GET /fast HTTP/1.1\r\nHost: x:99999999\r\n\r\n": 400,
+    b"GET /fast HTTP/1.1\r\nHost: x:65536\r\n\r\n": 400,
+    b"GET /fast HTTP/1.1\r\nHost: [::1]x\r\n\r\n": 400,
+    b"GET /fast HTTP/1.1\r\nHost: x:65535\r\n\r\n": 200,
+    b"GET /fast HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n": 200,
+    b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n": 400,
+    b"POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi": 200,
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n200000\r\nxy": 413,
+}
+
+
+@pytest.mark.parametrize("request_bytes", list(RFC_VECTORS))
+@pytest.mark.parametrize("cut", [None, 9, 21, 40, 60])
+def test_rfc_vectors_are_answered_alike_with_the_scanner_or_without(loop, request_bytes: bytes,
+                                                                    cut: int | None) -> None:
+    reads = [request_bytes] if cut is None else split_at(request_bytes, [cut])
+    scanned = answers(loop, reads)
+    with mock.patch.object(connection_module, "scan_head", None):
+        assert answers(loop, reads) == scanned
+    written, _ = scanned
+    statuses = [int(line[9:12]) for line in written.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    assert statuses[-1:] == [RFC_VECTORS[request_bytes]], written
+    assert 100 not in statuses  # the only Expect here is HTTP/1.0's, which is ignored

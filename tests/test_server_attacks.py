@@ -139,3 +139,13 @@ def test_over_capacity_a_client_that_already_sent_gets_503_not_a_reset() -> None
             second.sendall(GET_FAST * 20)  # data the server will not read
             answer = Reader(second).response()
         assert answer.status == 503
+
+
+def test_a_body_trickled_inside_every_gap_is_ended_by_the_minimum_rate() -> None:
+    """One body byte every 0.5 s: no gap reaches the 10 s body timeout, so only the minimum
+    rate (set from the command line) ends it; before it, the attacker's 15 s ran out unanswered."""
+    with lab_server("--body-min-rate", "100", "--min-rate-grace", "1") as server:
+        seen, polite = under_attack(server, "trickled-body", "0.5", seconds=4)
+    assert seen["answer"] == "HTTP/1.1 408 Request Timeout", seen
+    assert seen["ended_after"] < 5
+    assert_served_quickly(polite)

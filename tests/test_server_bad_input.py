@@ -128,3 +128,112 @@ def test_client_that_vanishes_mid_request_harms_nobody(server):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     sock.close()  # reset, mid-body
     assert_still_serving(server.port)
+
+
+# Python refuses to convert a decimal text of more than 4300 digits: a parameter that long
+# was a 500 with a traceback echoing it. Every number a client sends is checked for its range
+# before it is converted, and out of range is a 400 that names the range.
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(("path", "limit"), [
+    (f"/bytes/{HUGE}", "from 0 to 268435456"), (f"/stream/{HUGE}", "from 0 to 10000"),
+    (f"/delay/{HUGE}", "from 0 to 60000"), (f"/work/{HUGE}", "from 0 to 1000000"),
+    (f"/delay/1?slow_percent=1&slow_ms={HUGE}", "from 0 to 60000"),
+    (f"/delay/1?slow_percent={HUGE}&slow_ms=1", "from 0 to 100"),
+    ("/work/1_000", "from 0 to 1000000")])
+def test_a_number_out_of_range_in_a_path_or_query_is_a_400_naming_the_limit(server, caplog, path, limit):
+    with connect(server.port) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        answer = Reader(sock).response()
+    assert answer.status == 400
+    assert limit.encode() in answer.body
+    assert len(answer.body) < 300  # the value is not echoed whole
+    assert "handler_error" not in server.stats()["errors"]
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+    assert_still_serving(server.port)
+
+
+def test_leading_zeros_do_not_make_a_number_too_long(server):
+    assert exchange(server.port, get("/bytes/" + "0" * 5000 + "3")).body == b"xxx"
+
+
+def test_a_websocket_stream_of_too_many_messages_is_refused_at_the_handshake(server):
+    with connect(server.port) as sock:
+        sock.sendall(f"GET /ws/stream/{HUGE} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
+                     "Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        answer = Reader(sock).response()
+    assert answer.status == 400
+    assert b"from 0 to 10000" in answer.body
+    assert "handler_error" not in server.stats()["errors"]
+
+
+# A trickling client: a gap timeout alone lets one byte just inside each gap hold a
+# connection for ever; a minimum rate after a grace period (mod_reqtimeout's) ends it.
+def trickle(port: int, start: bytes, piece: bytes, every_s: float, limit_s: float) -> tuple[bytes, float]:
+    """Send ``start``, then ``piece`` every ``every_s`` until an answer comes or ``limit_s``
+    pass; the answer's first bytes (b"" if none) and when it came."""
+    with connect(port) as sock:
+        sock.sendall(start)
+        started = time.monotonic()
+        sock.settimeout(every_s)
+        while time.monotonic() - started < limit_s:
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError:
+                try:
+                    sock.sendall(piece)
+                except OSError:  # the server closed between two pieces: read its answer
+                    continue
+                continue
+            return answer, time.monotonic() - started
+    return b"", limit_s
+
+
+TRICKLED_POST = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nx"
+
+
+def test_a_body_trickled_inside_every_gap_is_ended_by_the_minimum_rate(make_server):
+    # 10 bytes/s, each gap far inside the 10 s body timeout, against a 100 bytes/s minimum.
+    server = make_server(body_min_bytes_per_second=100, min_rate_grace_seconds=0.5)
+    answer, after = trickle(server.port, TRICKLED_POST, b"x", every_s=0.1, limit_s=8)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"body_min_bytes_per_second" in answer
+    assert after < 5  # the grace and a sweep or two, on a loaded machine
+    assert server.stats()["errors"] == {"body_too_slow": 1}
+    assert_still_serving(server.port)
+
+
+def test_a_head_trickled_inside_the_header_timeout_is_ended_by_the_minimum_rate(make_server):
+    server = make_server(header_min_bytes_per_second=100, min_rate_grace_seconds=0.5,
+                         header_timeout_seconds=60)
+    answer, after = trickle(server.port, b"GET /fast HTTP/1.1\r\nHost: t\r\nX-Slow: ", b"a",
+                            every_s=0.1, limit_s=8)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"header_min_bytes_per_second" in answer
+    assert after < 5
+    assert server.stats()["errors"] == {"header_too_slow": 1}
+
+
+def test_a_body_above_the_minimum_rate_is_read_whole(make_server):
+    # 1000 bytes/s, ten times the minimum, for longer than the grace: the rate is an average.
+    server = make_server(body_min_bytes_per_second=100, min_rate_grace_seconds=0.3)
+    body = b"y" * 1500
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1500\r\n\r\n")
+        for offset in range(0, len(body), 100):
+            time.sleep(0.1)
+            sock.sendall(body[offset:offset + 100])
+        answer = Reader(sock).response()
+    assert answer.status == 200 and answer.body == body
+    assert server.stats()["errors"] == {}
+
+
+def test_no_minimum_rate_leaves_only_the_gap_timeout(make_server):
+    server = make_server(body_min_bytes_per_second=None, min_rate_grace_seconds=0.2)
+    answer, after = trickle(server.port, TRICKLED_POST, b"x", every_s=0.1, limit_s=1.5)
+    assert answer == b"" and after == 1.5  # still reading: 15 bytes of 100,000 in 1.5 s
+    server.reconfigure(body_min_bytes_per_second=100)  # from the next request on
+    answer, _ = trickle(server.port, TRICKLED_POST, b"x", every_s=0.1, limit_s=8)
+    assert answer.startswith(b"HTTP/1.1 408 ")

@@ -191,3 +191,84 @@ def test_an_unknown_method_after_pipelined_requests_is_still_a_501(server):
     statuses, body = answers_until_close(pipeline, server.port)
     assert statuses[:3] == [200, 200, 200] and statuses[-1] == 501, statuses  # PROPFIND: llhttp's, routed
     assert b"method BREW is not implemented" in body
+
+
+# Issue 23: what RFC 9110/9112 say of versions, HTTP/1.0 framing and Host ports.
+TE_IN_HTTP10 = (b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n0\r\n\r\n")
+EXPECT_IN_HTTP10 = b"POST /echo HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+
+
+def test_transfer_encoding_in_http10_is_a_400_and_a_close(server):
+    # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+    statuses, data = answers_until_close(TE_IN_HTTP10 + GET_FAST, server.port)
+    assert statuses == [400], data
+    assert b"Connection: close" in data
+
+
+def test_a_higher_minor_version_of_http1_is_read_as_11(server):
+    # RFC 9110 section 2.5: a recipient treats a higher minor version as the highest it speaks.
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /fast HTTP/1.2\r\nHost: t\r\n\r\n" + GET_FAST)
+        reader = Reader(sock)
+        first, second = reader.response(), reader.response()  # kept alive, as HTTP/1.1 is
+    assert (first.status, first.body, second.status) == (200, b"OK", 200)
+
+
+@pytest.mark.parametrize("version", [b"3.0", b"2.1", b"9.9"])
+def test_any_other_major_version_gets_505_as_http2_does(server, version):
+    statuses, _ = answers_until_close(b"GET /fast HTTP/" + version + b"\r\nHost: t\r\n\r\n", server.port)
+    assert statuses == [505]
+
+
+@pytest.mark.parametrize("host", [b"x:abc", b"x:99999999", b"x:65536", b"x:1:2", b"[::1]x", b"[::1",
+                                  b"a]b:80", b"x:080808"])
+def test_a_host_whose_port_is_no_port_is_refused(server, host):
+    statuses, data = answers_until_close(b"GET /fast HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", server.port)
+    assert statuses == [400]
+    assert b"Host" in data
+
+
+@pytest.mark.parametrize("host", [b"x:65535", b"x:", b"[::1]", b"[::1]:0"])
+def test_a_port_at_the_edges_of_the_range_is_taken(server, host):
+    assert exchange(server.port, b"GET /fast HTTP/1.1\r\nHost: " + host + b"\r\n\r\n").status == 200
+
+
+def test_expect_100_continue_in_http10_is_ignored(server):
+    # RFC 9110 section 10.1.1: a server MUST ignore a 100-continue expectation in HTTP/1.0.
+    with connect(server.port) as sock:
+        sock.sendall(EXPECT_IN_HTTP10)
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(65536)
+        sock.settimeout(5)
+        sock.sendall(b"hello")
+        answer = Reader(sock).response()
+    assert answer.status == 200 and answer.body == b"hello"
+
+
+@pytest.mark.parametrize("size_line", [b"200000", b"fffffffffff", b"100001;name=value"])
+def test_a_chunk_larger_than_the_body_limit_gets_413_at_once(server, size_line):
+    # The README's promise: 413 before the body arrives, as for a Content-Length over it.
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"3\r\nabc\r\n" + size_line + b"\r\nxy")
+        sock.settimeout(2)
+        answer = Reader(sock).response()
+    assert answer.status == 413
+
+
+def test_a_chunk_size_line_split_over_reads_is_still_measured(server):
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1")
+        time.sleep(0.05)
+        sock.sendall(b"00001\r\n")
+        sock.settimeout(2)
+        answer = Reader(sock).response()
+    assert answer.status == 413
+
+
+def test_chunks_within_the_limit_are_still_read_whole(make_server):
+    server = make_server(max_body_bytes=10)
+    assert exchange(server.port, b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n").body == b"helloworld"

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from conftest import ROOT, synthetic_samples
 
 from lab.cli import main
+from lab.errors import RecordNotFound
+from lab.records import record as record_module
 from lab.records.record import Record
-from lab.records.store import CorruptRecord, RecordStore, StoreWarning
+from lab.records.store import CorruptRecord, RecordStore, StoreWarning, _read_record
 
 # Runs a save in a child process and SIGKILLs it at one step of the save, the way a crash or
 # an impatient kill -9 would stop it.
@@ -204,7 +209,44 @@ def _record_is_a_link_out_of_the_folder(copy: Path) -> None:
     copy.symlink_to(outside, target_is_directory=True)
 
 
+def _edited(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+    """A damage made by editing record.json's object."""
+    def edit(copy: Path) -> None:
+        metadata = json.loads((copy / "record.json").read_text())
+        change(metadata)
+        (copy / "record.json").write_text(json.dumps(metadata))
+    return edit
+
+
+# Issue 23's damaged records: each is skipped with one line naming the file and the field.
+ESCAPES = "\x1b[2J\x1b[31mPWNED"
+_started_at_escapes = _edited(lambda m: m["environment"].update(started_at=ESCAPES))
+_started_at_naive = _edited(lambda m: m["environment"].update(started_at="2025-01-01T00:00:00"))
+_started_at_far = _edited(lambda m: m["environment"].update(started_at="9999-01-01T00:00:00+00:00"))
+_window_reversed = _edited(lambda m: m.update(run={"window_ns": [10**30, -10**30]}))
+_window_backwards = _edited(lambda m: m.update(run={"window_ns": [2000, 1000]}))
+_rows_as_text = _edited(lambda m: m["samples"].update(rows=str(m["samples"]["rows"])))
+_cpu_count_text = _edited(lambda m: m["environment"].update(cpu_count="many"))
+_threshold_negative = _edited(lambda m: m.update(thresholds_ms=[-1.0]))
+_marker_time_text = _edited(lambda m: m.update(markers=[{"t_s": "soon", "label": "x"}]))
+_stages_unreadable = _edited(lambda m: m["load_spec"].update(stages=["1s:100", "x"]))
+_stage_an_object = _edited(lambda m: m["load_spec"].update(stages=[{"x": 1}]))
+_thresholds_unreadable = _edited(lambda m: m["load_spec"].update(thresholds=["p(99)<"]))
+
+
 DAMAGE = {
+    "started_at holds escapes": (_started_at_escapes, "environment.started_at must be an ISO 8601 time"),
+    "started_at without offset": (_started_at_naive, "environment.started_at must say its UTC offset"),
+    "started_at after 2262": (_started_at_far, "environment.started_at must be from 1970 to 2261"),
+    "window_ns reversed and huge": (_window_reversed, "run.window_ns begin must be from 0 to"),
+    "window_ns ends before it begins": (_window_backwards, "run.window_ns end must be from 2000 to"),
+    "samples.rows as text": (_rows_as_text, "samples.rows must be a whole number, not '5000'"),
+    "cpu_count as text": (_cpu_count_text, "environment.cpu_count must be a whole number"),
+    "threshold below zero": (_threshold_negative, "thresholds_ms must be above 0"),
+    "marker time as text": (_marker_time_text, "markers.t_s must be a finite number"),
+    "stages unreadable": (_stages_unreadable, "load_spec.stages: 'x' is not DURATION:RATE"),
+    "a stage an object": (_stage_an_object, "load_spec.stages must be text, not dict"),
+    "thresholds unreadable": (_thresholds_unreadable, "load_spec.thresholds: 'p(99)<' is not"),
     "load_spec is a list": (_load_spec_is_a_list, "load_spec must be an object"),
     "notes nested too deeply": (_notes_nested_too_deeply, "nested too deeply"),
     "garbled .npy header": (_garbled_npy_header, "samples.npy is unreadable"),
@@ -238,6 +280,72 @@ def test_a_damaged_record_is_skipped_with_one_line_and_the_good_one_still_works(
     target = tmp_path / "good.csv"
     assert main(["export", "synthetic", "-o", str(target), *data]) == 0
     assert target.read_text().count("\n") == synthetic_record.samples.size + 1
+    assert "\x1b" not in output.err  # the reason quotes the value escaped
+
+
+@pytest.mark.parametrize("damage", ["started_at holds escapes", "window_ns reversed and huge",
+                                    "samples.rows as text"])
+def test_a_damaged_record_is_refused_by_the_python_api_too(damage: str, store: RecordStore,
+                                                           synthetic_record: Record) -> None:
+    store.save(synthetic_record)
+    damaged = _copy_as(store, synthetic_record, "20250101-000000-dddd")
+    make, reason = DAMAGE[damage]
+    make(damaged)
+    with pytest.raises(CorruptRecord, match=re.escape(reason)):
+        _read_record(damaged)
+    with pytest.warns(StoreWarning, match=re.escape(reason)):
+        assert [info.id for info in store.infos()] == [synthetic_record.id]
+    with pytest.warns(StoreWarning), pytest.raises(RecordNotFound):
+        store.load("20250101-000000-dddd")
+
+
+def test_an_edited_summary_is_not_shown_the_samples_decide(store: RecordStore, synthetic_record: Record,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """runs (the cached summary) and show (the record) print one set of figures: a cache that
+    is not the one saved with these samples is summarized anew."""
+    path = store.save(synthetic_record)
+    _edited(lambda m: m["summary"].update(requests=10**40, rps=1e308))(path)
+    truth = synthetic_record.summary
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreWarning)
+        (info,) = store.infos()
+        table = store.runs()
+        loaded = store.load("synthetic")
+    assert info.summary.as_dict() == loaded.summary.as_dict() == truth.as_dict()
+    assert table["requests"].tolist() == [truth.requests]
+    data = ["--data-dir", str(store.path)]
+    assert main(["runs", *data]) == 0
+    listed = capsys.readouterr().out
+    assert main(["show", "synthetic", *data]) == 0
+    shown = capsys.readouterr().out
+    assert "1e+308" not in listed and str(10**40) not in listed
+    assert f"{truth.requests} requests in" in shown and f" {truth.requests} " in listed
+
+
+def test_a_cache_saved_with_the_samples_is_used_by_both_views(store: RecordStore,
+                                                             synthetic_record: Record,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    store.save(synthetic_record)
+    monkeypatch.setattr(record_module, "summarize_measured",
+                        lambda *arguments, **keywords: pytest.fail("summarized again"))
+    assert store.infos()[0].summary.as_dict() == synthetic_record.summary.as_dict()
+    assert store.load("synthetic").summary.as_dict() == synthetic_record.summary.as_dict()
+
+
+def test_text_of_a_record_reaches_the_terminal_escaped(store: RecordStore, synthetic_record: Record,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = store.save(synthetic_record)
+    _edited(lambda m: m.update(load_spec={**m["load_spec"], "mode": ESCAPES, ESCAPES: 1}))(path)
+    _edited(lambda m: m["environment"].update(hostname=ESCAPES, cpu_model=ESCAPES,
+                                              started_at="2025-01-01T02:00:00+02:00"))(path)
+    data = ["--data-dir", str(store.path)]
+    for command in (["runs"], ["show", "synthetic"], ["runs", "--all-columns"]):
+        assert main([*command, *data]) == 0
+        output = capsys.readouterr()
+        assert "\x1b" not in output.out + output.err
+        assert "\\x1b[2J" in output.out
+    assert main(["runs", *data]) == 0
+    assert "2025-01-01 00:00:00" in capsys.readouterr().out  # shown in UTC
 
 
 def test_a_record_written_by_an_older_lab_is_summarised_anew(store: RecordStore,

@@ -135,8 +135,9 @@ def run_runs(arguments: argparse.Namespace) -> int:
     if table.empty:
         print(f"no runs saved in {store.path}")
         return 0
-    table = table.assign(started=table["started"].dt.strftime("%Y-%m-%d %H:%M:%S"),
-                         name=table["name"].map(printable), tags=table["tags"].map(printable))
+    # Every text cell, names of settings included, came from a record file: escaped.
+    table = table.assign(started=table["started"].dt.strftime("%Y-%m-%d %H:%M:%S")).map(
+        lambda cell: printable(cell) if isinstance(cell, str) else cell).rename(columns=printable)
     with pd.option_context("display.width", 250, "display.max_columns", None if arguments.all_columns else 20,
                            "display.float_format", _figure):
         print(table.to_string(index=False))
@@ -259,7 +260,7 @@ def describe(record: Record) -> str:
     """A human-readable report of one record, in the spirit of wrk's summary; every figure is
     the record's one summary, the same the run printed."""
     environment = record.environment
-    lines = [f"run {record.id}  {printable(repr(record.name))}  started {environment.started_at}"]
+    lines = [printable(f"run {record.id}  {record.name!r}  started {environment.started_at}")]
     if record.notes:
         lines.append(f"notes: {printable(record.notes)}")
     if record.tags:

@@ -81,6 +81,39 @@ static int name_is(const unsigned char *name, Py_ssize_t length, const char *low
 
 #define NAME_IS(name, length, literal) name_is(name, length, literal, (Py_ssize_t)sizeof(literal) - 1)
 
+/* Is a Host value of host characters shaped as host[:port] -- a bracketed IP literal or a name
+ * without brackets or colons, then an optional port of at most five digits up to 65535? The
+ * reader's _host_is_valid, the same rule: a value it refuses is left to llhttp's path, which
+ * answers it with 400. */
+static int host_is_valid(const unsigned char *value, Py_ssize_t length)
+{
+    Py_ssize_t i = 0;
+    if (length > 0 && value[0] == '[') {
+        while (i < length && value[i] != ']')
+            i++;
+        if (i == length)
+            return 0;
+        i++;
+    } else {
+        while (i < length && value[i] != ':') {
+            if (value[i] == '[' || value[i] == ']')
+                return 0;
+            i++;
+        }
+    }
+    if (i == length)
+        return 1;
+    if (value[i] != ':' || length - i - 1 > 5)
+        return 0;
+    long port = 0;
+    for (i++; i < length; i++) {
+        if (value[i] < '0' || value[i] > '9')
+            return 0;
+        port = port * 10 + (value[i] - '0');
+    }
+    return port <= 65535;
+}
+
 /* Header fields whose presence sends the head to llhttp: they frame a body, end or upgrade
  * the connection, or ask for an interim answer, and the reader handles them there. The
  * one exception is "Connection: keep-alive", HTTP/1.1's default said aloud (browsers and many
@@ -176,6 +209,8 @@ static Py_ssize_t parse_head(const unsigned char *buffer, Py_ssize_t start, Py_s
             for (const unsigned char *c = value; c < p; c++)
                 if (!is_host_char[*c])
                     return -1;
+            if (!host_is_valid(value, p - value))
+                return -1;
             hosts++;
         }
         fields[count].name = name;

@@ -120,6 +120,23 @@ class ServerConfig:
         help="close a connection whose answer makes no progress for this long (a client that "
              "stopped reading), freeing what was buffered for it",
         flag="--send-timeout", metavar="S", group="limits", applies=Where.REQUEST)
+    # A gap timeout alone lets a client trickle a byte just inside each gap and hold the
+    # connection for ever (nginx's client_body_timeout has that hole); Apache's mod_reqtimeout
+    # adds a minimum rate, its default 500 bytes/s. The grace lets a request start slowly.
+    header_min_bytes_per_second: int | None = knob(
+        500, minimum=1, maximum=1024 * MIB, unit="bytes/s", label="header minimum rate",
+        help="answer 408 and close when a request head, once min_rate_grace_seconds have passed, "
+             "has arrived slower than this on average (None = no minimum)",
+        flag="--header-min-rate", metavar="BYTES", group="limits", applies=Where.REQUEST)
+    body_min_bytes_per_second: int | None = knob(
+        500, minimum=1, maximum=1024 * MIB, unit="bytes/s", label="body minimum rate",
+        help="answer 408 and close when a request body, once min_rate_grace_seconds have passed, "
+             "has arrived slower than this on average (None = no minimum)",
+        flag="--body-min-rate", metavar="BYTES", group="limits", applies=Where.REQUEST)
+    min_rate_grace_seconds: float = knob(
+        5.0, minimum=0.01, maximum=3600, unit="s",
+        help="how long a request head or body may arrive at any rate before the minimum rates apply",
+        flag="--min-rate-grace", metavar="S", group="limits", applies=Where.REQUEST)
     max_connections: int | None = knob(
         10_000, minimum=1, maximum=1_000_000,
         help="open connections beyond this get 503 and are closed (None = no limit); an idle "

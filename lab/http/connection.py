@@ -15,6 +15,9 @@ is complete:
 - a request head that grows past ``max_header_bytes`` is cut with 431 as it grows (the reader);
 - each phase has a deadline -- headers, body, sending, idle -- and none runs while the
   server itself is the one not reading (flow control, or a full queue of pipelined requests);
+- a head or a body must also arrive at a minimum average rate once a grace period has passed
+  (Apache's mod_reqtimeout): a gap timeout alone lets a client trickle a byte just inside
+  each gap and hold the connection for ever;
 - an error answer ends in a lingering close: the answer, our half of the connection shut,
   then the client's remaining bytes read and dropped until it closes or ``LINGER_SECONDS``
   pass, so it sees the answer rather than a reset (RFC 9112 section 9.6).
@@ -35,7 +38,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from lab.http.messages import NO_PARAMS, Prebuilt, Request, Response, StreamingResponse
-from lab.http.reader import BODY, HEAD, Rejection, RequestReader, scan_head
+from lab.http.reader import BODY, HEAD, Phase, Rejection, RequestReader, scan_head
 from lab.http.routing import RouteMatch, WebSocketHandler
 from lab.http.sockets import apply_socket_options, change_socket_options, rearm_quickack
 from lab.http.websocket import WebSocketConnection, is_websocket_upgrade
@@ -57,8 +60,8 @@ class Waiting(enum.Enum):
 
     NOTHING = enum.auto()  # no deadline armed (answering, or the server paused reading)
     IDLE = enum.auto()  # between requests: the keep-alive timeout closes it quietly
-    HEADERS = enum.auto()  # inside a request's head: the header timeout answers 408
-    BODY = enum.auto()  # inside a body: no new body bytes for the body timeout answers 408
+    HEADERS = enum.auto()  # inside a request's head: the header timeout or minimum rate answers 408
+    BODY = enum.auto()  # inside a body: a gap of the body timeout, or too slow a rate, answers 408
     SENDING = enum.auto()  # the client is not reading our answer: the send timeout aborts
     LINGERING = enum.auto()  # after an error answer: close when the client has not closed
 
@@ -73,6 +76,7 @@ def _error_response(status: int, message: str) -> Response:
 
 class HttpConnection(asyncio.BufferedProtocol):
     __slots__ = (
+        "_body_of",
         "_busy",
         "_deadline_kind",
         "_drain_waiter",
@@ -81,6 +85,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         "_paused_for_queue",
         "_peer_done",
         "_pending",
+        "_phase_deadline",
+        "_phase_started",
         "_plain_answers",
         "_send_mark",
         "_task",
@@ -115,6 +121,11 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._lingering = False  # an error answer went out: drop input until the client closes
         self.deadline: float | None = None
         self._deadline_kind = Waiting.NOTHING
+        # The head's or body's own timeout; ``deadline`` may come before it, when the
+        # minimum rate is due to be checked (expire() tells the two apart).
+        self._phase_deadline = 0.0
+        self._phase_started = 0.0  # when the head or body being read began (or resumed)
+        self._body_of = 0  # the reader's heads_completed when the body being timed began
         self._send_mark = 0  # bytes buffered for the client when the send deadline was armed
         self._pending: deque[Request | Response] = deque()
         self._busy = False  # an async handler or a stream is answering right now
@@ -207,8 +218,10 @@ class HttpConnection(asyncio.BufferedProtocol):
         elif self._paused_for_queue:
             self._clear_deadline()  # the server is busy: the client is not the one to blame
         elif (phase := self.reader.phase) is HEAD:
+            self._phase_started = self.state.clock  # the pause does not count against its rate
             self._set_deadline(WAITING_HEADERS, settings.header_timeout_seconds)
         elif phase is BODY:
+            self._phase_started = self.state.clock
             self._set_deadline(WAITING_BODY, settings.body_timeout_seconds)
         elif not self._busy and not self._pending:
             self._set_deadline(WAITING_IDLE, settings.keepalive_timeout_seconds)
@@ -223,7 +236,9 @@ class HttpConnection(asyncio.BufferedProtocol):
     def expire(self) -> None:
         """Called by the server's sweep once ``deadline`` has passed."""
         kind, stats = self._deadline_kind, self.state.stats
-        if kind is WAITING_HEADERS:
+        if (kind is WAITING_HEADERS or kind is WAITING_BODY) and self.state.clock < self._phase_deadline:
+            self._check_rate(kind)
+        elif kind is WAITING_HEADERS:
             stats.count_error("header_timeout")
             self._write_and_close(_error_response(408, "request headers took too long"))
         elif kind is WAITING_BODY:
@@ -262,9 +277,31 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()  # drops what is buffered for this client in the process
 
+    def _check_rate(self, kind: Waiting) -> None:
+        """The minimum rate's check is due, before the phase's own timeout: 408 if the head or
+        body has arrived slower than the minimum on average, else the next check."""
+        settings = self.settings
+        header = kind is WAITING_HEADERS
+        minimum = settings.header_min_bytes_per_second if header else settings.body_min_bytes_per_second
+        due = self._phase_deadline if minimum is None else self._rate_due(minimum)
+        if self.state.clock < due:
+            self.deadline = min(self._phase_deadline, due)
+            return
+        what = "header" if header else "body"
+        self.state.stats.count_error(f"{what}_too_slow")
+        self._write_and_close(_error_response(
+            408, f"request {what} arrived slower than {minimum} bytes/s "
+                 f"({what}_min_bytes_per_second)"))
+
+    def _rate_due(self, minimum: int) -> float:
+        """When the head or body read so far falls under ``minimum`` bytes/s on average: its
+        bytes buy it time at that rate (mod_reqtimeout's MinRate), and never before the grace."""
+        return self._phase_started + max(self.settings.min_rate_grace_seconds,
+                                         self.reader.phase_bytes() / minimum)
+
     def _set_deadline(self, kind: Waiting, seconds: float) -> None:
         self._deadline_kind = kind
-        self.deadline = self.state.clock + seconds
+        self.deadline = self._phase_deadline = self.state.clock + seconds
 
     def _clear_deadline(self) -> None:
         self.deadline = None  # the sweep looks only at connections with a deadline
@@ -286,12 +323,26 @@ class HttpConnection(asyncio.BufferedProtocol):
         # connection, overwrites them. The reader copies what an unfinished request needs.
         waiting = self.reader.feed(self.state.read_view, nbytes)
         if waiting is not None:
-            if waiting is HEAD:
-                self._deadline_kind = WAITING_HEADERS
-                self.deadline = self.state.clock + self.settings.header_timeout_seconds
-            else:  # until the body (if any) is complete
-                self._deadline_kind = WAITING_BODY
-                self.deadline = self.state.clock + self.settings.body_timeout_seconds
+            self._reading(waiting)
+
+    def _reading(self, waiting: Phase) -> None:
+        """A head began, or a body began or moved on, in this read: its deadline."""
+        clock, settings = self.state.clock, self.settings
+        if waiting is HEAD:
+            self._deadline_kind = WAITING_HEADERS
+            self._phase_started = clock
+            self._phase_deadline = clock + settings.header_timeout_seconds
+            minimum = settings.header_min_bytes_per_second
+        else:  # until the body (if any) is complete
+            self._deadline_kind = WAITING_BODY
+            heads = self.reader.heads_completed
+            if heads != self._body_of:  # the body of a new head: its rate is timed from now
+                self._body_of = heads
+                self._phase_started = clock
+            self._phase_deadline = clock + settings.body_timeout_seconds
+            minimum = settings.body_min_bytes_per_second
+        self.deadline = self._phase_deadline if minimum is None else min(
+            self._phase_deadline, self._rate_due(minimum))
 
     def on_continue_expected(self) -> None:
         # Only when no earlier answer is still owed: a 100 must not overtake them.

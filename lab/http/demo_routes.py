@@ -37,12 +37,28 @@ STREAM_PAUSE_SECONDS = 0.01
 FAST = Prebuilt(b"OK")
 
 
+def whole_number(text: str, maximum: int) -> int | None:
+    """``text`` as a whole number in [0, maximum] written in ASCII digits, or None.
+
+    The length is checked before ``int()``: Python refuses to convert more than 4300 digits
+    (a ValueError that would be a 500), and a client may send any number of them.
+    """
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(maximum)) or int(digits) > maximum:
+        return None
+    return int(digits)
+
+
 def _bounded_int(request: Request, name: str, maximum: int) -> int | Response:
     """A path parameter as a whole number in [0, maximum], or the 400 that says why not."""
     text = request.params[name]
-    if not text.isdigit() or int(text) > maximum:
-        return Response.text(f"{name} must be a whole number from 0 to {maximum}, got {text!r}\n", 400)
-    return int(text)
+    number = whole_number(text, maximum)
+    if number is None:
+        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+        return Response.text(f"{name} must be a whole number from 0 to {maximum}, got {shown!r}\n", 400)
+    return number
 
 
 def echo(request: Request) -> Response:
@@ -76,14 +92,17 @@ def _slow_draw(request: Request) -> int | Response | None:
     query = parse_qs(request.query)
     if "slow_percent" not in query and "slow_ms" not in query:
         return None
+    percent_text = query.get("slow_percent", ["0"])[0]
     try:
-        percent = float(query.get("slow_percent", ["0"])[0])
-        slow_ms = int(query.get("slow_ms", ["0"])[0])
+        # A percentage is short: a longer text is refused before float() reads all of it.
+        percent = float(percent_text) if len(percent_text) <= 32 else -1.0
     except ValueError:
-        percent, slow_ms = -1.0, -1
-    if not 0 <= percent <= 100 or not 0 <= slow_ms <= MAX_DELAY_MS:
+        percent = -1.0
+    slow_ms = whole_number(query.get("slow_ms", ["0"])[0], MAX_DELAY_MS)
+    if not 0 <= percent <= 100 or slow_ms is None:
+        shown = request.query if len(request.query) <= 80 else f"{request.query[:60]}..."
         return Response.text(f"slow_percent must be from 0 to 100 and slow_ms a whole number from 0 "
-                             f"to {MAX_DELAY_MS}, got {request.query!r}\n", 400)
+                             f"to {MAX_DELAY_MS}, got {shown!r}\n", 400)
     return slow_ms if random.random() * 100 < percent else None
 
 

@@ -249,11 +249,17 @@ class Record:
 
     @classmethod
     def from_stored(cls, stored: schema.Stored, samples: np.ndarray) -> Record:
-        """The record of a ``record.json`` read by :func:`lab.records.schema.parse`."""
-        return cls(id=stored.id, name=stored.name, notes=stored.notes, tags=stored.tags,
-                   samples=frozen_samples(samples), load_spec=stored.load_spec,
-                   server_config=stored.server_config, environment=stored.environment,
-                   thresholds_ms=stored.thresholds_ms, outcome=stored.outcome, markers=stored.markers)
+        """The record of a ``record.json`` read by :func:`lab.records.schema.parse`, with the
+        summary the listing shows: the cached one where its checksum binds it to these samples
+        (``samples`` are the ones that record names, checked by the store), else computed."""
+        record = cls(id=stored.id, name=stored.name, notes=stored.notes, tags=stored.tags,
+                     samples=frozen_samples(samples), load_spec=stored.load_spec,
+                     server_config=stored.server_config, environment=stored.environment,
+                     thresholds_ms=stored.thresholds_ms, outcome=stored.outcome, markers=stored.markers)
+        cached = stored.cached_summary()
+        if cached is not None and cached.requests == record.samples.size:
+            record.__dict__["summary"] = cached  # the cached property's slot, as in create()
+        return record
 
     # --- identity ---------------------------------------------------------------------------
 

@@ -273,7 +273,8 @@ def runs_table(infos: Sequence[RecordInfo]) -> pd.DataFrame:
     for info in infos:
         row: dict[str, Any] = {
             "id": info.id, "name": info.name,
-            "started": pd.Timestamp(info.started_at),
+            # in UTC: one column of times, whatever offset each record was saved with
+            "started": pd.Timestamp(info.started_at).tz_convert("UTC"),
             "tags": ", ".join(info.tags)}
         for key in setting_keys:
             row[short_key(key, setting_keys)] = info.settings.get(key)
