@@ -181,6 +181,17 @@ def test_knob_labels_are_words_with_the_declared_unit(config_class, name, label)
     assert knob_label(name, spec) == label
 
 
+def test_quickack_is_one_control_of_its_three_states():
+    form = KnobForm(ServerConfig, ServerConfig())
+    control = form.controls["quickack"]
+    assert control.enabled is None  # no "none" checkbox: the kernel's default is a state of its own
+    assert [label for label, _ in control.value_widget.options] == ["kernel default", "on", "off"]
+    assert form.build(ServerConfig()).quickack is None
+    for state in (False, True, None):
+        form.show(ServerConfig(quickack=state))
+        assert form.build(ServerConfig()).quickack is state
+
+
 def test_a_name_that_is_only_its_unit_keeps_its_word():
     assert knob_label("seconds", Knob(help="", unit="s")) == "seconds (s)"
 

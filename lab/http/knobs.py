@@ -115,8 +115,8 @@ class SocketOption:
     # Values that mean "leave the socket as the kernel made it": nothing is written for them.
     unset: tuple[Any, ...] = (None,)
     # Written to an open connection when a live change unsets the knob: the raw value that
-    # restores the kernel's default, or None where nothing does (a buffer's autotuning) or
-    # where writing would not leave the socket alone (TCP_QUICKACK=0).
+    # restores the kernel's default, or None where nothing does (a buffer's autotuning, the
+    # quick-ACK mode: 0 forces delayed ACKs, 1 quick ones for a moment; neither is "untouched").
     reset: Raw | None = None
     # Also set on the listener (before listen, and on a live change): accepted sockets inherit it.
     on_listener: bool = False
