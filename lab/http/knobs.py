@@ -67,8 +67,9 @@ _LABELS = {
 _TAKES_EFFECT = {
     Where.SOCKET: "**at once, on every open connection** and on new ones. A receive buffer cannot "
                   "grow a window past what the connection's handshake agreed; `None` for a buffer "
-                  "leaves open connections as they are (autotuning cannot be switched back on); "
-                  "a knob that is not set is never written to a socket",
+                  "or for `quickack` leaves open connections as they are (autotuning cannot be "
+                  "switched back on, nor a forced ACK mode undone); a knob that is not set is "
+                  "never written to a socket (docs/socket-defaults.md)",
     Where.REQUEST: "from **each connection's next request** (an answer being written finishes as "
                    "it began)",
     Where.ACCEPT: "for connections **accepted after** the change (those already open stay open)",
