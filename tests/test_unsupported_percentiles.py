@@ -102,3 +102,16 @@ def test_exports_show_no_tail_the_samples_do_not_have(short_run: Record, tmp_pat
     assert fractions[-1] == 1.0 and all(f < 1 - 1 / SHORT for f in fractions[:-2])
     csv = export(short_run, "csv", tmp_path / "short.csv").read_text().splitlines()[0]
     assert "p99" not in csv  # one row per request: no percentile to mislabel
+
+
+def test_sweep_and_capacity_json_null_it_too(short_run: Record):
+    from lab.experiments.capacity import Probe
+    from lab.experiments.sweeps import SweepRun
+
+    probe = Probe(rate=100.0, passed=True, why="held", summary=short_run.summary).as_dict()
+    round_run = SweepRun(round=0, position=0, setting={"nodelay": True}, record_id="x",
+                         summary=short_run.summary).as_dict()
+    for document in (probe, round_run):
+        assert document["latency_ms"]["count"] == SHORT
+        assert document["latency_ms"]["p99_99"] is None and document["latency_ms"]["p90"] is not None
+        assert "latency_ms.p99_99" in document["unsupported_percentiles"]

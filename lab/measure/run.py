@@ -187,6 +187,16 @@ def _figures(summary: LatencySummary | None) -> dict[str, float | None] | None:
     return figures
 
 
+def latency_document(summary: LatencySummary, name: str = "latency_ms") -> dict[str, Any]:
+    """One run's latency as a JSON object that is not a whole run's (a sweep's round, a
+    capacity probe) carries it: ``{name: figures with count, "unsupported_percentiles": [...]}``,
+    NaN and the percentiles too few samples lie beyond as null, as :func:`run_document` does."""
+    figures: dict[str, Any] = _json_safe(summary.as_dict())
+    for key in catalogue.unsupported_keys(summary.count):
+        figures[key] = None
+    return {name: figures, "unsupported_percentiles": unsupported_paths({name: summary})}
+
+
 def unsupported_paths(distributions: Mapping[str, LatencySummary | None]) -> list[str]:
     """``latency_ms.p99_9``...: each percentile a JSON document nulled because too few of its
     distribution's samples lie beyond it (lab.measure.figures.MIN_SAMPLES_BEYOND)."""
