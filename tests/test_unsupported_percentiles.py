@@ -115,3 +115,16 @@ def test_sweep_and_capacity_json_null_it_too(short_run: Record):
         assert document["latency_ms"]["count"] == SHORT
         assert document["latency_ms"]["p99_99"] is None and document["latency_ms"]["p90"] is not None
         assert "latency_ms.p99_99" in document["unsupported_percentiles"]
+
+
+def test_timelines_mark_an_intervals_percentile_its_requests_cannot_support(
+        short_run: Record, long_run: Record, tmp_path: Path):
+    from lab.measure.report import timeline_view
+
+    view = timeline_view(long_run.timeline(0.05))  # about 250 requests an interval
+    assert set(view["p99_ms"]) == {figures.UNSUPPORTED}  # p99 needs 500
+    assert figures.UNSUPPORTED not in set(view["p50_ms"])
+    assert long_run.timeline(0.05)["p99_ms"].notna().all()  # the plots still draw the values
+    rows = json.loads(export(short_run, "json", tmp_path / "short.json").read_text())["timeline"]["rows"]
+    assert rows and all(row["p99_ms"] is None for row in rows)
+    assert all(row["max_ms"] is not None for row in rows if row["requests"])

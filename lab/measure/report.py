@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from lab.measure import figures
 from lab.measure.run import RunOutcome, threshold_checks
 from lab.measure.stats import LatencySummary
-from lab.measure.summary import RunSummary, describe_counts
+from lab.measure.summary import RunSummary, describe_counts, timeline_unsupported
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -274,6 +274,16 @@ def _three_decimals(value: float | str) -> str:
     if isinstance(value, (int, str)):
         return str(value)
     return "-" if math.isnan(value) else f"{value:.3f}"
+
+
+def timeline_view(timeline: pd.DataFrame) -> pd.DataFrame:
+    """A timeline as ``show --timeline`` prints it: an interval's percentile that its requests
+    cannot support reads figures.UNSUPPORTED (at 100 requests in an interval, its p99 is its
+    max)."""
+    shown = timeline.copy()
+    for column, unsupported in timeline_unsupported(timeline).items():
+        shown[column] = shown[column].astype(object).where(~unsupported, figures.UNSUPPORTED)
+    return shown
 
 
 # --- the panel: the last run, as a table and a line ------------------------------------------

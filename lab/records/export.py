@@ -26,7 +26,7 @@ from lab.measure.hgrm import format_hgrm
 from lab.measure.run import unsupported_paths
 from lab.measure.samples import MISSING, SAMPLE_DTYPE, TIME_COLUMNS, ErrorKind, empty, start_ns
 from lab.measure.stats import LatencySummary
-from lab.measure.summary import RunSummary, metric_ns, pick_interval_s, run_span_ns
+from lab.measure.summary import RunSummary, metric_ns, pick_interval_s, run_span_ns, timeline_unsupported
 from lab.records.files import write_text_atomically, write_with_atomically
 from lab.records.record import Record
 from lab.units import NS_PER_MS, NS_PER_S
@@ -117,10 +117,20 @@ def summary_document(record: Record, *, interval_s: float | None = None) -> dict
         "thresholds_ms": list(record.thresholds_ms),
         "summary": summary,
         "unsupported_percentiles": unsupported,
-        "timeline": {"interval_s": interval,
-                     "rows": [{key: _json_number(value) for key, value in row.items()}
-                              for row in timeline.to_dict(orient="records")]},
+        "timeline": {"interval_s": interval, "rows": _timeline_rows(timeline)},
     }
+
+
+def _timeline_rows(timeline: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows as JSON: an interval's percentile that its requests cannot support is null,
+    as every other figure of the document is."""
+    rows = [{key: _json_number(value) for key, value in row.items()}
+            for row in timeline.to_dict(orient="records")]
+    for column, unsupported in timeline_unsupported(timeline).items():
+        for row, marked in zip(rows, unsupported, strict=True):
+            if marked:
+                row[column] = None
+    return rows
 
 
 def _summary_without_unsupported(summary: RunSummary) -> tuple[dict[str, Any], list[str]]:
