@@ -45,6 +45,9 @@ class Knob:
     applies: Any = None
     group: str = "general"  # for grouping widgets and --help sections
     label: str | None = None  # words for the widget when the name's own words read badly
+    # What None means, where the knob accepts it, in the words help, messages and widgets show
+    # ("kernel default" for a socket option that is then not written).
+    none_label: str = "none"
     # False: no control in the panel's forms (the target comes from the panel's path box, where
     # its server listens is fixed while it runs, the rarer load settings are set in code)
     widget: bool = True
@@ -106,7 +109,7 @@ def knob_label(name: str, spec: Knob) -> str:
 def describe_range(spec: Knob, nullable: bool, base: type | None = None) -> str:
     """The allowed values in words a user reads at a glance: ``1 KiB to 64 MiB``, ``on or off``."""
     if base is bool:
-        return "on or off"
+        return f"on, off or {spec.none_label}" if nullable else "on or off"
     if spec.choices is not None:
         allowed = "one of " + ", ".join(repr(c) for c in spec.choices)
     else:
@@ -150,7 +153,7 @@ def format_value(value: Any, spec: Knob) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if value is None:
-        return "none"
+        return spec.none_label
     if isinstance(value, (int, float)):
         return format_quantity(value, spec.unit)
     if isinstance(value, tuple):
@@ -221,6 +224,7 @@ def _parse_optional(base: type, nullable: bool, unit: str) -> Any:
 
 _TRUE_WORDS = frozenset({"true", "on", "yes", "1"})
 _FALSE_WORDS = frozenset({"false", "off", "no", "0"})
+_NONE_WORDS = frozenset({"none", "default"})  # a three-state knob's third state (quickack)
 
 
 def parse_value(config_class: type, name: str, text: str) -> Any:
@@ -234,7 +238,10 @@ def parse_value(config_class: type, name: str, text: str) -> Any:
         word = text.strip().lower()
         if word in _TRUE_WORDS or word in _FALSE_WORDS:
             return word in _TRUE_WORDS
-        raise ValueError(f"{text!r} is not on/off (true/false, yes/no, 1/0)")
+        if nullable and word in _NONE_WORDS:
+            return None
+        also = " or none/default" if nullable else ""
+        raise ValueError(f"{text!r} is not on/off (true/false, yes/no, 1/0){also}")
     unit = next(spec.unit for field, spec in knobs(config_class) if field.name == name)
     if base not in (int, float, str):  # a Literal: its choices are words
         base = str

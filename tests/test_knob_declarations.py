@@ -16,7 +16,7 @@ from rawhttp import Reader, connect, exchange, get
 from lab.http.config import ServerConfig
 from lab.http.knobs import SocketOption, Where, knobs_by_where, restart_knobs, socket_plan, when_table
 from lab.http.state import Settings
-from lab.options import add_arguments, knob, knobs
+from lab.options import add_arguments, from_arguments, knob, knobs, parse_value
 from lab.server import RESTART_KNOBS, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +96,34 @@ def test_a_live_change_writes_what_changed_each_way():
     assert off.sockets.on_change == ((socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0)),)
     assert Settings.from_config(ServerConfig(nodelay=False), previous=first).sockets.on_change == (
         (socket.IPPROTO_TCP, socket.TCP_NODELAY, 0),)
+
+
+def test_quickack_has_three_states_and_only_kernel_default_writes_nothing():
+    def quickack_writes(writes: tuple) -> list:
+        return [w for w in writes if w[:2] == (socket.IPPROTO_TCP, socket.TCP_QUICKACK)]
+
+    assert quickack_writes(socket_plan(ServerConfig()).on_accept) == []
+    assert quickack_writes(socket_plan(ServerConfig(quickack=True)).on_accept) == [
+        (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)]
+    assert quickack_writes(socket_plan(ServerConfig(quickack=False)).on_accept) == [
+        (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)]
+    untouched = Settings.from_config(ServerConfig())
+    forced_off = Settings.from_config(ServerConfig(quickack=False), previous=untouched)
+    assert forced_off.sockets.on_change == ((socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0),)
+    # Back to the kernel's default: no value written would undo a forced mode, so none is.
+    assert Settings.from_config(ServerConfig(), previous=forced_off).sockets.on_change == ()
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ([], None), (["--quickack"], True), (["--no-quickack"], False)])
+def test_the_cli_spells_the_three_quickack_states(flags, expected):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, ServerConfig)
+    assert from_arguments(ServerConfig, parser.parse_args(flags)).quickack is expected
+    help_text = " ".join(parser.format_help().split())
+    assert "[on, off or kernel default; default: kernel default]" in help_text
+    assert parse_value(ServerConfig, "quickack", "default") is None
+    assert parse_value(ServerConfig, "quickack", "off") is False
 
 
 def test_settings_carry_every_knob_of_the_config():

@@ -273,3 +273,39 @@ def test_no_live_percentile_is_above_the_exact_maximum() -> None:
     frame.ok = frame.requests = latencies.size
     frame.max_ns = int(latencies.max())
     assert frame.percentile_ms(99.9) <= frame.max_ms == 46.14
+
+
+def test_the_live_view_says_its_percentiles_come_from_buckets_and_how_close_they_are() -> None:
+    from lab.measure.frames import RESOLUTION
+    from lab.notebook.live import ASSET
+
+    caption = LiveView().caption
+    assert "histogram buckets" in caption and f"within {RESOLUTION * 100:.1f} %" in caption
+    assert "exact samples" in caption  # where the final figures come from instead
+    script = ASSET.read_text(encoding="utf-8")
+    assert 'caption.textContent = model.get("caption")' in script  # drawn under the figures
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_live_percentiles_are_within_the_stated_resolution_of_the_exact_ones(seed: int) -> None:
+    from lab.measure.frames import RESOLUTION
+    from lab.measure.stats import percentile
+
+    rng = np.random.default_rng(seed)
+    latencies = rng.lognormal(15, 1.2, 20_000).astype(np.int64)  # ~3 ms, a long tail
+    frame = frame_of(latencies)
+    for percent in (50, 90, 99, 99.9):
+        exact_ms = percentile(latencies, percent) / 1e6  # the run's own figure: a real sample
+        live_ms = frame.percentile_ms(percent)
+        assert abs(live_ms / exact_ms - 1) <= RESOLUTION, (percent, live_ms, exact_ms)
+
+
+def test_the_live_running_figures_mark_a_percentile_too_few_requests_support() -> None:
+    from lab.measure.figures import UNSUPPORTED
+    from lab.measure.frames import RESOLUTION
+    from lab.notebook.live import _running
+
+    frame = frame_of(np.full(200, 5_000_000, dtype=np.int64))
+    assert _running(frame, 99.9) == UNSUPPORTED  # 200 requests: p99.9 would be the max
+    assert _running(frame, 99) == UNSUPPORTED  # p99 needs 500
+    assert _running(frame, 50) == pytest.approx(5.0, rel=RESOLUTION)

@@ -89,6 +89,15 @@ def test_open_loop_run_and_session_table(panel):
     assert panel.overlay([0, 1]) is not None
 
 
+def test_a_short_run_marks_the_percentiles_it_cannot_support_and_says_why(panel):
+    panel.set(mode="open", rate="40", duration_seconds="0.5")  # about 20 requests
+    record = asyncio.run(press_run(panel))
+    assert record is not None and record.summary.latency.count < 100, panel.message.value
+    assert "too few" in panel.summary_view.value
+    assert f"fewer than 5 of the {record.summary.latency.count} samples" in panel.summary_view.value
+    assert f"{record.summary.latency.max:.4g}" not in panel.summary_view.value.split("p99.9 ms")[1][:80]
+
+
 def test_stop_ends_a_long_run_early_and_keeps_its_samples(panel):
     panel.load_form.controls["duration_seconds"].value_widget.value = 30
 
@@ -179,6 +188,17 @@ def test_a_websocket_path_runs_messages(panel):
 def test_knob_labels_are_words_with_the_declared_unit(config_class, name, label):
     spec = next(spec for field, spec in knobs(config_class) if field.name == name)
     assert knob_label(name, spec) == label
+
+
+def test_quickack_is_one_control_of_its_three_states():
+    form = KnobForm(ServerConfig, ServerConfig())
+    control = form.controls["quickack"]
+    assert control.enabled is None  # no "none" checkbox: the kernel's default is a state of its own
+    assert [label for label, _ in control.value_widget.options] == ["kernel default", "on", "off"]
+    assert form.build(ServerConfig()).quickack is None
+    for state in (False, True, None):
+        form.show(ServerConfig(quickack=state))
+        assert form.build(ServerConfig()).quickack is state
 
 
 def test_a_name_that_is_only_its_unit_keeps_its_word():

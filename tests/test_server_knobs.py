@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
 import statistics
+import threading
 import time
+from collections.abc import Callable, Iterator
 
+import pytest
 from rawhttp import GET_FAST, GET_FAST_CLOSE, Reader, close_kind, connect, exchange, get, timed_requests
 
 # One small split-write response per request. A new connection starts in quick-ACK mode, so
@@ -151,3 +157,106 @@ def test_stall_injector_freezes_every_connection(make_server):
     assert server.stats()["stalls"] >= 1
     # Some request was caught in a stall and waited for (most of) it.
     assert max(latencies) >= 100, max(latencies)
+
+
+# A first request on a fresh connection, sent as two writes by a client with Nagle on: the body
+# waits in the client until the server acknowledges the head, so the answer's latency is the
+# server side's ACK delay. A new Linux connection acknowledges at once (quick-ACK mode); one
+# put in delayed-ACK mode by TCP_QUICKACK=0 holds the ACK ~40 ms.
+TWO_WRITE_HEAD = b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\n"
+TWO_WRITE_BODY = b"hello"
+PLAIN_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+FRESH_CONNECTIONS = 7
+
+
+class PlainProtocol(asyncio.Protocol):
+    """The stock baseline: asyncio's server touches no socket option but TCP_NODELAY."""
+
+    accepted = 0  # connections past accept: asyncio has made its only socket write by then
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        PlainProtocol.accepted += 1
+        self.transport = transport
+        self.received = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        if self.received.endswith(TWO_WRITE_BODY):
+            self.transport.write(PLAIN_ANSWER)  # type: ignore[attr-defined]
+            self.received = b""
+
+
+@pytest.fixture
+def plain_asyncio_server() -> Iterator[tuple[int, Callable[[], int]]]:
+    """(port, how many connections it has accepted) of a plain asyncio server in a thread."""
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(PlainProtocol, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.sockets[0].getsockname()[1], lambda: PlainProtocol.accepted
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+
+
+def two_write_first_requests(port: int, accepted: Callable[[], int]) -> list[float]:
+    """Milliseconds to the answer of each fresh connection's two-write first request."""
+    latencies = []
+    for _ in range(FRESH_CONNECTIONS):
+        before = accepted()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # Nagle on
+            # Wait until the server has accepted (and set whatever it sets): otherwise the head
+            # can arrive before the server touches the socket, and the test would pass by race.
+            deadline = time.monotonic() + 5
+            while accepted() == before and time.monotonic() < deadline:
+                time.sleep(0.001)
+            started = time.perf_counter()
+            sock.sendall(TWO_WRITE_HEAD)
+            sock.sendall(TWO_WRITE_BODY)
+            assert Reader(sock).response().body == TWO_WRITE_BODY
+            latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+@pytest.mark.timing
+def test_a_default_server_acknowledges_a_fresh_connection_like_a_plain_asyncio_server(
+        make_server, plain_asyncio_server):
+    server = make_server()
+    plain_port, plain_accepted = plain_asyncio_server
+    lab = two_write_first_requests(server.port, lambda: server.stats()["connections_total"])
+    plain = two_write_first_requests(plain_port, plain_accepted)
+    # Within a few ms of the plain server; a delayed ACK would add ~40 ms to each.
+    assert statistics.median(lab) < statistics.median(plain) + 5, (lab, plain)
+
+
+@pytest.mark.timing
+def test_no_quickack_forces_delayed_ack_mode_from_the_first_request(make_server):
+    server = make_server(quickack=False)
+    lab = two_write_first_requests(server.port, lambda: server.stats()["connections_total"])
+    assert statistics.median(lab) >= 30, lab
+
+
+def first_two_quickack_readings(port: int) -> list[bool]:
+    """TCP_QUICKACK as the server's socket reports it, at a fresh connection's first request
+    and at its second (after the server has answered once)."""
+    with connect(port) as sock:
+        reader = Reader(sock)
+        readings = []
+        for _ in range(2):
+            sock.sendall(get("/sockopts"))
+            readings.append(json.loads(reader.response().body)["quickack"])
+    return readings
+
+
+@pytest.mark.parametrize(("quickack", "expected"), [
+    (None, True),  # the kernel's own start: quick-ACK mode (what it does after an answer is its own)
+    (True, [True, True]),  # re-armed after every read
+    (False, [False, False]),  # delayed-ACK mode from the start
+])
+def test_each_quickack_state_reads_back_as_its_mode(make_server, quickack, expected):
+    readings = first_two_quickack_readings(make_server(quickack=quickack).port)
+    assert (readings[0] if quickack is None else readings) == expected

@@ -152,9 +152,9 @@ def run_show(arguments: argparse.Namespace) -> int:
         return 0
     print(describe(record))
     if arguments.timeline:
-        with pd.option_context("display.float_format", _figure):
-            print("\ntimeline (per interval, by completion time):")
-            print(record.timeline().to_string(index=False))
+        print("\ntimeline (per interval, by completion time):")
+        # cell by cell: a percentile column holds numbers and marks ("too few") side by side
+        print(report.timeline_view(record.timeline()).map(_cell).to_string(index=False))
     return 0
 
 

@@ -37,6 +37,8 @@ from typing import Any
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
 from lab.loadgen import run_load
+from lab.measure import figures as catalogue
+from lab.measure.run import latency_document
 from lab.measure.samples import ErrorKind
 from lab.measure.summary import RunSummary
 from lab.measure.thresholds import Outcome, parse_thresholds
@@ -65,7 +67,7 @@ class Probe:
         return {"rate": self.rate, "passed": self.passed, "why": self.why,
                 "requests": self.summary.requests, "rps": self.summary.rps,
                 "errors": self.summary.error_total, "late": self.summary.late,
-                "latency_ms": self.summary.as_dict()["latency"]}
+                **latency_document(self.summary.latency)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,8 +187,9 @@ def _probe_and_tell(plan: CapacityPlan, rate: float, probes: list[Probe],
     result = probe(plan, rate)
     probes.append(result)
     if on_progress is not None:
-        figures = (f"; p99 {result.summary.latency.p99:.3g} ms, {result.summary.rps:,.0f} req/s"
-                   if result.answered else "")
+        p99 = catalogue.percentile("p99").shown(result.summary.latency)  # or "too few"
+        p99_text = p99 if isinstance(p99, str) else f"{p99:.3g} ms"
+        figures = f"; p99 {p99_text}, {result.summary.rps:,.0f} req/s" if result.answered else ""
         on_progress(f"probe {len(probes)}: {rate:,.0f} requests/s -> "
                     f"{'pass' if result.passed else 'fail'} ({result.why}{figures})")
     return result

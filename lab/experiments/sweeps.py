@@ -45,6 +45,7 @@ from lab.errors import ConfigError, LabError
 from lab.experiments.effects import DEFAULT_NOISE_BAND, MINIMUM_ROUNDS, Effect, measure_effect
 from lab.http.config import ServerConfig
 from lab.loadgen import run_load
+from lab.measure.run import latency_document
 from lab.measure.stats import PERCENTILES
 from lab.measure.summary import RunSummary
 from lab.netpath import Path, missing_privilege
@@ -227,7 +228,7 @@ class SweepRun:
         return {"round": self.round, "position": self.position, "setting": dict(self.setting),
                 "record_id": self.record_id, "requests": self.summary.requests,
                 "errors": self.summary.error_total, "rps": self.summary.rps,
-                "latency_ms": self.summary.as_dict()["latency"],  # NaN as None, as JSON needs
+                **latency_document(self.summary.latency),  # null where nothing or too little
                 **({"stages": self.stages} if self.stages else {})}
 
 

@@ -23,10 +23,14 @@ from lab.units import KIB, MIB
 # only when set.
 NODELAY = SocketOption(level=socket.IPPROTO_TCP, name=socket.TCP_NODELAY, decode=bool, unset=())
 LINGER = linger_option()
-# Off is "not set": writing TCP_QUICKACK=0 would put the connection in delayed-ACK mode at
-# once, which no stock server does (the connection re-arms it after each read while it is on).
-QUICKACK = SocketOption(level=socket.IPPROTO_TCP, name=socket.TCP_QUICKACK, decode=bool,
-                        unset=(False,))
+# Three states, because writing TCP_QUICKACK=0 is not "leave it alone": it puts the connection
+# in delayed-ACK ("ping-pong") mode at once, which no stock server does. None (the default)
+# writes nothing; True is re-armed after each read (Linux clears it once it has acknowledged);
+# False is written once, at accept or on a live change. Reading it back gives the kernel's
+# mode: True while the connection is not in delayed-ACK mode. Nothing writes "kernel default"
+# back to an open connection (reset stays None): a live change to None stops re-arming and
+# leaves a forced mode as it is until the kernel leaves it.
+QUICKACK = SocketOption(level=socket.IPPROTO_TCP, name=socket.TCP_QUICKACK, decode=bool)
 # Set on the listener too: SO_RCVBUF must be set before listen for the window scale to match
 # it, and accepted sockets inherit both sizes. Set while connected, the send side takes it at
 # once; None cannot be undone (autotuning cannot be switched back on).
@@ -58,9 +62,12 @@ class ServerConfig:
         None, minimum=0, maximum=3600, unit="s",
         help="SO_LINGER on close; None = OS default (orderly FIN), 0 = reset (RST, no TIME_WAIT)",
         flag="--linger", metavar="SECONDS", group="tcp", applies=LINGER)
-    quickack: bool = knob(False, help="TCP_QUICKACK: acknowledge at once rather than delay ACKs "
-                          "(set again around every receive; Linux does not keep it)",
-                          flag="--quickack", group="tcp", applies=QUICKACK)
+    quickack: bool | None = knob(
+        None, help="TCP_QUICKACK: on acknowledges at once (set again after every receive; Linux "
+        "does not keep it), off forces delayed-ACK mode; kernel default writes nothing (a new "
+        "connection starts in quick-ACK mode) and, on a live change, leaves open connections "
+        "as they are", flag="--quickack", group="tcp", applies=QUICKACK,
+        none_label="kernel default")
     send_buffer_bytes: int | None = knob(
         None, minimum=1 * KIB, maximum=64 * MIB, unit="bytes",
         help="SO_SNDBUF (the kernel doubles it); None = OS default with autotuning",

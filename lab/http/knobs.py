@@ -67,8 +67,9 @@ _LABELS = {
 _TAKES_EFFECT = {
     Where.SOCKET: "**at once, on every open connection** and on new ones. A receive buffer cannot "
                   "grow a window past what the connection's handshake agreed; `None` for a buffer "
-                  "leaves open connections as they are (autotuning cannot be switched back on); "
-                  "a knob that is not set is never written to a socket",
+                  "or for `quickack` leaves open connections as they are (autotuning cannot be "
+                  "switched back on, nor a forced ACK mode undone); a knob that is not set is "
+                  "never written to a socket (docs/socket-defaults.md)",
     Where.REQUEST: "from **each connection's next request** (an answer being written finishes as "
                    "it began)",
     Where.ACCEPT: "for connections **accepted after** the change (those already open stay open)",
@@ -115,8 +116,8 @@ class SocketOption:
     # Values that mean "leave the socket as the kernel made it": nothing is written for them.
     unset: tuple[Any, ...] = (None,)
     # Written to an open connection when a live change unsets the knob: the raw value that
-    # restores the kernel's default, or None where nothing does (a buffer's autotuning) or
-    # where writing would not leave the socket alone (TCP_QUICKACK=0).
+    # restores the kernel's default, or None where nothing does (a buffer's autotuning, the
+    # quick-ACK mode: 0 forces delayed ACKs, 1 quick ones for a moment; neither is "untouched").
     reset: Raw | None = None
     # Also set on the listener (before listen, and on a live change): accepted sockets inherit it.
     on_listener: bool = False

@@ -13,6 +13,7 @@ the whole truth at any moment (a test adds a percentile to it and checks every v
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,46 @@ PERCENTILES: dict[str, float] = {
 # Tables that put runs side by side (compare, the panel) leave these out: p95 sits between
 # p90 and p99 and adds a row to every comparison, not a finding. Every other view shows them.
 NOT_SIDE_BY_SIDE: frozenset[str] = frozenset({"p95"})
+
+
+# When a percentile is shown: only where at least MIN_SAMPLES_BEYOND samples lie beyond it,
+# count * (1 - p) >= 5. With fewer, the sample at p is one of the run's last handful (under
+# 1/(1-p) samples it is the max itself): under its name it would claim a tail the run did not
+# sample, as the p99.9 and p99.99 of a 68-request run did. Five is a handful that still moves
+# when one request does; so p99 needs 500 samples, p99.9 5,000, p99.99 50,000. Every view shows
+# UNSUPPORTED in its place (JSON: null, listed in ``unsupported_percentiles``); the summary
+# itself keeps the exact sample, for code that asks for it knowingly.
+MIN_SAMPLES_BEYOND = 5
+UNSUPPORTED = "too few"
+
+
+def supported(percent: float, count: int) -> bool:
+    """Whether ``count`` samples support the ``percent`` percentile (see MIN_SAMPLES_BEYOND);
+    with no samples there is nothing to support or not (the figure is missing)."""
+    # a little slack: 500 * (100 - 99) / 100 is 5.000000000000004, 1000 * 0.5 / 100 exactly 5
+    return count == 0 or count * (100.0 - percent) / 100.0 >= MIN_SAMPLES_BEYOND * (1 - 1e-9)
+
+
+def samples_needed(percent: float) -> int:
+    """The fewest samples that support a percentile: 500 for p99."""
+    return math.ceil(MIN_SAMPLES_BEYOND * 100.0 / (100.0 - percent) * (1 - 1e-9))
+
+
+def unsupported_keys(count: int) -> list[str]:
+    """The keys of the listed percentiles that ``count`` samples do not support."""
+    return [key for key in percentile_keys() if not supported(PERCENTILES[key], count)]
+
+
+def unsupported_note(count: int) -> str:
+    """The line under a view that marked some percentiles, or "" when it marked none."""
+    keys = unsupported_keys(count)
+    if not keys:
+        return ""
+    labels = ", ".join(f"p{PERCENTILES[key]:g}" for key in keys)
+    needs = ", ".join(f"p{PERCENTILES[key]:g} {samples_needed(PERCENTILES[key]):,}" for key in keys)
+    samples = "sample" if count == 1 else "samples"
+    return (f"{UNSUPPORTED}: fewer than {MIN_SAMPLES_BEYOND} of the {count:,} {samples} lie beyond "
+            f"{labels}, which would be the max or next to it; samples needed: {needs}")
 
 
 def percentile_keys() -> list[str]:
@@ -63,6 +104,17 @@ class Figure:
     def value(self, summary: object) -> float | int:
         """The figure in a RunSummary (or, for a bare path, a LatencySummary)."""
         return value_at(summary, self.path)
+
+    def shown(self, summary: object) -> float | int | str:
+        """The figure as a view shows it: its value, or :data:`UNSUPPORTED` for a percentile
+        that too few of the distribution's samples lie beyond."""
+        value = self.value(summary)
+        if self.percent is not None:
+            part = self.path.rpartition(".")[0]
+            count = value_at(summary, f"{part}.count" if part else "count")
+            if not math.isnan(count) and not supported(self.percent, int(count)):
+                return UNSUPPORTED
+        return value
 
     def of(self, part: str, prefix: str = "") -> Figure:
         """The same figure of one of a run's latency summaries: ``of("ttfb", "ttfb")`` is

@@ -9,7 +9,8 @@ layout: one range per power of two, split into 16 equal buckets.
 Histograms merge exactly: the frames of several workers for one interval add up bucket by
 bucket, and percentiles are read from the merged histogram -- never averaged across workers
 (an average of two workers' p99s is nobody's p99). A bucket is 3.1-6.25 % of its values wide,
-so a percentile read from a frame (the bucket's middle) is within 3.2 % of the exact one:
+so a percentile read from a frame (the bucket's middle) is within 3.125 % (``RESOLUTION``) of
+the exact one:
 plenty for a live picture; the run's figures still come from the exact samples afterwards.
 
 On the wire a frame is a fixed header plus only its non-empty buckets (2 + 4 bytes each). The
@@ -29,6 +30,10 @@ from lab.units import NS_PER_MS
 
 _PART_BITS = 4
 BUCKETS_PER_OCTAVE = 1 << _PART_BITS
+# How far a percentile read from a frame (its bucket's middle) can be from the exact value in
+# that bucket: half a bucket, which is 1/16 of its octave's lower bound, so 1/32 = 3.125 % at
+# most. The live view says so beside its figures.
+RESOLUTION = 1 / (2 * BUCKETS_PER_OCTAVE)
 # 2**40 ns is about 18 minutes: anything slower lands in the last bucket.
 BUCKET_COUNT = 40 * BUCKETS_PER_OCTAVE
 # interval index, requests, successful, errors (by kind), bad statuses, slowest (ns), buckets used

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from lab.measure import figures
 from lab.measure.run import RunOutcome, threshold_checks
 from lab.measure.stats import LatencySummary
-from lab.measure.summary import RunSummary, describe_counts
+from lab.measure.summary import RunSummary, describe_counts, timeline_unsupported
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +27,10 @@ COLUMN = 10  # bench's columns, as wide as wrk's
 
 # --- rounding: the same figure, rounded as each kind of view reads it ------------------------
 
-def format_ms(milliseconds: float) -> str:
+def format_ms(milliseconds: float | str) -> str:
+    """Three decimals; ``-`` where nothing was measured, a mark (figures.UNSUPPORTED) as it is."""
+    if isinstance(milliseconds, str):
+        return milliseconds
     return "-" if math.isnan(milliseconds) else f"{milliseconds:.3f}"
 
 
@@ -139,10 +142,13 @@ def _latency_lines(summary: RunSummary) -> list[str]:
     # hides. A percentile is written as wrk writes it (99.9%), beside its max.
     for figure in (*figures.percentiles(), figures.MAX):
         label = figure.label if figure.percent is None else f"{figure.percent:g}%"
-        line = f"    {label:>7}  {format_ms(getattr(summary.latency, figure.key)):>{COLUMN}}"
+        line = f"    {label:>7}  {format_ms(figure.shown(summary.latency)):>{COLUMN}}"
         if corrected is not None:
-            line += f"  {format_ms(getattr(corrected, figure.key)):>{COLUMN + 1}}"
+            line += f"  {format_ms(figure.shown(corrected)):>{COLUMN + 1}}"
         lines.append(line)
+    note = figures.unsupported_note(summary.latency.count)
+    if note:
+        lines.append(f"  ({note})")
     return lines
 
 
@@ -153,8 +159,8 @@ def _count_lines(summary: RunSummary, outcome: RunOutcome) -> list[str]:
         lines.append("  Status codes:")
         for code, count in summary.status_codes.items():
             timing = summary.by_status[code]
-            lines.append(f"    {code}  {count:>12,}   p50 {format_ms(timing.p50)} ms   "
-                         f"p99 {format_ms(timing.p99)} ms")
+            p50, p99 = (_with_unit(figures.percentile(key).shown(timing)) for key in ("p50", "p99"))
+            lines.append(f"    {code}  {count:>12,}   p50 {p50}   p99 {p99}")
     if summary.errors:
         counts = ", ".join(f"{kind} {count:,}" for kind, count in sorted(summary.errors.items()))
         lines.append(f"  Errors: {counts}")
@@ -162,6 +168,10 @@ def _count_lines(summary: RunSummary, outcome: RunOutcome) -> list[str]:
         lines.append(f"  Stopped before its end, after {outcome.measured_seconds:.2f}s; "
                      f"{outcome.abandoned:,} requests in flight or queued were abandoned")
     return lines
+
+
+def _with_unit(milliseconds: float | str) -> str:
+    return milliseconds if isinstance(milliseconds, str) else f"{format_ms(milliseconds)} ms"
 
 
 def _rate_lines(summary: RunSummary) -> list[str]:
@@ -186,17 +196,18 @@ def listing_columns() -> list[str]:
     return ["requests", "errors", "rps", *(figure.column for figure in figures.listing())]
 
 
-def listing_row(summary: RunSummary) -> dict[str, float | int]:
-    """A run's figures in the ``runs`` listing, by column name."""
+def listing_row(summary: RunSummary) -> dict[str, float | int | str]:
+    """A run's figures in the ``runs`` listing, by column name (figures.UNSUPPORTED for a
+    percentile too few samples lie beyond)."""
     values = [summary.requests, summary.error_total, summary.rps,
-              *(figure.value(summary.latency) for figure in figures.listing())]
+              *(figure.shown(summary.latency) for figure in figures.listing())]
     return dict(zip(listing_columns(), values, strict=True))
 
 
-def side_by_side_column(summary: RunSummary) -> dict[str, float | int]:
+def side_by_side_column(summary: RunSummary) -> dict[str, float | int | str]:
     """A run's figures as ``compare`` and the panel's session table put them side by side, by
-    row heading (``p99 ms``)."""
-    return {figure.heading: figure.value(summary) for figure in figures.side_by_side()}
+    row heading (``p99 ms``); figures.UNSUPPORTED for a percentile too few samples lie beyond."""
+    return {figure.heading: figure.shown(summary) for figure in figures.side_by_side()}
 
 
 # --- show: a saved run's figures, as text ----------------------------------------------------
@@ -216,6 +227,9 @@ def describe_lines(summary: RunSummary, load_spec: Mapping[str, Any], outcome: R
         lines.append(_target_line(summary))
     lines.append("")
     lines.extend(latency_table(summary).map(_three_decimals).to_string().splitlines())
+    marked = sorted({distribution.count for distribution in _distributions(summary).values()
+                     if figures.unsupported_keys(distribution.count)}, reverse=True)
+    lines.extend(f"({figures.unsupported_note(count)})" for count in marked)
     shares = "   ".join(f"{share * 100:.2f} % under {threshold} ms"
                         for threshold, share in summary.share_under.items() if not math.isnan(share))
     if shares:
@@ -252,22 +266,37 @@ def latency_table(summary: RunSummary) -> pd.DataFrame:
     """Every figure of each latency distribution of a run, one column per distribution."""
     import pandas as pd
 
+    rows = figures.distribution()
+    return pd.DataFrame({name: [row.shown(values) for row in rows]
+                         for name, values in _distributions(summary).items()},
+                        index=[row.heading for row in rows],
+                        dtype=object)  # object keeps the counts as integers
+
+
+def _distributions(summary: RunSummary) -> dict[str, LatencySummary]:
+    """The latency distributions ``show`` lists, by column name."""
     columns: dict[str, LatencySummary] = {"latency": summary.latency}
     if summary.uncorrected is not None:
         columns["uncorrected"] = summary.uncorrected
     columns["ttfb"] = summary.ttfb
     columns["connect"] = summary.connect
-    rows = figures.distribution()
-    return pd.DataFrame({name: [getattr(values, row.key) for row in rows]
-                         for name, values in columns.items()},
-                        index=[row.heading for row in rows],
-                        dtype=object)  # object keeps the counts as integers
+    return columns
 
 
-def _three_decimals(value: float) -> str:
-    if isinstance(value, int):
+def _three_decimals(value: float | str) -> str:
+    if isinstance(value, (int, str)):
         return str(value)
     return "-" if math.isnan(value) else f"{value:.3f}"
+
+
+def timeline_view(timeline: pd.DataFrame) -> pd.DataFrame:
+    """A timeline as ``show --timeline`` prints it: an interval's percentile that its requests
+    cannot support reads figures.UNSUPPORTED (at 100 requests in an interval, its p99 is its
+    max)."""
+    shown = timeline.copy()
+    for column, unsupported in timeline_unsupported(timeline).items():
+        shown[column] = shown[column].astype(object).where(~unsupported, figures.UNSUPPORTED)
+    return shown
 
 
 # --- the panel: the last run, as a table and a line ------------------------------------------
@@ -282,7 +311,7 @@ def last_run_table(summary: RunSummary) -> pd.DataFrame:
         columns = {"latency (corrected)": summary.latency,
                    "latency (uncorrected)": summary.uncorrected, "ttfb": summary.ttfb}
     rows = figures.last_run()
-    return pd.DataFrame({name: [format_figure(getattr(values, row.key)) for row in rows]
+    return pd.DataFrame({name: [format_figure(row.shown(values)) for row in rows]
                          for name, values in columns.items()},
                         index=[row.heading for row in rows])
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lab.measure import figures as catalogue
 from lab.measure import plain
 from lab.measure.samples import start_ns
 from lab.measure.stages import Stage, stage_windows_s
@@ -154,12 +155,19 @@ def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_a
         "connect_ms": _figures(summary.connect),
         "status_latency_ms": {code: _figures(figures) for code, figures in summary.by_status.items()},
     }
+    distributions: dict[str, LatencySummary | None] = {
+        "latency_ms": summary.latency, "ttfb_ms": summary.ttfb, "connect_ms": summary.connect,
+        **{f"status_latency_ms.{code}": figures for code, figures in summary.by_status.items()}}
     if summary.open_loop:
         document.update({
             "target_rate": summary.target_rate, "late": summary.late,
             "late_share": summary.late_share, "kept_up": summary.kept_up,
             "latency_uncorrected_ms": _figures(summary.uncorrected),
             "send_lag_ms": _figures(summary.send_lag)})
+        distributions.update(latency_uncorrected_ms=summary.uncorrected, send_lag_ms=summary.send_lag)
+    # A percentile too few samples lie beyond is null, not the max under its name: a consumer
+    # that reads p99_99 without knowing this list cannot take the max for it (the max is "max").
+    document["unsupported_percentiles"] = unsupported_paths(distributions)
     document.update({"abandoned": outcome.abandoned, "stopped_early": outcome.stopped_early,
                      "measured_duration_seconds": outcome.measured_seconds})
     if outcome.cluster is not None:
@@ -175,12 +183,31 @@ def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_a
     return plain
 
 
-def _figures(summary: LatencySummary | None) -> dict[str, float] | None:
+def _figures(summary: LatencySummary | None) -> dict[str, float | None] | None:
     if summary is None:
         return None
-    figures = summary.as_dict()
+    figures: dict[str, float | None] = {**summary.as_dict()}
     figures.pop("count")
+    for key in catalogue.unsupported_keys(summary.count):
+        figures[key] = None
     return figures
+
+
+def latency_document(summary: LatencySummary, name: str = "latency_ms") -> dict[str, Any]:
+    """One run's latency as a JSON object that is not a whole run's (a sweep's round, a
+    capacity probe) carries it: ``{name: figures with count, "unsupported_percentiles": [...]}``,
+    NaN and the percentiles too few samples lie beyond as null, as :func:`run_document` does."""
+    figures: dict[str, Any] = _json_safe(summary.as_dict())
+    for key in catalogue.unsupported_keys(summary.count):
+        figures[key] = None
+    return {name: figures, "unsupported_percentiles": unsupported_paths({name: summary})}
+
+
+def unsupported_paths(distributions: Mapping[str, LatencySummary | None]) -> list[str]:
+    """``latency_ms.p99_9``...: each percentile a JSON document nulled because too few of its
+    distribution's samples lie beyond it (lab.measure.figures.MIN_SAMPLES_BEYOND)."""
+    return [f"{name}.{key}" for name, summary in distributions.items() if summary is not None
+            for key in catalogue.unsupported_keys(summary.count)]
 
 
 def _json_safe(value: Any) -> Any:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lab.errors import ConfigError
+from lab.measure import figures as catalogue
 from lab.measure import plain
 from lab.measure.samples import MISSING, ErrorKind, error_counts, latency_ns, start_ns, ttfb_ns
 from lab.measure.stats import PERCENTILES, LatencySummary, percentiles, share_under, summarize
@@ -342,6 +343,20 @@ def timeline(samples: np.ndarray, interval_s: float | None = None) -> pd.DataFra
         "requests": requests, "requests_per_s": requests / lengths_s,
         "errors": errors, "errors_per_s": errors / lengths_s,
         "p50_ms": p50, "p99_ms": p99, "max_ms": peak})
+
+
+# A timeline's percentile columns, by the percentile each one is.
+TIMELINE_PERCENTILES = {"p50_ms": PERCENTILES["p50"], "p99_ms": PERCENTILES["p99"]}
+
+
+def timeline_unsupported(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """For each percentile column of a :func:`timeline`, the intervals whose successful
+    requests it cannot support (lab.measure.figures.MIN_SAMPLES_BEYOND): the text and JSON
+    views mark them; the frame itself keeps the values, which the plots draw."""
+    answered = (frame["requests"] - frame["errors"]).to_numpy()
+    return {column: np.array([not catalogue.supported(percent, int(count)) for count in answered],
+                             dtype=bool)
+            for column, percent in TIMELINE_PERCENTILES.items()}
 
 
 def _interval_latencies(samples: np.ndarray, bucket: np.ndarray,

@@ -17,7 +17,9 @@ whose log axes and annotations need more code than the canvas does.
 
 What is drawn, per interval of the run (100 ms): p50, p99 and the maximum latency (log axis),
 requests/s and errors/s; above it the running figures (from every frame so far, merged by
-histogram); and a dashed line labelled ``nodelay → off`` wherever a knob was changed on the
+histogram); under them a caption that says the live percentiles come from histogram buckets,
+within ``RESOLUTION`` of the exact figures the run reports at its end (which also leave out the
+warm-up); and a dashed line labelled ``nodelay → off`` wherever a knob was changed on the
 server during the run (:attr:`lab.server.ServerHandle.changes`).
 """
 
@@ -31,13 +33,20 @@ import anywidget
 import traitlets
 
 from lab.loadgen import Run
-from lab.measure.frames import Frame
+from lab.measure import figures
+from lab.measure.frames import BUCKETS_PER_OCTAVE, RESOLUTION, Frame
 from lab.server import ConfigChange, ServerHandle
 from lab.units import NS_PER_S
 
 ASSET = Path(__file__).resolve().parent / "assets" / "live.js"
 UPDATE_SECONDS = 0.15  # 6-7 updates a second; each carries the 1-2 frames that closed meanwhile
 WINDOW_SECONDS = 30.0  # the time axis shows the last 30 s; longer runs scroll
+# Why the live figures and the run's final ones differ: said in the view, from the histogram's
+# own declaration of its resolution.
+CAPTION = (f"live percentiles: histogram buckets ({BUCKETS_PER_OCTAVE} per power of two), each "
+           f"within {RESOLUTION * 100:.1f} % of the exact value; the run's final figures come "
+           "from the exact samples of its measured window (after any warm-up). An interval's p99 "
+           f"with fewer than {figures.samples_needed(99):,} requests in it is its max or next to it")
 
 
 class LiveView(anywidget.AnyWidget):
@@ -47,6 +56,7 @@ class LiveView(anywidget.AnyWidget):
     _esm = ASSET.read_text(encoding="utf-8")
 
     title = traitlets.Unicode("live view: no run yet").tag(sync=True)
+    caption = traitlets.Unicode(CAPTION).tag(sync=True)
     # [t_s (end of interval), p50_ms, p99_ms, max_ms, requests_per_s, errors_per_s]; NaN as None
     points = traitlets.List(trait=traitlets.List()).tag(sync=True)
     markers = traitlets.List(trait=traitlets.Dict()).tag(sync=True)
@@ -127,8 +137,8 @@ class LiveView(anywidget.AnyWidget):
         return {"phase": progress.phase, "elapsed_s": round(progress.elapsed_s, 2),
                 "requests": totals.requests, "errors": totals.errors + totals.bad_status,
                 "rps": round(progress.rps, 1),
-                "p50_ms": _finite(totals.percentile_ms(50)), "p99_ms": _finite(totals.percentile_ms(99)),
-                "p99_9_ms": _finite(totals.percentile_ms(99.9)), "max_ms": _finite(totals.max_ms)}
+                **{key: _running(totals, percent) for key, percent in LIVE_PERCENTILES.items()},
+                "max_ms": _finite(totals.max_ms)}
 
     # --- for a record -------------------------------------------------------------------------
 
@@ -139,6 +149,18 @@ class LiveView(anywidget.AnyWidget):
         if start is None:
             return []
         return [(change.at_ns, change.label) for change in server.changes if change.at_ns >= start]
+
+
+# The running percentiles of the view's text line, by stats key.
+LIVE_PERCENTILES = {"p50_ms": 50.0, "p99_ms": 99.0, "p99_9_ms": 99.9}
+
+
+def _running(totals: Frame, percent: float) -> float | str | None:
+    """A running percentile, or figures.UNSUPPORTED while too few requests lie beyond it (the
+    rule every view of a run follows: lab.measure.figures.MIN_SAMPLES_BEYOND)."""
+    if not figures.supported(percent, totals.ok):
+        return figures.UNSUPPORTED
+    return _finite(totals.percentile_ms(percent))
 
 
 def _finite(value: float) -> float | None:

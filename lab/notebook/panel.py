@@ -28,6 +28,7 @@ from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError, LabError
 from lab.http.config import ServerConfig
 from lab.loadgen import LoadProgress, Run, start_load
+from lab.measure import figures as catalogue
 from lab.measure import report
 from lab.measure.frames import Frame
 from lab.measure.thresholds import Outcome
@@ -383,7 +384,10 @@ class LabPanel:
             what = "STOPPED" if outcome is Outcome.STOPPED else "FAILED"
             self._say(f"{what}: {failure} -- {headline(result)}", error=True)
         if result.summary.succeeded:
-            self.summary_view.value = summary_table(result).to_html(classes="lab-table", border=0)
+            # the table marks a percentile too few requests lie beyond; the line says why
+            note = catalogue.unsupported_note(result.summary.latency.count)
+            self.summary_view.value = summary_table(result).to_html(classes="lab-table", border=0) + (
+                f'<div class="lab-note">{html.escape(note)}</div>' if note else "")
             self.figures = [plots.percentile_spectrum(record), plots.histogram(record)]
             self.plots_view.children = [figure_image(figure) for figure in self.figures]
         else:  # a table of dashes and empty axes would look like figures of nothing, fast

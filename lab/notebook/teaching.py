@@ -32,7 +32,8 @@ COMPACT_FIGURES = (catalogue.MEAN, *(catalogue.percentile(key) for key in ("p50"
 
 
 def figures(records: Sequence[Record], *, uncorrected: bool = True) -> pd.DataFrame:
-    """One row per record: requests/s, errors, and the latency percentiles in milliseconds.
+    """One row per record: requests/s, errors, and the latency percentiles in milliseconds
+    (``too few`` where fewer than five requests lie beyond a percentile).
 
     Latency is corrected for coordinated omission where the run has intended send times (the
     open loop). With ``uncorrected``, each open-loop record gets a second row measured from
@@ -45,12 +46,15 @@ def figures(records: Sequence[Record], *, uncorrected: bool = True) -> pd.DataFr
         if uncorrected and summary.uncorrected is not None:
             rows.append(_row(f"{record.name}, uncorrected", summary.rps,
                              summary.error_total, summary.uncorrected))
-    return pd.DataFrame(rows).set_index("run").round(3)
+    return pd.DataFrame(rows).set_index("run")
 
 
 def _row(name: str, requests_per_s: float, errors: int, latency: LatencySummary) -> dict[str, Any]:
     row: dict[str, Any] = {"run": name, "requests/s": round(requests_per_s), "errors": errors}
-    row.update({figure.heading: getattr(latency, figure.key) for figure in COMPACT_FIGURES})
+    for figure in COMPACT_FIGURES:
+        # a percentile too few requests lie beyond reads catalogue.UNSUPPORTED, not the max
+        value = figure.shown(latency)
+        row[figure.heading] = value if isinstance(value, str) else round(value, 3)
     return row
 
 

@@ -25,7 +25,8 @@ class KnobControl:
     """One knob's widget: a checkbox, a dropdown, a bounded number box or a text box.
 
     A knob that accepts None gets a checkbox in front: unticked means None ("OS default",
-    "no limit"), ticked enables the value box. The label is derived from the declaration
+    "no limit"), ticked enables the value box; an on/off knob that accepts None is one dropdown
+    of its three states instead (quickack: kernel default, on, off). The label is derived from the declaration
     (``duration (s)``); the tooltip names the knob as ``panel.set`` and the CLI spell it.
     """
 
@@ -38,7 +39,7 @@ class KnobControl:
         label.tooltip = f"{name}: {spec.help} [{describe_range(spec, nullable, base)}]"
         self.value_widget.tooltip = label.tooltip
         parts: list[widgets.Widget] = [label]
-        if nullable:
+        if nullable and base is not bool:
             self.enabled = widgets.Checkbox(value=value is not None, indent=False,
                                             layout=widgets.Layout(width="28px"))
             self.enabled.observe(self._sync_enabled, names="value")
@@ -50,6 +51,9 @@ class KnobControl:
     def _value_widget(self, value: Any) -> widgets.ValueWidget:
         spec, base = self.spec, self.base
         layout = widgets.Layout(width=VALUE_WIDTH)
+        if base is bool and self.nullable:
+            return widgets.Dropdown(options=[(spec.none_label, None), ("on", True), ("off", False)],
+                                    value=value, layout=layout)
         if base is bool:
             return widgets.Checkbox(value=bool(value), indent=False, layout=layout)
         if spec.choices is not None:
@@ -86,7 +90,7 @@ class KnobControl:
             self.enabled.value = value is not None
         if self.base is tuple:
             self.value_widget.value = ", ".join(value)
-        elif value is not None:
+        elif value is not None or self.base is bool:  # a three-state knob shows None itself
             self.value_widget.value = value
 
 

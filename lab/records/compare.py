@@ -103,8 +103,10 @@ def _column_names(records: Sequence[Record]) -> list[str]:
     return [f"{record.name} ({record.id})" for record in records]
 
 
-def _ratio(value: float, base: float) -> float:
-    if math.isnan(value) or math.isnan(base) or base == 0:
+def _ratio(value: float | str, base: float | str) -> float:
+    # a figure marked as unsupported (too few samples beyond it) has no ratio either
+    if isinstance(value, str) or isinstance(base, str) or math.isnan(value) or math.isnan(base) \
+            or base == 0:
         return float("nan")
     return value / base
 
@@ -216,6 +218,11 @@ def comparison_view(records: Sequence[Record], *, baseline: int = 0,
             view[columns[index]].append(
                 settings[label][index] if label in keys
                 else _figure_cell(table, label, columns[index], columns[baseline]))
+    marked = sorted({record.summary.latency.count for index, record in enumerate(records)
+                     if index in shown and catalogue.unsupported_keys(record.summary.latency.count)},
+                    reverse=True)
+    if any(catalogue.UNSUPPORTED in cells for cells in view.values()):
+        notes.extend(catalogue.unsupported_note(count) for count in marked)
     frame = pd.DataFrame(view, index=labels_)
     frame.index.name = table.index.name
     return ComparisonView(table=frame, failed=failed, notes=tuple(notes))

@@ -8,6 +8,7 @@ samples can be rebuilt from a CSV or Parquet export (:func:`samples_from_datafra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -22,8 +23,10 @@ import pyarrow.parquet as pq
 
 from lab.errors import ConfigError
 from lab.measure.hgrm import format_hgrm
+from lab.measure.run import unsupported_paths
 from lab.measure.samples import MISSING, SAMPLE_DTYPE, TIME_COLUMNS, ErrorKind, empty, start_ns
-from lab.measure.summary import metric_ns, pick_interval_s, run_span_ns
+from lab.measure.stats import LatencySummary
+from lab.measure.summary import RunSummary, metric_ns, pick_interval_s, run_span_ns, timeline_unsupported
 from lab.records.files import write_text_atomically, write_with_atomically
 from lab.records.record import Record
 from lab.units import NS_PER_MS, NS_PER_S
@@ -104,6 +107,7 @@ def summary_document(record: Record, *, interval_s: float | None = None) -> dict
     first, last = run_span_ns(record.samples)
     interval = interval_s or pick_interval_s((last - first) / NS_PER_S)
     timeline = record.timeline(interval)
+    summary, unsupported = _summary_without_unsupported(record.summary)
     return {
         "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
         "id": record.id, "name": record.name, "notes": record.notes, "tags": list(record.tags),
@@ -111,11 +115,39 @@ def summary_document(record: Record, *, interval_s: float | None = None) -> dict
         "load_spec": record.load_spec, "server_config": record.server_config,
         "environment": record.environment.as_dict(),
         "thresholds_ms": list(record.thresholds_ms),
-        "summary": record.summary.as_dict(),
-        "timeline": {"interval_s": interval,
-                     "rows": [{key: _json_number(value) for key, value in row.items()}
-                              for row in timeline.to_dict(orient="records")]},
+        "summary": summary,
+        "unsupported_percentiles": unsupported,
+        "timeline": {"interval_s": interval, "rows": _timeline_rows(timeline)},
     }
+
+
+def _timeline_rows(timeline: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows as JSON: an interval's percentile that its requests cannot support is null,
+    as every other figure of the document is."""
+    rows = [{key: _json_number(value) for key, value in row.items()}
+            for row in timeline.to_dict(orient="records")]
+    for column, unsupported in timeline_unsupported(timeline).items():
+        for row, marked in zip(rows, unsupported, strict=True):
+            if marked:
+                row[column] = None
+    return rows
+
+
+def _summary_without_unsupported(summary: RunSummary) -> tuple[dict[str, Any], list[str]]:
+    """The summary as JSON, with each percentile too few samples lie beyond nulled (as
+    ``bench --json`` does, lab.measure.run.run_document), and the list of those nulled."""
+    document = summary.as_dict()
+    distributions = {field.name: getattr(summary, field.name) for field in dataclasses.fields(summary)
+                     if isinstance(getattr(summary, field.name), LatencySummary)}
+    distributions.update({f"by_status.{code}": value for code, value in summary.by_status.items()})
+    unsupported = unsupported_paths(distributions)
+    for path in unsupported:
+        *parents, key = path.split(".")
+        place = document
+        for parent in parents:
+            place = place[parent]
+        place[key] = None
+    return document, unsupported
 
 
 def _json_number(value: Any) -> Any:

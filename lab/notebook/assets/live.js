@@ -1,7 +1,8 @@
 // The live view of a running load (lab/notebook/live.py): an anywidget ES module, no imports,
 // no CDN. It draws what the Python side puts in its traits -- `points` (one row per interval:
 // [t_s, p50_ms, p99_ms, max_ms, requests_per_s, errors_per_s]), `markers` ([{t_s, label}]),
-// `stats` (the running figures) and `span_seconds` (the run's planned length) -- on one canvas, at most once per animation frame, and counts
+// `stats` (the running figures; a percentile too few requests support is the text "too few"),
+// `caption` (where the live percentiles come from, and how close they are) and `span_seconds` (the run's planned length) -- on one canvas, at most once per animation frame, and counts
 // its redraws in `redraws` so that a browser test can see it move.
 
 const COLOURS = { p50: "#1f77b4", p99: "#ff7f0e", max: "#7f7f7f", rate: "#2ca02c",
@@ -11,11 +12,16 @@ const MARGIN = { left: 64, right: 16, top: 24, bottom: 26 };
 const GAP = 30; // between the latency plot and the rate plot
 
 function niceNumber(value) {
+  if (typeof value === "string") return value; // a mark such as "too few", not a number
   if (!isFinite(value)) return "–";
   if (value >= 100) return value.toFixed(0);
   if (value >= 10) return value.toFixed(1);
   if (value >= 1) return value.toFixed(2);
   return value.toFixed(3);
+}
+
+function milliseconds(value) {
+  return typeof value === "string" ? value : `${niceNumber(value)} ms`;
 }
 
 function rateText(value) {
@@ -26,9 +32,9 @@ function statsText(stats) {
   if (!stats || !stats.requests) return stats && stats.phase ? stats.phase : "waiting for a run";
   const errors = stats.errors ? `, ${rateText(stats.errors)} errors` : ", no errors";
   return `${stats.phase} ${niceNumber(stats.elapsed_s)} s: ${rateText(stats.requests)} requests, ` +
-    `${rateText(stats.rps)} req/s${errors} | p50 ${niceNumber(stats.p50_ms)} ms, ` +
-    `p99 ${niceNumber(stats.p99_ms)} ms, p99.9 ${niceNumber(stats.p99_9_ms)} ms, ` +
-    `max ${niceNumber(stats.max_ms)} ms`;
+    `${rateText(stats.rps)} req/s${errors} | p50 ${milliseconds(stats.p50_ms)}, ` +
+    `p99 ${milliseconds(stats.p99_ms)}, p99.9 ${milliseconds(stats.p99_9_ms)}, ` +
+    `max ${milliseconds(stats.max_ms)}`;
 }
 
 function draw(canvas, model) {
@@ -178,9 +184,13 @@ function render({ model, el }) {
   text.style.fontSize = "12px";
   text.style.margin = "2px 0 4px 0";
   text.style.fontVariantNumeric = "tabular-nums";
+  const caption = document.createElement("div");
+  caption.style.fontSize = "11px";
+  caption.style.color = "#555";
+  caption.style.margin = "0 0 4px 0";
   const canvas = document.createElement("canvas");
   canvas.style.display = "block";
-  root.append(title, text, canvas);
+  root.append(title, text, caption, canvas);
   el.appendChild(root);
 
   let pending = false;
@@ -189,6 +199,7 @@ function render({ model, el }) {
     pending = false;
     title.textContent = model.get("title");
     text.textContent = statsText(model.get("stats"));
+    caption.textContent = model.get("caption");
     draw(canvas, model);
     redraws += 1;
     model.set("redraws", redraws);
@@ -197,7 +208,7 @@ function render({ model, el }) {
   const schedule = () => {
     if (!pending) { pending = true; requestAnimationFrame(redraw); }
   };
-  for (const name of ["points", "markers", "stats", "title", "window_seconds", "span_seconds"]) {
+  for (const name of ["points", "markers", "stats", "title", "caption", "window_seconds", "span_seconds"]) {
     model.on(`change:${name}`, schedule);
   }
   const resize = new ResizeObserver(schedule);
