@@ -133,7 +133,6 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._head = b""  # the start of a frame header the library has not seen whole yet
         self._pending = b""  # read but not yet handed to the library: waits for the next turn
         self._turn: asyncio.Handle | None = None  # the next turn's call, while one is due
-        self._eof = False  # the client half-closed while bytes were still pending
         self._writing_paused = False  # the client does not read its answers (flow control)
         self._reading = True
         self._tasks: set[asyncio.Task[None]] = set()
@@ -228,20 +227,10 @@ class WebSocketConnection(asyncio.BufferedProtocol):
                 transport.pause_reading()
 
     def eof_received(self) -> bool:
-        if self._pending:
-            # The bytes before the end are still to be answered: the end waits for them, and
-            # the transport stays open until then (True), closed by _end_of_input.
-            self._eof = True
-            return True
+        # Reading is paused while bytes are pending, so the end comes after all of them.
         self.protocol.receive_eof()
         self._flush()
         return False
-
-    def _end_of_input(self) -> None:
-        self.protocol.receive_eof()
-        self._flush()
-        if self.transport is not None:
-            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         state = self.state
@@ -310,9 +299,6 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             return
         if self._pending and not self._writing_paused:
             self._turn = self.state.loop.call_soon(self._take_turn)
-        elif self._eof and not self._pending:
-            self._eof = False
-            self._end_of_input()
 
     def _feed(self, data: bytes) -> None:
         protocol = self.protocol
