@@ -21,6 +21,12 @@ after a run, libFuzzer's merge adds only the inputs that reach new coverage.
 Prints the inputs run, libFuzzer's coverage (``cov``: edges of the C code reached; ``ft``:
 features, edges with hit counts) and every disagreement or crash; exit 1 if there was one,
 2 if the tools are missing (clang: Debian's ``clang``; atheris: the dev extra).
+
+Measured 2026-12-07 (12 minutes, machine shared, niced): 3,963,221 inputs, cov 125 of 173
+edges, ft 422, no crash, no disagreement; cov was 125 after 30 s already. The edges never
+reached are the module's init (it runs before fuzzing), scan_head's argument errors (bad
+types and bounds: tests/test_headscan.py checks those) and the allocation-failure branches
+of build_result (libFuzzer's -print_coverage=1 lists them).
 """
 
 from __future__ import annotations
@@ -212,8 +218,10 @@ def _report(log: str) -> dict[str, Any]:
     statuses = re.findall(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+)", log, re.MULTILINE)
     executed = re.search(r"stat::number_of_executed_units: (\d+)", log)
     last = statuses[-1] if statuses else ("0", "0", "0")
+    # The instrumented module's edges (one 8-bit counter each): what cov is out of.
+    edges = re.search(r"Loaded 1 modules\s+\((\d+) inline 8-bit counters\)", log)
     return {"inputs": int(executed.group(1)) if executed else int(last[0]),
-            "cov": int(last[1]), "ft": int(last[2]),
+            "cov": int(last[1]), "ft": int(last[2]), "edges": int(edges.group(1)) if edges else 0,
             "disagreement": "Disagreement" in log, "asan": "ERROR: AddressSanitizer" in log}
 
 
@@ -242,8 +250,9 @@ def fuzz(minutes: float, save: bool, source: Path = SOURCE, corpus: Path = CORPU
         crashes = sorted(artifacts.iterdir())
         failed = code != 0 or bool(crashes) or report["disagreement"] or report["asan"]
         print(f"{SUMMARY} {report['inputs']:,} inputs in {time.monotonic() - began:.0f} s, "
-              f"cov: {report['cov']} ft: {report['ft']}, corpus +{len(list(found.iterdir()))} "
-              "found this run", flush=True)
+              f"cov: {report['cov']} ft: {report['ft']} ({report['cov']} of the scanner's "
+              f"{report['edges']} edges), corpus +{len(list(found.iterdir()))} found this run",
+              flush=True)
         if failed:
             print(f"{SUMMARY} FAILED (exit {code}): disagreement={report['disagreement']} "
                   f"asan={report['asan']}; inputs kept: {[c.name for c in crashes]}")
