@@ -6,15 +6,20 @@
 
 scan_head parses untrusted bytes in C. Its contract (tests/test_headscan.py) is that wherever
 it accepts a head, llhttp reads those bytes as the same request; anything else it must leave
-(None). This script builds the scanner with clang's AddressSanitizer and libFuzzer's coverage
-hooks (``-fsanitize=address,fuzzer-no-link``) into a temporary folder -- never over the
-installed .so -- and runs atheris on it with atheris's ASan runtime preloaded, so the mutation
+(None); and so a connection answers any bytes exactly as it does with the scanner off. This
+script builds the scanner with clang's AddressSanitizer and libFuzzer's coverage hooks
+(``-fsanitize=address,fuzzer-no-link``) into a temporary folder -- never over the installed
+.so -- and runs atheris on it with atheris's ASan runtime preloaded, so the mutation
 is guided by the C code's branches and any out-of-bounds access stops the run. Every input is
-checked as the differential test checks a generated head, plus what a fuzzer can reach that
+checked as tests/test_headscan.py's two differential tests check a generated head -- the
+scanner's result against llhttp's, and a connection's answers with the scanner on against
+off (tests/fakes.py's ``answers``, the same helper) -- plus what a fuzzer can reach that
 hypothesis's heads do not: the scanner must stop at its ``end`` (the same answer whatever
 follows it), at any ``start``, and within its ``limit`` as the reader counts it.
 
-An input is two bytes of ``limit`` (big-endian) and then the bytes to scan. The corpus lives in
+An input is two bytes of ``limit`` (big-endian) and then the bytes to scan; for the
+connection, ``limit`` is also its max_header_bytes (at least 256, the knob's minimum) and its
+two low bits pick the read buffer (256, 300, 4096 or 65536 bytes, as the test's choices). The corpus lives in
 tests/fuzz-corpus/headscan (seeded from the HTTP vectors the tests already have, ``--reseed``);
 after a run, libFuzzer's merge adds only the inputs that reach new coverage.
 
@@ -148,6 +153,93 @@ def check(scan_head: Callable[..., Any], data: bytes) -> None:
         raise Disagreement(f"the scanner accepted {counted} counted bytes over its limit {limit}")
 
 
+class Connections:
+    """The scanner-on/off differential: a connection fed an input answers it alike either way.
+
+    As tests/fakes.py's ``answers`` does it (its transport, its Date normalisation), but with
+    one server state per read buffer, kept, and the input's header limit written into a copy
+    of its settings: making a ServerConfig validates every knob through
+    typing.get_type_hints, ~20 ms (2026-12-07), which at two per input left the fuzzer a few
+    inputs a second.
+    """
+
+    READ_BUFFERS = (256, 300, 4096, 65536)
+
+    def __init__(self) -> None:
+        import asyncio
+
+        import fakes  # type: ignore[import-not-found]  # tests/fakes.py, on the child's path
+
+        import lab.http.connection as connection_module
+        from lab.http.demo_routes import demo_router
+
+        self.loop = asyncio.new_event_loop()
+        self.fakes = fakes
+        self.module: Any = connection_module  # its scan_head is switched per call
+        self.router = demo_router()
+        self.states: dict[int, Any] = {}
+
+    def check(self, scan_head: Callable[..., Any], data: bytes) -> None:
+        if len(data) < 2:
+            return
+        limit, head = int.from_bytes(data[:2], "big"), data[2:]
+        knobs = (max(256, limit), self.READ_BUFFERS[limit & 3])
+        scanned = self._answers(scan_head, head, knobs)
+        unscanned = self._answers(None, head, knobs)
+        if scanned != unscanned:
+            raise Disagreement(f"{head!r} (max_header_bytes, read_buffer_bytes = {knobs}): answered "
+                               f"{scanned!r} with the scanner, {unscanned!r} without")
+
+    def _state(self, knobs: tuple[int, int]) -> Any:
+        max_header_bytes, read_buffer_bytes = knobs
+        state = self.states.get(read_buffer_bytes)
+        if state is None:
+            from lab.http.config import ServerConfig
+            from lab.http.state import ServerState
+
+            config = ServerConfig(read_buffer_bytes=read_buffer_bytes)
+            state = self.states[read_buffer_bytes] = ServerState(config, self.router, self.loop)
+        if state.settings.max_header_bytes != max_header_bytes:
+            import copy
+
+            settings = copy.copy(state.settings)
+            # Frozen, and not validated again: 256 <= max(256, a 16-bit limit) <= the knob's
+            # maximum (1 MiB), by construction.
+            object.__setattr__(settings, "max_header_bytes", max_header_bytes)
+            state.settings = settings
+        return state
+
+    def _answers(self, scan_head: Callable[..., Any] | None, head: bytes, knobs: tuple[int, int]) -> Any:
+        import asyncio
+
+        module = self.module
+        original, module.scan_head = module.scan_head, scan_head
+        connection = module.HttpConnection(self._state(knobs))
+        transport = self.fakes.RecordingTransport()
+        try:
+            connection.connection_made(transport)
+            data = head
+            while data and not transport.closed:
+                buffer = connection.get_buffer(len(data))
+                size = min(len(buffer), len(data))
+                buffer[:size] = data[:size]
+                connection.buffer_updated(size)
+                data = data[size:]
+            return self.fakes.DATE_LINE.sub(b"Date: -\r\n", bytes(transport.written)), transport.closed
+        except Exception as error:  # the same failure either way is agreement too
+            return ("raised", type(error).__name__, str(error))
+        finally:
+            module.scan_head = original
+            connection.connection_lost(None)  # leaves the kept state's set of connections
+            # An async route (/delay/...) leaves a task on this loop, which never runs:
+            # cancelled, so that millions of inputs do not pile them up.
+            tasks = asyncio.all_tasks(self.loop)
+            if tasks:
+                for task in tasks:
+                    task.cancel()
+                self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
 # --- the instrumented build and the run ------------------------------------------------------
 
 
@@ -175,9 +267,11 @@ def child(module_path: Path, command: str, libfuzzer_arguments: list[str]) -> No
     import atheris  # type: ignore[import-untyped]  # ships no type hints
 
     scan_head = load(module_path).scan_head
+    connections = Connections()
 
     def one_input(data: bytes) -> None:
         check(scan_head, data)
+        connections.check(scan_head, data)
 
     atheris.Setup([command, *libfuzzer_arguments], one_input)
     atheris.Fuzz()
@@ -207,7 +301,7 @@ def _run_child(module: Path, arguments: list[str], log: Path) -> int:
                        # Python itself leaks by design at exit; only memory errors count here.
                        # Plain malloc lets ASan see each Python object's own bounds.
                        ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1",
-                       PYTHONMALLOC="malloc", PYTHONPATH=str(ROOT),
+                       PYTHONMALLOC="malloc", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
                        **{MODULE_VARIABLE: str(module), COMMAND_VARIABLE: str(command)})
     with log.open("wb") as output:
         return subprocess.run([str(command), *arguments], env=environment, stdout=output,

@@ -42,9 +42,11 @@ def test_every_corpus_input_agrees_with_llhttp() -> None:
     assert len(corpus) >= 50
     assert sum(path.stat().st_size for path in corpus) < 300_000  # it lives in the repository
     accepted = 0
+    connections = fuzz_headscan.Connections()
     for path in corpus:
         data = path.read_bytes()
         fuzz_headscan.check(scan_head, data)
+        connections.check(scan_head, data)
         accepted += scan_head(data[2:], 0, len(data) - 2, int.from_bytes(data[:2], "big")) is not None
     assert accepted >= 5  # the oracle's comparison ran, not only its "left to llhttp" exit
 
@@ -79,6 +81,19 @@ def test_the_oracle_catches_a_scanner_that_is_wrong(scanner: Callable[..., Any],
         data = LIMIT + HEAD
     with pytest.raises(fuzz_headscan.Disagreement):
         fuzz_headscan.check(scanner, data)
+
+
+def test_the_connection_differential_catches_a_scanner_that_is_wrong() -> None:
+    # Each request comes back as /fast's answer: llhttp's reading, with the scanner off,
+    # answers the user route instead.
+    def everything_is_fast(buffer: Any, start: int, end: int, limit: int) -> Any:
+        result = scan_head(buffer, start, end, limit)
+        return result and (result[0], result[1], "/fast", "", result[4])
+
+    connections = fuzz_headscan.Connections()
+    connections.check(scan_head, LIMIT + HEAD)  # the real scanner agrees
+    with pytest.raises(fuzz_headscan.Disagreement, match="with the scanner"):
+        connections.check(everything_is_fast, LIMIT + HEAD)
 
 
 def test_a_bad_minutes_value_is_one_line_naming_the_flag() -> None:
