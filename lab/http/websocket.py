@@ -131,7 +131,10 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._fast = False  # open, uncompressed, no fragmented message: small frames skip the library
         self._skip = 0  # payload bytes of the library's current frame still to come
         self._head = b""  # the start of a frame header the library has not seen whole yet
-        self._pending = b""  # read but not yet handed to the library: waits for the next turn
+        # Read but not yet handed to the library, from _pending_from on: waits for the next
+        # turn (an offset, not a slice, so that a large read is not copied at every turn).
+        self._pending = b""
+        self._pending_from = 0
         self._turn: asyncio.Handle | None = None  # the next turn's call, while one is due
         self._writing_paused = False  # the client does not read its answers (flow control)
         self._reading = True
@@ -238,7 +241,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         state.stats.connections_open -= 1
         self.deadline = None
         self.transport = None
-        self._pending = b""
+        self._pending, self._pending_from = b"", 0
         if self._turn is not None:
             self._turn.cancel()
             self._turn = None
@@ -250,7 +253,8 @@ class WebSocketConnection(asyncio.BufferedProtocol):
     def receive(self, data: bytes) -> None:
         """Bytes from the client: the library parses them, we act on the messages."""
         if self._pending:  # earlier bytes still wait for their turn: these go behind them
-            self._pending += data
+            self._pending = self._pending[self._pending_from:] + data
+            self._pending_from = 0
             return
         self._pending = data
         self._take_turn()
@@ -258,14 +262,15 @@ class WebSocketConnection(asyncio.BufferedProtocol):
     def _take_turn(self) -> None:
         """Hand the library up to FRAMES_PER_TURN frames of what is pending, in order."""
         self._turn = None
-        data, self._pending = self._pending, b""
+        data, position = self._pending, self._pending_from
+        self._pending, self._pending_from = b"", 0
         if self.transport is None or not data:
             return
         protocol = self.protocol
         # Answers made while the library's events are handled go through the library too,
         # so they stay in order behind the pongs and closes it has queued.
         self._fast = False
-        position, budget = 0, FRAMES_PER_TURN
+        budget = FRAMES_PER_TURN
         while position < len(data) and budget > 0 and protocol.state is State.OPEN:
             cut, frames, bad_length = self._cut(data, position, budget)
             budget -= frames
@@ -276,8 +281,8 @@ class WebSocketConnection(asyncio.BufferedProtocol):
                 # RFC 6455 section 5.2: "the most significant bit MUST be 0" -- a protocol
                 # error, which the library would take for a message too big (1009).
                 self._fail(CloseCode.PROTOCOL_ERROR, "64-bit payload length with its top bit set")
-        if protocol.state is State.OPEN:
-            self._pending = data[position:]
+        if protocol.state is State.OPEN and position < len(data):
+            self._pending, self._pending_from = data, position
         # else: what follows a close is not read (RFC 6455 section 5.5.1); the library
         # would discard it too.
         if protocol.parser_exc is not None and not self._failed:
@@ -378,7 +383,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
 
     def _message_overdue(self) -> bool:
         return bool(self._fragments) and (
-            self.state.clock - self._message_began > self.settings.ws_message_timeout_seconds)
+            self.state.clock - self._message_began >= self.settings.ws_message_timeout_seconds)
 
     def _checked_message(self, text: bool, payload: bytes) -> None:
         """A message the library framed: text must still be UTF-8, which it leaves to us."""
