@@ -20,6 +20,8 @@ if [ "$want_system" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
   command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+  # benchmarks/fuzz_headscan.py builds the head scanner with clang's ASan and libFuzzer hooks.
+  command -v clang >/dev/null 2>&1 || missing+=(clang)
   if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"

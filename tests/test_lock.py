@@ -48,6 +48,8 @@ def declared() -> list[Requirement]:
 def test_the_lock_pins_every_declared_package_within_its_range() -> None:
     pins = locked_here()
     for requirement in declared():
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue  # declared for another Python (atheris: 3.0.0 on 3.11, 3.1.0 later)
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{name} is in pyproject.toml but not in requirements.lock: bash scripts/lock.sh"
         assert requirement.specifier.contains(pins[name], prereleases=True), (

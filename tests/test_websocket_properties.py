@@ -115,3 +115,40 @@ def test_quickack_is_set_again_after_every_read_of_a_websocket(loop) -> None:
         feed(transport.protocol, frame(OP_TEXT, b"hi"))
     quickacks = [o for o in transport.socket.options if o[:2] == (socket.IPPROTO_TCP, socket.TCP_QUICKACK)]
     assert quickacks[before:] == [(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)] * 3
+
+
+
+def echoes_over_turns(loop: asyncio.AbstractEventLoop, reads: list[bytes]) -> tuple[bytes, int]:
+    """Like echoes, with the loop run while the server has paused reading for its backlog:
+    what it writes after its 101, and how many turns of the loop that took."""
+    state = ServerState(ServerConfig(), demo_router(), loop)
+    connection = HttpConnection(state)
+    transport = UpgradableTransport()
+    connection.connection_made(transport)
+    feed(connection, HANDSHAKE % b"/ws/echo")
+    head_end = transport.written.index(b"\r\n\r\n") + 4
+    websocket, turns = transport.protocol, 0
+    for data in [*reads, b""]:
+        while not transport.reading:
+            loop.run_until_complete(asyncio.sleep(0))
+            turns += 1
+            assert turns < 1000, "the server never read again: its backlog did not drain"
+        if data:
+            feed(websocket, data)
+    return bytes(transport.written[head_end:]), turns
+
+
+@settings(max_examples=15, deadline=None)
+@given(message_list=st.lists(st.tuples(st.booleans(),
+                                       st.binary(max_size=200).map(lambda b: b.hex()[:len(b)].encode()),
+                                       st.booleans()), min_size=130, max_size=200),
+       cuts=st.lists(st.integers(min_value=1, max_value=60_000), max_size=6))
+def test_reads_of_more_frames_than_one_turn_are_answered_whole_and_in_order(loop, message_list, cuts):
+    # More frames than FRAMES_PER_TURN in a read: the rest waits for the loop's next turns,
+    # however the reads are cut, and comes back once, in order, with every pong.
+    sent, expected = client_bytes(message_list)
+    answer, turns = echoes_over_turns(loop, [sent])
+    assert turns >= 1 and split_answer(answer) == expected
+    points = sorted({cut % len(sent) for cut in cuts} - {0})
+    reads = [sent[start:end] for start, end in zip([0, *points], [*points, len(sent)], strict=True)]
+    assert split_answer(echoes_over_turns(loop, reads)[0]) == expected

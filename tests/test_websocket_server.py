@@ -296,3 +296,146 @@ def test_a_client_that_does_not_read_its_echoes_is_not_buffered_without_bound(se
                 sock.sendall(burst)
         assert server.stats()["bytes_received"] < 32_000_000
     assert_still_serving(server.port)
+
+
+# --- issue 23: what a hostile client got through ---------------------------------------------
+
+
+def close_of(sock: socket.socket) -> tuple[int, bytes]:
+    """Skip to the server's close frame: (its code, its reason)."""
+    while True:
+        opcode, payload = read_frame(sock)
+        if opcode == OP_CLOSE:
+            return int(struct.unpack("!H", payload[:2])[0]), payload[2:]
+
+
+@pytest.mark.parametrize("sent, answers", [
+    (frame(OP_TEXT, b"last words") + frame(OP_CLOSE, struct.pack("!H", 1000)),
+     [(OP_TEXT, b"last words")]),
+    (frame(OP_TEXT, b"ab", fin=False) + frame(OP_PING, b"p") + frame(OP_CONT, b"cd")
+     + frame(OP_CLOSE, struct.pack("!H", 1000)),
+     [(OP_PONG, b"p"), (OP_TEXT, b"abcd")]),
+    (frame(OP_TEXT, b"one") + frame(OP_PING, b"p") + frame(OP_TEXT, b"two")
+     + frame(OP_CLOSE, struct.pack("!H", 1000)),
+     [(OP_TEXT, b"one"), (OP_PONG, b"p"), (OP_TEXT, b"two")]),
+], ids=["text-close", "fragment-ping-fragment-close", "text-ping-text-close"])
+def test_what_came_before_a_close_in_the_same_write_is_answered_first(server, sent, answers):
+    with open_raw(server.port) as sock:
+        sock.settimeout(5)
+        sock.sendall(sent)
+        assert [read_frame(sock) for _ in answers] == answers
+        assert read_frame(sock) == (OP_CLOSE, struct.pack("!H", 1000))
+    assert server.stats()["requests"] == sum(1 for opcode, _ in answers if opcode != OP_PONG)
+
+
+def test_a_handshake_in_an_http10_request_is_refused_400(server):
+    with connect(server.port) as sock:
+        sock.sendall((HANDSHAKE % b"/ws/echo").replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n"))
+        answer = Reader(sock).response()
+        assert answer.status == 400
+        assert b"HTTP/1.1" in answer.body
+    assert server.stats()["errors"]["ws_bad_handshake"] == 1
+    assert_still_serving(server.port)
+
+
+def test_a_64_bit_length_with_its_top_bit_set_is_closed_1002(server):
+    # RFC 6455 section 5.2: "the most significant bit MUST be 0" -- bad framing, not a big message.
+    header = struct.pack("!BBQ", 0x82, 0x80 | 127, (1 << 63) + 5) + b"\x01\x02\x03\x04"
+    assert close_code_after(server.port, header + b"hello") == 1002
+    assert server.stats()["errors"]["ws_close_1002"] == 1
+    assert_still_serving(server.port)
+
+
+def test_a_message_in_more_fragments_than_allowed_is_closed_1008(make_server):
+    server = make_server(ws_max_fragments=3)
+    with open_raw(server.port) as sock:  # three frames: allowed
+        sock.settimeout(5)
+        sock.sendall(frame(OP_TEXT, b"a", fin=False) + frame(OP_CONT, b"b", fin=False)
+                     + frame(OP_CONT, b"c"))
+        assert read_frame(sock) == (OP_TEXT, b"abc")
+    fragments = frame(OP_TEXT, b"a", fin=False) + frame(OP_CONT, b"", fin=False) * 3
+    with open_raw(server.port) as sock:
+        sock.settimeout(5)
+        sock.sendall(fragments + frame(OP_CONT, b"z"))
+        code, reason = close_of(sock)
+        assert code == 1008 and b"ws_max_fragments" in reason
+    assert server.stats()["errors"]["ws_close_1008"] == 1
+    assert_still_serving(server.port)
+
+
+def test_the_default_fragment_limit_ends_a_flood_of_empty_fragments(server):
+    with open_raw(server.port) as sock:
+        sock.settimeout(5)
+        sock.sendall(frame(OP_TEXT, b"a", fin=False) + frame(OP_CONT, b"", fin=False) * 5000)
+        assert close_of(sock)[0] == 1008
+    assert_still_serving(server.port)
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["silent", "trickled"])
+def test_a_message_that_takes_too_long_is_closed_1008(make_server, trickle):
+    # Silent: the message's deadline ends it, sooner than the idle timeout would. Trickled:
+    # an empty fragment every 50 ms is traffic, so only the message's own deadline ends it.
+    server = make_server(ws_message_timeout_seconds=0.3, ws_idle_timeout_seconds=30)
+    with open_raw(server.port) as sock:
+        sock.settimeout(5)
+        began = time.monotonic()
+        sock.sendall(frame(OP_TEXT, b"a", fin=False))
+        if trickle:
+            sock.settimeout(0.05)
+            while True:
+                try:
+                    sock.sendall(frame(OP_CONT, b"", fin=False))
+                    code, reason = close_of(sock)
+                    break
+                except TimeoutError:
+                    assert time.monotonic() - began < 5
+            sock.settimeout(5)
+        else:
+            code, reason = close_of(sock)
+        assert code == 1008 and b"ws_message_timeout_seconds" in reason
+        assert time.monotonic() - began < 5
+    assert_still_serving(server.port)
+
+
+def test_more_frames_than_one_turn_and_then_the_end_are_all_answered(server):
+    # A read of many small frames is handed on a turn at a time; a client that half-closes
+    # behind them still gets every echo before the connection ends.
+    messages = [b"message %d" % i for i in range(1000)]
+    with open_raw(server.port) as sock:
+        sock.settimeout(5)
+        sock.sendall(b"".join(frame(OP_BINARY, m) for m in messages))
+        sock.shutdown(socket.SHUT_WR)
+        assert [read_frame(sock) for _ in messages] == [(OP_BINARY, m) for m in messages]
+
+
+@pytest.mark.timing
+def test_a_flood_of_tiny_frames_does_not_stall_another_connection(lab_server):
+    # 200,000 empty continuation frames (1.2 MB) in reads of up to 1 MiB: handed to the
+    # library whole, one read held the loop ~1.5 s (each frame is parsed in Python); a turn
+    # at a time, another connection's round trip stayed 11-76 ms with the machine loaded
+    # (load average 7 on 2 cores). The limit on fragments is
+    # lifted so that the whole flood is parsed.
+    import threading
+
+    server = lab_server(ws_buffer_size=1024 * 1024, ws_max_fragments=1_000_000)
+    flood = frame(OP_TEXT, b"a", fin=False) + frame(OP_CONT, b"", fin=False) * 200_000
+    worst = 0.0
+    with open_raw(server.port) as polite, open_raw(server.port) as hostile:
+        polite.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        polite.settimeout(10)
+        hostile.settimeout(30)
+        sender = threading.Thread(target=hostile.sendall, args=(flood + frame(OP_CONT, b"z"),))
+        sender.start()
+        echoed: list[tuple[int, bytes]] = []
+        reader = threading.Thread(target=lambda: echoed.append(read_frame(hostile)))
+        reader.start()
+        began = time.monotonic()
+        while reader.is_alive() and time.monotonic() - began < 30:
+            started = time.perf_counter()
+            polite.sendall(frame(OP_TEXT, b"ping"))
+            assert read_frame(polite) == (OP_TEXT, b"ping")
+            worst = max(worst, time.perf_counter() - started)
+        sender.join()
+        reader.join()
+        assert echoed == [(OP_TEXT, b"az")]  # every fragment was parsed, in order
+    assert worst < 0.5, f"another connection waited {worst * 1000:.0f} ms"

@@ -171,6 +171,19 @@ class ServerConfig:
         help="close a WebSocket connection (1001 going away) after this long without a message",
         flag="--ws-idle-timeout", metavar="S", group="websocket",
         applies=Where.WEBSOCKET_MESSAGE)
+    # A message may come in fragments (RFC 6455 section 5.4), each a frame the library parses
+    # in Python: 500,000 empty ones cost seconds of the loop and no memory, so neither the
+    # size limit nor the idle timeout (each fragment is traffic) ever ends them.
+    ws_max_fragments: int = knob(
+        1024, minimum=1, maximum=1_000_000,
+        help="most frames one WebSocket message may arrive in; more is closed with 1008 "
+             "(policy violation)", flag="--ws-max-fragments", metavar="N", group="websocket",
+        applies=Where.WEBSOCKET_MESSAGE)
+    ws_message_timeout_seconds: float = knob(
+        10.0, minimum=0.01, maximum=3600, unit="s",
+        help="close a WebSocket (1008 policy violation) whose message takes longer than this "
+             "from its first fragment to its last", flag="--ws-message-timeout", metavar="S",
+        group="websocket", applies=Where.WEBSOCKET_MESSAGE)
 
     # --- stall injector (coordinated-omission experiments) ----------------------------------
     stall_every_seconds: float | None = knob(
