@@ -4,6 +4,7 @@ synthetic samples for exact format checks, and a record store in a temporary fol
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import importlib.util
 import multiprocessing
 import os
@@ -64,6 +65,8 @@ def server(make_server: Callable[..., ServerHandle]) -> ServerHandle:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+# When this test session began: what a record made during it must have started after.
+SESSION_STARTED = dt.datetime.now(dt.UTC)
 
 
 def _demo_module() -> ModuleType:

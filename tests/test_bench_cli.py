@@ -291,6 +291,8 @@ def test_an_overloaded_open_loop_reports_the_rate_achieved(server: ServerHandle)
                    "--json")
     overloaded = json.loads(report.stdout)
     assert overloaded["target_rate"] == target
-    assert overloaded["rps"] <= 1.15 * capacity, (overloaded["rps"], capacity)
+    # The rate achieved, not the rate asked (five times the capacity): a bound with room for
+    # the machine to be twice as fast as when the capacity was measured (a shared machine is).
+    assert overloaded["rps"] <= 0.5 * target, (overloaded["rps"], capacity)
     assert overloaded["duration_s"] > 1.5  # the drain after the offering is part of the run
     assert overloaded["kept_up"] is False and overloaded["late_share"] > 0.5

@@ -54,7 +54,7 @@ class LoadSpec:
         help="ws://: the largest message accepted from the server; a larger one fails its "
              "request (too_large) and the connection, so a hostile server cannot grow the "
              "generator's memory", flag="--max-message-bytes", metavar="BYTES", group="websocket",
-        label="largest message accepted")
+        label="message limit")
 
     # --- load model -------------------------------------------------------------------------
     mode: Literal["closed", "open"] = knob(

@@ -131,12 +131,12 @@ class ServerConfig:
     # connection for ever (nginx's client_body_timeout has that hole); Apache's mod_reqtimeout
     # adds a minimum rate, its default 500 bytes/s. The grace lets a request start slowly.
     header_min_bytes_per_second: int | None = knob(
-        500, minimum=1, maximum=1024 * MIB, unit="bytes/s", label="header minimum rate",
+        500, minimum=1, maximum=1024 * MIB, unit="bytes/s", label="head min rate",
         help="answer 408 and close when a request head, once min_rate_grace_seconds have passed, "
              "has arrived slower than this on average (None = no minimum)",
         flag="--header-min-rate", metavar="BYTES", group="limits", applies=Where.REQUEST)
     body_min_bytes_per_second: int | None = knob(
-        500, minimum=1, maximum=1024 * MIB, unit="bytes/s", label="body minimum rate",
+        500, minimum=1, maximum=1024 * MIB, unit="bytes/s", label="body min rate",
         help="answer 408 and close when a request body, once min_rate_grace_seconds have passed, "
              "has arrived slower than this on average (None = no minimum)",
         flag="--body-min-rate", metavar="BYTES", group="limits", applies=Where.REQUEST)
