@@ -23,6 +23,7 @@ from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request as WsRequest
+from websockets.http11 import Response as WsResponse
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.speedups import apply_mask
@@ -112,11 +113,22 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._skip = 0  # payload bytes of the library's current frame still to come
         self._head = b""  # the start of a frame header the library has not seen whole yet
         self._tasks: set[asyncio.Task[None]] = set()
+        self._answer: WsResponse | None = None  # the 101 a checked handshake will get
 
     # --- the handover -------------------------------------------------------------------
 
     def take_over(self, transport: asyncio.Transport, request: Request) -> bool:
         """Answer the upgrade ``request`` on ``transport``; True when the connection is open."""
+        if not self.check_handshake(transport, request):
+            return False
+        self.open()
+        return True
+
+    def check_handshake(self, transport: asyncio.Transport, request: Request) -> bool:
+        """Read the upgrade ``request``; a bad one is answered (400, 426) and False returned.
+
+        Apart from :meth:`open` for a hosted ASGI app, which decides between the two.
+        """
         self.transport = transport
         self._sock = transport.get_extra_info("socket")
         protocol = self.protocol
@@ -125,18 +137,31 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         # does when it hands an upgrade over.
         protocol.receive_data(_request_bytes(request))
         handshake = next((e for e in protocol.events_received() if isinstance(e, WsRequest)), None)
-        if handshake is not None:
-            protocol.send_response(protocol.accept(handshake))
-        self._flush()
-        if self.protocol.state is not State.OPEN:
+        answer = protocol.accept(handshake) if handshake is not None else None
+        if answer is None or answer.status_code != 101:
+            if answer is not None:
+                protocol.send_response(answer)
+            self._flush()
             self.state.stats.count_error("ws_bad_handshake")
             return False
+        self._answer = answer
+        return True
+
+    def open(self, subprotocol: str | None = None, headers: list[tuple[str, str]] | None = None) -> None:
+        """Send the 101 for a checked handshake, with an app's subprotocol and extra headers."""
+        answer, transport = self._answer, self.transport
+        assert answer is not None and transport is not None
+        if subprotocol is not None:
+            answer.headers["Sec-WebSocket-Protocol"] = subprotocol
+        for name, value in headers or ():
+            answer.headers[name] = value
+        self.protocol.send_response(answer)
+        self._flush()
         transport.set_protocol(self)
         self._update_fast_path()
         self.state.connections.add(self)
         self._idle()
         self.app.on_open(self)
-        return True
 
     def apply_settings(self, settings: Settings) -> None:
         """A reconfigure while this connection is open: the socket knobs and split_writes now;
