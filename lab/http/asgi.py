@@ -35,7 +35,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
@@ -66,7 +66,9 @@ LIFESPAN_ASGI = {"version": "3.0", "spec_version": "2.0"}
 SHUTDOWN_TIMEOUT_SECONDS = 10.0
 # RFC 9110 section 5.6.2: a header name is a token; a value must not break the framing.
 _BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+# Header names an app sent before, checked and lower-cased: apps send the same few names.
+_NAMES_SEEN: dict[bytes, bytes] = {}
+_NAMES_SEEN_LIMIT = 1000
 # Headers the server writes itself on every answer (Date, and its keep-alive or close line).
 _SERVER_OWNED = frozenset((b"connection", b"keep-alive", b"date"))
 # RFC 9110 section 6.4.1: these answers have no body, so no length and no chunked framing.
@@ -123,11 +125,15 @@ class AsgiHost:
         self._shutdown_asked: asyncio.Future[None] | None = None
         self._shutdown: asyncio.Future[str | None] | None = None
 
-    def run(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run one request's (or WebSocket's) app call; the server's close cancels leftovers."""
-        task = asyncio.get_running_loop().create_task(work)
+    def run(self, cycle: HttpCycle | WebSocketCycle, scope: Scope) -> None:
+        """Run one request's (or WebSocket's) app call; the server's close cancels leftovers.
+
+        The task leaves ``tasks`` as its last step, not by a done callback: that would be one
+        more turn of the loop per request, and with the task itself the most of what hosting
+        an app costs beyond the demo routes.
+        """
+        cycle.task = task = asyncio.get_running_loop().create_task(cycle.run(self, scope))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
     # --- lifespan ---------------------------------------------------------------------
 
@@ -217,6 +223,15 @@ def _status_line(status: int) -> bytes:
     return line
 
 
+def _checked_name(name: bytes) -> bytes:
+    if not name or _BAD_NAME.search(name):
+        raise RuntimeError(f"invalid HTTP header name {name!r}")
+    lowered = name.lower()
+    if len(_NAMES_SEEN) < _NAMES_SEEN_LIMIT:
+        _NAMES_SEEN[name] = lowered
+    return lowered
+
+
 class AppResponse:
     """An app's whole answer, encoded as the connection's ``_send`` encodes a Response."""
 
@@ -251,6 +266,7 @@ class HttpCycle:
         "started",
         "started_ns",
         "streaming",
+        "task",
     )
 
     def __init__(self, connection: AppConnection, request: Request, started_ns: int) -> None:
@@ -271,8 +287,15 @@ class HttpCycle:
         self._chunked = False
         self._sent = 0
         self._waiter: asyncio.Future[None] | None = None  # a receive waiting for the end
+        self.task: asyncio.Task[None] | None = None  # what runs the app for it
 
-    async def run(self, app: AsgiApp, scope: Scope) -> None:
+    async def run(self, host: AsgiHost, scope: Scope) -> None:
+        try:
+            await self._run(host.app, scope)
+        finally:
+            host.tasks.discard(self.task)
+
+    async def _run(self, app: AsgiApp, scope: Scope) -> None:
         connection = self.connection
         try:
             await app(scope, self.receive, self.send)
@@ -372,11 +395,11 @@ class HttpCycle:
         lines = [_status_line(status)]
         content_length: int | None = None
         for name, value in message.get("headers", ()):
-            if _BAD_NAME.search(name) or not name:
-                raise RuntimeError(f"invalid HTTP header name {name!r}")
-            if _BAD_VALUE.search(value):
+            lowered = _NAMES_SEEN.get(name)
+            if lowered is None:
+                lowered = _checked_name(name)
+            if b"\r" in value or b"\n" in value or b"\0" in value:
                 raise RuntimeError(f"invalid HTTP header value {value!r}")
-            lowered = name.lower()
             if lowered in _SERVER_OWNED:
                 if lowered == b"connection" and b"close" in value.lower():
                     self._keep = False
@@ -483,6 +506,7 @@ class WebSocketCycle:
         self.closed = False  # the app sent websocket.close
         self.disconnected = False
         self._incoming: deque[Message] = deque([{"type": "websocket.connect"}])
+        self.task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._code = 1006
 
@@ -506,7 +530,13 @@ class WebSocketCycle:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def run(self, app: AsgiApp, scope: Scope) -> None:
+    async def run(self, host: AsgiHost, scope: Scope) -> None:
+        try:
+            await self._run(host.app, scope)
+        finally:
+            host.tasks.discard(self.task)
+
+    async def _run(self, app: AsgiApp, scope: Scope) -> None:
         connection = self.connection
         try:
             await app(scope, self.receive, self.send)
@@ -583,7 +613,7 @@ def _subprotocols(request: Request) -> list[str]:
 class AppConnection(HttpConnection):
     """An HTTP connection whose requests go to a hosted ASGI app instead of the router."""
 
-    __slots__ = ("_client", "_cycle", "_host", "_server", "_upgrade_rest")
+    __slots__ = ("_client", "_cycle", "_extensions", "_host", "_server", "_upgrade_rest")
 
     def __init__(self, state: ServerState, host: AsgiHost) -> None:
         super().__init__(state)
@@ -592,6 +622,7 @@ class AppConnection(HttpConnection):
         self._client: tuple[str, int] | None = None
         self._server: tuple[str, int] | None = None
         self._upgrade_rest = b""  # a client's first frames, sent before the app accepted
+        self._extensions = {"lab.socket_options": {"read": self.socket_options}}
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -643,7 +674,7 @@ class AppConnection(HttpConnection):
             "query_string": request.query.encode("latin-1"),
             "headers": [(name.lower(), value) for name, value in request.headers],
             "state": self._host.state.copy(),
-            "extensions": {"lab.socket_options": {"read": self.socket_options}},
+            "extensions": self._extensions,
         }
 
     def _handle(self, request: Request, match: Any = None) -> None:
@@ -655,7 +686,7 @@ class AppConnection(HttpConnection):
         cycle = HttpCycle(self, request,
                           time.perf_counter_ns() if self.settings.processing_time_header else 0)
         self._cycle = cycle
-        host.run(cycle.run(host.app, self._scope(request, "http")))
+        host.run(cycle, self._scope(request, "http"))
 
     def _handle_websocket(self, request: Request) -> None:
         transport = self.transport
@@ -672,7 +703,7 @@ class AppConnection(HttpConnection):
         scope = self._scope(request, "websocket")
         del scope["method"]
         scope["subprotocols"] = _subprotocols(request)
-        self._host.run(cycle.run(self._host.app, scope))
+        self._host.run(cycle, scope)
 
     def _hand_over(self, socket: AppWebSocket, subprotocol: str | None,
                    headers: list[tuple[str, str]]) -> None:
