@@ -118,6 +118,16 @@ async def ws_app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["path"] == "/deny":
         await send({"type": "websocket.close"})
         return
+    if scope["path"] == "/boom":
+        raise RuntimeError("the app broke before accepting")
+    if scope["path"] == "/late-send":  # sends once the client has gone
+        await send({"type": "websocket.accept"})
+        EVENTS.append((await receive())["type"])
+        try:
+            await send({"type": "websocket.send", "text": "too late"})
+        except OSError as refused:
+            EVENTS.append(type(refused).__name__)
+        return
     subprotocols = scope["subprotocols"]
     await send({"type": "websocket.accept", "subprotocol": subprotocols[0] if subprotocols else None,
                 "headers": [(b"x-accepted", b"yes")]})

@@ -316,6 +316,21 @@ def test_websocket_close_before_accept_is_a_403(host_app: HostApp) -> None:
     assert refused.value.response.status_code == 403
 
 
+def test_an_exception_before_accept_is_a_500(host_app: HostApp) -> None:
+    server = host_app(asgi_apps.ws_app)
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(f"ws://127.0.0.1:{server.port}/boom")
+    assert refused.value.response.status_code == 500
+    assert server.stats()["errors"]["handler_error"] == 1
+
+
+def test_a_send_after_the_client_went_is_refused(host_app: HostApp) -> None:
+    server = host_app(asgi_apps.ws_app)
+    with ws_connect(f"ws://127.0.0.1:{server.port}/late-send") as client:
+        client.close()
+    assert wait_for(lambda: EVENTS == ["websocket.disconnect", "ClientDisconnected"])
+
+
 def test_the_app_hears_the_clients_close_code(host_app: HostApp) -> None:
     server = host_app(asgi_apps.ws_app)
     with ws_connect(f"ws://127.0.0.1:{server.port}/echo") as client:

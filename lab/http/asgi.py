@@ -36,7 +36,6 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
@@ -69,8 +68,9 @@ _BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 # Header names an app sent before, checked and lower-cased: apps send the same few names.
 _NAMES_SEEN: dict[bytes, bytes] = {}
 _NAMES_SEEN_LIMIT = 1000
-# Headers the server writes itself on every answer (Date, and its keep-alive or close line).
-_SERVER_OWNED = frozenset((b"connection", b"keep-alive", b"date"))
+# Headers the server writes itself (Date, its keep-alive or close line, the body's framing),
+# and Content-Length, which it reads: an app's own copies of the others are not sent.
+_FRAMING = frozenset((b"connection", b"keep-alive", b"date", b"transfer-encoding", b"content-length"))
 # RFC 9110 section 6.4.1: these answers have no body, so no length and no chunked framing.
 _NO_BODY_STATUSES = frozenset((204, 304))
 _STATUS_LINES: dict[int, bytes] = {}
@@ -218,8 +218,7 @@ def _status_line(status: int) -> bytes:
     if line is None:
         if not isinstance(status, int) or not 100 <= status <= 999:
             raise RuntimeError(f"ASGI response status {status!r} is not a three-digit integer")
-        line = _STATUS_LINES[status] = status_line(status) if status in HTTPStatus._value2member_map_ \
-            else b"HTTP/1.1 %d \r\n" % status
+        line = _STATUS_LINES[status] = status_line(status)  # an unknown code's reason: "Unknown"
     return line
 
 
@@ -400,14 +399,14 @@ class HttpCycle:
                 lowered = _checked_name(name)
             if b"\r" in value or b"\n" in value or b"\0" in value:
                 raise RuntimeError(f"invalid HTTP header value {value!r}")
-            if lowered in _SERVER_OWNED:
-                if lowered == b"connection" and b"close" in value.lower():
+            if lowered in _FRAMING:
+                if lowered == b"content-length":
+                    content_length = int(value)
+                elif lowered == b"connection" and b"close" in value.lower():
                     self._keep = False
-                continue
-            if lowered == b"content-length":
-                content_length = int(value)
-            elif lowered == b"transfer-encoding":
-                continue  # the server frames the body itself
+                    continue
+                else:
+                    continue  # the server's own (Date, keep-alive) or its framing (chunked)
             lines.append(name + b": " + value + b"\r\n")
         self.started = True
         self._head = b"".join(lines)
@@ -544,10 +543,10 @@ class WebSocketCycle:
             self._end(1012)
             raise
         except BaseException as error:
-            connection.state.stats.count_error("handler_error")
             if not (self.accepted or self.refused or self.disconnected):
                 connection._handler_failed(self.request, error)  # as plain HTTP: 500
             else:
+                connection.state.stats.count_error("handler_error")
                 connection.state.log_handler_error(self.request, error)
                 self._end(1011)  # RFC 6455 7.4.1: the server met a condition it cannot handle
             return
@@ -680,7 +679,8 @@ class AppConnection(HttpConnection):
     def _handle(self, request: Request, match: Any = None) -> None:
         host = self._host
         self._busy = True
-        if is_websocket_upgrade(request):
+        # The reader reports an upgrade request as not keep-alive: a plain request skips the look.
+        if not request.keep_alive and is_websocket_upgrade(request):
             self._handle_websocket(request)
             return
         cycle = HttpCycle(self, request,
