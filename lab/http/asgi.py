@@ -276,47 +276,45 @@ class HttpCycle:
         self.streaming = False  # the head is written: what follows goes out as it comes
         self.complete = False  # the last body message was sent
         self.disconnected = False
-        self._head = b""
-        self._content_length: int | None = None
         self._keep = request.keep_alive  # an app's "Connection: close" ends the connection
-        self._stream_keep = False
         self._body_given = False
         self._peer_done = False
-        self._status = 200
-        self._chunked = False
-        self._sent = 0
         self._waiter: asyncio.Future[None] | None = None  # a receive waiting for the end
         self.task: asyncio.Task[None] | None = None  # what runs the app for it
+        # Set by http.response.start: _head, _status, _content_length; by the first streamed
+        # body: _chunked, _sent, _stream_keep (nothing reads them before; a request costs less).
 
     async def run(self, host: AsgiHost, scope: Scope) -> None:
         try:
-            await self._run(host.app, scope)
-        finally:
-            host.tasks.discard(self.task)
-
-    async def _run(self, app: AsgiApp, scope: Scope) -> None:
-        connection = self.connection
-        try:
-            await app(scope, self.receive, self.send)
+            await host.app(scope, self.receive, self.send)
         except asyncio.CancelledError:
             self._cut()
             raise
         except BaseException as error:
-            if self.disconnected:
-                self._cut()  # the client went away; what the app did next is its own business
-                return
-            if not self.streaming:
-                # Nothing written yet: the client gets a 500 (and the connection closes after it).
-                self.complete = True
-                connection._handler_failed(self.request, error)
-                connection._next_in_queue()
-            else:
-                connection.state.stats.count_error("handler_error")
-                connection.state.log_handler_error(self.request, error)
-                self._cut()
-            return
-        if self.complete:
-            return
+            self._failed(error)
+        else:
+            if not self.complete:
+                self._returned()
+        finally:
+            host.tasks.discard(self.task)
+
+    def _failed(self, error: BaseException) -> None:
+        connection = self.connection
+        if self.disconnected:
+            self._cut()  # the client went away; what the app did next is its own business
+        elif not self.streaming:
+            # Nothing written yet: the client gets a 500 (and the connection closes after it).
+            self.complete = True
+            connection._handler_failed(self.request, error)
+            connection._next_in_queue()
+        else:
+            connection.state.stats.count_error("handler_error")
+            connection.state.log_handler_error(self.request, error)
+            self._cut()
+
+    def _returned(self) -> None:
+        """The app returned without completing its response."""
+        connection = self.connection
         if self.disconnected or self._peer_done:
             self._cut()
             return
