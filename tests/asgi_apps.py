@@ -120,6 +120,12 @@ async def ws_app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     if scope["path"] == "/boom":
         raise RuntimeError("the app broke before accepting")
+    if scope["path"] == "/flood":  # 64 MiB in 64 KiB messages: more than the socket buffers hold
+        await send({"type": "websocket.accept"})
+        for _ in range(1024):
+            await send({"type": "websocket.send", "bytes": b"x" * 65536})
+        EVENTS.append("flood sent")
+        return
     if scope["path"] == "/late-send":  # sends once the client has gone
         await send({"type": "websocket.accept"})
         EVENTS.append((await receive())["type"])

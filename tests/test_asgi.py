@@ -331,6 +331,18 @@ def test_a_send_after_the_client_went_is_refused(host_app: HostApp) -> None:
     assert wait_for(lambda: EVENTS == ["websocket.disconnect", "ClientDisconnected"])
 
 
+def test_websocket_send_waits_while_the_client_does_not_read(host_app: HostApp) -> None:
+    server = host_app(asgi_apps.ws_app)
+    with ws_connect(f"ws://127.0.0.1:{server.port}/flood", max_size=None, max_queue=1) as client:
+        time.sleep(0.5)
+        assert "flood sent" not in EVENTS  # held back: 64 MiB cannot all be in the buffers
+        received = 0
+        while received < 1024:
+            client.recv(timeout=10)
+            received += 1
+    assert wait_for(lambda: "flood sent" in EVENTS)
+
+
 def test_the_app_hears_the_clients_close_code(host_app: HostApp) -> None:
     server = host_app(asgi_apps.ws_app)
     with ws_connect(f"ws://127.0.0.1:{server.port}/echo") as client:

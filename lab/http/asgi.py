@@ -475,6 +475,29 @@ class AppWebSocket(WebSocketConnection):
     def __init__(self, state: ServerState, settings: Settings, cycle: WebSocketCycle) -> None:
         super().__init__(state, settings, cycle)
         self.cycle = cycle
+        self.write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # Back-pressure on the app's send: while the client is not reading, websocket.send waits.
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.write_paused = False
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drained(self) -> None:
+        """Until the client has read enough of what was sent (or gone)."""
+        while self.write_paused and self.transport is not None:
+            self._drain_waiter = self.state.loop.create_future()
+            await self._drain_waiter
 
     def _close_code(self) -> int:
         received = self.protocol.close_rcvd
@@ -487,6 +510,7 @@ class AppWebSocket(WebSocketConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self._wake_sender()
         self.cycle.disconnect(self._close_code())
 
 
@@ -589,6 +613,8 @@ class WebSocketCycle:
                 socket.send(True, text.encode())
             else:
                 socket.send(False, bytes(message.get("bytes") or b""))
+            if socket.write_paused:
+                await socket.drained()
         elif kind == "websocket.close":
             self.closed = True
             socket.close(int(message.get("code", 1000)), message.get("reason") or "")
