@@ -173,7 +173,9 @@ failing_starlette_app = Starlette(lifespan=_failing_lifespan)
 
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    EVENTS.append("startup")
     yield {"greeting": "hello from lifespan"}
+    EVENTS.append("shutdown")
 
 
 async def _home(request: Request) -> Response:

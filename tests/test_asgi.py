@@ -282,6 +282,25 @@ def test_serve_reports_a_failing_startup_in_one_line() -> None:
     assert "asgi_apps:failing_starlette_app" in done.stderr and "database unreachable" in done.stderr
 
 
+def test_lifespan_runs_startup_before_serving_and_shutdown_at_stop() -> None:
+    server = start_server(app=asgi_apps.starlette_app)
+    try:
+        assert EVENTS == ["startup"]
+        assert httpx.get(server.url + "/ok").text == "OK"
+    finally:
+        server.stop()
+    assert EVENTS == ["startup", "shutdown"]
+
+
+def test_lifespan_on_refuses_an_app_without_one_in_one_line() -> None:
+    with pytest.raises(ServerError) as raised:
+        start_server(app=asgi_apps.edge_app, lifespan="on")
+    assert "edge_app" in str(raised.value) and "\n" not in str(raised.value)
+    # auto: the same app is served, its lifespan taken as unsupported
+    with start_server(app=asgi_apps.edge_app) as served:
+        assert httpx.get(served.url + "/x").text == "/x"
+
+
 def test_lifespan_state_reaches_requests_and_off_skips_it(host_app: HostApp) -> None:
     server = host_app(asgi_apps.starlette_app)
     assert httpx.get(server.url + "/").json()["greeting"] == "hello from lifespan"
