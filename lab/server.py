@@ -33,6 +33,7 @@ from time import perf_counter_ns
 from typing import Any, Literal, TypeVar
 
 from lab.errors import ConfigError, ServerError
+from lab.http.asgi import AsgiApp, AsgiHost, Lifespan, serve_app
 from lab.http.config import ServerConfig
 from lab.http.core import LabServer
 from lab.http.demo_routes import demo_router
@@ -112,16 +113,18 @@ def format_url(host: str, port: int) -> str:
 ReadyHook = Callable[[asyncio.AbstractEventLoop, LabServer, int], None]
 
 
-def serve_until_stopped(config: ServerConfig, router: Router, on_ready: ReadyHook) -> None:
+def serve_until_stopped(config: ServerConfig, router: Router, on_ready: ReadyHook,
+                        app: AsgiHost | None = None) -> None:
     """Run a server on a new loop in the calling thread until something stops that loop.
 
     ``on_ready(loop, server, port)`` runs once the port listens: it is where each caller
     hangs its way of being stopped (signals, a control pipe, a thread-safe call) and says it is
-    ready. An error before that (e.g. the port is in use) is raised to the caller.
+    ready. An error before that (e.g. the port is in use, or ``app``'s lifespan startup
+    failed) is raised to the caller.
     """
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)  # this thread only; a Jupyter kernel's loop is untouched
-    server = LabServer(config, router)
+    server = LabServer(config, router, app)
     try:
         port = loop.run_until_complete(server.start())
     except BaseException:
@@ -141,9 +144,11 @@ class ThreadRunner:
     """The server's own event loop in a daemon thread of this process."""
 
     def __init__(self, config: ServerConfig, router: Router | str | None,
-                 namespace: str | None = None) -> None:
+                 namespace: str | None = None, app: AsgiApp | str | None = None,
+                 lifespan: Lifespan = "auto") -> None:
         self.config = config
-        self._router = load_router(router)
+        self._router = load_router(router) if app is None else Router()
+        self._app = serve_app(app, lifespan) if app is not None else None
         self._namespace = namespace
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: LabServer | None = None
@@ -166,7 +171,7 @@ class ThreadRunner:
         try:
             if self._namespace is not None:
                 enter_namespace(self._namespace)  # this thread only; it lives as long as the server
-            serve_until_stopped(self.config, self._router, ready)
+            serve_until_stopped(self.config, self._router, ready, self._app)
         except BaseException as error:
             if started.done():
                 raise  # a failure while serving: let the thread's excepthook report it
@@ -203,12 +208,20 @@ class ProcessRunner:
     """One or more worker processes, each with its own loop, sharing the port."""
 
     def __init__(self, config: ServerConfig, router: Router | str | None,
-                 namespace: str | None = None) -> None:
+                 namespace: str | None = None, app: AsgiApp | str | None = None,
+                 lifespan: Lifespan = "auto") -> None:
         if isinstance(router, Router):
             raise ConfigError("router", "a server in another process needs the router as "
                               "'module:function' (importable there), not a Router object")
+        if app is not None and not isinstance(app, str):
+            raise ConfigError("app", "a server in another process needs the app as "
+                              "'module:attribute' (importable there), not the app object")
+        if app is not None:
+            serve_app(app, lifespan)  # a name that does not import fails here, in one line
         self.config = config
         self._router = router or DEMO_ROUTER
+        self._app = app
+        self._lifespan = lifespan
         self._namespace = namespace
         self._workers: list[tuple[multiprocessing.process.BaseProcess,
                                   multiprocessing.connection.Connection]] = []
@@ -223,7 +236,8 @@ class ProcessRunner:
             for index in range(config.workers):
                 parent_end, child_end = context.Pipe()
                 process = context.Process(
-                    target=worker_main, args=(config, child_end, self._router, self._namespace),
+                    target=worker_main,
+                    args=(config, child_end, self._router, self._namespace, self._app, self._lifespan),
                     name=f"lab-server-worker-{index}", daemon=True)
                 process.start()
                 child_end.close()
@@ -284,7 +298,8 @@ class ProcessRunner:
 
 
 def worker_main(config: ServerConfig, pipe: multiprocessing.connection.Connection,
-                router: str, namespace: str | None = None) -> None:
+                router: str, namespace: str | None = None, app: str | None = None,
+                lifespan: Lifespan = "auto") -> None:
     """Entry point of a server worker process: serve until told to stop over the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
 
@@ -311,7 +326,10 @@ def worker_main(config: ServerConfig, pipe: multiprocessing.connection.Connectio
     try:
         if namespace is not None:
             enter_namespace(namespace)  # behind an emulated path: listen in its namespace
-        serve_until_stopped(config, load_router(router), ready)
+        if app is None:
+            serve_until_stopped(config, load_router(router), ready)
+        else:
+            serve_until_stopped(config, Router(), ready, serve_app(app, lifespan))
     except BaseException as error:
         pipe.send(("error", error))
 
@@ -322,14 +340,19 @@ class ServerHandle:
     """A running lab server: its address, its settings, its counters, and how to stop it."""
 
     def __init__(self, config: ServerConfig, isolation: Isolation,
-                 router: Router | str | None, path: EmulatedPath | None = None) -> None:
+                 router: Router | str | None, path: EmulatedPath | None = None,
+                 app: AsgiApp | str | None = None, lifespan: Lifespan = "auto") -> None:
         if isolation not in ("thread", "process"):
             raise ConfigError("isolation", f"must be 'thread' or 'process', got {isolation!r}")
         if isolation == "thread" and config.workers > 1:
             raise ConfigError("workers", "more than one worker needs isolation='process'")
         self.config = config
         self.isolation = isolation
+        if app is not None and router is not None:
+            raise ConfigError("app", "serve either a router or an ASGI app, not both")
         self._router = router
+        self._app = app  # a hosted ASGI app (or its "module:attribute"), else None
+        self._lifespan = lifespan
         self._runner: ThreadRunner | ProcessRunner | None = None
         self.path = path  # the emulated network path in front of the server, if any
         self.port = 0
@@ -339,7 +362,7 @@ class ServerHandle:
     def _start(self, config: ServerConfig) -> None:
         runner_class = ThreadRunner if self.isolation == "thread" else ProcessRunner
         namespace = self.path.namespace if self.path is not None else None
-        runner = runner_class(config, self._router, namespace)
+        runner = runner_class(config, self._router, namespace, self._app, self._lifespan)
         self.port = runner.start()
         self._runner = runner
 
@@ -437,6 +460,7 @@ class ServerHandle:
 
 def start_server(config: ServerConfig | None = None, *, isolation: Isolation = "thread",
                  router: Router | str | None = None, path: Path | str | None = None,
+                 app: AsgiApp | str | None = None, lifespan: Lifespan = "auto",
                  **changes: Any) -> ServerHandle:
     """Start a server and return once it is listening.
 
@@ -445,6 +469,9 @@ def start_server(config: ServerConfig | None = None, *, isolation: Isolation = "
     or ``"module:function"``; the default serves the demo routes (lab/http/demo_routes.py).
     ``path`` (a :class:`~lab.netpath.Path` or its text, ``"delay=20ms loss=1%"``) puts an
     emulated network path between this namespace and the server (root or CAP_NET_ADMIN).
+    ``app`` (an ASGI 3 app, thread only, or ``"module:attribute"``) is served in place of the
+    routes, every knob applying to it as to them; ``lifespan`` is ``"auto"`` (run the app's
+    startup and shutdown if it speaks the lifespan protocol), ``"on"`` or ``"off"``, as uvicorn's.
     """
     if isolation == "process":
         refuse_when_imported_by_a_new_process("a server in its own processes")
@@ -456,7 +483,7 @@ def start_server(config: ServerConfig | None = None, *, isolation: Isolation = "
     try:
         if emulated is not None:
             config = config.replace(host=emulated.server_address)
-        handle = ServerHandle(config, isolation, router, emulated)
+        handle = ServerHandle(config, isolation, router, emulated, app, lifespan)
         handle._start(config)
     except BaseException:
         if emulated is not None:

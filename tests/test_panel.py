@@ -415,3 +415,21 @@ def test_a_dask_cluster_panel_draws_live_frames_while_the_run_lasts(tmp_path):
     assert drawn_while_running >= 5, drawn_while_running  # 20 intervals in 2 s
     assert panel.live.frames >= drawn_while_running and len(panel.live.points) == panel.live.frames
     assert panel.live.stats["phase"] == "done" and panel.live.stats["requests"] == result.samples.size
+
+
+def test_a_panel_hosts_an_asgi_app_and_keeps_it_across_an_isolation_switch(tmp_path):
+    import httpx
+
+    hosted = LabPanel(store=RecordStore(tmp_path / "data"), load=QUICK_LOAD,
+                      app="asgi_apps:edge_app", path="/x")
+    try:
+        assert httpx.get(hosted.server.url + "/anything").text == "/anything"
+        record = asyncio.run(press_run(hosted))
+        assert record is not None, hosted.message.value
+        assert len(record.samples) > 10 and record.summary.error_total == 0
+        hosted.isolation.value = "process"
+        assert hosted.apply(), hosted.message.value
+        assert hosted.server.isolation == "process"
+        assert httpx.get(hosted.server.url + "/still").text == "/still"
+    finally:
+        hosted.close()

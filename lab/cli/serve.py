@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import signal
 import sys
+from dataclasses import dataclass
 
 from lab.errors import ConfigError
 from lab.http import connection
+from lab.http.asgi import AsgiHost, Lifespan, serve_app
 from lab.http.config import ServerConfig
 from lab.http.core import LabServer
+from lab.http.routing import Router
 from lab.netpath import EmulatedPath, Path, start_path
 from lab.netpath.spec import ALLOWED_FORM
 from lab.options import add_arguments, from_arguments
@@ -20,10 +23,19 @@ from lab.server import ProcessRunner, format_url, load_router, serve_until_stopp
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "serve", help="run the tunable HTTP/1.1 server",
-        description="Run the lab's tunable HTTP/1.1 server. Every flag is a knob of ServerConfig.")
+        description="Run the lab's tunable HTTP/1.1 server. Every flag is a knob of ServerConfig, "
+                    "and applies to the demo routes, a --router's routes or an --app alike.")
     add_arguments(parser, ServerConfig)
-    parser.add_argument("--router", default=None, metavar="MODULE:FUNCTION",
+    served = parser.add_mutually_exclusive_group()
+    served.add_argument("--router", default=None, metavar="MODULE:FUNCTION",
                         help="routes to serve (default: the demo routes, lab/http/demo_routes.py)")
+    served.add_argument("--app", default=None, metavar="MODULE:ATTRIBUTE",
+                        help="an ASGI 3 app to serve instead of the routes (a FastAPI or Starlette "
+                             "app, or any ASGI callable), e.g. myservice.main:app; the module is "
+                             "imported from the current directory")
+    parser.add_argument("--lifespan", default="auto", choices=("auto", "on", "off"),
+                        help="the --app's lifespan startup and shutdown: auto runs them if the app "
+                             "speaks the protocol, on requires it, off skips it (default: auto)")
     add_emulate_flag(parser, "serve behind an emulated network path; the server listens on the "
                              "path's address, in a network namespace of its own")
     parser.set_defaults(run=run)
@@ -45,8 +57,14 @@ def announce(config: ServerConfig, port: int) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     config: ServerConfig = from_arguments(ServerConfig, arguments)
+    app = None
+    if arguments.app is not None:
+        if "" not in sys.path:
+            sys.path.insert(0, "")  # as uvicorn does: the app's module is found where you are
+        app = serve_app(arguments.app, arguments.lifespan)  # a name that does not import: one line
+    served = Served(arguments.router, arguments.app, app, arguments.lifespan)
     if arguments.emulate is None:
-        return _serve(config, arguments.router)
+        return _serve(config, served)
     spec = Path.parse(arguments.emulate)
     if "host" in vars(arguments):
         raise ConfigError("host", "with --emulate the server listens on the path's own address "
@@ -56,20 +74,30 @@ def run(arguments: argparse.Namespace) -> int:
         print(path.describe(), flush=True)
         if not path.netem_available():
             print("(this kernel has no netem qdisc: the relay process is the path)", flush=True)
-        return _serve(config.replace(host=path.server_address), arguments.router, path)
+        return _serve(config.replace(host=path.server_address), served, path)
     finally:
         path.stop()
 
 
-def _serve(config: ServerConfig, router: str | None, path: EmulatedPath | None = None) -> int:
+@dataclass(frozen=True)
+class Served:
+    """What the server answers with: the routes (a --router, or the demo's) or an --app."""
+
+    router: str | None
+    app_name: str | None
+    app: AsgiHost | None
+    lifespan: Lifespan
+
+
+def _serve(config: ServerConfig, served: Served, path: EmulatedPath | None = None) -> int:
     if config.workers > 1:
-        return _serve_workers(config, router, path)
+        return _serve_workers(config, served, path)
     if path is not None:
         path.enter()  # this thread listens in the path's namespace; the relay stays outside
-    return _serve_here(config, router)
+    return _serve_here(config, served)
 
 
-def _serve_here(config: ServerConfig, router: str | None) -> int:
+def _serve_here(config: ServerConfig, served: Served) -> int:
     """One worker: the loop runs in this process, with nothing between it and the socket."""
     def ready(loop: asyncio.AbstractEventLoop, server: LabServer, port: int) -> None:
         for signal_number in (signal.SIGINT, signal.SIGTERM):
@@ -79,15 +107,17 @@ def _serve_here(config: ServerConfig, router: str | None) -> int:
         loop.call_soon(announce, config, port)
 
     try:
-        serve_until_stopped(config, load_router(router), ready)
+        router = load_router(served.router) if served.app is None else Router()
+        serve_until_stopped(config, router, ready, served.app)
     except OSError as error:
         print(f"cannot listen on {config.host}:{config.port}: {error.strerror}", file=sys.stderr)
         return 1
     return 0
 
 
-def _serve_workers(config: ServerConfig, router: str | None, path: EmulatedPath | None) -> int:
-    runner = ProcessRunner(config, router, path.namespace if path is not None else None)
+def _serve_workers(config: ServerConfig, served: Served, path: EmulatedPath | None) -> int:
+    runner = ProcessRunner(config, served.router, path.namespace if path is not None else None,
+                           served.app_name, served.lifespan)
     try:
         port = runner.start()
     except OSError as error:

@@ -614,11 +614,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._set_deadline(Waiting.LINGERING, LINGER_SECONDS)
 
     async def _stream(self, request: Request, response: StreamingResponse, started_ns: int) -> None:
-        served = self.requests_served + 1
-        self.requests_served = served
-        connection_line = self._connection_line(request.keep_alive, request.http_version, served)
-        keep = connection_line is not self.settings.close_line
-        self._write(response.fixed_head() + self.state.date_line + connection_line + b"\r\n", 0)
+        keep = self._start_stream(request, response.fixed_head(), request.keep_alive)
         try:
             if request.method == "HEAD":
                 await _close_iterator(response.chunks)  # headers only: the body is not made
@@ -630,27 +626,43 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.state.stats.count_error("handler_error")
             self.state.log_handler_error(request, error)
             self.closing = True
+        self._end_stream(keep)
+
+    def _start_stream(self, request: Request, fixed_head: bytes, keep_alive: bool) -> bool:
+        """Write a streamed answer's head; True when the connection stays open after it."""
+        served = self.requests_served + 1
+        self.requests_served = served
+        connection_line = self._connection_line(keep_alive, request.http_version, served)
+        self._write(fixed_head + self.state.date_line + connection_line + b"\r\n", 0)
+        return connection_line is not self.settings.close_line
+
+    def _end_stream(self, keep: bool) -> None:
+        """A streamed answer is complete (or cut): count it and go on with the queue."""
         self.state.stats.requests += 1
         if not keep:
             self.closing = True
         self._next_in_queue()
+
+    async def _write_chunk(self, data: bytes) -> bool:
+        """Write part of a streamed body, at the client's pace; False once the connection is gone."""
+        self._write(data, 0)
+        if self._write_paused:
+            await self._drained()
+        else:
+            # A client that reads as fast as we write never pauses us, and a producer of
+            # chunks that never waits would then keep the loop from every other connection
+            # until the whole body is out: give them a turn per chunk.
+            await asyncio.sleep(0)
+        return self.transport is not None and not self.transport.is_closing()
 
     async def _stream_body(self, response: StreamingResponse) -> bool:
         """Write the chunks as the client reads them; False if the connection closed meanwhile."""
         chunked = response.content_length is None
         sent = 0
         async for chunk in response.chunks:
-            if chunk:
-                self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk, 0)
-                sent += len(chunk)
-            if self._write_paused:
-                await self._drained()
-            else:
-                # A client that reads as fast as we write never pauses us, and a chunk
-                # iterator that never waits would then keep the loop from every other
-                # connection until the whole body is out: give them a turn per chunk.
-                await asyncio.sleep(0)
-            if self.transport is None or self.transport.is_closing():
+            sent += len(chunk)
+            if not await self._write_chunk(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked and chunk
+                                           else chunk):
                 return False
         if chunked:
             self._write(b"0\r\n\r\n", 0)

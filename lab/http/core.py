@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
+from lab.http.asgi import AppConnection, AsgiHost
 from lab.http.config import ServerConfig
 from lab.http.connection import HttpConnection
 from lab.http.knobs import socket_plan
@@ -53,9 +55,10 @@ def make_listening_socket(config: ServerConfig) -> socket.socket:
 class LabServer:
     """One listener and its connections, inside the event loop that is running now."""
 
-    def __init__(self, config: ServerConfig, router: Router) -> None:
+    def __init__(self, config: ServerConfig, router: Router, app: AsgiHost | None = None) -> None:
         self.config = config
         self.router = router
+        self.app = app  # a hosted ASGI app answers instead of the router
         self.state: ServerState | None = None
         self._listener: Listener | None = None
         # The two recurring timers, each re-armed by its own callback.
@@ -69,9 +72,17 @@ class LabServer:
         self.state = ServerState(self.config, self.router, loop)
         sock = sock or make_listening_socket(self.config)
         self.port = sock.getsockname()[1]
-        state = self.state
+        state, app = self.state, self.app
+        if app is not None:
+            try:
+                await app.startup()  # before the first connection, as uvicorn does
+            except BaseException:
+                sock.close()
+                raise
+        connection: Callable[[], HttpConnection] = (
+            (lambda: HttpConnection(state)) if app is None else (lambda: AppConnection(state, app)))
         # Not loop.create_server: uvloop's accepts one connection per turn (lab/http/listener.py).
-        self._listener = Listener(sock, lambda: HttpConnection(state), batch=self.config.backlog)
+        self._listener = Listener(sock, connection, batch=self.config.backlog)
         self._schedule_sweep()
         self._schedule_stall()
         return self.port
@@ -144,6 +155,8 @@ class LabServer:
                 if connection.transport is not None:
                     connection.transport.abort()
         self._listener = None
+        if self.app is not None:
+            await self.app.shutdown()
 
     def stats(self) -> dict[str, Any]:
         return self.state.stats.snapshot() if self.state else ServerStats().snapshot()

@@ -29,6 +29,7 @@ from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request as WsRequest
+from websockets.http11 import Response as WsResponse
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.speedups import apply_mask
@@ -139,11 +140,22 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._writing_paused = False  # the client does not read its answers (flow control)
         self._reading = True
         self._tasks: set[asyncio.Task[None]] = set()
+        self._answer: WsResponse | None = None  # the 101 a checked handshake will get
 
     # --- the handover -------------------------------------------------------------------
 
     def take_over(self, transport: asyncio.Transport, request: Request) -> bool:
         """Answer the upgrade ``request`` on ``transport``; True when the connection is open."""
+        if not self.check_handshake(transport, request):
+            return False
+        self.open()
+        return True
+
+    def check_handshake(self, transport: asyncio.Transport, request: Request) -> bool:
+        """Read the upgrade ``request``; a bad one is answered (400, 426) and False returned.
+
+        Apart from :meth:`open` for a hosted ASGI app, which decides between the two.
+        """
         self.transport = transport
         self._sock = transport.get_extra_info("socket")
         protocol = self.protocol
@@ -152,22 +164,35 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         # does when it hands an upgrade over.
         protocol.receive_data(_request_bytes(request))
         handshake = next((e for e in protocol.events_received() if isinstance(e, WsRequest)), None)
-        if handshake is not None and not speaks_http11(request.http_version):
+        answer = protocol.accept(handshake) if handshake is not None else None
+        if answer is not None and answer.status_code == 101 and not speaks_http11(request.http_version):
             # The library takes an HTTP/1.0 request line as a handshake; RFC 6455 does not.
-            protocol.send_response(protocol.reject(
-                400, f"a WebSocket handshake must be an HTTP/1.1 request, not HTTP/{request.http_version}\n"))
-        elif handshake is not None:
-            protocol.send_response(protocol.accept(handshake))
-        self._flush()
-        if self.protocol.state is not State.OPEN:
+            answer = protocol.reject(
+                400, f"a WebSocket handshake must be an HTTP/1.1 request, not HTTP/{request.http_version}\n")
+        if answer is None or answer.status_code != 101:
+            if answer is not None:
+                protocol.send_response(answer)
+            self._flush()
             self.state.stats.count_error("ws_bad_handshake")
             return False
+        self._answer = answer
+        return True
+
+    def open(self, subprotocol: str | None = None, headers: list[tuple[str, str]] | None = None) -> None:
+        """Send the 101 for a checked handshake, with an app's subprotocol and extra headers."""
+        answer, transport = self._answer, self.transport
+        assert answer is not None and transport is not None
+        if subprotocol is not None:
+            answer.headers["Sec-WebSocket-Protocol"] = subprotocol
+        for name, value in headers or ():
+            answer.headers[name] = value
+        self.protocol.send_response(answer)
+        self._flush()
         transport.set_protocol(self)
         self._update_fast_path()
         self.state.connections.add(self)
         self._idle()
         self.app.on_open(self)
-        return True
 
     def apply_settings(self, settings: Settings) -> None:
         """A reconfigure while this connection is open: the socket knobs and split_writes now;
@@ -271,7 +296,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         # so they stay in order behind the pongs and closes it has queued.
         self._fast = False
         budget = FRAMES_PER_TURN
-        while position < len(data) and budget > 0 and protocol.state is State.OPEN:
+        while position < len(data) and budget > 0 and self._reads_on():
             cut, frames, bad_length = self._cut(data, position, budget)
             budget -= frames
             if cut > position:
@@ -281,10 +306,10 @@ class WebSocketConnection(asyncio.BufferedProtocol):
                 # RFC 6455 section 5.2: "the most significant bit MUST be 0" -- a protocol
                 # error, which the library would take for a message too big (1009).
                 self._fail(CloseCode.PROTOCOL_ERROR, "64-bit payload length with its top bit set")
-        if protocol.state is State.OPEN and position < len(data):
+        if self._reads_on() and position < len(data):
             self._pending, self._pending_from = data, position
-        # else: what follows a close is not read (RFC 6455 section 5.5.1); the library
-        # would discard it too.
+        # else: what follows the client's close is not read (RFC 6455 section 5.5.1); the
+        # library would discard it too.
         if protocol.parser_exc is not None and not self._failed:
             # The library closed the connection for bad input (1002, 1007, 1009): count it
             # by close code, once.
@@ -297,6 +322,16 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._idle()
         self._read_when_clear()
         self._next_turn()
+
+    def _reads_on(self) -> bool:
+        """Frames are still read: open, or closing from our side -- an app's close, not a failure
+        -- with the client's close not in yet (after sending a close an endpoint reads on until
+        the other's, RFC 6455 section 5.5.1; after failing the connection it reads nothing)."""
+        protocol = self.protocol
+        if protocol.state is State.OPEN:
+            return True
+        return (protocol.state is State.CLOSING and protocol.close_rcvd is None and not self._failed
+                and protocol.parser_exc is None)
 
     def _next_turn(self) -> None:
         """What is left of a read waits for the loop's next turn (other connections go first)."""

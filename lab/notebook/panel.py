@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from lab.engine.result import LoadResult
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError, LabError
+from lab.http.asgi import AsgiApp
 from lab.http.config import ServerConfig
 from lab.loadgen import LoadProgress, Run, start_load
 from lab.measure import figures as catalogue
@@ -125,11 +126,15 @@ class LabPanel:
     def __init__(self, server: ServerHandle | None = None, *, isolation: str = "thread",
                  path: str = "/fast", store: RecordStore | None = None,
                  load: dict[str, Any] | None = None,
-                 network_path: NetworkPath | str | None = None, cluster: str | None = None) -> None:
+                 network_path: NetworkPath | str | None = None, cluster: str | None = None,
+                 app: AsgiApp | str | None = None) -> None:
         self._owns_server = server is None
+        # app: an ASGI app served instead of the demo routes ("module:attribute" keeps it
+        # when the isolation is switched to processes)
+        self._app = app
         # network_path: the server behind an emulated path (lab/netpath; needs root)
         self.server = server or start_server(isolation=isolation,  # type: ignore[arg-type]
-                                             path=network_path)
+                                             path=network_path, app=app)
         self.store = store
         self.records: list[Record] = []
         self.results: list[LoadResult] = []
@@ -281,7 +286,7 @@ class LabPanel:
         emulated = self.server.path.spec if self.server.path is not None else None
         self.server.stop()
         self.server = start_server(config.replace(port=port), isolation=self.isolation.value,
-                                   path=emulated)
+                                   path=emulated, app=self._app)
         self._owns_server = True
 
     # --- runs -----------------------------------------------------------------------------

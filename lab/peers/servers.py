@@ -20,6 +20,11 @@ its own context manager; ``stop()`` ends the process and waits for it.
 | ``uvicorn-ws`` | uvicorn as above, ``--ws auto`` (websockets' Sans-I/O), echo on ``/ws/echo`` |
 | ``uvicorn-ws-legacy`` | the same with ``--ws websockets`` (the library's older asyncio implementation) |
 | ``node-ws`` | Node's ``ws`` package, echo on ``/ws/echo`` (assets/node_ws.js), installed like Express |
+| ``lab-asgi`` | ``python -m lab serve --app`` with the raw ASGI app uvicorn runs (lab/peers/apps.py) |
+| ``lab-starlette`` | the same with a Starlette app (lab/peers/starlette_app.py) |
+| ``uvicorn-starlette`` | uvicorn as above with that Starlette app |
+| ``granian`` | granian ``--interface asgi``, one worker, uvloop, with the raw ASGI app |
+| ``granian-starlette`` | the same with the Starlette app |
 
 The WebSocket peers (and ``lab``) answer ``/ws/echo`` with permessage-deflate off.
 
@@ -55,7 +60,10 @@ from lab.peers.pinning import Cores, pinned_command
 
 LOOPBACK = "127.0.0.1"
 PEER_NAMES = ("lab", "nginx", "uvicorn", "node", "express", "uvicorn-ws", "uvicorn-ws-legacy", "node-ws",
-              "bare-protocol", "bare-buffered")
+              "bare-protocol", "bare-buffered", "lab-asgi", "lab-starlette", "uvicorn-starlette",
+              "granian", "granian-starlette")
+RAW_APP = "lab.peers.apps:ok_app"
+STARLETTE_APP = "lab.peers.starlette_app:app"
 WEBSOCKET_PEERS = ("lab", "uvicorn-ws", "uvicorn-ws-legacy", "node-ws")
 
 READY_TIMEOUT_S = 15.0
@@ -206,7 +214,23 @@ def _lab_launch(port: int, workdir: Path) -> Launch:
     return Launch(command, env=_python_env(), ready_line=LAB_READY_LINE)
 
 
-def _uvicorn_launch(port: int, workdir: Path, *, app: str = "lab.peers.apps:ok_app",
+def _lab_app_launch(port: int, workdir: Path, app: str) -> Launch:
+    # --lifespan off, as uvicorn and granian are run: neither app has one.
+    command = [sys.executable, "-m", "lab", "serve", "--host", LOOPBACK, "--port", str(port),
+               "--app", app, "--lifespan", "off"]
+    return Launch(command, env=_python_env(), ready_line=LAB_READY_LINE)
+
+
+def _granian_launch(port: int, workdir: Path, app: str) -> Launch:
+    if importlib.util.find_spec("granian") is None:
+        raise PeerUnavailable(f"granian is not installed in {sys.executable}: install the dev extra")
+    command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", LOOPBACK,
+               "--port", str(port), "--workers", "1", "--runtime-threads", "1", "--loop", "uvloop",
+               "--no-ws", "--no-log", app]
+    return Launch(command, env=_python_env())
+
+
+def _uvicorn_launch(port: int, workdir: Path, *, app: str = RAW_APP,
                     extra: Sequence[str] = ()) -> Launch:
     for module in ("uvicorn", "httptools", "uvloop"):
         if importlib.util.find_spec(module) is None:
@@ -370,6 +394,11 @@ def _recipe(name: str, express_dir: Path | None) -> Callable[[int, Path], Launch
         "node-ws": _node_ws_launch,
         "bare-protocol": lambda port, workdir: _bare_launch(port, workdir, "protocol"),
         "bare-buffered": lambda port, workdir: _bare_launch(port, workdir, "buffered"),
+        "lab-asgi": lambda port, workdir: _lab_app_launch(port, workdir, RAW_APP),
+        "lab-starlette": lambda port, workdir: _lab_app_launch(port, workdir, STARLETTE_APP),
+        "uvicorn-starlette": lambda port, workdir: _uvicorn_launch(port, workdir, app=STARLETTE_APP),
+        "granian": lambda port, workdir: _granian_launch(port, workdir, RAW_APP),
+        "granian-starlette": lambda port, workdir: _granian_launch(port, workdir, STARLETTE_APP),
     }
     if name not in recipes:
         raise ConfigError("peer", f"unknown name {name!r}; choose one of {', '.join(PEER_NAMES)}")
