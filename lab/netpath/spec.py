@@ -13,11 +13,44 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from lab.errors import ConfigError
+from lab.errors import ConfigError, PathError
 from lab.options import knob, parse_milliseconds, validate
+
+
+class Listening(Protocol):
+    """Anything with a port on this machine: a lab server handle, a peer."""
+
+    @property
+    def port(self) -> int: ...
+
+
+Target = str | int | tuple[str, int] | Listening  # what Path.to puts a path in front of
+
+
+class InFront(Protocol):
+    """What Path.to returns (lab.netpath.front.PathInFront): a path in front of a server."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def spec(self) -> Path: ...
+    def update(self, spec: Path | str) -> Path: ...
+    def stats(self) -> dict[str, Any]: ...
+    def stop(self) -> None: ...
+    def __enter__(self) -> InFront: ...
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+# What Path.to calls: lab/netpath/front.py builds on this module (through the emulator), so it
+# registers itself here when it loads (lab.netpath loads it) rather than this value importing
+# it back.
+_start_in_front: Callable[[Path, Target, int | None], InFront] | None = None
 
 GROUP = "network path"
 OPTION = "emulate"  # the flag and argument a text path comes from
@@ -95,6 +128,14 @@ class Path:
 
     def replace(self, **changes: Any) -> Path:
         return dataclasses.replace(self, **changes)
+
+    def to(self, target: Target, *, port: int | None = None) -> InFront:
+        """Put this path in front of a server on this machine that the lab did not start:
+        ``with Path(delay_ms=20).to("127.0.0.1:8000") as front: front.url`` reaches it through
+        the path (root or CAP_NET_ADMIN). ``target`` may also be a running peer or server."""
+        if _start_in_front is None:
+            raise PathError("lab.netpath.front is not loaded; import lab.netpath")
+        return _start_in_front(self, target, port)
 
     @property
     def rtt_ms(self) -> float:

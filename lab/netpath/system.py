@@ -182,6 +182,28 @@ def enter_namespace(name: str) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def inside_namespace(name: str) -> Iterator[None]:
+    """Run the block in namespace ``name`` and come back to the caller's own namespace.
+
+    Sockets keep the namespace they were made in: a forwarder listens inside the path's
+    namespace and, back outside, connects to a server on this namespace's loopback.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        enter_namespace(name)
+        try:
+            yield
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0:
+                code = ctypes.get_errno()
+                raise PathError(f"cannot return to this process's network namespace: "
+                                f"{os.strerror(code)}")
+    finally:
+        os.close(home)
+
+
 def read_sysctl(namespace: str, name: str) -> str:
     """A sysctl as the namespace sees it (``net.ipv4.tcp_slow_start_after_idle``)."""
     return _in_namespace(namespace, ["cat", _sysctl_file(name)]).strip()
