@@ -10,6 +10,7 @@ The timed test's bounds are issue 24's: delay=20ms, keep-alive p50 within 38-50 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import queue
 import shutil
@@ -302,3 +303,79 @@ def test_bench_save_through_path_to_records_the_path(plain_server: int, tmp_path
         assert done.returncode == 0, done.stderr
     record = lab.RecordStore(tmp_path / "data").load("behind")
     assert record.server_config == {"network_path": "delay=1ms loss=0.1%"}
+
+
+# --- sweeps and capacity behind a path ------------------------------------------------------
+
+def test_a_sweep_plan_reads_path_knobs_as_the_path_text_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lab.experiments.sweeps as sweeps
+
+    monkeypatch.setattr(sweeps, "missing_privilege", lambda: None)  # nothing is built here
+    plan = sweeps.SweepPlan.create(
+        "/fast", knobs={"delay": ["5ms", "20"], "nodelay": ["true", "false"]},
+        fixed={"loss": "1%", "split_writes": "true"}, rounds=3, duration_seconds=0.2,
+        warmup_seconds=None, connections=1, rate=None, stages=(), seed=1, metrics=("p50",),
+        noise_band=0.05)
+    assert plan.network_path == Path(loss_percent=1)  # held path knobs go into the path
+    assert plan.fixed == {"split_writes": True}
+    assert [sweeps.label(setting) for setting in plan.settings] == [
+        "delay=5ms,nodelay=true", "delay=5ms,nodelay=false",
+        "delay=20ms,nodelay=true", "delay=20ms,nodelay=false"]
+    last = plan.settings[-1]
+    assert plan.server_config(last) == lab.ServerConfig(nodelay=False, split_writes=True)
+    assert plan.network_path_for(last) == Path(delay_ms=20, loss_percent=1)
+
+
+@pytest.mark.parametrize(("words", "named"), [
+    (["--knob", "delay=5ms,soon"], "--knob: delay=soon:"),
+    (["--knob", "loss=5%,120%"], "--knob: loss=120%:"),
+    (["--knob", "nodelay=true,false", "--set", "rate=fast"], "--set: rate=fast:"),
+    (["--knob", "latency=1,2"], "--knob: unknown server knob 'latency'"),
+])
+def test_a_bad_path_knob_in_a_sweep_is_one_line_naming_the_flag(words: list[str], named: str) -> None:
+    done = subprocess.run([*LAB, "sweep", "/fast", *words, "--no-save"], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"python -m lab sweep: error: {named}")
+
+
+def test_a_sweep_over_a_path_knob_without_the_privilege_says_so_before_any_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import lab.experiments.sweeps as sweeps
+
+    monkeypatch.setattr(sweeps, "missing_privilege", lambda: "needs root or CAP_NET_ADMIN (test)")
+    with pytest.raises(ConfigError, match=r"emulate: cannot build an emulated network path: needs root"):
+        sweeps.sweep("/fast", knobs={"delay": ["5ms", "20ms"]})
+
+
+@needs_privilege
+def test_a_sweep_over_delay_gives_a_verdict_and_records_each_runs_path(tmp_path: FilePath) -> None:
+    before = left_over()
+    done = subprocess.run([*LAB, "sweep", "/fast", "--knob", "delay=5ms,20ms", "--rounds", "6",
+                           "-d", "0.3", "-c", "1", "--metric", "p50", "--json",
+                           "--data-dir", str(tmp_path / "data")],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    [effect] = result["effects"]
+    print(f"delay 5 ms -> 20 ms: p50 x{effect['ratio']:.2f} [{effect['ci_low']:.2f}, "
+          f"{effect['ci_high']:.2f}] {effect['verdict']}")
+    assert effect["setting"] == {"delay": 20.0} and effect["verdict"] == "slower"
+    assert 2.5 <= effect["ratio"] <= 4.5  # (40 ms + the server) / (10 ms + the server)
+    store = lab.RecordStore(tmp_path / "data")
+    crossed = {(run["setting"]["delay"], store.load(run["record_id"]).server_config["network_path"])
+               for run in result["runs"]}
+    assert crossed == {(5.0, "delay=5ms"), (20.0, "delay=20ms")}
+    assert wait_for_nothing_left(before) == []
+
+
+@needs_privilege
+def test_capacity_through_a_path_says_which_path(tmp_path: FilePath) -> None:
+    with lab.start_server() as server, Path(delay_ms=1).to(server) as front:
+        done = subprocess.run([*LAB, "capacity", front.url + "/fast", "--slo", "p99<500ms",
+                               "-c", "4", "-d", "0.3", "--start-rate", "20", "--max-rate", "40",
+                               "--budget", "10", "--json"],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["network_path"] == "delay=1ms"

@@ -49,6 +49,7 @@ from lab.experiments.sweeps import (
     sweep,
 )
 from lab.measure.thresholds import Outcome
+from lab.netpath.spec import PATH_KNOBS
 from lab.options import parse_value
 
 EPILOG = f"""\
@@ -86,9 +87,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", metavar="PATH", help="the request path, e.g. /fast or /work/1000")
     parser.add_argument("--knob", dest="knob", action="append", default=[], metavar="NAME=V1,V2",
-                        help="a server knob and the values to sweep (repeatable: all combinations)")
+                        help="a server knob, or a knob of the emulated path (delay, loss, rate, "
+                        "...: delay=10ms,40ms), and the values to sweep (repeatable: all "
+                        "combinations)")
     parser.add_argument("--set", dest="set", action="append", default=[], metavar="NAME=V",
-                        help="a server knob held at one value for every run (repeatable)")
+                        help="a server or path knob held at one value for every run (repeatable)")
     parser.add_argument("--rounds", type=int, default=9, metavar="N",
                         help=f"rounds; each runs every setting once [at least {MINIMUM_ROUNDS}; default: 9]")
     parser.add_argument("--duration", "-d", dest="duration_seconds", type=_load_flag("duration_seconds"),
@@ -178,7 +181,10 @@ def describe(result: SweepResult) -> str:
              f"{plan.duration_seconds:g} s each, seed {plan.seed}",
              f"baseline: {label(plan.settings[0])}"]
     if plan.network_path is not None:
-        lines.append(f"behind an emulated path: {plan.network_path} (RTT {plan.network_path.rtt_ms:g} ms)")
+        swept = [name for name in plan.knobs if name in PATH_KNOBS]
+        varied = f", {' and '.join(swept)} as swept" if swept else ""
+        lines.append(f"behind an emulated path: {plan.network_path} (RTT {plan.network_path.rtt_ms:g} ms)"
+                     f"{varied}")
     for effect in result.effects:
         lines.append(printable(
             f"  {label(effect.setting)}  {effect.metric}: ×{effect.ratio:.3g} "
@@ -256,4 +262,5 @@ def describe_capacity(result: CapacityResult) -> str:
         return printable(f"{slo} failed at every rate tried, down to {result.probes[-1].rate:g} requests/s")
     above = f"fails at {high:,.0f}" if high is not None else "no rate tried failed"
     budget = " (time budget spent)" if result.stopped_by_budget else ""
-    return printable(f"capacity: {low:,.0f} requests/s with {slo} ({above}){budget}")
+    behind = f", behind the emulated path {result.network_path}" if result.network_path else ""
+    return printable(f"capacity: {low:,.0f} requests/s with {slo} ({above}){budget}{behind}")

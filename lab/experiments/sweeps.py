@@ -23,6 +23,11 @@ How a sweep runs, and why:
 - The first setting (every knob at its first value) is the baseline of every ratio.
 - With ``network_path`` (``--emulate``) the server runs behind an emulated path (lab/netpath)
   for every run: a knob's effect over a real round trip, which loopback cannot show.
+- The path's own settings are knobs too, named as in its text form: ``knobs={"delay":
+  ["10ms", "40ms"]}`` (``--knob delay=10ms,40ms``), ``loss``, ``rate``, ...; swept or held
+  (``--set loss=1%``), beside server knobs or alone. Sweeping one builds a path (from
+  ``network_path``, or an empty one) and changes it in place between runs; every run's record
+  keeps the path it crossed.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ from lab.loadgen import run_load
 from lab.measure.stats import PERCENTILES
 from lab.measure.summary import RunSummary
 from lab.netpath import Path, missing_privilege
+from lab.netpath.spec import PATH_KNOBS, knob_text
+from lab.netpath.spec import knob_value as path_knob_value
 from lab.options import knobs, parse_value
 from lab.peers.pinning import server_and_load_cores
 from lab.records.experiment import record_from_result
@@ -76,9 +83,13 @@ def knob_value(option: str, name: str, value: Any) -> Any:
     """A knob's value, parsed like its CLI flag when given as text, checked against its range.
 
     ``option`` is the flag the user wrote it in (``knob`` or ``set``), so the error names it.
+    A knob of the emulated path (``delay``, ``loss``, ...) is read as the path's text reads it.
     """
+    if name in PATH_KNOBS:
+        return _path_knob_value(option, name, value)
     if name not in server_knob_names():
-        raise ConfigError(option, f"unknown server knob {name!r}; knobs: {', '.join(server_knob_names())}")
+        raise ConfigError(option, f"unknown server knob {name!r}; knobs: {', '.join(server_knob_names())}; "
+                          f"knobs of the emulated path: {', '.join(PATH_KNOBS)}")
     if isinstance(value, str):
         try:
             value = parse_value(ServerConfig, name, value)
@@ -86,6 +97,16 @@ def knob_value(option: str, name: str, value: Any) -> Any:
             raise ConfigError(option, f"{name}={value}: {error}") from None
     try:
         ServerConfig().replace(**{name: value})
+    except ConfigError as error:
+        raise ConfigError(option, f"{name}={value}: {error.message}") from None
+    return value
+
+
+def _path_knob_value(option: str, name: str, value: Any) -> Any:
+    try:
+        if isinstance(value, str):
+            return path_knob_value(name, value)
+        Path().with_knob(name, value)  # its range, as a Path checks it
     except ConfigError as error:
         raise ConfigError(option, f"{name}={value}: {error.message}") from None
     return value
@@ -146,6 +167,13 @@ class SweepPlan:
         if not path.startswith("/"):
             raise ConfigError("path", f"{path!r} must start with '/'")
         emulated = Path.coerce(network_path)
+        if emulated is None and path_knobs_in(swept) | path_knobs_in(settled):
+            emulated = Path()  # a path knob with no path given: start from an empty one
+        for name, value in settled.items():
+            if name in PATH_KNOBS:
+                assert emulated is not None
+                emulated = emulated.with_knob(name, value)
+        settled = {name: value for name, value in settled.items() if name not in PATH_KNOBS}
         if emulated is not None and (missing := missing_privilege()) is not None:
             raise ConfigError("emulate", f"cannot build an emulated network path: {missing}")
         plan = cls(path=path, knobs=swept, fixed=settled, rounds=rounds, network_path=emulated,
@@ -181,13 +209,31 @@ class SweepPlan:
         return orders
 
     def server_config(self, setting: Setting) -> ServerConfig:
-        return ServerConfig().replace(**self.fixed, **setting)
+        return ServerConfig().replace(**self.fixed, **server_part(setting))
+
+    def network_path_for(self, setting: Setting) -> Path | None:
+        """The path a setting's run crosses: the plan's, with the setting's path knobs."""
+        path = self.network_path
+        for name, value in setting.items():
+            if name in PATH_KNOBS:
+                assert path is not None  # create() gives a plan with path knobs a path
+                path = path.with_knob(name, value)
+        return path
 
     def load_spec(self, base_url: str) -> LoadSpec:
         return LoadSpec(url=base_url + self.path, connections=self.connections,
                         duration_seconds=self.duration_seconds, warmup_seconds=self.warmup_seconds,
                         mode="closed" if self.rate is None and not self.stages else "open",
                         rate=self.rate, stages=self.stages)
+
+
+def path_knobs_in(setting: Mapping[str, Any]) -> set[str]:
+    return set(setting) & set(PATH_KNOBS)
+
+
+def server_part(setting: Mapping[str, Any]) -> Setting:
+    """A setting without its path knobs: what the server is configured with."""
+    return {name: value for name, value in setting.items() if name not in PATH_KNOBS}
 
 
 def _warmup(seconds: float | None, stages: Sequence[str]) -> float:
@@ -198,7 +244,8 @@ def _warmup(seconds: float | None, stages: Sequence[str]) -> float:
 
 
 def label(setting: Setting) -> str:
-    return ",".join(f"{name}={_word(value)}" for name, value in setting.items())
+    return ",".join(knob_text(name, value) if name in PATH_KNOBS else f"{name}={_word(value)}"
+                    for name, value in setting.items())
 
 
 def _word(value: Any) -> str:
@@ -288,12 +335,16 @@ class _Server:
         self.handle: ServerHandle | None = None
 
     def ready_for(self, setting: Setting) -> ServerHandle:
+        wanted_path = self.plan.network_path_for(setting)
         if self.handle is not None and not self.plan.restarts:
-            self.handle.reconfigure(**setting)  # the fixed knobs never change
+            self.handle.reconfigure(**server_part(setting))  # the fixed knobs never change
+            if self.handle.path is not None and wanted_path != self.handle.path.spec:
+                assert wanted_path is not None
+                self.handle.path.update(wanted_path)  # between runs: nothing is in flight
             return self.handle
         self.stop()
         self.handle = start_server(self.plan.server_config(setting), isolation="process",
-                                   path=self.plan.network_path)
+                                   path=wanted_path)
         cores = self.cores
         if cores is not None:
             for pid in self.handle.pids:

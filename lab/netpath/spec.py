@@ -65,6 +65,7 @@ _TOKENS: dict[str, tuple[str, str]] = {
     "queue": ("queue_packets", "1000"),
     "reorder": ("reorder_percent", "1%"),
 }
+PATH_KNOBS: tuple[str, ...] = tuple(_TOKENS)  # the names a sweep varies a path by (delay=...)
 ALLOWED_FORM = " ".join(f"{name}={example}" for name, (_, example) in _TOKENS.items())
 
 _MBIT_PER = {"kbit": 0.001, "mbit": 1.0, "gbit": 1000.0}
@@ -126,6 +127,10 @@ class Path:
             return cls.parse(value)
         raise ConfigError("path", f"expected a Path or text like {ALLOWED_FORM!r}, got {value!r}")
 
+    def with_knob(self, name: str, value: float | int) -> Path:
+        """This path with one setting changed, named as in the text form (``delay``, ``loss``)."""
+        return self.replace(**{_TOKENS[name][0]: value})
+
     def replace(self, **changes: Any) -> Path:
         return dataclasses.replace(self, **changes)
 
@@ -156,6 +161,18 @@ class Path:
         if self.reorder_percent:
             words.append(f"reorder={_number(self.reorder_percent)}%")
         return " ".join(words)
+
+
+def knob_value(name: str, text: str) -> float | int:
+    """One path setting's value from its text (``knob_value("delay", "10ms")`` -> 10.0), in
+    the field's unit; a ConfigError names the token and the allowed form."""
+    return getattr(Path.parse(f"{name}={text}"), _TOKENS[name][0])  # type: ignore[no-any-return]
+
+
+def knob_text(name: str, value: float | int | None) -> str:
+    """A path setting written back with its unit: ("delay", 10.0) -> ``delay=10ms``."""
+    unit = {"delay": "ms", "jitter": "ms", "loss": "%", "reorder": "%", "rate": "mbit"}.get(name, "")
+    return f"{name}={'none' if value is None else _number(value) + unit}"
 
 
 def _number(value: float) -> str:
