@@ -379,3 +379,25 @@ def test_capacity_through_a_path_says_which_path(tmp_path: FilePath) -> None:
                               capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["network_path"] == "delay=1ms"
+
+
+# --- peers behind the same path -------------------------------------------------------------
+
+@needs_privilege
+@pytest.mark.parametrize("name", ["nginx", "uvicorn", "node"])
+def test_a_peer_goes_behind_the_same_path_as_the_labs_server(name: str) -> None:
+    """A comparison over a WAN: the lab's server behind a path, and a peer behind one alike."""
+    from lab.errors import PeerUnavailable
+    from lab.peers.servers import start_peer
+
+    spec = Path(delay_ms=5)
+    try:
+        peer = start_peer(name)
+    except PeerUnavailable as error:
+        pytest.skip(str(error))
+    with peer, spec.to(peer) as front, lab.start_server(path=spec) as server:
+        figures = {who: keepalive_milliseconds(url + "/fast", 10)
+                   for who, url in ((name, front.url), ("lab", server.url))}
+    for who, latency in figures.items():
+        assert latency.min() >= 9.5, who  # each answer crossed the 10 ms round trip
+        assert np.median(latency) <= 30, who
