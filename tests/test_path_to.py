@@ -401,3 +401,47 @@ def test_a_peer_goes_behind_the_same_path_as_the_labs_server(name: str) -> None:
     for who, latency in figures.items():
         assert latency.min() >= 9.5, who  # each answer crossed the 10 ms round trip
         assert np.median(latency) <= 30, who
+
+
+# --- a sweep against a server the lab did not start -----------------------------------------
+
+@needs_privilege
+def test_a_sweep_over_delay_in_front_of_a_server_it_did_not_start_gives_a_verdict(
+        tmp_path: FilePath) -> None:
+    before = left_over()
+    with lab.start_server(isolation="process") as server:  # the sweep knows only its address
+        done = subprocess.run([*LAB, "sweep", "/fast", "--to", f"127.0.0.1:{server.port}",
+                               "--knob", "delay=5ms,20ms", "--set", "jitter=0ms", "--rounds", "6",
+                               "-d", "0.3", "-c", "1", "--metric", "p50", "--json",
+                               "--data-dir", str(tmp_path / "data")],
+                              capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["target"] == f"127.0.0.1:{server.port}"
+    assert result["cores"]["server"] is None  # not the lab's server: nothing pinned it
+    [effect] = result["effects"]
+    print(f"delay 5 ms -> 20 ms in front of a server: p50 x{effect['ratio']:.2f} {effect['verdict']}")
+    assert effect["verdict"] == "slower" and 2.5 <= effect["ratio"] <= 4.5
+    store = lab.RecordStore(tmp_path / "data")
+    crossed = {(run["setting"]["delay"], store.load(run["record_id"]).server_config["network_path"])
+               for run in result["runs"]}
+    assert crossed == {(5.0, "delay=5ms"), (20.0, "delay=20ms")}
+    assert wait_for_nothing_left(before) == []
+
+
+@needs_privilege
+@pytest.mark.parametrize(("words", "named"), [
+    (["--knob", "nodelay=true,false"], "--knob: nodelay is a knob of the lab's server"),
+    (["--knob", "delay=5ms,20ms", "--set", "nodelay=false"], "--set: nodelay is a knob of the lab's server"),
+    (["--knob", "delay=5ms,20ms", "--to", "127.0.0.1:1"], "--to: nothing is listening on 127.0.0.1:1"),
+    (["--knob", "delay=5ms,20ms", "--to", "example.com:80"], "--to: example.com is not a loopback"),
+])
+def test_a_sweep_with_to_takes_only_path_knobs_and_a_live_target(words: list[str], named: str) -> None:
+    to = [] if "--to" in words else ["--to", "127.0.0.1:1"]
+    if "nothing" not in named and "loopback" not in named:
+        to = ["--to", "127.0.0.1:9"]  # refused before anyone looks for a listener
+    done = subprocess.run([*LAB, "sweep", "/", *words, *to, "--no-save"], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"python -m lab sweep: error: {named}")

@@ -114,6 +114,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--noise-band", dest="noise_band", type=_share, default=DEFAULT_NOISE_BAND,
                         metavar="SHARE", help="ratios within 1 ± this are noise [default: 5%%]")
     add_emulate_flag(parser, "run the server behind an emulated network path for every run")
+    parser.add_argument("--to", default=None, metavar="HOST:PORT",
+                        help="run against a server on this machine that the lab did not start, "
+                        "behind an emulated path whose knobs (--knob delay=10ms,40ms) are swept")
     parser.add_argument("--seed", type=int, default=None, help="seed of the round order [default: random]")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="FILE", default=None,
@@ -162,7 +165,8 @@ def run(arguments: argparse.Namespace) -> int:
                    warmup_seconds=arguments.warmup_seconds, connections=arguments.connections,
                    rate=arguments.rate, stages=arguments.stages, seed=arguments.seed,
                    metrics=tuple(arguments.metric or DEFAULT_METRICS),
-                   noise_band=arguments.noise_band, network_path=arguments.emulate, store=store,
+                   noise_band=arguments.noise_band, network_path=arguments.emulate,
+                   to=arguments.to, store=store,
                    on_progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     if arguments.plot is not None:
         from lab.records.plots import save_figure
@@ -177,8 +181,9 @@ def run(arguments: argparse.Namespace) -> int:
 
 def describe(result: SweepResult) -> str:
     plan = result.plan
-    lines = [f"sweep {result.sweep_id}: {plan.rounds} rounds of {len(plan.settings)} settings, "
-             f"{plan.duration_seconds:g} s each, seed {plan.seed}",
+    against = f" against {plan.target[0]}:{plan.target[1]}" if plan.target is not None else ""
+    lines = [f"sweep {result.sweep_id}{against}: {plan.rounds} rounds of {len(plan.settings)} "
+             f"settings, {plan.duration_seconds:g} s each, seed {plan.seed}",
              f"baseline: {label(plan.settings[0])}"]
     if plan.network_path is not None:
         swept = [name for name in plan.knobs if name in PATH_KNOBS]

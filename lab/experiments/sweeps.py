@@ -28,6 +28,9 @@ How a sweep runs, and why:
   (``--set loss=1%``), beside server knobs or alone. Sweeping one builds a path (from
   ``network_path``, or an empty one) and changes it in place between runs; every run's record
   keeps the path it crossed.
+- With ``to`` (``--to 127.0.0.1:8000``) the runs go to a server the lab did not start, behind
+  a path (lab/netpath/front.py) whose knobs are the only ones a sweep can vary there: the lab
+  cannot reconfigure, restart or pin a server it does not run.
 """
 
 from __future__ import annotations
@@ -52,8 +55,9 @@ from lab.http.config import ServerConfig
 from lab.loadgen import run_load
 from lab.measure.stats import PERCENTILES
 from lab.measure.summary import RunSummary
-from lab.netpath import Path, missing_privilege
-from lab.netpath.spec import PATH_KNOBS, knob_text
+from lab.netpath import Path, PathInFront, missing_privilege, start_path_to
+from lab.netpath.front import check_listening, parse_target
+from lab.netpath.spec import PATH_KNOBS, Target, knob_text
 from lab.netpath.spec import knob_value as path_knob_value
 from lab.options import knobs, parse_value
 from lab.peers.pinning import server_and_load_cores
@@ -138,13 +142,15 @@ class SweepPlan:
     metrics: tuple[str, ...]
     noise_band: float
     network_path: Path | None = None  # the server behind an emulated path (lab/netpath)
+    target: tuple[str, int] | None = None  # a server the lab did not start, behind the path
 
     @classmethod
     def create(cls, path: str, *, knobs: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None,
                rounds: int, duration_seconds: float, warmup_seconds: float | None,
                connections: int, rate: float | None, stages: Sequence[str], seed: int | None,
                metrics: Sequence[str],
-               noise_band: float, network_path: Path | str | None = None) -> SweepPlan:
+               noise_band: float, network_path: Path | str | None = None,
+               to: Target | None = None) -> SweepPlan:
         if not knobs:
             raise ConfigError("knob", "give at least one knob to sweep, e.g. nodelay=true,false")
         swept = {name: tuple(knob_value("knob", name, value) for value in values)
@@ -166,8 +172,16 @@ class SweepPlan:
             raise ConfigError("noise_band", f"{noise_band!r} is out of range; allowed: 0 to 1 (0.05 = ±5 %)")
         if not path.startswith("/"):
             raise ConfigError("path", f"{path!r} must start with '/'")
+        target = None if to is None else parse_target(to)
+        if target is not None:
+            server_knobs = [name for name in [*swept, *settled] if name not in PATH_KNOBS]
+            if server_knobs:
+                option = "knob" if server_knobs[0] in swept else "set"
+                raise ConfigError(option, f"{server_knobs[0]} is a knob of the lab's server; with --to "
+                                  "the server is not the lab's, and only the path's knobs "
+                                  f"({', '.join(PATH_KNOBS)}) can vary")
         emulated = Path.coerce(network_path)
-        if emulated is None and path_knobs_in(swept) | path_knobs_in(settled):
+        if emulated is None and (target is not None or path_knobs_in(swept) | path_knobs_in(settled)):
             emulated = Path()  # a path knob with no path given: start from an empty one
         for name, value in settled.items():
             if name in PATH_KNOBS:
@@ -176,7 +190,10 @@ class SweepPlan:
         settled = {name: value for name, value in settled.items() if name not in PATH_KNOBS}
         if emulated is not None and (missing := missing_privilege()) is not None:
             raise ConfigError("emulate", f"cannot build an emulated network path: {missing}")
+        if target is not None:
+            check_listening(*target)  # before any run: nothing there is one line naming --to
         plan = cls(path=path, knobs=swept, fixed=settled, rounds=rounds, network_path=emulated,
+                   target=target,
                    duration_seconds=duration_seconds,
                    warmup_seconds=_warmup(warmup_seconds, stages), connections=connections,
                    rate=rate, stages=tuple(stages),
@@ -306,6 +323,7 @@ class SweepResult:
             "seed": plan.seed, "order": self.orders, "noise_band": plan.noise_band,
             "restart_per_run": plan.restarts, "cores": self.cores, "saved": self.saved,
             "network_path": None if plan.network_path is None else str(plan.network_path),
+            "target": None if plan.target is None else f"{plan.target[0]}:{plan.target[1]}",
             "effects": [effect.as_dict() for effect in self.effects],
             "runs": [run.as_dict() for run in self.runs],
         }
@@ -334,7 +352,12 @@ class _Server:
         self.cores = cores
         self.handle: ServerHandle | None = None
 
-    def ready_for(self, setting: Setting) -> ServerHandle:
+    def ready_for(self, setting: Setting) -> tuple[str, ServerConfig]:
+        """The URL a setting's run goes to, and the server's settings for its record."""
+        handle = self._handle_for(setting)
+        return handle.url, handle.config
+
+    def _handle_for(self, setting: Setting) -> ServerHandle:
         wanted_path = self.plan.network_path_for(setting)
         if self.handle is not None and not self.plan.restarts:
             self.handle.reconfigure(**server_part(setting))  # the fixed knobs never change
@@ -357,22 +380,44 @@ class _Server:
             self.handle = None
 
 
+class _Target:
+    """A server the lab did not start, behind a path the sweep changes in place per setting."""
+
+    def __init__(self, plan: SweepPlan, target: tuple[str, int]) -> None:
+        self.plan = plan
+        self.target = target
+        self.front: PathInFront | None = None
+
+    def ready_for(self, setting: Setting) -> tuple[str, None]:
+        wanted = self.plan.network_path_for(setting)
+        if self.front is None:
+            self.front = start_path_to(wanted, self.target)
+        elif wanted is not None and wanted != self.front.spec:
+            self.front.update(wanted)  # between runs: nothing is in flight
+        return self.front.url, None  # its settings are its own: the record keeps the path
+
+    def stop(self) -> None:
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
+
+
 def run_sweep(plan: SweepPlan, *, store: RecordStore | None = None,
               on_progress: Progress | None = None) -> SweepResult:
     """Run every round of the plan and measure each setting's effect against the baseline."""
     sweep_id = "sweep-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     settings, orders = plan.settings, plan.round_orders()
     server_cores, load_cores = server_and_load_cores()
-    server = _Server(plan, server_cores)
+    server = _Server(plan, server_cores) if plan.target is None else _Target(plan, plan.target)
     runs: list[SweepRun] = []
     total = plan.rounds * len(settings)
     try:
         for round_index, order in enumerate(orders, start=1):
             for position, setting_index in enumerate(order, start=1):
                 setting = settings[setting_index]
-                handle = server.ready_for(setting)
+                url, server_config = server.ready_for(setting)
                 with _affinity(load_cores):
-                    result = run_load(plan.load_spec(handle.url))
+                    result = run_load(plan.load_spec(url))
                 if result.stopped_early:
                     # run_load turns Ctrl-C (or a stuck run) into a shortened run; a sweep
                     # must not go on comparing a cut round with whole ones
@@ -380,7 +425,7 @@ def run_sweep(plan: SweepPlan, *, store: RecordStore | None = None,
                                    "the sweep stops here")
                 _require_a_whole_run(result, setting)
                 tags = ("sweep", sweep_id, f"setting:{label(setting)}", f"round:{round_index}")
-                record = record_from_result(result, server_config=handle.config,
+                record = record_from_result(result, server_config=server_config,
                                             name=f"{sweep_id} {label(setting)}", tags=tags)
                 if store is not None:
                     store.save(record)
@@ -393,7 +438,8 @@ def run_sweep(plan: SweepPlan, *, store: RecordStore | None = None,
                                 + ", ".join(f"{m} {run.figure(m):.3f} ms" for m in plan.metrics))
     finally:
         server.stop()
-    cores = {"server": None if server_cores is None else list(server_cores),
+    pinned = server_cores is not None and plan.target is None  # not the lab's: not pinned
+    cores = {"server": list(server_cores) if pinned and server_cores is not None else None,
              "load": None if load_cores is None else list(load_cores)}
     return SweepResult(sweep_id=sweep_id, plan=plan, orders=orders, runs=runs,
                        effects=effects_of(plan, runs), cores=cores, saved=store is not None)
@@ -437,16 +483,19 @@ def sweep(path: str = "/fast", *, knobs: Mapping[str, Sequence[Any]],
           warmup_seconds: float | None = None, connections: int = 10,
           rate: float | None = None, stages: Sequence[str] = (), seed: int | None = None,
           metrics: Sequence[str] = DEFAULT_METRICS, noise_band: float = DEFAULT_NOISE_BAND,
-          network_path: Path | str | None = None,
+          network_path: Path | str | None = None, to: Target | None = None,
           store: RecordStore | None = None, on_progress: Progress | None = None) -> SweepResult:
     """Sweep server knobs: ``knobs={"nodelay": [True, False]}`` (values may be CLI text, "64KiB").
 
     Every run is saved in ``store`` when one is given. ``network_path`` (``"delay=20ms"``) puts
-    the server behind an emulated path (root or CAP_NET_ADMIN). See the module's docstring.
+    the server behind an emulated path (root or CAP_NET_ADMIN); path knobs (``"delay":
+    ["10ms", "40ms"]``) vary it. ``to`` (``"127.0.0.1:8000"``) sweeps the path in front of a
+    server the lab did not start instead of the lab's. See the module's docstring.
     """
     plan = SweepPlan.create(path, knobs=knobs, fixed=fixed, rounds=rounds,
                             duration_seconds=duration_seconds, warmup_seconds=warmup_seconds,
                             connections=connections, rate=rate, stages=stages, seed=seed,
-                            metrics=metrics, noise_band=noise_band, network_path=network_path)
+                            metrics=metrics, noise_band=noise_band, network_path=network_path,
+                            to=to)
     return run_sweep(plan, store=store, on_progress=on_progress)
 
