@@ -45,8 +45,8 @@ def run(arguments: argparse.Namespace) -> int:
         print(f"through the path: {front.url} (Ctrl-C stops it)", flush=True)
         while signal.sigtimedwait(STOP_SIGNALS, WATCH_SECONDS) is None:
             if not front.running:
-                print(f"lab: the path's helper processes ended (relay pid {front.path.relay_pid}, "
-                      f"forwarder pid {front.forwarder_pid}); the path is gone", file=sys.stderr)
+                print(f"lab: the path's relay (pid {front.path.relay_pid}) ended; the path is gone",
+                      file=sys.stderr)
                 return 1
         return 0
     finally:

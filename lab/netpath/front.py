@@ -2,12 +2,13 @@
 
     with Path(delay_ms=20, loss_percent=1).to("127.0.0.1:8000") as front:
         front.url            # http://198.19.0.2:8000: through the path to 127.0.0.1:8000
-        front.path.update("delay=40ms")
+        front.update("delay=40ms")
 
 ``python -m lab path 'delay=20ms' --to 127.0.0.1:8000`` is the same from a shell. The path is
-the one ``serve --emulate`` builds (namespace, TUN devices, relay); a forwarder process
-(lab/netpath/forwarder.py) listens on the path's server address inside its namespace and joins
-each connection to the target. Both helper processes die with their owner, and the next start
+the one ``serve --emulate`` builds (a namespace, TUN devices, the relay), except that its far
+end is a device in this namespace and the relay rewrites each packet's addresses
+(lab/netpath/nat.py): the connection is the client's and the server's own, end to end, so
+the server's own TCP crosses the path. The relay dies with its owner, and the next start
 removes what a killed owner left (docs/netpath.md).
 """
 
@@ -15,18 +16,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
-import select
+import ipaddress
 import socket
-import subprocess
-import sys
 from typing import Any
 from urllib.parse import urlsplit
 
 from lab.addresses import is_loopback
-from lab.errors import ConfigError, PathError
+from lab.errors import ConfigError
 from lab.netpath import spec
-from lab.netpath.emulator import READY_TIMEOUT_SECONDS, STOP_TIMEOUT_SECONDS, EmulatedPath, start_path
+from lab.netpath.emulator import EmulatedPath, LocalTarget, start_path
 from lab.netpath.spec import Path, Target
 from lab.netpath.system import require_privilege
 
@@ -50,7 +48,7 @@ def parse_target(target: Target) -> tuple[str, int]:
     if not 0 < port < 65_536:
         raise ConfigError(OPTION, f"port {port} is out of range (1 to 65535)")
     if not is_loopback(host):
-        # the forwarder reaches the target over this namespace's loopback; a remote server
+        # the relay delivers to this namespace's loopback; a remote server
         # has a network of its own in front of it already
         raise ConfigError(OPTION, f"{host} is not a loopback address (127.0.0.0/8 or ::1): "
                           "the path goes in front of a server on this machine")
@@ -92,15 +90,30 @@ def _joined(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def ipv4_loopback(host: str, port: int) -> str:
+    """The IPv4 loopback address ``host`` names: the path carries IPv4 (a ConfigError naming
+    ``to`` for a name or address that has none)."""
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        infos = []
+    for info in infos:
+        address = str(info[4][0])
+        if ipaddress.IPv4Address(address).is_loopback:
+            return address
+    raise ConfigError(OPTION, f"{_joined(host, port)}: the emulated path carries IPv4; give the "
+                      "server's 127.0.0.0/8 address (it must listen there, or on 0.0.0.0)")
+
+
 class PathInFront:
     """A running path in front of a server on this machine, reached at :attr:`url`."""
 
-    def __init__(self, path: EmulatedPath, target: tuple[str, int], port: int) -> None:
+    def __init__(self, path: EmulatedPath) -> None:
+        assert path.target is not None
         self.path = path
-        self.target = target
+        self.target = (path.target.address, path.target.target_port)
         self.host = path.server_address
-        self.port = port
-        self._forwarder: subprocess.Popen[str] | None = None
+        self.port = path.target.port
 
     @property
     def address(self) -> str:
@@ -116,13 +129,8 @@ class PathInFront:
         return self.path.spec
 
     @property
-    def forwarder_pid(self) -> int | None:
-        return self._forwarder.pid if self._forwarder is not None else None
-
-    @property
     def running(self) -> bool:
-        forwarder = self._forwarder
-        return forwarder is not None and forwarder.poll() is None and self.path.running
+        return self.path.running
 
     def update(self, spec: Path | str) -> Path:
         """Change the path in place (see :meth:`EmulatedPath.update`)."""
@@ -132,38 +140,10 @@ class PathInFront:
         return self.path.stats()
 
     def describe(self) -> str:
-        return (f"{self.path.describe()}; forwarder pid {self.forwarder_pid} "
-                f"-> {_joined(*self.target)}")
-
-    def _start_forwarder(self) -> None:
-        forwarder = subprocess.Popen(
-            [sys.executable, "-m", "lab.netpath.forwarder", "--namespace", self.path.namespace,
-             "--listen", self.address, "--to", _joined(*self.target)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self._forwarder = forwarder
-        assert forwarder.stdout is not None
-        ready, _, _ = select.select([forwarder.stdout], [], [], READY_TIMEOUT_SECONDS)
-        line = forwarder.stdout.readline() if ready else ""
-        answer: dict[str, Any] = json.loads(line) if line.strip() else {}
-        if not answer.get("ready"):
-            why = answer.get("error") or f"no answer (exit code {forwarder.poll()})"
-            raise PathError(f"the path's forwarder could not start: {why}")
+        return self.path.describe()
 
     def stop(self) -> None:
-        """Stop the forwarder, then the path (relay, devices, namespace). Safe to repeat."""
-        forwarder, self._forwarder = self._forwarder, None
-        if forwarder is not None:
-            if forwarder.poll() is None:
-                forwarder.terminate()
-                try:
-                    forwarder.wait(STOP_TIMEOUT_SECONDS)
-                except subprocess.TimeoutExpired:
-                    forwarder.kill()
-                    forwarder.wait()
-            for stream in (forwarder.stdin, forwarder.stdout):
-                with contextlib.suppress(OSError):
-                    if stream is not None:
-                        stream.close()
+        """Stop the relay (the devices go with it) and remove the namespace. Safe to repeat."""
         self.path.stop()
         with contextlib.suppress(ValueError):
             atexit.unregister(self.stop)
@@ -186,18 +166,14 @@ def start_path_to(spec: Path | str | None, target: Target, *, port: int | None =
     host, target_port = parse_target(target)
     if port is not None and not 0 < port < 65_536:
         raise ConfigError("port", f"{port} is out of range (1 to 65535)")
+    address = ipv4_loopback(host, target_port)
     require_privilege()  # before the probe: without it, nothing else matters
-    check_listening(host, target_port)
-    path = start_path(path_spec)
-    front = PathInFront(path, (host, target_port), port if port is not None else target_port)
-    try:
-        front._start_forwarder()
-    except BaseException:
-        front.stop()
-        raise
+    check_listening(address, target_port)
+    local = LocalTarget(address=address, target_port=target_port,
+                        port=port if port is not None else target_port)
+    front = PathInFront(start_path(path_spec, target=local))
     atexit.register(front.stop)  # an orderly interpreter exit removes it too
     return front
-
 
 
 def _start_for_spec(path: Path, target: Target, port: int | None) -> PathInFront:

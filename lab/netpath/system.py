@@ -79,10 +79,20 @@ def server_device(slot: int) -> str:
     return f"{EMULATED_DEVICE_PREFIX}{slot}s"  # in the server's namespace
 
 
+def target_device(slot: int) -> str:
+    """In the client's namespace too: where a path in front of a local server delivers."""
+    return f"{EMULATED_DEVICE_PREFIX}{slot}t"
+
+
 def slot_addresses(slot: int) -> tuple[str, str]:
     """(client side, server side) of a slot."""
     base = int(EMULATED_NETWORK.network_address) + (slot << 8)
     return str(ipaddress.IPv4Address(base + 1)), str(ipaddress.IPv4Address(base + 2))
+
+
+def back_address(slot: int) -> str:
+    """The address a server the lab did not start sees the client at (lab/netpath/nat.py)."""
+    return str(ipaddress.IPv4Address(int(EMULATED_NETWORK.network_address) + (slot << 8) + 3))
 
 
 def lab_namespaces() -> list[str]:
@@ -154,6 +164,16 @@ def configure_device(device: str, local: str, peer: str, namespace: str | None =
     ip("link", "set", device, "up", namespace=namespace)
 
 
+def configure_target_device(device: str, back: str) -> None:
+    """The device through which a local server is reached: it carries packets to 127.0.0.1,
+    which the kernel takes from a device only with ``route_localnet`` (set on this device
+    alone), and the route back to ``back``, so the server's answers return to the relay."""
+    for setting, value in (("route_localnet", "1"), ("rp_filter", "0")):
+        (FilePath("/proc/sys/net/ipv4/conf") / device / setting).write_text(value)
+    ip("link", "set", device, "up")
+    ip("route", "add", f"{back}/32", "dev", device)
+
+
 def open_tun(name: str) -> int:
     """A non-blocking TUN device ``name`` in the calling thread's namespace. It exists while the
     descriptor is open: when the relay exits, for whatever reason, the device goes with it."""
@@ -180,28 +200,6 @@ def enter_namespace(name: str) -> None:
             raise PathError(f"cannot enter network namespace {name}: {os.strerror(code)}")
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def inside_namespace(name: str) -> Iterator[None]:
-    """Run the block in namespace ``name`` and come back to the caller's own namespace.
-
-    Sockets keep the namespace they were made in: a forwarder listens inside the path's
-    namespace and, back outside, connects to a server on this namespace's loopback.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        enter_namespace(name)
-        try:
-            yield
-        finally:
-            if libc.setns(home, CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                raise PathError(f"cannot return to this process's network namespace: "
-                                f"{os.strerror(code)}")
-    finally:
-        os.close(home)
 
 
 def read_sysctl(namespace: str, name: str) -> str:
