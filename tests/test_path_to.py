@@ -192,9 +192,14 @@ def start_cli(spec: str, port: int) -> tuple[subprocess.Popen[str], str, int]:
     """``lab path SPEC --to 127.0.0.1:PORT`` running: the process, the URL and the relay."""
     process = subprocess.Popen([*LAB, "path", spec, "--to", f"127.0.0.1:{port}"],
                                stdout=subprocess.PIPE, text=True)
-    described = read_line(process, "emulated path")
-    url = read_line(process, "through the path:").split()[3]
-    relay_pid = int(described.rsplit("relay pid ", 1)[1])
+    try:
+        described = read_line(process, "emulated path")
+        url = read_line(process, "through the path:").split()[3]
+        relay_pid = int(described.rsplit("relay pid ", 1)[1])
+    except BaseException:
+        process.terminate()  # its own clean-up runs: no path is left by a failed start
+        process.wait(15)
+        raise
     return process, url, relay_pid
 
 
