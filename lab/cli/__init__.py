@@ -27,6 +27,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "lab.cli.bench": ("bench",),
     "lab.cli.records": ("runs", "show", "export", "plot", "compare"),
     "lab.cli.experiments": ("sweep", "capacity"),
+    "lab.cli.path": ("path",),
 }
 
 

@@ -49,6 +49,7 @@ from lab.experiments.sweeps import (
     sweep,
 )
 from lab.measure.thresholds import Outcome
+from lab.netpath.spec import PATH_KNOBS
 from lab.options import parse_value
 
 EPILOG = f"""\
@@ -86,9 +87,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", metavar="PATH", help="the request path, e.g. /fast or /work/1000")
     parser.add_argument("--knob", dest="knob", action="append", default=[], metavar="NAME=V1,V2",
-                        help="a server knob and the values to sweep (repeatable: all combinations)")
+                        help="a server knob, or a knob of the emulated path (delay, loss, rate, "
+                        "...: delay=10ms,40ms), and the values to sweep (repeatable: all "
+                        "combinations)")
     parser.add_argument("--set", dest="set", action="append", default=[], metavar="NAME=V",
-                        help="a server knob held at one value for every run (repeatable)")
+                        help="a server or path knob held at one value for every run (repeatable)")
     parser.add_argument("--rounds", type=int, default=9, metavar="N",
                         help=f"rounds; each runs every setting once [at least {MINIMUM_ROUNDS}; default: 9]")
     parser.add_argument("--duration", "-d", dest="duration_seconds", type=_load_flag("duration_seconds"),
@@ -111,6 +114,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--noise-band", dest="noise_band", type=_share, default=DEFAULT_NOISE_BAND,
                         metavar="SHARE", help="ratios within 1 ± this are noise [default: 5%%]")
     add_emulate_flag(parser, "run the server behind an emulated network path for every run")
+    parser.add_argument("--to", default=None, metavar="HOST:PORT",
+                        help="run against a server on this machine that the lab did not start, "
+                        "behind an emulated path whose knobs (--knob delay=10ms,40ms) are swept")
     parser.add_argument("--seed", type=int, default=None, help="seed of the round order [default: random]")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="FILE", default=None,
@@ -159,7 +165,8 @@ def run(arguments: argparse.Namespace) -> int:
                    warmup_seconds=arguments.warmup_seconds, connections=arguments.connections,
                    rate=arguments.rate, stages=arguments.stages, seed=arguments.seed,
                    metrics=tuple(arguments.metric or DEFAULT_METRICS),
-                   noise_band=arguments.noise_band, network_path=arguments.emulate, store=store,
+                   noise_band=arguments.noise_band, network_path=arguments.emulate,
+                   to=arguments.to, store=store,
                    on_progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     if arguments.plot is not None:
         from lab.records.plots import save_figure
@@ -174,11 +181,15 @@ def run(arguments: argparse.Namespace) -> int:
 
 def describe(result: SweepResult) -> str:
     plan = result.plan
-    lines = [f"sweep {result.sweep_id}: {plan.rounds} rounds of {len(plan.settings)} settings, "
-             f"{plan.duration_seconds:g} s each, seed {plan.seed}",
+    against = f" against {plan.target[0]}:{plan.target[1]}" if plan.target is not None else ""
+    lines = [f"sweep {result.sweep_id}{against}: {plan.rounds} rounds of {len(plan.settings)} "
+             f"settings, {plan.duration_seconds:g} s each, seed {plan.seed}",
              f"baseline: {label(plan.settings[0])}"]
     if plan.network_path is not None:
-        lines.append(f"behind an emulated path: {plan.network_path} (RTT {plan.network_path.rtt_ms:g} ms)")
+        swept = [name for name in plan.knobs if name in PATH_KNOBS]
+        varied = f", {' and '.join(swept)} as swept" if swept else ""
+        lines.append(f"behind an emulated path: {plan.network_path} (RTT {plan.network_path.rtt_ms:g} ms)"
+                     f"{varied}")
     for effect in result.effects:
         lines.append(printable(
             f"  {label(effect.setting)}  {effect.metric}: ×{effect.ratio:.3g} "
@@ -256,4 +267,5 @@ def describe_capacity(result: CapacityResult) -> str:
         return printable(f"{slo} failed at every rate tried, down to {result.probes[-1].rate:g} requests/s")
     above = f"fails at {high:,.0f}" if high is not None else "no rate tried failed"
     budget = " (time budget spent)" if result.stopped_by_budget else ""
-    return printable(f"capacity: {low:,.0f} requests/s with {slo} ({above}){budget}")
+    behind = f", behind the emulated path {result.network_path}" if result.network_path else ""
+    return printable(f"capacity: {low:,.0f} requests/s with {slo} ({above}){budget}{behind}")

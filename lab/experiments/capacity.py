@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.addresses import path_in_front_of
 from lab.engine.spec import LoadSpec
 from lab.errors import ConfigError
 from lab.loadgen import run_load
@@ -79,11 +80,12 @@ class CapacityResult:
     probes: list[Probe] = field(default_factory=list)
     stopped_by_budget: bool = False
     no_success: str | None = None  # why the search stopped: the target could not be reached
+    network_path: str | None = None  # the emulated path the probes crossed (lab/netpath), if any
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"url": self.url, "slo": list(self.slo), "capacity_rps": self.capacity_rps,
                 "bracket": list(self.bracket), "stopped_by_budget": self.stopped_by_budget,
-                "no_success": self.no_success,
+                "no_success": self.no_success, "network_path": self.network_path,
                 "probes": [probe.as_dict() for probe in self.probes]}
 
 
@@ -149,6 +151,9 @@ def find_capacity(url: str, *, slo: Sequence[str], connections: int = 50,
 
 
 def search(plan: CapacityPlan, on_progress: Progress | None = None) -> CapacityResult:
+    # read before the probes: a capacity 40 ms away is another capacity, and the path (a
+    # `lab path` or `serve --emulate`) knows nothing of this search to say so itself
+    network_path = path_in_front_of(plan.spec(plan.start_rate).target.host)
     deadline = time.monotonic() + plan.budget_seconds
     probes: list[Probe] = []
     passed: float = 0.0
@@ -175,7 +180,8 @@ def search(plan: CapacityPlan, on_progress: Progress | None = None) -> CapacityR
             break
         rate = next_rate
     return CapacityResult(url=plan.url, slo=plan.slo, capacity_rps=passed, bracket=(passed, failed),
-                          probes=probes, stopped_by_budget=out_of_time, no_success=no_success)
+                          probes=probes, stopped_by_budget=out_of_time, no_success=no_success,
+                          network_path=network_path)
 
 
 def _time_for_a_probe(plan: CapacityPlan, deadline: float) -> bool:

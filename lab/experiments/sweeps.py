@@ -23,6 +23,14 @@ How a sweep runs, and why:
 - The first setting (every knob at its first value) is the baseline of every ratio.
 - With ``network_path`` (``--emulate``) the server runs behind an emulated path (lab/netpath)
   for every run: a knob's effect over a real round trip, which loopback cannot show.
+- The path's own settings are knobs too, named as in its text form: ``knobs={"delay":
+  ["10ms", "40ms"]}`` (``--knob delay=10ms,40ms``), ``loss``, ``rate``, ...; swept or held
+  (``--set loss=1%``), beside server knobs or alone. Sweeping one builds a path (from
+  ``network_path``, or an empty one) and changes it in place between runs; every run's record
+  keeps the path it crossed.
+- With ``to`` (``--to 127.0.0.1:8000``) the runs go to a server the lab did not start, behind
+  a path (lab/netpath/front.py) whose knobs are the only ones a sweep can vary there: the lab
+  cannot reconfigure, restart or pin a server it does not run.
 """
 
 from __future__ import annotations
@@ -48,7 +56,10 @@ from lab.loadgen import run_load
 from lab.measure.run import latency_document
 from lab.measure.stats import PERCENTILES
 from lab.measure.summary import RunSummary
-from lab.netpath import Path, missing_privilege
+from lab.netpath import Path, PathInFront, missing_privilege, start_path_to
+from lab.netpath.front import check_listening, parse_target
+from lab.netpath.spec import PATH_KNOBS, Target, knob_text
+from lab.netpath.spec import knob_value as path_knob_value
 from lab.options import knobs, parse_value
 from lab.peers.pinning import server_and_load_cores
 from lab.records.experiment import record_from_result
@@ -77,9 +88,13 @@ def knob_value(option: str, name: str, value: Any) -> Any:
     """A knob's value, parsed like its CLI flag when given as text, checked against its range.
 
     ``option`` is the flag the user wrote it in (``knob`` or ``set``), so the error names it.
+    A knob of the emulated path (``delay``, ``loss``, ...) is read as the path's text reads it.
     """
+    if name in PATH_KNOBS:
+        return _path_knob_value(option, name, value)
     if name not in server_knob_names():
-        raise ConfigError(option, f"unknown server knob {name!r}; knobs: {', '.join(server_knob_names())}")
+        raise ConfigError(option, f"unknown server knob {name!r}; knobs: {', '.join(server_knob_names())}; "
+                          f"knobs of the emulated path: {', '.join(PATH_KNOBS)}")
     if isinstance(value, str):
         try:
             value = parse_value(ServerConfig, name, value)
@@ -87,6 +102,16 @@ def knob_value(option: str, name: str, value: Any) -> Any:
             raise ConfigError(option, f"{name}={value}: {error}") from None
     try:
         ServerConfig().replace(**{name: value})
+    except ConfigError as error:
+        raise ConfigError(option, f"{name}={value}: {error.message}") from None
+    return value
+
+
+def _path_knob_value(option: str, name: str, value: Any) -> Any:
+    try:
+        if isinstance(value, str):
+            return path_knob_value(name, value)
+        Path().with_knob(name, value)  # its range, as a Path checks it
     except ConfigError as error:
         raise ConfigError(option, f"{name}={value}: {error.message}") from None
     return value
@@ -118,13 +143,15 @@ class SweepPlan:
     metrics: tuple[str, ...]
     noise_band: float
     network_path: Path | None = None  # the server behind an emulated path (lab/netpath)
+    target: tuple[str, int] | None = None  # a server the lab did not start, behind the path
 
     @classmethod
     def create(cls, path: str, *, knobs: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None,
                rounds: int, duration_seconds: float, warmup_seconds: float | None,
                connections: int, rate: float | None, stages: Sequence[str], seed: int | None,
                metrics: Sequence[str],
-               noise_band: float, network_path: Path | str | None = None) -> SweepPlan:
+               noise_band: float, network_path: Path | str | None = None,
+               to: Target | None = None) -> SweepPlan:
         if not knobs:
             raise ConfigError("knob", "give at least one knob to sweep, e.g. nodelay=true,false")
         swept = {name: tuple(knob_value("knob", name, value) for value in values)
@@ -146,10 +173,28 @@ class SweepPlan:
             raise ConfigError("noise_band", f"{noise_band!r} is out of range; allowed: 0 to 1 (0.05 = ±5 %)")
         if not path.startswith("/"):
             raise ConfigError("path", f"{path!r} must start with '/'")
+        target = None if to is None else parse_target(to)
+        if target is not None:
+            server_knobs = [name for name in [*swept, *settled] if name not in PATH_KNOBS]
+            if server_knobs:
+                option = "knob" if server_knobs[0] in swept else "set"
+                raise ConfigError(option, f"{server_knobs[0]} is a knob of the lab's server; with --to "
+                                  "the server is not the lab's, and only the path's knobs "
+                                  f"({', '.join(PATH_KNOBS)}) can vary")
         emulated = Path.coerce(network_path)
+        if emulated is None and (target is not None or path_knobs_in(swept) | path_knobs_in(settled)):
+            emulated = Path()  # a path knob with no path given: start from an empty one
+        for name, value in settled.items():
+            if name in PATH_KNOBS:
+                assert emulated is not None
+                emulated = emulated.with_knob(name, value)
+        settled = {name: value for name, value in settled.items() if name not in PATH_KNOBS}
         if emulated is not None and (missing := missing_privilege()) is not None:
             raise ConfigError("emulate", f"cannot build an emulated network path: {missing}")
+        if target is not None:
+            check_listening(*target)  # before any run: nothing there is one line naming --to
         plan = cls(path=path, knobs=swept, fixed=settled, rounds=rounds, network_path=emulated,
+                   target=target,
                    duration_seconds=duration_seconds,
                    warmup_seconds=_warmup(warmup_seconds, stages), connections=connections,
                    rate=rate, stages=tuple(stages),
@@ -182,13 +227,31 @@ class SweepPlan:
         return orders
 
     def server_config(self, setting: Setting) -> ServerConfig:
-        return ServerConfig().replace(**self.fixed, **setting)
+        return ServerConfig().replace(**self.fixed, **server_part(setting))
+
+    def network_path_for(self, setting: Setting) -> Path | None:
+        """The path a setting's run crosses: the plan's, with the setting's path knobs."""
+        path = self.network_path
+        for name, value in setting.items():
+            if name in PATH_KNOBS:
+                assert path is not None  # create() gives a plan with path knobs a path
+                path = path.with_knob(name, value)
+        return path
 
     def load_spec(self, base_url: str) -> LoadSpec:
         return LoadSpec(url=base_url + self.path, connections=self.connections,
                         duration_seconds=self.duration_seconds, warmup_seconds=self.warmup_seconds,
                         mode="closed" if self.rate is None and not self.stages else "open",
                         rate=self.rate, stages=self.stages)
+
+
+def path_knobs_in(setting: Mapping[str, Any]) -> set[str]:
+    return set(setting) & set(PATH_KNOBS)
+
+
+def server_part(setting: Mapping[str, Any]) -> Setting:
+    """A setting without its path knobs: what the server is configured with."""
+    return {name: value for name, value in setting.items() if name not in PATH_KNOBS}
 
 
 def _warmup(seconds: float | None, stages: Sequence[str]) -> float:
@@ -199,7 +262,8 @@ def _warmup(seconds: float | None, stages: Sequence[str]) -> float:
 
 
 def label(setting: Setting) -> str:
-    return ",".join(f"{name}={_word(value)}" for name, value in setting.items())
+    return ",".join(knob_text(name, value) if name in PATH_KNOBS else f"{name}={_word(value)}"
+                    for name, value in setting.items())
 
 
 def _word(value: Any) -> str:
@@ -260,6 +324,7 @@ class SweepResult:
             "seed": plan.seed, "order": self.orders, "noise_band": plan.noise_band,
             "restart_per_run": plan.restarts, "cores": self.cores, "saved": self.saved,
             "network_path": None if plan.network_path is None else str(plan.network_path),
+            "target": None if plan.target is None else f"{plan.target[0]}:{plan.target[1]}",
             "effects": [effect.as_dict() for effect in self.effects],
             "runs": [run.as_dict() for run in self.runs],
         }
@@ -288,13 +353,22 @@ class _Server:
         self.cores = cores
         self.handle: ServerHandle | None = None
 
-    def ready_for(self, setting: Setting) -> ServerHandle:
+    def ready_for(self, setting: Setting) -> tuple[str, ServerConfig]:
+        """The URL a setting's run goes to, and the server's settings for its record."""
+        handle = self._handle_for(setting)
+        return handle.url, handle.config
+
+    def _handle_for(self, setting: Setting) -> ServerHandle:
+        wanted_path = self.plan.network_path_for(setting)
         if self.handle is not None and not self.plan.restarts:
-            self.handle.reconfigure(**setting)  # the fixed knobs never change
+            self.handle.reconfigure(**server_part(setting))  # the fixed knobs never change
+            if self.handle.path is not None and wanted_path != self.handle.path.spec:
+                assert wanted_path is not None
+                self.handle.path.update(wanted_path)  # between runs: nothing is in flight
             return self.handle
         self.stop()
         self.handle = start_server(self.plan.server_config(setting), isolation="process",
-                                   path=self.plan.network_path)
+                                   path=wanted_path)
         cores = self.cores
         if cores is not None:
             for pid in self.handle.pids:
@@ -307,22 +381,44 @@ class _Server:
             self.handle = None
 
 
+class _Target:
+    """A server the lab did not start, behind a path the sweep changes in place per setting."""
+
+    def __init__(self, plan: SweepPlan, target: tuple[str, int]) -> None:
+        self.plan = plan
+        self.target = target
+        self.front: PathInFront | None = None
+
+    def ready_for(self, setting: Setting) -> tuple[str, None]:
+        wanted = self.plan.network_path_for(setting)
+        if self.front is None:
+            self.front = start_path_to(wanted, self.target)
+        elif wanted is not None and wanted != self.front.spec:
+            self.front.update(wanted)  # between runs: nothing is in flight
+        return self.front.url, None  # its settings are its own: the record keeps the path
+
+    def stop(self) -> None:
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
+
+
 def run_sweep(plan: SweepPlan, *, store: RecordStore | None = None,
               on_progress: Progress | None = None) -> SweepResult:
     """Run every round of the plan and measure each setting's effect against the baseline."""
     sweep_id = "sweep-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     settings, orders = plan.settings, plan.round_orders()
     server_cores, load_cores = server_and_load_cores()
-    server = _Server(plan, server_cores)
+    server = _Server(plan, server_cores) if plan.target is None else _Target(plan, plan.target)
     runs: list[SweepRun] = []
     total = plan.rounds * len(settings)
     try:
         for round_index, order in enumerate(orders, start=1):
             for position, setting_index in enumerate(order, start=1):
                 setting = settings[setting_index]
-                handle = server.ready_for(setting)
+                url, server_config = server.ready_for(setting)
                 with _affinity(load_cores):
-                    result = run_load(plan.load_spec(handle.url))
+                    result = run_load(plan.load_spec(url))
                 if result.stopped_early:
                     # run_load turns Ctrl-C (or a stuck run) into a shortened run; a sweep
                     # must not go on comparing a cut round with whole ones
@@ -330,7 +426,7 @@ def run_sweep(plan: SweepPlan, *, store: RecordStore | None = None,
                                    "the sweep stops here")
                 _require_a_whole_run(result, setting)
                 tags = ("sweep", sweep_id, f"setting:{label(setting)}", f"round:{round_index}")
-                record = record_from_result(result, server_config=handle.config,
+                record = record_from_result(result, server_config=server_config,
                                             name=f"{sweep_id} {label(setting)}", tags=tags)
                 if store is not None:
                     store.save(record)
@@ -343,7 +439,8 @@ def run_sweep(plan: SweepPlan, *, store: RecordStore | None = None,
                                 + ", ".join(f"{m} {run.figure(m):.3f} ms" for m in plan.metrics))
     finally:
         server.stop()
-    cores = {"server": None if server_cores is None else list(server_cores),
+    pinned = server_cores is not None and plan.target is None  # not the lab's: not pinned
+    cores = {"server": list(server_cores) if pinned and server_cores is not None else None,
              "load": None if load_cores is None else list(load_cores)}
     return SweepResult(sweep_id=sweep_id, plan=plan, orders=orders, runs=runs,
                        effects=effects_of(plan, runs), cores=cores, saved=store is not None)
@@ -387,16 +484,19 @@ def sweep(path: str = "/fast", *, knobs: Mapping[str, Sequence[Any]],
           warmup_seconds: float | None = None, connections: int = 10,
           rate: float | None = None, stages: Sequence[str] = (), seed: int | None = None,
           metrics: Sequence[str] = DEFAULT_METRICS, noise_band: float = DEFAULT_NOISE_BAND,
-          network_path: Path | str | None = None,
+          network_path: Path | str | None = None, to: Target | None = None,
           store: RecordStore | None = None, on_progress: Progress | None = None) -> SweepResult:
     """Sweep server knobs: ``knobs={"nodelay": [True, False]}`` (values may be CLI text, "64KiB").
 
     Every run is saved in ``store`` when one is given. ``network_path`` (``"delay=20ms"``) puts
-    the server behind an emulated path (root or CAP_NET_ADMIN). See the module's docstring.
+    the server behind an emulated path (root or CAP_NET_ADMIN); path knobs (``"delay":
+    ["10ms", "40ms"]``) vary it. ``to`` (``"127.0.0.1:8000"``) sweeps the path in front of a
+    server the lab did not start instead of the lab's. See the module's docstring.
     """
     plan = SweepPlan.create(path, knobs=knobs, fixed=fixed, rounds=rounds,
                             duration_seconds=duration_seconds, warmup_seconds=warmup_seconds,
                             connections=connections, rate=rate, stages=stages, seed=seed,
-                            metrics=metrics, noise_band=noise_band, network_path=network_path)
+                            metrics=metrics, noise_band=noise_band, network_path=network_path,
+                            to=to)
     return run_sweep(plan, store=store, on_progress=on_progress)
 

@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from lab.errors import PathError
@@ -27,15 +28,27 @@ READY_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 5.0
 
 
-class EmulatedPath:
-    """A running path between this namespace (the client's) and a namespace of its own."""
+@dataclass(frozen=True)
+class LocalTarget:
+    """A server on this namespace's loopback that a path goes in front of (lab/netpath/nat.py),
+    reached through the path at the path's server address and ``port``."""
 
-    def __init__(self, spec: Path, slot: int) -> None:
+    address: str  # IPv4, in 127.0.0.0/8
+    target_port: int
+    port: int
+
+
+class EmulatedPath:
+    """A running path between this namespace (the client's) and a namespace of its own, or,
+    with a ``target``, a server on this namespace's loopback."""
+
+    def __init__(self, spec: Path, slot: int, target: LocalTarget | None = None) -> None:
         self.spec = spec
         self.slot = slot
+        self.target = target
         self.namespace = system.namespace_name(slot)
         self.client_device = system.client_device(slot)
-        self.server_device = system.server_device(slot)
+        self.server_device = system.server_device(slot) if target is None else system.target_device(slot)
         self.client_address, self.server_address = system.slot_addresses(slot)
         self._relay: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()  # one question to the relay at a time
@@ -47,19 +60,32 @@ class EmulatedPath:
         try:
             self._relay = subprocess.Popen(
                 [sys.executable, "-m", "lab.netpath.relay", "--namespace", self.namespace,
-                 "--client-device", self.client_device, "--server-device", self.server_device,
+                 "--client-device", self.client_device, *self._far_end(),
                  "--path", json.dumps(as_dict(self.spec))],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             answer = self._read_line(READY_TIMEOUT_SECONDS)
             if "error" in answer:
                 raise PathError(f"the path's relay could not start: {answer['error']}")
             system.configure_device(self.client_device, self.client_address, self.server_address)
-            system.configure_device(self.server_device, self.server_address, self.client_address,
-                                    namespace=self.namespace)
+            if self.target is None:
+                system.configure_device(self.server_device, self.server_address,
+                                        self.client_address, namespace=self.namespace)
+            else:
+                system.configure_target_device(self.server_device, system.back_address(self.slot))
             system.label_device(self.client_device, str(self.spec))
         except BaseException:
             self.stop()
             raise
+
+    def _far_end(self) -> list[str]:
+        """The relay's arguments for the server's side: a device in the namespace, or one here
+        with the addresses it translates (lab/netpath/nat.py)."""
+        if self.target is None:
+            return ["--server-device", self.server_device]
+        addresses = {"client": self.client_address, "server": self.server_address,
+                     "back": system.back_address(self.slot), "target": self.target.address,
+                     "target_port": self.target.target_port, "port": self.target.port}
+        return ["--target-device", self.server_device, "--translate", json.dumps(addresses)]
 
     @property
     def running(self) -> bool:
@@ -149,8 +175,12 @@ class EmulatedPath:
         system.write_sysctl(self.namespace, name, str(value))
 
     def describe(self) -> str:
+        far = self.server_address
+        if self.target is not None:
+            far = (f"{self.server_address}:{self.target.port} = {self.target.address}:"
+                   f"{self.target.target_port} here")
         return (f"emulated path {self.spec} (RTT {self.spec.rtt_ms:g} ms): "
-                f"{self.client_address} -> {self.server_address} in namespace {self.namespace}, "
+                f"{self.client_address} -> {far} in namespace {self.namespace}, "
                 f"relay pid {self.relay_pid}")
 
     def __enter__(self) -> EmulatedPath:
@@ -164,16 +194,18 @@ class EmulatedPath:
         return f"<EmulatedPath {self.spec} {self.server_address} {state}>"
 
 
-def start_path(spec: Path | str | None = None, **changes: Any) -> EmulatedPath:
+def start_path(spec: Path | str | None = None, *, target: LocalTarget | None = None,
+               **changes: Any) -> EmulatedPath:
     """Build a path (``Path`` or its text form, plus single changes) and return once it carries
-    packets. Stale paths of lab processes that died are removed first."""
+    packets; with ``target``, in front of that server on this namespace's loopback. Stale
+    paths of lab processes that died are removed first."""
     path = Path.coerce(spec) or Path()
     if changes:
         path = path.replace(**changes)
     system.require_privilege()
     system.remove_stale()
     with system.setup_lock():
-        emulated = EmulatedPath(path, system.free_slot())
+        emulated = EmulatedPath(path, system.free_slot(), target)
         emulated._build()
     atexit.register(emulated.stop)  # an orderly interpreter exit removes it too
     return emulated

@@ -3,11 +3,16 @@ holding each one back as the path says (delay, jitter, loss, rate, reordering).
 
     python -m lab.netpath.relay --namespace labnp-123-0 --client-device labp0c \
         --server-device labp0s --path '{"delay_ms": 20.0, ...}'
+    python -m lab.netpath.relay --namespace labnp-123-0 --client-device labp0c \
+        --target-device labp0t --translate '{"client": "198.19.0.1", ...}' --path '{...}'
 
 It opens the client's device in the namespace it starts in, then enters the server's namespace
 and opens the other there; from then on it only reads and writes two descriptors. It prints
 one JSON line when ready (or why not), answers "stats" on stdin with a JSON line, takes a new
 path as a JSON line ({"path": {...}}) without dropping what is in flight, and exits on SIGTERM.
+With ``--target-device`` it puts the path in front of a server on this namespace's loopback
+instead (lab/netpath/nat.py): both devices stay here, every packet's addresses are rewritten,
+and the relay enters the namespace only so that it is found and removed with it.
 
 Why a process and plain ``select``: in a process of its own it shares no GIL with the kernel,
 the server or the generator; ``select`` takes a timeout in microseconds where ``epoll`` in
@@ -40,6 +45,7 @@ import sys
 import time
 from typing import Any
 
+from lab.netpath.nat import Translation, translations
 from lab.netpath.spec import Path
 from lab.netpath.system import delete_namespace, enter_namespace, open_tun
 from lab.options import from_dict
@@ -54,13 +60,16 @@ PR_SET_TIMERSLACK = 29  # <linux/prctl.h>
 class Direction:
     """One way through the path: its rate limit's queue, its loss state, its counters."""
 
-    def __init__(self, name: str, out_fd: int, path: Path, rng: random.Random) -> None:
+    def __init__(self, name: str, out_fd: int, path: Path, rng: random.Random,
+                 translate: Translation | None = None) -> None:
         self.name, self.out_fd, self.rng = name, out_fd, rng
+        self.translate = translate  # in front of a local server: its addresses, rewritten
         self.link_free_at = 0  # when the rate limit finishes sending what it has taken
         self.in_queue: collections.deque[int] = collections.deque()  # their finish times
         self.last_due = 0  # packets that are not reordered leave in the order they came
         self.in_burst = False  # the Gilbert model's state: inside a run of losses
-        self.counts = {"packets": 0, "bytes": 0, "lost": 0, "queue_dropped": 0, "reordered": 0}
+        self.counts = {"packets": 0, "bytes": 0, "lost": 0, "queue_dropped": 0, "reordered": 0,
+                       "refused": 0}  # refused: not for the one port a translated path carries
         self.configure(path)
 
     def configure(self, path: Path) -> None:
@@ -116,11 +125,13 @@ class Direction:
 
 
 class Relay:
-    def __init__(self, client_fd: int, server_fd: int, path: Path, namespace: str) -> None:
+    def __init__(self, client_fd: int, server_fd: int, path: Path, namespace: str,
+                 translate: tuple[Translation, Translation] | None = None) -> None:
         rng = random.Random()
+        inward, outward = translate if translate is not None else (None, None)
         # packets read from the client's device go out of the server's, and back
-        self.directions = {client_fd: Direction("to_server", server_fd, path, rng),
-                           server_fd: Direction("to_client", client_fd, path, rng)}
+        self.directions = {client_fd: Direction("to_server", server_fd, path, rng, inward),
+                           server_fd: Direction("to_client", client_fd, path, rng, outward)}
         self.namespace = namespace
         self.heap: list[tuple[int, int, int, bytes]] = []
         self.order = itertools.count()
@@ -157,6 +168,12 @@ class Relay:
                 packet = os.read(fd, PACKET_BYTES)
             except BlockingIOError:
                 return
+            if direction.translate is not None:
+                translated = direction.translate(packet)
+                if translated is None:
+                    direction.counts["refused"] += 1
+                    continue
+                packet = translated
             now = time.monotonic_ns()
             due = direction.due(len(packet), now)
             if due is None:
@@ -233,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.netpath.relay")
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--client-device", required=True)
-    parser.add_argument("--server-device", required=True)
+    devices = parser.add_mutually_exclusive_group(required=True)
+    devices.add_argument("--server-device", help="the server's device, made in the namespace")
+    devices.add_argument("--target-device", help="a device here, towards a local server")
+    parser.add_argument("--translate", default=None,
+                        help="with --target-device: the addresses, as a JSON object of "
+                        "lab.netpath.nat.translations' arguments")
     parser.add_argument("--path", required=True, help="the Path as a JSON object")
     arguments = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us in order
@@ -243,13 +265,20 @@ def main(argv: list[str] | None = None) -> int:
         path = from_dict(Path, json.loads(arguments.path))
         client_fd = open_tun(arguments.client_device)
         disable_ipv6(arguments.client_device)
-        enter_namespace(arguments.namespace)  # the rest of the relay's life is spent there
-        server_fd = open_tun(arguments.server_device)
-        disable_ipv6(arguments.server_device)
+        translate = None
+        if arguments.target_device is not None:  # both devices here, then into the namespace
+            translate = translations(**json.loads(arguments.translate))
+            server_fd = open_tun(arguments.target_device)
+            disable_ipv6(arguments.target_device)
+            enter_namespace(arguments.namespace)  # where `ip netns pids` finds a stale relay
+        else:
+            enter_namespace(arguments.namespace)  # the rest of the relay's life is spent there
+            server_fd = open_tun(arguments.server_device)
+            disable_ipv6(arguments.server_device)
     except Exception as error:  # any failure is one line for the parent
         reply({"error": f"{type(error).__name__}: {error}"})
         return 1
-    relay = Relay(client_fd, server_fd, path, arguments.namespace)
+    relay = Relay(client_fd, server_fd, path, arguments.namespace, translate)
     reply({"ready": True, "pid": os.getpid()})
     relay.run()
     return 0

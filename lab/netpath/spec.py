@@ -13,11 +13,44 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from lab.errors import ConfigError
+from lab.errors import ConfigError, PathError
 from lab.options import knob, parse_milliseconds, validate
+
+
+class Listening(Protocol):
+    """Anything with a port on this machine: a lab server handle, a peer."""
+
+    @property
+    def port(self) -> int: ...
+
+
+Target = str | int | tuple[str, int] | Listening  # what Path.to puts a path in front of
+
+
+class InFront(Protocol):
+    """What Path.to returns (lab.netpath.front.PathInFront): a path in front of a server."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def spec(self) -> Path: ...
+    def update(self, spec: Path | str) -> Path: ...
+    def stats(self) -> dict[str, Any]: ...
+    def stop(self) -> None: ...
+    def __enter__(self) -> InFront: ...
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+# What Path.to calls: lab/netpath/front.py builds on this module (through the emulator), so it
+# registers itself here when it loads (lab.netpath loads it) rather than this value importing
+# it back.
+_start_in_front: Callable[[Path, Target, int | None], InFront] | None = None
 
 GROUP = "network path"
 OPTION = "emulate"  # the flag and argument a text path comes from
@@ -32,6 +65,7 @@ _TOKENS: dict[str, tuple[str, str]] = {
     "queue": ("queue_packets", "1000"),
     "reorder": ("reorder_percent", "1%"),
 }
+PATH_KNOBS: tuple[str, ...] = tuple(_TOKENS)  # the names a sweep varies a path by (delay=...)
 ALLOWED_FORM = " ".join(f"{name}={example}" for name, (_, example) in _TOKENS.items())
 
 _MBIT_PER = {"kbit": 0.001, "mbit": 1.0, "gbit": 1000.0}
@@ -93,8 +127,20 @@ class Path:
             return cls.parse(value)
         raise ConfigError("path", f"expected a Path or text like {ALLOWED_FORM!r}, got {value!r}")
 
+    def with_knob(self, name: str, value: float | int) -> Path:
+        """This path with one setting changed, named as in the text form (``delay``, ``loss``)."""
+        return self.replace(**{_TOKENS[name][0]: value})
+
     def replace(self, **changes: Any) -> Path:
         return dataclasses.replace(self, **changes)
+
+    def to(self, target: Target, *, port: int | None = None) -> InFront:
+        """Put this path in front of a server on this machine that the lab did not start:
+        ``with Path(delay_ms=20).to("127.0.0.1:8000") as front: front.url`` reaches it through
+        the path (root or CAP_NET_ADMIN). ``target`` may also be a running peer or server."""
+        if _start_in_front is None:
+            raise PathError("lab.netpath.front is not loaded; import lab.netpath")
+        return _start_in_front(self, target, port)
 
     @property
     def rtt_ms(self) -> float:
@@ -115,6 +161,18 @@ class Path:
         if self.reorder_percent:
             words.append(f"reorder={_number(self.reorder_percent)}%")
         return " ".join(words)
+
+
+def knob_value(name: str, text: str) -> float | int:
+    """One path setting's value from its text (``knob_value("delay", "10ms")`` -> 10.0), in
+    the field's unit; a ConfigError names the token and the allowed form."""
+    return getattr(Path.parse(f"{name}={text}"), _TOKENS[name][0])  # type: ignore[no-any-return]
+
+
+def knob_text(name: str, value: float | int | None) -> str:
+    """A path setting written back with its unit: ("delay", 10.0) -> ``delay=10ms``."""
+    unit = {"delay": "ms", "jitter": "ms", "loss": "%", "reorder": "%", "rate": "mbit"}.get(name, "")
+    return f"{name}={'none' if value is None else _number(value) + unit}"
 
 
 def _number(value: float) -> str:

@@ -79,10 +79,20 @@ def server_device(slot: int) -> str:
     return f"{EMULATED_DEVICE_PREFIX}{slot}s"  # in the server's namespace
 
 
+def target_device(slot: int) -> str:
+    """In the client's namespace too: where a path in front of a local server delivers."""
+    return f"{EMULATED_DEVICE_PREFIX}{slot}t"
+
+
 def slot_addresses(slot: int) -> tuple[str, str]:
     """(client side, server side) of a slot."""
     base = int(EMULATED_NETWORK.network_address) + (slot << 8)
     return str(ipaddress.IPv4Address(base + 1)), str(ipaddress.IPv4Address(base + 2))
+
+
+def back_address(slot: int) -> str:
+    """The address a server the lab did not start sees the client at (lab/netpath/nat.py)."""
+    return str(ipaddress.IPv4Address(int(EMULATED_NETWORK.network_address) + (slot << 8) + 3))
 
 
 def lab_namespaces() -> list[str]:
@@ -152,6 +162,16 @@ def configure_device(device: str, local: str, peer: str, namespace: str | None =
     """A point-to-point address pair: the kernel adds the one route, to the peer, itself."""
     ip("addr", "add", local, "peer", f"{peer}/32", "dev", device, namespace=namespace)
     ip("link", "set", device, "up", namespace=namespace)
+
+
+def configure_target_device(device: str, back: str) -> None:
+    """The device through which a local server is reached: it carries packets to 127.0.0.1,
+    which the kernel takes from a device only with ``route_localnet`` (set on this device
+    alone), and the route back to ``back``, so the server's answers return to the relay."""
+    for setting, value in (("route_localnet", "1"), ("rp_filter", "0")):
+        (FilePath("/proc/sys/net/ipv4/conf") / device / setting).write_text(value)
+    ip("link", "set", device, "up")
+    ip("route", "add", f"{back}/32", "dev", device)
 
 
 def open_tun(name: str) -> int:
