@@ -82,31 +82,11 @@ class Disagreement(AssertionError):
     """The scanner accepted bytes llhttp reads otherwise (or it broke its own contract)."""
 
 
-class _Llhttp:
-    """What llhttp reports of the bytes it is fed, through the callbacks the reader uses."""
-
-    def __init__(self) -> None:
-        import httptools
-
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.complete = 0
-        self.parser = httptools.HttpRequestParser(self)
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_message_complete(self) -> None:
-        self.complete += 1
-
-
-def _llhttp_reads(data: bytes) -> _Llhttp:
+def _llhttp_reads(data: bytes) -> Any:
     import httptools
+    from fakes import LlhttpRecorder  # type: ignore[import-not-found]  # tests/fakes.py
 
-    reader = _Llhttp()
+    reader = LlhttpRecorder()
     try:
         reader.parser.feed_data(data)
     except httptools.HttpParserError as error:
@@ -158,7 +138,7 @@ def check(scan_head: Callable[..., Any], data: bytes) -> None:
 class Connections:
     """The scanner-on/off differential: a connection fed an input answers it alike either way.
 
-    As tests/fakes.py's ``answers`` does it (its transport, its Date normalisation), but with
+    With tests/fakes.py's ``answers_of`` (its transport, its Date normalisation), but with
     one server state per read buffer, kept, and the input's header limit written into a copy
     of its settings: making a ServerConfig validates every knob through
     typing.get_type_hints, ~20 ms (2026-12-07), which at two per input left the fuzzer a few
@@ -170,7 +150,7 @@ class Connections:
     def __init__(self) -> None:
         import asyncio
 
-        import fakes  # type: ignore[import-not-found]  # tests/fakes.py, on the child's path
+        import fakes  # tests/fakes.py, on the child's path
 
         import lab.http.connection as connection_module
         from lab.http.demo_routes import demo_router
@@ -217,17 +197,8 @@ class Connections:
         module = self.module
         original, module.scan_head = module.scan_head, scan_head
         connection = module.HttpConnection(self._state(knobs))
-        transport = self.fakes.RecordingTransport()
         try:
-            connection.connection_made(transport)
-            data = head
-            while data and not transport.closed:
-                buffer = connection.get_buffer(len(data))
-                size = min(len(buffer), len(data))
-                buffer[:size] = data[:size]
-                connection.buffer_updated(size)
-                data = data[size:]
-            return self.fakes.DATE_LINE.sub(b"Date: -\r\n", bytes(transport.written)), transport.closed
+            return self.fakes.answers_of(connection, [head])
         except Exception as error:  # the same failure either way is agreement too
             return ("raised", type(error).__name__, str(error))
         finally:

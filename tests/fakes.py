@@ -14,6 +14,7 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
+import httptools
 from hypothesis import strategies as st
 
 from lab.http.config import ServerConfig
@@ -107,6 +108,27 @@ class TransportWithSocket(UpgradableTransport):
 
 
 
+# --- llhttp as the reference -----------------------------------------------------------------
+
+class LlhttpRecorder:
+    """What llhttp reports of a request, through the callbacks the connection uses."""
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = 0
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+
 # --- feeding a connection ---------------------------------------------------------------------
 
 def feed(protocol: Any, data: bytes) -> None:
@@ -121,8 +143,11 @@ def feed(protocol: Any, data: bytes) -> None:
 def answers(loop: asyncio.AbstractEventLoop, reads: Sequence[bytes],
             **knobs: Any) -> tuple[bytes, bool]:
     """What the connection writes for these reads, and whether it closed."""
-    state = ServerState(ServerConfig(**knobs), demo_router(), loop)
-    connection = HttpConnection(state)
+    return answers_of(HttpConnection(ServerState(ServerConfig(**knobs), demo_router(), loop)), reads)
+
+
+def answers_of(connection: HttpConnection, reads: Sequence[bytes]) -> tuple[bytes, bool]:
+    """What a connection made by the caller writes for these reads, and whether it closed."""
     transport = RecordingTransport()
     connection.connection_made(transport)
     for data in reads:

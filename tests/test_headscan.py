@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 from unittest import mock
 
-import httptools
 import pytest
-from fakes import FAST, FINAL, WELL_FORMED, answers, heads, split_at
+from fakes import FAST, FINAL, WELL_FORMED, LlhttpRecorder, answers, heads, split_at
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -21,25 +20,6 @@ import lab.http.connection as connection_module
 
 scan_head = connection_module.scan_head
 LIMIT = 8192
-
-class Recorder:
-    """What llhttp reports of a request, through the callbacks the connection uses."""
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.complete = 0
-        self.parser = httptools.HttpRequestParser(self)
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_message_complete(self) -> None:
-        self.complete += 1
-
 
 def test_the_scanner_is_built_where_the_lab_is_installed() -> None:
     # pip install builds it from lab/http/_headscan.c; without it every head goes through a
@@ -133,7 +113,7 @@ def test_wherever_the_scanner_accepts_a_head_llhttp_reads_the_same_request(head:
         return
     next_offset, method, path, query, headers = scanned
     assert next_offset == len(head)
-    llhttp = Recorder()
+    llhttp = LlhttpRecorder()
     llhttp.parser.feed_data(head)  # raises if llhttp finds the head malformed
     assert llhttp.complete == 1
     target_path, mark, target_query = llhttp.url.partition(b"?")
