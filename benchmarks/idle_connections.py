@@ -69,10 +69,18 @@ def measure_round(peer: Peer, count: int) -> Round:
     return Round(before, opened, resident_kib(peer.pid), count)
 
 
+def at_least_one(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, not {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--connections", type=int, default=5000, help="idle connections per round")
-    parser.add_argument("--rounds", type=int, default=2, help="open and close them this many times")
+    parser.add_argument("-n", "--connections", type=at_least_one, default=5000,
+                        help="idle connections per round")
+    parser.add_argument("--rounds", type=at_least_one, default=2, help="open and close them this many times")
     parser.add_argument("--peer", default="lab", choices=PEER_NAMES)
     parser.add_argument("--lab-args", default="", help="extra flags for the lab server, quoted")
     options = parser.parse_args(argv)

@@ -19,7 +19,7 @@ import pytest
 from lab.errors import WrkNotFound
 from lab.loadgen import LoadResult, LoadSpec, run_load
 from lab.peers.pinning import server_and_load_cores
-from lab.peers.servers import LOOPBACK, Peer, start_peer
+from lab.peers.servers import LOOPBACK, Peer, free_port, start_peer
 from lab.peers.wrk import WrkLoad, find_wrk, run_wrk
 from lab.resources import raise_open_file_limit, resident_kib
 
@@ -140,3 +140,11 @@ def test_the_read_buffer_is_the_loops_not_each_connections() -> None:
         for conn in connections:
             conn.close()
     assert opened - before < 200 * IDLE_KIB_LIMIT + 1024
+
+
+def test_opening_with_the_load_where_nothing_listens_counts_refusals() -> None:
+    """A refusal read off the socket by the first request sent with the SYN is still counted
+    as one (it was counted closed_by_server: the kept socket looked connected, then closed)."""
+    result = run_load(LoadSpec(url=f"http://{LOOPBACK}:{free_port()}/", connections=4, duration_seconds=0.5,
+                               connect="with-load"))
+    assert result.requests > 0 and set(result.errors) == {"connect_refused"}, result.errors

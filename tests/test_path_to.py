@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path as FilePath
+from typing import Any
 
 import numpy as np
 import pytest
@@ -390,11 +391,16 @@ def test_a_sweep_over_delay_gives_a_verdict_and_records_each_runs_path(tmp_path:
           f"{effect['ci_high']:.2f}] {effect['verdict']}")
     assert effect["setting"] == {"delay": 20.0} and effect["verdict"] == "slower"
     assert 2.5 <= effect["ratio"] <= 4.5  # (40 ms + the server) / (10 ms + the server)
+    assert_each_run_recorded_its_delay(result, tmp_path)
+    assert wait_for_nothing_left(before) == []
+
+
+def assert_each_run_recorded_its_delay(result: dict[str, Any], tmp_path: FilePath) -> None:
+    """Every run of a sweep over delay=5ms,20ms saved the path it went through."""
     store = lab.RecordStore(tmp_path / "data")
     crossed = {(run["setting"]["delay"], store.load(run["record_id"]).server_config["network_path"])
                for run in result["runs"]}
     assert crossed == {(5.0, "delay=5ms"), (20.0, "delay=20ms")}
-    assert wait_for_nothing_left(before) == []
 
 
 @needs_privilege
@@ -449,10 +455,7 @@ def test_a_sweep_over_delay_in_front_of_a_server_it_did_not_start_gives_a_verdic
     [effect] = result["effects"]
     print(f"delay 5 ms -> 20 ms in front of a server: p50 x{effect['ratio']:.2f} {effect['verdict']}")
     assert effect["verdict"] == "slower" and 2.5 <= effect["ratio"] <= 4.5
-    store = lab.RecordStore(tmp_path / "data")
-    crossed = {(run["setting"]["delay"], store.load(run["record_id"]).server_config["network_path"])
-               for run in result["runs"]}
-    assert crossed == {(5.0, "delay=5ms"), (20.0, "delay=20ms")}
+    assert_each_run_recorded_its_delay(result, tmp_path)
     assert wait_for_nothing_left(before) == []
 
 

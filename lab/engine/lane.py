@@ -184,8 +184,16 @@ class Lane:
         sent_ns = perf_counter_ns()
         try:
             sent = sock.send(request)
-        except OSError:
+        except (BlockingIOError, InterruptedError):
             return  # not up yet (on loopback it usually is): the usual send follows the connect
+        except OSError as error:
+            if error.errno == errno.ENOTCONN:
+                return  # the same: the handshake is still under way
+            # Refused or reset: this read its error off the socket, so the usual way must
+            # connect anew to count it (kept, the socket would look connected and then close).
+            sock.close()
+            self._early_socket = None
+            return
         if sent == len(request):
             self._early_sent = (sent_ns, sent_ns - syn_ns)  # it was up: the handshake is done
         else:  # a part went: the rest cannot follow in order through the usual path
