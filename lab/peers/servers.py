@@ -56,6 +56,7 @@ from pathlib import Path
 from types import TracebackType
 
 from lab.errors import ConfigError, PeerError, PeerUnavailable
+from lab.peers.bare import READY_LINE as BARE_READY_LINE
 from lab.peers.pinning import Cores, pinned_command
 
 LOOPBACK = "127.0.0.1"
@@ -89,7 +90,6 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 # The folder that holds the lab package: peers started with `python -m` must import it.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 LAB_READY_LINE = "listening on "
-BARE_READY_LINE = "listening on "  # lab/peers/bare.py's READY_LINE (not imported: it imports httptools)
 
 
 
