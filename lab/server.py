@@ -25,7 +25,10 @@ import errno
 import importlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.reduction
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,19 +117,20 @@ ReadyHook = Callable[[asyncio.AbstractEventLoop, LabServer, int], None]
 
 
 def serve_until_stopped(config: ServerConfig, router: Router, on_ready: ReadyHook,
-                        app: AsgiHost | None = None) -> None:
+                        app: AsgiHost | None = None, sock: socket.socket | None = None) -> None:
     """Run a server on a new loop in the calling thread until something stops that loop.
 
     ``on_ready(loop, server, port)`` runs once the port listens: it is where each caller
     hangs its way of being stopped (signals, a control pipe, a thread-safe call) and says it is
     ready. An error before that (e.g. the port is in use, or ``app``'s lifespan startup
-    failed) is raised to the caller.
+    failed) is raised to the caller. ``sock`` is a listening socket to accept from instead of
+    binding one (a worker sharing another's accept queue).
     """
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)  # this thread only; a Jupyter kernel's loop is untouched
     server = LabServer(config, router, app)
     try:
-        port = loop.run_until_complete(server.start())
+        port = loop.run_until_complete(server.start(sock))
     except BaseException:
         loop.close()
         raise
@@ -232,24 +236,38 @@ class ProcessRunner:
         # lives in this package, so it is importable in the new process.
         context = process_context()
         config = self.config
+        # balance="shared": the first worker binds, and hands its listening socket to the
+        # others over their control pipes (SCM_RIGHTS), so every worker accepts from one queue
+        # -- in the emulated path's namespace too, where this process cannot bind.
+        sharing = config.workers > 1 and config.balance == "shared"
+        shared_fd: int | None = None
         try:
             for index in range(config.workers):
                 parent_end, child_end = context.Pipe()
+                inherit = sharing and index > 0
                 process = context.Process(
                     target=worker_main,
-                    args=(config, child_end, self._router, self._namespace, self._app, self._lifespan),
+                    args=(config, child_end, self._router, self._namespace, self._app,
+                          self._lifespan, sharing and index == 0, inherit),
                     name=f"lab-server-worker-{index}", daemon=True)
                 process.start()
                 child_end.close()
                 self._workers.append((process, parent_end))
+                if inherit and shared_fd is not None and process.pid is not None:
+                    multiprocessing.reduction.send_handle(parent_end, shared_fd, process.pid)
                 port = self._expect(process, parent_end, "ready")
                 if index == 0:
                     # The others bind the port the first one got (port 0 picks a free one).
                     self.port = port
                     config = config.replace(port=port)
+                    if sharing:
+                        shared_fd = multiprocessing.reduction.recv_handle(parent_end)
         except BaseException:
             self.stop()
             raise
+        finally:
+            if shared_fd is not None:
+                os.close(shared_fd)  # the workers hold their own copies
         return self.port
 
     def _expect(self, process: multiprocessing.process.BaseProcess,
@@ -278,7 +296,10 @@ class ProcessRunner:
         self._ask_all(("apply", config.replace(port=self.port)), "applied")
 
     def stats(self) -> dict[str, Any]:
-        return add_snapshots(self._ask_all(("stats",), "stats"))
+        return add_snapshots(self.worker_stats())
+
+    def worker_stats(self) -> list[dict[str, Any]]:
+        return self._ask_all(("stats",), "stats")
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -299,8 +320,14 @@ class ProcessRunner:
 
 def worker_main(config: ServerConfig, pipe: multiprocessing.connection.Connection,
                 router: str, namespace: str | None = None, app: str | None = None,
-                lifespan: Lifespan = "auto") -> None:
-    """Entry point of a server worker process: serve until told to stop over the pipe."""
+                lifespan: Lifespan = "auto", share_listener: bool = False,
+                inherit_listener: bool = False) -> None:
+    """Entry point of a server worker process: serve until told to stop over the pipe.
+
+    ``share_listener``: after saying ready, send the listening socket to the parent (which
+    hands it to the other workers); ``inherit_listener``: accept from the socket the parent
+    sends first instead of binding one.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
 
     def ready(loop: asyncio.AbstractEventLoop, server: LabServer, port: int) -> None:
@@ -322,14 +349,21 @@ def worker_main(config: ServerConfig, pipe: multiprocessing.connection.Connectio
         loop.add_reader(pipe.fileno(), on_command)
         loop.add_signal_handler(signal.SIGTERM, loop.stop)
         pipe.send(("ready", port))
+        listening = server.listening_socket
+        if share_listener and listening is not None:
+            multiprocessing.reduction.send_handle(pipe, listening.fileno(), os.getppid())
 
     try:
         if namespace is not None:
             enter_namespace(namespace)  # behind an emulated path: listen in its namespace
+        sock = None
+        if inherit_listener:
+            sock = socket.socket(fileno=multiprocessing.reduction.recv_handle(pipe))
+            sock.setblocking(False)
         if app is None:
-            serve_until_stopped(config, load_router(router), ready)
+            serve_until_stopped(config, load_router(router), ready, sock=sock)
         else:
-            serve_until_stopped(config, Router(), ready, serve_app(app, lifespan))
+            serve_until_stopped(config, Router(), ready, serve_app(app, lifespan), sock)
     except BaseException as error:
         pipe.send(("error", error))
 
@@ -388,6 +422,12 @@ class ServerHandle:
     def stats(self) -> dict[str, Any]:
         """Counters since the listener started: requests, connections, bytes, errors by kind."""
         return self._require_running().stats()
+
+    def worker_stats(self) -> list[dict[str, Any]]:
+        """The same counters for each worker process, in worker order (one entry for a server
+        in a thread): how evenly ``balance`` spread the connections and requests."""
+        runner = self._require_running()
+        return runner.worker_stats() if isinstance(runner, ProcessRunner) else [runner.stats()]
 
     def reconfigure(self, **changes: Any) -> ServerConfig:
         """Apply new settings; the listener is re-created only when a setting needs it.

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from lab.errors import ConfigError
 from lab.http import connection
@@ -130,6 +131,17 @@ def _serve_workers(config: ServerConfig, served: Served, path: EmulatedPath | No
     announce(config, port)
     try:
         signal.sigwait(stop_signals)
+        print(worker_shares(runner.worker_stats()), flush=True)
     finally:
         runner.stop()
     return 0
+
+
+def worker_shares(snapshots: list[dict[str, Any]]) -> str:
+    """``worker 0: 6,120 requests on 12 connections (51 %)``, one line per worker: how evenly
+    the balance mode spread the load is the first thing to know about several workers."""
+    total = sum(snapshot["requests"] for snapshot in snapshots) or 1
+    return "\n".join(
+        f"worker {index}: {snapshot['requests']:,} requests on "
+        f"{snapshot['connections_total']:,} connections ({100 * snapshot['requests'] / total:.0f} %)"
+        for index, snapshot in enumerate(snapshots))

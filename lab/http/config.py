@@ -51,8 +51,18 @@ class ServerConfig:
         "uvloop", choices=("uvloop", "asyncio"), help="event loop implementation",
         flag="--loop", applies=Where.LISTENER, group="listener")
     workers: int = knob(1, minimum=1, maximum=64,
-                        help="server processes sharing the port with SO_REUSEPORT",
+                        help="server processes sharing the port (how: balance)",
                         flag="--workers", applies=Where.LISTENER, group="listener")
+    # How connections reach the workers. reuseport: a listening socket per worker and the
+    # kernel picks one by a hash of the connection's addresses, blind to how busy each is.
+    # shared: one listening socket (one accept queue) that every worker polls; whichever is
+    # free first accepts, so an idle worker takes more -- and a worker that wakes first may
+    # take a whole burst (this server accepts every waiting connection per turn).
+    balance: Literal["reuseport", "shared"] = knob(
+        "reuseport", choices=("reuseport", "shared"),
+        help="with workers > 1: reuseport = a listening socket per worker (the kernel spreads "
+        "connections by hash); shared = one accept queue all workers take from",
+        flag="--balance", applies=Where.LISTENER, group="listener")
 
     # --- TCP options (the seed article's knobs) ---------------------------------------------
     nodelay: bool = knob(True, help="TCP_NODELAY: send small writes at once instead of "

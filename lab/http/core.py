@@ -39,7 +39,7 @@ def make_listening_socket(config: ServerConfig) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if config.workers > 1:
+        if config.workers > 1 and config.balance == "reuseport":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         for level, option, value in socket_plan(config).on_listener:
             sock.setsockopt(level, option, value)
@@ -144,6 +144,11 @@ class LabServer:
             if timer is not None:
                 timer.cancel()
         self._sweep_timer = self._stall_timer = None
+
+    @property
+    def listening_socket(self) -> socket.socket | None:
+        """The socket it accepts from (handed to the other workers when they share it)."""
+        return self._listener.sock if self._listener is not None else None
 
     async def close(self) -> None:
         self._cancel_timers()
