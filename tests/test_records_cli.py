@@ -44,7 +44,7 @@ def test_show_prints_settings_environment_and_both_latencies(
     assert "timeline" in output
 
 
-@pytest.mark.parametrize("format", ["csv", "parquet", "json", "hgrm"])
+@pytest.mark.parametrize("format", ["csv", "parquet", "json", "hgrm", "hlog"])
 def test_export_writes_each_format(format: str, saved: RecordStore, tmp_path: Path,
                                    open_loop_run: Record, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / f"out.{format}"
@@ -62,6 +62,16 @@ def test_export_to_standard_output(saved: RecordStore, open_loop_run: Record,
     output = capsys.readouterr().out
     assert output.startswith("       Value   Percentile")
     assert f"Total count    = {open_loop_run.summary.succeeded:12d}" in output
+
+
+def test_export_an_interval_log_to_standard_output(saved: RecordStore, open_loop_run: Record,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(saved, "export", open_loop_run.id, "--format", "hlog", "--interval", "0.2",
+                   "-o", "-") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("#[StartTime: ") for line in lines)
+    starts = [float(line.split(",")[1]) for line in lines if line.startswith("Tag=corrected,")]
+    assert starts[:3] == [0.0, 0.2, 0.4]
 
 
 @pytest.mark.parametrize("kind", ["hist", "cdf", "percentiles", "timeline"])
@@ -102,9 +112,11 @@ def _usage_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
     ("export", ["export", "latest", "--format", "csv", "-o", "{tmp}/missing/run.csv"],
      "--output: cannot write {tmp}/missing/run.csv: the folder {tmp}/missing does not exist"),
     ("export", ["export", "latest", "-o", "{tmp}/run.xyz"],
-     "--output: unknown suffix '.xyz' in {tmp}/run.xyz; use one of .csv, .parquet, .json, .hgrm "
-     "or give --format"),
+     "--output: unknown suffix '.xyz' in {tmp}/run.xyz; use one of .csv, .parquet, .json, .hgrm, "
+     ".hlog or give --format"),
     ("export", ["export", "latest"], "--format: give --format (or a -o file whose suffix names one"),
+    ("export", ["export", "latest", "--format", "hlog", "--interval", "0", "-o", "{tmp}/run.hlog"],
+     "--interval: must be a positive number of seconds, not 0.0"),
     ("plot", ["plot", "latest", "--kind", "cdf", "-o", "{tmp}/missing/plot.png"],
      "--output: cannot write {tmp}/missing/plot.png: the folder {tmp}/missing does not exist"),
     ("plot", ["plot", "latest", "--kind", "cdf", "-o", "{tmp}/plot.docx"],

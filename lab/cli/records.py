@@ -24,7 +24,15 @@ from lab.errors import ConfigError, CorruptRecord, RecordNotFound
 from lab.measure import report
 from lab.measure.summary import METRICS
 from lab.records.compare import compare_runs
-from lab.records.export import FORMATS, export, format_for_path, hgrm_text, json_text, to_dataframe
+from lab.records.export import (
+    FORMATS,
+    export,
+    format_for_path,
+    hgrm_text,
+    hlog_text,
+    json_text,
+    to_dataframe,
+)
 from lab.records.record import Record
 from lab.records.store import RecordStore, StoreWarning
 
@@ -46,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                       help="print the JSON object `bench --json` printed for this run, and nothing else")
     show.set_defaults(run=run_show)
 
-    exporting = subparsers.add_parser("export", help="write a saved run as csv, parquet, json or hgrm")
+    exporting = subparsers.add_parser("export", help="write a saved run as csv, parquet, json, hgrm or hlog")
     _add_data_dir(exporting)
     exporting.add_argument("reference", metavar="RUN", help=RUN_HELP)
     exporting.add_argument("--format", choices=tuple(FORMATS),
@@ -57,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     exporting.add_argument("--metric", choices=tuple(METRICS), default="latency",
                            help="which figure the hgrm distribution is of [default: latency, "
                                 "corrected where the run has intended send times]")
+    exporting.add_argument("--interval", dest="interval_s", type=float, default=None, metavar="S",
+                           help="seconds per histogram of an hlog interval log [default: 1]")
     exporting.set_defaults(run=run_export)
 
     plotting = subparsers.add_parser("plot", help="plot one run, or several overlaid, to a file")
@@ -192,17 +202,19 @@ def run_export(arguments: argparse.Namespace) -> int:
     target = None if arguments.output in (None, "-") else check_output(arguments.output)
     record = _store(arguments).load(arguments.reference)
     if arguments.output == "-":
-        sys.stdout.write(_text_export(record, format, arguments.metric))
+        sys.stdout.write(_text_export(record, format, arguments.metric, arguments.interval_s))
         return 0
     try:
-        path = export(record, format, target, metric=arguments.metric)
+        path = export(record, format, target, metric=arguments.metric, interval_s=arguments.interval_s)
     except OSError as error:
         raise ConfigError("output", f"cannot write {error.filename or target}: {error.strerror}") from None
     print(printable(f"wrote {path}"))
     return 0
 
 
-def _text_export(record: Record, format: str, metric: str) -> str:
+def _text_export(record: Record, format: str, metric: str, interval_s: float | None) -> str:
+    if format == "hlog":
+        return hlog_text(record, interval_s)
     if format == "csv":
         return str(to_dataframe(record).to_csv(index=False))
     if format == "json":

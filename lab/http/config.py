@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lab.errors import ConfigError
-from lab.http.knobs import SocketOption, Where, linger_option
+from lab.http.knobs import (
+    SocketOption,
+    Where,
+    available_congestion_controls,
+    congestion_control_option,
+    linger_option,
+)
 from lab.options import knob, validate
 from lab.units import KIB, MIB
 
@@ -36,6 +42,9 @@ QUICKACK = SocketOption(level=socket.IPPROTO_TCP, name=socket.TCP_QUICKACK, deco
 # once; None cannot be undone (autotuning cannot be switched back on).
 SEND_BUFFER = SocketOption(level=socket.SOL_SOCKET, name=socket.SO_SNDBUF, on_listener=True)
 RECV_BUFFER = SocketOption(level=socket.SOL_SOCKET, name=socket.SO_RCVBUF, on_listener=True)
+# Per connection, not on the listener: what an accepted socket inherits from it is not
+# documented, and a live change must reach the open connections anyway.
+CONGESTION = congestion_control_option()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,6 +212,17 @@ class ServerConfig:
     stall_ms: float = knob(0.0, minimum=0, maximum=60_000, unit="ms",
                            help="how long each stall freezes the loop", label="stall length",
                            flag="--stall-ms", metavar="MS", group="stall", applies=Where.LOOP)
+
+    # --- latency over time and in the network's queues (issue 28) ----------------------------
+    # The choices are what this kernel has loaded, read when the lab is imported: a name it
+    # lacks is refused with the list, before any socket sees it.
+    congestion_control: str | None = knob(
+        None, choices=available_congestion_controls(),
+        help="TCP_CONGESTION: the congestion controller of each connection (decides how full "
+             "a bottleneck's queue gets: reno and cubic fill it, bbr paces); None = the "
+             "kernel's default (net.ipv4.tcp_congestion_control)",
+        flag="--congestion-control", metavar="NAME", group="tcp", applies=CONGESTION,
+        none_label="kernel default")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -214,3 +214,43 @@ def when_table(config_class: type) -> str:
             listed = ", ".join(f"`{name}`" for name in names)
             lines.append(f"| {kind.label}: {listed} | {kind.takes_effect} |")
     return "\n".join(lines) + "\n"
+
+
+# --- congestion control (issue 28) ------------------------------------------------------------
+
+# The kernel's lists: what is loaded (any process may read it), and the default new sockets get.
+AVAILABLE_CONGESTION_CONTROL = "/proc/sys/net/ipv4/tcp_available_congestion_control"
+DEFAULT_CONGESTION_CONTROL = "/proc/sys/net/ipv4/tcp_congestion_control"
+CONGESTION_NAME_BYTES = 16  # TCP_CA_NAME_MAX: getsockopt returns the name NUL-padded to this
+
+
+def _proc_words(path: str) -> tuple[str, ...]:
+    try:
+        with open(path, encoding="ascii") as file:
+            return tuple(file.read().split())
+    except OSError:  # not Linux, or /proc not mounted: no controller can be chosen
+        return ()
+
+
+def available_congestion_controls() -> tuple[str, ...]:
+    """The congestion controllers this kernel has loaded (``bbr`` may need ``modprobe tcp_bbr``)."""
+    return _proc_words(AVAILABLE_CONGESTION_CONTROL)
+
+
+def congestion_control_option() -> SocketOption:
+    """TCP_CONGESTION, per connection: written and read back as the controller's name.
+
+    Unsetting it on a live server writes the kernel's default back: unlike a buffer's
+    autotuning, "the kernel's choice" is a name that can be written.
+    """
+    def encode(name: Any) -> Raw:
+        return str(name).encode("ascii")
+
+    def decode(raw: Raw) -> Any:
+        assert isinstance(raw, bytes)
+        return raw.split(b"\0", 1)[0].decode("ascii")
+
+    default = _proc_words(DEFAULT_CONGESTION_CONTROL)
+    return SocketOption(level=socket.IPPROTO_TCP, name=socket.TCP_CONGESTION, encode=encode,
+                        decode=decode, read_size=CONGESTION_NAME_BYTES,
+                        reset=default[0].encode("ascii") if default else None)

@@ -1,5 +1,6 @@
 """Exports into the formats people already use: per-request CSV and Parquet, a JSON summary
-with the full configuration, the HdrHistogram ``.hgrm`` text, and a pandas DataFrame.
+with the full configuration, the HdrHistogram ``.hgrm`` text and ``.hlog`` interval log, and a
+pandas DataFrame.
 
 The per-request table keeps the raw sample columns exactly (nanosecond integers; a time that
 does not apply is empty rather than -1) and adds the derived figures in milliseconds, so the
@@ -23,6 +24,8 @@ import pyarrow.parquet as pq
 
 from lab.errors import ConfigError
 from lab.measure.hgrm import format_hgrm
+from lab.measure.hlog import DEFAULT_INTERVAL_S
+from lab.measure.hlog import hlog_text as format_hlog
 from lab.measure.run import unsupported_paths
 from lab.measure.samples import MISSING, SAMPLE_DTYPE, TIME_COLUMNS, ErrorKind, empty, start_ns
 from lab.measure.stats import LatencySummary
@@ -40,6 +43,8 @@ FORMATS: dict[str, str] = {
     "parquet": "one row per request, typed; the record's summary in the file's metadata",
     "json": "the summary, timeline, full configuration and environment",
     "hgrm": "HdrHistogram percentile distribution, as wrk2 --latency prints it",
+    "hlog": "HdrHistogram interval log: one histogram per interval (--interval), tagged "
+            "corrected and uncorrected",
 }
 
 ERROR_LABELS = [kind.label for kind in ErrorKind]
@@ -192,8 +197,23 @@ def write_hgrm(record: Record, path: Path | str, metric: str = "latency") -> Pat
     return Path(path)
 
 
+def hlog_text(record: Record, interval_s: float | None = None) -> str:
+    """The run as an HdrHistogram interval log (lab.measure.hlog), one interval per
+    ``interval_s`` (default a second), corrected and uncorrected latency as two tags."""
+    interval = DEFAULT_INTERVAL_S if interval_s is None else interval_s
+    if not interval > 0:
+        raise ConfigError("interval_s", f"must be a positive number of seconds, not {interval!r}")
+    return format_hlog(record.samples, started_at=record.started, interval_s=interval,
+                       comment=f"latency-lab run {record.id} {record.name}")
+
+
+def write_hlog(record: Record, path: Path | str, interval_s: float | None = None) -> Path:
+    write_text_atomically(path, hlog_text(record, interval_s))
+    return Path(path)
+
+
 def export(record: Record, format: str, path: Path | str | None = None, *,
-           metric: str = "latency") -> Path:
+           metric: str = "latency", interval_s: float | None = None) -> Path:
     """Write one export; the path defaults to ``<id>-<name>.<format>`` in the current folder."""
     if format not in FORMATS:
         raise ConfigError("format", f"{format!r} is not allowed; allowed: one of {', '.join(FORMATS)}")
@@ -203,6 +223,7 @@ def export(record: Record, format: str, path: Path | str | None = None, *,
         "parquet": lambda: write_parquet(record, target),
         "json": lambda: write_json(record, target),
         "hgrm": lambda: write_hgrm(record, target, metric),
+        "hlog": lambda: write_hlog(record, target, interval_s),
     }
     return writers[format]()
 
