@@ -16,6 +16,10 @@ spell of a shared machine falls on every server), reported as medians and ratios
     .venv/bin/python benchmarks/tls_vs_peers.py                 # -d 5, 3 rounds
     .venv/bin/python benchmarks/tls_vs_peers.py -d 10 --rounds 5 --json
 
+Beside requests/s, each server's CPU time per request (µs, from /proc/PID/stat over the
+measured run): on a shared machine the rate swings with the neighbours' load, the CPU a
+request costs the server much less; it is the figure to trust when the two disagree.
+
 The issue's goals, printed with the ratios: the lab at least 2x uvicorn on keep-alive HTTPS,
 and at least 0.7x nginx on (full) handshakes per second.
 """
@@ -31,6 +35,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lab.errors import PeerError, PeerUnavailable, PinningError, WrkError
@@ -80,10 +85,21 @@ class Measurements:
     scenario: Scenario
     server: Server
     results: list[WrkResult] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # server CPU per request, each round
     missing: str | None = None
 
     def median_rate(self) -> float:
         return statistics.median(result.requests_per_s for result in self.results)
+
+    def median_cpu_us(self) -> float:
+        return statistics.median(self.cpu_us)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far, from /proc/PID/stat."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -107,7 +123,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return arguments
 
 
-def measure(entry: Measurements, arguments: argparse.Namespace) -> WrkResult:
+def measure(entry: Measurements, arguments: argparse.Namespace) -> tuple[WrkResult, float]:
+    """One run: wrk's result and the server's CPU µs per request over it."""
     load = WrkLoad(connections=arguments.connections, duration_s=arguments.duration,
                    headers=entry.scenario.headers)
     with start_peer(entry.server.peer, cores=arguments.server_cores,
@@ -115,7 +132,10 @@ def measure(entry: Measurements, arguments: argparse.Namespace) -> WrkResult:
         if arguments.warmup > 0:
             run_wrk(peer.fast_url, dataclasses.replace(load, duration_s=arguments.warmup, latency=False),
                     cores=arguments.wrk_cores)
-        return run_wrk(peer.fast_url, load, cores=arguments.wrk_cores)
+        before = cpu_seconds(peer.pid)
+        result = run_wrk(peer.fast_url, load, cores=arguments.wrk_cores)
+        used = cpu_seconds(peer.pid) - before
+    return result, used * 1e6 / max(1, result.requests)
 
 
 def measure_all(arguments: argparse.Namespace) -> list[Measurements]:
@@ -126,7 +146,9 @@ def measure_all(arguments: argparse.Namespace) -> list[Measurements]:
             if entry.missing:
                 continue
             try:
-                entry.results.append(measure(entry, arguments))
+                result, cpu_us = measure(entry, arguments)
+                entry.results.append(result)
+                entry.cpu_us.append(cpu_us)
             except PeerUnavailable as unavailable:
                 entry.missing = f"not available: {unavailable}"
             except (PeerError, WrkError) as failure:
@@ -134,35 +156,43 @@ def measure_all(arguments: argparse.Namespace) -> list[Measurements]:
     return entries
 
 
-def ratio_of(entries: Sequence[Measurements], scenario: str, numerator: str, denominator: str) -> float:
+def ratio_of(entries: Sequence[Measurements], scenario: str, numerator: str, denominator: str,
+             *, cpu: bool = False) -> float:
+    """numerator / denominator of the median requests/s; with ``cpu``, of the requests per
+    CPU second (the inverse of the CPU per request), so that higher is better in both."""
     found = {(e.scenario.name, e.server.label): e for e in entries if e.results}
     top, bottom = found.get((scenario, numerator)), found.get((scenario, denominator))
-    if top is None or bottom is None or bottom.median_rate() <= 0:
+    if top is None or bottom is None:
         return math.nan
-    return top.median_rate() / bottom.median_rate()
+    if cpu:
+        return bottom.median_cpu_us() / top.median_cpu_us() if top.median_cpu_us() > 0 else math.nan
+    return top.median_rate() / bottom.median_rate() if bottom.median_rate() > 0 else math.nan
 
 
 def print_report(entries: Sequence[Measurements], arguments: argparse.Namespace) -> None:
     for scenario in arguments.chosen:
         print()
         print(f"{scenario.name}: {scenario.description}")
-        print(f"{'server':<10} {'median/s':>10}   rounds (requests/s; errors)")
+        print(f"{'server':<10} {'median/s':>10} {'CPU µs/req':>11}   rounds (requests/s; errors)")
         for entry in (e for e in entries if e.scenario == scenario):
             if not entry.results:
                 print(f"{entry.server.label:<10} {entry.missing}")
                 continue
             rounds = ", ".join(f"{r.requests_per_s:,.0f}" + (f" ({r.errors_total} err)" if r.errors_total
                                                              else "") for r in entry.results)
-            print(f"{entry.server.label:<10} {entry.median_rate():>10,.0f}   {rounds}")
+            print(f"{entry.server.label:<10} {entry.median_rate():>10,.0f} {entry.median_cpu_us():>11.1f}"
+                  f"   {rounds}")
     print()
     print(f"ratios of the medians of {arguments.rounds} interleaved rounds:")
     for scenario, numerator, denominator, goal in GOALS:
         if scenario not in {s.name for s in arguments.chosen}:
             continue
         value = ratio_of(entries, scenario, numerator, denominator)
+        per_cpu = ratio_of(entries, scenario, numerator, denominator, cpu=True)
         verdict = "" if goal is None or math.isnan(value) else (
             f"  (goal >= {goal:g}x: {'met' if value >= goal else 'NOT met'})")
-        print(f"  {scenario:<11} {numerator} / {denominator}: x{value:.2f}{verdict}")
+        print(f"  {scenario:<11} {numerator} / {denominator}: x{value:.2f} requests/s, "
+              f"x{per_cpu:.2f} requests per CPU second{verdict}")
 
 
 def json_report(entries: Sequence[Measurements], arguments: argparse.Namespace) -> dict[str, Any]:
@@ -173,10 +203,13 @@ def json_report(entries: Sequence[Measurements], arguments: argparse.Namespace) 
         "servers": [{"scenario": e.scenario.name, "server": e.server.label, "peer": e.server.peer,
                      "flags": list(e.server.extra_args), "missing": e.missing,
                      "requests_per_s": [r.requests_per_s for r in e.results],
-                     "median": e.median_rate() if e.results else None} for e in entries],
-        "ratios": {f"{scenario} {top} / {bottom}": (None if math.isnan(value) else value)
+                     "cpu_us_per_request": e.cpu_us,
+                     "median": e.median_rate() if e.results else None,
+                     "median_cpu_us": e.median_cpu_us() if e.results else None} for e in entries],
+        "ratios": {f"{scenario} {top} / {bottom}{suffix}": (None if math.isnan(value) else value)
                    for scenario, top, bottom, _ in GOALS
-                   for value in [ratio_of(entries, scenario, top, bottom)]},
+                   for suffix, cpu in (("", False), (" per CPU", True))
+                   for value in [ratio_of(entries, scenario, top, bottom, cpu=cpu)]},
     }
 
 

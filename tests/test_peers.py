@@ -195,6 +195,7 @@ def test_the_tls_benchmark_runs_end_to_end() -> None:
          "--scenarios", "keep-alive,full"], capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr + completed.stdout
     assert "keep-alive  lab / uvicorn: x" in completed.stdout
+    assert "requests per CPU second" in completed.stdout
     assert "full        lab / nginx: x" in completed.stdout
 
 

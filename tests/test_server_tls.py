@@ -24,7 +24,8 @@ from lab import tls
 from lab.cli import main
 from lab.errors import ConfigError
 from lab.http.handshake import PLAIN_HTTP_ANSWER
-from lab.server import ServerHandle
+from lab.netpath import missing_privilege
+from lab.server import ServerHandle, start_server
 
 Server = Callable[..., ServerHandle]
 NAGLE_REQUESTS = 25
@@ -298,6 +299,17 @@ def test_a_server_in_its_own_process_serves_tls(lab_server: Server) -> None:
     connection, status = fetch(server.port)
     assert (status, connection.version()) == (200, "TLSv1.2")
     connection.close()
+
+
+@pytest.mark.skipif(missing_privilege() is not None, reason=f"emulated path: {missing_privilege()}")
+def test_https_through_an_emulated_path_checks_the_paths_address() -> None:
+    """The certificate names the path's server address, so the client checks it as it would a
+    real service's (the RTT counts over a 20 ms path are notebook 17's)."""
+    with start_server(tls=True, path="delay=1ms") as server:
+        assert server.path is not None
+        assert server.url == f"https://{server.path.server_address}:{server.port}"
+        answer = httpx.get(f"{server.url}/fast", verify=tls.client_context())
+        assert answer.status_code == 200
 
 
 # --- hostile clients -----------------------------------------------------------------------------
