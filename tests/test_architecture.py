@@ -18,7 +18,7 @@ import pytest
 import lab
 
 PACKAGE = Path(lab.__file__).resolve().parent
-FOUNDATION = {"lab.errors", "lab.units", "lab.options", "lab.addresses", "lab.resources"}
+FOUNDATION = {"lab.errors", "lab.units", "lab.options", "lab.addresses", "lab.resources", "lab.tls"}
 
 # part -> the parts it may import (besides itself). The server side (http, server) and the
 # load side (engine, loadgen) never import each other; storage never imports presentation.
@@ -28,6 +28,8 @@ ALLOWED: dict[str, set[str]] = {
     "lab.options": {"lab.errors"},
     "lab.addresses": {"lab.errors"},
     "lab.resources": {"lab.errors"},
+    # TLS contexts and the lab's certificates: the server side and the load side both use them
+    "lab.tls": {"lab.errors"},
     "lab.measure": {"lab.errors", "lab.units"},
     # the emulated network path sits under the server (which listens behind it); the load
     # side reaches it only through lab.addresses' routing-table check, never by import
