@@ -8,8 +8,11 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import json
 import math
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -39,8 +42,9 @@ class Parsed(HTMLParser):
     """Every reference a document makes (attributes that load or link, url() in CSS), every
     tag, and the comparison table's cells."""
 
-    def __init__(self) -> None:
+    def __init__(self, table_id: str = COMPARISON_ID) -> None:
         super().__init__(convert_charrefs=True)
+        self.table_id = table_id
         self.references: list[str] = []
         self.tags: list[str] = []
         self.table: list[list[tuple[str, dict[str, str | None]]]] = []
@@ -57,7 +61,7 @@ class Parsed(HTMLParser):
             if name == "style" and value:
                 self.references.extend(match.group(2) for match in URL_IN_CSS.finditer(value))
         self._css = tag == "style"
-        if tag == "table" and values.get("id") == COMPARISON_ID:
+        if tag == "table" and values.get("id") == self.table_id:
             self._in_table = 1
         elif self._in_table and tag == "tr":
             self.table.append([])
@@ -80,8 +84,9 @@ class Parsed(HTMLParser):
             self._cell[0].append(data)
 
 
-def parse(document: str) -> Parsed:
-    parsed = Parsed()
+def parse(document: str, table_id: str = COMPARISON_ID) -> Parsed:
+    """The document's references and tags, and the cells of its table ``table_id``."""
+    parsed = Parsed(table_id)
     parsed.feed(document)
     parsed.close()
     return parsed
@@ -130,28 +135,35 @@ def test_a_report_reaches_for_nothing_outside_itself(two_runs_report: str) -> No
     assert "@import" not in two_runs_report
 
 
-def test_the_comparison_table_is_compares_every_figure(two_runs: list[Record],
-                                                       two_runs_report: str) -> None:
-    expected = compare(two_runs)
-    rows = parse(two_runs_report).table
-    header = [text for text, _ in rows[0][1:]]
-    assert header == list(expected.columns)
+def assert_table_is_compares(document: str, records: list[Record]) -> int:
+    """Every cell of the report's comparison table against compare()'s: the exact value in
+    data-value, the text rounded as tables round; the number of figures checked."""
+    expected = compare(records)
+    rows = parse(document).table
+    assert [text for text, _ in rows[0][1:]] == list(expected.columns)
     by_label = {row[0][0]: row[1:] for row in rows[1:]}
-    assert by_label["outcome"][0][0] == "passed"
+    assert set(by_label) == {"outcome", *map(str, expected.index)}
     checked = 0
     for label, values in expected.iterrows():
         cells = by_label[str(label)]
         for index, (value, (text, attributes)) in enumerate(zip(values.tolist(), cells, strict=True)):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
+                assert "data-value" not in attributes, (label, index)
                 continue
             exact = attributes["data-value"]
             assert exact is not None, (label, index)
             shown = float(exact)
             assert (math.isnan(shown) and math.isnan(value)) or shown == value, (label, index)
-            ratio = index >= len(two_runs)
+            ratio = index >= len(records)
             assert text == (format_ratio(value) if ratio else format_figure(value)), (label, index)
             checked += 1
-    assert checked >= 2 * 14  # every figure of both runs, and their ratios
+    return checked
+
+
+def test_the_comparison_table_is_compares_every_figure(two_runs: list[Record],
+                                                       two_runs_report: str) -> None:
+    assert parse(two_runs_report).table[1][1][0] == "passed"  # the outcome row
+    assert assert_table_is_compares(two_runs_report, two_runs) >= 2 * 14  # both runs, their ratios
 
 
 def test_the_question_is_what_differed(two_runs_report: str) -> None:
@@ -307,3 +319,79 @@ def test_a_report_of_two_runs_opens_offline(offline_page: tuple[Any, list[str]],
     assert refused == []
     assert shown["comparison"] and shown["title"] == "nagle on vs all timed out"
     assert len(shown["svgs"]) >= 4 and all(width > 500 and height > 200 for width, height in shown["svgs"])
+
+
+# --- a sweep and a capacity search ----------------------------------------------------------
+
+def lab_command(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lab", *argv], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], RecordStore]:
+    """A real sweep (nodelay with split writes, 3 rounds of 0.2 s), its --report and --json."""
+    folder = tmp_path_factory.mktemp("sweep")
+    done = lab_command("sweep", "/fast", "--knob", "nodelay=true,false", "--set", "split_writes=true",
+                       "--rounds", "3", "--duration", "0.2", "--seed", "1", "--json",
+                       "--data-dir", str(folder / "data"), "--report", str(folder / "sweep.html"))
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {folder / 'sweep.html'}" in done.stderr
+    return folder / "sweep.html", json.loads(done.stdout), RecordStore(folder / "data")
+
+
+def test_a_sweep_report_holds_its_verdicts_and_the_last_rounds_comparison(
+        swept: tuple[Path, dict[str, Any], RecordStore]) -> None:
+    path, document, store = swept
+    text = path.read_text()
+    assert external_references(text) == []
+    effects = parse(text, "effects").table[1:]
+    assert len(effects) == len(document["effects"]) == 3
+    for row, effect in zip(effects, document["effects"], strict=True):
+        values = [float(attributes["data-value"] or "nan") for _, attributes in row[2:6]]
+        assert values == [effect["ratio"], effect["ci_low"], effect["ci_high"], effect["p_value"]]
+        assert row[6][0].startswith(effect["verdict"])
+    # every run of every round is listed, with the record it was saved as
+    runs = parse(text, "sweep-runs").table[1:]
+    assert [row[3][0] for row in runs] == [run["record_id"] for run in document["runs"]]
+    # the comparison is compare()'s, of the last round's runs, the baseline first
+    last = {json.dumps(run["setting"]): run["record_id"] for run in document["runs"] if run["round"] == 3}
+    records = [store.load(last[json.dumps(setting)]) for setting in document["settings"]]
+    assert assert_table_is_compares(text, records) >= 2 * 10
+    assert "id='figures'" in text and "id='environment'" in text
+
+
+def test_a_capacity_report_lists_every_probe(server: Any, tmp_path: Path) -> None:
+    target = tmp_path / "capacity.html"
+    done = lab_command("capacity", f"{server.url}/fast", "--slo", "p99<200ms", "--start-rate", "100",
+                       "--max-rate", "200", "--duration", "0.3", "--connections", "4", "--json",
+                       "--report", str(target), timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    text = target.read_text()
+    assert external_references(text) == []
+    probes = parse(text, "probes").table[1:]
+    assert [float(row[1][1]["data-value"] or "nan") for row in probes] == \
+        [probe["rate"] for probe in result["probes"]]
+    assert [row[2][0] for row in probes] == ["pass" if probe["passed"] else "fail"
+                                             for probe in result["probes"]]
+    assert f"capacity: {result['capacity_rps']:,.0f} requests/s" in text
+
+
+def test_a_report_flag_is_checked_before_the_sweep_runs(tmp_path: Path) -> None:
+    done = lab_command("sweep", "/fast", "--knob", "nodelay=true,false", "--report",
+                       str(tmp_path / "sweep.pdf"), "--data-dir", str(tmp_path / "data"), timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "--report: " in done.stderr and ".html" in done.stderr
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.browser
+def test_a_sweep_report_opens_offline(offline_page: tuple[Any, list[str]],
+                                      swept: tuple[Path, dict[str, Any], RecordStore]) -> None:
+    page, refused = offline_page
+    shown = shown_in_browser(page, swept[0], "sweep.png")
+    assert refused == []
+    assert shown["comparison"] and shown["title"].startswith("Sweep sweep-")
+    # the forest plot, then the spectrum, histogram and timeline of the last round (closed loop)
+    assert len(shown["svgs"]) == 4 and all(width > 500 and height > 100 for width, height in shown["svgs"])

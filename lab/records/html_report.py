@@ -169,7 +169,7 @@ def verdict_section(records: Sequence[Record], names: Sequence[str]) -> Section:
     failed = sum(failure(record) is not None for record in records)
     banner = (f"<p class='banner'>{failed} of {len(records)} runs FAILED: their figures are shown "
               "below like the others, marked in red.</p>" if failed else "")
-    return Section("verdicts", "Verdicts", f"{banner}<ul>{''.join(items)}</ul>")
+    return Section("verdicts", "Each run: passed or failed", f"{banner}<ul>{''.join(items)}</ul>")
 
 
 def question_section(records: Sequence[Record], names: Sequence[str]) -> Section:
