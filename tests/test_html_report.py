@@ -395,3 +395,42 @@ def test_a_sweep_report_opens_offline(offline_page: tuple[Any, list[str]],
     assert shown["comparison"] and shown["title"].startswith("Sweep sweep-")
     # the forest plot, then the spectrum, histogram and timeline of the last round (closed loop)
     assert len(shown["svgs"]) == 4 and all(width > 500 and height > 100 for width, height in shown["svgs"])
+
+
+# --- the front door and the panel -----------------------------------------------------------
+
+def test_lab_report_writes_a_run_or_runs(two_runs: list[Record], tmp_path: Path) -> None:
+    import lab
+
+    one = lab.report(two_runs[0], tmp_path / "one.html")
+    assert "nagle on (" in one.read_text() and parse(one.read_text()).table[0][1][0] == "nagle on"
+    both = lab.report(two_runs, tmp_path / "both.html", baseline=1)
+    assert [text for text, _ in parse(both.read_text()).table[0][1:]] == ["nagle on", "nagle off",
+                                                                         "nagle on ÷ nagle off"]
+
+
+def test_the_panels_report_button_writes_the_sessions_runs_and_says_where(tmp_path: Path) -> None:
+    import asyncio
+
+    from lab.notebook.panel import LabPanel
+
+    panel = LabPanel(store=RecordStore(tmp_path / "data"), load={"connections": 2, "duration_seconds": 0.3})
+    try:
+        assert panel.report_button.disabled  # nothing to report before a run
+        async def press_run() -> Record | None:  # clicked inside a running loop, as in a kernel
+            panel.run_button.click()
+            assert panel.run_task is not None, panel.message.value
+            return await panel.run_task
+
+        record = asyncio.run(press_run())
+        assert record is not None and not panel.report_button.disabled
+        message_before = panel.message.value
+        panel.report_button.click()
+        written = sorted((tmp_path / "data" / "exports").glob("*.html"))
+        assert len(written) == 1
+        assert f"report of run 1: {written[0]}" in panel.keep_message.value
+        assert panel.message.value == message_before  # the answer is beside the button
+        document = written[0].read_text()
+        assert external_references(document) == [] and parse(document).table[0][1][0] == "run 1"
+    finally:
+        panel.close()

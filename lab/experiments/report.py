@@ -41,6 +41,7 @@ from lab.records.html_report import (
     page,
     run_sections,
     size_text,
+    write_report,
 )
 from lab.records.record import Record
 
@@ -266,3 +267,24 @@ def capacity_report_html(result: CapacityResult, *, title: str | None = None) ->
 def write_capacity_report(result: CapacityResult, path: Path | str, *, title: str | None = None) -> Path:
     write_text_atomically(path, capacity_report_html(result, title=title))
     return Path(path)
+
+
+# --- one entry point ------------------------------------------------------------------------
+
+Reported = Record | Sequence[Record] | SweepResult | CapacityResult
+DEFAULT_REPORT_PATH = "report.html"
+
+
+def report(what: Reported, path: Path | str = DEFAULT_REPORT_PATH, *, baseline: int = 0,
+           title: str | None = None) -> Path:
+    """Write the HTML report of a run, of runs compared against ``baseline`` (an index), of a
+    sweep or of a capacity search to ``path``; returns the path. ``lab.report(record)``.
+
+    (A method on the record itself cannot be: records are storage, the report is presentation,
+    and storage never imports presentation -- tests/test_architecture.py.)
+    """
+    if isinstance(what, SweepResult):
+        return write_sweep_report(what, path, title=title)
+    if isinstance(what, CapacityResult):
+        return write_capacity_report(what, path, title=title)
+    return write_report(what, path, baseline=baseline, title=title)
