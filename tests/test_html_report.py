@@ -340,6 +340,34 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
     return folder / "sweep.html", json.loads(done.stdout), RecordStore(folder / "data")
 
 
+def test_a_saved_sweep_is_reported_later_with_the_same_figures(
+        swept: tuple[Path, dict[str, Any], RecordStore], tmp_path: Path) -> None:
+    path, document, store = swept
+    later = tmp_path / "later.html"
+    done = lab_command("report", document["sweep_id"], "--data-dir", str(store.path), "-o", str(later))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {later} (") and f"sweep {document['sweep_id']})" in done.stdout
+    now, then = path.read_text(), later.read_text()
+    for table in ("effects", "sweep-runs", COMPARISON_ID):
+        assert parse(then, table).table == parse(now, table).table, table
+    assert external_references(then) == []
+    # the sweep's document sits beside its records without being taken for a broken one
+    assert (store.path / "sweeps" / f"{document['sweep_id']}.json").is_file()
+    assert store.scan()[1] == [] and len(store.infos()) == len(document["runs"])
+
+
+def test_a_sweep_is_reported_on_its_own(swept: tuple[Path, dict[str, Any], RecordStore],
+                                        tmp_path: Path) -> None:
+    _, document, store = swept
+    done = lab_command("report", document["sweep_id"], "latest", "--data-dir", str(store.path),
+                       "-o", str(tmp_path / "r.html"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert f"RUN: {document['sweep_id']} is a sweep: report it on its own" in done.stderr
+    missing = lab_command("report", "sweep-20000101-000000-abcd", "--data-dir", str(store.path),
+                          "-o", str(tmp_path / "r.html"))
+    assert missing.returncode == 1 and "no sweep sweep-20000101-000000-abcd in " in missing.stderr
+
+
 def test_a_sweep_report_holds_its_verdicts_and_the_last_rounds_comparison(
         swept: tuple[Path, dict[str, Any], RecordStore]) -> None:
     path, document, store = swept

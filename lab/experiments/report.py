@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
 from lab.experiments.capacity import CapacityResult
-from lab.experiments.effects import FEWEST_ROUNDS_FOR_A_VERDICT, RANK_TEST, SIGNIFICANCE
+from lab.experiments.effects import FEWEST_ROUNDS_FOR_A_VERDICT, RANK_TEST, SIGNIFICANCE, Effect
+from lab.experiments.forest import forest_plot
 from lab.experiments.sweeps import SweepResult, label
 from lab.measure import figures as catalogue
 from lab.measure.report import format_figure
@@ -44,6 +45,7 @@ from lab.records.html_report import (
     write_report,
 )
 from lab.records.record import Record
+from lab.records.store import RecordStore
 
 VERDICT_CLASSES = {"slower": "failed", "faster": "passed"}
 
@@ -60,10 +62,24 @@ def _json_link(document: dict[str, Any], file_name: str, what: str) -> str:
 
 
 # --- a sweep --------------------------------------------------------------------------------
+# Built from the sweep's document (SweepResult.to_json_dict(), what `sweep --json` prints and
+# the store keeps in sweeps/): the report of a sweep just run and of one saved last week are
+# made the same way, from the same figures.
 
-def sweep_verdicts_section(result: SweepResult) -> Section:
+SweepDocument = Mapping[str, Any]
+
+
+def effects_of_document(document: SweepDocument) -> list[Effect]:
+    return [Effect(setting=dict(effect["setting"]), metric=effect["metric"], ratio=effect["ratio"],
+                   ci_low=effect["ci_low"], ci_high=effect["ci_high"], p_value=effect["p_value"],
+                   verdict=effect["verdict"], within_noise_band=effect["within_noise_band"],
+                   noise_band=effect["noise_band"]) for effect in document["effects"]]
+
+
+def sweep_verdicts_section(document: SweepDocument) -> Section:
+    effects = effects_of_document(document)
     rows = []
-    for effect in result.effects:
+    for effect in effects:
         verdict_class = VERDICT_CLASSES.get(effect.verdict, "")
         rows.append(
             f"<tr><th>{esc(label(effect.setting))}</th><td class='text'>{esc(effect.metric)}</td>"
@@ -71,94 +87,113 @@ def sweep_verdicts_section(result: SweepResult) -> Section:
             f"<td data-value='{effect.p_value!r}'>{effect.p_value:.2g}</td>"
             f"<td class='text {verdict_class}'>{esc(effect.verdict)}"
             f"{' (within the noise band)' if effect.within_noise_band else ''}</td></tr>")
-    plan = result.plan
+    rounds, baseline = document["rounds"], label(document["baseline"])
     table = ("<table id='effects'><thead><tr><th>setting</th><th>metric</th><th>ratio</th>"
              "<th>95 % low</th><th>95 % high</th><th>p</th><th>verdict</th></tr></thead>"
              f"<tbody>{''.join(rows)}</tbody></table>")
-    notes = [f"Each ratio is the setting's figure over the baseline's ({label(plan.settings[0])}), "
-             f"the mean over {plan.rounds} rounds; the interval is a 95 % BCa bootstrap over rounds; "
-             f"p is the {RANK_TEST}. A verdict needs the interval outside the noise band "
-             f"(±{plan.noise_band:.0%}) and p below {SIGNIFICANCE:g}."]
-    if plan.rounds < FEWEST_ROUNDS_FOR_A_VERDICT:
-        notes.append(f"With {plan.rounds} rounds the rank test cannot reach p < {SIGNIFICANCE:g}: no "
+    notes = [f"Each ratio is the setting's figure over the baseline's ({baseline}), the mean over "
+             f"{rounds} rounds; the interval is a 95 % BCa bootstrap over rounds; p is the "
+             f"{RANK_TEST}. A verdict needs the interval outside the noise band "
+             f"(±{document['noise_band']:.0%}) and p below {SIGNIFICANCE:g}."]
+    if rounds < FEWEST_ROUNDS_FOR_A_VERDICT:
+        notes.append(f"With {rounds} rounds the rank test cannot reach p < {SIGNIFICANCE:g}: no "
                      f"verdict can name an effect ({FEWEST_ROUNDS_FOR_A_VERDICT} or more rounds can).")
     body = table + "".join(f"<p class='note'>{esc(note)}</p>" for note in notes)
-    if result.effects:
-        body += figure_html(result.forest_plot(), "Each effect with its interval; the shaded band is "
-                            "the noise band; log axis, > 1 is slower.")
+    if effects:
+        figure = forest_plot(effects, title=f"{document['sweep_id']}: against {baseline}")
+        body += figure_html(figure, "Each effect with its interval; the shaded band is the noise "
+                            "band; log axis, > 1 is slower.")
     return Section("effects", "Verdicts and intervals", body)
 
 
-def sweep_plan_section(result: SweepResult) -> Section:
-    plan = result.plan
+PLAN_ROWS = (("path", "path"), ("rounds", "rounds"), ("duration (s)", "duration_seconds"),
+             ("warm-up (s)", "warmup_seconds"), ("connections", "connections"), ("rate", "rate"),
+             ("stages", "stages"), ("seed of the round order", "seed"),
+             ("a fresh server per run", "restart_per_run"), ("emulated network path", "network_path"),
+             ("target", "target"))
+
+
+def sweep_plan_section(document: SweepDocument) -> Section:
     rows: list[tuple[str, Sequence[Any]]] = [
-        ("path", [plan.path]),
-        *((f"swept: {name}", [list(values)]) for name, values in plan.knobs.items()),
-        *((f"held: {name}", [value]) for name, value in plan.fixed.items()),
-        ("baseline", [label(plan.settings[0])]), ("rounds", [plan.rounds]),
-        ("duration (s)", [plan.duration_seconds]), ("warm-up (s)", [plan.warmup_seconds]),
-        ("connections", [plan.connections]), ("rate", [plan.rate]), ("stages", [list(plan.stages)]),
-        ("metrics", [list(plan.metrics)]), ("noise band", [f"±{plan.noise_band:.0%}"]),
-        ("seed of the round order", [plan.seed]), ("a fresh server per run", [plan.restarts]),
-        ("server cores", [result.cores.get("server")]), ("load cores", [result.cores.get("load")]),
-        ("emulated network path", [plan.network_path]),
-        ("target", [None if plan.target is None else f"{plan.target[0]}:{plan.target[1]}"]),
+        *((f"swept: {name}", [values]) for name, values in document["knobs"].items()),
+        *((f"held: {name}", [value]) for name, value in document["fixed"].items()),
+        ("baseline", [label(document["baseline"])]),
+        ("metrics", [list(dict.fromkeys(effect["metric"] for effect in document["effects"]))]),
+        ("noise band", [f"±{document['noise_band']:.0%}"]),
+        *((heading, [document.get(key)]) for heading, key in PLAN_ROWS),
+        *((f"{part} cores", [cores]) for part, cores in document.get("cores", {}).items()),
     ]
-    return Section("plan", "How the sweep ran", key_value_table(rows, [result.sweep_id]))
+    return Section("plan", "How the sweep ran", key_value_table(rows, [document["sweep_id"]]))
 
 
 SWEEP_RUN_FIGURES = ("p50", "p90", "p99", "max")
 
 
-def sweep_runs_section(result: SweepResult) -> Section:
+def _run_figure(run: Mapping[str, Any], key: str) -> float | str:
+    """A figure of one run as the sweep's document holds it: null where too few samples lie
+    beyond a percentile (listed in ``unsupported_percentiles``) or nothing was measured."""
+    if f"latency_ms.{key}" in run.get("unsupported_percentiles", ()):
+        return catalogue.UNSUPPORTED
+    value = run["latency_ms"].get(key)
+    return math.nan if value is None else float(value)
+
+
+def sweep_runs_section(document: SweepDocument) -> Section:
     """Every run of every round, in the order it ran."""
     head = "".join(f"<th>{name}</th>" for name in ("round", "position", "setting", "record", "requests",
                                                     "errors", "requests/s",
                                                     *(f"{key} ms" for key in SWEEP_RUN_FIGURES)))
     rows = []
-    for run in result.runs:
-        latency = run.summary.latency
-        failed = " class='failed'" if run.summary.error_total else ""
-        rows.append(f"<tr><td>{run.round}</td><td>{run.position}</td>"
-                    f"<td class='text'>{esc(label(run.setting))}</td>"
-                    f"<td class='text'>{esc(run.record_id)}</td>"
-                    f"{number_cell(run.summary.requests)}<td data-value='{run.summary.error_total}'{failed}>"
-                    f"{format_figure(run.summary.error_total)}</td>{number_cell(run.summary.rps)}"
-                    + "".join(number_cell(_figure_of(latency, key)) for key in SWEEP_RUN_FIGURES) + "</tr>")
+    for run in document["runs"]:
+        failed = " class='failed'" if run["errors"] else ""
+        rows.append(f"<tr><td>{run['round']}</td><td>{run['position']}</td>"
+                    f"<td class='text'>{esc(label(run['setting']))}</td>"
+                    f"<td class='text'>{esc(run['record_id'])}</td>"
+                    f"{number_cell(run['requests'])}<td data-value='{run['errors']}'{failed}>"
+                    f"{format_figure(run['errors'])}</td>{number_cell(float(run['rps']))}"
+                    + "".join(number_cell(_run_figure(run, key)) for key in SWEEP_RUN_FIGURES) + "</tr>")
     table = (f"<div class='scroll'><table id='sweep-runs'><thead><tr>{head}</tr></thead>"
              f"<tbody>{''.join(rows)}</tbody></table></div>")
     return Section("rounds", "Every run of every round", table)
 
 
-def last_round_records(result: SweepResult) -> list[Record]:
+def last_round_records(document: SweepDocument, store: RecordStore | None) -> list[Record]:
     """One saved run per setting, from the last round, the baseline first; none when the runs
     were not saved."""
-    if result.store is None:
+    if store is None or not document.get("saved"):
         return []
-    last = {label(run.setting): run for run in result.runs if run.round == result.plan.rounds}
-    return [result.store.load(last[label(setting)].record_id) for setting in result.plan.settings]
+    last = {label(run["setting"]): run for run in document["runs"] if run["round"] == document["rounds"]}
+    return [store.load(last[label(setting)]["record_id"]) for setting in document["settings"]]
 
 
-def sweep_report_html(result: SweepResult, *, title: str | None = None) -> str:
-    """The report of a sweep (see the module's docstring)."""
-    records = last_round_records(result)
-    sections = [sweep_verdicts_section(result), sweep_plan_section(result), sweep_runs_section(result)]
-    lead = ""
+def sweep_report_html(sweep: SweepResult | SweepDocument, *, store: RecordStore | None = None,
+                      title: str | None = None) -> str:
+    """The report of a sweep (see the module's docstring): of a :class:`SweepResult`, or of its
+    document and the store its runs were saved in."""
+    if isinstance(sweep, SweepResult):
+        document: SweepDocument = sweep.to_json_dict()
+        store = store or sweep.store
+    else:
+        document = sweep
+    records = last_round_records(document, store)
+    sections = [sweep_verdicts_section(document), sweep_plan_section(document), sweep_runs_section(document)]
     if records:
         lead = (f"<p class='note'>From “The figures side by side” on, the report shows the runs "
-                f"of round {result.plan.rounds} (the last), one per setting: one round is an "
+                f"of round {document['rounds']} (the last), one per setting: one round is an "
                 "example, the verdicts above are over every round.</p>")
         sections += run_sections(records)
     else:
         lead = ("<p class='note'>The sweep's runs were not saved (--no-save): this report has their "
                 "figures, not their samples or distributions.</p>")
-    sweep_json = _json_link(result.to_json_dict(), f"{result.sweep_id}.json", "the sweep's JSON (--json)")
+    sweep_id = document["sweep_id"]
+    sweep_json = _json_link(dict(document), f"{sweep_id}.json", "the sweep's JSON (--json)")
     sections.append(Section("sweep-data", "The sweep's own data", f"<p>{sweep_json}</p>"))
-    return page(title or f"Sweep {result.sweep_id}: {', '.join(result.plan.knobs)}", sections, lead=lead)
+    return page(title or f"Sweep {sweep_id}: {', '.join(document['knobs'])}", sections, lead=lead)
 
 
-def write_sweep_report(result: SweepResult, path: Path | str, *, title: str | None = None) -> Path:
-    write_text_atomically(path, sweep_report_html(result, title=title))
+def write_sweep_report(sweep: SweepResult | SweepDocument, path: Path | str, *,
+                       store: RecordStore | None = None, title: str | None = None) -> Path:
+    write_text_atomically(path, sweep_report_html(sweep, store=store, title=title))
     return Path(path)
 
 
