@@ -206,12 +206,18 @@ def test_the_samples_are_attached_and_read_back(two_runs: list[Record], two_runs
     assert any(name.endswith(".hgrm") for name in links)
 
 
+@pytest.mark.parametrize(("budget", "size"), [
+    (1000, "at least 49 KiB compressed"),  # 5000 rows cannot fit: left out without being written
+    (60_000, "KiB compressed"),  # written, then found too big: its size as measured
+])
 def test_samples_over_the_cap_are_left_out_with_the_command_that_exports_them(
-        two_runs: list[Record]) -> None:
-    section = data_section(two_runs, ["a", "b"], budget_bytes=1000)
+        two_runs: list[Record], budget: int, size: str) -> None:
+    section = data_section(two_runs, ["a", "b"], budget_bytes=budget)
     assert not any(name.endswith(".csv.gz") for name in _data_links(section.body))
     assert f"python -m lab export {two_runs[0].id} --format csv" in section.body
-    assert "past its cap of 1 KiB" in section.body
+    assert re.search(f"samples not attached: [^;]*{size} would take the report past its cap of "
+                     f"{budget / 1024:,.0f} KiB", section.body)
+    assert ("at least" in section.body.split("python -m lab export")[0]) == size.startswith("at least")
 
 
 # --- the command ----------------------------------------------------------------------------
