@@ -188,6 +188,8 @@ def test_a_failed_run_is_named_first_and_in_red(two_runs: list[Record]) -> None:
     outcome = parse(document).table[1]
     assert outcome[2][0].startswith("FAILED: no request succeeded")
     assert "failed" in (outcome[2][1]["class"] or "")
+    figures = document.split("id='figures'")[1].split("</section>")[0]
+    assert "Not in the latency plots (no request succeeded): all timed out: nodelay=on." in figures
     assert external_references(document) == []
 
 

@@ -237,9 +237,14 @@ def thresholds_section(records: Sequence[Record], names: Sequence[str]) -> Secti
     return Section("thresholds", "Thresholds", "".join(parts))
 
 
-def figures_section(records: Sequence[Record]) -> Section:
+def figures_section(records: Sequence[Record], names: Sequence[str]) -> Section:
     listed = list(records)
-    parts = [figure_html(plots.percentile_spectrum(listed),
+    # a run without a success has no latency to draw: said above the plots, not left to be
+    # guessed from a legend that lacks it
+    undrawn = [name for record, name in zip(records, names, strict=True) if not record.summary.succeeded]
+    parts = [f"<p class='failed'>Not in the latency plots (no request succeeded): "
+             f"{esc(', '.join(undrawn))}.</p>"] if undrawn else []
+    parts += [figure_html(plots.percentile_spectrum(listed),
                          "Latency by percentile, x = 1/(1-p) on a log axis: the tail gets as much "
                          "room as the median." + (" Dashed: uncorrected." if len(listed) == 1
                                                   and listed[0].summary.open_loop else ""))]
@@ -365,7 +370,7 @@ def run_sections(records: Sequence[Record], *, baseline: int = 0) -> list[Sectio
     names = list(labels(records)) if len(records) > 1 else [records[0].name]
     return [verdict_section(records, names), question_section(records, names),
             comparison_section(records, baseline), omission_section(records, names),
-            thresholds_section(records, names), figures_section(records),
+            thresholds_section(records, names), figures_section(records, names),
             settings_section(records, names), environment_section(records, names),
             run_texts_section(records, names), data_section(records, names)]
 
