@@ -470,3 +470,22 @@ def test_the_panels_report_button_writes_the_sessions_runs_and_says_where(tmp_pa
         assert external_references(document) == [] and parse(document).table[0][1][0] == "run 1"
     finally:
         panel.close()
+
+
+def test_a_capacity_plot_draws_only_the_p99s_its_table_shows() -> None:
+    from lab.experiments.capacity import CapacityResult, Probe
+    from lab.experiments.report import capacity_plot, capacity_report_html
+
+    def probe(rate: float, count: int, passed: bool) -> Probe:
+        summary = Record.create(samples=synthetic_samples(count, error_every=10**9), name="probe",
+                                load_spec={"mode": "open", "rate": rate}).summary
+        return Probe(rate=rate, passed=passed, why="held" if passed else "threshold failed", summary=summary)
+
+    # 50 requests cannot support a p99 (too few lie beyond it); 5000 can
+    result = CapacityResult(url="http://127.0.0.1:9/fast", slo=("p99<1ms",), capacity_rps=100.0,
+                            bracket=(100.0, 200.0), probes=[probe(100, 5000, True), probe(200, 50, False)])
+    drawn = [len(line.get_xdata()) for line in capacity_plot(result).axes[0].lines]
+    assert sum(drawn) == 2  # the first probe's corrected and uncorrected p99, not the second's
+    document = capacity_report_html(result)
+    assert "Left out: 1 probe with too few requests for a p99" in document
+    assert external_references(document) == []

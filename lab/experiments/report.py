@@ -243,9 +243,16 @@ def capacity_probes_section(result: CapacityResult) -> Section:
                     + f"{number_cell(uncorrected)}</tr>")
     table = (f"<div class='scroll'><table id='probes'><thead><tr>{head}</tr></thead>"
              f"<tbody>{''.join(rows)}</tbody></table></div>")
+    unsupported = sum(1 for probe in result.probes if not _p99_supported(probe.summary.latency))
+    left_out = (f" Left out: {unsupported} probe{'s' if unsupported > 1 else ''} with too few requests "
+                "for a p99 (\"too few\" in the table)." if unsupported else "")
     return Section("probes", "Every probe", table + figure_html(
         capacity_plot(result), "p99 at each offered rate, corrected (from the intended send) and "
-        "uncorrected (from the actual send); filled: the probe passed."))
+        "uncorrected (from the actual send); filled: the probe passed." + left_out))
+
+
+def _p99_supported(latency: Any) -> bool:
+    return not isinstance(_figure_of(latency, "p99"), str)
 
 
 def capacity_plot(result: CapacityResult) -> Figure:
@@ -253,8 +260,10 @@ def capacity_plot(result: CapacityResult) -> Figure:
     axes = figure.subplots()
     for attribute, style, name in (("latency", "o", "p99"), ("uncorrected", "s", "uncorrected p99")):
         for passed in (True, False):
+            # the p99s the table shows: none where too few requests lie beyond it
             points = [(probe.rate, getattr(probe.summary, attribute).p99) for probe in result.probes
-                      if probe.passed is passed and getattr(probe.summary, attribute) is not None]
+                      if probe.passed is passed and getattr(probe.summary, attribute) is not None
+                      and _p99_supported(getattr(probe.summary, attribute))]
             points = [(rate, value) for rate, value in points if not math.isnan(value)]
             if points:
                 axes.plot(*zip(*points, strict=True), style, linestyle="none",
