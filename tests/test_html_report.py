@@ -489,3 +489,14 @@ def test_a_capacity_plot_draws_only_the_p99s_its_table_shows() -> None:
     document = capacity_report_html(result)
     assert "Left out: 1 probe with too few requests for a p99" in document
     assert external_references(document) == []
+
+
+def test_a_numpy_figure_is_written_as_its_plain_number() -> None:
+    import numpy as np
+
+    from lab.records.html_report import number_cell
+
+    assert number_cell(np.float64(0.25)) == "<td data-value='0.25'>0.25</td>"
+    assert number_cell(np.int64(61459)) == "<td data-value='61459'>61,459</td>"
+    assert number_cell(float("nan")) == "<td data-value='nan'>—</td>"
+    assert number_cell(1.5, ratio=True) == "<td data-value='1.5'>×1.5</td>"

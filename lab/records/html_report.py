@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 from matplotlib.figure import Figure
 
 from lab.measure import report as views
@@ -115,10 +116,12 @@ def figure_html(figure: Figure, caption: str) -> str:
 def number_cell(value: Any, *, ratio: bool = False) -> str:
     """A figure rounded as tables round it, its exact value in ``data-value`` (what a reader's
     script, or a test, reads back)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         return f"<td class='text'>{esc(format_setting(value) if value != '' else '')}</td>"
-    text = format_ratio(float(value)) if ratio else format_figure(value)
-    exact = "nan" if isinstance(value, float) and math.isnan(value) else repr(value)
+    # numpy's scalars print as np.float64(...): the exact value is the plain number's repr
+    plain = float(value) if isinstance(value, (float, np.floating)) else int(value)
+    text = format_ratio(float(plain)) if ratio else format_figure(plain)
+    exact = "nan" if isinstance(plain, float) and math.isnan(plain) else repr(plain)
     return f"<td data-value='{exact}'>{esc(text)}</td>"
 
 
