@@ -31,6 +31,7 @@ from lab.http.config import ServerConfig
 if TYPE_CHECKING:
     from lab.engine.result import LoadResult
     from lab.engine.spec import LoadSpec
+    from lab.experiments.report import report
     from lab.experiments.sweeps import sweep
     from lab.http.messages import Request, Response, StreamingResponse
     from lab.http.routing import Router
@@ -73,6 +74,7 @@ __all__ = [
     "panel",
     "plots",
     "record_from_result",
+    "report",
     "run_load",
     "start_load",
     "start_ns",
@@ -95,6 +97,8 @@ _LAZY: dict[str, str] = {
     "start_load": "lab.loadgen",
     "start_server": "lab.server",
     "sweep": "lab.experiments.sweeps",
+    # one HTML file to share: of runs, a sweep or a capacity search (lab/records/html_report.py)
+    "report": "lab.experiments.report",
     "record_from_result": "lab.records.experiment",
     # what a route is written with (see lab.http.routing): router.get("/x")(handler)
     "Router": "lab.http.routing",

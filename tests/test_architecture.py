@@ -49,7 +49,7 @@ ALLOWED: dict[str, set[str]] = {
                              "lab.loadgen", "lab.records", "lab.peers", "lab.experiments"},
     "lab.__main__": {"lab.cli"},
 }
-PRESENTATION = {"lab.records.compare", "lab.records.plots"}
+PRESENTATION = {"lab.records.compare", "lab.records.plots", "lab.records.html_report"}
 MAX_TOP_LEVEL_MODULES = 10
 
 

@@ -26,6 +26,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "lab.cli.serve": ("serve",),
     "lab.cli.bench": ("bench",),
     "lab.cli.records": ("runs", "show", "export", "plot", "compare"),
+    "lab.cli.report": ("report",),
     "lab.cli.experiments": ("sweep", "capacity"),
     "lab.cli.path": ("path",),
 }

@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from lab.cli.bench import writable_store
@@ -121,12 +122,37 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="FILE", default=None,
                         help="also draw the effects as a forest plot (.png, .svg or .pdf)")
+    _add_report_flag(parser, "the sweep")
     parser.add_argument("--no-save", dest="save", action="store_false",
                         help="do not keep the runs as records")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="where the runs' records go (default: $LAB_DATA_DIR or data/)")
     parser.set_defaults(run=run)
     _register_capacity(subparsers)
+
+
+def _add_report_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--report", metavar="FILE", default=None,
+                        help=f"also write {what} as one self-contained HTML file to share (.html)")
+
+
+def _report_output(arguments: argparse.Namespace) -> None:
+    """--report's file, checked before anything runs: a search or sweep is long to lose."""
+    if arguments.report is not None:
+        from lab.cli.report import html_output
+
+        try:
+            html_output(arguments.report)
+        except ConfigError as error:
+            raise ConfigError("report", error.message) from None
+
+
+def _write_report(path: str, write: Callable[[str], Path]) -> None:
+    try:
+        written = write(path)
+    except OSError as error:
+        raise ConfigError("report", f"cannot write {path}: {error.strerror}") from None
+    print(printable(f"wrote {written}"), file=sys.stderr)
 
 
 def _assignments(option: str, texts: list[str]) -> dict[str, list[str]]:
@@ -159,6 +185,7 @@ def run(arguments: argparse.Namespace) -> int:
             check_output(arguments.plot)
         except ConfigError as error:
             raise ConfigError("plot", error.message) from None
+    _report_output(arguments)
     store = writable_store(arguments.data_dir) if arguments.save else None
     result = sweep(arguments.path, knobs=_assignments("knob", arguments.knob), fixed=fixed,
                    rounds=arguments.rounds, duration_seconds=arguments.duration_seconds,
@@ -172,6 +199,10 @@ def run(arguments: argparse.Namespace) -> int:
         from lab.records.plots import save_figure
 
         save_figure(result.forest_plot(), arguments.plot)
+    if arguments.report is not None:
+        from lab.experiments.report import write_sweep_report
+
+        _write_report(arguments.report, lambda path: write_sweep_report(result, path))
     if arguments.json:
         print(json.dumps(result.to_json_dict(), indent=2, default=str))
     else:
@@ -240,10 +271,12 @@ def _register_capacity(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument("--allow-remote", dest="allow_remote", action="store_true",
                         help="allow a target outside 127.0.0.0/8 and ::1 (you must own it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_report_flag(parser, "the search")
     parser.set_defaults(run=run_capacity)
 
 
 def run_capacity(arguments: argparse.Namespace) -> int:
+    _report_output(arguments)
     result = find_capacity(arguments.url, slo=arguments.thresholds, connections=arguments.connections,
                            duration_seconds=arguments.duration_seconds,
                            start_rate=arguments.start_rate, max_rate=arguments.max_rate,
@@ -254,6 +287,10 @@ def run_capacity(arguments: argparse.Namespace) -> int:
         print(json.dumps(result.to_json_dict(), indent=2, default=str))
     elif result.no_success is None:
         print(describe_capacity(result))
+    if arguments.report is not None:
+        from lab.experiments.report import write_capacity_report
+
+        _write_report(arguments.report, lambda path: write_capacity_report(result, path))
     if result.no_success is not None:
         print(printable(f"lab: {result.no_success}"), file=sys.stderr)
         return int(Outcome.NO_SUCCESS)

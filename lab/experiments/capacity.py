@@ -81,6 +81,7 @@ class CapacityResult:
     stopped_by_budget: bool = False
     no_success: str | None = None  # why the search stopped: the target could not be reached
     network_path: str | None = None  # the emulated path the probes crossed (lab/netpath), if any
+    plan: CapacityPlan | None = None  # how the search ran (its report lists it)
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"url": self.url, "slo": list(self.slo), "capacity_rps": self.capacity_rps,
@@ -181,7 +182,7 @@ def search(plan: CapacityPlan, on_progress: Progress | None = None) -> CapacityR
         rate = next_rate
     return CapacityResult(url=plan.url, slo=plan.slo, capacity_rps=passed, bracket=(passed, failed),
                           probes=probes, stopped_by_budget=out_of_time, no_success=no_success,
-                          network_path=network_path)
+                          network_path=network_path, plan=plan)
 
 
 def _time_for_a_probe(plan: CapacityPlan, deadline: float) -> bool:

@@ -305,6 +305,8 @@ class SweepResult:
     effects: list[Effect] = field(default_factory=list)
     cores: dict[str, list[int] | None] = field(default_factory=dict)
     saved: bool = False  # every run is a record in a store
+    # the store the runs were saved in, where a report finds their samples (not in to_json_dict)
+    store: RecordStore | None = field(default=None, repr=False, compare=False)
 
     def forest_plot(self) -> Figure:
         """Every effect with its interval (lab.experiments.forest); matplotlib loads here."""
@@ -442,8 +444,12 @@ def run_sweep(plan: SweepPlan, *, store: RecordStore | None = None,
     pinned = server_cores is not None and plan.target is None  # not the lab's: not pinned
     cores = {"server": list(server_cores) if pinned and server_cores is not None else None,
              "load": None if load_cores is None else list(load_cores)}
-    return SweepResult(sweep_id=sweep_id, plan=plan, orders=orders, runs=runs,
-                       effects=effects_of(plan, runs), cores=cores, saved=store is not None)
+    swept = SweepResult(sweep_id=sweep_id, plan=plan, orders=orders, runs=runs,
+                        effects=effects_of(plan, runs), cores=cores, saved=store is not None,
+                        store=store)
+    if store is not None:
+        store.save_sweep(sweep_id, swept.to_json_dict())  # what a later report reads
+    return swept
 
 
 def _require_a_whole_run(result: LoadResult, setting: Setting) -> None:

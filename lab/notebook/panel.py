@@ -40,6 +40,7 @@ from lab.notebook.widgets import KnobForm
 from lab.records import compare, plots
 from lab.records.experiment import record_from_result
 from lab.records.export import default_export_path, export
+from lab.records.html_report import write_report
 from lab.records.record import Record
 from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
@@ -188,12 +189,15 @@ class LabPanel:
                                               layout=widgets.Layout(width="100px"))
         self.save_button = widgets.Button(description="Save", icon="save", disabled=True)
         self.export_button = widgets.Button(description="Export", icon="download", disabled=True)
+        self.report_button = widgets.Button(description="Report", icon="file-code", disabled=True,
+                                            tooltip="the picked runs (or all) as one HTML file to share")
 
         self.apply_button.on_click(lambda _: self.apply())
         self.run_button.on_click(lambda _: self.start_run())
         self.stop_button.on_click(lambda _: self.stop_run())
         self.save_button.on_click(lambda _: self.save())
         self.export_button.on_click(lambda _: self.export())
+        self.report_button.on_click(lambda _: self.report())
         self.overlay_button.on_click(lambda _: self.overlay())
         self.isolation.observe(lambda _: self.apply(), names="value")
 
@@ -208,7 +212,8 @@ class LabPanel:
                                  widgets.HBox([self.run_button, self.stop_button]),
                                  self.progress, self.progress_text], layout=column)
         keeping = widgets.VBox([self.overlay_button,
-                                widgets.HBox([self.save_button, self.export_format, self.export_button]),
+                                widgets.HBox([self.save_button, self.export_format, self.export_button,
+                                              self.report_button]),
                                 self.keep_message], layout=widgets.Layout(flex="0 1 auto", min_width="0"))
         results_box = widgets.VBox([
             widgets.HTML("<h4>Last run</h4>"), self.summary_view, self.plots_view,
@@ -375,6 +380,7 @@ class LabPanel:
         self.stop_button.disabled = not running
         # Apply stays enabled: changing the server during a run is what the live view is for.
         self.save_button.disabled = self.export_button.disabled = running or not self.records
+        self.report_button.disabled = running or not self.records
 
     def _finish(self, result: LoadResult, changes: list[tuple[int, str]] | None = None) -> Record:
         record = record_from_result(result, server_config=self.server.config,
@@ -469,6 +475,23 @@ class LabPanel:
         self._say(f"exported {_names(self._chosen_records())} to {_folders(paths)}: "
                   + ", ".join(Path(p).name for p in paths), near=self.keep_message)
         return [Path(p) for p in paths]
+
+    def report(self) -> Path | None:
+        """The picked runs (or every run of this session) as one HTML file to share, in
+        <data folder>/exports/ (lab/records/html_report.py)."""
+        records = [self.records[i] for i in self.overlay_pick.value] or list(self.records)
+        if not records:
+            self._say("no runs yet", error=True, near=self.keep_message)
+            return None
+        path = self._store().exports_path / f"{records[-1].id}-report-of-{len(records)}.html"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_report(records, path)
+        except OSError as error:
+            self._say(f"no report written: {error}", error=True, near=self.keep_message)
+            return None
+        self._say(f"report of {_names(records)}: {path}", near=self.keep_message)
+        return path
 
     def close(self) -> None:
         """Stop a run in progress and the server the panel started."""

@@ -1,3 +1,4 @@
 """Experiment records: the record, where it ran, the data folder, atomic files, exports,
-comparisons and plots. Storage (``store``) never imports presentation (``compare``, ``plots``).
+comparisons, plots and the HTML report to share. Storage (``store``) never imports presentation
+(``compare``, ``plots``, ``html_report``).
 """

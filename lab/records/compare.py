@@ -56,6 +56,13 @@ def compare_runs(store: RecordStore, references: Sequence[str], *,
                  baseline: str | None = None) -> pd.DataFrame:
     """:func:`compare` for saved runs named as the CLI names them; ``baseline`` defaults to
     the first and is added to the table when it is not among ``references``."""
+    records, index = runs_to_compare(store, references, baseline=baseline)
+    return compare(records, baseline=index)
+
+
+def runs_to_compare(store: RecordStore, references: Sequence[str], *,
+                    baseline: str | None = None) -> tuple[list[Record], int]:
+    """The saved runs named, and the index of the baseline among them (see :func:`compare_runs`)."""
     records = store.load_many(references)
     index = 0
     if baseline is not None:
@@ -65,7 +72,7 @@ def compare_runs(store: RecordStore, references: Sequence[str], *,
             records.insert(0, store.load(baseline))
         else:
             index = ids.index(base_id)
-    return compare(records, baseline=index)
+    return records, index
 
 
 def compare(records: Sequence[Record], *, baseline: int = 0) -> pd.DataFrame:

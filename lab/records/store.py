@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
+import re
 import shutil
 import stat
 import time
@@ -67,6 +69,9 @@ _data_dir_override: Path | None = None
 
 
 EXPORTS_DIRECTORY = "exports"
+# A sweep's own document (its plan, effects and rounds: what `sweep --json` prints) beside the
+# records of its runs, so a report made later shows the verdicts the sweep computed.
+SWEEPS_DIRECTORY = "sweeps"
 
 
 class StoreWarning(UserWarning):
@@ -165,6 +170,29 @@ class RecordStore:
             metadata, name=record.name, notes=record.notes, tags=record.tags)))
         return record
 
+    def save_sweep(self, sweep_id: str, document: Mapping[str, Any]) -> Path:
+        """Keep a sweep's document (``SweepResult.to_json_dict()``) as sweeps/<sweep_id>.json."""
+        if not looks_like_sweep_id(sweep_id):
+            raise ValueError(f"{sweep_id!r} is not a sweep id")
+        folder = self.path / SWEEPS_DIRECTORY
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{sweep_id}.json"
+        write_text_atomically(path, json.dumps(document, indent=2, default=str) + "\n")
+        return path
+
+    def load_sweep(self, sweep_id: str) -> dict[str, Any] | None:
+        """The document :meth:`save_sweep` kept, or None when there is none by that id."""
+        path = self.path / SWEEPS_DIRECTORY / f"{sweep_id}.json"
+        if not looks_like_sweep_id(sweep_id) or not path.is_file():
+            return None
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise CorruptRecord(f"{path}: not a sweep's document ({error})") from None
+        if not isinstance(document, dict) or document.get("sweep_id") != sweep_id:
+            raise CorruptRecord(f"{path}: not the document of {sweep_id}")
+        return document
+
     def delete(self, reference: str) -> None:
         """Remove a record: hidden first (one rename), then erased."""
         info = self.find(reference)
@@ -191,8 +219,8 @@ class RecordStore:
         if not self.path.is_dir():
             return infos, problems
         for entry in sorted(self.path.iterdir()):
-            if entry.name.startswith(".") or entry.name == EXPORTS_DIRECTORY:
-                continue  # saves in progress, deletions, .gitkeep, hidden files, exports
+            if entry.name.startswith(".") or entry.name in (EXPORTS_DIRECTORY, SWEEPS_DIRECTORY):
+                continue  # saves in progress, deletions, .gitkeep, hidden files, exports, sweeps
             try:
                 infos.append(_read_info(entry))
             except CorruptRecord as error:
@@ -263,6 +291,14 @@ def save_run(*, samples: np.ndarray, load_spec: Any, server_config: Any = None, 
 
 
 # --- listing table --------------------------------------------------------------------------
+
+_SWEEP_ID = re.compile(r"^sweep-\d{8}-\d{6}-[0-9a-f]{4}$")
+
+
+def looks_like_sweep_id(text: str) -> bool:
+    """``sweep-20261207-225325-54b5``: what lab.experiments.sweeps names a sweep."""
+    return bool(_SWEEP_ID.match(text))
+
 
 def runs_table(infos: Sequence[RecordInfo]) -> pd.DataFrame:
     flats = [info.settings for info in infos]
