@@ -21,6 +21,7 @@ from lab.http.knobs import (
     congestion_control_option,
     linger_option,
 )
+from lab.http.metrics import DEFAULT_BUCKETS_S, format_bounds, parse_bounds
 from lab.options import knob, validate
 from lab.units import KIB, MIB
 
@@ -213,11 +214,27 @@ class ServerConfig:
              "kernel's default (net.ipv4.tcp_congestion_control)",
         flag="--congestion-control", metavar="NAME", group="tcp", applies=CONGESTION,
         none_label="kernel default")
+    # What a dashboard would read: off by default, so a run that does not ask for it pays
+    # nothing per request (a constant answer keeps its fast path).
+    metrics: bool = knob(
+        False, help="time each request's handling into a Prometheus histogram served at "
+        "GET /metrics (text format); each worker process keeps its own",
+        flag="--metrics", group="metrics", applies=Where.REQUEST)
+    metrics_buckets: str = knob(
+        format_bounds(DEFAULT_BUCKETS_S),
+        help="the /metrics histogram's bucket upper bounds in seconds, comma-separated, "
+             "increasing (+Inf is always added; the default is prometheus_client's); a change "
+             "starts the histogram again", flag="--metrics-buckets", metavar="S,S,...",
+        group="metrics", applies=Where.REQUEST)
 
     def __post_init__(self) -> None:
         validate(self)
         if not self.host:
             raise ConfigError("host", "must not be empty")
+        try:
+            parse_bounds(self.metrics_buckets)
+        except ValueError as error:
+            raise ConfigError("metrics_buckets", str(error)) from None
 
     def replace(self, **changes: Any) -> ServerConfig:
         """A copy with some knobs changed, validated like a new one."""
