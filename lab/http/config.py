@@ -226,6 +226,11 @@ class ServerConfig:
              "increasing (+Inf is always added; the default is prometheus_client's); a change "
              "starts the histogram again", flag="--metrics-buckets", metavar="S,S,...",
         group="metrics", applies=Where.REQUEST)
+    hiccup_meter: bool = knob(
+        False, help="measure how late the server's own loop wakes against a 1 ms tick, as "
+        "jHiccup does: a platform stall (a blocking pause, a GC, the process not scheduled) "
+        "shows, a slow handler that awaits does not; read with handle.hiccups()",
+        flag="--hiccup-meter", group="stall", applies=Where.LOOP)
 
     def __post_init__(self) -> None:
         validate(self)

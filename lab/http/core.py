@@ -18,6 +18,7 @@ from typing import Any
 from lab.http.asgi import AppConnection, AsgiHost
 from lab.http.config import ServerConfig
 from lab.http.connection import HttpConnection
+from lab.http.hiccup import HiccupMeter
 from lab.http.knobs import socket_plan
 from lab.http.listener import Listener
 from lab.http.routing import Router
@@ -64,6 +65,9 @@ class LabServer:
         # The two recurring timers, each re-armed by its own callback.
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
+        # Kept across reconfigures (which restart the timers above): a series with a gap at
+        # each knob change would hide what the change did.
+        self.hiccups = HiccupMeter()
         self.port = 0
 
     async def start(self, sock: socket.socket | None = None) -> int:
@@ -85,6 +89,7 @@ class LabServer:
         self._listener = Listener(sock, connection, batch=self.config.backlog)
         self._schedule_sweep()
         self._schedule_stall()
+        self._switch_hiccup_meter()
         return self.port
 
     def apply(self, config: ServerConfig) -> None:
@@ -101,6 +106,14 @@ class LabServer:
         self._cancel_timers()
         self._schedule_sweep()
         self._schedule_stall()
+        self._switch_hiccup_meter()
+
+    def _switch_hiccup_meter(self) -> None:
+        assert self.state is not None
+        if self.config.hiccup_meter:
+            self.hiccups.start(self.state.loop)
+        else:
+            self.hiccups.stop()
 
     def _apply_to_listener(self, settings: Settings) -> None:
         """The inherited socket knobs, for connections accepted from now on."""
@@ -147,6 +160,7 @@ class LabServer:
 
     async def close(self) -> None:
         self._cancel_timers()
+        self.hiccups.stop()
         if self._listener is not None:
             self._listener.close()
             await self._listener.wait_closed()
