@@ -17,9 +17,16 @@ instance's quantile is not a quantile of anything.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from lab.measure.stats import percentile
+from lab.units import NS_PER_S
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # (upper bound ``le`` in seconds, observations at or below it): one bucket as scraped.
 Bucket = tuple[float, float]
@@ -133,3 +140,23 @@ def scraped_buckets(text: str, metric: str | None = None) -> list[Bucket]:
                 bound = float(sample.labels["le"])
                 total[bound] = total.get(bound, 0.0) + float(sample.value)
     return sorted(total.items())
+
+
+def dashboard_table(latencies_ns: np.ndarray, layouts: Mapping[str, Sequence[float]],
+                    quantiles: Sequence[float] = (0.5, 0.9, 0.99)) -> pd.DataFrame:
+    """For each quantile: the exact value of these latencies (ms) beside what
+    ``histogram_quantile`` would report from a histogram of them with each bucket layout
+    (bounds in seconds, +Inf added), and how far off that is."""
+    import pandas as pd  # here: a server or generator process never needs it
+
+    values_s = np.asarray(latencies_ns, dtype=np.float64) / NS_PER_S
+    rows = []
+    for q in quantiles:
+        exact_ms = percentile(values_s, 100 * q) * 1000 if values_s.size else math.nan
+        row: dict[str, float | str] = {"quantile": f"p{100 * q:g}", "exact_ms": exact_ms}
+        for name, bounds in layouts.items():
+            estimate_ms = histogram_quantile(q, cumulative_buckets(values_s, bounds)) * 1000
+            row[f"{name}_ms"] = estimate_ms
+            row[f"{name}_off"] = estimate_ms / exact_ms if exact_ms else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("quantile")
