@@ -8,10 +8,19 @@ import time
 
 import numpy as np
 import pytest
+from conftest import synthetic_samples
 from rawhttp import Reader, connect, get
 
+from lab.cli import main
+from lab.errors import CorruptRecord
 from lab.http.config import ServerConfig
-from lab.measure.hiccup import hiccup_summary, largest_hiccups
+from lab.http.hiccup import HICCUP_FIELDS
+from lab.measure.hiccup import hiccup_record, hiccup_summary, largest_hiccups
+from lab.measure.samples import start_ns
+from lab.records.export import summary_document
+from lab.records.plots import timeline
+from lab.records.record import Record
+from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
 from lab.units import NS_PER_MS
 
@@ -83,3 +92,58 @@ def test_the_meter_is_off_by_default_and_a_live_change_starts_it() -> None:
     # a 1 ms tick: tens of ticks in 0.1 s even on a busy machine
     assert series.size >= 10
     assert (series["at_ns"] >= since).all() and np.all(np.diff(series["at_ns"]) > 0)
+
+
+def synthetic_series(start_ns: int, seconds: float, pause_at_s: float, pause_ms: float) -> np.ndarray:
+    """A 1 ms tick with 0.1 ms of lateness, and one pause."""
+    ticks = int(seconds * 1000)
+    series = np.zeros(ticks, dtype=list(HICCUP_FIELDS))
+    series["at_ns"] = start_ns + np.arange(ticks, dtype=np.int64) * 1_000_000
+    series["hiccup_ns"] = 100_000
+    paused = int(pause_at_s * 1000)
+    series["hiccup_ns"][paused] = round(pause_ms * NS_PER_MS)
+    return series
+
+
+def test_a_record_keeps_the_hiccups_through_the_store_json_and_show(
+        tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    samples = synthetic_samples()
+    first = int(start_ns(samples).min())
+    kept = hiccup_record(synthetic_series(first - 500_000_000, 3.0, 1.234 + 0.5, PAUSE_MS),
+                         source="server", start_ns=first)
+    assert kept.largest() == (pytest.approx(1.2), pytest.approx(PAUSE_MS))
+    assert kept.distribution.max == pytest.approx(PAUSE_MS)
+    assert kept.distribution.p50 == pytest.approx(0.1)
+    assert kept.series[0][0] == 0.0  # ticks before the run's first request are not the run's
+    record = Record.create(samples=samples, load_spec={"mode": "open", "rate": 5000},
+                           name="with hiccups", hiccups=[kept])
+    store = RecordStore(tmp_path / "data")
+    store.save(record)
+    loaded = store.load(record.id)
+    assert loaded.hiccups == (kept,)
+    assert summary_document(loaded)["hiccups"][0]["series"][12] == [1.2, PAUSE_MS]
+    assert main(["show", record.id, "--data-dir", str(tmp_path / "data")]) == 0
+    shown = capsys.readouterr().out
+    assert f"hiccups of the server's loop ({kept.distribution.count} ticks)" in shown
+    assert f"max {PAUSE_MS:.2f} ms; largest in the 0.1 s from 1.20 s into the run" in shown
+
+
+def test_a_damaged_hiccup_entry_is_a_corrupt_record(tmp_path) -> None:
+    record = Record.create(samples=synthetic_samples(), load_spec={"mode": "open", "rate": 5000})
+    metadata = record.metadata()
+    metadata["hiccups"] = [{"source": "server", "interval_s": 0.1, "distribution": {},
+                            "series": [[0.0, -5.0]]}]
+    with pytest.raises(CorruptRecord, match=r"hiccups\.series: a hiccup must be a finite number of ms"):
+        Record.from_metadata(metadata, record.samples)
+
+
+def test_the_timeline_plot_draws_the_hiccups_on_the_runs_time_axis() -> None:
+    samples = synthetic_samples()
+    first = int(start_ns(samples).min())
+    kept = hiccup_record(synthetic_series(first, 1.0, 0.5, PAUSE_MS), source="server", start_ns=first)
+    record = Record.create(samples=samples, load_spec={"mode": "open", "rate": 5000}, hiccups=[kept])
+    top = timeline(record).axes[0]
+    [line] = [line for line in top.get_lines() if "server loop hiccups" in str(line.get_label())]
+    x, y = line.get_data()
+    assert max(y) == pytest.approx(PAUSE_MS)
+    assert x[np.argmax(y)] == pytest.approx(0.55)  # the middle of the interval that held it
