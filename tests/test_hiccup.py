@@ -147,3 +147,15 @@ def test_the_timeline_plot_draws_the_hiccups_on_the_runs_time_axis() -> None:
     x, y = line.get_data()
     assert max(y) == pytest.approx(PAUSE_MS)
     assert x[np.argmax(y)] == pytest.approx(0.55)  # the middle of the interval that held it
+
+
+@pytest.mark.timing
+def test_a_gc_stall_is_a_real_collection_and_shows_as_a_hiccup() -> None:
+    # 500,000 containers: a full collection walks each one, tens of ms at the least
+    config = ServerConfig(hiccup_meter=True, stall_every_seconds=0.3, stall_gc_heap_objects=500_000)
+    with start_server(config) as server:
+        started_ns = time.perf_counter_ns()
+        time.sleep(0.8)
+        series, stalls = server.hiccups(started_ns), server.stats()["stalls"]
+    assert stalls >= 1
+    assert hiccup_summary(series).max >= 10

@@ -231,6 +231,15 @@ class ServerConfig:
         "jHiccup does: a platform stall (a blocking pause, a GC, the process not scheduled) "
         "shows, a slow handler that awaits does not; read with handle.hiccups()",
         flag="--hiccup-meter", group="stall", applies=Where.LOOP)
+    # A pause the platform makes, not one we time: its length is whatever CPython's collector
+    # takes over that many containers (~0.1-0.3 s per million here), and the heap costs memory
+    # (~90 bytes an object) for as long as the knob is set.
+    stall_gc_heap_objects: int | None = knob(
+        None, minimum=1_000, maximum=5_000_000, label="stall: GC heap objects",
+        help="make each stall a full garbage collection (gc.collect()) of a heap of this many "
+             "objects the server keeps, instead of a sleep of stall_ms (None = sleep); building "
+             "the heap pauses the loop once", flag="--stall-gc-heap", metavar="N", group="stall",
+        applies=Where.LOOP)
 
     def __post_init__(self) -> None:
         validate(self)

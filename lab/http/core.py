@@ -10,6 +10,7 @@ business of lab/server.py.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
 from collections.abc import Callable
@@ -68,6 +69,7 @@ class LabServer:
         # Kept across reconfigures (which restart the timers above): a series with a gap at
         # each knob change would hide what the change did.
         self.hiccups = HiccupMeter()
+        self._gc_heap: list[list[int]] | None = None  # what a GC stall collects over
         self.port = 0
 
     async def start(self, sock: socket.socket | None = None) -> int:
@@ -140,17 +142,29 @@ class LabServer:
         config, state = self.config, self.state
         assert state is not None
         every_seconds, stall_seconds = config.stall_every_seconds, config.stall_ms / 1000
-        if every_seconds is None or stall_seconds <= 0:
+        heap = self._gc_heap_for(config.stall_gc_heap_objects)
+        if every_seconds is None or (stall_seconds <= 0 and heap is None):
             return
 
         def stall() -> None:
             # Deliberately block the loop, as a stop-the-world GC pause or a held lock would:
             # every connection waits, which is what coordinated omission hides.
             state.stats.stalls += 1
-            time.sleep(stall_seconds)
+            if heap is not None:
+                gc.collect()  # a real one: it walks every container of the heap
+            else:
+                time.sleep(stall_seconds)
             self._stall_timer = state.loop.call_later(every_seconds, stall)
 
         self._stall_timer = state.loop.call_later(every_seconds, stall)
+
+    def _gc_heap_for(self, objects: int | None) -> list[list[int]] | None:
+        """The heap a GC stall collects over, built once per size (and dropped when unset)."""
+        if objects is None:
+            self._gc_heap = None
+        elif self._gc_heap is None or len(self._gc_heap) != objects:
+            self._gc_heap = [[index] for index in range(objects)]  # containers: the GC walks each
+        return self._gc_heap
 
     def _cancel_timers(self) -> None:
         for timer in (self._sweep_timer, self._stall_timer):
