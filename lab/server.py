@@ -33,13 +33,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from lab.errors import ConfigError, ServerError
 from lab.http.asgi import AsgiApp, AsgiHost, Lifespan, serve_app
 from lab.http.config import TLS_CONTEXT_KNOBS, ServerConfig, server_tls_context
 from lab.http.core import LabServer
 from lab.http.demo_routes import demo_router
+from lab.http.hiccup import merge_series
 from lab.http.knobs import restart_knobs
 from lab.http.routing import Router
 from lab.http.state import add_snapshots
@@ -47,6 +48,9 @@ from lab.netpath import EmulatedPath, Path, start_path
 from lab.netpath.system import enter_namespace
 from lab.options import Knob, changed_knobs, format_value, knobs
 from lab.resources import process_context, refuse_when_imported_by_a_new_process
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Isolation = Literal["thread", "process"]
 Result = TypeVar("Result")
@@ -199,6 +203,11 @@ class ThreadRunner:
         assert self._server is not None
         return self._call(self._server.stats)
 
+    def hiccups(self, since_ns: int) -> np.ndarray:
+        server = self._server
+        assert server is not None
+        return self._call(lambda: server.hiccups.series(since_ns))
+
     def stop(self) -> None:
         if self._loop is None or self._thread is None:
             return
@@ -304,6 +313,12 @@ class ProcessRunner:
     def worker_stats(self) -> list[dict[str, Any]]:
         return self._ask_all(("stats",), "stats")
 
+    def hiccups(self, since_ns: int) -> np.ndarray:
+        parts = self._ask_all(("hiccups", since_ns), "hiccups")
+        for worker, part in enumerate(parts):
+            part["worker"] = worker
+        return merge_series(parts)
+
     @property
     def pids(self) -> tuple[int, ...]:
         return tuple(process.pid for process, _ in self._workers if process.pid is not None)
@@ -343,6 +358,8 @@ def worker_main(config: ServerConfig, pipe: multiprocessing.connection.Connectio
                 return
             if command == "stats":
                 pipe.send(("stats", server.stats()))
+            elif command == "hiccups":
+                pipe.send(("hiccups", server.hiccups.series(arguments[0])))
             elif command == "apply":
                 server.apply(arguments[0])
                 pipe.send(("applied", None))
@@ -431,6 +448,13 @@ class ServerHandle:
         in a thread): how evenly ``balance`` spread the connections and requests."""
         runner = self._require_running()
         return runner.worker_stats() if isinstance(runner, ProcessRunner) else [runner.stats()]
+
+    def hiccups(self, since_ns: int = 0) -> np.ndarray:
+        """The hiccup meter's series (``hiccup_meter`` on): each tick of the server's loop since
+        ``since_ns`` (perf_counter_ns, the clock of a run's samples) and how late it woke, every
+        worker's merged in time order (lab/http/hiccup.py; figures in lab/measure/hiccup.py).
+        Empty while the meter is off; a listener re-created by a reconfigure starts a new one."""
+        return self._require_running().hiccups(since_ns)
 
     def reconfigure(self, **changes: Any) -> ServerConfig:
         """Apply new settings; the listener is re-created only when a setting needs it.

@@ -22,6 +22,7 @@ import pandas as pd
 from lab.cli.text import printable
 from lab.errors import ConfigError, CorruptRecord, RecordNotFound
 from lab.measure import report
+from lab.measure.hiccup import describe_hiccups
 from lab.measure.summary import METRICS
 from lab.records.compare import compare_runs
 from lab.records.export import (
@@ -295,6 +296,9 @@ def describe(record: Record) -> str:
     lines.append("")
     lines.extend(printable(line) for line in report.describe_lines(
         record.summary, record.load_spec, record.run_outcome()))
+    if record.hiccups:  # how late the loops themselves woke (the hiccup meter, issue 28)
+        lines.append("")
+        lines.extend(describe_hiccups(hiccups) for hiccups in record.hiccups)
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from lab.http.knobs import (
     congestion_control_option,
     linger_option,
 )
+from lab.http.metrics import DEFAULT_BUCKETS_S, format_bounds, parse_bounds
 from lab.options import knob, validate
 from lab.tls import KEY_TYPES, TLS_VERSIONS, server_context
 from lab.units import KIB, MIB
@@ -267,11 +268,41 @@ class ServerConfig:
              "kernel's default (net.ipv4.tcp_congestion_control)",
         flag="--congestion-control", metavar="NAME", group="tcp", applies=CONGESTION,
         none_label="kernel default")
+    # What a dashboard would read: off by default, so a run that does not ask for it pays
+    # nothing per request (a constant answer keeps its fast path).
+    metrics: bool = knob(
+        False, help="time each request's handling into a Prometheus histogram served at "
+        "GET /metrics (text format); each worker process keeps its own",
+        flag="--metrics", group="metrics", applies=Where.REQUEST)
+    metrics_buckets: str = knob(
+        format_bounds(DEFAULT_BUCKETS_S),
+        help="the /metrics histogram's bucket upper bounds in seconds, comma-separated, "
+             "increasing (+Inf is always added; the default is prometheus_client's); a change "
+             "starts the histogram again", flag="--metrics-buckets", metavar="S,S,...",
+        group="metrics", applies=Where.REQUEST)
+    hiccup_meter: bool = knob(
+        False, help="measure how late the server's own loop wakes against a 1 ms tick, as "
+        "jHiccup does: a platform stall (a blocking pause, a GC, the process not scheduled) "
+        "shows, a slow handler that awaits does not; read with handle.hiccups()",
+        flag="--hiccup-meter", group="stall", applies=Where.LOOP)
+    # A pause the platform makes, not one we time: its length is whatever CPython's collector
+    # takes over that many containers (~0.1-0.3 s per million here), and the heap costs memory
+    # (~90 bytes an object) for as long as the knob is set.
+    stall_gc_heap_objects: int | None = knob(
+        None, minimum=1_000, maximum=5_000_000, label="stall: GC heap objects",
+        help="make each stall a full garbage collection (gc.collect()) of a heap of this many "
+             "objects the server keeps, instead of a sleep of stall_ms (None = sleep); building "
+             "the heap pauses the loop once", flag="--stall-gc-heap", metavar="N", group="stall",
+        applies=Where.LOOP)
 
     def __post_init__(self) -> None:
         validate(self)
         if not self.host:
             raise ConfigError("host", "must not be empty")
+        try:
+            parse_bounds(self.metrics_buckets)
+        except ValueError as error:
+            raise ConfigError("metrics_buckets", str(error)) from None
         self._check_tls()
 
     def _check_tls(self) -> None:

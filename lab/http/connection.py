@@ -110,7 +110,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.settings = settings = state.settings
         self._has_middleware = state.router.has_middleware
         # A constant answer may skip the Request only when nothing would look at it.
-        self._plain_answers = not self._has_middleware and not settings.processing_time_header
+        self._plain_answers = not self._has_middleware and not (settings.processing_time_header
+                                                                   or settings.metrics)
         # The loop's one read buffer, referenced (8 bytes a connection), not copied: read on
         # every read, an attribute of our own is a lookup less than through the state.
         self._view = state.read_view
@@ -164,7 +165,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         """A reconfigure while this connection is open: socket knobs now, HTTP knobs from the
         next request on (a request being answered finishes as it began)."""
         self.settings = settings
-        self._plain_answers = not self._has_middleware and not settings.processing_time_header
+        self._plain_answers = not self._has_middleware and not (settings.processing_time_header
+                                                                   or settings.metrics)
         self.reader.max_header_bytes = settings.max_header_bytes
         self.reader.max_body_bytes = settings.max_body_bytes
         self._view = self.state.read_view  # a new size makes a new one (ServerState.use)
@@ -412,7 +414,9 @@ class HttpConnection(asyncio.BufferedProtocol):
 
     def _handle(self, request: Request, match: RouteMatch | None = None) -> None:
         state = self.state
-        started_ns = time.perf_counter_ns() if self.settings.processing_time_header else 0
+        settings = self.settings
+        timed = settings.processing_time_header or settings.metrics
+        started_ns = time.perf_counter_ns() if timed else 0
         if match is None:
             match = state.router.match(request.method, request.path)
         if match.route is None:
@@ -543,7 +547,12 @@ class HttpConnection(asyncio.BufferedProtocol):
         connection_line = self._connection_line(request.keep_alive, request.http_version, served)
         date_line = self.state.date_line
         if started_ns:
-            date_line += b"X-Processing-Time: %dus\r\n" % ((time.perf_counter_ns() - started_ns) // NS_PER_US)
+            elapsed_ns = time.perf_counter_ns() - started_ns
+            settings = self.settings
+            if settings.metrics:
+                self.state.durations.observe_ns(elapsed_ns)
+            if settings.processing_time_header:
+                date_line += b"X-Processing-Time: %dus\r\n" % (elapsed_ns // NS_PER_US)
         if type(response) is Prebuilt:
             body = response.body
             if started_ns:

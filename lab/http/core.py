@@ -10,6 +10,7 @@ business of lab/server.py.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from lab.http.asgi import AppConnection, AsgiHost
 from lab.http.config import ServerConfig
 from lab.http.connection import HttpConnection
 from lab.http.handshake import Handshakes
+from lab.http.hiccup import HiccupMeter
 from lab.http.knobs import socket_plan
 from lab.http.listener import Listener
 from lab.http.routing import Router
@@ -66,6 +68,10 @@ class LabServer:
         # The two recurring timers, each re-armed by its own callback.
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
+        # Kept across reconfigures (which restart the timers above): a series with a gap at
+        # each knob change would hide what the change did.
+        self.hiccups = HiccupMeter()
+        self._gc_heap: list[list[int]] | None = None  # what a GC stall collects over
         self.port = 0
 
     async def start(self, sock: socket.socket | None = None) -> int:
@@ -90,6 +96,7 @@ class LabServer:
                                   hand_over=self._handshakes.start if self._handshakes else None)
         self._schedule_sweep()
         self._schedule_stall()
+        self._switch_hiccup_meter()
         return self.port
 
     def apply(self, config: ServerConfig) -> None:
@@ -106,6 +113,14 @@ class LabServer:
         self._cancel_timers()
         self._schedule_sweep()
         self._schedule_stall()
+        self._switch_hiccup_meter()
+
+    def _switch_hiccup_meter(self) -> None:
+        assert self.state is not None
+        if self.config.hiccup_meter:
+            self.hiccups.start(self.state.loop)
+        else:
+            self.hiccups.stop()
 
     def _apply_to_listener(self, settings: Settings) -> None:
         """The inherited socket knobs, for connections accepted from now on."""
@@ -132,17 +147,29 @@ class LabServer:
         config, state = self.config, self.state
         assert state is not None
         every_seconds, stall_seconds = config.stall_every_seconds, config.stall_ms / 1000
-        if every_seconds is None or stall_seconds <= 0:
+        heap = self._gc_heap_for(config.stall_gc_heap_objects)
+        if every_seconds is None or (stall_seconds <= 0 and heap is None):
             return
 
         def stall() -> None:
             # Deliberately block the loop, as a stop-the-world GC pause or a held lock would:
             # every connection waits, which is what coordinated omission hides.
             state.stats.stalls += 1
-            time.sleep(stall_seconds)
+            if heap is not None:
+                gc.collect()  # a real one: it walks every container of the heap
+            else:
+                time.sleep(stall_seconds)
             self._stall_timer = state.loop.call_later(every_seconds, stall)
 
         self._stall_timer = state.loop.call_later(every_seconds, stall)
+
+    def _gc_heap_for(self, objects: int | None) -> list[list[int]] | None:
+        """The heap a GC stall collects over, built once per size (and dropped when unset)."""
+        if objects is None:
+            self._gc_heap = None
+        elif self._gc_heap is None or len(self._gc_heap) != objects:
+            self._gc_heap = [[index] for index in range(objects)]  # containers: the GC walks each
+        return self._gc_heap
 
     def _cancel_timers(self) -> None:
         for timer in (self._sweep_timer, self._stall_timer):
@@ -157,6 +184,7 @@ class LabServer:
 
     async def close(self) -> None:
         self._cancel_timers()
+        self.hiccups.stop()
         if self._listener is not None:
             self._listener.close()
             await self._listener.wait_closed()

@@ -11,6 +11,7 @@
 | ``GET /bytes/{n}`` | an ``n``-byte body (for buffer-size experiments) |
 | ``GET /stream/{chunks}`` | ``chunks`` chunks in chunked encoding, 10 ms apart |
 | ``GET /sockopts`` | the TCP options read back from this connection's socket, as JSON |
+| ``GET /metrics`` | the request-duration histogram in the Prometheus text format (``metrics`` on) |
 | ``GET /ws/echo`` | WebSocket: each message back, as it came (text or binary) |
 | ``GET /ws/stream/{n}`` | WebSocket: ``n`` text messages pushed 10 ms apart, then a normal close |
 """
@@ -25,6 +26,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
 from lab.http.messages import Prebuilt, Request, Response, StreamingResponse, WebSocketSession
+from lab.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from lab.http.routing import Router
 from lab.units import KIB, MIB, NS_PER_US
 
@@ -218,6 +220,14 @@ class WebSocketStream:
         session.close()
 
 
+def metrics(request: Request) -> Response:
+    """This worker's request-duration histogram (lab/http/metrics.py), as Prometheus scrapes it."""
+    state = request.connection.state
+    if not state.settings.metrics:
+        return Response.text("metrics are off: start the server with metrics=True (--metrics)\n", 404)
+    return Response(state.durations.exposition(), content_type=METRICS_CONTENT_TYPE)
+
+
 def websocket_echo(request: Request) -> WebSocketEcho:
     return WEBSOCKET_ECHO
 
@@ -238,6 +248,7 @@ def demo_router() -> Router:
     router.add("GET", "/bytes/{n}", sized_body)
     router.add("GET", "/stream/{chunks}", stream)
     router.add("GET", "/sockopts", sockopts)
+    router.add("GET", "/metrics", metrics)
     router.add_websocket("/ws/echo", websocket_echo)
     router.add_websocket("/ws/stream/{n}", websocket_stream)
     return router

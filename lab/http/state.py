@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from lab.http.config import TLS_CONTEXT_KNOBS, ServerConfig, server_tls_context
 from lab.http.knobs import SocketPlan, socket_plan
 from lab.http.messages import Request
+from lab.http.metrics import RequestDurations, parse_bounds
 from lab.http.routing import Router
 
 log = logging.getLogger("lab.server")
@@ -131,6 +132,7 @@ class ServerState:
         # needs is copied out by the reader), so an idle connection holds no buffer at all.
         self.read_view = memoryview(bytearray(settings.read_buffer_bytes))
         self.stats = ServerStats()
+        self.durations = RequestDurations(parse_bounds(settings.metrics_buckets))
         # Upgraded connections join too: the sweep and close() treat both kinds alike.
         self.connections: set[OpenConnection] = set()
         self.clock = loop.time()
@@ -140,6 +142,9 @@ class ServerState:
 
     def use(self, settings: Settings) -> None:
         """New settings for connections made from now on (a reconfigure)."""
+        if settings.metrics_buckets != self.settings.metrics_buckets:
+            # Other bounds are another histogram: Prometheus sees a new series, not a mix.
+            self.durations = RequestDurations(parse_bounds(settings.metrics_buckets))
         self.settings = settings
         if settings.read_buffer_bytes != len(self.read_view):
             self.read_view = memoryview(bytearray(settings.read_buffer_bytes))  # from the next read on

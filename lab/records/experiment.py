@@ -13,8 +13,13 @@ from collections.abc import Sequence
 from dataclasses import is_dataclass
 from typing import Any
 
+import numpy as np
+
 from lab.addresses import path_in_front_of
 from lab.engine.result import LoadResult
+from lab.measure.hiccup import hiccup_record
+from lab.measure.samples import start_ns
+from lab.measure.summary import measured_window_ns
 from lab.options import as_dict
 from lab.records.record import Marker, Record
 from lab.records.store import RecordStore
@@ -24,21 +29,33 @@ GENERATOR_EVENT_LOOP = "uvloop"  # the generator's workers always run on uvloop
 
 def record_from_result(result: LoadResult, *, server_config: Any = None, name: str = "run",
                        notes: str = "", tags: tuple[str, ...] = (),
-                       changes: Sequence[tuple[int, str]] = ()) -> Record:
+                       changes: Sequence[tuple[int, str]] = (),
+                       server_hiccups: np.ndarray | None = None) -> Record:
     """A record of the measured part of a run (warm-up requests are left out, as in the summary).
 
     The record keeps the run's measured window and outcome, so its summary -- and ``show
     --json`` -- give exactly the figures the run printed. ``changes``: (perf_counter_ns,
     label) of knobs changed during the run, kept as markers on its timeline.
+    ``server_hiccups``: the server's hiccup-meter series (``ServerHandle.hiccups()``), kept
+    as the largest hiccup of each 100 ms of the measured window and their distribution.
     """
     samples = result.measured_samples()
+    hiccups = []
+    if server_hiccups is not None:
+        # The run's own time axis: from its first request to the end of its measured window
+        # (the server's meter ticked before and after it too).
+        first, last = measured_window_ns(samples, result.outcome.window_ns)
+        if samples.size:
+            first = int(start_ns(samples).min())
+        hiccups.append(hiccup_record(server_hiccups, source="server", start_ns=first, end_ns=last))
     return Record.create(
         samples=samples, load_spec=result.spec_dict(),
         server_config=_with_network_path(server_config, result.spec.target.host),
         name=name, notes=notes, tags=tags,
         event_loop=GENERATOR_EVENT_LOOP, started_at=dt.datetime.fromisoformat(result.started_at),
         outcome=result.outcome, markers=[Marker.at(at_ns, label, samples) for at_ns, label in changes],
-        summary=result.summary)  # the run's own: a run's summary is computed once
+        summary=result.summary,  # the run's own: a run's summary is computed once
+        hiccups=hiccups)
 
 
 def save_result(result: LoadResult, *, server_config: Any = None, name: str = "run",

@@ -123,6 +123,7 @@ def summary_document(record: Record, *, interval_s: float | None = None) -> dict
         "summary": summary,
         "unsupported_percentiles": unsupported,
         "timeline": {"interval_s": interval, "rows": _timeline_rows(timeline)},
+        "hiccups": [hiccups.as_dict() for hiccups in record.hiccups],
     }
 
 

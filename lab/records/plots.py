@@ -24,6 +24,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 
 from lab.errors import ConfigError
 from lab.measure.hgrm import percentile_distribution
+from lab.measure.hiccup import HiccupRecord
 from lab.measure.samples import ErrorKind, start_ns
 from lab.measure.stats import percentile
 from lab.measure.summary import METRICS, metric_ns
@@ -202,6 +203,8 @@ def timeline(records: Records, *, interval_s: float | None = None, max_points: i
         if frame["errors"].sum():
             bottom.step(middle, frame["errors_per_s"], where="mid", color="red", linewidth=1,
                         label=f"{label}: errors/s")
+        for hiccups in record.hiccups:
+            _hiccup_line(top, hiccups, colour, label)
         _mark_changes(top, bottom, record, colour if len(listed) > 1 else "black")
     top.set_yscale("log")
     top.set_ylabel("latency (ms, log scale)")
@@ -212,6 +215,18 @@ def timeline(records: Records, *, interval_s: float | None = None, max_points: i
     _finish_legend(top)
     _finish_legend(bottom)
     return figure
+
+
+def _hiccup_line(axes: Axes, hiccups: HiccupRecord, colour: str, label: str) -> None:
+    """A loop's largest hiccup of each interval, on the run's time axis: a platform stall lines
+    up with the requests it held; slow work leaves it flat."""
+    if not hiccups.series:
+        return
+    starts, peaks = (np.asarray(column, dtype=np.float64) for column in zip(*hiccups.series, strict=True))
+    # The latency axis is logarithmic: a loop that woke on time is drawn at 1 us, not lost at 0.
+    axes.plot(starts + hiccups.interval_s / 2, np.maximum(peaks, 0.001), color=colour, linewidth=0.9,
+              linestyle="-.", label=f"{label}: {hiccups.source} loop hiccups (max per "
+                                    f"{hiccups.interval_s:g} s)")
 
 
 def _mark_changes(top: Axes, bottom: Axes, record: Record, colour: str) -> None:

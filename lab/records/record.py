@@ -32,6 +32,7 @@ import pandas as pd
 
 from lab.engine.stages import parse_stages
 from lab.errors import ConfigError
+from lab.measure.hiccup import HiccupRecord
 from lab.measure.run import (
     RunOutcome,
     run_document,
@@ -137,6 +138,9 @@ class Record:
     outcome: RunOutcome | None = None
     # Changes made during the run (a live reconfigure), in time order; older records have none.
     markers: tuple[Marker, ...] = ()
+    # How late the server's (and generator's) own loop woke during the run (issue 28's hiccup
+    # meter), one entry per loop measured; none when no meter ran.
+    hiccups: tuple[HiccupRecord, ...] = ()
 
     @classmethod
     def create(cls, *, samples: np.ndarray, load_spec: Any, server_config: Any = None,
@@ -145,7 +149,7 @@ class Record:
                environment: Environment | None = None,
                thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS,
                outcome: RunOutcome | None = None, markers: Sequence[Marker] = (),
-               summary: RunSummary | None = None) -> Record:
+               summary: RunSummary | None = None, hiccups: Sequence[HiccupRecord] = ()) -> Record:
         """Make a record of a finished run, capturing the environment it ran in.
 
         ``event_loop`` names the loop the load generator used; ``started_at`` is when the
@@ -167,7 +171,8 @@ class Record:
             notes=notes,
             tags=tuple(str(tag) for tag in tags),
             thresholds_ms=tuple(float(t) for t in thresholds_ms),
-            outcome=outcome, markers=tuple(sorted(markers, key=lambda marker: marker.t_s)))
+            outcome=outcome, markers=tuple(sorted(markers, key=lambda marker: marker.t_s)),
+            hiccups=tuple(hiccups))
         if summary is not None:
             if summary.requests != record.samples.size or \
                     set(summary.share_under) != {threshold_key(t) for t in record.thresholds_ms}:
@@ -255,7 +260,8 @@ class Record:
         record = cls(id=stored.id, name=stored.name, notes=stored.notes, tags=stored.tags,
                      samples=frozen_samples(samples), load_spec=stored.load_spec,
                      server_config=stored.server_config, environment=stored.environment,
-                     thresholds_ms=stored.thresholds_ms, outcome=stored.outcome, markers=stored.markers)
+                     thresholds_ms=stored.thresholds_ms, outcome=stored.outcome, markers=stored.markers,
+                     hiccups=stored.hiccups)
         cached = stored.cached_summary()
         if cached is not None and cached.requests == record.samples.size:
             record.__dict__["summary"] = cached  # the cached property's slot, as in create()

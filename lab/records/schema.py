@@ -24,6 +24,7 @@ import numpy as np
 from lab.engine.stages import parse_stages
 from lab.errors import ConfigError, CorruptRecord
 from lab.measure import plain
+from lab.measure.hiccup import HiccupRecord
 from lab.measure.run import RunOutcome
 from lab.measure.summary import DEFAULT_THRESHOLDS_MS, RunSummary, run_span_ns
 from lab.measure.thresholds import parse_thresholds
@@ -93,6 +94,7 @@ class Stored:
     outcome: RunOutcome | None
     markers: tuple[Marker, ...]
     summary: Any  # the cached summary as stored: read by cached_summary(), when wanted
+    hiccups: tuple[HiccupRecord, ...] = ()  # older records have none
     # How long the load was offered after the warm-up (load_spec's duration_seconds is what was
     # asked; a stopped run is shorter); None for a record made from samples alone.
     measured_duration_seconds: float | None = None
@@ -140,6 +142,8 @@ class Described(Protocol):
     @property
     def markers(self) -> tuple[Marker, ...]: ...
     @property
+    def hiccups(self) -> tuple[HiccupRecord, ...]: ...
+    @property
     def summary(self) -> RunSummary: ...
 
 
@@ -154,6 +158,7 @@ def document(record: Described) -> dict[str, Any]:
         "run": None if record.outcome is None else record.outcome.as_dict(),
         "measured_duration_seconds": None if record.outcome is None else record.outcome.measured_seconds,
         "markers": [marker.as_dict() for marker in record.markers],
+        "hiccups": [hiccups.as_dict() for hiccups in record.hiccups],
         "summary": record.summary.as_dict(),
     }
 
@@ -233,6 +238,8 @@ def _parse(metadata: Mapping[str, Any]) -> Stored:
         markers=tuple(_marker(plain.mapping(marker, "markers"))
                       for marker in plain.sequence(metadata.get("markers", []), "markers")),
         summary=metadata.get("summary"),
+        hiccups=tuple(HiccupRecord.from_dict(plain.mapping(hiccups, "hiccups"))
+                      for hiccups in plain.sequence(metadata.get("hiccups", []), "hiccups")),
         measured_duration_seconds=_measured_duration(metadata.get("measured_duration_seconds")),
         samples=None if samples is None else _samples_file(plain.mapping(samples, "samples")))
 
