@@ -200,6 +200,13 @@ def test_wrk_habits_are_accepted(server: ServerHandle) -> None:
     assert 0.3 <= closed["duration_s"] < 1.0
     opened = json.loads(bench(server.url + "/fast", "-R", "100", "-d", "0.3", "--json").stdout)
     assert (opened["mode"], opened["target_rate"], opened["requests"]) == ("open", 100.0, 30)
+    # oha's and ab's -n: the run ends after that many requests
+    counted = json.loads(bench(server.url + "/fast", "-c", "2", "-n", "40", "--json").stdout)
+    assert counted["requests"] == 40
+    # wrk prints its percentile table only with --latency; the lab always does, and takes it
+    with_latency = bench(server.url + "/fast", "-c", "2", "-d", "0.2", "--latency")
+    assert with_latency.returncode == 0, with_latency.stderr
+    assert "Latency Distribution (ms)" in with_latency.stdout and "99.9%" in with_latency.stdout
 
 
 def test_help_documents_exit_codes_and_readable_ranges() -> None:
