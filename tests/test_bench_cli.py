@@ -239,6 +239,14 @@ def test_show_json_prints_what_bench_json_printed(load: list[str], server: Serve
     for key in ("requests", "rps", "duration_s", "latency_ms", "errors"):
         assert again[key] == printed[key], key
     assert again == printed  # and everything else too
+    # the JSON export: the same figures at the same keys (p99 at latency_ms.p99), one shape
+    exported = subprocess.run([sys.executable, "-m", "lab", "export", "same-run", "--format", "json",
+                               "-o", "-", "--data-dir", str(tmp_path)], capture_output=True, text=True,
+                              timeout=60)
+    assert exported.returncode == 0, exported.stderr
+    document = json.loads(exported.stdout)
+    assert document["latency_ms"]["p99"] == printed["latency_ms"]["p99"]
+    assert {key: document[key] for key in printed} == printed
     from lab.measure.figures import UNSUPPORTED
     from lab.records.store import RecordStore
 

@@ -70,11 +70,19 @@ def test_json_summary_has_the_full_configuration_and_the_figures(tmp_path: Path,
     assert document["environment"]["python"] == open_loop_run.environment.python
     # 800 requests: p99 has 8 beyond it and is shown; p99.9 and p99.99 are null and listed
     assert open_loop_run.summary.latency.count == 800
+    # the figures where bench --json and show --json print them: one shape for every script
+    assert document["latency_ms"]["p99"] == open_loop_run.summary.latency.p99
+    assert document["latency_ms"]["p99_9"] is None
+    assert {"latency_ms.p99_9", "latency_ms.p99_99", "ttfb_ms.p99_99"} <= set(
+        document["unsupported_percentiles"])
+    assert {key: document[key] for key in open_loop_run.to_json_dict()} == open_loop_run.to_json_dict()
+    # and, for scripts written against version 1, the summary where it was
     assert document["summary"]["latency"]["p99"] == open_loop_run.summary.latency.p99
     assert document["summary"]["latency"]["p99_9"] is None
-    assert {"latency.p99_9", "latency.p99_99", "ttfb.p99_99"} <= set(document["unsupported_percentiles"])
+    assert {"latency.p99_9", "latency.p99_99", "ttfb.p99_99"} <= set(
+        document["summary_unsupported_percentiles"])
     nulled = json.loads(json.dumps(open_loop_run.summary.as_dict()))
-    for path in document["unsupported_percentiles"]:
+    for path in document["summary_unsupported_percentiles"]:
         *parents, key = path.split(".")
         place = nulled
         for parent in parents:

@@ -32,7 +32,9 @@ from lab.records.record import Record
 from lab.units import NS_PER_MS, NS_PER_S
 
 SUMMARY_FORMAT = "latency-lab-summary"
-SUMMARY_VERSION = 1
+# 2: the figures at the keys `bench --json` and `show --json` print them (latency_ms.p99), so a
+# script reads one shape; version 1's `summary` object is still there for older readers.
+SUMMARY_VERSION = 2
 PARQUET_METADATA_KEY = b"latency_lab"
 
 FORMATS: dict[str, str] = {
@@ -103,7 +105,9 @@ def read_parquet(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any] | None]
 # --- JSON summary ---------------------------------------------------------------------------
 
 def summary_document(record: Record, *, interval_s: float | None = None) -> dict[str, Any]:
-    """The record without its raw samples: settings, environment, summary and timeline."""
+    """The record without its raw samples: the object ``bench --json`` printed for the run
+    (``latency_ms``, ``rps``, ``outcome``...: the same keys, the same values), plus its
+    settings, environment and timeline."""
     first, last = run_span_ns(record.samples)
     interval = interval_s or pick_interval_s((last - first) / NS_PER_S)
     timeline = record.timeline(interval)
@@ -111,12 +115,13 @@ def summary_document(record: Record, *, interval_s: float | None = None) -> dict
     return {
         "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
         "id": record.id, "name": record.name, "notes": record.notes, "tags": list(record.tags),
-        "started_at": record.environment.started_at,
+        **record.to_json_dict(),
         "load_spec": record.load_spec, "server_config": record.server_config,
         "environment": record.environment.as_dict(),
         "thresholds_ms": list(record.thresholds_ms),
+        # version 1's place of the figures, kept for the scripts that read it
         "summary": summary,
-        "unsupported_percentiles": unsupported,
+        "summary_unsupported_percentiles": unsupported,
         "timeline": {"interval_s": interval, "rows": _timeline_rows(timeline)},
     }
 
