@@ -249,3 +249,16 @@ def test_runs_columns_are_chosen_by_name(
     assert stopped.value.code == 2
     line = _usage_error(capsys, "runs")
     assert "--columns: 'p99' is not a column; columns: id, name, started" in line and "p99_ms" in line
+
+
+def test_plot_needs_only_a_run(saved: RecordStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """As export does: the kind (the percentile spectrum) and the file have defaults."""
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(saved, "plot", "open-stall") == 0
+    record = saved.load("open-stall")
+    written = tmp_path / f"{record.id}-open-stall-percentiles.png"
+    assert capsys.readouterr().out == f"wrote {written.name}\n"
+    assert written.read_bytes().startswith(b"\x89PNG")
+    assert run_cli(saved, "plot", "open-stall", "closed", "--kind", "cdf") == 0
+    assert (tmp_path / f"{record.id}-open-stall-and-1-more-cdf.png").exists()

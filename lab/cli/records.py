@@ -26,12 +26,22 @@ from lab.measure import report
 from lab.measure.run import latency_document
 from lab.measure.summary import METRICS
 from lab.records.compare import compare_runs
-from lab.records.export import FORMATS, export, format_for_path, hgrm_text, json_text, to_dataframe
+from lab.records.export import (
+    FORMATS,
+    export,
+    file_stem,
+    format_for_path,
+    hgrm_text,
+    json_text,
+    to_dataframe,
+)
 from lab.records.record import Record
 from lab.records.store import MEASURED_COLUMN, RecordInfo, RecordStore, StoreWarning, runs_table
 
 RUN_HELP = "a run: id, id prefix, name (the newest of that name) or 'latest'"
 PLOT_KIND_HELP = "hist: histogram (log x); cdf; percentiles: HdrHistogram-style spectrum; timeline"
+# The spectrum: every percentile of the run at once, the tail included (HdrHistogram's view)
+DEFAULT_PLOT_KIND = "percentiles"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,12 +88,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     plotting = subparsers.add_parser("plot", help="plot one run, or several overlaid, to a file")
     _add_data_dir(plotting)
     plotting.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP)
-    plotting.add_argument("--kind", required=True, choices=("hist", "cdf", "percentiles", "timeline"),
-                          help=PLOT_KIND_HELP)
+    plotting.add_argument("--kind", default=DEFAULT_PLOT_KIND,
+                          choices=("hist", "cdf", "percentiles", "timeline"),
+                          help=f"{PLOT_KIND_HELP} [default: {DEFAULT_PLOT_KIND}]")
     plotting.add_argument("--metric", choices=tuple(METRICS), default="latency",
                           help="figure to plot (hist, cdf, percentiles) [default: latency]")
-    plotting.add_argument("-o", "--output", required=True, metavar="FILE",
-                          help="picture to write; .png, .svg or .pdf")
+    plotting.add_argument("-o", "--output", default=None, metavar="FILE",
+                          help="picture to write; .png, .svg or .pdf [default: "
+                               "<id>-<name>-<kind>.png of the first run, here]")
     plotting.set_defaults(run=run_plot)
 
     comparing = subparsers.add_parser("compare", help="saved runs side by side, with ratios")
@@ -308,11 +320,14 @@ def run_plot(arguments: argparse.Namespace) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     from lab.records import plots
 
-    target = check_output(arguments.output)
-    if not plots.picture_format(target):
+    target = None if arguments.output is None else check_output(arguments.output)
+    if target is not None and not plots.picture_format(target):
         raise ConfigError("output", f"unknown picture format {target.suffix or '(none)'!r} in "
                           f"{arguments.output}; use .png, .svg or .pdf")
     records = _store(arguments).load_many(arguments.runs)
+    if target is None:
+        more = f"-and-{len(records) - 1}-more" if len(records) > 1 else ""
+        target = Path(f"{file_stem(records[0])}{more}-{arguments.kind}.png")
     options: dict[str, Any] = {} if arguments.kind == "timeline" else {"metric": arguments.metric}
     figure = plots.plot(records, arguments.kind, **options)
     try:

@@ -218,8 +218,14 @@ MAX_SLUG_CHARS = 60
 
 
 def default_export_path(record: Record, format: str, directory: Path | str = ".") -> Path:
+    return Path(directory) / f"{file_stem(record)}.{format}"
+
+
+def file_stem(record: Record) -> str:
+    """``<id>-<name>``, the name made safe for a file name and cut short: what a file
+    written of this record is called unless the user names it."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", record.name)[:MAX_SLUG_CHARS].strip("-.") or "run"
-    return Path(directory) / f"{record.id}-{slug}.{format}"
+    return f"{record.id}-{slug}"
 
 
 def format_for_path(path: Path | str) -> str | None:
