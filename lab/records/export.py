@@ -3,7 +3,10 @@ with the full configuration, the HdrHistogram ``.hgrm`` text, and a pandas DataF
 
 The per-request table keeps the raw sample columns exactly (nanosecond integers; a time that
 does not apply is empty rather than -1) and adds the derived figures in milliseconds, so the
-samples can be rebuilt from a CSV or Parquet export (:func:`samples_from_dataframe`).
+samples can be rebuilt from a CSV or Parquet export (:func:`samples_from_dataframe`). The raw
+times are of the monotonic clock, which means nothing outside the run: each row also says
+when its request started in seconds since the run's start and on the wall clock (UTC), so a
+spreadsheet can place it in time.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ ERROR_LABELS = [kind.label for kind in ErrorKind]
 
 def to_dataframe(source: Record | np.ndarray) -> pd.DataFrame:
     """One row per request: the raw sample fields plus latency, uncorrected latency, ttfb and
-    connect time in ms (NaN for failed requests, or where a time does not apply)."""
+    connect time in ms (NaN for failed requests, or where a time does not apply); of a record,
+    also ``start_s`` and ``start_utc``, when each request started (:func:`run_start`)."""
     samples = source.samples if isinstance(source, Record) else source
     frame = pd.DataFrame({
         name: pd.Series(samples[name], dtype="Int64").mask(samples[name] == MISSING)
@@ -66,7 +70,28 @@ def to_dataframe(source: Record | np.ndarray) -> pd.DataFrame:
     frame["uncorrected_latency_ms"] = _where_ok(ok, samples["done_ns"] - samples["sent_ns"])
     frame["ttfb_ms"] = _where_ok(ok, samples["first_byte_ns"] - samples["sent_ns"])
     frame["connect_ms"] = _where_ok(ok & (samples["connect_ns"] != MISSING), samples["connect_ns"])
+    if isinstance(source, Record) and samples.size:
+        origin_ns, origin_utc = run_start(source)
+        since_ns = start_ns(samples) - origin_ns
+        frame["start_s"] = since_ns / NS_PER_S
+        frame["start_utc"] = origin_utc + pd.to_timedelta(since_ns, unit="ns")
     return frame
+
+
+def run_start(record: Record) -> tuple[int, pd.Timestamp]:
+    """The instant a record's ``started_at`` names, on the monotonic clock of its samples, and
+    that wall-clock time.
+
+    A run saved by the generator started its wall clock where its load began, the warm-up's
+    start (its measured window starts after the warm-up); a record made from samples alone
+    has no such instant, and its first request stands for its start.
+    """
+    origin = run_span_ns(record.samples)[0]
+    if record.outcome is not None:
+        warmup = record.load_spec.get("warmup_seconds") or 0
+        if isinstance(warmup, (int, float)) and not isinstance(warmup, bool):
+            origin = record.outcome.window_ns[0] - round(warmup * NS_PER_S)
+    return origin, pd.Timestamp(record.environment.started_at).tz_convert("UTC")
 
 
 def _where_ok(mask: np.ndarray, values_ns: np.ndarray) -> np.ndarray:
@@ -92,6 +117,8 @@ def read_csv(path: Path | str) -> pd.DataFrame:
                                                            "uncorrected_latency_ms", "ttfb_ms",
                                                            "connect_ms")})
     frame["error"] = pd.Categorical(frame["error"].astype(str), categories=ERROR_LABELS)
+    if "start_utc" in frame:
+        frame["start_utc"] = pd.to_datetime(frame["start_utc"], utc=True, format="ISO8601")
     return frame
 
 
