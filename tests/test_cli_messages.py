@@ -47,6 +47,8 @@ def _one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
      "PATH: 'http://127.0.0.1:8080/fast' is a URL: sweep starts its own lab server, so give the "
      "path alone (e.g. /fast); for a server already running, use bench URL"),
     (["sweep", "/fast", "--knob", "nodelay=on,off", "-d", "3y", "--no-save"], "'3y' is not a duration"),
+    # (Python 3.12.8 and later write the choices without quotes)
+    (["plot", "latest", "--kind", "percentile"], "); did you mean percentiles?"),
 ], ids=lambda value: " ".join(value) if isinstance(value, list) else "")
 def test_a_slip_is_one_line_saying_what_to_write(argv: list[str], says: str,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,3 +76,12 @@ def test_the_top_level_help_is_written_for_users() -> None:
     assert "load generator" in done.stdout
     assert "python -m lab bench http://127.0.0.1:8080/fast" in done.stdout  # how to start
     assert "python -m lab COMMAND --help" in done.stdout
+
+
+def test_a_mistyped_command_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["bnch", "http://127.0.0.1:9/"])
+    assert stopped.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("python -m lab: error: argument COMMAND: invalid choice: 'bnch'")
+    assert line.endswith("; did you mean bench? (see python -m lab --help)")

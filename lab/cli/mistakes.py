@@ -66,13 +66,21 @@ def _switch_takes_no_value(switch: str, value: str) -> str:
 
 
 _EXPLICIT_VALUE = re.compile(r"argument (--[^/\s]+)(?:/\S+)?: ignored explicit argument '(.*)'")
+_INVALID_CHOICE = re.compile(r"argument .+: invalid choice: '(.*)' \(choose from (.*)\)")
 
 
 def explained(message: str) -> str:
-    """argparse's own error, reworded where it does not say what to write (``--nodelay=off``)."""
+    """argparse's own error, reworded where it does not say what to write (``--nodelay=off``,
+    ``bnch`` for ``bench``)."""
     found = _EXPLICIT_VALUE.fullmatch(message)
     if found is not None:
         return _switch_takes_no_value(found.group(1), found.group(2))
+    found = _INVALID_CHOICE.fullmatch(message)
+    if found is not None:
+        choices = [choice.strip().strip("'") for choice in found.group(2).split(",")]
+        meant = difflib.get_close_matches(found.group(1), choices, n=1, cutoff=SIMILAR_ENOUGH)
+        if meant:
+            return f"{message}; did you mean {meant[0]}?"
     return message
 
 
