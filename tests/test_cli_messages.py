@@ -40,6 +40,8 @@ def _one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     (["bench", "http://127.0.0.1:9/", "-c", "ten"], "argument -c/--connections: 'ten' is not a whole number"),
     (["bench", "127.0.0.1:8080/fast"],
      "URL: '127.0.0.1:8080/fast' has no scheme: write http://127.0.0.1:8080/fast"),
+    (["bench", "/fast"], "URL: '/fast' is a path: give the whole URL, e.g. http://127.0.0.1:8080/fast"),
+    (["capacity", "/fast", "--slo", "p99<1ms"], "'/fast' is a path: give the whole URL"),
     (["bench", "http://192.0.2.1/fast"], "the lab only sends traffic to this machine; pass --allow-remote "
                                          "for a target you own"),
     (["capacity", "http://192.0.2.1/fast", "--slo", "p99<1ms"], "; pass --allow-remote for a target you own"),

@@ -205,6 +205,9 @@ class Target:
 def parse_target(url: str) -> Target:
     """Split an ``http://`` or ``ws://`` URL; anything else is a :class:`ConfigError` naming ``url``."""
     parts = urlsplit(url)
+    if url.startswith("/"):
+        raise ConfigError("url", f"{url!r} is a path: give the whole URL, e.g. "
+                          f"http://127.0.0.1:8080{url}")
     if "://" not in url:  # 127.0.0.1:8080/fast, as curl and wrk's users often type it
         raise ConfigError("url", f"{url!r} has no scheme: write http://{url} (ws:// for "
                           "WebSocket)")
