@@ -46,7 +46,7 @@ def _flags(parser: argparse.ArgumentParser) -> list[str]:
 
 def _switch_before(parser: argparse.ArgumentParser, words: Sequence[str], word: str) -> str | None:
     """The on/off flag written just before ``word`` (``--nodelay`` of ``--nodelay off``)."""
-    switches = {text: action for action in parser._actions
+    switches = {text for action in parser._actions
                 if isinstance(action, argparse.BooleanOptionalAction) for text in action.option_strings}
     for index, candidate in enumerate(words[1:], start=1):
         if candidate == word and words[index - 1] in switches:

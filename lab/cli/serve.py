@@ -105,15 +105,17 @@ def announce_stop(config: ServerConfig, port: int, signal_number: int | None) ->
 
 def _serve_here(config: ServerConfig, served: Served) -> int:
     """One worker: the loop runs in this process, with nothing between it and the socket."""
-    stopped_by: list[int] = []
-    listening: list[int] = []
+    stopped_by: int | None = None
+    listening_on: int | None = None
 
     def stop(loop: asyncio.AbstractEventLoop, signal_number: int) -> None:
-        stopped_by.append(signal_number)
+        nonlocal stopped_by
+        stopped_by = signal_number
         loop.stop()
 
     def ready(loop: asyncio.AbstractEventLoop, server: LabServer, port: int) -> None:
-        listening.append(port)
+        nonlocal listening_on
+        listening_on = port
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signal_number, stop, loop, signal_number)
         # Announce from inside the running loop: uvloop can miss a signal that arrives between
@@ -126,8 +128,8 @@ def _serve_here(config: ServerConfig, served: Served) -> int:
     except OSError as error:
         print(f"cannot listen on {config.host}:{config.port}: {error.strerror}", file=sys.stderr)
         return 1
-    if listening:
-        announce_stop(config, listening[0], stopped_by[0] if stopped_by else None)
+    if listening_on is not None:
+        announce_stop(config, listening_on, stopped_by)
     return 0
 
 
