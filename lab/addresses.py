@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lab.errors import ConfigError
 
-OPT_IN = "pass allow_remote=True (--allow-remote) for a target you own"
+OPT_IN = "pass allow_remote=True for a target you own"
 
 # The lab's emulated paths (lab/netpath): their addresses and the names of their devices.
 EMULATED_NETWORK = ipaddress.IPv4Network("198.19.0.0/16")
@@ -93,6 +93,20 @@ def require_loopback(host: str, *, allow_remote: bool = False, option: str = "ur
     opted in; ``opt_in`` tells the user how to opt in (None where they cannot)."""
     if allow_remote or is_loopback(host) or is_emulated_path(host):
         return
-    how = f"; {opt_in}" if opt_in else ""
-    raise ConfigError(option, f"{host} is not a loopback address (127.0.0.0/8 or ::1): the lab "
-                      f"only sends traffic to this machine{how}")
+    raise RemoteTargetRefused(option, host, opt_in)
+
+
+class RemoteTargetRefused(ConfigError):
+    """A target outside this machine, refused; the message says how to opt in, in the words of
+    the caller's interface (``allow_remote=True`` in Python; the CLI names its flag)."""
+
+    def __init__(self, option: str, host: str, opt_in: str | None) -> None:
+        how = f"; {opt_in}" if opt_in else ""
+        super().__init__(option, f"{host} is not a loopback address (127.0.0.0/8 or ::1): the lab "
+                         f"only sends traffic to this machine{how}")
+        self.host = host
+        self.opt_in = opt_in
+
+    def opting_in(self, opt_in: str) -> RemoteTargetRefused:
+        """The same refusal, saying ``opt_in`` (where the caller could opt in at all)."""
+        return self if self.opt_in is None else RemoteTargetRefused(self.option, self.host, opt_in)

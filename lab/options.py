@@ -203,6 +203,12 @@ _SECONDS_PER = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MILLISECONDS_PER = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
+class UnreadableValue(ValueError, argparse.ArgumentTypeError):
+    """A value that does not parse, and how to write it. argparse prints an ArgumentTypeError's
+    own words (a ValueError would read "invalid float value: '5x'", though the help promises
+    500ms); callers that catch ValueError still catch it."""
+
+
 def _parse_optional(base: type, nullable: bool, unit: str) -> Any:
     def parse(text: str) -> Any:
         if nullable and text.lower() in ("none", "off", "default"):
@@ -214,7 +220,11 @@ def _parse_optional(base: type, nullable: bool, unit: str) -> Any:
         elif unit == "bytes" and base is int:
             return _bytes(text)
         else:
-            value = base(text)
+            try:
+                value = base(text)
+            except ValueError:
+                whole = "whole " if base is int else ""
+                raise UnreadableValue(f"{text!r} is not a {whole}number") from None
         if base is float and not math.isfinite(value):
             raise ValueError(f"{text!r} is not a finite number")
         return value
@@ -256,24 +266,27 @@ def parse_seconds(text: str) -> float:
 def parse_milliseconds(text: str) -> float:
     """``40``, ``40ms``, ``500us``, ``0.5s``: milliseconds (a bare number is already in them);
     ValueError if not."""
-    return _scaled(text, _MILLISECONDS_PER)
+    return _scaled(text, _MILLISECONDS_PER, "a time: write it as 40 (ms), 500us, 40ms or 0.5s")
 
 
 def _seconds(text: str) -> float:
     """``10``, ``10s``, ``500ms``, ``2m``: seconds."""
-    return _scaled(text, _SECONDS_PER)
+    return _scaled(text, _SECONDS_PER, "a duration: write it as 10, 500ms, 10s or 2m")
 
 
-def _scaled(text: str, per_unit: Mapping[str, float]) -> float:
+def _scaled(text: str, per_unit: Mapping[str, float], what: str) -> float:
     """A finite number with an optional unit suffix, in the table's unit (the longest suffix
-    first: "ms" before "s")."""
+    first: "ms" before "s"); ``what`` says how to write one when ``text`` is not."""
     stripped = text.strip().lower()
     number, scale = stripped, 1.0
     for suffix in sorted(per_unit, key=len, reverse=True):
         if stripped.endswith(suffix) and suffix != stripped:
             number, scale = stripped.removesuffix(suffix), per_unit[suffix]
             break
-    value = float(number) * scale
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise UnreadableValue(f"{text!r} is not {what}") from None
     if not math.isfinite(value):
         raise ValueError(f"{text!r} is not a finite number")
     return value
@@ -285,10 +298,13 @@ _BYTES_PER = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "k": 1 << 10, "m":
 def _bytes(text: str) -> int:
     """``65536``, ``64KiB``, ``64k``, ``1MiB``: bytes (binary multiples)."""
     stripped = text.strip().lower()
-    for suffix in sorted(_BYTES_PER, key=len, reverse=True):
-        if stripped.endswith(suffix) and suffix != stripped:
-            return int(stripped.removesuffix(suffix).strip()) * _BYTES_PER[suffix]
-    return int(stripped)
+    try:
+        for suffix in sorted(_BYTES_PER, key=len, reverse=True):
+            if stripped.endswith(suffix) and suffix != stripped:
+                return int(stripped.removesuffix(suffix).strip()) * _BYTES_PER[suffix]
+        return int(stripped)
+    except ValueError:
+        raise UnreadableValue(f"{text!r} is not a size: write it as 65536, 64KiB or 1MiB") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:

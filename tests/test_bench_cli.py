@@ -200,6 +200,13 @@ def test_wrk_habits_are_accepted(server: ServerHandle) -> None:
     assert 0.3 <= closed["duration_s"] < 1.0
     opened = json.loads(bench(server.url + "/fast", "-R", "100", "-d", "0.3", "--json").stdout)
     assert (opened["mode"], opened["target_rate"], opened["requests"]) == ("open", 100.0, 30)
+    # oha's and ab's -n: the run ends after that many requests
+    counted = json.loads(bench(server.url + "/fast", "-c", "2", "-n", "40", "--json").stdout)
+    assert counted["requests"] == 40
+    # wrk prints its percentile table only with --latency; the lab always does, and takes it
+    with_latency = bench(server.url + "/fast", "-c", "2", "-d", "0.2", "--latency")
+    assert with_latency.returncode == 0, with_latency.stderr
+    assert "Latency Distribution (ms)" in with_latency.stdout and "99.9%" in with_latency.stdout
 
 
 def test_help_documents_exit_codes_and_readable_ranges() -> None:
@@ -232,6 +239,14 @@ def test_show_json_prints_what_bench_json_printed(load: list[str], server: Serve
     for key in ("requests", "rps", "duration_s", "latency_ms", "errors"):
         assert again[key] == printed[key], key
     assert again == printed  # and everything else too
+    # the JSON export: the same figures at the same keys (p99 at latency_ms.p99), one shape
+    exported = subprocess.run([sys.executable, "-m", "lab", "export", "same-run", "--format", "json",
+                               "-o", "-", "--data-dir", str(tmp_path)], capture_output=True, text=True,
+                              timeout=60)
+    assert exported.returncode == 0, exported.stderr
+    document = json.loads(exported.stdout)
+    assert document["latency_ms"]["p99"] == printed["latency_ms"]["p99"]
+    assert {key: document[key] for key in printed} == printed
     from lab.measure.figures import UNSUPPORTED
     from lab.records.store import RecordStore
 
@@ -242,11 +257,18 @@ def test_show_json_prints_what_bench_json_printed(load: list[str], server: Serve
     assert (row["requests"], row["rps"], row["p99_ms"]) == (printed["requests"], printed["rps"], p99)
 
 
-def test_connect_time_is_shown_when_the_run_opened_connections(server: ServerHandle) -> None:
+def test_connect_time_is_shown_when_the_run_opened_connections(server: ServerHandle, tmp_path: Path) -> None:
     fresh = bench(server.url + "/fast", "-c", "2", "-d", "0.3", "--no-keepalive").stdout
     assert "    Connect " in fresh
-    reused = bench(server.url + "/fast", "-c", "2", "-d", "0.3").stdout
-    assert "Connect" not in reused  # connections opened before the run are charged to nobody
+    # keep-alive connections opened before the run: each one's connect time rides on its first
+    # request's row (charged to no latency), so a keep-alive run reports them too
+    kept = json.loads(bench(server.url + "/fast", "-c", "10", "-d", "0.3", "--json", "--save",
+                            "--data-dir", str(tmp_path)).stdout)
+    assert kept["connect_ms"]["mean"] is not None and kept["connect_ms"]["max"] > 0
+    from lab.records.store import RecordStore
+
+    assert RecordStore(tmp_path).load("latest").summary.connect.count == 10  # show's "count"
+    assert "    Connect " in bench(server.url + "/fast", "-c", "2", "-d", "0.3").stdout
     with_load = bench(server.url + "/fast", "-c", "2", "-d", "0.3", "--connect", "with-load").stdout
     assert "    Connect " in with_load  # wrk's pattern: opened as the run starts, first requests wait
 

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from lab.measure.hgrm import bucket_layout, format_hgrm, percentile_distribution
+from lab.measure.run import RunOutcome
 from lab.measure.samples import latency_ns
 from lab.measure.stats import summarize
 from lab.records.export import (
@@ -70,11 +71,19 @@ def test_json_summary_has_the_full_configuration_and_the_figures(tmp_path: Path,
     assert document["environment"]["python"] == open_loop_run.environment.python
     # 800 requests: p99 has 8 beyond it and is shown; p99.9 and p99.99 are null and listed
     assert open_loop_run.summary.latency.count == 800
+    # the figures where bench --json and show --json print them: one shape for every script
+    assert document["latency_ms"]["p99"] == open_loop_run.summary.latency.p99
+    assert document["latency_ms"]["p99_9"] is None
+    assert {"latency_ms.p99_9", "latency_ms.p99_99", "ttfb_ms.p99_99"} <= set(
+        document["unsupported_percentiles"])
+    assert {key: document[key] for key in open_loop_run.to_json_dict()} == open_loop_run.to_json_dict()
+    # and, for scripts written against version 1, the summary where it was
     assert document["summary"]["latency"]["p99"] == open_loop_run.summary.latency.p99
     assert document["summary"]["latency"]["p99_9"] is None
-    assert {"latency.p99_9", "latency.p99_99", "ttfb.p99_99"} <= set(document["unsupported_percentiles"])
+    assert {"latency.p99_9", "latency.p99_99", "ttfb.p99_99"} <= set(
+        document["summary_unsupported_percentiles"])
     nulled = json.loads(json.dumps(open_loop_run.summary.as_dict()))
-    for path in document["unsupported_percentiles"]:
+    for path in document["summary_unsupported_percentiles"]:
         *parents, key = path.split(".")
         place = nulled
         for parent in parents:
@@ -153,3 +162,34 @@ def test_summary_of_csv_latency_equals_the_records(tmp_path: Path, closed_loop_r
 def test_export_refuses_an_unknown_format(synthetic_record: Record, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="format: 'xlsx' is not allowed"):
         export(synthetic_record, "xlsx", tmp_path / "x.xlsx")
+
+
+@pytest.mark.parametrize("format", ["csv", "parquet"])
+def test_rows_say_when_each_request_started(format: str, tmp_path: Path, synthetic_record: Record) -> None:
+    """The *_ns columns are of the monotonic clock: each row also carries its start in seconds
+    since the run's start and on the wall clock, so a spreadsheet can place it in time."""
+    path = export(synthetic_record, format, tmp_path / f"run.{format}")
+    frame = read_csv(path) if format == "csv" else read_parquet(path)[0]
+    samples = synthetic_record.samples
+    first = int(samples["intended_ns"].min())  # an open-loop request starts when it was due
+    assert frame["start_s"].to_numpy() == pytest.approx((samples["intended_ns"] - first) / 1e9)
+    assert frame["start_s"].iloc[0] == 0
+    started = pd.Timestamp(synthetic_record.environment.started_at)
+    assert frame["start_utc"].iloc[0] == started
+    # to the microsecond a CSV keeps: 5000 requests at 5000/s end a second after the start
+    offset = frame["start_utc"].iloc[-1] - started
+    assert offset == pd.Timedelta(microseconds=round(frame["start_s"].iloc[-1] * 1e6))
+    assert offset > pd.Timedelta(seconds=0.99)
+
+
+def test_the_run_start_of_a_generator_run_is_before_its_warm_up(synthetic_record: Record) -> None:
+    """A run saved by bench named its start where the load began, the warm-up's start: its
+    measured requests (the record's) start half a second into the run after a 0.5 s warm-up."""
+    first = int(synthetic_record.samples["intended_ns"].min())
+    warmed = Record.create(samples=synthetic_record.samples, load_spec={"mode": "open", "rate": 5000,
+                                                                       "warmup_seconds": 0.5},
+                           outcome=RunOutcome(window_ns=(first, first + 10**9)), name="warmed")
+    frame = to_dataframe(warmed)
+    assert frame["start_s"].iloc[0] == pytest.approx(0.5)
+    assert frame["start_utc"].iloc[0] == (pd.Timestamp(warmed.environment.started_at)
+                                          + pd.Timedelta(seconds=0.5))

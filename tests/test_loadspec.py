@@ -27,7 +27,7 @@ def test_a_non_loopback_target_is_refused_with_a_clear_message(url: str) -> None
         LoadSpec(url=url)
     assert caught.value.option == "url"
     assert "not a loopback address" in str(caught.value)
-    assert "--allow-remote" in str(caught.value)
+    assert "pass allow_remote=True" in str(caught.value)  # the CLI says --allow-remote instead
 
 
 def test_remote_targets_need_the_explicit_opt_in() -> None:

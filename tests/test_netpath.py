@@ -202,7 +202,7 @@ def test_stop_removes_everything_the_path_made() -> None:
     server.stop()
     assert nothing_left(path.namespace, path.relay_pid) == []
     assert not is_emulated_path(path.server_address)
-    with pytest.raises(ConfigError, match="--allow-remote"):
+    with pytest.raises(ConfigError, match="allow_remote=True"):
         lab.LoadSpec(url=server.url)  # once it is gone, its address is remote like any other
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from nbclient import NotebookClient
 
@@ -72,3 +74,46 @@ def test_a_figure_displays_inline_in_a_notebook(tmp_path: Path, synthetic_record
     client.execute()
     outputs = notebook.cells[0].outputs
     assert any("image/png" in output.get("data", {}) for output in outputs), outputs
+
+
+def _two_hundred_times_apart(synthetic_record: Record) -> list[Record]:
+    fast = synthetic_record.samples.copy()
+    slow = fast.copy()
+    slow["first_byte_ns"] = np.where(slow["first_byte_ns"] > 0,
+                                     slow["sent_ns"] + (slow["first_byte_ns"] - slow["sent_ns"]) * 200, -1)
+    slow["done_ns"] = slow["sent_ns"] + (slow["done_ns"] - slow["sent_ns"]) * 200
+    slow["intended_ns"] = slow["sent_ns"]
+    return [synthetic_record.replace(name="fast"),
+            Record.create(samples=slow, name="slow", load_spec=synthetic_record.load_spec,
+                          server_config=synthetic_record.server_config)]
+
+
+def test_the_spectrum_is_readable_at_two_hundred_times(synthetic_record: Record) -> None:
+    """Overlaid runs 200 times apart: on a linear latency axis the fast run is a flat line at 0
+    (its p50 to p99.9 covered under 1 % of the height); on the log axis it covers a good part."""
+    figure = plots.percentile_spectrum(_two_hundred_times_apart(synthetic_record))
+    FigureCanvasAgg(figure).draw()
+    axes = figure.axes[0]
+    assert axes.get_yscale() == "log"
+    fast = next(line for line in axes.get_lines() if line.get_label().startswith("fast"))
+    heights = axes.transAxes.inverted().transform(axes.transData.transform(fast.get_xydata()))[:, 1]
+    assert heights.max() - heights.min() > 0.25, heights
+    labels_ = [label.get_text() for label in axes.get_yticklabels()]
+    assert {"0.1 ms", "1 ms", "10 ms"} <= set(labels_), labels_
+
+
+@pytest.mark.parametrize("kind", ["hist", "cdf", "timeline"])
+def test_log_axes_are_labelled_in_milliseconds(kind: str, synthetic_record: Record) -> None:
+    figure = plots.plot(_two_hundred_times_apart(synthetic_record), kind)
+    FigureCanvasAgg(figure).draw()
+    axes = figure.axes[0]
+    axis = axes.yaxis if kind == "timeline" else axes.xaxis
+    texts = [label.get_text() for label in axis.get_ticklabels() if label.get_text()]
+    assert "1 ms" in texts and "10 ms" in texts, texts
+    assert not any("10^" in text or "mathdefault" in text for text in texts), texts
+
+
+@pytest.mark.parametrize(("value", "text"), [(0.1, "0.1 ms"), (1.0, "1 ms"), (0.05, "0.05 ms"),
+                                             (2000.0, "2,000 ms"), (0.0002, "0.0002 ms")])
+def test_a_tick_is_written_in_milliseconds(value: float, text: str) -> None:
+    assert plots.format_ms_tick(value) == text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -178,3 +179,98 @@ def test_show_uses_the_figures_of_the_summary(saved: RecordStore, open_loop_run:
     figures = f"{summary.requests} requests in {summary.duration_s:.3f} s, {summary.rps:.1f} responses/s"
     assert figures in output
     assert f"status codes: 200 {summary.status_codes['200']}" in output
+
+
+# --- runs: filters, columns, JSON, a table that fits a terminal ----------------------------------
+
+def _realistic(synthetic_record: Record, number: int, name: str, tags: list[str]) -> Record:
+    """A record with every load and server setting, as bench and the panel save them."""
+    from lab.engine.spec import LoadSpec
+    from lab.http.config import ServerConfig
+    from lab.options import as_dict
+
+    load = as_dict(LoadSpec(url="http://127.0.0.1:8080/fast", connections=10 + 40 * (number % 2)))
+    server = as_dict(ServerConfig(nodelay=number % 3 != 0))
+    return Record.create(samples=synthetic_record.samples, name=name, load_spec=load,
+                         server_config=server, tags=tags,
+                         started_at=dt.datetime(2026, 12, 7, 20, number, tzinfo=dt.UTC))
+
+
+@pytest.fixture
+def listed(store: RecordStore, synthetic_record: Record) -> list[Record]:
+    names = ["baseline", "nodelay off", "a name far longer than any table column should be"]
+    records = [_realistic(synthetic_record, number, names[number % 3],
+                          ["sweep-1"] if number < 3 else ["panel", "keep"]) for number in range(6)]
+    for record in records:
+        store.save(record)
+    return records
+
+
+def test_runs_table_fits_a_terminal_and_shows_what_differs(
+        store: RecordStore, listed: list[Record], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(store, "runs") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 7 and max(len(line) for line in lines) <= 100, "\n".join(lines)
+    header = lines[0].split()
+    assert header[:2] == ["id", "name"] and {"requests", "rps", "p50_ms", "p99_ms"} <= set(header)
+    assert "connections" in header  # a setting that differs between the runs listed
+    assert "url" not in header  # one every run shares says nothing
+    assert all(record.id in line for record, line in zip(listed, lines[1:], strict=True))
+    assert run_cli(store, "runs", "--all-columns") == 0
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) > 100
+
+
+def test_runs_filters_by_tag_and_name_and_keeps_the_last(
+        store: RecordStore, listed: list[Record], capsys: pytest.CaptureFixture[str]) -> None:
+    def ids(*argv: str) -> list[str]:
+        assert run_cli(store, "runs", "--json", *argv) == 0
+        return [item["id"] for item in json.loads(capsys.readouterr().out)]
+
+    every = [record.id for record in listed]
+    assert ids() == every
+    assert ids("--last", "2") == every[-2:]
+    assert ids("--tag", "sweep-1") == every[:3]
+    assert ids("--tag", "panel", "--tag", "keep", "--last", "1") == every[-1:]
+    assert ids("--name", "baseline") == [every[0], every[3]]
+    assert ids("--name", "nodelay*", "--tag", "panel") == [every[4]]
+    assert ids("--tag", "nothing") == []
+    assert run_cli(store, "runs", "--tag", "nothing") == 0
+    assert capsys.readouterr().out == "no saved run matches\n"
+
+
+def test_runs_json_gives_the_figures_at_bench_json_keys(
+        saved: RecordStore, closed_loop_run: Record, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(saved, "runs", "--json", "--name", "closed") == 0
+    (item,) = json.loads(capsys.readouterr().out)
+    printed = closed_loop_run.to_json_dict()  # what bench --json printed
+    assert item["id"] == closed_loop_run.id and item["settings"]["load.connections"] == 2
+    for key in ("requests", "succeeded", "rps", "errors", "status_codes"):
+        assert item[key] == printed[key], key
+    figures = {key: value for key, value in item["latency_ms"].items() if key != "count"}
+    assert figures == printed["latency_ms"]
+
+
+def test_runs_columns_are_chosen_by_name(
+        store: RecordStore, listed: list[Record], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(store, "runs", "--columns", "name,nodelay,p99_ms", "--name", "baseline") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "nodelay", "p99_ms"]
+    assert [line.split()[:2] for line in lines[1:]] == [["baseline", "False"]] * 2
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(store, "runs", "--columns", "name,p99")
+    assert stopped.value.code == 2
+    line = _usage_error(capsys, "runs")
+    assert "--columns: 'p99' is not a column; columns: id, name, started" in line and "p99_ms" in line
+
+
+def test_plot_needs_only_a_run(saved: RecordStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """As export does: the kind (the percentile spectrum) and the file have defaults."""
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(saved, "plot", "open-stall") == 0
+    record = saved.load("open-stall")
+    written = tmp_path / f"{record.id}-open-stall-percentiles.png"
+    assert capsys.readouterr().out == f"wrote {written.name}\n"
+    assert written.read_bytes().startswith(b"\x89PNG")
+    assert run_cli(saved, "plot", "open-stall", "closed", "--kind", "cdf") == 0
+    assert (tmp_path / f"{record.id}-open-stall-and-1-more-cdf.png").exists()

@@ -165,6 +165,9 @@ def test_cli_announces_serves_and_stops_on_sigterm(flags):
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
         assert port_is_free(port)
+        # a server that goes quiet when it stops leaves its user wondering: it says so
+        assert process.stdout.read().strip().splitlines()[-1] == (
+            f"stopped (SIGTERM): no longer listening on http://127.0.0.1:{port}")
     finally:
         if process.poll() is None:
             process.kill()
@@ -176,6 +179,7 @@ def test_cli_stops_on_ctrl_c():
         assert process.stdout.readline().startswith("listening on")
         os.kill(process.pid, signal.SIGINT)
         assert process.wait(timeout=10) == 0
+        assert process.stdout.read().startswith("stopped (SIGINT): no longer listening on")
     finally:
         if process.poll() is None:
             process.kill()

@@ -339,12 +339,16 @@ def test_text_of_a_record_reaches_the_terminal_escaped(store: RecordStore, synth
     _edited(lambda m: m["environment"].update(hostname=ESCAPES, cpu_model=ESCAPES,
                                               started_at="2025-01-01T02:00:00+02:00"))(path)
     data = ["--data-dir", str(store.path)]
-    for command in (["runs"], ["show", "synthetic"], ["runs", "--all-columns"]):
+    # the default listing keeps what fits 100 characters: the long setting is asked for by name
+    for command in (["runs", "--columns", "id,mode"], ["show", "synthetic"],
+                    ["runs", "--all-columns"]):
         assert main([*command, *data]) == 0
         output = capsys.readouterr()
         assert "\x1b" not in output.out + output.err
         assert "\\x1b[2J" in output.out
     assert main(["runs", *data]) == 0
+    assert "\x1b" not in capsys.readouterr().out
+    assert main(["runs", "--columns", "started", *data]) == 0
     assert "2025-01-01 00:00:00" in capsys.readouterr().out  # shown in UTC
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -260,6 +261,9 @@ def test_a_sweep_too_short_for_a_verdict_says_so() -> None:
     assert done.returncode == 0, done.stderr
     assert "with 5 rounds the paired rank test cannot reach p < 0.05" in done.stdout, done.stdout
     assert "--rounds 6 or more" in done.stdout
+    # the bounds are said to be an interval, and which one (not a bare "[471, 483]")
+    interval = r"nodelay=false  p50: ×\S+ \(95 % interval \S+ to \S+, p=\S+\)"
+    assert re.search(interval, done.stdout), done.stdout
 
 
 def test_a_staged_sweep_keeps_each_runs_stages(tmp_path: Path) -> None:

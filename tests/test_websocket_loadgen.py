@@ -74,7 +74,8 @@ def test_open_loop_reconnects_after_an_idle_close_and_times_the_handshake(
     samples = result.samples
     assert result.errors == {}
     assert np.all(samples["intended_ns"] != MISSING)
-    reconnected = samples[samples["connect_ns"] != MISSING]
+    # the first message's connect was made before the run (not in its latency): the rest waited
+    reconnected = samples[1:][samples[1:]["connect_ns"] != MISSING]
     assert reconnected.size >= 3
     # The connect time is the TCP connect plus the opening handshake, inside the latency.
     assert np.all(reconnected["connect_ns"] > 0)

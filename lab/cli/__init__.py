@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from lab.cli import mistakes
 from lab.cli.text import printable
 from lab.errors import ConfigError, LabError
 
@@ -32,16 +33,33 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
+# What `python -m lab --help` says: written for someone who has not read the code.
+DESCRIPTION = """\
+Latency Lab: a tunable HTTP/1.1 server, a load generator whose figures can be trusted
+(coordinated omission corrected, every request timed), and records of every run to list,
+export, plot and compare."""
+EPILOG = """\
+start here:
+  python -m lab serve                                    a server on http://127.0.0.1:8080
+  python -m lab bench http://127.0.0.1:8080/fast -d 5s   load it, as wrk does (-R 2000: as wrk2)
+  python -m lab bench URL --save --name baseline         keep the run: then runs, show, plot
+  python -m lab sweep /fast --knob nodelay=on,off        does a knob change latency, really?
+
+`python -m lab COMMAND --help` lists a command's flags, with their ranges and defaults.
+"""
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse, but a mistake is reported in one line rather than after the whole usage."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {mistakes.explained(message)} (see {self.prog} --help)\n")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser for ``command`` alone when it is known, else for every command."""
-    parser = OneLineErrorParser(prog="python -m lab", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="python -m lab", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                        parser_class=OneLineErrorParser)
     owners = [module for module, commands in COMMAND_MODULES.items() if command in commands]
@@ -81,11 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments, unknown = parser.parse_known_args(words)
     own = command_parser(parser, arguments.command)
     if unknown:
-        own.error(f"unrecognized arguments: {' '.join(printable(word) for word in unknown)}")
+        own.error(mistakes.unrecognized(own, words, unknown))
     try:
         return int(arguments.run(arguments) or 0)
     except ConfigError as error:
         # the flag and what it allows; exit 2
+        error = mistakes.in_cli_words(error)
         own.error(printable(f"{name_of_flag(own, error.option)}: {error.message}"))
     except LabError as error:
         print(printable(f"lab: {error}"), file=sys.stderr)

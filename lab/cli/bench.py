@@ -48,7 +48,8 @@ exit codes:
   1  is also what a failure to run at all returns (a Dask cluster that does not
      start, a server that will not listen), with one line on stderr
 
-wrk's habits work: -c connections, -d duration (10s, 500ms), -t workers, -R rate.
+wrk's habits work: -c connections, -d duration (10s, 500ms), -t workers, -R rate,
+--latency (the distribution is always printed); oha's and ab's -n requests.
 """
 
 PROGRESS_AFTER_SECONDS = 1.0  # a run shorter than this needs no progress line
@@ -68,6 +69,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     extra.add_argument("--path", action="append", default=[], metavar="PATH",
                        help="request this path instead of the URL's; repeat to take several in turn")
     extra.add_argument("--json", action="store_true", help="print one JSON object")
+    # wrk prints its percentile table only with --latency; the lab always prints it, so a
+    # command line copied from wrk must not be refused for asking.
+    extra.add_argument("--latency", action="store_true",
+                       help="accepted as wrk takes it: the latency distribution is always printed")
     extra.add_argument("--cluster", default=None, metavar="local:N|tcp://HOST:PORT",
                        help="run the generator on a Dask cluster: local:N starts N single-threaded "
                             "worker processes here; tcp://HOST:PORT uses a running scheduler")

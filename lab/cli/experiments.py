@@ -224,7 +224,8 @@ def describe(result: SweepResult) -> str:
     for effect in result.effects:
         lines.append(printable(
             f"  {label(effect.setting)}  {effect.metric}: ×{effect.ratio:.3g} "
-            f"[{effect.ci_low:.3g}, {effect.ci_high:.3g}] p={effect.p_value:.2g}  {effect.verdict}"
+            f"(95 % interval {effect.ci_low:.3g} to {effect.ci_high:.3g}, p={effect.p_value:.2g})  "
+            f"{effect.verdict}"
             + ("  (within the noise band)" if effect.within_noise_band else "")))
     if plan.rounds < FEWEST_ROUNDS_FOR_A_VERDICT:
         lines.append(f"with {plan.rounds} rounds the paired rank test cannot reach p < {SIGNIFICANCE:g}: "

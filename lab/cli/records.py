@@ -7,6 +7,7 @@ A run is named by its id, a unique id prefix, its name (the newest run of that n
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import functools
 import json
 import math
@@ -23,11 +24,13 @@ from lab.cli.text import printable
 from lab.errors import ConfigError, CorruptRecord, RecordNotFound
 from lab.measure import report
 from lab.measure.hiccup import describe_hiccups
+from lab.measure.run import latency_document
 from lab.measure.summary import METRICS
 from lab.records.compare import compare_runs
 from lab.records.export import (
     FORMATS,
     export,
+    file_stem,
     format_for_path,
     hgrm_text,
     hlog_text,
@@ -35,16 +38,32 @@ from lab.records.export import (
     to_dataframe,
 )
 from lab.records.record import Record
-from lab.records.store import RecordStore, StoreWarning
+from lab.records.store import MEASURED_COLUMN, RecordInfo, RecordStore, StoreWarning, runs_table
 
 RUN_HELP = "a run: id, id prefix, name (the newest of that name) or 'latest'"
 PLOT_KIND_HELP = "hist: histogram (log x); cdf; percentiles: HdrHistogram-style spectrum; timeline"
+# The spectrum: every percentile of the run at once, the tail included (HdrHistogram's view)
+DEFAULT_PLOT_KIND = "percentiles"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    runs = subparsers.add_parser("runs", help="list the saved runs")
+    runs = subparsers.add_parser(
+        "runs", help="list the saved runs",
+        description="List the saved runs, oldest first: a table as wide as a terminal (the "
+                    "settings that differ between the runs listed come first), or --json.")
     _add_data_dir(runs)
-    runs.add_argument("--all-columns", action="store_true", help="do not abbreviate the table")
+    runs.add_argument("--last", type=int, default=None, metavar="N", help="only the N newest runs")
+    runs.add_argument("--tag", action="append", default=[], metavar="TAG",
+                      help="only runs with this tag (repeatable: runs with every one)")
+    runs.add_argument("--name", default=None, metavar="PATTERN",
+                      help="only runs whose name matches, e.g. baseline or 'nodelay*'")
+    runs.add_argument("--columns", default=None, metavar="A,B,...",
+                      help="these columns, in this order (e.g. id,name,connections,p99_ms); "
+                           "a wrong name lists them all")
+    runs.add_argument("--all-columns", action="store_true",
+                      help=f"every column, however wide [default: what fits {TABLE_WIDTH} characters]")
+    runs.add_argument("--json", action="store_true",
+                      help="one JSON list, a run per item, its figures at bench --json's keys")
     runs.set_defaults(run=run_runs)
 
     show = subparsers.add_parser("show", help="print one saved run: settings, environment, summary")
@@ -73,12 +92,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     plotting = subparsers.add_parser("plot", help="plot one run, or several overlaid, to a file")
     _add_data_dir(plotting)
     plotting.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP)
-    plotting.add_argument("--kind", required=True, choices=("hist", "cdf", "percentiles", "timeline"),
-                          help=PLOT_KIND_HELP)
+    plotting.add_argument("--kind", default=DEFAULT_PLOT_KIND,
+                          choices=("hist", "cdf", "percentiles", "timeline"),
+                          help=f"{PLOT_KIND_HELP} [default: {DEFAULT_PLOT_KIND}]")
     plotting.add_argument("--metric", choices=tuple(METRICS), default="latency",
                           help="figure to plot (hist, cdf, percentiles) [default: latency]")
-    plotting.add_argument("-o", "--output", required=True, metavar="FILE",
-                          help="picture to write; .png, .svg or .pdf")
+    plotting.add_argument("-o", "--output", default=None, metavar="FILE",
+                          help="picture to write; .png, .svg or .pdf [default: "
+                               "<id>-<name>-<kind>.png of the first run, here]")
     plotting.set_defaults(run=run_plot)
 
     comparing = subparsers.add_parser("compare", help="saved runs side by side, with ratios")
@@ -141,18 +162,93 @@ def _print_skipped(caught: list[warnings.WarningMessage]) -> None:
 
 @_reports_store_problems
 def run_runs(arguments: argparse.Namespace) -> int:
+    if arguments.last is not None and arguments.last < 1:
+        raise ConfigError("last", f"{arguments.last} runs: give 1 or more")
     store = _store(arguments)
-    table = store.runs()
-    if table.empty:
-        print(f"no runs saved in {store.path}")
+    saved = store.infos()
+    infos = _chosen_runs(saved, arguments)
+    if arguments.json:
+        print(json.dumps([_run_item(info) for info in infos], default=str))
         return 0
+    if not infos:
+        print("no saved run matches" if saved else f"no runs saved in {store.path}")
+        return 0
+    table = runs_table(infos)
+    if arguments.columns is not None:
+        table = table[_named_columns(arguments.columns, table)]
     # Every text cell, names of settings included, came from a record file: escaped.
-    table = table.assign(started=table["started"].dt.strftime("%Y-%m-%d %H:%M:%S")).map(
+    table = table.assign(**({"started": table["started"].dt.strftime("%Y-%m-%d %H:%M:%S")}
+                            if "started" in table else {})).map(
         lambda cell: printable(cell) if isinstance(cell, str) else cell).rename(columns=printable)
-    with pd.option_context("display.width", 250, "display.max_columns", None if arguments.all_columns else 20,
-                           "display.float_format", _figure):
-        print(table.to_string(index=False))
+    if arguments.columns is None and not arguments.all_columns:
+        print(_fitting(table))
+        return 0
+    print(_table_text(table))
     return 0
+
+
+TABLE_WIDTH = 100  # a terminal's width, with room to spare
+NAME_CHARS = 24  # of a run's name, in the table that fits TABLE_WIDTH (the id names it anyway)
+# The table that fits: these first, then the settings that differ between the runs listed,
+# the tags, the settings they share, then these, as long as each still fits.
+FIRST_COLUMNS = ("id", "name", "requests", "errors", "rps", "p50_ms", "p99_ms")
+LATER_COLUMNS = ("p99_9_ms", "max_ms", "mean_ms", MEASURED_COLUMN, "started")
+
+
+def _chosen_runs(infos: list[RecordInfo], arguments: argparse.Namespace) -> list[RecordInfo]:
+    chosen = [info for info in infos if set(arguments.tag) <= set(info.tags)
+              and (arguments.name is None or fnmatch.fnmatchcase(info.name, arguments.name))]
+    return chosen if arguments.last is None else chosen[-arguments.last:]
+
+
+def _run_item(info: RecordInfo) -> dict[str, Any]:
+    """A run as ``runs --json`` lists it: who it is, its settings, and its figures under the
+    keys ``bench --json`` uses (``latency_ms.p99``)."""
+    summary = info.summary
+    return {"id": info.id, "name": info.name, "started_at": info.started_at, "tags": list(info.tags),
+            "notes": info.notes, "settings": info.settings,
+            "measured_duration_seconds": info.measured_seconds, "requests": summary.requests,
+            "succeeded": summary.succeeded, "rps": None if math.isnan(summary.rps) else summary.rps,
+            "errors": dict(summary.errors), "status_codes": dict(summary.status_codes),
+            **latency_document(summary.latency)}
+
+
+def _named_columns(text: str, table: pd.DataFrame) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in table.columns]
+    if unknown or not names:
+        raise ConfigError("columns", f"{unknown[0] if unknown else text!r} is not a column; "
+                          f"columns: {', '.join(table.columns)}")
+    return names
+
+
+def _fitting(table: pd.DataFrame) -> str:
+    """The table with as many columns as fit TABLE_WIDTH, the most telling first."""
+    fixed = {"id", "name", "started", "tags", MEASURED_COLUMN, *report.listing_columns()}
+    settings = [column for column in table.columns if column not in fixed]
+    differing = [column for column in settings if table[column].astype(str).nunique() > 1]
+    shared = [column for column in settings if column not in differing]
+    table = table.assign(name=table["name"].map(_shortened))
+    chosen = [column for column in FIRST_COLUMNS if column in table]
+    for column in (*differing, "tags", *shared, *LATER_COLUMNS):
+        wider = [*chosen, column]
+        if column in table and _width(_table_text(table[wider])) <= TABLE_WIDTH:
+            chosen = wider
+    return _table_text(table[[column for column in table.columns if column in chosen]])
+
+
+def _shortened(name: str) -> str:
+    return name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…"
+
+
+def _width(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
+
+
+def _table_text(table: pd.DataFrame) -> str:
+    with pd.option_context("display.width", None, "display.max_columns", None,
+                           "display.float_format", _figure):
+        return str(table.to_string(index=False))
 
 
 @_reports_store_problems
@@ -230,11 +326,14 @@ def run_plot(arguments: argparse.Namespace) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     from lab.records import plots
 
-    target = check_output(arguments.output)
-    if not plots.picture_format(target):
+    target = None if arguments.output is None else check_output(arguments.output)
+    if target is not None and not plots.picture_format(target):
         raise ConfigError("output", f"unknown picture format {target.suffix or '(none)'!r} in "
                           f"{arguments.output}; use .png, .svg or .pdf")
     records = _store(arguments).load_many(arguments.runs)
+    if target is None:
+        more = f"-and-{len(records) - 1}-more" if len(records) > 1 else ""
+        target = Path(f"{file_stem(records[0])}{more}-{arguments.kind}.png")
     options: dict[str, Any] = {} if arguments.kind == "timeline" else {"metric": arguments.metric}
     figure = plots.plot(records, arguments.kind, **options)
     try:

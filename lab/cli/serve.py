@@ -98,11 +98,27 @@ def _serve(config: ServerConfig, served: Served, path: EmulatedPath | None = Non
     return _serve_here(config, served)
 
 
+def announce_stop(config: ServerConfig, port: int, signal_number: int | None) -> None:
+    """A server that goes quiet on Ctrl-C leaves the user wondering whether it is still there."""
+    why = f" ({signal.Signals(signal_number).name})" if signal_number is not None else ""
+    print(f"stopped{why}: no longer listening on {format_url(config.host, port)}", flush=True)
+
+
 def _serve_here(config: ServerConfig, served: Served) -> int:
     """One worker: the loop runs in this process, with nothing between it and the socket."""
+    stopped_by: int | None = None
+    listening_on: int | None = None
+
+    def stop(loop: asyncio.AbstractEventLoop, signal_number: int) -> None:
+        nonlocal stopped_by
+        stopped_by = signal_number
+        loop.stop()
+
     def ready(loop: asyncio.AbstractEventLoop, server: LabServer, port: int) -> None:
+        nonlocal listening_on
+        listening_on = port
         for signal_number in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signal_number, loop.stop)
+            loop.add_signal_handler(signal_number, stop, loop, signal_number)
         # Announce from inside the running loop: uvloop can miss a signal that arrives between
         # add_signal_handler and run_forever, and a caller may signal as soon as it reads it.
         loop.call_soon(announce, config, port)
@@ -113,6 +129,8 @@ def _serve_here(config: ServerConfig, served: Served) -> int:
     except OSError as error:
         print(f"cannot listen on {config.host}:{config.port}: {error.strerror}", file=sys.stderr)
         return 1
+    if listening_on is not None:
+        announce_stop(config, listening_on, stopped_by)
     return 0
 
 
@@ -129,11 +147,13 @@ def _serve_workers(config: ServerConfig, served: Served, path: EmulatedPath | No
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     announce(config, port)
+    received = None
     try:
-        signal.sigwait(stop_signals)
+        received = signal.sigwait(stop_signals)
         print(worker_shares(runner.worker_stats()), flush=True)
     finally:
         runner.stop()
+    announce_stop(config, port, received)
     return 0
 
 

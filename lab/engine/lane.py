@@ -90,6 +90,7 @@ class Lane:
     """A connection slot that carries one request at a time, reconnecting when needed."""
 
     __slots__ = (
+        "_connected_ahead_ns",
         "_connecting",
         "_early_sent",
         "_early_socket",
@@ -127,6 +128,9 @@ class Lane:
         self.begun_ns = 0  # when this request's attempt began (connect or send): for timeouts
         self.sent_ns = MISSING
         self.connect_ns = MISSING
+        # How long the connection opened before the run took (open()), until its first
+        # request's row carries it: a keep-alive run's connect times, charged to no latency.
+        self._connected_ahead_ns = MISSING
         self.first_byte_ns = MISSING
         self.received = 0
         self.timeout_ns = engine.plan.timeout_ns
@@ -155,7 +159,9 @@ class Lane:
 
     async def open(self) -> None:
         """Connect ahead of the run (raises on failure; the first send then retries)."""
+        began = perf_counter_ns()
         await self.connect()
+        self._connected_ahead_ns = perf_counter_ns() - began
 
     def first_request(self) -> bytes | None:
         """What may be sent the moment the connection is up (None: a handshake comes first)."""
@@ -259,6 +265,7 @@ class Lane:
         if self.transport is None:
             self.sent_ns = MISSING
             self.connect_ns = MISSING  # this request's own connect, not the last one's
+            self._connected_ahead_ns = MISSING  # that connection is gone unused
             self.begun_ns = perf_counter_ns()
             if self._early_sent is not None:  # it went out with the SYN: its clock runs
                 self.sent_ns, self.connect_ns = self._early_sent
@@ -266,7 +273,7 @@ class Lane:
             self._watch_timeout()
             self._connecting = asyncio.ensure_future(self._connect_then_send())
             return
-        self.connect_ns = MISSING
+        self.connect_ns, self._connected_ahead_ns = self._connected_ahead_ns, MISSING
         self.reused = True
         self.sent_ns = self.begun_ns = perf_counter_ns()
         self._watch_timeout()

@@ -92,8 +92,9 @@ class LoadSpec:
                                       "left out of the summary", flag="--warmup", metavar="S",
                                  group="bounds")
     max_requests: int | None = knob(None, minimum=1, maximum=1_000_000_000,
-                                    help="stop after this many requests (warm-up included)",
-                                    flag="--max-requests", metavar="N", group="bounds", widget=False)
+                                    help="stop after this many requests (warm-up included; "
+                                    "-n as oha and ab take it)", flag="--max-requests",
+                                    short_flag="-n", metavar="N", group="bounds", widget=False)
     timeout_seconds: float = knob(5.0, minimum=0.001, maximum=3600, unit="s",
                                   help="a request with no complete answer this long after its "
                                        "send is a timeout", flag="--timeout", metavar="S",
@@ -204,6 +205,12 @@ class Target:
 def parse_target(url: str) -> Target:
     """Split an ``http://`` or ``ws://`` URL; anything else is a :class:`ConfigError` naming ``url``."""
     parts = urlsplit(url)
+    if url.startswith("/"):
+        raise ConfigError("url", f"{url!r} is a path: give the whole URL, e.g. "
+                          f"http://127.0.0.1:8080{url}")
+    if "://" not in url:  # 127.0.0.1:8080/fast, as curl and wrk's users often type it
+        raise ConfigError("url", f"{url!r} has no scheme: write http://{url} (ws:// for "
+                          "WebSocket)")
     if parts.scheme not in ("http", "ws"):
         raise ConfigError("url", f"{url!r}: only http:// and ws:// targets are supported")
     if not parts.hostname:

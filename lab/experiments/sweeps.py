@@ -171,6 +171,10 @@ class SweepPlan:
             raise ConfigError("metric", f"{unknown[0]!r}: one of mean, {', '.join(PERCENTILES)}")
         if not 0 <= noise_band < 1:
             raise ConfigError("noise_band", f"{noise_band!r} is out of range; allowed: 0 to 1 (0.05 = ±5 %)")
+        if "://" in path:  # sweep is not bench: it starts (and reconfigures) its own server
+            raise ConfigError("path", f"{path!r} is a URL: sweep starts its own lab server, so give "
+                              "the path alone (e.g. /fast); for a server already running, use "
+                              "bench URL, or --to HOST:PORT to sweep a network path's knobs")
         if not path.startswith("/"):
             raise ConfigError("path", f"{path!r} must start with '/'")
         target = None if to is None else parse_target(to)

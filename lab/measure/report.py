@@ -135,7 +135,7 @@ def _latency_lines(summary: RunSummary) -> list[str]:
     else:
         lines.append(_latency_line("Latency", summary.latency))
     lines.append(_latency_line("TTFB", summary.ttfb))
-    if summary.connect.count:  # only when the run opened connections (reconnects, no keep-alive)
+    if summary.connect.count:  # a run whose connections all opened in its warm-up has none
         lines.append(_latency_line("Connect", summary.connect))
     lines.append("  Latency Distribution (ms)" + ("   corrected  uncorrected" if corrected else ""))
     # wrk --latency prints 50/75/90/99; every listed percentile and the max is where latency

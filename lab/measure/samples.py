@@ -40,7 +40,10 @@ class ErrorKind(enum.IntEnum):
 SAMPLE_DTYPE = np.dtype([
     ("intended_ns", np.int64),  # when the schedule said to send (open loop); MISSING otherwise
     ("sent_ns", np.int64),  # when the first request byte was handed to the kernel
-    ("connect_ns", np.int64),  # duration of the TCP connect this request waited for; MISSING if reused
+    # duration of the TCP connect of the connection this request was the first on: inside its
+    # latency when it waited for it (a reconnect, no keep-alive, --connect with-load), not when
+    # the connection was opened before the run; MISSING on a connection already used
+    ("connect_ns", np.int64),
     ("first_byte_ns", np.int64),  # when the first response byte arrived
     ("done_ns", np.int64),  # when the response was complete (or the error was seen)
     ("status", np.int16),  # HTTP status; 0 when there was none; 101 for a WebSocket message

@@ -4,7 +4,10 @@ pandas DataFrame.
 
 The per-request table keeps the raw sample columns exactly (nanosecond integers; a time that
 does not apply is empty rather than -1) and adds the derived figures in milliseconds, so the
-samples can be rebuilt from a CSV or Parquet export (:func:`samples_from_dataframe`).
+samples can be rebuilt from a CSV or Parquet export (:func:`samples_from_dataframe`). The raw
+times are of the monotonic clock, which means nothing outside the run: each row also says
+when its request started in seconds since the run's start and on the wall clock (UTC), so a
+spreadsheet can place it in time.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from lab.records.record import Record
 from lab.units import NS_PER_MS, NS_PER_S
 
 SUMMARY_FORMAT = "latency-lab-summary"
-SUMMARY_VERSION = 1
+# 2: the figures at the keys `bench --json` and `show --json` print them (latency_ms.p99), so a
+# script reads one shape; version 1's `summary` object is still there for older readers.
+SUMMARY_VERSION = 2
 PARQUET_METADATA_KEY = b"latency_lab"
 
 FORMATS: dict[str, str] = {
@@ -54,7 +59,8 @@ ERROR_LABELS = [kind.label for kind in ErrorKind]
 
 def to_dataframe(source: Record | np.ndarray) -> pd.DataFrame:
     """One row per request: the raw sample fields plus latency, uncorrected latency, ttfb and
-    connect time in ms (NaN for failed requests, or where a time does not apply)."""
+    connect time in ms (NaN for failed requests, or where a time does not apply); of a record,
+    also ``start_s`` and ``start_utc``, when each request started (:func:`run_start`)."""
     samples = source.samples if isinstance(source, Record) else source
     frame = pd.DataFrame({
         name: pd.Series(samples[name], dtype="Int64").mask(samples[name] == MISSING)
@@ -69,7 +75,28 @@ def to_dataframe(source: Record | np.ndarray) -> pd.DataFrame:
     frame["uncorrected_latency_ms"] = _where_ok(ok, samples["done_ns"] - samples["sent_ns"])
     frame["ttfb_ms"] = _where_ok(ok, samples["first_byte_ns"] - samples["sent_ns"])
     frame["connect_ms"] = _where_ok(ok & (samples["connect_ns"] != MISSING), samples["connect_ns"])
+    if isinstance(source, Record) and samples.size:
+        origin_ns, origin_utc = run_start(source)
+        since_ns = start_ns(samples) - origin_ns
+        frame["start_s"] = since_ns / NS_PER_S
+        frame["start_utc"] = origin_utc + pd.to_timedelta(since_ns, unit="ns")
     return frame
+
+
+def run_start(record: Record) -> tuple[int, pd.Timestamp]:
+    """The instant a record's ``started_at`` names, on the monotonic clock of its samples, and
+    that wall-clock time.
+
+    A run saved by the generator started its wall clock where its load began, the warm-up's
+    start (its measured window starts after the warm-up); a record made from samples alone
+    has no such instant, and its first request stands for its start.
+    """
+    origin = run_span_ns(record.samples)[0]
+    if record.outcome is not None:
+        warmup = record.load_spec.get("warmup_seconds") or 0
+        if isinstance(warmup, (int, float)) and not isinstance(warmup, bool):
+            origin = record.outcome.window_ns[0] - round(warmup * NS_PER_S)
+    return origin, pd.Timestamp(record.environment.started_at).tz_convert("UTC")
 
 
 def _where_ok(mask: np.ndarray, values_ns: np.ndarray) -> np.ndarray:
@@ -95,6 +122,8 @@ def read_csv(path: Path | str) -> pd.DataFrame:
                                                            "uncorrected_latency_ms", "ttfb_ms",
                                                            "connect_ms")})
     frame["error"] = pd.Categorical(frame["error"].astype(str), categories=ERROR_LABELS)
+    if "start_utc" in frame:
+        frame["start_utc"] = pd.to_datetime(frame["start_utc"], utc=True, format="ISO8601")
     return frame
 
 
@@ -108,7 +137,9 @@ def read_parquet(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any] | None]
 # --- JSON summary ---------------------------------------------------------------------------
 
 def summary_document(record: Record, *, interval_s: float | None = None) -> dict[str, Any]:
-    """The record without its raw samples: settings, environment, summary and timeline."""
+    """The record without its raw samples: the object ``bench --json`` printed for the run
+    (``latency_ms``, ``rps``, ``outcome``...: the same keys, the same values), plus its
+    settings, environment and timeline."""
     first, last = run_span_ns(record.samples)
     interval = interval_s or pick_interval_s((last - first) / NS_PER_S)
     timeline = record.timeline(interval)
@@ -116,12 +147,13 @@ def summary_document(record: Record, *, interval_s: float | None = None) -> dict
     return {
         "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
         "id": record.id, "name": record.name, "notes": record.notes, "tags": list(record.tags),
-        "started_at": record.environment.started_at,
+        **record.to_json_dict(),
         "load_spec": record.load_spec, "server_config": record.server_config,
         "environment": record.environment.as_dict(),
         "thresholds_ms": list(record.thresholds_ms),
+        # version 1's place of the figures, kept for the scripts that read it
         "summary": summary,
-        "unsupported_percentiles": unsupported,
+        "summary_unsupported_percentiles": unsupported,
         "timeline": {"interval_s": interval, "rows": _timeline_rows(timeline)},
         "hiccups": [hiccups.as_dict() for hiccups in record.hiccups],
     }
@@ -235,8 +267,14 @@ MAX_SLUG_CHARS = 60
 
 
 def default_export_path(record: Record, format: str, directory: Path | str = ".") -> Path:
+    return Path(directory) / f"{file_stem(record)}.{format}"
+
+
+def file_stem(record: Record) -> str:
+    """``<id>-<name>``, the name made safe for a file name and cut short: what a file
+    written of this record is called unless the user names it."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", record.name)[:MAX_SLUG_CHARS].strip("-.") or "run"
-    return Path(directory) / f"{record.id}-{slug}.{format}"
+    return f"{record.id}-{slug}"
 
 
 def format_for_path(path: Path | str) -> str | None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from lab.errors import ConfigError
 from lab.measure.hgrm import percentile_distribution
@@ -71,6 +71,22 @@ def _title(kind: str, records: list[Record], metric: str) -> str:
     return f"{kind} of {what} — {len(records)} runs"
 
 
+def _log_ms(axis: Any) -> None:
+    """A latency axis on a log scale, ticked at 1, 2 and 5 of each decade and labelled in
+    milliseconds (``0.2 ms``, ``1 ms``, ``50 ms``): matplotlib's ``10⁻¹`` asks the reader to
+    convert, and ticks only at powers of ten leave a 44 ms line unreadable."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _position: format_ms_tick(value)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def format_ms_tick(value: float) -> str:
+    """``0.1`` -> ``0.1 ms``, ``2000`` -> ``2,000 ms``: no exponent, one unit on every axis."""
+    if value >= 1:
+        return f"{value:,.0f} ms" if value == round(value) else f"{value:,g} ms"
+    return f"{np.format_float_positional(value, precision=6, trim='-')} ms"
+
+
 def _finish_legend(axes: Axes) -> None:
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize="small")
@@ -95,6 +111,7 @@ def histogram(records: Records, *, metric: str = "latency", bins: int = 80) -> F
         # A margin on both sides: a peak in the last bin (the ~40 ms Nagle stall) must not
         # sit on the frame, where it reads as cut off.
         axes.set_xlim(edges[0] / 1.3, edges[-1] * 1.3)
+        _log_ms(axes.xaxis)
     if len(listed) == 1 and every[0].size:
         _mark_percentiles(axes, every[0])
     axes.set_xlabel(f"{METRIC_TITLES[metric]} (ms, log scale)")
@@ -124,6 +141,7 @@ def cdf(records: Records, *, metric: str = "latency") -> Figure:
             shares = np.arange(1, values.size + 1) / values.size * 100
             axes.step(values, shares, where="post", linewidth=1.4, label=label)
     axes.set_xscale("log")
+    _log_ms(axes.xaxis)
     axes.set_ylim(0, 100.5)
     for level in (50, 90, 99):
         axes.axhline(level, color="grey", linestyle=":", linewidth=0.8)
@@ -139,7 +157,8 @@ def cdf(records: Records, *, metric: str = "latency") -> Figure:
 def percentile_spectrum(records: Records, *, metric: str = "latency",
                         show_uncorrected: bool = True) -> Figure:
     """Latency by percentile in the HdrHistogram style: x = 1/(1-p) on a log axis, so the
-    tail (99 %, 99.9 %, 99.99 %) gets as much room as the median.
+    tail (99 %, 99.9 %, 99.99 %) gets as much room as the median. Latency is on a log axis
+    too: overlaid runs 200 times apart would otherwise draw the fast one as a flat line at 0.
 
     For a single open-loop run the uncorrected figure is drawn too (dashed): the gap between
     the two lines is what coordinated omission would have hidden.
@@ -163,8 +182,11 @@ def percentile_spectrum(records: Records, *, metric: str = "latency",
     axes.set_xticklabels(["0%", *marks.values()])
     for x in marks:
         axes.axvline(x, color="grey", linestyle=":", linewidth=0.8)
+    axes.set_yscale("log")
+    _log_ms(axes.yaxis)
+    axes.grid(True, which="major", axis="y", color="grey", linewidth=0.4, alpha=0.5)
     axes.set_xlabel("percentile (x = 1/(1-p), log scale)")
-    axes.set_ylabel(f"{METRIC_TITLES[metric]} (ms)")
+    axes.set_ylabel(f"{METRIC_TITLES[metric]} (ms, log scale)")
     axes.set_title(_title("Percentile spectrum", listed, metric), wrap=True)
     _finish_legend(axes)
     return figure
@@ -207,6 +229,7 @@ def timeline(records: Records, *, interval_s: float | None = None, max_points: i
             _hiccup_line(top, hiccups, colour, label)
         _mark_changes(top, bottom, record, colour if len(listed) > 1 else "black")
     top.set_yscale("log")
+    _log_ms(top.yaxis)
     top.set_ylabel("latency (ms, log scale)")
     top.set_title("Latency over time" + (f"\n{listed[0].name} ({listed[0].id})" if len(listed) == 1
                                           else f" — {len(listed)} runs"), wrap=True)
