@@ -358,6 +358,14 @@ class HttpCycle:
         connection = self.connection
         if self.disconnected:
             self._cut()  # the client went away; what the app did next is its own business
+        elif self.complete:
+            # The answer is out already (the app failed after it, e.g. sending once more): no
+            # second answer may follow it, so the connection closes, as uvicorn closes it.
+            connection.state.stats.count_error("handler_error")
+            connection.state.log_handler_error(self.request, error)
+            connection.closing = True
+            if connection.transport is not None:
+                connection.transport.close()
         elif not self.streaming:
             # Nothing written yet: the client gets a 500 (and the connection closes after it).
             self.complete = True
@@ -418,9 +426,11 @@ class HttpCycle:
 
     async def receive(self) -> Message:
         request_body = self.request_body
-        if request_body is not None and not self._body_given:
+        # Once the answer is complete the request is over for the app: http.disconnect, as
+        # uvicorn says, whatever of the body it did not read.
+        if request_body is not None and not self._body_given and not self.complete:
             return await self._next_body_part(request_body)
-        if not self._body_given and not self.disconnected:
+        if not self._body_given and not (self.disconnected or self.complete):
             self._body_given = True
             return {"type": "http.request", "body": self.request.body, "more_body": False}
         if not (self.disconnected or self.complete or self._peer_done):
@@ -575,19 +585,22 @@ class AppWebSocket(WebSocketConnection):
             self._drain_waiter = self.state.loop.create_future()
             await self._drain_waiter
 
-    def _close_code(self) -> int:
+    def _tell_cycle_closed(self) -> None:
         received = self.protocol.close_rcvd
-        return int(received.code) if received is not None else 1006  # RFC 6455 7.1.5: no close frame
+        if received is None:
+            self.cycle.disconnect(1006)  # RFC 6455 7.1.5: closed without a close frame
+        else:
+            self.cycle.disconnect(int(received.code), received.reason)
 
     def receive(self, data: bytes) -> None:
         super().receive(data)
         if self.protocol.close_rcvd is not None:
-            self.cycle.disconnect(self._close_code())
+            self._tell_cycle_closed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._wake_sender()
-        self.cycle.disconnect(self._close_code())
+        self._tell_cycle_closed()
 
 
 class WebSocketCycle:
@@ -606,6 +619,7 @@ class WebSocketCycle:
         self.task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._code = 1006
+        self._reason: str | None = None  # the client's close reason, when it sent a close frame
 
     # what the WebSocketConnection calls (lab.http.messages.WebSocketApp)
     def on_open(self, session: WebSocketSession) -> None:
@@ -616,10 +630,11 @@ class WebSocketCycle:
                               else {"type": "websocket.receive", "bytes": bytes(payload)})
         self._wake()
 
-    def disconnect(self, code: int = 1006) -> None:
+    def disconnect(self, code: int = 1006, reason: str | None = None) -> None:
         if not self.disconnected:
             self.disconnected = True
             self._code = code
+            self._reason = reason
             self._wake()
 
     def _wake(self) -> None:
@@ -661,7 +676,9 @@ class WebSocketCycle:
     async def receive(self) -> Message:
         while not self._incoming:
             if self.disconnected:
-                return {"type": "websocket.disconnect", "code": self._code}
+                if self._reason is None:
+                    return {"type": "websocket.disconnect", "code": self._code}
+                return {"type": "websocket.disconnect", "code": self._code, "reason": self._reason}
             self._waiter = waiter = self.connection.state.loop.create_future()
             await waiter
         return self._incoming.popleft()
@@ -744,7 +761,12 @@ class AppConnection(HttpConnection):
         if request_body is not None:
             request_body.failed = True  # it ends before its end: it will never be whole
         cycle = self._cycle
-        if cycle is not None and not isinstance(cycle, WebSocketCycle):
+        if isinstance(cycle, WebSocketCycle):
+            if not cycle.accepted:
+                # Gone before the app accepted: no handshake can complete (uvicorn's 1006).
+                cycle.disconnect()
+                return False
+        elif cycle is not None:
             cycle.peer_done()
         return keep_open
 
