@@ -112,10 +112,13 @@ async def edge_app(scope: Scope, receive: Receive, send: Send) -> None:
 async def body_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Reads its request body message by message and answers with what each message held:
     ``{"parts": [[length, more_body], ...], "body": first 64 bytes}``. /held first waits for
-    RELEASE_BODY; /ignore answers without reading the body; a disconnect goes to EVENTS."""
+    RELEASE_BODY; /ignore answers without reading the body, /ignore-later the same once the body
+has arrived; a disconnect goes to EVENTS."""
     if scope["type"] != "http":
         return
-    if scope["path"] == "/ignore":
+    if scope["path"] in ("/ignore", "/ignore-later"):
+        if scope["path"] == "/ignore-later":
+            await asyncio.sleep(0.3)  # the whole body has arrived by now
         await _answer(send, 200, b"ignored")
         return
     if scope["path"] == "/held":

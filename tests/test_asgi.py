@@ -248,6 +248,20 @@ def test_an_app_that_answers_without_reading_its_body_keeps_the_connection(host_
         assert json.loads(reader.response().body)["parts"] == [[0, False]]
 
 
+def test_an_app_that_ignores_a_whole_body_it_held_back_keeps_the_connection(host_app: HostApp) -> None:
+    """The body's last read took it over the high-water mark (reading paused) and completed
+    it; the app answers without reading it: reading resumes for the next request."""
+    server = host_app(asgi_apps.body_app)
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/ignore-later", 100_000) + b"a" * 60_000)
+        time.sleep(0.1)
+        sock.sendall(b"b" * 40_000)  # one read: over 64 KiB waiting, and the body's end
+        reader = Reader(sock)
+        assert reader.response().body == b"ignored"
+        sock.sendall(get("/parts"))  # sent only now: the server must be reading again
+        assert json.loads(reader.response().body)["parts"] == [[0, False]]
+
+
 def test_no_body_timeout_while_the_server_holds_the_client_back(host_app: HostApp) -> None:
     server = host_app(asgi_apps.body_app, body_timeout_seconds=0.3)
     with connect(server.port) as sock:

@@ -838,7 +838,9 @@ class AppConnection(HttpConnection):
             # The app answered before reading all of its body: the rest is read and dropped,
             # so that the requests after it can be read.
             request_body.discard()
-            self._body_taken()
+        # Reading may have paused for a body that is whole now and that the app answered
+        # without taking: nothing waits for it any more.
+        self._body_taken()
         super()._next_in_queue()
 
     def _body_broken(self) -> bool:
