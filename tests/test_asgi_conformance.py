@@ -18,11 +18,10 @@ Not ported, because they test something of uvicorn's own rather than the ASGI be
   ``test_header_upgrade_is_websocket_depend_not_installed`` and
   ``test_header_upgrade_is_not_websocket_depend_installed`` (the ``--ws`` choice of library,
   and its warnings), the h11 variants of the huge-header cases (``test_huge_headers_h11*``:
-  the lab has no h11 back-end), ``test_keepalive_timeout_with_pipelined_requests`` (it reads
-  an internal timer; the answers to the pipelined requests are ported), ``test_scopes``'s ASGI
-  2 app (the lab hosts ASGI 3 apps only), ``test_100_continue_not_sent_when_body_not_consumed``
-  (the lab sends ``100 Continue`` once the head is checked, before the app runs, which RFC
-  9110 section 10.1.1 allows; uvicorn sends it at the app's first ``receive``).
+  the lab has no h11 back-end), ``test_scopes``'s ASGI 2 app (the lab hosts ASGI 3 apps
+  only), ``test_100_continue_not_sent_when_body_not_consumed`` (the lab sends ``100
+  Continue`` once the head is checked, before the app runs, which RFC 9110 section 10.1.1
+  allows; uvicorn sends it at the app's first ``receive``).
 - test_websocket.py: the ``websocket.http.response`` extension cases
   (``test_server_reject_connection_with_response``, ``..._with_multibody_response``,
   ``..._with_invalid_status``, ``..._with_body_nolength``, ``..._with_invalid_msg``,
@@ -238,6 +237,22 @@ def test_keepalive_timeout(host: HostApp) -> None:
         assert state_after(sock, 2.0) == "fin"
 
 
+def test_keepalive_timeout_with_pipelined_requests(host: HostApp) -> None:
+    """test_http.py::test_keepalive_timeout_with_pipelined_requests: no keep-alive timeout
+    runs while a pipelined request waits for its answer (upstream reads the timer itself;
+    here each answer takes longer than the timeout, and the second still comes)."""
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.sleep(0.4)
+        await response("Hello, world", media_type="text/plain")(scope, receive, send)
+    server = host(slow, keepalive_timeout_seconds=0.25)
+    with connect(server.port) as sock:
+        sock.sendall(SIMPLE_GET_REQUEST * 2)
+        reader = Reader(sock)
+        # 0.4 s between the answers: a timer started by the first would have closed by then.
+        assert [reader.response().body for _ in range(2)] == [b"Hello, world"] * 2
+        assert state_after(sock, 2.0) == "fin"  # idle again: the timer runs, and closes it
+
+
 def test_close(host: HostApp) -> None:
     """test_http.py::test_close"""
     server = host(response(b"", status=204, headers={"connection": "close"}))
@@ -275,8 +290,7 @@ def test_chunked_encoding_head_request(host: HostApp) -> None:
 
 
 def test_pipelined_requests(host: HostApp) -> None:
-    """test_http.py::test_pipelined_requests (and the answers of
-    test_keepalive_timeout_with_pipelined_requests)"""
+    """test_http.py::test_pipelined_requests"""
     server = host(response("Hello, world", media_type="text/plain"))
     answers, after = exchange_raw(server.port, SIMPLE_GET_REQUEST * 3, count=3)
     assert [(a.status, a.body) for a in answers] == [(200, b"Hello, world")] * 3
