@@ -262,6 +262,22 @@ def test_an_app_that_ignores_a_whole_body_it_held_back_keeps_the_connection(host
         assert json.loads(reader.response().body)["parts"] == [[0, False]]
 
 
+def test_a_pipelined_request_whose_body_is_refused_never_reaches_the_app(host_app: HostApp) -> None:
+    """Its head was checked while the request before it was being answered; its body's framing
+    breaks before its turn: the earlier answer goes out, then the 400, and its app is never
+    called."""
+    server = host_app(asgi_apps.body_app)
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/ignore-later", 0) + post_head("/parts", None) + b"zz\r\n")
+        reader = Reader(sock)
+        assert reader.response().body == b"ignored"
+        assert reader.response().status == 400
+        assert close_kind(sock) == "fin"
+    time.sleep(0.1)
+    assert EVENTS == []
+    assert server.stats()["errors"] == {"bad_request": 1}
+
+
 def test_no_body_timeout_while_the_server_holds_the_client_back(host_app: HostApp) -> None:
     server = host_app(asgi_apps.body_app, body_timeout_seconds=0.3)
     with connect(server.port) as sock:
