@@ -278,6 +278,28 @@ def test_a_pipelined_request_whose_body_is_refused_never_reaches_the_app(host_ap
     assert server.stats()["errors"] == {"bad_request": 1}
 
 
+def test_100_continue_waits_for_the_app_to_read(host_app: HostApp) -> None:
+    """A client that waits for 100 Continue gets it when the app first reads its body; one
+    that the app answers without reading gets the answer and a close (it may still send the
+    body, or not: nothing after it could be framed)."""
+    server = host_app(asgi_apps.body_app)
+    expect = b"Expect: 100-continue\r\n"
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/held", 5).replace(b"Host: t\r\n", b"Host: t\r\n" + expect))
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(65536)  # the app has not read yet: no 100
+        RELEASE_BODY.set()
+        sock.settimeout(5)
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        assert json.loads(Reader(sock).response().body)["body"] == "hello"
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/ignore", 5).replace(b"Host: t\r\n", b"Host: t\r\n" + expect))
+        answer = Reader(sock).response()
+        assert (answer.body, answer.headers["connection"]) == (b"ignored", "close")
+
+
 def test_no_body_timeout_while_the_server_holds_the_client_back(host_app: HostApp) -> None:
     server = host_app(asgi_apps.body_app, body_timeout_seconds=0.3)
     with connect(server.port) as sock:

@@ -19,9 +19,7 @@ Not ported, because they test something of uvicorn's own rather than the ASGI be
   ``test_header_upgrade_is_not_websocket_depend_installed`` (the ``--ws`` choice of library,
   and its warnings), the h11 variants of the huge-header cases (``test_huge_headers_h11*``:
   the lab has no h11 back-end), ``test_scopes``'s ASGI 2 app (the lab hosts ASGI 3 apps
-  only), ``test_100_continue_not_sent_when_body_not_consumed`` (the lab sends ``100
-  Continue`` once the head is checked, before the app runs, which RFC 9110 section 10.1.1
-  allows; uvicorn sends it at the app's first ``receive``).
+  only).
 - test_websocket.py: the ``websocket.http.response`` extension cases
   (``test_server_reject_connection_with_response``, ``..._with_multibody_response``,
   ``..._with_invalid_status``, ``..._with_body_nolength``, ``..._with_invalid_msg``,
@@ -506,6 +504,15 @@ def test_100_continue_sent_when_body_consumed(host: HostApp) -> None:
     data = raw_answer(server.port, EXPECT_100_REQUEST.replace(b"Host:", b"Connection: close\r\nHost:"))
     assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
     assert data.endswith(b'Body: {"hello": "world"}')
+
+
+def test_100_continue_not_sent_when_body_not_consumed(host: HostApp) -> None:
+    """test_http.py::test_100_continue_not_sent_when_body_not_consumed"""
+    server = host(response(b"", status=204))
+    with connect(server.port) as sock:
+        sock.sendall(EXPECT_100_REQUEST)
+        head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 204 No Content") and b"100 Continue" not in head
 
 
 def test_http2_upgrade_request(host: HostApp) -> None:

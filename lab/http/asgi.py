@@ -18,9 +18,10 @@ the socket until the app takes them (and runs no read deadline meanwhile: the se
 holding the client back). A body that ends early -- the client gone, refused midway by the
 reader (over ``max_body_bytes`` in chunks, bad framing), too slow -- gives the app
 ``http.disconnect``; the error answer goes out if the app's has not begun, else the connection
-is cut. What differs from uvicorn's httptools protocol, which this follows message by message:
-the server adds ``Date`` and its keep-alive or close line itself (an app's ``Connection: close``
-is honoured, its ``Connection``, ``Keep-Alive`` and ``Date`` headers are not copied).
+is cut. ``100 Continue`` goes out at the app's first ``receive``, as uvicorn sends it. What
+differs from uvicorn's httptools protocol, which this follows message by message: the server
+adds ``Date`` and its keep-alive or close line itself (an app's ``Connection: close`` is
+honoured, its ``Connection``, ``Keep-Alive`` and ``Date`` headers are not copied).
 
 The scope carries one extension of the lab's: ``scope["extensions"]["lab.socket_options"]``,
 a function giving the TCP options of the request's connection as the kernel reports them,
@@ -46,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
 from lab.errors import ConfigError, ServerError
-from lab.http.connection import HttpConnection
+from lab.http.connection import CONTINUE, HttpConnection
 from lab.http.messages import NO_PARAMS, Request, Response, WebSocketSession, status_line
 from lab.http.reader import Rejection
 from lab.http.websocket import WebSocketConnection, is_websocket_upgrade
@@ -259,9 +260,12 @@ class AppResponse:
 class RequestBody:
     """A request's body as the reader reads it, waiting for its app to take it."""
 
-    __slots__ = ("buffered", "complete", "discarding", "failed", "parts")
+    __slots__ = ("buffered", "complete", "continue_expected", "discarding", "failed", "parts")
 
-    def __init__(self) -> None:
+    def __init__(self, continue_expected: bool = False) -> None:
+        # The client asked for 100 Continue before it sends the body; the app's first receive
+        # sends it (as uvicorn does), so an app that answers without reading spares the upload.
+        self.continue_expected = continue_expected
         self.parts: list[bytes] = []
         self.buffered = 0
         self.complete = False  # the last byte is read (the parts may still wait)
@@ -440,6 +444,9 @@ class HttpCycle:
 
     async def _next_body_part(self, request_body: RequestBody) -> Message:
         """What has arrived of the body since the last call, waiting for some if none has."""
+        if request_body.continue_expected:
+            request_body.continue_expected = False
+            self.connection._send_continue()
         while not (self.disconnected or request_body.failed):
             if request_body.parts or request_body.complete:
                 data = request_body.take()
@@ -475,6 +482,11 @@ class HttpCycle:
 
     def _start(self, message: Message) -> None:
         status = message["status"]
+        request_body = self.request_body
+        if request_body is not None and request_body.continue_expected and not request_body.complete:
+            # Answered without asking for the body: the client may or may not send it now
+            # (RFC 9110 section 10.1.1), so nothing after it on this connection can be framed.
+            self._keep = False
         lines = [_status_line(status)]
         content_length: int | None = None
         for name, value in message.get("headers", ()):
@@ -729,7 +741,8 @@ def _subprotocols(request: Request) -> list[str]:
 class AppConnection(HttpConnection):
     """An HTTP connection whose requests go to a hosted ASGI app instead of the router."""
 
-    __slots__ = ("_client", "_cycle", "_extensions", "_host", "_reading_body", "_server", "_upgrade_rest")
+    __slots__ = ("_client", "_continue_expected", "_cycle", "_extensions", "_host", "_reading_body",
+                 "_server", "_upgrade_rest")
 
     def __init__(self, state: ServerState, host: AsgiHost) -> None:
         super().__init__(state)
@@ -740,6 +753,7 @@ class AppConnection(HttpConnection):
         self._upgrade_rest = b""  # a client's first frames, sent before the app accepted
         self._extensions = {"lab.socket_options": {"read": self.socket_options}}
         self._reading_body: RequestBody | None = None  # the body the reader is filling
+        self._continue_expected = False  # the head being read asked for 100 Continue
         self.reader.stream_bodies_to(self)
 
     def connection_made(self, transport: Any) -> None:
@@ -773,16 +787,26 @@ class AppConnection(HttpConnection):
     def on_request(self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]],
                    body: bytes, http_version: str, keep_alive: bool) -> bool:
         self.deadline = None
+        self._continue_expected = False  # no body to ask for: it was whole, or there is none
         self._queue_or_send(Request(method, path, query, headers, body, http_version, keep_alive,
                                     NO_PARAMS, self))
         return self.closing
 
     # --- request bodies in parts (lab/http/reader.py's BodyListener) ------------------------
 
+    def on_continue_expected(self) -> None:
+        self._continue_expected = True  # sent at the app's first receive (_send_continue)
+
+    def _send_continue(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self._write(CONTINUE, 0)
+
     def on_request_head(self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]],
                         http_version: str, keep_alive: bool) -> bool:
         request = StreamedRequest(method, path, query, headers, b"", http_version, keep_alive,
-                                  NO_PARAMS, self)
+                                  NO_PARAMS, self, body_stream=RequestBody(self._continue_expected))
+        self._continue_expected = False
         self._reading_body = request.body_stream
         self._queue_or_send(request)
         return self.closing
