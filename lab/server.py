@@ -48,6 +48,7 @@ from lab.netpath import EmulatedPath, Path, start_path
 from lab.netpath.system import enter_namespace
 from lab.options import Knob, changed_knobs, format_value, knobs
 from lab.resources import process_context, refuse_when_imported_by_a_new_process
+from lab.tls import tls_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -248,6 +249,9 @@ class ProcessRunner:
         # Here, not in the workers: a mistake (an unreadable --cert) is told in one line (a
         # ConfigError does not cross the pipe), and the lab's certificate is made once.
         server_tls_context(config)
+        # The workers come from the forkserver, whose environment is this process's when it
+        # first started one: a LAB_TLS_DIR set since then would not reach them.
+        tls_folder = str(tls_dir()) if config.tls else None
         # balance="shared": the first worker binds, and hands its listening socket to the
         # others over their control pipes (SCM_RIGHTS), so every worker accepts from one queue
         # -- in the emulated path's namespace too, where this process cannot bind.
@@ -260,7 +264,7 @@ class ProcessRunner:
                 process = context.Process(
                     target=worker_main,
                     args=(config, child_end, self._router, self._namespace, self._app,
-                          self._lifespan, sharing and index == 0, inherit),
+                          self._lifespan, sharing and index == 0, inherit, tls_folder),
                     name=f"lab-server-worker-{index}", daemon=True)
                 process.start()
                 child_end.close()
@@ -339,14 +343,16 @@ class ProcessRunner:
 def worker_main(config: ServerConfig, pipe: multiprocessing.connection.Connection,
                 router: str, namespace: str | None = None, app: str | None = None,
                 lifespan: Lifespan = "auto", share_listener: bool = False,
-                inherit_listener: bool = False) -> None:
+                inherit_listener: bool = False, tls_folder: str | None = None) -> None:
     """Entry point of a server worker process: serve until told to stop over the pipe.
 
     ``share_listener``: after saying ready, send the listening socket to the parent (which
     hands it to the other workers); ``inherit_listener``: accept from the socket the parent
-    sends first instead of binding one.
+    sends first instead of binding one. ``tls_folder``: where the parent keeps the lab's CA.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
+    if tls_folder is not None:
+        os.environ["LAB_TLS_DIR"] = tls_folder
 
     def ready(loop: asyncio.AbstractEventLoop, server: LabServer, port: int) -> None:
         def on_command() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +30,8 @@ STATIC_FILE = Path(__file__).with_name("asgi_static.txt")
 BACKGROUND: list[str] = []
 # What apps saw of disconnects, read by the tests.
 EVENTS: list[str] = []
+# body_app's /held waits for this before it reads its body (the test sets it).
+RELEASE_BODY = threading.Event()
 
 
 async def _answer(send: Send, status: int, body: bytes,
@@ -104,6 +107,36 @@ async def edge_app(scope: Scope, receive: Receive, send: Send) -> None:
         await _answer(send, 200, b"slow")
     else:
         await _answer(send, 200, path.encode())
+
+
+async def body_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Reads its request body message by message and answers with what each message held:
+    ``{"parts": [[length, more_body], ...], "body": first 64 bytes}``. /held first waits for
+    RELEASE_BODY; /ignore answers without reading the body, /ignore-later the same once the body
+has arrived; a disconnect goes to EVENTS."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] in ("/ignore", "/ignore-later"):
+        if scope["path"] == "/ignore-later":
+            await asyncio.sleep(0.3)  # the whole body has arrived by now
+        await _answer(send, 200, b"ignored")
+        return
+    if scope["path"] == "/held":
+        while not RELEASE_BODY.is_set():
+            await asyncio.sleep(0.01)
+    parts: list[tuple[int, bool]] = []
+    start = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            EVENTS.append(f"http.disconnect after {len(parts)} parts")
+            return
+        parts.append((len(message["body"]), message["more_body"]))
+        start = (start + message["body"])[:64]
+        if not message["more_body"]:
+            break
+    await _answer(send, 200, json.dumps({"parts": parts, "body": start.decode("latin-1")}).encode(),
+                  [(b"content-type", b"application/json")])
 
 
 async def ws_app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -18,12 +18,13 @@ from pathlib import Path
 import asgi_apps
 import httpx
 import pytest
-from asgi_apps import BACKGROUND, EVENTS
+from asgi_apps import BACKGROUND, EVENTS, RELEASE_BODY
 from rawhttp import Reader, close_kind, connect, exchange, get
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from lab.errors import ServerError
+from lab.http.asgi import BODY_HIGH_WATER_BYTES
 from lab.loadgen import LoadSpec, run_load
 from lab.server import ServerHandle, start_server
 
@@ -51,7 +52,9 @@ def host_app(make_server: Callable[..., ServerHandle]) -> HostApp:
 def _fresh_records() -> Iterator[None]:
     EVENTS.clear()
     BACKGROUND.clear()
+    RELEASE_BODY.clear()
     yield
+    RELEASE_BODY.set()  # an app still holding its body lets go before the server stops
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
@@ -79,7 +82,7 @@ def test_the_scope_is_the_one_uvicorn_gives(host_app: HostApp) -> None:
     assert scope["messages"] == [{"type": "http.request", "body": "", "more_body": False}]
 
 
-def test_a_chunked_request_body_reaches_the_app_whole(host_app: HostApp) -> None:
+def test_a_chunked_request_body_sent_at_once_reaches_the_app_in_one_message(host_app: HostApp) -> None:
     server = host_app(asgi_apps.scope_app)
     scope = json.loads(exchange(server.port, POST_CHUNKED).body)
     assert scope["method"] == "POST"
@@ -146,6 +149,166 @@ def test_pipelined_requests_are_answered_in_order(host_app: HostApp) -> None:
         reader = Reader(sock)
         bodies = [reader.response().body for _ in range(3)]
     assert bodies == [b"slow", b"one two three", b"/third"]
+
+
+# --- request bodies in parts ------------------------------------------------------------------
+
+def post_head(path: str, length: int | None) -> bytes:
+    framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    return f"POST {path} HTTP/1.1\r\nHost: t\r\n{framing}\r\n\r\n".encode()
+
+
+def test_a_body_sent_in_parts_reaches_the_app_in_parts(host_app: HostApp) -> None:
+    server = host_app(asgi_apps.body_app)
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/parts", 12))
+        for part in (b"aaaa", b"bbbb", b"cccc"):
+            time.sleep(0.15)  # each part is its own read on the server
+            sock.sendall(part)
+        answer = Reader(sock).response()
+    seen = json.loads(answer.body)
+    assert seen["body"] == "aaaabbbbcccc"
+    assert seen["parts"] == [[4, True], [4, True], [4, False]]
+
+
+def test_a_chunked_body_sent_in_parts_reaches_the_app_in_parts(host_app: HostApp) -> None:
+    server = host_app(asgi_apps.body_app)
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/parts", None))
+        for chunk in (b"5\r\nhello\r\n", b"6\r\n world\r\n", b"0\r\n\r\n"):
+            time.sleep(0.15)
+            sock.sendall(chunk)
+        answer = Reader(sock).response()
+        sock.sendall(get("/parts"))  # the connection reads on after a streamed body
+        assert json.loads(Reader(sock).response().body)["parts"] == [[0, False]]
+    seen = json.loads(answer.body)
+    assert seen["body"] == "hello world"
+    assert [more for _, more in seen["parts"]][-1] is False and len(seen["parts"]) >= 2
+
+
+def test_the_server_stops_reading_a_body_the_app_does_not_take(host_app: HostApp) -> None:
+    """Back-pressure: while the app does not take its body, the server reads no more than its
+    high-water mark, and the client's sends stop in TCP's flow control; once the app reads,
+    the rest flows, in messages no larger than the mark plus one read."""
+    total = 16 * 1024 * 1024
+    server = host_app(asgi_apps.body_app, max_body_bytes=2 * total, recv_buffer_bytes=64 * 1024)
+    with connect(server.port) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        sock.sendall(post_head("/held", total))
+        chunk = b"z" * 65536
+        sent = 0
+        sock.settimeout(0.5)
+        try:
+            while sent < total:
+                sent += sock.send(chunk[:total - sent])
+        except TimeoutError:
+            pass  # the kernel's buffers are full: the server has stopped reading
+        # Buffers: the client's and the server's socket, the app's 64 KiB mark and one read.
+        assert sent < 2 * 1024 * 1024, f"{sent:,} bytes went in while the app took none"
+        RELEASE_BODY.set()
+        sock.settimeout(10)
+        while sent < total:
+            sent += sock.send(chunk[:total - sent])
+        answer = Reader(sock).response()
+    parts = json.loads(answer.body)["parts"]
+    assert sum(length for length, _ in parts) == total
+    assert max(length for length, _ in parts) <= BODY_HIGH_WATER_BYTES + 64 * 1024
+    assert len(parts) > 10
+
+
+def test_the_app_hears_of_a_client_that_went_away_mid_body(host_app: HostApp) -> None:
+    server = host_app(asgi_apps.body_app)
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/parts", 1000) + b"x" * 100)
+        time.sleep(0.2)  # the app has the first part and waits in receive() for more
+    assert wait_for(lambda: EVENTS == ["http.disconnect after 1 parts"]), EVENTS
+
+
+def test_a_chunked_body_over_the_limit_midway_is_a_413_and_the_app_hears_disconnect(
+        host_app: HostApp) -> None:
+    server = host_app(asgi_apps.body_app, max_body_bytes=1000)
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/parts", None) + b"100\r\n" + b"x" * 256 + b"\r\n")
+        time.sleep(0.2)  # the app has the first 256 bytes
+        sock.sendall(b"400\r\n" + b"y" * 1024 + b"\r\n")  # past 1000 in all
+        answer = Reader(sock).response()
+        assert answer.status == 413
+        assert close_kind(sock) == "fin"
+    assert wait_for(lambda: EVENTS == ["http.disconnect after 1 parts"]), EVENTS
+    assert server.stats()["errors"] == {"body_too_large": 1}
+
+
+def test_an_app_that_answers_without_reading_its_body_keeps_the_connection(host_app: HostApp) -> None:
+    server = host_app(asgi_apps.body_app)
+    body = b"q" * (1024 * 1024)  # far more than the high-water mark: dropped, not held
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/ignore", len(body)) + body + get("/parts"))
+        reader = Reader(sock)
+        assert reader.response().body == b"ignored"
+        assert json.loads(reader.response().body)["parts"] == [[0, False]]
+
+
+def test_an_app_that_ignores_a_whole_body_it_held_back_keeps_the_connection(host_app: HostApp) -> None:
+    """The body's last read took it over the high-water mark (reading paused) and completed
+    it; the app answers without reading it: reading resumes for the next request."""
+    server = host_app(asgi_apps.body_app)
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/ignore-later", 100_000) + b"a" * 60_000)
+        time.sleep(0.1)
+        sock.sendall(b"b" * 40_000)  # one read: over 64 KiB waiting, and the body's end
+        reader = Reader(sock)
+        assert reader.response().body == b"ignored"
+        sock.sendall(get("/parts"))  # sent only now: the server must be reading again
+        assert json.loads(reader.response().body)["parts"] == [[0, False]]
+
+
+def test_a_pipelined_request_whose_body_is_refused_never_reaches_the_app(host_app: HostApp) -> None:
+    """Its head was checked while the request before it was being answered; its body's framing
+    breaks before its turn: the earlier answer goes out, then the 400, and its app is never
+    called."""
+    server = host_app(asgi_apps.body_app)
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/ignore-later", 0) + post_head("/parts", None) + b"zz\r\n")
+        reader = Reader(sock)
+        assert reader.response().body == b"ignored"
+        assert reader.response().status == 400
+        assert close_kind(sock) == "fin"
+    time.sleep(0.1)
+    assert EVENTS == []
+    assert server.stats()["errors"] == {"bad_request": 1}
+
+
+def test_100_continue_waits_for_the_app_to_read(host_app: HostApp) -> None:
+    """A client that waits for 100 Continue gets it when the app first reads its body; one
+    that the app answers without reading gets the answer and a close (it may still send the
+    body, or not: nothing after it could be framed)."""
+    server = host_app(asgi_apps.body_app)
+    expect = b"Expect: 100-continue\r\n"
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/held", 5).replace(b"Host: t\r\n", b"Host: t\r\n" + expect))
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(65536)  # the app has not read yet: no 100
+        RELEASE_BODY.set()
+        sock.settimeout(5)
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        assert json.loads(Reader(sock).response().body)["body"] == "hello"
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/ignore", 5).replace(b"Host: t\r\n", b"Host: t\r\n" + expect))
+        answer = Reader(sock).response()
+        assert (answer.body, answer.headers["connection"]) == (b"ignored", "close")
+
+
+def test_no_body_timeout_while_the_server_holds_the_client_back(host_app: HostApp) -> None:
+    server = host_app(asgi_apps.body_app, body_timeout_seconds=0.3)
+    with connect(server.port) as sock:
+        sock.sendall(post_head("/held", 200_000) + b"w" * 200_000)
+        time.sleep(0.8)  # well past the body timeout; the server is the one not reading
+        RELEASE_BODY.set()
+        answer = Reader(sock).response()
+    assert answer.status == 200
+    assert sum(length for length, _ in json.loads(answer.body)["parts"]) == 200_000
 
 
 # --- failures ----------------------------------------------------------------------------------

@@ -321,3 +321,62 @@ def test_any_bytes_end_in_requests_then_at_most_one_final_event(parts: list[byte
         assert phase is {"rejection": Phase.REJECTED, "upgrade": Phase.UPGRADED}[finals[0]]
     if phase is Phase.CLOSED:
         assert not requests(events)[-1][7]  # the last request said close
+
+
+# --- bodies in parts (a hosted ASGI app's connection) -------------------------------------------
+
+class BodyRecorder(Recorder):
+    """A listener that takes bodies in parts (lab.http.reader.BodyListener)."""
+
+    def on_request_head(self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]],
+                        http_version: str, keep_alive: bool) -> bool:
+        self.events.append(("head", method, path, query, http_version, keep_alive))
+        return not keep_alive
+
+    def on_body_part(self, data: bytes) -> None:
+        self.events.append(("part", data))
+
+    def on_body_end(self) -> bool:
+        self.events.append(("end",))
+        return False
+
+
+def read_in_parts(reads: Sequence[bytes],
+                  body_limit: int = BODY_LIMIT) -> tuple[list[tuple[Any, ...]], Phase]:
+    recorder = BodyRecorder()
+    reader = WatchedReader(recorder, max_header_bytes=HEADER_LIMIT, max_body_bytes=body_limit)
+    reader.stream_bodies_to(recorder)
+    for data in reads:
+        reader.feed(bytearray(data), len(data))
+    return recorder.events, reader.phase
+
+
+def test_a_body_listener_hears_the_head_then_each_part_as_it_is_read() -> None:
+    head, body = ECHO.split(b"\r\n\r\n")
+    events, phase = read_in_parts([head + b"\r\n\r\n", body[:5], body[5:], FAST])
+    assert events == [("head", "POST", "/echo", "", "1.1", True), ("part", b"hello"),
+                      ("part", b" world"), ("end",),
+                      ("request", "GET", "/fast", "", [(b"Host", b"t")], b"", "1.1", True)]
+    assert phase is Phase.IDLE
+
+
+def test_a_chunked_body_reaches_a_body_listener_without_its_framing() -> None:
+    events, _ = read_in_parts([ECHO_CHUNKED])
+    assert [event for event in events if event[0] != "head"] == [
+        ("part", b"hello"), ("part", b" world"), ("end",)]
+
+
+@pytest.mark.parametrize("data, status", [(NO_HOST, 400), (BAD_CODING, 501),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n", 413)])
+def test_a_body_listener_never_hears_a_head_the_reader_refused(data: bytes, status: int) -> None:
+    events, phase = read_in_parts([data])
+    assert [event[:2] for event in events] == [("rejection", status)]
+    assert phase is Phase.REJECTED
+
+
+def test_a_chunked_body_past_the_limit_midway_is_rejected_after_its_parts() -> None:
+    head = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    events, phase = read_in_parts([head + b"200\r\n" + b"x" * 512 + b"\r\n", b"300\r\n" + b"y" * 768],
+                                  body_limit=1024)
+    assert [event[0] for event in events] == ["head", "part", "rejection"]
+    assert events[-1][1] == 413 and phase is Phase.REJECTED

@@ -480,3 +480,15 @@ def test_cli_tls_mistakes_are_one_line(arguments: list[str], message: str,
         main(["serve", *arguments])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_tls_folder_chosen_after_the_forkserver_started_reaches_the_workers(tmp_path, monkeypatch):
+    """Worker processes come from the forkserver, whose environment is the one it started with:
+    the parent tells them where the lab's CA is, so they sign with the CA the client trusts."""
+    with start_server(isolation="process") as plain:  # the forkserver runs from here on
+        assert plain.port
+    monkeypatch.setenv("LAB_TLS_DIR", str(tmp_path / "later"))
+    with start_server(isolation="process", tls=True) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, \
+            tls.client_context().wrap_socket(raw, server_hostname="127.0.0.1") as wrapped:
+        assert wrapped.version() in ("TLSv1.2", "TLSv1.3")

@@ -11,11 +11,17 @@ body); a body in several messages is a stream (``Transfer-Encoding: chunked`` wh
 gave no length on HTTP/1.1, close-delimited on HTTP/1.0), and ``send`` waits while the
 client is not reading.
 
-What differs from uvicorn's httptools protocol, which this follows message by message: the
-reader hands over a request once its body is complete (bounded by ``max_body_bytes``), so
-``receive`` gives the body as one ``http.request`` message with ``more_body`` false; the
-server adds ``Date`` and its keep-alive or close line itself (an app's ``Connection: close``
-is honoured, its ``Connection``, ``Keep-Alive`` and ``Date`` headers are not copied).
+A request with a body reaches the app as soon as its head is checked, and ``receive`` gives
+the body as it is read (:class:`RequestBody`): what arrived since the last call, ``more_body``
+true until the end. Past ``BODY_HIGH_WATER_BYTES`` not yet taken, the connection stops reading
+the socket until the app takes them (and runs no read deadline meanwhile: the server is the one
+holding the client back). A body that ends early -- the client gone, refused midway by the
+reader (over ``max_body_bytes`` in chunks, bad framing), too slow -- gives the app
+``http.disconnect``; the error answer goes out if the app's has not begun, else the connection
+is cut. ``100 Continue`` goes out at the app's first ``receive``, as uvicorn sends it. What
+differs from uvicorn's httptools protocol, which this follows message by message: the server
+adds ``Date`` and its keep-alive or close line itself (an app's ``Connection: close`` is
+honoured, its ``Connection``, ``Keep-Alive`` and ``Date`` headers are not copied).
 
 The scope carries one extension of the lab's: ``scope["extensions"]["lab.socket_options"]``,
 a function giving the TCP options of the request's connection as the kernel reports them,
@@ -36,12 +42,14 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
 from lab.errors import ConfigError, ServerError
-from lab.http.connection import HttpConnection
+from lab.http.connection import CONTINUE, HttpConnection
 from lab.http.messages import NO_PARAMS, Request, Response, WebSocketSession, status_line
+from lab.http.reader import Rejection
 from lab.http.websocket import WebSocketConnection, is_websocket_upgrade
 
 if TYPE_CHECKING:
@@ -74,6 +82,11 @@ _FRAMING = frozenset((b"connection", b"keep-alive", b"date", b"transfer-encoding
 # RFC 9110 section 6.4.1: these answers have no body, so no length and no chunked framing.
 _NO_BODY_STATUSES = frozenset((204, 304))
 _STATUS_LINES: dict[int, bytes] = {}
+# A request body read from the socket and not yet taken by the app waits in the server up to
+# this many bytes (and the read that crossed it); past it the server stops reading, so a client
+# sending faster than the app takes waits in TCP's flow control, not in the server's memory.
+# uvicorn's high-water mark for the same purpose is 64 KiB too.
+BODY_HIGH_WATER_BYTES = 64 * 1024
 
 
 class ClientDisconnected(OSError):
@@ -244,6 +257,50 @@ class AppResponse:
         return self.head
 
 
+class RequestBody:
+    """A request's body as the reader reads it, waiting for its app to take it."""
+
+    __slots__ = ("buffered", "complete", "continue_expected", "discarding", "failed", "parts")
+
+    def __init__(self, continue_expected: bool = False) -> None:
+        # The client asked for 100 Continue before it sends the body; the app's first receive
+        # sends it (as uvicorn does), so an app that answers without reading spares the upload.
+        self.continue_expected = continue_expected
+        self.parts: list[bytes] = []
+        self.buffered = 0
+        self.complete = False  # the last byte is read (the parts may still wait)
+        self.failed = False  # the body will never be whole: the client went, or it was refused
+        self.discarding = False  # the app has answered: the rest is read and dropped
+
+    def add(self, data: bytes) -> bool:
+        """Keep ``data`` for the app; True when what waits is over the high-water mark."""
+        if self.discarding:
+            return False
+        self.parts.append(data)
+        self.buffered += len(data)
+        return self.buffered > BODY_HIGH_WATER_BYTES
+
+    def take(self) -> bytes:
+        """Everything that waits, in one piece (uvicorn also gives it in one message)."""
+        parts = self.parts
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.parts = []
+        self.buffered = 0
+        return data
+
+    def discard(self) -> None:
+        self.discarding = True
+        self.parts = []
+        self.buffered = 0
+
+
+@dataclass(slots=True)
+class StreamedRequest(Request):
+    """A request whose body the app reads in parts as they arrive (``body`` stays empty)."""
+
+    body_stream: RequestBody = field(default_factory=RequestBody)
+
+
 class HttpCycle:
     """One request's ``receive`` and ``send``: the app's messages turned into the answer."""
 
@@ -262,6 +319,7 @@ class HttpCycle:
         "connection",
         "disconnected",
         "request",
+        "request_body",
         "started",
         "started_ns",
         "streaming",
@@ -281,6 +339,8 @@ class HttpCycle:
         self._peer_done = False
         self._waiter: asyncio.Future[None] | None = None  # a receive waiting for the end
         self.task: asyncio.Task[None] | None = None  # what runs the app for it
+        # The body in parts as it arrives; None when the reader read it whole (or there is none).
+        self.request_body = request.body_stream if type(request) is StreamedRequest else None
         # Set by http.response.start: _head, _status, _content_length; by the first streamed
         # body: _chunked, _sent, _stream_keep (nothing reads them before; a request costs less).
 
@@ -302,6 +362,14 @@ class HttpCycle:
         connection = self.connection
         if self.disconnected:
             self._cut()  # the client went away; what the app did next is its own business
+        elif self.complete:
+            # The answer is out already (the app failed after it, e.g. sending once more): no
+            # second answer may follow it, so the connection closes, as uvicorn closes it.
+            connection.state.stats.count_error("handler_error")
+            connection.state.log_handler_error(self.request, error)
+            connection.closing = True
+            if connection.transport is not None:
+                connection.transport.close()
         elif not self.streaming:
             # Nothing written yet: the client gets a 500 (and the connection closes after it).
             self.complete = True
@@ -351,16 +419,41 @@ class HttpCycle:
         self._peer_done = True
         self._wake()
 
+    def body_moved(self) -> None:
+        """More of the request body arrived, or its end, or it failed."""
+        self._wake()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def receive(self) -> Message:
-        if not self._body_given and not self.disconnected:
+        request_body = self.request_body
+        # Once the answer is complete the request is over for the app: http.disconnect, as
+        # uvicorn says, whatever of the body it did not read.
+        if request_body is not None and not self._body_given and not self.complete:
+            return await self._next_body_part(request_body)
+        if not self._body_given and not (self.disconnected or self.complete):
             self._body_given = True
             return {"type": "http.request", "body": self.request.body, "more_body": False}
         if not (self.disconnected or self.complete or self._peer_done):
+            self._waiter = waiter = self.connection.state.loop.create_future()
+            await waiter
+        return {"type": "http.disconnect"}
+
+    async def _next_body_part(self, request_body: RequestBody) -> Message:
+        """What has arrived of the body since the last call, waiting for some if none has."""
+        if request_body.continue_expected:
+            request_body.continue_expected = False
+            self.connection._send_continue()
+        while not (self.disconnected or request_body.failed):
+            if request_body.parts or request_body.complete:
+                data = request_body.take()
+                self.connection._body_taken()
+                more = not request_body.complete
+                self._body_given = not more
+                return {"type": "http.request", "body": data, "more_body": more}
             self._waiter = waiter = self.connection.state.loop.create_future()
             await waiter
         return {"type": "http.disconnect"}
@@ -389,6 +482,11 @@ class HttpCycle:
 
     def _start(self, message: Message) -> None:
         status = message["status"]
+        request_body = self.request_body
+        if request_body is not None and request_body.continue_expected and not request_body.complete:
+            # Answered without asking for the body: the client may or may not send it now
+            # (RFC 9110 section 10.1.1), so nothing after it on this connection can be framed.
+            self._keep = False
         lines = [_status_line(status)]
         content_length: int | None = None
         for name, value in message.get("headers", ()):
@@ -499,19 +597,22 @@ class AppWebSocket(WebSocketConnection):
             self._drain_waiter = self.state.loop.create_future()
             await self._drain_waiter
 
-    def _close_code(self) -> int:
+    def _tell_cycle_closed(self) -> None:
         received = self.protocol.close_rcvd
-        return int(received.code) if received is not None else 1006  # RFC 6455 7.1.5: no close frame
+        if received is None:
+            self.cycle.disconnect(1006)  # RFC 6455 7.1.5: closed without a close frame
+        else:
+            self.cycle.disconnect(int(received.code), received.reason)
 
     def receive(self, data: bytes) -> None:
         super().receive(data)
         if self.protocol.close_rcvd is not None:
-            self.cycle.disconnect(self._close_code())
+            self._tell_cycle_closed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._wake_sender()
-        self.cycle.disconnect(self._close_code())
+        self._tell_cycle_closed()
 
 
 class WebSocketCycle:
@@ -530,6 +631,7 @@ class WebSocketCycle:
         self.task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._code = 1006
+        self._reason: str | None = None  # the client's close reason, when it sent a close frame
 
     # what the WebSocketConnection calls (lab.http.messages.WebSocketApp)
     def on_open(self, session: WebSocketSession) -> None:
@@ -540,10 +642,11 @@ class WebSocketCycle:
                               else {"type": "websocket.receive", "bytes": bytes(payload)})
         self._wake()
 
-    def disconnect(self, code: int = 1006) -> None:
+    def disconnect(self, code: int = 1006, reason: str | None = None) -> None:
         if not self.disconnected:
             self.disconnected = True
             self._code = code
+            self._reason = reason
             self._wake()
 
     def _wake(self) -> None:
@@ -585,7 +688,9 @@ class WebSocketCycle:
     async def receive(self) -> Message:
         while not self._incoming:
             if self.disconnected:
-                return {"type": "websocket.disconnect", "code": self._code}
+                if self._reason is None:
+                    return {"type": "websocket.disconnect", "code": self._code}
+                return {"type": "websocket.disconnect", "code": self._code, "reason": self._reason}
             self._waiter = waiter = self.connection.state.loop.create_future()
             await waiter
         return self._incoming.popleft()
@@ -636,7 +741,8 @@ def _subprotocols(request: Request) -> list[str]:
 class AppConnection(HttpConnection):
     """An HTTP connection whose requests go to a hosted ASGI app instead of the router."""
 
-    __slots__ = ("_client", "_cycle", "_extensions", "_host", "_scheme", "_server", "_upgrade_rest")
+    __slots__ = ("_client", "_continue_expected", "_cycle", "_extensions", "_host", "_reading_body",
+                 "_scheme", "_server", "_upgrade_rest")
 
     def __init__(self, state: ServerState, host: AsgiHost) -> None:
         super().__init__(state)
@@ -647,6 +753,9 @@ class AppConnection(HttpConnection):
         self._upgrade_rest = b""  # a client's first frames, sent before the app accepted
         self._scheme = ("http", "ws")
         self._extensions = {"lab.socket_options": {"read": self.socket_options}}
+        self._reading_body: RequestBody | None = None  # the body the reader is filling
+        self._continue_expected = False  # the head being read asked for 100 Continue
+        self.reader.stream_bodies_to(self)
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -665,17 +774,134 @@ class AppConnection(HttpConnection):
         # As uvicorn: a client that stops sending has gone, as far as the app can tell (a
         # streaming app stops); what is already queued is still answered.
         keep_open = super().eof_received()
+        request_body, self._reading_body = self._reading_body, None
+        if request_body is not None:
+            request_body.failed = True  # it ends before its end: it will never be whole
         cycle = self._cycle
-        if cycle is not None and not isinstance(cycle, WebSocketCycle):
+        if isinstance(cycle, WebSocketCycle):
+            if not cycle.accepted:
+                # Gone before the app accepted: no handshake can complete (uvicorn's 1006).
+                cycle.disconnect()
+                return False
+        elif cycle is not None:
             cycle.peer_done()
         return keep_open
 
     def on_request(self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]],
                    body: bytes, http_version: str, keep_alive: bool) -> bool:
         self.deadline = None
+        self._continue_expected = False  # no body to ask for: it was whole, or there is none
         self._queue_or_send(Request(method, path, query, headers, body, http_version, keep_alive,
                                     NO_PARAMS, self))
         return self.closing
+
+    # --- request bodies in parts (lab/http/reader.py's BodyListener) ------------------------
+
+    def on_continue_expected(self) -> None:
+        self._continue_expected = True  # sent at the app's first receive (_send_continue)
+
+    def _send_continue(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self._write(CONTINUE, 0)
+
+    def on_request_head(self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]],
+                        http_version: str, keep_alive: bool) -> bool:
+        request = StreamedRequest(method, path, query, headers, b"", http_version, keep_alive,
+                                  NO_PARAMS, self, body_stream=RequestBody(self._continue_expected))
+        self._continue_expected = False
+        self._reading_body = request.body_stream
+        self._queue_or_send(request)
+        return self.closing
+
+    def on_body_part(self, data: bytes) -> None:
+        request_body = self._reading_body
+        if request_body is None:
+            return
+        if request_body.add(data) and not self._paused_for_body:
+            # The app has not kept up: read no more until it takes what waits.
+            self._paused_for_body = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+        self._tell_body_moved(request_body)
+
+    def on_body_end(self) -> bool:
+        request_body, self._reading_body = self._reading_body, None
+        if request_body is not None:
+            request_body.complete = True
+            self._tell_body_moved(request_body)
+        if self._busy or self._pending:
+            self._clear_deadline()  # the request is whole: the server is the one to answer
+        else:
+            self._arm_reading_deadline()  # answered already: the next request's wait begins
+        return self.closing
+
+    def _tell_body_moved(self, request_body: RequestBody) -> None:
+        cycle = self._cycle
+        if isinstance(cycle, HttpCycle) and cycle.request_body is request_body:
+            cycle.body_moved()
+
+    def _reading(self, waiting: Any) -> None:
+        if self._paused_for_body:
+            self._clear_deadline()  # the server holds the client back: no read deadline runs
+        else:
+            super()._reading(waiting)
+
+    def _body_taken(self) -> None:
+        """The app took what waited of its body: read on, unless the body being read (a
+        pipelined request's, after it) is itself over the mark."""
+        reading = self._reading_body
+        if not self._paused_for_body or (reading is not None and reading.buffered > BODY_HIGH_WATER_BYTES):
+            return
+        self._paused_for_body = False
+        transport = self.transport
+        if transport is not None and not (self._paused_for_queue or self._write_paused or self._lingering):
+            transport.resume_reading()
+            self._arm_reading_deadline()
+
+    def _next_in_queue(self) -> None:
+        request_body, cycle = self._reading_body, self._cycle
+        if request_body is not None and isinstance(cycle, HttpCycle) and cycle.request_body is request_body:
+            # The app answered before reading all of its body: the rest is read and dropped,
+            # so that the requests after it can be read.
+            request_body.discard()
+        # Reading may have paused for a body that is whole now and that the app answered
+        # without taking: nothing waits for it any more.
+        self._body_taken()
+        super()._next_in_queue()
+
+    def _body_broken(self) -> bool:
+        """The body being read will never be whole (refused, or too slow): its app hears
+        http.disconnect. False when the app's answer has begun, so that no error answer may
+        follow it: the connection is cut instead."""
+        request_body, self._reading_body = self._reading_body, None
+        if request_body is None:
+            return True
+        request_body.failed = True
+        cycle = self._cycle
+        if isinstance(cycle, HttpCycle) and cycle.request_body is request_body:
+            if cycle.complete:
+                return True  # answered already: the error answer follows it, as for any request
+            cycle.disconnect()  # what the app sends from now on is dropped
+            if cycle.streaming:
+                self.closing = True
+                self._linger()
+                return False
+            cycle.complete = True
+            self._busy = False  # the error answer is this request's answer, and goes now
+        elif self._pending and getattr(self._pending[-1], "body_stream", None) is request_body:
+            self._pending.pop()  # its app has not been called: it never will be
+        return True
+
+    def on_rejection(self, rejection: Rejection) -> None:
+        if self._body_broken():
+            super().on_rejection(rejection)
+        else:
+            self.state.stats.count_error(rejection.error_kind)
+
+    def _write_and_close(self, response: Response) -> None:
+        if self._body_broken():
+            super()._write_and_close(response)
 
     def on_upgrade(self, rest: bytes) -> None:
         cycle = self._cycle

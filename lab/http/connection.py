@@ -82,6 +82,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         "_drain_waiter",
         "_has_middleware",
         "_lingering",
+        "_paused_for_body",
         "_paused_for_queue",
         "_peer_done",
         "_pending",
@@ -136,6 +137,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._busy = False  # an async handler or a stream is answering right now
         self._task: asyncio.Task[None] | None = None
         self._paused_for_queue = False
+        # A hosted app has not taken the body read so far (lab/http/asgi.py): reading waits.
+        self._paused_for_body = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._websocket: WebSocketConnection | None = None  # who took the transport after a 101
@@ -208,7 +211,7 @@ class HttpConnection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self.transport is not None and not self._paused_for_queue:
+        if self.transport is not None and not (self._paused_for_queue or self._paused_for_body):
             self.transport.resume_reading()
         self._wake_writer()
         self._arm_reading_deadline()
@@ -222,7 +225,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._set_deadline(Waiting.LINGERING, LINGER_SECONDS)
         elif self._write_paused:
             return  # the send deadline stays
-        elif self._paused_for_queue:
+        elif self._paused_for_queue or self._paused_for_body:
             self._clear_deadline()  # the server is busy: the client is not the one to blame
         elif (phase := self.reader.phase) is HEAD:
             self._phase_started = self.state.clock  # the pause does not count against its rate
@@ -507,7 +510,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._dispatch(self._pending.popleft())
         if self._paused_for_queue and len(self._pending) < MAX_QUEUED_REQUESTS // 2:
             self._paused_for_queue = False
-            if self.transport is not None and not self._write_paused:
+            if self.transport is not None and not (self._write_paused or self._paused_for_body):
                 self.transport.resume_reading()
                 self._arm_reading_deadline()
         if self._busy or (self._pending and not self.closing):

@@ -20,6 +20,13 @@ list and an event object per request would cost more than the parsing of a plain
 Framing is strict (RFC 9112): exactly one Host in HTTP/1.1, ``chunked`` as the only
 transfer coding, a head no longer than ``max_header_bytes`` (cut as it grows, not only once
 complete), a body no longer than ``max_body_bytes``.
+
+A listener that takes bodies as they arrive (``stream_bodies_to``, a hosted ASGI app's
+connection) hears of a request with a body as soon as its head is complete and checked
+(Host, transfer coding, a ``Content-Length`` within the limit), then of each part of the body
+as llhttp reads it, then of its end. A fault found later in such a body (a chunked body
+growing past the limit, malformed chunk framing) is a rejection as before; the listener has
+the request already and must end it.
 """
 
 from __future__ import annotations
@@ -202,6 +209,23 @@ def _new_parser(reader: RequestReader) -> httptools.HttpRequestParser:
     return parser
 
 
+class BodyListener(RequestListener, Protocol):
+    """A listener that takes request bodies in parts, as they are read."""
+
+    def on_request_head(self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]],
+                        http_version: str, keep_alive: bool) -> bool:
+        """A request whose body follows; return True to read nothing more (as on_request)."""
+        ...
+
+    def on_body_part(self, data: bytes) -> None:
+        """The next bytes of that request's body (its payload: chunk framing removed)."""
+        ...
+
+    def on_body_end(self) -> bool:
+        """The body is complete; return True to read nothing after it."""
+        ...
+
+
 class _Refused(Exception):
     """Raised inside a parser callback to stop llhttp at a request the reader refuses."""
 
@@ -215,6 +239,8 @@ class RequestReader:
 
     __slots__ = (
         "_body_bytes",
+        "_body_expected",
+        "_body_listener",
         "_body_parts",
         "_chunk_line",
         "_chunk_pending",
@@ -234,6 +260,7 @@ class RequestReader:
         "_read_size",
         "_rejection",
         "_scan",
+        "_streaming",
         "_transfer_codings",
         "_upgrade",
         "_url",
@@ -273,6 +300,14 @@ class RequestReader:
         self._chunk_line = b""  # the start of the chunked body's last line, as far as read
         self._http_version = "1.1"  # llhttp's, read once the head is complete
         self.heads_completed = 0  # heads llhttp read whole: a new one begins a new body
+        self._body_listener: BodyListener | None = None  # set: bodies go to it as they are read
+        self._body_expected = False  # the head announced a Content-Length above zero
+        self._streaming = False  # this request's head was reported; its body goes out in parts
+
+    def stream_bodies_to(self, listener: BodyListener) -> None:
+        """From the next request on, report a request with a body at its head and its body in
+        parts (see the module's docstring), instead of once the body is whole."""
+        self._body_listener = listener
 
     def feed(self, data: bytes | bytearray | memoryview, end: int) -> Phase | None:
         """Read ``data[:end]``, the next bytes of the connection; after a final phase
@@ -368,6 +403,7 @@ class RequestReader:
         self._headers = []
         self._header_bytes = self._host_count = 0
         self._chunked = self._chunk_pending = False
+        self._body_expected = self._streaming = False
         self._progress = HEAD
 
     def on_url(self, url: bytes) -> None:
@@ -401,6 +437,7 @@ class RequestReader:
                 # Refused before any of the body is read, so an Expect: 100-continue
                 # client gets the final answer at once instead of sending the body.
                 self._refuse(413, f"body over {self.max_body_bytes} bytes", "body_too_large")
+            self._body_expected = value.strip(b"0") != b""
         elif name == _TRANSFER_ENCODING:
             if self._transfer_codings is None:
                 self._transfer_codings = []
@@ -453,6 +490,24 @@ class RequestReader:
             # RFC 9110 section 10.1.1: a 100-continue expectation in HTTP/1.0 is ignored.
             if version != "1.0":
                 self._listener.on_continue_expected()
+        listener = self._body_listener
+        if listener is not None and (self._chunked or self._body_expected) and not self._upgrade:
+            self._report_head(listener)
+
+    def _report_head(self, listener: BodyListener) -> None:
+        """Tell a body listener of the request now; its body follows in parts."""
+        self._streaming = True
+        self._body_parts = []  # counts as begun for the limits, never holds a part
+        self._body_bytes = 0
+        parser = self._parser
+        url = self._url or b"/"
+        path, mark, query = (url if url[:1] == b"/" else _origin_form(url)).partition(b"?")
+        raw_method = parser.get_method()
+        if listener.on_request_head(METHOD_NAMES.get(raw_method) or raw_method.decode("ascii"),
+                                    path.decode("latin-1"), query.decode("latin-1") if mark else "",
+                                    self._headers, self._http_version, parser.should_keep_alive()):
+            self.phase = CLOSED
+            raise _Stopped
 
     def _check_transfer_coding(self, codings: list[bytes]) -> None:
         """Only ``chunked`` alone is understood: anything else could be framed two ways.
@@ -507,7 +562,11 @@ class RequestReader:
         self._body_bytes += len(body)
         if self._body_bytes > self.max_body_bytes:  # chunked bodies have no length up front
             self._refuse(413, f"body over {self.max_body_bytes} bytes", "body_too_large")
-        parts.append(body)
+        if self._streaming:
+            assert self._body_listener is not None
+            self._body_listener.on_body_part(body)
+        else:
+            parts.append(body)
         self._progress = BODY
 
     def on_message_complete(self) -> None:
@@ -519,6 +578,13 @@ class RequestReader:
         parts = self._body_parts
         if parts is not None:
             self._body_parts = None
+        if self._streaming:
+            self._streaming = False
+            assert self._body_listener is not None
+            if self._body_listener.on_body_end():
+                self.phase = CLOSED
+                raise _Stopped
+            return
         upgrade = self._upgrade
         raw_method = parser.get_method()
         method = METHOD_NAMES.get(raw_method) or raw_method.decode("ascii")
