@@ -156,3 +156,35 @@ def test_a_bad_retry_setting_is_one_line_naming_it():
     done = bench("http://127.0.0.1:1/", "--retry-on", "timeout,never")
     assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
     assert "retry" in done.stderr and "Traceback" not in done.stderr
+
+
+# The metastable demonstration: 4 back-end workers x 5 ms (~500 answers/s on this machine,
+# 800 in theory) under 200 requests/s; the client's pool is 64 connections, its timeout 100 ms
+# and each request may take 500 ms in all. A listen backlog of 16 bounds the requests a 2 s
+# stall leaves queued. Without a budget, every attempt after the stall times out in the queue
+# the stall left, its retry comes at once, and attempts arrive faster (64 per 100 ms) than the
+# back end serves them: the queue never drains. With a 10 % budget the load stays near 220/s.
+STALL_SERVER = {"backend_workers": 4, "backend_service_ms": 5, "backlog": 16}
+
+
+def stalled_goodput(lab_server, **retry_knobs) -> tuple[float, np.ndarray]:
+    from lab.experiments.overload import run_with_stall
+
+    server = lab_server(**STALL_SERVER)
+    spec = LoadSpec(url=server.url + "/backend", mode="open", rate=200, connections=64,
+                    duration_seconds=9.5, timeout_seconds=0.1, deadline_seconds=0.5, retries=3,
+                    backoff="none", **retry_knobs)
+    stalled = run_with_stall(server, spec, stall_at_seconds=2.0, stall_seconds=2.0)
+    assert server.stats()["stalls"] == 1
+    server.stop()
+    return stalled.goodput_around_stall(before_seconds=1.5, after_seconds=5.0)
+
+
+@pytest.mark.timing
+def test_retries_without_a_budget_keep_the_server_down_after_a_stall_and_a_budget_cures_it(lab_server):
+    level, after = stalled_goodput(lab_server)
+    assert level > 150, level  # 200 requests/s, nearly all answered in time before the stall
+    assert np.all(after < level / 2), (level, after)  # every second of five after it
+    level, after = stalled_goodput(lab_server, retry_budget_percent=10)
+    assert level > 150, level
+    assert np.all(after[2:] >= level / 2), (level, after)  # back within two seconds
