@@ -118,7 +118,7 @@ def test_the_queue_order_decides_how_many_requests_are_answered_in_time(lab_serv
         result = lab.run_load(LoadSpec(url=server.url + "/backend", mode="open", rate=600,
                                        connections=64, duration_seconds=2, deadline_seconds=0.1))
         goodput = result.summary.goodput
-        assert goodput is not None and goodput.requests == 1200
+        assert goodput is not None and goodput.requests == 1200, (result.outcome, result.summary.errors)
         within[order] = goodput.good_share
         server.stop()
     assert within["lifo"] > 2 * within["fifo"], within
@@ -188,3 +188,47 @@ def test_retries_without_a_budget_keep_the_server_down_after_a_stall_and_a_budge
     level, after = stalled_goodput(lab_server, retry_budget_percent=10)
     assert level > 150, level
     assert np.all(after[2:] >= level / 2), (level, after)  # back within two seconds
+
+
+def test_a_saved_run_keeps_its_attempts_and_goodput(lab_server, store):
+    from lab.records.experiment import record_from_result
+
+    server = lab_server(backend_shed_percent=50, backend_service_ms=0)
+    result = lab.run_load(LoadSpec(url=server.url + "/backend", mode="open", rate=200, connections=4,
+                                   duration_seconds=0.5, retries=2, backoff="none",
+                                   deadline_seconds=1))
+    record = record_from_result(result, name="retried")
+    store.save(record)
+    loaded = store.load(record.id)
+    assert np.array_equal(loaded.samples["attempt"], result.samples["attempt"])
+    assert loaded.summary.goodput == result.summary.goodput
+    assert loaded.summary.goodput is not None and loaded.summary.goodput.deadline_ms == 1000
+    # show prints what bench printed: requests and attempts apart
+    from lab.cli.records import describe
+
+    goodput = loaded.summary.goodput
+    shown = describe(loaded)
+    assert (f"{goodput.good:,} of {goodput.requests:,} requests answered within their 1000 ms "
+            "deadline") in shown
+    assert (f"Attempts: {goodput.attempts:,} = {goodput.requests:,} requests + "
+            f"{goodput.retries:,} retries") in shown
+
+
+def test_samples_saved_before_attempts_existed_read_as_first_attempts(tmp_path):
+    import hashlib
+
+    from conftest import synthetic_samples
+
+    from lab.measure.samples import SAMPLE_DTYPE, SAMPLE_DTYPE_WITHOUT_ATTEMPT
+    from lab.records.store import _read_samples, _samples_rows
+
+    current = synthetic_samples(50)
+    old = np.zeros(current.shape, dtype=SAMPLE_DTYPE_WITHOUT_ATTEMPT)
+    for name in old.dtype.names:
+        old[name] = current[name]
+    path = tmp_path / "samples.npy"
+    np.save(path, old)
+    assert _samples_rows(path) == 50
+    read = _read_samples(path, hashlib.sha256(path.read_bytes()).hexdigest())
+    assert read.dtype == SAMPLE_DTYPE and np.array_equal(read, current)
+    assert not np.any(read["attempt"])

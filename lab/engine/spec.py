@@ -64,7 +64,9 @@ class LoadSpec:
         group="load")
     connections: int = knob(10, minimum=1, maximum=10_000,
                             help="connections (closed loop) or size of the connection pool "
-                                 "(open loop), split across workers",
+                                 "(open loop: the client's concurrency limit; a request due when "
+                                 "none is free waits for one, timed from its intended time), "
+                                 "split across workers",
                             flag="--connections", short_flag="-c", metavar="N", group="load")
     rate: float | None = knob(
         None, minimum=0.1, maximum=10_000_000, unit="requests/s",

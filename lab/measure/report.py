@@ -234,6 +234,8 @@ def describe_lines(summary: RunSummary, load_spec: Mapping[str, Any], outcome: R
         lines.append(f"status codes: {codes}")
     if summary.errors:
         lines.append("errors: " + describe_counts(summary.errors))
+    if summary.goodput is not None:
+        lines.extend(_goodput_lines(summary.goodput))
     if summary.open_loop and summary.target_rate is not None:
         lines.append(_target_line(summary))
     lines.append("")
