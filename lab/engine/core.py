@@ -75,7 +75,6 @@ class Engine:
         self.expiry_at_ns = 0
         # Retries (plan.retry): the budget's saved-up retries, and the draws of the jitter.
         self.retry_tokens = RETRY_BUDGET_MAX_TOKENS
-        self.retries_refused = 0  # failures the policy would retry that the budget refused
         self._retry_random = random.Random()
 
     def pick_request(self) -> bytes:
@@ -267,7 +266,6 @@ class Engine:
             return False
         if policy.budget_share is not None:
             if self.retry_tokens < 1:
-                self.retries_refused += 1
                 return False
             self.retry_tokens -= 1
         self.schedule_retry(lane, lane.request_start_ns, lane.attempt + 1, delay_ns)
