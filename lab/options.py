@@ -219,6 +219,8 @@ def _parse_optional(base: type, nullable: bool, unit: str) -> Any:
             value = parse_milliseconds(text)
         elif unit == "bytes" and base is int:
             return _bytes(text)
+        elif unit == "%" and base is float:
+            value = float(text.strip().removesuffix("%"))  # --retry-budget 10%
         else:
             try:
                 value = base(text)

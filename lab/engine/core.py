@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import random
 import sys
 from collections.abc import Callable
 from time import perf_counter_ns
 
 from lab.engine.lane import Lane
-from lab.engine.plan import EnginePlan
+from lab.engine.plan import RETRY_BUDGET_MAX_TOKENS, EnginePlan
 from lab.engine.recorder import Recorder
 from lab.engine.stages import Schedule
 from lab.engine.timer import CoarseTimer, TimerfdTimer, precise_timer
@@ -71,6 +72,10 @@ class Engine:
         # flight: at the housekeeping tick a 5 ms timeout would be enforced 50 ms late.
         self._expiry: TimerfdTimer | CoarseTimer | None = None
         self.expiry_armed = False
+        self.expiry_at_ns = 0
+        # Retries (plan.retry): the budget's saved-up retries, and the draws of the jitter.
+        self.retry_tokens = RETRY_BUDGET_MAX_TOKENS
+        self._retry_random = random.Random()
 
     def pick_request(self) -> bytes:
         """The next path's request, in turn (only used with several paths)."""
@@ -226,18 +231,48 @@ class Engine:
         flight, and the timer, when it fires, re-arms itself for the earliest one left."""
         if self._expiry is not None:
             self.expiry_armed = True
+            self.expiry_at_ns = deadline_ns
             self._expiry.arm_at(deadline_ns)
 
     def _expire_due(self) -> None:
         now = perf_counter_ns()
-        limit = self.plan.timeout_ns
         self.expiry_armed = False
         for lane in self.lanes:
-            if lane.busy and now - lane.begun_ns > limit:
+            if lane.busy and now - lane.begun_ns > lane.timeout_ns:
                 lane.expire(now)
-        begun = [lane.begun_ns for lane in self.lanes if lane.busy]
-        if begun:
-            self.arm_expiry(min(begun) + limit + 1)
+        # each lane's own limit: a request's deadline may cut an attempt short of the timeout
+        expiries = [lane.begun_ns + lane.timeout_ns for lane in self.lanes if lane.busy]
+        if expiries:
+            self.arm_expiry(min(expiries) + 1)
+
+    # --- retries (plan.retry) ---------------------------------------------------------------
+
+    def deposit_retry_token(self) -> None:
+        """A request begins: the budget earns its share of a retry."""
+        share = self.plan.retry.budget_share  # type: ignore[union-attr]
+        if share is not None:
+            self.retry_tokens = min(RETRY_BUDGET_MAX_TOKENS, self.retry_tokens + share)
+
+    def plan_retry(self, lane: Lane, now: int, error: int, status: int) -> bool:
+        """Whether the lane's failed attempt gets another, and if so schedule it: a failure the
+        policy retries, attempts left, not past the request's deadline once the backoff is
+        waited, and a retry in the budget."""
+        policy = self.plan.retry
+        assert policy is not None
+        if self.stopping or lane.attempt >= policy.retries or not policy.retries_failure(error, status):
+            return False
+        delay_ns = policy.backoff_before(lane.attempt + 1, self._retry_random)
+        if now + delay_ns >= lane.deadline_at_ns:
+            return False
+        if policy.budget_share is not None:
+            if self.retry_tokens < 1:
+                return False
+            self.retry_tokens -= 1
+        self.schedule_retry(lane, lane.request_start_ns, lane.attempt + 1, delay_ns)
+        return True
+
+    def schedule_retry(self, lane: Lane, start_ns: int, attempt: int, delay_ns: int) -> None:
+        raise NotImplementedError
 
     def _abandon_rest(self) -> None:
         for lane in self.lanes:
@@ -269,10 +304,14 @@ class ClosedLoop(Engine):
         self.think_s = plan.think_ns / NS_PER_S
         self._thinking: dict[Lane, asyncio.TimerHandle] = {}
         self._random = random.Random()
+        # A lane whose attempt failed and gets another: (request start, attempt, backoff ns).
+        # Its user waits for the retry instead of sending a new request.
+        self._retry_next: dict[Lane, tuple[int, int, int]] = {}
 
     def begin(self) -> None:
         now = perf_counter_ns()
-        if self.keepalive and not self.think_s:
+        if self.keepalive and not self.think_s and self.plan.retry is None:
+            # (with retries or a deadline every request ends through lane_free, which knows them)
             self.continue_until_ns = self.deadline_ns
         for lane in self.lanes:
             if not self.may_start(now):
@@ -295,10 +334,19 @@ class ClosedLoop(Engine):
             pause.cancel()
         self._thinking.clear()
 
+    def schedule_retry(self, lane: Lane, start_ns: int, attempt: int, delay_ns: int) -> None:
+        self._retry_next[lane] = (start_ns, attempt, delay_ns)
+
     def lane_free(self, lane: Lane, now: int, connect_failed: bool) -> None:
+        retry = self._retry_next.pop(lane, None) if self._retry_next else None
         if now >= self.deadline_ns or self.started >= self.budget or self.stopping:
             self.may_start(now)  # notes when and why the load stopped
             self.check_finished()
+            return
+        if retry is not None:
+            start_ns, attempt, delay_ns = retry
+            self._thinking[lane] = asyncio.get_running_loop().call_later(
+                delay_ns / NS_PER_S, self._retry, lane, start_ns, attempt)
             return
         if self.think_s and not connect_failed:
             self._think(lane)
@@ -316,6 +364,13 @@ class ClosedLoop(Engine):
             self.check_finished()
             return
         lane.send(MISSING)
+
+    def _retry(self, lane: Lane, start_ns: int, attempt: int) -> None:
+        del self._thinking[lane]
+        if self.stopping or perf_counter_ns() >= self.deadline_ns:
+            self.check_finished()
+            return
+        lane.send(start_ns, attempt)
 
     def _think(self, lane: Lane) -> None:
         pause = self._random.expovariate(1.0) * self.think_s
@@ -345,7 +400,10 @@ class OpenLoop(Engine):
         self.interval_ns = NS_PER_S / plan.rate if plan.rate is not None else 0.0
         self.schedule = Schedule(plan.stages) if plan.stages else None
         self.idle: list[Lane] = []
-        self.queue: collections.deque[int] = collections.deque()
+        # Requests due that found no free lane: (intended or request start, attempt).
+        self.queue: collections.deque[tuple[int, int]] = collections.deque()
+        self._retries: dict[int, asyncio.TimerHandle] = {}  # retries waiting out their backoff
+        self._retry_keys = itertools.count()
         self.scheduled = 0
         self.next_intended_ns = 0
         self.timer: TimerfdTimer | CoarseTimer | None = None
@@ -360,6 +418,9 @@ class OpenLoop(Engine):
         if self.timer is not None:
             self.timer.close()
             self.timer = None
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
 
     def _intended(self, index: int) -> int:
         if self.schedule is not None:
@@ -381,7 +442,7 @@ class OpenLoop(Engine):
             if self.idle:
                 self.idle.pop().send(intended)
             else:
-                self.queue.append(intended)
+                self.queue.append((intended, 0))
         self._arm(now)
 
     def _arm(self, now: int) -> None:
@@ -395,12 +456,41 @@ class OpenLoop(Engine):
             asyncio.get_running_loop().call_soon(self._dispatch)
 
     def lane_free(self, lane: Lane, now: int, connect_failed: bool) -> None:
-        if self.queue and not self.stopped_by_owner:
-            lane.send(self.queue.popleft())
+        while self.queue and not self.stopped_by_owner:
+            start, attempt = self.queue.popleft()
+            if self._past_deadline(start, now):
+                self._record_never_sent(start, attempt, now, ErrorKind.DEADLINE)
+                continue
+            lane.send(start, attempt)
             return
         self.idle.append(lane)
         if self.stopping:
             self.check_finished()
+
+    def schedule_retry(self, lane: Lane, start_ns: int, attempt: int, delay_ns: int) -> None:
+        # Never from inside the lane's own end: the lane frees first, then the retry takes
+        # whichever lane is free (or waits in the queue like any request due).
+        loop = asyncio.get_running_loop()
+        key = next(self._retry_keys)
+        self._retries[key] = loop.call_later(delay_ns / NS_PER_S, self._retry_due, key, start_ns, attempt)
+
+    def _retry_due(self, key: int, start_ns: int, attempt: int) -> None:
+        del self._retries[key]
+        if self.stopping:
+            self.check_finished()
+            return
+        if self.idle:
+            self.idle.pop().send(start_ns, attempt)
+        else:
+            self.queue.append((start_ns, attempt))
+
+    def _past_deadline(self, start_ns: int, now: int) -> bool:
+        policy = self.plan.retry
+        return policy is not None and policy.deadline_ns is not None and now >= start_ns + policy.deadline_ns
+
+    def _record_never_sent(self, start: int, attempt: int, now: int, error: ErrorKind) -> None:
+        self.recorder.add(start, MISSING, MISSING, MISSING, now, 0, 0, error, attempt)
+        self.errors += 1
 
     def pending(self) -> int:
         return len(self.queue)
@@ -411,16 +501,28 @@ class OpenLoop(Engine):
     def _housekeep(self) -> None:
         if self.stopping and not self.stopped_by_owner and self.queue:
             self._expire_queue(perf_counter_ns())
+        elif self.queue and self.plan.retry is not None and self.plan.retry.deadline_ns is not None:
+            self._drop_past_deadline(perf_counter_ns())
         super()._housekeep()
+
+    def _drop_past_deadline(self, now: int) -> None:
+        """Requests that waited for a lane past their deadline: their callers gave up, so they
+        end now, never sent, rather than when a lane frees up."""
+        kept: collections.deque[tuple[int, int]] = collections.deque()
+        for start, attempt in self.queue:
+            if self._past_deadline(start, now):
+                self._record_never_sent(start, attempt, now, ErrorKind.DEADLINE)
+            else:
+                kept.append((start, attempt))
+        self.queue = kept
 
     def _expire_queue(self, now: int) -> None:
         """After the deadline, queued requests get until the timeout to find a lane."""
         if now - self.end_ns <= self.plan.timeout_ns:
             return
         while self.queue:
-            intended = self.queue.popleft()
-            self.recorder.add(intended, MISSING, MISSING, MISSING, now, 0, 0, ErrorKind.TIMEOUT)
-            self.errors += 1
+            intended, attempt = self.queue.popleft()
+            self._record_never_sent(intended, attempt, now, ErrorKind.TIMEOUT)
 
 
 def make_engine(plan: EnginePlan, lane_type: type[Lane]) -> Engine:

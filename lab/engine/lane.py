@@ -23,6 +23,7 @@ import errno
 import ipaddress
 import os
 import socket
+import sys
 from time import perf_counter_ns
 from typing import Protocol
 
@@ -35,6 +36,7 @@ from lab.measure.samples import MISSING, ErrorKind
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 BAD_STATUS = int(ErrorKind.BAD_STATUS)
 NO_ERROR = int(ErrorKind.NONE)
+NO_DEADLINE = sys.maxsize
 
 
 class LaneOwner(Protocol):
@@ -49,8 +51,11 @@ class LaneOwner(Protocol):
     errors: int
     stopped_by_owner: bool
     expiry_armed: bool  # a timer watches the earliest deadline of a request in flight
+    expiry_at_ns: int  # when that timer fires
 
     def arm_expiry(self, deadline_ns: int) -> None: ...
+    def plan_retry(self, lane: Lane, now: int, error: int, status: int) -> bool: ...
+    def deposit_retry_token(self) -> None: ...
 
     def pick_request(self) -> bytes: ...
     def lane_free(self, lane: Lane, now: int, connect_failed: bool) -> None: ...
@@ -94,14 +99,17 @@ class Lane:
         "_connecting",
         "_early_sent",
         "_early_socket",
+        "attempt",
         "begun_ns",
         "busy",
         "connect_ns",
+        "deadline_at_ns",
         "engine",
         "first_byte_ns",
         "intended_ns",
         "received",
         "request",
+        "request_start_ns",
         "reused",
         "rows",
         "sent_ns",
@@ -133,7 +141,10 @@ class Lane:
         self._connected_ahead_ns = MISSING
         self.first_byte_ns = MISSING
         self.received = 0
-        self.timeout_ns = engine.plan.timeout_ns
+        self.timeout_ns = engine.plan.timeout_ns  # this attempt's: shorter when a deadline is near
+        self.attempt = 0  # 0: the request's first attempt; n: its n-th retry
+        self.request_start_ns = 0  # when the request began (its retries keep it)
+        self.deadline_at_ns = NO_DEADLINE  # when its deadline passes, across its attempts
 
     # --- what a lane type writes ----------------------------------------------------------
 
@@ -259,9 +270,14 @@ class Lane:
 
     # --- one request: the hot path ------------------------------------------------------------
 
-    def send(self, intended_ns: int) -> None:
+    def send(self, intended_ns: int, attempt: int = 0) -> None:
+        """Begin an attempt: a request's first (``attempt`` 0), or a retry, whose
+        ``intended_ns`` is its request's start."""
         self.busy = True
         self.intended_ns = intended_ns
+        self.attempt = attempt
+        if attempt == 0 and self.engine.plan.retry is not None:
+            self.engine.deposit_retry_token()
         if self.transport is None:
             self.sent_ns = MISSING
             self.connect_ns = MISSING  # this request's own connect, not the last one's
@@ -281,8 +297,25 @@ class Lane:
 
     def _watch_timeout(self) -> None:
         engine = self.engine
+        policy = engine.plan.retry
+        if policy is not None:
+            # The request's start: a retry's intended time is it; a first attempt's is its
+            # intended time, or in the closed loop now.
+            self.request_start_ns = self.intended_ns if self.intended_ns != MISSING else self.begun_ns
+            if policy.deadline_ns is not None:
+                self.deadline_at_ns = self.request_start_ns + policy.deadline_ns
+                self._limit_to_deadline()
+                # A deadline may end this attempt before the one the timer watches.
+                expiry = self.begun_ns + self.timeout_ns + 1
+                if not engine.expiry_armed or expiry < engine.expiry_at_ns:
+                    engine.arm_expiry(expiry)
+                return
         if not engine.expiry_armed:
             engine.arm_expiry(self.begun_ns + self.timeout_ns + 1)
+
+    def _limit_to_deadline(self) -> None:
+        """This attempt's timeout: the plan's, or less when the request's deadline comes first."""
+        self.timeout_ns = max(0, min(self.engine.plan.timeout_ns, self.deadline_at_ns - self.begun_ns))
 
     def _write_after_connect(self) -> None:
         """Send after a (re)connect; a retry keeps the first send's time: the wait is real."""
@@ -294,6 +327,8 @@ class Lane:
         if self.sent_ns == MISSING:
             self.sent_ns = now
         self.begun_ns = now
+        if self.deadline_at_ns != NO_DEADLINE:
+            self._limit_to_deadline()
         self.transport.write(self.request or self.compose())  # type: ignore[union-attr]
 
     def end_request(self, now: int, status: int, received: int, keep_alive: bool,
@@ -310,14 +345,19 @@ class Lane:
             # Complete, but after its timeout: the answer and the expiry timer were ready in
             # the same turn of the loop, and the answer was read first. A timeout all the same.
             self.engine.errors += 1
-            status, error, keep_alive, reset = 0, int(ErrorKind.TIMEOUT), False, True
+            status, keep_alive, reset = 0, False, True
+            error = int(ErrorKind.DEADLINE if now >= self.deadline_at_ns else ErrorKind.TIMEOUT)
         # Packed here rather than by a call to Recorder.add: that call alone added ~5 % to the
         # instructions of a lane's whole path per request (callgrind).
         self.rows += ROW.pack(self.intended_ns, self.sent_ns, self.connect_ns, self.first_byte_ns, now,
-                              status, received, error)
+                              status, received, error, self.attempt)
         self.first_byte_ns = MISSING
         self.received = 0
         engine = self.engine
+        if error != NO_ERROR and engine.plan.retry is not None:
+            # Its retry, if the policy gives it one, is the engine's to schedule (after a
+            # backoff, on whichever lane is free); this lane ends its attempt as any other.
+            engine.plan_retry(self, now, error, status)
         if keep_alive and now < engine.continue_until_ns and engine.started < engine.budget:
             # Closed loop, the common case: the next request goes out at once on this
             # connection, without the general bookkeeping of send() and lane_free().
@@ -356,6 +396,8 @@ class Lane:
             return
         if self._may_retry(exc):
             self.begun_ns = now
+            if self.deadline_at_ns != NO_DEADLINE:
+                self._limit_to_deadline()
             self.connect_ns = MISSING
             self._connecting = asyncio.ensure_future(self._connect_then_send())
             return
@@ -378,7 +420,8 @@ class Lane:
             self._connecting = None
             if self.sent_ns == MISSING:
                 self.sent_ns = self.begun_ns
-        self.finish(now, 0, ErrorKind.TIMEOUT, reset=True)
+        self.finish(now, 0, ErrorKind.DEADLINE if now >= self.deadline_at_ns else ErrorKind.TIMEOUT,
+                    reset=True)
 
     def drop_connection(self, *, reset: bool = False) -> None:
         transport = self.transport

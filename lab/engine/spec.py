@@ -64,7 +64,9 @@ class LoadSpec:
         group="load")
     connections: int = knob(10, minimum=1, maximum=10_000,
                             help="connections (closed loop) or size of the connection pool "
-                                 "(open loop), split across workers",
+                                 "(open loop: the client's concurrency limit; a request due when "
+                                 "none is free waits for one, timed from its intended time), "
+                                 "split across workers",
                             flag="--connections", short_flag="-c", metavar="N", group="load")
     rate: float | None = knob(
         None, minimum=0.1, maximum=10_000_000, unit="requests/s",
@@ -115,6 +117,37 @@ class LoadSpec:
         help="open loop: a request sent this much after its intended time counts as late",
         flag="--late-after", metavar="MS", group="connection", widget=False)
 
+    # --- retries and deadlines (overload experiments) -----------------------------------------
+    retries: int = knob(
+        0, minimum=0, maximum=10, help="retry a failed request up to this many times; every "
+        "attempt is a sample of its own, numbered, and timed from the request's start",
+        flag="--retries", metavar="N", group="retries")
+    retry_on: str = knob(
+        "timeout,5xx,reset", help="which failures are retried, comma-separated: timeout, 5xx "
+        "(a 5xx answer), reset (reset or closed by the server), connect (refused or failed)",
+        flag="--retry-on", metavar="KINDS", group="retries", widget=False)
+    backoff: Literal["none", "exponential", "full-jitter"] = knob(
+        "full-jitter", choices=("none", "exponential", "full-jitter"),
+        help="the wait before retry n: none (at once), exponential (base x 2^(n-1), capped at "
+             "1 s), full-jitter (a uniform draw between 0 and that, which spreads the retries "
+             "of requests that failed together)", flag="--backoff", group="retries")
+    backoff_ms: float = knob(
+        10.0, minimum=0, maximum=60_000, unit="ms", label="backoff base",
+        help="the first retry's backoff (exponential) or its upper bound (full-jitter)",
+        flag="--backoff-base", metavar="MS", group="retries")
+    retry_budget_percent: float | None = knob(
+        None, minimum=0, maximum=100, unit="%", label="retry budget",
+        help="retries at most this share of requests (a token bucket: each request adds the "
+             "share, each retry takes one, at most 10 saved up), so retries cannot multiply an "
+             "overload (None = every failure may be retried)", flag="--retry-budget",
+        metavar="PERCENT", group="retries")
+    deadline_seconds: float | None = knob(
+        None, minimum=0.001, maximum=3600, unit="s", label="deadline",
+        help="a request's whole time, from its start across all its attempts (waiting for a "
+             "connection included): an attempt is cut at it and no retry starts after it; a "
+             "request answered within it counts towards goodput (None = no deadline)",
+        flag="--deadline", metavar="S", group="retries")
+
     # --- pass/fail --------------------------------------------------------------------------
     thresholds: tuple[str, ...] = knob(
         (), help="a condition the run must meet, checked on its figures (repeatable), e.g. "
@@ -153,6 +186,10 @@ class LoadSpec:
         if self.target.websocket and self.message_bytes > self.max_message_bytes:
             raise ConfigError("max_message_bytes", f"{self.max_message_bytes} bytes is less than "
                               f"the {self.message_bytes}-byte message sent: every echo would fail")
+        retry_kinds(self.retry_on)
+        if self.target.websocket and (self.retries or self.deadline_seconds is not None):
+            raise ConfigError("retries", "retries and deadlines apply to http:// requests, not to "
+                              "the messages of a ws:// run")
         parse_thresholds(self.thresholds)
         require_loopback(parse_target(self.url).host, allow_remote=self.allow_remote)
 
@@ -191,6 +228,19 @@ class LoadSpec:
     @property
     def request_paths(self) -> tuple[str, ...]:
         return self.paths or (self.target.path,)
+
+
+RETRY_KINDS = ("timeout", "5xx", "reset", "connect")
+
+
+def retry_kinds(text: str) -> frozenset[str]:
+    """``--retry-on timeout,5xx``: the failure kinds to retry (a ConfigError naming ``retry_on``)."""
+    kinds = frozenset(word.strip() for word in text.split(",") if word.strip())
+    unknown = sorted(kinds - set(RETRY_KINDS))
+    if unknown:
+        raise ConfigError("retry_on", f"{unknown[0]!r} is not allowed; allowed: a comma-separated "
+                          f"list of {', '.join(RETRY_KINDS)}")
+    return kinds
 
 
 @dataclass(frozen=True)

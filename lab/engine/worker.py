@@ -28,11 +28,12 @@ from lab.engine.core import Engine, make_engine
 from lab.engine.http_lane import HttpLane
 from lab.engine.lane import Lane
 from lab.engine.live import FrameMeter
-from lab.engine.plan import EnginePlan, WebSocketPlan
+from lab.engine.plan import EnginePlan, RetryPolicy, WebSocketPlan
 from lab.engine.spec import (
     LoadSpec,
     build_request,
     message_payload,
+    retry_kinds,
     worker_connections,
     worker_max_requests,
 )
@@ -136,7 +137,18 @@ def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
         duration_ns=round((spec.warmup_seconds + spec.duration_seconds) * NS_PER_S),
         max_requests=worker_max_requests(spec, worker),
         timeout_ns=round(spec.timeout_seconds * NS_PER_S), keepalive=spec.keepalive,
-        connect_before=spec.connect == "before", think_ns=round(spec.think_ms * NS_PER_MS))
+        connect_before=spec.connect == "before", think_ns=round(spec.think_ms * NS_PER_MS),
+        retry=retry_policy(spec))
+
+
+def retry_policy(spec: LoadSpec) -> RetryPolicy | None:
+    """The spec's retries and deadline as the engine follows them; None when it asks for neither."""
+    if not spec.retries and spec.deadline_seconds is None:
+        return None
+    return RetryPolicy.of(
+        spec.retries, retry_kinds(spec.retry_on), spec.backoff, round(spec.backoff_ms * NS_PER_MS),
+        spec.retry_budget_percent,
+        None if spec.deadline_seconds is None else round(spec.deadline_seconds * NS_PER_S))
 
 
 def lane_type_for(plan: EnginePlan) -> type[Lane]:

@@ -295,6 +295,53 @@ class ServerConfig:
              "the heap pauses the loop once", flag="--stall-gc-heap", metavar="N", group="stall",
         applies=Where.LOOP)
 
+    # --- back end behind GET /backend (overload experiments: lab/http/backend.py) ---------------
+    backend_workers: int = knob(
+        4, minimum=1, maximum=10_000, label="back-end workers",
+        help="GET /backend: requests served at once (a pool of K workers, as a database's "
+             "connections); the rest wait in its queue", flag="--backend-workers", metavar="K",
+        group="backend", applies=Where.REQUEST)
+    backend_service_ms: float = knob(
+        5.0, minimum=0, maximum=60_000, unit="ms", label="service time",
+        help="GET /backend: each request's service time (its mean, when exponential); a worker "
+             "waits it out without blocking the loop", flag="--backend-service", metavar="MS",
+        group="backend", applies=Where.REQUEST)
+    backend_service: Literal["fixed", "exponential"] = knob(
+        "fixed", choices=("fixed", "exponential"), label="service distribution",
+        help="GET /backend: every service time the same, or drawn from an exponential "
+             "distribution with that mean", flag="--backend-distribution", group="backend",
+        applies=Where.REQUEST)
+    backend_queue: Literal["fifo", "lifo", "codel"] = knob(
+        "fifo", choices=("fifo", "lifo", "codel"), label="queue order",
+        help="GET /backend: which waiting request a free worker takes: fifo the oldest, lifo "
+             "the newest, codel the oldest but dropping those that waited past the target "
+             "while the queue stands", flag="--backend-queue", group="backend",
+        applies=Where.REQUEST)
+    backend_codel_target_ms: float = knob(
+        5.0, minimum=0, maximum=60_000, unit="ms", label="CoDel target",
+        help="GET /backend with codel: while the queue has not emptied for 100 ms, a request "
+             "that waited longer than this is dropped (503)", flag="--backend-codel-target",
+        metavar="MS", group="backend", applies=Where.REQUEST)
+    backend_queue_limit: int | None = knob(
+        None, minimum=0, maximum=1_000_000, label="queue limit",
+        help="GET /backend: a request finding this many waiting is shed at once with 503 and "
+             "Retry-After (None = the queue is unbounded)", flag="--backend-queue-limit",
+        metavar="N", group="backend", applies=Where.REQUEST)
+    backend_deadline_ms: float | None = knob(
+        None, minimum=0.1, maximum=3_600_000, unit="ms", label="server deadline",
+        help="GET /backend: a request that waited this long for a worker is dropped (503) "
+             "instead of served (None = it waits as long as it takes)",
+        flag="--backend-deadline", metavar="MS", group="backend", applies=Where.REQUEST)
+    backend_shed_percent: float = knob(
+        0.0, minimum=0, maximum=100, unit="%", label="shed share",
+        help="GET /backend: this share of requests, drawn at random, is refused at once with "
+             "503 (a server shedding load, for retry experiments)", flag="--backend-shed",
+        metavar="PERCENT", group="backend", applies=Where.REQUEST)
+    backend_retry_after_seconds: int = knob(
+        1, minimum=0, maximum=86_400, unit="s", label="Retry-After",
+        help="GET /backend: the Retry-After header of its 503 answers (RFC 9110 section 10.2.3)",
+        flag="--backend-retry-after", metavar="S", group="backend", applies=Where.REQUEST)
+
     def __post_init__(self) -> None:
         validate(self)
         if not self.host:

@@ -194,6 +194,7 @@ class LabServer:
             for connection in list(self.state.connections):
                 if connection.transport is not None:
                     connection.transport.abort()
+            await self.state.backend.close()
         self._listener = None
         if self.app is not None:
             await self.app.shutdown()

@@ -10,6 +10,7 @@
 | ``GET /work/{us}`` | keeps the CPU busy for ``us`` microseconds, blocking the loop meanwhile |
 | ``GET /bytes/{n}`` | an ``n``-byte body (for buffer-size experiments) |
 | ``GET /stream/{chunks}`` | ``chunks`` chunks in chunked encoding, 10 ms apart |
+| ``GET /backend`` | waits for one of K back-end workers; queued, shed or dropped (``backend_*``) |
 | ``GET /sockopts`` | the TCP options read back from this connection's socket, as JSON |
 | ``GET /metrics`` | the request-duration histogram in the Prometheus text format (``metrics`` on) |
 | ``GET /ws/echo`` | WebSocket: each message back, as it came (text or binary) |
@@ -25,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
+from lab.http.backend import Outcome
 from lab.http.messages import Prebuilt, Request, Response, StreamingResponse, WebSocketSession
 from lab.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from lab.http.routing import Router
@@ -183,6 +185,18 @@ def stream(request: Request) -> Response | StreamingResponse:
     return StreamingResponse(chunks())
 
 
+async def backend(request: Request) -> Response:
+    """A request to the back end (lab/http/backend.py): 200 once a worker served it, 503 with
+    ``Retry-After`` when it was shed or dropped. Shielded: a caller that leaves does not take
+    its job out of the queue, as a query already handed to a database is not."""
+    state = request.connection.state
+    outcome = await asyncio.shield(state.backend.start())
+    if outcome == Outcome.SERVED:
+        return Response.text("served\n")
+    retry_after = str(state.settings.backend_retry_after_seconds)
+    return Response(f"{outcome}\n".encode(), 503, headers=[("Retry-After", retry_after)])
+
+
 def sockopts(request: Request) -> Response:
     return Response.json(request.connection.socket_options())
 
@@ -247,6 +261,7 @@ def demo_router() -> Router:
     router.add("GET", "/work/{us}", work)
     router.add("GET", "/bytes/{n}", sized_body)
     router.add("GET", "/stream/{chunks}", stream)
+    router.add("GET", "/backend", backend)
     router.add("GET", "/sockopts", sockopts)
     router.add("GET", "/metrics", metrics)
     router.add_websocket("/ws/echo", websocket_echo)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from email.utils import formatdate
 from typing import Any, Protocol
 
+from lab.http.backend import Backend
 from lab.http.config import TLS_CONTEXT_KNOBS, ServerConfig, server_tls_context
 from lab.http.knobs import SocketPlan, socket_plan
 from lab.http.messages import Request
@@ -41,9 +42,9 @@ class OpenConnection(Protocol):
 class ServerStats:
     """Live counters, bumped on the hot path (plain attributes: no locks, no dict lookups)."""
 
-    __slots__ = ("bytes_received", "bytes_sent", "connections_open", "connections_total",
-                 "errors", "handshaking", "keepalive_timeouts", "reads", "requests", "stalls",
-                 "tls_handshakes")
+    __slots__ = ("backend_dropped", "backend_served", "backend_shed", "bytes_received", "bytes_sent",
+                 "connections_open", "connections_total", "errors", "handshaking", "keepalive_timeouts",
+                 "reads", "requests", "stalls", "tls_handshakes")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -58,6 +59,11 @@ class ServerStats:
         # max_connections), and handshakes completed
         self.handshaking = 0
         self.tls_handshakes = 0
+        # GET /backend (lab/http/backend.py): requests served, shed on arrival (503), and
+        # dropped after waiting past the deadline or CoDel's target (503, never served)
+        self.backend_served = 0
+        self.backend_shed = 0
+        self.backend_dropped = 0
         self.errors: dict[str, int] = {}
 
     def count_error(self, kind: str) -> None:
@@ -139,6 +145,7 @@ class ServerState:
         self.date_line = b""
         self._date_second = -1
         self.refresh_clock()
+        self.backend = Backend(self)  # the pool behind GET /backend
 
     def use(self, settings: Settings) -> None:
         """New settings for connections made from now on (a reconfigure)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from lab.measure import figures
 from lab.measure.run import RunOutcome, threshold_checks
 from lab.measure.stats import LatencySummary
-from lab.measure.summary import RunSummary, describe_counts, timeline_unsupported
+from lab.measure.summary import Goodput, RunSummary, describe_counts, timeline_unsupported
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,6 +76,8 @@ def format_run(summary: RunSummary, load_spec: Mapping[str, Any], outcome: RunOu
     """The report of a run from its summary, its load settings and what happened to it."""
     lines = [*_heading(load_spec), *_latency_lines(summary), *_count_lines(summary, outcome)]
     lines.append(f"Requests/sec: {summary.rps:>12,.2f}")
+    if summary.goodput is not None:
+        lines.extend(_goodput_lines(summary.goodput))
     if summary.open_loop:
         lines.extend(_rate_lines(summary))
     per_second = summary.bytes_read / summary.duration_s if summary.duration_s > 0 else float("nan")
@@ -96,6 +98,15 @@ def format_run(summary: RunSummary, load_spec: Mapping[str, Any], outcome: RunOu
                      for worker in outcome.cluster["per_worker"])
     lines.extend(f"Problem: {problem}" for problem in outcome.problems)
     return "\n".join(lines)
+
+
+def _goodput_lines(goodput: Goodput) -> list[str]:
+    """Requests apart from attempts: what retries added, and what the callers got."""
+    within = "" if goodput.deadline_ms is None else f" within their {goodput.deadline_ms:g} ms deadline"
+    return [f"Goodput/sec: {goodput.goodput:>13,.2f}   {goodput.good:,} of {goodput.requests:,} "
+            f"requests answered{within} ({goodput.good_share * 100:.1f} %)",
+            f"Attempts: {goodput.attempts:,} = {goodput.requests:,} requests + {goodput.retries:,} "
+            f"retries (retries {goodput.retry_share * 100:.1f} % of the load)"]
 
 
 def _heading(spec: Mapping[str, Any]) -> list[str]:
@@ -223,6 +234,8 @@ def describe_lines(summary: RunSummary, load_spec: Mapping[str, Any], outcome: R
         lines.append(f"status codes: {codes}")
     if summary.errors:
         lines.append("errors: " + describe_counts(summary.errors))
+    if summary.goodput is not None:
+        lines.extend(_goodput_lines(summary.goodput))
     if summary.open_loop and summary.target_rate is not None:
         lines.append(_target_line(summary))
     lines.append("")

@@ -67,9 +67,12 @@ def summarize_measured(samples: np.ndarray, load_spec: Mapping[str, Any],
                        thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS) -> RunSummary:
     """The run's figures from its measured samples, its load settings and its window."""
     rate = _number(load_spec.get("rate"))
+    deadline_s = _number(load_spec.get("deadline_seconds"))
     return summarize_run(
         samples, window_ns=window_ns, target_rate=rate if load_spec.get("mode") == "open" else None,
-        late_after_ms=stored_late_after_ms(load_spec), thresholds_ms=thresholds_ms)
+        late_after_ms=stored_late_after_ms(load_spec), thresholds_ms=thresholds_ms,
+        retrying=bool(_number(load_spec.get("retries"))),
+        deadline_ms=None if deadline_s is None else deadline_s * 1000)
 
 
 def stored_late_after_ms(load_spec: Mapping[str, Any]) -> float:
@@ -165,6 +168,8 @@ def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_a
             "latency_uncorrected_ms": _figures(summary.uncorrected),
             "send_lag_ms": _figures(summary.send_lag)})
         distributions.update(latency_uncorrected_ms=summary.uncorrected, send_lag_ms=summary.send_lag)
+    if summary.goodput is not None:
+        document["goodput"] = summary.as_dict()["goodput"]
     # A percentile too few samples lie beyond is null, not the max under its name: a consumer
     # that reads p99_99 without knowing this list cannot take the max for it (the max is "max").
     document["unsupported_percentiles"] = unsupported_paths(distributions)

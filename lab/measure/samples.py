@@ -5,6 +5,12 @@ Linux is CLOCK_MONOTONIC and so comparable across the generator's worker process
 A time that does not apply is ``MISSING`` (-1): e.g. ``intended_ns`` in the closed loop,
 ``connect_ns`` when the request reused a keep-alive connection, ``first_byte_ns`` when no
 byte came back.
+
+With retries every attempt is a row of its own, numbered by ``attempt`` (0 the first). A
+retry's ``intended_ns`` is its request's start -- the first attempt's intended send, or in the
+closed loop its actual send -- so the latency of the attempt that finally succeeds counts from
+when the request began, as its caller lived it (the coordinated-omission correction holds for
+retries too); ``sent_ns`` is the retry's own send.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class ErrorKind(enum.IntEnum):
     WORKER_LOST = 9  # a cluster worker died or was lost: its requests are gone with it
     # more than an answer may take: a WebSocket message over the size limit, or a flood of frames
     TOO_LARGE = 10
+    # the request's deadline (across its attempts, LoadSpec.deadline_seconds) passed before an
+    # answer: its attempt was cut short, or it waited for a connection past it and never went
+    DEADLINE = 11
 
     @property
     def label(self) -> str:
@@ -50,7 +59,12 @@ SAMPLE_DTYPE = np.dtype([
     ("response_bytes", np.int64),  # bytes received for this response, headers included
     ("error", np.int8),  # an ErrorKind value
     ("worker", np.int16),  # which generator process sent it
+    ("attempt", np.int8),  # 0 for a request's first attempt, n for its n-th retry
 ])
+
+# The format before ``attempt`` existed: records saved then are read as first attempts.
+SAMPLE_DTYPE_WITHOUT_ATTEMPT = np.dtype([(name, SAMPLE_DTYPE[name]) for name in SAMPLE_DTYPE.names or ()
+                                         if name != "attempt"])
 
 # Every other list of columns is derived from the dtype above, so that a column is added there
 # and nowhere else.
@@ -69,6 +83,23 @@ def empty(count: int = 0) -> np.ndarray:
     for name in TIME_COLUMNS:
         samples[name] = MISSING
     return samples
+
+
+def with_attempts(samples: np.ndarray) -> np.ndarray:
+    """Samples in the current format: rows saved before ``attempt`` existed become first attempts."""
+    if samples.dtype == SAMPLE_DTYPE:
+        return samples
+    if samples.dtype != SAMPLE_DTYPE_WITHOUT_ATTEMPT:
+        raise TypeError(f"not a samples array: {samples.dtype}")
+    upgraded = np.zeros(samples.shape, dtype=SAMPLE_DTYPE)
+    for name in samples.dtype.names or ():
+        upgraded[name] = samples[name]
+    return upgraded
+
+
+def first_attempts(samples: np.ndarray) -> np.ndarray:
+    """The rows of first attempts: one per request, whatever its retries."""
+    return np.asarray(samples[samples["attempt"] == 0])
 
 
 def start_ns(samples: np.ndarray) -> np.ndarray:

@@ -9,15 +9,17 @@ when they are computed again.
 
 Definitions (guide, section 3, principle 7):
 
-- ``requests``: every request of the measured window, failed ones included.
+- ``requests``: every request of the measured window, failed ones included; with retries,
+  every attempt (each is a sample), and ``goodput`` tells requests and attempts apart.
 - ``responses``: complete answers, whatever their status; ``succeeded``: 2xx/3xx answers.
 - ``duration_s``: the real measured time, from the window's start to the later of the end of
   offering and the last completion. A server that could not keep up is still answering (or
   timing out) after the load stops being offered; that drain is part of the run.
 - ``rps``: ``responses / duration_s`` -- what was achieved, never what was asked for.
 - ``latency``: of successful answers, from the intended send where there is one (corrected
-  for coordinated omission). Other answers (404, 500...) are timed too, per status code in
-  ``by_status``: a fast error page must not make a run look fast.
+  for coordinated omission); a retry's counts from its request's start. Other answers (404,
+  500...) are timed too, per status code in ``by_status``: a fast error page must not make a
+  run look fast.
 """
 
 from __future__ import annotations
@@ -32,7 +34,15 @@ import numpy as np
 from lab.errors import ConfigError
 from lab.measure import figures as catalogue
 from lab.measure import plain
-from lab.measure.samples import MISSING, ErrorKind, error_counts, latency_ns, start_ns, ttfb_ns
+from lab.measure.samples import (
+    MISSING,
+    ErrorKind,
+    error_counts,
+    first_attempts,
+    latency_ns,
+    start_ns,
+    ttfb_ns,
+)
 from lab.measure.stats import PERCENTILES, LatencySummary, percentiles, share_under, summarize
 from lab.units import NS_PER_MS, NS_PER_S
 
@@ -74,8 +84,9 @@ def answered(samples: np.ndarray) -> np.ndarray:
 
 
 def is_open_loop(samples: np.ndarray) -> bool:
-    """True when the samples carry intended send times (the open loop's schedule)."""
-    return bool(np.any(samples["intended_ns"] != MISSING))
+    """True when the samples carry intended send times (the open loop's schedule); a retry's
+    is its request's start, in either loop, so only first attempts tell."""
+    return bool(np.any(first_attempts(samples)["intended_ns"] != MISSING))
 
 
 def connect_ns(samples: np.ndarray) -> np.ndarray:
@@ -126,6 +137,51 @@ def threshold_key(threshold_ms: float) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Goodput:
+    """Requests apart from attempts, for a run with retries or a deadline: what its callers got.
+
+    ``attempts == requests + retries``; ``good`` of the ``requests`` succeeded within their
+    deadline (any success, without one). Throughput (``RunSummary.rps``) counts every answer
+    of every attempt; goodput only the requests that were worth something to their caller.
+    """
+
+    attempts: int  # every attempt, first ones and retries: the samples
+    requests: int  # first attempts: one per request
+    retries: int
+    retry_share: float  # retries / attempts: the share of the offered load that retries added
+    good: int  # requests answered with 2xx/3xx within their deadline
+    goodput: float  # good requests per second of the run's duration
+    deadline_ms: float | None
+
+    @property
+    def good_share(self) -> float:
+        return self.good / self.requests if self.requests else float("nan")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Goodput:
+        deadline = values.get("deadline_ms")
+        return cls(attempts=int(values["attempts"]), requests=int(values["requests"]),
+                   retries=int(values["retries"]),
+                   retry_share=plain.number(values["retry_share"], "goodput.retry_share"),
+                   good=int(values["good"]), goodput=plain.number(values["goodput"], "goodput.goodput"),
+                   deadline_ms=None if deadline is None else float(deadline))
+
+
+def goodput_of(samples: np.ndarray, duration_s: float, deadline_ms: float | None) -> Goodput:
+    """Requests, retries and the requests answered in time, from the samples (one row per
+    attempt; a request succeeds at most once, on its last attempt)."""
+    attempts = int(samples.size)
+    requests = int(np.count_nonzero(samples["attempt"] == 0))
+    ok = samples[samples["error"] == ErrorKind.NONE]
+    in_time = ok["done_ns"] - start_ns(ok)
+    good = int(ok.size if deadline_ms is None else np.count_nonzero(in_time <= deadline_ms * NS_PER_MS))
+    return Goodput(attempts=attempts, requests=requests, retries=attempts - requests,
+                   retry_share=(attempts - requests) / attempts if attempts else float("nan"),
+                   good=good, goodput=good / duration_s if duration_s > 0 else float("nan"),
+                   deadline_ms=deadline_ms)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunSummary:
     """Every figure of one run; latencies in milliseconds (NaN where there are no samples)."""
 
@@ -148,6 +204,8 @@ class RunSummary:
     send_lag: LatencySummary | None  # open loop: actual minus intended send, of sent requests
     by_status: dict[str, LatencySummary]  # latency of every answer, per status code
     share_under: dict[str, float]  # threshold in ms ("2") -> fraction of successful requests below it
+    # requests apart from attempts: set for a run with retries or a deadline (or retried samples)
+    goodput: Goodput | None = None
 
     @property
     def error_total(self) -> int:
@@ -161,7 +219,9 @@ class RunSummary:
     def late_share(self) -> float | None:
         if self.late is None:
             return None
-        return self.late / self.requests if self.requests else float("nan")
+        # of requests, not attempts: lateness is a first attempt's (a retry waits on purpose)
+        requests = self.goodput.requests if self.goodput is not None else self.requests
+        return self.late / requests if requests else float("nan")
 
     @property
     def kept_up(self) -> bool | None:
@@ -176,6 +236,9 @@ class RunSummary:
         plain: dict[str, Any] = {}
         for field in fields(self):
             plain[field.name] = _plain(getattr(self, field.name))
+        if self.goodput is None:
+            # as summaries were before retries: a record's cached summary still matches
+            del plain["goodput"]
         return plain
 
     @classmethod
@@ -208,10 +271,14 @@ class RunSummary:
             by_status={str(k): latency(v, f"by_status.{k}")
                        for k, v in plain.mapping(values["by_status"], "by_status").items()},
             share_under={str(k): plain.number(v, f"share_under.{k}")
-                         for k, v in plain.mapping(values["share_under"], "share_under").items()})
+                         for k, v in plain.mapping(values["share_under"], "share_under").items()},
+            goodput=(None if values.get("goodput") is None
+                     else Goodput.from_dict(plain.mapping(values["goodput"], "goodput"))))
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Goodput):
+        return {field.name: _plain(getattr(value, field.name)) for field in fields(value)}
     if isinstance(value, LatencySummary):
         return {key: _plain(v) for key, v in value.as_dict().items()}
     if isinstance(value, dict):
@@ -221,11 +288,13 @@ def _plain(value: Any) -> Any:
 
 def summarize_run(samples: np.ndarray, *, window_ns: tuple[int, int] | None = None,
                   target_rate: float | None = None, late_after_ms: float = DEFAULT_LATE_AFTER_MS,
-                  thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS) -> RunSummary:
+                  thresholds_ms: Sequence[float] = DEFAULT_THRESHOLDS_MS,
+                  retrying: bool = False, deadline_ms: float | None = None) -> RunSummary:
     """The figures of one run's measured samples (warm-up already left out).
 
     ``window_ns`` is (start of the measured part, end of offering) in perf_counter_ns;
-    ``target_rate`` the open loop's rate, ``late_after_ms`` its lateness bound.
+    ``target_rate`` the open loop's rate, ``late_after_ms`` its lateness bound; ``retrying``
+    and ``deadline_ms`` (the load's retries and per-request deadline) add the goodput.
     """
     begin, end = measured_window_ns(samples, window_ns)
     duration_s = (end - begin) / NS_PER_S
@@ -252,7 +321,9 @@ def summarize_run(samples: np.ndarray, *, window_ns: tuple[int, int] | None = No
         connect=summarize(connect_ns(samples)),
         send_lag=send_lag,
         by_status=latency_by_status(replies),
-        share_under={threshold_key(t): share_under(latencies, t) for t in thresholds_ms})
+        share_under={threshold_key(t): share_under(latencies, t) for t in thresholds_ms},
+        goodput=(goodput_of(samples, duration_s, deadline_ms)
+                 if retrying or deadline_ms is not None or np.any(samples["attempt"] != 0) else None))
 
 
 def status_counts(replies: np.ndarray) -> dict[str, int]:
@@ -269,7 +340,9 @@ def latency_by_status(replies: np.ndarray) -> dict[str, LatencySummary]:
 
 
 def _lateness(samples: np.ndarray, late_after_ms: float) -> tuple[int, LatencySummary]:
-    """Open loop: requests sent late or never, and the distribution of the send lag."""
+    """Open loop: requests sent late or never, and the distribution of the send lag (of first
+    attempts: a retry goes out after its backoff on purpose, not late)."""
+    samples = first_attempts(samples)
     was_sent = samples[samples["sent_ns"] != MISSING]
     lag_ns = was_sent["sent_ns"] - start_ns(was_sent)
     never_sent = int(samples.size - was_sent.size)

@@ -70,6 +70,7 @@ def to_dataframe(source: Record | np.ndarray) -> pd.DataFrame:
     frame["error"] = pd.Categorical([ErrorKind(int(code)).label for code in samples["error"]],
                                     categories=ERROR_LABELS)
     frame["worker"] = samples["worker"]
+    frame["attempt"] = samples["attempt"]
     ok = samples["error"] == ErrorKind.NONE
     frame["latency_ms"] = _where_ok(ok, samples["done_ns"] - start_ns(samples))
     frame["uncorrected_latency_ms"] = _where_ok(ok, samples["done_ns"] - samples["sent_ns"])
@@ -112,6 +113,8 @@ def samples_from_dataframe(frame: pd.DataFrame) -> np.ndarray:
     samples["error"] = [codes[str(label)] for label in frame["error"]]
     for name in ("status", "response_bytes", "worker"):
         samples[name] = frame[name].to_numpy(dtype=SAMPLE_DTYPE[name])
+    if "attempt" in frame:  # exported before retries existed: every row a first attempt
+        samples["attempt"] = frame["attempt"].to_numpy(dtype=SAMPLE_DTYPE["attempt"])
     return samples
 
 

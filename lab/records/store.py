@@ -40,7 +40,7 @@ import pandas as pd
 
 from lab.errors import CorruptRecord, RecordNotFound
 from lab.measure import plain, report
-from lab.measure.samples import SAMPLE_DTYPE
+from lab.measure.samples import SAMPLE_DTYPE, SAMPLE_DTYPE_WITHOUT_ATTEMPT, with_attempts
 from lab.measure.summary import RunSummary
 from lab.records import schema
 from lab.records.environment import SOURCE_ROOT
@@ -66,6 +66,9 @@ MAX_LISTED_SETTINGS = 10
 MEASURED_COLUMN = "measured_s"  # how long the load ran, beside the duration asked (a stopped run)
 
 _data_dir_override: Path | None = None
+
+# Read: the current format, and the one before retries numbered their attempts.
+SAMPLE_FORMATS = (SAMPLE_DTYPE, SAMPLE_DTYPE_WITHOUT_ATTEMPT)
 
 
 EXPORTS_DIRECTORY = "exports"
@@ -456,7 +459,7 @@ def _samples_rows(path: Path) -> int:
     """Rows in a .npy file, from its header alone (listing must not read every sample)."""
     with _open_regular(path) as stream:
         shape, dtype = _npy_header(stream)
-    if dtype != SAMPLE_DTYPE or len(shape) != 1:
+    if dtype not in SAMPLE_FORMATS or len(shape) != 1:
         raise CorruptRecord(f"{SAMPLES_FILE} is not in the lab's sample format")
     return int(shape[0])
 
@@ -471,13 +474,13 @@ def _read_samples(path: Path, expected_sha256: str) -> np.ndarray:
             raise CorruptRecord(f"{SAMPLES_FILE} does not match its checksum")
         stream.seek(0)
         shape, dtype = _npy_header(stream)
-        if dtype != SAMPLE_DTYPE or len(shape) != 1:
+        if dtype not in SAMPLE_FORMATS or len(shape) != 1:
             raise CorruptRecord(f"{SAMPLES_FILE} is not in the lab's sample format")
         data = stream.read()
-    rows = len(data) // SAMPLE_DTYPE.itemsize
+    rows = len(data) // dtype.itemsize
     if rows < shape[0]:
         raise CorruptRecord(f"{SAMPLES_FILE} is truncated: {rows} of {shape[0]} rows")
-    return np.frombuffer(data, dtype=SAMPLE_DTYPE, count=shape[0])
+    return with_attempts(np.frombuffer(data, dtype=dtype, count=shape[0]))
 
 
 def _read_record(directory: Path) -> Record:
