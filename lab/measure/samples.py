@@ -31,6 +31,8 @@ class ErrorKind(enum.IntEnum):
     WORKER_LOST = 9  # a cluster worker died or was lost: its requests are gone with it
     # more than an answer may take: a WebSocket message over the size limit, or a flood of frames
     TOO_LARGE = 10
+    # the TLS handshake failed: the certificate, no common version, not TLS at all, or no answer
+    TLS_FAILED = 11
 
     @property
     def label(self) -> str:
@@ -46,26 +48,54 @@ SAMPLE_DTYPE = np.dtype([
     ("status", np.int16),  # HTTP status; 0 when there was none; 101 for a WebSocket message
     ("response_bytes", np.int64),  # bytes received for this response, headers included
     ("error", np.int8),  # an ErrorKind value
+    # duration of the TLS handshake of the connection this request opened, from the TCP
+    # connection being up to the handshake's end; MISSING if reused, or plain (http://, ws://)
+    ("tls_ns", np.int64),
+    ("tls_resumed", np.int8),  # that handshake resumed an earlier session: 1, or 0; MISSING if none
     ("worker", np.int16),  # which generator process sent it
 ])
 
 # Every other list of columns is derived from the dtype above, so that a column is added there
 # and nowhere else.
+# What a new TLS connection adds to its first request's row: recorded apart from the rows, once
+# per connection, so that a request on a kept connection costs what it did before TLS.
+TLS_COLUMNS: tuple[str, ...] = ("tls_ns", "tls_resumed")
 # What a generator process records per request, in this order (its worker tags them later).
-RECORDED_COLUMNS: tuple[str, ...] = tuple(name for name in SAMPLE_DTYPE.names or () if name != "worker")
+RECORDED_COLUMNS: tuple[str, ...] = tuple(name for name in SAMPLE_DTYPE.names or ()
+                                          if name != "worker" and name not in TLS_COLUMNS)
 # Times in nanoseconds: MISSING where they do not apply.
 TIME_COLUMNS: tuple[str, ...] = tuple(name for name in SAMPLE_DTYPE.names or () if name.endswith("_ns"))
-# Of those, the instants read on a generator's clock: moved as a whole onto another clock (a
-# Dask worker's onto the client's). ``connect_ns`` is a duration, the same on every clock.
-CLOCK_COLUMNS: tuple[str, ...] = tuple(name for name in TIME_COLUMNS if name != "connect_ns")
+# Of those, the durations: the same on every clock.
+DURATION_COLUMNS: tuple[str, ...] = ("connect_ns", "tls_ns")
+# The instants read on a generator's clock: moved as a whole onto another clock (a Dask
+# worker's onto the client's).
+CLOCK_COLUMNS: tuple[str, ...] = tuple(name for name in TIME_COLUMNS if name not in DURATION_COLUMNS)
+# Columns that hold MISSING where they do not apply (besides the times).
+FLAG_COLUMNS: tuple[str, ...] = ("tls_resumed",)
+
+# The samples of records saved before the TLS columns existed: read, they gain those columns
+# as MISSING (see upgrade()).
+LEGACY_SAMPLE_DTYPES: tuple[np.dtype, ...] = (np.dtype([
+    (name, SAMPLE_DTYPE[name]) for name in SAMPLE_DTYPE.names or () if name not in TLS_COLUMNS]),)
 
 
 def empty(count: int = 0) -> np.ndarray:
     """A samples array of ``count`` rows, every time MISSING."""
     samples = np.zeros(count, dtype=SAMPLE_DTYPE)
-    for name in TIME_COLUMNS:
+    for name in (*TIME_COLUMNS, *FLAG_COLUMNS):
         samples[name] = MISSING
     return samples
+
+
+def upgrade(samples: np.ndarray) -> np.ndarray:
+    """Samples in an older layout (:data:`LEGACY_SAMPLE_DTYPES`) in the current one: the columns
+    they lack are MISSING, as for a request those columns do not apply to."""
+    if samples.dtype == SAMPLE_DTYPE:
+        return samples
+    current = empty(len(samples))
+    for name in samples.dtype.names or ():
+        current[name] = samples[name]
+    return current
 
 
 def start_ns(samples: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ import pandas as pd
 
 from lab.errors import CorruptRecord, RecordNotFound
 from lab.measure import plain, report
-from lab.measure.samples import SAMPLE_DTYPE
+from lab.measure.samples import LEGACY_SAMPLE_DTYPES, SAMPLE_DTYPE, upgrade
 from lab.measure.summary import RunSummary
 from lab.records import schema
 from lab.records.environment import SOURCE_ROOT
@@ -420,9 +420,14 @@ def _samples_rows(path: Path) -> int:
     """Rows in a .npy file, from its header alone (listing must not read every sample)."""
     with _open_regular(path) as stream:
         shape, dtype = _npy_header(stream)
-    if dtype != SAMPLE_DTYPE or len(shape) != 1:
+    if not _lab_samples(dtype) or len(shape) != 1:
         raise CorruptRecord(f"{SAMPLES_FILE} is not in the lab's sample format")
     return int(shape[0])
+
+
+def _lab_samples(dtype: np.dtype[Any]) -> bool:
+    """The lab's sample layout, this one or one an older lab wrote (read, it is upgraded)."""
+    return dtype == SAMPLE_DTYPE or dtype in LEGACY_SAMPLE_DTYPES
 
 
 def _read_samples(path: Path, expected_sha256: str) -> np.ndarray:
@@ -435,13 +440,13 @@ def _read_samples(path: Path, expected_sha256: str) -> np.ndarray:
             raise CorruptRecord(f"{SAMPLES_FILE} does not match its checksum")
         stream.seek(0)
         shape, dtype = _npy_header(stream)
-        if dtype != SAMPLE_DTYPE or len(shape) != 1:
+        if not _lab_samples(dtype) or len(shape) != 1:
             raise CorruptRecord(f"{SAMPLES_FILE} is not in the lab's sample format")
         data = stream.read()
-    rows = len(data) // SAMPLE_DTYPE.itemsize
+    rows = len(data) // dtype.itemsize
     if rows < shape[0]:
         raise CorruptRecord(f"{SAMPLES_FILE} is truncated: {rows} of {shape[0]} rows")
-    return np.frombuffer(data, dtype=SAMPLE_DTYPE, count=shape[0])
+    return upgrade(np.frombuffer(data, dtype=dtype, count=shape[0]))
 
 
 def _read_record(directory: Path) -> Record:
