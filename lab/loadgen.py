@@ -75,6 +75,7 @@ from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger, interval_ns
 from lab.engine.progress import LoadProgress
 from lab.engine.result import LoadResult, wall_clock
 from lab.engine.run import Run, follow_to_end
+from lab.engine.secure import merge_counts
 from lab.engine.spec import LoadSpec
 from lab.engine.worker import SharedBoard, WorkerReport, start_workers
 from lab.errors import ConfigError
@@ -321,7 +322,8 @@ class LoadRun(Run):
             # Only a stop of this run's owner: workers the run stopped itself (one found the
             # target gone) were not stopped by the user.
             stopped_early=self._stopped,
-            calibration=self._calibration, problems=tuple(self._problems))
+            calibration=self._calibration, problems=tuple(self._problems),
+            tls=merge_counts([r.tls for r in reports if r.tls is not None]))
 
 
 @overload

@@ -1,0 +1,231 @@
+"""The generator over TLS (https://, wss://): the handshake timed per new connection
+(``tls_ms``), what it negotiated in ``--json`` and the record, resumption, and every way a
+handshake fails ending as ``tls_failed`` with its reason, in bounded time.
+
+Servers are real, on 127.0.0.1 (tests/tls_servers.py), with the lab's certificates. In-process
+runs name the lab's CA as ``ca_file``: the generator's worker processes come from a fork
+server that keeps the environment it started with, so a ``LAB_TLS_DIR`` another test set
+for a moment must not decide which CA they trust. The CLI test runs in a fresh process and
+checks the default: the lab's CA trusted with no flag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trustme
+from tls_servers import Responder, https_server, serving, stalled_handshake_server, wss_echo_server
+
+from lab.engine.spec import LoadSpec
+from lab.http.config import ServerConfig
+from lab.loadgen import run_load
+from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind
+from lab.records.experiment import save_result
+from lab.records.store import RecordStore
+from lab.server import ServerHandle, start_server
+from lab.tls import lab_ca_file
+
+CA = str(lab_ca_file())
+
+
+def https(port: int, **settings: object) -> LoadSpec:
+    values: dict[str, object] = {"url": f"https://127.0.0.1:{port}/", "connections": 2,
+                                 "duration_seconds": 0.4, "ca_file": CA, **settings}
+    return LoadSpec(**values)  # type: ignore[arg-type]
+
+
+def handshaken(samples: np.ndarray) -> np.ndarray:
+    return samples[samples["tls_ns"] != MISSING]
+
+
+@pytest.fixture(scope="module")
+def server_port() -> Iterator[int]:
+    with https_server() as port:
+        yield port
+
+
+def test_each_new_connection_has_its_handshake_time_and_reused_ones_have_none(server_port: int) -> None:
+    # with-load: each lane's first request opens its connection in the run; the rest reuse it
+    result = run_load(https(server_port, connect="with-load"))
+    samples = result.samples
+    assert result.summary.errors == {} and samples.size > 10
+    opened = samples[samples["connect_ns"] != MISSING]
+    assert len(opened) == 2 and np.all(opened["tls_ns"] > 0) and np.all(opened["tls_resumed"] == 0)
+    reused = samples[samples["connect_ns"] == MISSING]
+    assert np.all(reused["tls_ns"] == MISSING) and np.all(reused["tls_resumed"] == MISSING)
+    assert result.summary.tls.count == 2
+    document = result.to_json_dict()
+    assert document["tls_ms"]["max"] == pytest.approx(opened["tls_ns"].max() / 1e6)
+    assert "tls_ms.p50" in document["unsupported_percentiles"]  # two handshakes support no percentile
+
+
+def test_without_keep_alive_every_request_pays_a_handshake(server_port: int) -> None:
+    result = run_load(https(server_port, keepalive=False))
+    ok = result.samples[result.samples["error"] == ErrorKind.NONE]
+    assert ok.size > 5 and np.all(ok["tls_ns"] > 0) and np.all(ok["connect_ns"] > 0)
+    assert result.summary.tls.count == ok.size
+
+
+def test_version_and_cipher_are_in_the_json_and_the_record(server_port: int, tmp_path: Path) -> None:
+    result = run_load(https(server_port))
+    tls = result.to_json_dict()["tls"]
+    assert tls["version"] == "TLSv1.3" and tls["cipher"].startswith("TLS_")
+    assert tls["handshakes"] == 2 and tls["versions"] == {"TLSv1.3": 2} and tls["failures"] == {}
+    store = RecordStore(tmp_path)
+    record = save_result(result, name="tls", store=store)
+    loaded = store.load(record.id)
+    assert loaded.outcome is not None and loaded.outcome.tls == result.outcome.tls
+    assert np.array_equal(loaded.samples["tls_ns"], result.samples["tls_ns"])
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_tls_resume_resumes_where_the_server_allows_it(version: str) -> None:
+    with https_server(max_version=version) as port:
+        result = run_load(https(port, keepalive=False, tls_resume=True, connections=1))
+    tls = result.to_json_dict()["tls"]
+    assert tls["version"] == f"TLSv{version}" and tls["handshakes"] > 5
+    # every connection but the first offers the session of one before it
+    assert tls["resumed"] == tls["handshakes"] - 1, tls
+    resumed = handshaken(result.samples)["tls_resumed"]
+    assert set(resumed.tolist()) == {0, 1} and int(resumed.sum()) == tls["resumed"]
+
+
+@pytest.mark.parametrize(("version", "tickets", "resume"), [
+    ("1.3", False, True),  # the server keeps no session
+    ("1.2", False, True),
+    ("1.3", True, False),  # the client offers none
+])
+def test_no_resumption_without_tickets_or_without_tls_resume(version: str, tickets: bool,
+                                                              resume: bool) -> None:
+    with https_server(max_version=version, session_tickets=tickets) as port:
+        result = run_load(https(port, keepalive=False, tls_resume=resume, connections=1))
+    tls = result.to_json_dict()["tls"]
+    assert tls["handshakes"] > 5 and tls["resumed"] == 0 and tls["resumed_share"] == 0.0
+    assert np.all(handshaken(result.samples)["tls_resumed"] == 0)
+
+
+def test_wss_messages_go_over_tls_with_the_handshake_apart_from_the_upgrade() -> None:
+    with wss_echo_server() as port:
+        result = run_load(LoadSpec(url=f"wss://127.0.0.1:{port}/", connections=2, connect="with-load",
+                                   duration_seconds=0.4, ca_file=CA))
+    samples = result.samples
+    assert result.summary.errors == {} and samples.size > 10 and set(samples["status"].tolist()) == {101}
+    opened = samples[samples["connect_ns"] != MISSING]
+    assert len(opened) == 2 and np.all(opened["tls_ns"] > 0)
+    assert np.all(samples[samples["connect_ns"] == MISSING]["tls_ns"] == MISSING)
+    assert result.to_json_dict()["tls"]["version"] == "TLSv1.3"
+
+
+@pytest.fixture(scope="module")
+def foreign_port() -> Iterator[int]:
+    """A TLS server whose certificate comes from a CA the lab does not know."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    with serving(Responder, context) as port:
+        yield port
+
+
+def test_a_certificate_from_another_ca_fails_as_tls_failed_naming_the_reason(foreign_port: int) -> None:
+    began = time.monotonic()
+    result = run_load(https(foreign_port, duration_seconds=5))
+    assert time.monotonic() - began < 4  # given up at once, not retried for the whole duration
+    assert set(result.summary.errors) == {"tls_failed"} and result.summary.succeeded == 0
+    failures = result.to_json_dict()["tls"]["failures"]
+    assert list(failures) == [
+        "certificate: unable to get local issuer certificate (--insecure skips the check)"]
+    assert any("--insecure" in problem for problem in result.problems)
+
+
+def test_insecure_accepts_that_certificate(foreign_port: int) -> None:
+    result = run_load(https(foreign_port, ca_file="", insecure=True))
+    assert result.summary.errors == {} and result.summary.succeeded > 0
+    assert result.to_json_dict()["tls"]["version"] == "TLSv1.3"
+
+
+def test_a_server_that_never_answers_the_handshake_ends_in_bounded_time() -> None:
+    with stalled_handshake_server() as port:
+        began = time.monotonic()
+        result = run_load(https(port, duration_seconds=3, timeout_seconds=0.3, keepalive=False))
+        took = time.monotonic() - began
+    assert took < 3  # process start, the connect-ahead bound, one timeout: not the duration
+    assert set(result.summary.errors) == {"tls_failed"}
+    failures = result.to_json_dict()["tls"]["failures"]
+    assert list(failures) == ["timeout: the handshake did not end within 0.3 s"]
+
+
+@pytest.fixture(scope="module")
+def plain_server() -> Iterator[ServerHandle]:
+    with start_server(ServerConfig(), isolation="process") as handle:
+        yield handle
+
+
+def test_a_plain_http_server_on_an_https_target_fails_clearly(plain_server: ServerHandle) -> None:
+    result = run_load(https(plain_server.port, duration_seconds=3))
+    assert set(result.summary.errors) == {"tls_failed"}
+    reason = "not TLS: the server did not answer the handshake in TLS (a plain-HTTP port?)"
+    assert list(result.to_json_dict()["tls"]["failures"]) == [reason]
+
+
+def bench(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lab", "bench", *argv], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_bench_trusts_the_lab_ca_by_itself_and_reports_tls(server_port: int) -> None:
+    done = bench(f"https://127.0.0.1:{server_port}/", "-c", "2", "-d", "0.3", "--no-keepalive",
+                 "--tls-resume", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["errors"] == {} and report["tls"]["version"] == "TLSv1.3"
+    assert report["tls"]["resumed_share"] > 0.5 and report["tls_ms"]["max"] > 0
+    text = bench(f"https://127.0.0.1:{server_port}/", "-c", "2", "-d", "0.3", "--no-keepalive")
+    assert text.returncode == 0, text.stderr
+    assert "TLS: " in text.stdout and "TLSv1.3" in text.stdout
+
+
+def test_bench_says_in_one_line_that_insecure_skips_the_check(foreign_port: int) -> None:
+    done = bench(f"https://127.0.0.1:{foreign_port}/", "-c", "2", "-d", "2")
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("lab: ") and "certificate" in last and "--insecure" in last
+    assert "Traceback" not in done.stderr
+
+
+def test_tls_settings_on_a_plain_target_are_refused_naming_the_flag() -> None:
+    done = bench("http://127.0.0.1:1/", "--tls-resume", "-d", "0.1")
+    assert done.returncode == 2 and "--tls-resume: applies to https://" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_record_saved_before_the_tls_columns_reads_back_with_them_missing(tmp_path: Path,
+                                                                            server_port: int) -> None:
+    result = run_load(https(server_port, keepalive=False))
+    store = RecordStore(tmp_path)
+    record = save_result(result, name="old", store=store)
+    # Written as a lab without the TLS columns wrote its samples.
+    old_dtype = np.dtype([(name, SAMPLE_DTYPE[name]) for name in SAMPLE_DTYPE.names or ()
+                          if name not in ("tls_ns", "tls_resumed")])
+    old = np.zeros(result.samples.size, dtype=old_dtype)
+    for name in old_dtype.names or ():
+        old[name] = result.samples[name]
+    directory = tmp_path / record.id
+    samples_file = directory / "samples.npy"
+    np.save(samples_file, old)
+    metadata = json.loads((directory / "record.json").read_text())
+    digest = hashlib.sha256(samples_file.read_bytes()).hexdigest()
+    metadata["samples"]["sha256"] = digest
+    metadata["samples"]["summary_sha256"] = None
+    (directory / "record.json").write_text(json.dumps(metadata))
+    loaded = store.load(record.id)
+    assert loaded.samples.dtype == SAMPLE_DTYPE and loaded.samples.size == result.samples.size
+    assert np.all(loaded.samples["tls_ns"] == MISSING) and np.all(loaded.samples["tls_resumed"] == MISSING)
+    assert np.array_equal(loaded.samples["done_ns"], result.samples["done_ns"])
