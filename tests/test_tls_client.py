@@ -125,6 +125,14 @@ def test_wss_messages_go_over_tls_with_the_handshake_apart_from_the_upgrade() ->
     assert result.to_json_dict()["tls"]["version"] == "TLSv1.3"
 
 
+def test_a_dask_run_reports_tls_as_a_local_one_does(server_port: int) -> None:
+    pytest.importorskip("distributed")
+    result = run_load(https(server_port, keepalive=False, tls_resume=True), cluster="local:1")
+    tls = result.to_json_dict()["tls"]
+    assert result.summary.errors == {} and tls["version"] == "TLSv1.3"
+    assert tls["handshakes"] >= result.summary.tls.count > 5 and tls["resumed"] > 0
+
+
 @pytest.fixture(scope="module")
 def foreign_port() -> Iterator[int]:
     """A TLS server whose certificate comes from a CA the lab does not know."""
