@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeVar
 
 from lab.errors import ConfigError, ServerError
 from lab.http.asgi import AsgiApp, AsgiHost, Lifespan, serve_app
-from lab.http.config import ServerConfig
+from lab.http.config import TLS_CONTEXT_KNOBS, ServerConfig, server_tls_context
 from lab.http.core import LabServer
 from lab.http.demo_routes import demo_router
 from lab.http.knobs import restart_knobs
@@ -106,8 +106,8 @@ def load_router(router: Router | str | None) -> Router:
     return built
 
 
-def format_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def format_url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 ReadyHook = Callable[[asyncio.AbstractEventLoop, LabServer, int], None]
@@ -232,6 +232,9 @@ class ProcessRunner:
         # lives in this package, so it is importable in the new process.
         context = process_context()
         config = self.config
+        # Here, not in the workers: a mistake (an unreadable --cert) is told in one line (a
+        # ConfigError does not cross the pipe), and the lab's certificate is made once.
+        server_tls_context(config)
         try:
             for index in range(config.workers):
                 parent_end, child_end = context.Pipe()
@@ -372,7 +375,7 @@ class ServerHandle:
 
     @property
     def url(self) -> str:
-        return format_url(self.host, self.port)
+        return format_url(self.host, self.port, self.config.scheme)
 
     @property
     def running(self) -> bool:
@@ -408,6 +411,8 @@ class ServerHandle:
         if self.path is not None and new_config.host != self.config.host:
             raise ConfigError("host", f"the server listens on its emulated path's address "
                               f"({self.config.host}); start another server to listen elsewhere")
+        if new_config.tls and set(TLS_CONTEXT_KNOBS).intersection(changed):
+            server_tls_context(new_config)  # a bad certificate is refused here, nothing changed
         if restart_knobs(type(new_config)).intersection(changed):
             self._restart(new_config, keep_port="port" not in changes)
         else:

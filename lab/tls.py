@@ -25,13 +25,16 @@ import ssl
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING
 
 from lab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+# cryptography is imported where a certificate is made or read, not here: its x509 modules
+# take ~35 ms to import, which every command and generator worker would pay, TLS or not.
 
 KEY_TYPES = ("ecdsa-p256", "rsa-2048", "rsa-4096")
 TLS_VERSIONS = ("1.2", "1.3")
@@ -74,6 +77,11 @@ def lab_ca_file() -> Path:
 def server_certificate(key_type: str = "ecdsa-p256") -> tuple[Path, Path]:
     """(certificate chain PEM, private key PEM) of a server certificate signed by the lab's CA,
     for ``localhost``, 127.0.0.1, ::1 and the emulated paths' server addresses."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     _check_key_type(key_type)
     ca_folder = _ca_folder()
     ca_pem = (ca_folder / "ca.pem").read_bytes()
@@ -196,11 +204,15 @@ def server_context(*, cert_file: Path | str | None = None, key_file: Path | str 
 
 def certificate_key_type(cert_file: Path) -> str:
     """``ecdsa-p256``, ``rsa-2048``, ... of the first certificate in ``cert_file``."""
+    from cryptography import x509
+
     return key_type_of(x509.load_pem_x509_certificate(cert_file.read_bytes()).public_key())
 
 
 def key_type_of(public_key: object) -> str:
     """The name this module gives a certificate's key (``rsa-3072`` for sizes it does not make)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if isinstance(public_key, rsa.RSAPublicKey):
         return f"rsa-{public_key.key_size}"
     if isinstance(public_key, ec.EllipticCurvePublicKey):
@@ -211,6 +223,11 @@ def key_type_of(public_key: object) -> str:
 # --- making and keeping the files ------------------------------------------------------------
 
 def _ca_folder() -> Path:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     folder = tls_dir() / "ca"
     if folder.is_dir() and not _expiring(folder / "ca.pem"):
         return folder
@@ -236,6 +253,8 @@ def _ca_folder() -> Path:
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
              days: int) -> x509.CertificateBuilder:
+    from cryptography import x509
+
     now = datetime.datetime.now(datetime.UTC)
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
             .public_key(public_key).serial_number(x509.random_serial_number())
@@ -246,12 +265,16 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
 
 
 def _new_key(key_type: str) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if key_type == "ecdsa-p256":
         return ec.generate_private_key(ec.SECP256R1())
     return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type.split("-")[1]))
 
 
 def _private_bytes(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -276,6 +299,8 @@ def _publish(folder: Path, files: dict[str, bytes]) -> None:
 
 
 def _expiring(cert_file: Path) -> bool:
+    from cryptography import x509
+
     try:
         certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
     except (OSError, ValueError):
@@ -291,6 +316,9 @@ def _check_key_type(key_type: str) -> None:
 def _check_user_files(cert_file: Path, key_file: Path) -> None:
     """Each file readable and of the right kind, so that the error names the one at fault
     (OpenSSL's own error for either is ``[SSL] PEM lib``)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     for option, path in (("tls_cert_file", cert_file), ("tls_key_file", key_file)):
         try:
             data = path.read_bytes()

@@ -138,7 +138,8 @@ def test_every_knob_says_where_it_applies_and_listener_knobs_restart():
     grouped = knobs_by_where(ServerConfig)
     listed = [name for names in grouped.values() for name in names]
     assert sorted(listed) == sorted(field.name for field, _ in knobs(ServerConfig))
-    assert RESTART_KNOBS == restart_knobs(ServerConfig) == {"host", "port", "backlog", "loop", "workers"}
+    assert RESTART_KNOBS == restart_knobs(ServerConfig) == {"host", "port", "backlog", "loop", "workers",
+                                                            "tls"}
 
 
 def test_a_knob_that_does_not_say_where_it_applies_is_refused():

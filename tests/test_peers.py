@@ -8,6 +8,7 @@ import http.client
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,10 +18,12 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect as ws_connect
 
+from lab import tls
 from lab.peers.pinning import PinningError, server_and_load_cores
 from lab.peers.servers import (
     LOOPBACK,
     PEER_NAMES,
+    TLS_PEERS,
     WEBSOCKET_PEERS,
     Peer,
     PeerError,
@@ -33,7 +36,23 @@ pytestmark = pytest.mark.peers
 
 SERVER_CORES, _ = server_and_load_cores()
 # The lab's demo routes serve /fast only; every other peer also answers / (the seed's wrk target).
-PATHS = {name: ("/fast",) if name == "lab" else ("/fast", "/") for name in PEER_NAMES}
+PATHS = {name: ("/fast",) if name in ("lab", "lab-tls") else ("/fast", "/") for name in PEER_NAMES}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tls_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The TLS peers' one certificate, made in a folder of this module (peers inherit it)."""
+    folder = tmp_path_factory.mktemp("tls")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAB_TLS_DIR", str(folder))
+        yield folder
+
+
+def connection_to(peer: Peer) -> http.client.HTTPConnection:
+    """HTTP, or HTTPS trusting the lab's CA for the TLS peers."""
+    if peer.name in TLS_PEERS:
+        return http.client.HTTPSConnection(LOOPBACK, peer.port, timeout=5, context=tls.client_context())
+    return http.client.HTTPConnection(LOOPBACK, peer.port, timeout=5)
 
 
 def start_or_skip(name: str, **options: Any) -> Peer:
@@ -59,7 +78,7 @@ def test_websocket_peers_echo_text_and_binary(name: str) -> None:
 
 
 def test_answers_ok_on_its_paths(peer: Peer) -> None:
-    connection = http.client.HTTPConnection(LOOPBACK, peer.port, timeout=5)
+    connection = connection_to(peer)
     try:
         for path in PATHS[peer.name]:
             connection.request("GET", path)
@@ -70,7 +89,7 @@ def test_answers_ok_on_its_paths(peer: Peer) -> None:
 
 
 def test_keeps_the_connection_alive(peer: Peer) -> None:
-    connection = http.client.HTTPConnection(LOOPBACK, peer.port, timeout=5)
+    connection = connection_to(peer)
     try:
         connection.request("GET", "/fast")
         first = connection.getresponse()
@@ -89,7 +108,7 @@ def test_runs_on_the_cores_it_was_pinned_to(peer: Peer) -> None:
     if SERVER_CORES is None:
         pytest.skip("one usable core: nothing to pin apart")
     assert os.sched_getaffinity(peer.pid) == set(SERVER_CORES)
-    assert peer.url == f"http://127.0.0.1:{peer.port}"
+    assert peer.url == f"{'https' if peer.name in TLS_PEERS else 'http'}://127.0.0.1:{peer.port}"
     assert peer.fast_url.endswith("/fast")
 
 
@@ -137,6 +156,47 @@ def test_unknown_peer_and_unknown_core_are_refused_before_starting() -> None:
         start_peer("apache")
     with pytest.raises(PinningError, match="not available here"):
         start_peer("nginx", cores=[4096])
+
+
+@pytest.mark.parametrize("name", TLS_PEERS)
+def test_tls_peers_serve_the_one_certificate(name: str) -> None:
+    chain, _ = tls.server_certificate()
+    with start_or_skip(name) as peer:
+        raw = socket.create_connection((LOOPBACK, peer.port), timeout=5)
+        with tls.client_context().wrap_socket(raw, server_hostname=LOOPBACK) as connection:
+            der = connection.getpeercert(binary_form=True)
+    assert der == ssl.PEM_cert_to_DER_cert(chain.read_text())
+
+
+@pytest.mark.parametrize(("name", "resumes"), [("nginx-tls", True), ("nginx-tls-nocache", False)])
+def test_nginx_session_cache_on_and_off(name: str, resumes: bool) -> None:
+    with start_or_skip(name) as peer:
+        client = tls.client_context()
+        client.maximum_version = ssl.TLSVersion.TLSv1_2  # the session cache, not 1.3's tickets
+        session = None
+        reused = []
+        for _ in range(2):
+            raw = socket.create_connection((LOOPBACK, peer.port), timeout=5)
+            with client.wrap_socket(raw, server_hostname=LOOPBACK, session=session) as connection:
+                connection.sendall(b"GET /fast HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                while connection.recv(65536):
+                    pass
+                reused.append(connection.session_reused)
+                session = connection.session
+    assert reused == [False, resumes]
+
+
+def test_the_tls_benchmark_runs_end_to_end() -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk not installed: install Debian's wrk package")
+    benchmark = Path(__file__).resolve().parent.parent / "benchmarks" / "tls_vs_peers.py"
+    completed = subprocess.run(
+        [sys.executable, str(benchmark), "-c", "4", "-d", "1", "--warmup", "0", "--rounds", "1",
+         "--scenarios", "keep-alive,full"], capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr + completed.stdout
+    assert "keep-alive  lab / uvicorn: x" in completed.stdout
+    assert "requests per CPU second" in completed.stdout
+    assert "full        lab / nginx: x" in completed.stdout
 
 
 def test_free_port_can_be_listened_on() -> None:

@@ -153,6 +153,13 @@ def test_the_distinct_requests_script_sends_distinct_well_formed_requests(
     assert len(set(ids)) == min(len(ids), DISTINCT_CYCLE)
 
 
+def test_headers_reach_every_request(head_recorder: HeadRecorder) -> None:
+    url = f"http://127.0.0.1:{head_recorder.port}/fast"
+    run_wrk(url, WrkLoad(threads=1, connections=1, duration_s=1, headers=("Connection: close",)))
+    heads = list(head_recorder.heads)
+    assert heads and all(b"Connection: close" in head.split(b"\r\n")[1:] for head in heads), heads[:2]
+
+
 def test_wrk_failing_to_connect_is_a_clear_error(wrk_binary: str) -> None:
     nobody_listens = f"http://127.0.0.1:{free_port()}/fast"
     with pytest.raises(WrkError, match="unable to connect"):

@@ -49,7 +49,7 @@ def add_emulate_flag(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def announce(config: ServerConfig, port: int) -> None:
-    print(f"listening on {format_url(config.host, port)}", flush=True)
+    print(f"listening on {format_url(config.host, port, config.scheme)}", flush=True)
     if connection.scan_head is None:
         print("(lab/http/_headscan.c was not compiled where the lab was installed: every head "
               "goes through llhttp's callbacks, ~25 % slower; reinstall with a C compiler)", flush=True)

@@ -636,7 +636,7 @@ def _subprotocols(request: Request) -> list[str]:
 class AppConnection(HttpConnection):
     """An HTTP connection whose requests go to a hosted ASGI app instead of the router."""
 
-    __slots__ = ("_client", "_cycle", "_extensions", "_host", "_server", "_upgrade_rest")
+    __slots__ = ("_client", "_cycle", "_extensions", "_host", "_scheme", "_server", "_upgrade_rest")
 
     def __init__(self, state: ServerState, host: AsgiHost) -> None:
         super().__init__(state)
@@ -645,12 +645,15 @@ class AppConnection(HttpConnection):
         self._client: tuple[str, int] | None = None
         self._server: tuple[str, int] | None = None
         self._upgrade_rest = b""  # a client's first frames, sent before the app accepted
+        self._scheme = ("http", "ws")
         self._extensions = {"lab.socket_options": {"read": self.socket_options}}
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._client = _address(transport.get_extra_info("peername"))
         self._server = _address(transport.get_extra_info("sockname"))
+        if transport.get_extra_info("sslcontext") is not None:
+            self._scheme = ("https", "wss")
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -689,7 +692,7 @@ class AppConnection(HttpConnection):
             "http_version": request.http_version,
             "server": self._server,
             "client": self._client,
-            "scheme": "http" if kind == "http" else "ws",
+            "scheme": self._scheme[0] if kind == "http" else self._scheme[1],
             "method": request.method,
             "root_path": "",
             "path": unquote(path) if "%" in path else path,

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from lab.errors import ConfigError
 from lab.http.knobs import SocketOption, Where, linger_option
 from lab.options import knob, validate
+from lab.tls import KEY_TYPES, TLS_VERSIONS, server_context
 from lab.units import KIB, MIB
 
 # The socket options among the knobs. uvloop and asyncio both turn TCP_NODELAY on for every
@@ -147,7 +149,9 @@ class ServerConfig:
     max_connections: int | None = knob(
         10_000, minimum=1, maximum=1_000_000,
         help="open connections beyond this get 503 and are closed (None = no limit); an idle "
-             "connection costs the server a few kB, so the default is ~50 MB at most",
+             "connection costs the server a few kB, so the default is ~50 MB at most. With --tls "
+             "handshakes under way count too, and one beyond is closed at accept (no TLS yet to "
+             "answer in); a TLS connection costs ~20 kB open, ~60 kB mid-handshake",
         flag="--max-connections", metavar="N", group="limits", applies=Where.ACCEPT)
 
     # --- WebSocket (routes under /ws/) ---------------------------------------------------------
@@ -185,6 +189,46 @@ class ServerConfig:
              "from its first fragment to its last", flag="--ws-message-timeout", metavar="S",
         group="websocket", applies=Where.WEBSOCKET_MESSAGE)
 
+    # --- TLS (issue 25; lab/tls.py makes the contexts) ----------------------------------------
+    # On/off re-creates the listener: every client must reconnect with another scheme anyway.
+    # The others make a new SSLContext for connections accepted after the change; a change to
+    # anything else keeps the context, and with it the sessions it can resume.
+    tls: bool = knob(False, help="serve HTTPS and wss:// with a certificate of the lab's own CA "
+                     "(made once per user; the lab's generator trusts it), or --cert/--key's",
+                     flag="--tls", group="tls", applies=Where.LISTENER)
+    tls_cert_file: str | None = knob(
+        None, help="your own certificate chain (PEM) instead of the lab's; with --key and --tls",
+        flag="--cert", metavar="FILE", group="tls", applies=Where.ACCEPT, widget=False)
+    tls_key_file: str | None = knob(
+        None, help="the private key (PEM, no passphrase) of --cert", flag="--key", metavar="FILE",
+        group="tls", applies=Where.ACCEPT, widget=False)
+    tls_key_type: Literal["ecdsa-p256", "rsa-2048", "rsa-4096"] = knob(
+        "ecdsa-p256", choices=KEY_TYPES,
+        help="key of the lab's certificate: what each full handshake signs with (ECDSA P-256 is "
+             "cheap to sign, RSA 4096 costs the server most); not used with --cert",
+        flag="--tls-key-type", group="tls", applies=Where.ACCEPT)
+    tls_min_version: Literal["1.2", "1.3"] = knob(
+        "1.2", choices=TLS_VERSIONS, help="oldest TLS version accepted (OpenSSL's default: 1.2)",
+        flag="--tls-min-version", group="tls", applies=Where.ACCEPT)
+    tls_max_version: Literal["1.2", "1.3"] = knob(
+        "1.3", choices=TLS_VERSIONS,
+        help="newest TLS version offered; 1.2 makes a full handshake 2 round trips instead of 1",
+        flag="--tls-max-version", group="tls", applies=Where.ACCEPT)
+    tls_session_tickets: bool = knob(
+        True, help="session resumption: tickets (TLS 1.2 and 1.3) and TLS 1.2's session-ID "
+        "cache, as OpenSSL does by default; off makes every new connection a full handshake",
+        flag="--tls-session-tickets", group="tls", applies=Where.ACCEPT)
+    tls_alpn: str = knob(
+        "http/1.1", help="ALPN protocols offered, comma-separated ('' offers none): what a "
+        "client that asks is told the connection speaks", flag="--tls-alpn", metavar="LIST",
+        group="tls", applies=Where.ACCEPT)
+    # uvloop's and asyncio's own default is 60 s; a stalled handshake holds a connection slot,
+    # so it gets the header timeout's 10 s, which is what the next phase would allow.
+    tls_handshake_timeout_seconds: float = knob(
+        10.0, minimum=0.01, maximum=3600, unit="s",
+        help="close a connection whose TLS handshake is not done this long after it was accepted",
+        flag="--tls-handshake-timeout", metavar="S", group="tls", applies=Where.ACCEPT)
+
     # --- stall injector (coordinated-omission experiments) ----------------------------------
     stall_every_seconds: float | None = knob(
         None, minimum=0.01, maximum=3600, unit="s",
@@ -198,6 +242,25 @@ class ServerConfig:
         validate(self)
         if not self.host:
             raise ConfigError("host", "must not be empty")
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        """What can be checked without reading a file (server_tls_context reads them)."""
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            missing = "tls_key_file" if self.tls_key_file is None else "tls_cert_file"
+            raise ConfigError(missing, "give the certificate and its key together (--cert and --key)")
+        if self.tls_cert_file is not None and not self.tls:
+            raise ConfigError("tls_cert_file", "a certificate is served only with --tls (tls=True)")
+        if TLS_VERSIONS.index(self.tls_min_version) > TLS_VERSIONS.index(self.tls_max_version):
+            raise ConfigError("tls_max_version",
+                              f"{self.tls_max_version} is below tls_min_version {self.tls_min_version}")
+        for protocol in self.alpn_protocols():
+            if len(protocol.encode()) > 255:
+                raise ConfigError("tls_alpn", f"{protocol[:20]!r}...: a protocol name is at most 255 bytes")
+
+    def alpn_protocols(self) -> tuple[str, ...]:
+        """``tls_alpn`` as a list: ``"h2, http/1.1"`` -> ``("h2", "http/1.1")``."""
+        return tuple(word.strip() for word in self.tls_alpn.split(",") if word.strip())
 
     def replace(self, **changes: Any) -> ServerConfig:
         """A copy with some knobs changed, validated like a new one."""
@@ -206,9 +269,29 @@ class ServerConfig:
             raise ConfigError(unknown[0], "unknown server setting")
         return dataclasses.replace(self, **changes)
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
     def keepalive_header_value(self) -> str:
         """The ``Keep-Alive`` response header (RFC 7230 appendix A.1.2 / MDN's format)."""
         value = f"timeout={self.keepalive_timeout_seconds:g}"
         if self.keepalive_max_requests is not None:
             value += f", max={self.keepalive_max_requests}"
         return value
+
+
+# The knobs that make up a server's SSLContext: a change to any of them makes a new one.
+TLS_CONTEXT_KNOBS = ("tls", "tls_cert_file", "tls_key_file", "tls_key_type", "tls_min_version",
+                     "tls_max_version", "tls_session_tickets", "tls_alpn")
+
+
+def server_tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The SSLContext of ``config``'s TLS knobs; None without ``tls``. A certificate that cannot
+    be read is a ConfigError naming ``tls_cert_file`` or ``tls_key_file``."""
+    if not config.tls:
+        return None
+    return server_context(cert_file=config.tls_cert_file, key_file=config.tls_key_file,
+                          key_type=config.tls_key_type, min_version=config.tls_min_version,
+                          max_version=config.tls_max_version,
+                          session_tickets=config.tls_session_tickets, alpn=config.alpn_protocols())

@@ -18,6 +18,7 @@ from typing import Any
 from lab.http.asgi import AppConnection, AsgiHost
 from lab.http.config import ServerConfig
 from lab.http.connection import HttpConnection
+from lab.http.handshake import Handshakes
 from lab.http.knobs import socket_plan
 from lab.http.listener import Listener
 from lab.http.routing import Router
@@ -61,6 +62,7 @@ class LabServer:
         self.app = app  # a hosted ASGI app answers instead of the router
         self.state: ServerState | None = None
         self._listener: Listener | None = None
+        self._handshakes: Handshakes | None = None
         # The two recurring timers, each re-armed by its own callback.
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
@@ -82,7 +84,10 @@ class LabServer:
         connection: Callable[[], HttpConnection] = (
             (lambda: HttpConnection(state)) if app is None else (lambda: AppConnection(state, app)))
         # Not loop.create_server: uvloop's accepts one connection per turn (lab/http/listener.py).
-        self._listener = Listener(sock, connection, batch=self.config.backlog)
+        # With TLS each accepted socket goes through the handshake's gate first.
+        self._handshakes = Handshakes(state, connection) if self.config.tls else None
+        self._listener = Listener(sock, connection, batch=self.config.backlog,
+                                  hand_over=self._handshakes.start if self._handshakes else None)
         self._schedule_sweep()
         self._schedule_stall()
         return self.port
@@ -150,6 +155,8 @@ class LabServer:
         if self._listener is not None:
             self._listener.close()
             await self._listener.wait_closed()
+        if self._handshakes is not None:
+            await self._handshakes.close()
         if self.state is not None:
             for connection in list(self.state.connections):
                 if connection.transport is not None:

@@ -36,9 +36,13 @@ class Listener:
     """A listening socket whose every waiting connection is accepted when it is ready."""
 
     def __init__(self, sock: socket.socket, protocol_factory: Callable[[], asyncio.BaseProtocol],
-                 *, batch: int, on_accept_error: Callable[[OSError], None] = lambda error: None) -> None:
+                 *, batch: int, on_accept_error: Callable[[OSError], None] = lambda error: None,
+                 hand_over: Callable[[socket.socket], None] | None = None) -> None:
+        """``hand_over``: takes each accepted socket instead of ``protocol_factory`` (a TLS
+        listener's handshakes, lab/http/handshake.py)."""
         self.sock = sock
         self._factory = protocol_factory
+        self._hand_over = hand_over
         self._batch = max(1, batch)  # the backlog: no more can be waiting than that
         self._on_accept_error = on_accept_error
         self._loop = asyncio.get_running_loop()
@@ -66,7 +70,10 @@ class Listener:
                     continue
                 raise
             conn.setblocking(False)
-            self._open(conn)
+            if self._hand_over is not None:
+                self._hand_over(conn)
+            else:
+                self._open(conn)
 
     def _open(self, conn: socket.socket) -> None:
         task = self._loop.create_task(self._loop.connect_accepted_socket(self._factory, conn))

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import traceback
 from dataclasses import dataclass, fields
 from email.utils import formatdate
 from typing import Any, Protocol
 
-from lab.http.config import ServerConfig
+from lab.http.config import TLS_CONTEXT_KNOBS, ServerConfig, server_tls_context
 from lab.http.knobs import SocketPlan, socket_plan
 from lab.http.messages import Request
 from lab.http.routing import Router
@@ -40,7 +41,8 @@ class ServerStats:
     """Live counters, bumped on the hot path (plain attributes: no locks, no dict lookups)."""
 
     __slots__ = ("bytes_received", "bytes_sent", "connections_open", "connections_total",
-                 "errors", "keepalive_timeouts", "reads", "requests", "stalls")
+                 "errors", "handshaking", "keepalive_timeouts", "reads", "requests", "stalls",
+                 "tls_handshakes")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -51,6 +53,10 @@ class ServerStats:
         self.reads = 0
         self.keepalive_timeouts = 0
         self.stalls = 0
+        # TLS: connections accepted whose handshake is under way (they count against
+        # max_connections), and handshakes completed
+        self.handshaking = 0
+        self.tls_handshakes = 0
         self.errors: dict[str, int] = {}
 
     def count_error(self, kind: str) -> None:
@@ -90,6 +96,7 @@ class Settings(ServerConfig):
     keep_line_http10: bytes
     close_line: bytes
     sockets: SocketPlan
+    tls_context: ssl.SSLContext | None
 
     @classmethod
     def from_config(cls, config: ServerConfig, previous: Settings | None = None) -> Settings:
@@ -100,11 +107,16 @@ class Settings(ServerConfig):
         """
         copied = {f.name: getattr(config, f.name) for f in fields(ServerConfig)}
         keepalive_value = config.keepalive_header_value().encode("latin-1")
+        # The same context while its knobs stay: a new one would start with no sessions to resume
+        same_tls = previous is not None and all(
+            getattr(previous, name) == getattr(config, name) for name in TLS_CONTEXT_KNOBS)
         return cls(**copied,
                    keep_line=b"Keep-Alive: " + keepalive_value + b"\r\n",
                    keep_line_http10=b"Connection: keep-alive\r\nKeep-Alive: " + keepalive_value + b"\r\n",
                    close_line=b"Connection: close\r\n",
-                   sockets=socket_plan(config, previous.sockets if previous is not None else None))
+                   sockets=socket_plan(config, previous.sockets if previous is not None else None),
+                   tls_context=previous.tls_context if previous is not None and same_tls
+                   else server_tls_context(config))
 
 
 class ServerState:

@@ -25,6 +25,13 @@ its own context manager; ``stop()`` ends the process and waits for it.
 | ``uvicorn-starlette`` | uvicorn as above with that Starlette app |
 | ``granian`` | granian ``--interface asgi``, one worker, uvloop, with the raw ASGI app |
 | ``granian-starlette`` | the same with the Starlette app |
+| ``lab-tls`` | ``python -m lab serve --tls`` with the lab's ECDSA P-256 certificate (lab/tls.py) |
+| ``nginx-tls`` | nginx as above over TLS 1.2/1.3, same certificate, session cache and tickets on |
+| ``nginx-tls-nocache`` | the same with ``ssl_session_cache off`` and ``ssl_session_tickets off`` |
+| ``uvicorn-tls`` | uvicorn as above with ``--ssl-certfile``/``--ssl-keyfile``, same certificate |
+
+The TLS peers answer on ``https://`` (:attr:`Peer.url`) with one certificate, the lab's
+(``lab.tls.server_certificate()``), so that a comparison is of servers, not of certificates.
 
 The WebSocket peers (and ``lab``) answer ``/ws/echo`` with permessage-deflate off.
 
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import fcntl
 import http.client
 import importlib.util
@@ -55,6 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from lab import tls
 from lab.errors import ConfigError, PeerError, PeerUnavailable
 from lab.peers.bare import READY_LINE as BARE_READY_LINE
 from lab.peers.pinning import Cores, pinned_command
@@ -62,7 +71,8 @@ from lab.peers.pinning import Cores, pinned_command
 LOOPBACK = "127.0.0.1"
 PEER_NAMES = ("lab", "nginx", "uvicorn", "node", "express", "uvicorn-ws", "uvicorn-ws-legacy", "node-ws",
               "bare-protocol", "bare-buffered", "lab-asgi", "lab-starlette", "uvicorn-starlette",
-              "granian", "granian-starlette")
+              "granian", "granian-starlette", "lab-tls", "nginx-tls", "nginx-tls-nocache", "uvicorn-tls")
+TLS_PEERS = ("lab-tls", "nginx-tls", "nginx-tls-nocache", "uvicorn-tls")
 RAW_APP = "lab.peers.apps:ok_app"
 STARLETTE_APP = "lab.peers.starlette_app:app"
 WEBSOCKET_PEERS = ("lab", "uvicorn-ws", "uvicorn-ws-legacy", "node-ws")
@@ -114,9 +124,11 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(probe_socket.getsockname()[1])
 
 
-def probe(port: int, path: str = "/fast", *, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[int, bytes]:
-    """One ``GET path`` on a fresh connection: (status, body)."""
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout_s)
+def probe(port: int, path: str = "/fast", *, timeout_s: float = PROBE_TIMEOUT_S,
+          scheme: str = "http") -> tuple[int, bytes]:
+    """One ``GET path`` on a fresh connection: (status, body); https trusts the lab's CA."""
+    connection = (http.client.HTTPSConnection(LOOPBACK, port, timeout=timeout_s, context=tls.client_context())
+                  if scheme == "https" else http.client.HTTPConnection(LOOPBACK, port, timeout=timeout_s))
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -137,6 +149,7 @@ class Peer:
                  workdir: tempfile.TemporaryDirectory[str], log_path: Path) -> None:
         self.name = name
         self.port = port
+        self.scheme = "https" if name in TLS_PEERS else "http"
         self._process = process
         self._workdir = workdir
         self._log_path = log_path
@@ -148,7 +161,7 @@ class Peer:
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"{self.scheme}://{LOOPBACK}:{self.port}"
 
     @property
     def ws_echo_url(self) -> str:
@@ -214,6 +227,13 @@ def _lab_launch(port: int, workdir: Path) -> Launch:
     return Launch(command, env=_python_env(), ready_line=LAB_READY_LINE)
 
 
+def _lab_tls_launch(port: int, workdir: Path) -> Launch:
+    chain, key = tls.server_certificate()
+    launch = _lab_launch(port, workdir)
+    return dataclasses.replace(launch, command=[*launch.command, "--tls", "--cert", str(chain),
+                                                "--key", str(key)])
+
+
 def _lab_app_launch(port: int, workdir: Path, app: str) -> Launch:
     # --lifespan off, as uvicorn and granian are run: neither app has one.
     command = [sys.executable, "-m", "lab", "serve", "--host", LOOPBACK, "--port", str(port),
@@ -243,6 +263,11 @@ def _uvicorn_launch(port: int, workdir: Path, *, app: str = RAW_APP,
     return Launch(command, env=_python_env())
 
 
+def _uvicorn_tls_launch(port: int, workdir: Path) -> Launch:
+    chain, key = tls.server_certificate()
+    return _uvicorn_launch(port, workdir, extra=["--ssl-certfile", str(chain), "--ssl-keyfile", str(key)])
+
+
 def _uvicorn_ws_launch(port: int, workdir: Path, implementation: str) -> Launch:
     # Compression off, as the lab's default: the comparison is of framing, not of zlib.
     return _uvicorn_launch(port, workdir, app="lab.peers.apps:ws_echo_app",
@@ -256,8 +281,19 @@ def _bare_launch(port: int, workdir: Path, style: str) -> Launch:
     return Launch(command, env=_python_env(), ready_line=BARE_READY_LINE)
 
 
-def nginx_config(port: int, workdir: Path) -> str:
-    """One process serving ``OK``; every path nginx writes to lives in ``workdir``."""
+def nginx_tls_lines(*, session_cache: bool) -> str:
+    """nginx's TLS settings with the lab's certificate: the versions the lab serves by
+    default, and resumption (its session cache and tickets) on or off."""
+    chain, key = tls.server_certificate()
+    resumption = ("    ssl_session_cache shared:SSL:10m;\n    ssl_session_tickets on;" if session_cache
+                  else "    ssl_session_cache off;\n    ssl_session_tickets off;")
+    return (f"    ssl_certificate {chain};\n    ssl_certificate_key {key};\n"
+            f"    ssl_protocols TLSv1.2 TLSv1.3;\n{resumption}\n")
+
+
+def nginx_config(port: int, workdir: Path, tls_lines: str | None = None) -> str:
+    """One process serving ``OK``; every path nginx writes to lives in ``workdir``. With
+    ``tls_lines`` (:func:`nginx_tls_lines`) it listens with TLS."""
     temp_kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     temp_paths = "\n".join(f"    {kind}_temp_path {workdir / kind};" for kind in temp_kinds)
     return f"""\
@@ -277,9 +313,9 @@ http {{
     keepalive_requests {NGINX_KEEPALIVE_REQUESTS};
     keepalive_timeout {KEEPALIVE_IDLE_S}s;
 {temp_paths}
-
+{tls_lines or ""}
     server {{
-        listen {LOOPBACK}:{port};
+        listen {LOOPBACK}:{port}{" ssl" if tls_lines else ""};
         default_type text/plain;
         location = / {{ return 200 "OK"; }}
         location = /fast {{ return 200 "OK"; }}
@@ -299,10 +335,10 @@ def _nginx_binary() -> str:
     return found
 
 
-def _nginx_launch(port: int, workdir: Path) -> Launch:
+def _nginx_launch(port: int, workdir: Path, tls_lines: str | None = None) -> Launch:
     binary = _nginx_binary()
     config_path = workdir / "nginx.conf"
-    config_path.write_text(nginx_config(port, workdir))
+    config_path.write_text(nginx_config(port, workdir, tls_lines))
     # -e stderr: otherwise nginx opens the compiled-in /var/log/nginx/error.log before it reads
     # the config, and fails where that file is not writable.
     return Launch([binary, "-p", f"{workdir}/", "-c", str(config_path), "-e", "stderr"])
@@ -399,6 +435,11 @@ def _recipe(name: str, express_dir: Path | None) -> Callable[[int, Path], Launch
         "uvicorn-starlette": lambda port, workdir: _uvicorn_launch(port, workdir, app=STARLETTE_APP),
         "granian": lambda port, workdir: _granian_launch(port, workdir, RAW_APP),
         "granian-starlette": lambda port, workdir: _granian_launch(port, workdir, STARLETTE_APP),
+        "lab-tls": _lab_tls_launch,
+        "nginx-tls": lambda port, workdir: _nginx_launch(port, workdir, nginx_tls_lines(session_cache=True)),
+        "nginx-tls-nocache": lambda port, workdir: _nginx_launch(
+            port, workdir, nginx_tls_lines(session_cache=False)),
+        "uvicorn-tls": _uvicorn_tls_launch,
     }
     if name not in recipes:
         raise ConfigError("peer", f"unknown name {name!r}; choose one of {', '.join(PEER_NAMES)}")
@@ -453,7 +494,7 @@ def _wait_until_ready(peer: Peer, ready_line: str | None, timeout_s: float) -> N
             raise PeerError(f"{peer.name} exited (code {peer._process.returncode}) before answering "
                             f"on port {peer.port}; it printed:\n{_tail(peer.output())}")
         if ready_line is None or ready_line in peer.output():
-            problem = _answer_problem(peer.port)
+            problem = _answer_problem(peer.port, peer.scheme)
             if problem is None:
                 return
         else:
@@ -464,10 +505,10 @@ def _wait_until_ready(peer: Peer, ready_line: str | None, timeout_s: float) -> N
         time.sleep(PROBE_INTERVAL_S)
 
 
-def _answer_problem(port: int) -> str | None:
+def _answer_problem(port: int, scheme: str = "http") -> str | None:
     """None when ``GET /fast`` answers ``200 OK``; otherwise what went wrong."""
     try:
-        status, body = probe(port)
+        status, body = probe(port, scheme=scheme)
     except (OSError, http.client.HTTPException) as error:
         return f"{type(error).__name__}: {error}"
     if status != 200 or body != b"OK":

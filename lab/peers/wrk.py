@@ -57,6 +57,9 @@ class WrkLoad:
     latency: bool = True  # --latency: print the 50/75/90/99 % percentiles
     # -s: a wrk Lua script, e.g. one whose request() varies what is sent (None: wrk's one request).
     script: Path | None = None
+    # -H: headers added to every request, e.g. "Connection: close" for a new connection (and,
+    # over https, a new handshake) per request
+    headers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("threads", "connections", "duration_s", "timeout_s"):
@@ -81,7 +84,7 @@ class WrkLoad:
         script_flag = [f"--script={self.script}"] if self.script is not None else []
         return [f"--threads={self.threads}", f"--connections={self.connections}",
                 f"--duration={self.duration_s}s", f"--timeout={self.timeout_s}s",
-                *latency_flag, *script_flag]
+                *latency_flag, *script_flag, *(f"--header={header}" for header in self.headers)]
 
 
 # --- the result --------------------------------------------------------------------------
