@@ -2,11 +2,12 @@
 (``tls_ms``), what it negotiated in ``--json`` and the record, resumption, and every way a
 handshake fails ending as ``tls_failed`` with its reason, in bounded time.
 
-Servers are real, on 127.0.0.1 (tests/tls_servers.py), with the lab's certificates. In-process
-runs name the lab's CA as ``ca_file``: the generator's worker processes come from a fork
-server that keeps the environment it started with, so a ``LAB_TLS_DIR`` another test set
-for a moment must not decide which CA they trust. The CLI test runs in a fresh process and
-checks the default: the lab's CA trusted with no flag.
+Servers are real, on 127.0.0.1 (tests/tls_servers.py, and the lab's own server with --tls),
+with the lab's certificates. Runs started here name the lab's CA as ``ca_file``, and the lab's
+server runs in a thread of this process: worker processes come from a fork server that keeps
+the environment it started with, so a ``LAB_TLS_DIR`` another test module set for a while
+must not decide which CA a process trusts or signs with. The CLI tests run in a fresh
+process and check the default: the lab's CA trusted with no flag.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from lab.engine.spec import LoadSpec
 from lab.http.config import ServerConfig
 from lab.loadgen import run_load
 from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind
+from lab.netpath import missing_privilege
 from lab.records.experiment import save_result
 from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
@@ -237,3 +239,82 @@ def test_a_record_saved_before_the_tls_columns_reads_back_with_them_missing(tmp_
     assert loaded.samples.dtype == SAMPLE_DTYPE and loaded.samples.size == result.samples.size
     assert np.all(loaded.samples["tls_ns"] == MISSING) and np.all(loaded.samples["tls_resumed"] == MISSING)
     assert np.array_equal(loaded.samples["done_ns"], result.samples["done_ns"])
+
+
+# --- against the lab's own server (serve --tls): each knob read back from the client side ------
+
+@pytest.mark.parametrize(("knobs", "version", "cipher_mark", "resumes"), [
+    ({}, "TLSv1.3", "TLS_", True),
+    ({"tls_max_version": "1.2"}, "TLSv1.2", "ECDHE-ECDSA-", True),
+    ({"tls_max_version": "1.2", "tls_key_type": "rsa-2048"}, "TLSv1.2", "ECDHE-RSA-", True),
+    ({"tls_session_tickets": False}, "TLSv1.3", "TLS_", False),
+    ({"tls_max_version": "1.2", "tls_session_tickets": False}, "TLSv1.2", "ECDHE-ECDSA-", False),
+])
+def test_serve_tls_knobs_show_in_what_the_generator_negotiated(knobs: dict[str, object], version: str,
+                                                               cipher_mark: str, resumes: bool) -> None:
+    with start_server(ServerConfig(tls=True, **knobs)) as server:  # type: ignore[arg-type]
+        assert server.url.startswith("https://")
+        result = run_load(LoadSpec(url=server.url + "/fast", connections=1, duration_seconds=0.4,
+                                   keepalive=False, tls_resume=True, ca_file=CA))
+    tls = result.to_json_dict()["tls"]
+    assert result.summary.errors == {} and result.summary.succeeded > 3
+    assert tls["version"] == version and tls["cipher"].startswith(cipher_mark), tls
+    ok = result.samples[result.samples["error"] == ErrorKind.NONE]
+    assert np.all(ok["tls_ns"] > 0)  # every request opened a connection: each has its handshake
+    assert (tls["resumed"] == tls["handshakes"] - 1) if resumes else tls["resumed"] == 0
+
+
+# --- round trips over an emulated 20 ms path (issue 25, done-when item 2) ----------------------
+
+NO_PATH = missing_privilege()
+RTT_MS = 40  # delay=20ms each way
+
+
+def phases_ms(url: str, requests: int, **settings: object) -> dict[str, np.ndarray]:
+    """Per request at one connection, in ms: TCP connect, TLS handshake, send to answer, and
+    the whole time to the first answer of a new connection."""
+    spec = LoadSpec(url=url, connections=1, max_requests=requests, duration_seconds=60,
+                    timeout_seconds=10, ca_file=CA, **settings)  # type: ignore[arg-type]
+    result = run_load(spec)
+    samples = result.measured_samples()
+    assert result.summary.errors == {}, result.summary.errors
+    assert len(samples) == requests
+    answer = (samples["done_ns"] - samples["sent_ns"]) / 1e6
+    phases = {"answer": answer, "resumed": samples["tls_resumed"]}
+    if not settings.get("keepalive", True):
+        phases.update(connect=samples["connect_ns"] / 1e6, tls=samples["tls_ns"] / 1e6)
+        phases["first_answer"] = phases["connect"] + phases["tls"] + answer
+    return phases
+
+
+def rtts(milliseconds: np.ndarray) -> float:
+    return float(np.median(milliseconds)) / RTT_MS
+
+
+@pytest.mark.skipif(NO_PATH is not None, reason=f"emulated path: {NO_PATH}")
+@pytest.mark.timing
+def test_round_trips_of_a_new_tls_connection_over_a_20ms_path() -> None:
+    with start_server(tls=True, path="delay=20ms") as server:
+        url = server.url + "/fast"
+        kept = phases_ms(url, 30)
+        tls13 = phases_ms(url, 8, keepalive=False)
+    with start_server(tls=True, tls_max_version="1.2", path="delay=20ms") as server:
+        url = server.url + "/fast"
+        tls12 = phases_ms(url, 8, keepalive=False)
+        resumed = phases_ms(url, 9, keepalive=False, tls_resume=True)
+    assert np.all(resumed["resumed"][1:] == 1)  # every connection after the first resumed
+    resumed = {name: values[1:] for name, values in resumed.items()}
+    print(f"delay=20ms, first answer of a new connection: TLS 1.3 {np.median(tls13['first_answer']):.1f} ms, "
+          f"TLS 1.2 {np.median(tls12['first_answer']):.1f} ms, resumed TLS 1.2 "
+          f"{np.median(resumed['first_answer']):.1f} ms; keep-alive {np.median(kept['answer']):.1f} ms")
+    # Bands as tests/test_netpath.py's: an RTT is 38-50 ms here, the relay adding ~1 ms a trip.
+    assert 0.95 <= rtts(kept["answer"]) <= 1.25  # keep-alive: 1 RTT
+    for phases in (tls13, tls12, resumed):
+        assert 0.95 <= rtts(phases["connect"]) <= 1.25  # TCP: 1 RTT
+        assert 0.95 <= rtts(phases["answer"]) <= 1.25  # the request itself: 1 RTT
+    assert 0.95 <= rtts(tls13["tls"]) <= 1.25  # TLS 1.3: 1 RTT
+    assert 1.95 <= rtts(tls12["tls"]) <= 2.4  # TLS 1.2: 2 RTT
+    assert 0.95 <= rtts(resumed["tls"]) <= 1.25  # TLS 1.2 resumed: 1 RTT
+    assert 2.95 <= rtts(tls13["first_answer"]) <= 3.5  # ~120 ms
+    assert 3.95 <= rtts(tls12["first_answer"]) <= 4.6  # ~160 ms
+    assert 2.95 <= rtts(resumed["first_answer"]) <= 3.5
