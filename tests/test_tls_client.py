@@ -24,8 +24,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trustme
-from tls_servers import Responder, https_server, serving, stalled_handshake_server, wss_echo_server
+from tls_servers import (
+    Hangup,
+    Responder,
+    https_server,
+    serving,
+    stalled_handshake_server,
+    wss_echo_server,
+)
 
+from lab.engine.secure import failure_reason
 from lab.engine.spec import LoadSpec
 from lab.http.config import ServerConfig
 from lab.loadgen import run_load
@@ -34,7 +42,7 @@ from lab.netpath import missing_privilege
 from lab.records.experiment import save_result
 from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
-from lab.tls import lab_ca_file
+from lab.tls import lab_ca_file, server_context
 
 CA = str(lab_ca_file())
 
@@ -170,6 +178,41 @@ def test_a_server_that_never_answers_the_handshake_ends_in_bounded_time() -> Non
     assert set(result.summary.errors) == {"tls_failed"}
     failures = result.to_json_dict()["tls"]["failures"]
     assert list(failures) == ["timeout: the handshake did not end within 0.3 s"]
+
+
+def test_a_server_that_hangs_up_on_the_hello_fails_as_closed() -> None:
+    with serving(Hangup) as port:
+        result = run_load(https(port, duration_seconds=3))
+    assert set(result.summary.errors) == {"tls_failed"}
+    assert list(result.to_json_dict()["tls"]["failures"]) == [
+        "closed: the server closed the connection during the handshake"]
+
+
+def test_no_common_version_is_named_a_version_failure() -> None:
+    """A real handshake between a client held to TLS 1.2 and a server that asks for 1.3, over
+    memory: the error OpenSSL raises is the one the generator sorts."""
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.load_verify_locations(CA)
+    client_context.maximum_version = ssl.TLSVersion.TLSv1_2
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server_in, server_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context.wrap_bio(to_client, to_server, server_hostname="localhost")
+    server = server_context(min_version="1.3").wrap_bio(server_in, server_out, server_side=True)
+    failure: ssl.SSLError | None = None
+    for _ in range(4):  # the hello, its answer...: until one side gives up
+        for side in (client, server):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as error:
+                failure = failure or error
+        server_in.write(to_server.read())
+        to_client.write(server_out.read())
+        if failure is not None:
+            break
+    assert failure is not None
+    assert failure_reason(failure, 5.0).startswith("version: no TLS version both ends accept"), failure
 
 
 @pytest.fixture(scope="module")

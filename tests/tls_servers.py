@@ -128,6 +128,16 @@ def wss_echo_server() -> Iterator[int]:
         thread.join(10)
 
 
+class Hangup(asyncio.Protocol):
+    """Reads the ClientHello and closes the connection without a word."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.close()
+
+
 @contextlib.contextmanager
 def stalled_handshake_server() -> Iterator[int]:
     with serving(Silent) as port:
