@@ -37,6 +37,7 @@ from lab.engine.secure import failure_reason
 from lab.engine.spec import LoadSpec
 from lab.http.config import ServerConfig
 from lab.loadgen import run_load
+from lab.measure.report import describe_lines
 from lab.measure.samples import MISSING, SAMPLE_DTYPE, ErrorKind
 from lab.netpath import missing_privilege
 from lab.records.experiment import save_result
@@ -95,6 +96,8 @@ def test_version_and_cipher_are_in_the_json_and_the_record(server_port: int, tmp
     loaded = store.load(record.id)
     assert loaded.outcome is not None and loaded.outcome.tls == result.outcome.tls
     assert np.array_equal(loaded.samples["tls_ns"], result.samples["tls_ns"])
+    shown = describe_lines(loaded.summary, loaded.load_spec, loaded.outcome)  # what `show` prints
+    assert "TLS: 2 handshakes, TLSv1.3 TLS_" in "\n".join(shown)
 
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])

@@ -242,6 +242,8 @@ def describe_lines(summary: RunSummary, load_spec: Mapping[str, Any], outcome: R
         lines.append("errors: " + describe_counts(summary.errors))
     if summary.open_loop and summary.target_rate is not None:
         lines.append(_target_line(summary))
+    if outcome.tls is not None:
+        lines.append(_tls_line(outcome.tls))
     lines.append("")
     lines.extend(latency_table(summary).map(_three_decimals).to_string().splitlines())
     marked = sorted({distribution.count for distribution in _distributions(summary).values()
