@@ -256,6 +256,19 @@ def test_bench_says_in_one_line_that_insecure_skips_the_check(foreign_port: int)
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot read"), (b"not a certificate", "")])  # (lab.tls words the second)
+def test_a_ca_file_that_is_not_one_is_a_usage_error_before_the_run(tmp_path: Path, content: bytes | None,
+                                                                    message: str) -> None:
+    ca_file = tmp_path / "ca.pem"
+    if content is not None:
+        ca_file.write_bytes(content)
+    done = bench("https://127.0.0.1:1/", "--ca-file", str(ca_file), "-d", "0.1")
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1  # nothing ran; one line
+    assert f"--ca-file: {message}" in done.stderr
+
+
 def test_tls_settings_on_a_plain_target_are_refused_naming_the_flag() -> None:
     done = bench("http://127.0.0.1:1/", "--tls-resume", "-d", "0.1")
     assert done.returncode == 2 and "--tls-resume: applies to https://" in done.stderr

@@ -151,6 +151,15 @@ class TlsClient:
         return f"TLS handshake failed on every connection -- {reason}"
 
 
+def check_settings(plan: TlsPlan) -> None:
+    """Make the context a run's workers will make, here, first: a CA file that cannot be read
+    is the user's mistake (a ConfigError naming ``ca_file``) before any process starts, and
+    the lab's CA exists before workers look for it."""
+    from lab.tls import client_context
+
+    client_context(insecure=plan.insecure, ca_file=Path(plan.ca_file) if plan.ca_file else None)
+
+
 def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Several processes' counts as one run's; None when none had TLS."""
     if not parts:
