@@ -80,6 +80,18 @@ def test_serves_https_with_the_labs_certificate(tls_server: Server) -> None:
     assert server.stats()["tls_handshakes"] == 1
 
 
+def test_the_asyncio_loop_serves_tls_and_its_timeouts_too(tls_server: Server) -> None:
+    server = tls_server(loop="asyncio", tls_handshake_timeout_seconds=0.3)
+    connection, status = fetch(server.port)
+    assert status == 200
+    connection.close()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(HALF_A_HELLO)
+        with contextlib.suppress(ConnectionResetError):
+            read_all(sock)
+    assert wait_for(lambda: server.stats()["errors"] == {"tls_handshake_timeout": 1}), server.stats()
+
+
 def test_a_plain_server_speaks_no_tls(make_server: Server) -> None:
     server = make_server()
     assert server.url.startswith("http://")

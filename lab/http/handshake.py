@@ -98,13 +98,19 @@ class Handshakes:
             self._end(conn, "tls_not_tls")
 
     def _readable(self, fd: int) -> None:
-        conn, timer, context, deadline = self._waiting.pop(fd)
+        waiting = self._waiting.pop(fd, None)
+        if waiting is None:
+            return  # the deadline came first, in the same turn of the loop
+        conn, timer, context, deadline = waiting
         self._loop.remove_reader(fd)
         timer.cancel()
         self._peek(conn, context, deadline)
 
     def _expire(self, fd: int) -> None:
-        conn, _, _, _ = self._waiting.pop(fd)
+        waiting = self._waiting.pop(fd, None)
+        if waiting is None:
+            return
+        conn = waiting[0]
         self._loop.remove_reader(fd)
         self._end(conn, "tls_handshake_timeout")
 
