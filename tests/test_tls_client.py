@@ -323,6 +323,16 @@ def test_serve_tls_knobs_show_in_what_the_generator_negotiated(knobs: dict[str, 
     assert (tls["resumed"] == tls["handshakes"] - 1) if resumes else tls["resumed"] == 0
 
 
+def test_wss_to_serve_tls_echoes_over_tls() -> None:
+    with start_server(ServerConfig(tls=True)) as server:
+        url = server.url.replace("https://", "wss://") + "/ws/echo"
+        result = run_load(LoadSpec(url=url, connections=2, connect="with-load", duration_seconds=0.4,
+                                   ca_file=CA, tls_resume=True))
+    assert result.summary.errors == {} and result.summary.succeeded > 10
+    assert result.to_json_dict()["tls"]["version"] == "TLSv1.3"
+    assert np.count_nonzero(result.samples["tls_ns"] != MISSING) == 2
+
+
 # --- round trips over an emulated 20 ms path (issue 25, done-when item 2) ----------------------
 
 NO_PATH = missing_privilege()
