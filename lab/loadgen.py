@@ -75,8 +75,9 @@ from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger, interval_ns
 from lab.engine.progress import LoadProgress
 from lab.engine.result import LoadResult, wall_clock
 from lab.engine.run import Run, follow_to_end
+from lab.engine.secure import check_settings, merge_counts
 from lab.engine.spec import LoadSpec
-from lab.engine.worker import SharedBoard, WorkerReport, start_workers
+from lab.engine.worker import SharedBoard, WorkerReport, plan_for, start_workers
 from lab.errors import ConfigError
 from lab.measure.frames import Frame
 from lab.measure.samples import SAMPLE_DTYPE, merge
@@ -321,7 +322,8 @@ class LoadRun(Run):
             # Only a stop of this run's owner: workers the run stopped itself (one found the
             # target gone) were not stopped by the user.
             stopped_early=self._stopped,
-            calibration=self._calibration, problems=tuple(self._problems))
+            calibration=self._calibration, problems=tuple(self._problems),
+            tls=merge_counts([r.tls for r in reports if r.tls is not None]))
 
 
 @overload
@@ -344,6 +346,9 @@ def start_load(spec: LoadSpec, *, calibrate: bool = False, live: bool = False,
     ``live``: the workers send a frame per ``live_interval_seconds`` (``run.live_frames()``).
     """
     refuse_when_imported_by_a_new_process("a load")
+    tls = plan_for(spec, 0).tls
+    if tls is not None:
+        check_settings(tls)
     if cluster is not None:
         return _start_on_cluster(spec, cluster, calibrate=calibrate, live=live,
                                  live_interval_seconds=live_interval_seconds)

@@ -136,7 +136,7 @@ async def _connection(port: int, schedule: Schedule, worker: int) -> np.ndarray:
             writer.close()
             reader = writer = None
         rows.append((intended, sent if sent != MISSING else done, connect_ns, first, done,
-                     status, received, int(error), worker, 0))  # each a first attempt
+                     status, received, int(error), MISSING, MISSING, worker, 0))  # plain HTTP, first attempts
     if writer is not None:
         writer.close()
     return np.array(rows, dtype=SAMPLE_DTYPE)

@@ -14,6 +14,7 @@ from lab.measure.samples import (
     RECORDED_COLUMNS,
     SAMPLE_DTYPE,
     TIME_COLUMNS,
+    TLS_COLUMNS,
     empty,
 )
 
@@ -30,7 +31,19 @@ def test_every_recorded_column_comes_back_in_its_own_field() -> None:
     assert [int(samples[name][0]) for name in RECORDED_COLUMNS] == values
     assert [int(samples[name][1]) for name in RECORDED_COLUMNS] == [value + 100 for value in values]
     assert samples["worker"].tolist() == [3, 3]
-    assert set(RECORDED_COLUMNS) | {"worker"} == set(SAMPLE_DTYPE.names or ())
+    assert set(RECORDED_COLUMNS) | set(TLS_COLUMNS) | {"worker"} == set(SAMPLE_DTYPE.names or ())
+    assert np.all(samples["tls_ns"] == MISSING) and np.all(samples["tls_resumed"] == MISSING)
+
+
+def test_a_handshake_lands_in_the_row_of_the_request_that_opened_its_connection() -> None:
+    recorder = Recorder()
+    for row in range(4):
+        recorder.add(*[10 * row + index for index in range(len(RECORDED_COLUMNS))])
+        if row in (1, 3):  # the requests that opened a TLS connection
+            recorder.add_tls(1_000 + row, int(row == 3))
+    samples = recorder.samples(worker=0)
+    assert samples["tls_ns"].tolist() == [MISSING, 1_001, MISSING, 1_003]
+    assert samples["tls_resumed"].tolist() == [MISSING, 0, MISSING, 1]
 
 
 def test_a_worker_clock_moves_its_instants_and_leaves_durations_and_missing_times_alone() -> None:
@@ -39,7 +52,7 @@ def test_a_worker_clock_moves_its_instants_and_leaves_durations_and_missing_time
         samples[column][0] = 5_000
     _shift(samples, 700)
     moved = {column for column in TIME_COLUMNS if samples[column][0] == 5_700}
-    assert moved == set(CLOCK_COLUMNS) and "connect_ns" not in moved
+    assert moved == set(CLOCK_COLUMNS) and "connect_ns" not in moved and "tls_ns" not in moved
     assert samples["connect_ns"][0] == 5_000
     assert all(samples[column][1] == MISSING for column in TIME_COLUMNS)
     assert np.all(samples["status"] == 0)

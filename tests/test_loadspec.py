@@ -47,7 +47,11 @@ def test_loopback_targets_are_accepted(url: str) -> None:
     ({"duration_seconds": 0}, "duration_seconds"),
     ({"workers": 4, "connections": 2}, "workers"),
     ({"mode": "sideways"}, "mode"),
-    ({"url": "https://127.0.0.1/"}, "url"),
+    ({"url": "ftp://127.0.0.1/"}, "url"),
+    ({"insecure": True}, "insecure"),  # TLS settings on a plain target
+    ({"tls_resume": True}, "tls_resume"),
+    ({"ca_file": "ca.pem"}, "ca_file"),
+    ({"url": "https://127.0.0.1/", "insecure": True, "ca_file": "ca.pem"}, "ca_file"),
     ({"method": "get"}, "method"),
     ({"paths": ("nope",)}, "paths"),
 ])

@@ -222,11 +222,14 @@ def test_samples_saved_before_attempts_existed_read_as_first_attempts(tmp_path):
 
     from conftest import synthetic_samples
 
-    from lab.measure.samples import SAMPLE_DTYPE, SAMPLE_DTYPE_WITHOUT_ATTEMPT
+    from lab.measure.samples import SAMPLE_DTYPE, TLS_COLUMNS
     from lab.records.store import _read_samples, _samples_rows
 
     current = synthetic_samples(50)
-    old = np.zeros(current.shape, dtype=SAMPLE_DTYPE_WITHOUT_ATTEMPT)
+    # the layout before this round: neither attempt nor the TLS columns
+    before = np.dtype([(name, SAMPLE_DTYPE[name]) for name in SAMPLE_DTYPE.names
+                       if name != "attempt" and name not in TLS_COLUMNS])
+    old = np.zeros(current.shape, dtype=before)
     for name in old.dtype.names:
         old[name] = current[name]
     path = tmp_path / "samples.npy"

@@ -56,6 +56,9 @@ def test_the_record_saved_is_the_one_the_generator_would_summarize(tmp_path) -> 
     ({"tags": "a, b"}, "tags must be a list, not str"),
     ({"markers": [3]}, "markers must be an object, not int"),
     ({"run": {"window_ns": 5}}, "window_ns must be a list, not int"),
+    ({"run": {"window_ns": [1, 2], "tls": {"handshakes": -1}}}, "tls.handshakes must be a count"),
+    ({"run": {"window_ns": [1, 2], "tls": {"versions": {"TLSv1.3": "2"}}}},
+     r"tls.versions.TLSv1.3 must be a count"),
 ])
 def test_one_reader_says_what_is_wrong_for_the_listing_and_a_load_alike(
         tmp_path, change: dict[str, object], reason: str) -> None:

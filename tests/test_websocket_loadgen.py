@@ -117,9 +117,11 @@ def test_load_spec_refuses_what_a_ws_run_cannot_do(changes: dict[str, Any]) -> N
     assert error.value.option == "url"
 
 
-def test_load_spec_refuses_wss() -> None:
-    with pytest.raises(ConfigError, match="only http:// and ws://"):
-        LoadSpec(url="wss://127.0.0.1:1/ws/echo")
+def test_load_spec_takes_wss_as_a_websocket_over_tls() -> None:
+    target = LoadSpec(url="wss://127.0.0.1/ws/echo").target
+    assert target.websocket and target.tls and target.port == 443
+    with pytest.raises(ConfigError, match="only http://, https://, ws:// and wss://"):
+        LoadSpec(url="wsx://127.0.0.1:1/ws/echo")
 
 
 def test_calibration_is_refused_for_ws_rather_than_shown_beside_it() -> None:

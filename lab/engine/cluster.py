@@ -45,6 +45,7 @@ from lab.engine.live import DEFAULT_INTERVAL_SECONDS, FrameMerger, FrameMeter, i
 from lab.engine.progress import LoadProgress
 from lab.engine.result import LoadResult, wall_clock
 from lab.engine.run import Run
+from lab.engine.secure import merge_counts
 from lab.engine.spec import LoadSpec
 from lab.engine.worker import engine_for
 from lab.errors import ConfigError, LoadError
@@ -352,7 +353,7 @@ def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | N
         watcher.join()
     samples = engine.recorder.samples(index)
     return {"start_ns": start_ns, "end_ns": engine.end_ns, "abandoned": engine.abandoned,
-            "gave_up": engine.gave_up,
+            "gave_up": engine.gave_up, "tls": None if engine.tls is None else engine.tls.counts(),
             "rows": len(samples), "samples": zlib.compress(samples.tobytes(), 1),
             "frames": [] if not meters else meters[0].rest(),
             "frames_dropped": 0 if not meters else meters[0].dropped}
@@ -384,7 +385,9 @@ def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any
         spec, merge(parts), start_ns_=start_ns, end_ns=max(ends),
         started_at=wall_clock(start_ns), problems=problems,
         abandoned=sum(outcome["abandoned"] for outcome in outcomes if outcome is not None),
-        stopped_early=stopped_early)
+        stopped_early=stopped_early,
+        tls=merge_counts([outcome["tls"] for outcome in outcomes
+                          if outcome is not None and outcome.get("tls") is not None]))
     # Each worker's share of the measured requests (a lost worker's is its worker_lost row),
     # so the shares add up to `requests`.
     counts = np.bincount(result.measured_samples()["worker"], minlength=len(segments))

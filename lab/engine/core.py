@@ -21,6 +21,7 @@ from time import perf_counter_ns
 from lab.engine.lane import Lane
 from lab.engine.plan import RETRY_BUDGET_MAX_TOKENS, EnginePlan
 from lab.engine.recorder import Recorder
+from lab.engine.secure import TlsClient
 from lab.engine.stages import Schedule
 from lab.engine.timer import CoarseTimer, TimerfdTimer, precise_timer
 from lab.measure.samples import MISSING, ErrorKind
@@ -51,6 +52,8 @@ class Engine:
         self.first_refused_ns = self.last_refused_ns = 0  # when the first and last were tried
         self.gave_up: str | None = None  # why the run was ended early by the engine itself
         self.keepalive = plan.keepalive
+        # One TLS context per process (loading the CA takes milliseconds), and its counts.
+        self.tls = None if plan.tls is None else TlsClient(plan.tls, timeout_s=plan.timeout_ns / NS_PER_S)
         self.requests = plan.requests
         self.request_count = len(plan.requests)
         self.budget = plan.max_requests if plan.max_requests is not None else sys.maxsize
@@ -191,6 +194,15 @@ class Engine:
             self.stop_offering(now)
             self.abandoned += self.pending()
             self.drop_pending()
+        if not self.stopping and self.tls is not None:
+            # A handshake that fails on every connection fails on the next one too (the
+            # certificate, the versions): the run ends at once, saying why, as for a closed port.
+            failing = self.tls.nothing_negotiated(len(self.lanes))
+            if failing is not None:
+                self.gave_up = failing
+                self.stop_offering(now)
+                self.abandoned += self.pending()
+                self.drop_pending()
         if not self.stopping:
             self.may_start(now)  # notices the deadline even when every lane is stuck
         if self.stopped_by_owner and now - self.end_ns > STOP_GRACE_NS:

@@ -74,6 +74,8 @@ class HttpLane(Lane):
         self.engine.count_connected()
 
     def first_request(self) -> bytes | None:
+        if self.engine.tls is not None:
+            return None  # the TLS handshake comes first
         return self.request or self.compose()
 
     def compose(self) -> bytes:

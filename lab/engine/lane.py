@@ -9,6 +9,10 @@ how an answer is read off it:
 - :class:`~lab.engine.http_lane.HttpLane`: HTTP/1.1 requests, answers read by llhttp;
 - :class:`~lab.engine.websocket.WebSocketLane`: messages on an upgraded connection.
 
+Either may speak TLS (https://, wss://): the lane opens the TCP connection, then the loop's
+TLS takes the socket (lab.engine.secure says why), and the first request on the connection
+carries its handshake time (``tls_ns``) beside its connect time.
+
 Its contract with this base is public: :meth:`Lane.connect`, :meth:`Lane.compose` and
 :meth:`Lane.on_data` to write, :meth:`Lane.end_request`, :meth:`Lane.finish` and
 :meth:`Lane.drop_connection` to call. The engine that drives the lanes (lab.engine.core) is
@@ -25,10 +29,11 @@ import os
 import socket
 import sys
 from time import perf_counter_ns
-from typing import Protocol
+from typing import Any, Protocol
 
 from lab.engine.plan import EnginePlan
 from lab.engine.recorder import ROW, Recorder
+from lab.engine.secure import TlsClient
 from lab.measure.samples import MISSING, ErrorKind
 
 # Reused keep-alive connections may be closed by the server just as a request goes out
@@ -50,6 +55,7 @@ class LaneOwner(Protocol):
     budget: int  # requests this process may begin
     errors: int
     stopped_by_owner: bool
+    tls: TlsClient | None  # set when every connection speaks TLS
     expiry_armed: bool  # a timer watches the earliest deadline of a request in flight
     expiry_at_ns: int  # when that timer fires
 
@@ -91,6 +97,18 @@ class Wire(asyncio.Protocol):
         return None  # close our side too; connection_lost follows
 
 
+class TlsWire(Wire):
+    """A TLS connection: the loop calls ``connection_made`` in the very call that ended the
+    handshake, so that is where the handshake's time ends."""
+
+    __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        lane = self.lane
+        lane.tls_ns = perf_counter_ns() - lane.handshake_began_ns
+        super().connection_made(transport)
+
+
 class Lane:
     """A connection slot that carries one request at a time, reconnecting when needed."""
 
@@ -106,6 +124,7 @@ class Lane:
         "deadline_at_ns",
         "engine",
         "first_byte_ns",
+        "handshake_began_ns",
         "intended_ns",
         "received",
         "request",
@@ -114,6 +133,8 @@ class Lane:
         "rows",
         "sent_ns",
         "timeout_ns",
+        "tls_ns",
+        "tls_resumed",
         "transport",
         "wire",
     )
@@ -139,6 +160,11 @@ class Lane:
         # How long the connection opened before the run took (open()), until its first
         # request's row carries it: a keep-alive run's connect times, charged to no latency.
         self._connected_ahead_ns = MISSING
+        # The TLS handshake of the connection this request opened, and whether it resumed a
+        # session (1) or not (0); MISSING on a reused or plain connection.
+        self.tls_ns = MISSING
+        self.tls_resumed = MISSING
+        self.handshake_began_ns = 0  # when the TCP connection was up; 0: no handshake under way
         self.first_byte_ns = MISSING
         self.received = 0
         self.timeout_ns = engine.plan.timeout_ns  # this attempt's: shorter when a deadline is near
@@ -172,7 +198,11 @@ class Lane:
         """Connect ahead of the run (raises on failure; the first send then retries)."""
         began = perf_counter_ns()
         await self.connect()
-        self._connected_ahead_ns = perf_counter_ns() - began
+        # A keep-alive run's connect and handshake times, each on the connection's first
+        # request's row, neither inside its latency (the engine counts what the handshake
+        # negotiated).
+        tls_ns = self.tls_ns if self.tls_ns != MISSING else 0
+        self._connected_ahead_ns = perf_counter_ns() - began - tls_ns
 
     def first_request(self) -> bytes | None:
         """What may be sent the moment the connection is up (None: a handshake comes first)."""
@@ -218,7 +248,9 @@ class Lane:
             self._early_socket = None
 
     async def open_wire(self) -> tuple[asyncio.Transport, Wire]:
-        """A TCP connection to the plan's target, owned by this lane."""
+        """A TCP connection to the plan's target, owned by this lane (over TLS if the plan's is)."""
+        if self.engine.tls is not None:
+            return await self._open_tls_wire(self.engine.tls)
         plan = self.engine.plan
         loop = asyncio.get_running_loop()
         sock, self._early_socket = self._early_socket, None
@@ -240,6 +272,41 @@ class Lane:
         self.transport = transport
         return transport, wire
 
+    async def _open_tls_wire(self, tls: TlsClient) -> tuple[asyncio.Transport, Wire]:
+        """TCP first, here, so that the handshake's clock starts when TCP is up; then the
+        loop's TLS over that socket. A failure once TCP is up is the handshake's
+        (:class:`~lab.engine.secure.HandshakeFailed`, counted with its reason)."""
+        plan = self.engine.plan
+        loop = asyncio.get_running_loop()
+        sock, self._early_socket = self._early_socket, None
+        try:
+            if sock is None:
+                sock = await _tcp_connect(loop, plan.host, plan.port)
+            else:
+                await _handshake_done(loop, sock)
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.handshake_began_ns = perf_counter_ns()
+        try:
+            transport, wire = await loop.create_connection(
+                lambda: TlsWire(self), sock=sock, ssl=tls.context, server_hostname=tls.server_hostname,
+                ssl_handshake_timeout=tls.timeout_s)
+        except OSError as error:  # ssl.SSLError is one; so is the loop's handshake timeout
+            sock.close()  # (the loop has detached it from its descriptor: this only lets go)
+            raise tls.failed(error) from None
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            self.handshake_began_ns = 0
+        self.tls_resumed = tls.negotiated(transport)
+        self.wire = wire
+        self.transport = transport
+        return transport, wire
+
     async def _connect_then_send(self) -> None:
         began = perf_counter_ns()
         try:
@@ -252,7 +319,8 @@ class Lane:
             self._connect_failed(began, getattr(error, "kind", ErrorKind.CONNECT_ERROR))
         else:
             if self.connect_ns == MISSING and self._early_sent is None:  # (early: set at send)
-                self.connect_ns = perf_counter_ns() - began
+                # The TLS handshake has its own column: the connect time is the rest.
+                self.connect_ns = perf_counter_ns() - began - (self.tls_ns if self.tls_ns != MISSING else 0)
             if self.busy:
                 self._write_after_connect()
         finally:
@@ -282,6 +350,7 @@ class Lane:
             self.sent_ns = MISSING
             self.connect_ns = MISSING  # this request's own connect, not the last one's
             self._connected_ahead_ns = MISSING  # that connection is gone unused
+            self.tls_ns = self.tls_resumed = MISSING
             self.begun_ns = perf_counter_ns()
             if self._early_sent is not None:  # it went out with the SYN: its clock runs
                 self.sent_ns, self.connect_ns = self._early_sent
@@ -352,6 +421,9 @@ class Lane:
         self.rows += ROW.pack(self.intended_ns, self.sent_ns, self.connect_ns, self.first_byte_ns, now,
                               status, received, error, self.attempt)
         self.first_byte_ns = MISSING
+        if self.tls_ns != MISSING:  # the first request of a new TLS connection
+            self.engine.recorder.add_tls(self.tls_ns, self.tls_resumed)
+            self.tls_ns = self.tls_resumed = MISSING
         self.received = 0
         engine = self.engine
         if error != NO_ERROR and engine.plan.retry is not None:
@@ -385,6 +457,8 @@ class Lane:
     def on_lost(self, wire: Wire, exc: Exception | None) -> None:
         if wire is not self.wire:
             return  # a connection this lane already let go of
+        if self.engine.tls is not None and wire.transport is not None:
+            self.engine.tls.keep_session(wire.transport)
         self.wire = None
         self.transport = None
         if not self.busy or self.sent_ns == MISSING:
@@ -414,14 +488,18 @@ class Lane:
                 and self.engine.plan.method in IDEMPOTENT and not self.engine.stopped_by_owner)
 
     def expire(self, now: int) -> None:
-        """No complete answer within the timeout: count it and drop the connection."""
+        """No complete answer within the timeout: count it and drop the connection. A TLS
+        handshake still under way is a handshake that failed (it timed out)."""
+        error = ErrorKind.DEADLINE if now >= self.deadline_at_ns else ErrorKind.TIMEOUT
+        if self.handshake_began_ns and self.engine.tls is not None:
+            self.engine.tls.timed_out()
+            error = ErrorKind.TLS_FAILED
         if self._connecting is not None:
             self._connecting.cancel()
             self._connecting = None
             if self.sent_ns == MISSING:
                 self.sent_ns = self.begun_ns
-        self.finish(now, 0, ErrorKind.DEADLINE if now >= self.deadline_at_ns else ErrorKind.TIMEOUT,
-                    reset=True)
+        self.finish(now, 0, error, reset=True)
 
     def drop_connection(self, *, reset: bool = False) -> None:
         transport = self.transport
@@ -429,6 +507,8 @@ class Lane:
         self.transport = None
         if transport is None:
             return
+        if self.engine.tls is not None:
+            self.engine.tls.keep_session(transport)
         if reset:
             # A connection in an unknown state (timed out, garbled) is reset rather than
             # closed: a late answer on it must not be read as the next request's.
@@ -466,6 +546,26 @@ async def _handshake_done(loop: asyncio.AbstractEventLoop, sock: socket.socket) 
     failure = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if failure:
         raise OSError(failure, os.strerror(failure))  # ConnectionRefusedError for ECONNREFUSED
+
+
+async def _tcp_connect(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    """A connected TCP socket (raises OSError, ConnectionRefusedError among them)."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        address: tuple[Any, ...] = (host, port)
+    except ValueError:  # a name: resolved as the loop would for create_connection
+        family, _, _, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        failure = sock.connect_ex(address)
+        if failure not in (0, errno.EINPROGRESS):
+            raise OSError(failure, os.strerror(failure))
+        await _handshake_done(loop, sock)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _error_kind(exc: BaseException) -> ErrorKind:

@@ -74,6 +74,16 @@ class WebSocketPlan:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TlsPlan:
+    """How an https:// or wss:// run's connections speak TLS (lab.engine.secure)."""
+
+    server_hostname: str  # the name the server's certificate must carry, sent as SNI
+    insecure: bool = False  # accept any certificate
+    ca_file: str = ""  # trust this CA alone ("": the lab's CA and the system's)
+    resume: bool = False  # offer the session of an earlier connection on each new one
+
+
+@dataclass(frozen=True, kw_only=True)
 class EnginePlan:
     """What one generator process does: its share of the load, and where to send it."""
 
@@ -92,6 +102,7 @@ class EnginePlan:
     connect_before: bool = True  # open every lane before the run starts (else at its first send)
     think_ns: int = 0  # closed loop: mean pause between an answer and the next request
     websocket: WebSocketPlan | None = None  # set: each request is a message on a WebSocket
+    tls: TlsPlan | None = None  # set: every connection speaks TLS
     # open loop in stages (lab.engine.stages): this worker sends every ``workers``-th request
     # of the one schedule, starting with request ``worker``
     stages: tuple[Stage, ...] = ()

@@ -57,13 +57,13 @@ class LoadResult:
     def of_run(cls, spec: LoadSpec, samples: np.ndarray, *, start_ns_: int, end_ns: int,
                started_at: str, abandoned: int = 0, stopped_early: bool = False,
                calibration: Calibration | None = None, problems: tuple[str, ...] = (),
-               cluster: dict[str, Any] | None = None) -> LoadResult:
+               cluster: dict[str, Any] | None = None, tls: dict[str, Any] | None = None) -> LoadResult:
         """The result of merged samples: warm-up cut, the one summary computed, thresholds checked."""
         warmup_end = start_ns_ + round(spec.warmup_seconds * NS_PER_S)
         outcome_ = RunOutcome(window_ns=(warmup_end, max(end_ns, warmup_end)), abandoned=abandoned,
                               stopped_early=stopped_early, problems=problems,
                               calibration=None if calibration is None else calibration.as_dict(),
-                              cluster=cluster)
+                              cluster=cluster, tls=tls)
         settings = as_dict(spec)
         summary = summarize_measured(measured(samples, warmup_end), settings, outcome_.window_ns)
         return cls(spec=spec, samples=samples, start_ns=start_ns_, started_at=started_at,

@@ -27,7 +27,8 @@ class LoadSpec:
     # --- what to call -----------------------------------------------------------------------
     url: str = knob(help="target, e.g. http://127.0.0.1:8080/fast; its path is used unless "
                     "`paths` is given; ws://127.0.0.1:8080/ws/echo sends WebSocket messages, "
-                    "each round trip one request", group="target", widget=False)
+                    "each round trip one request; https:// and wss:// speak TLS",
+                    group="target", widget=False)
     method: str = knob("GET", help="HTTP method", flag="--method", group="target", widget=False)
     paths: tuple[str, ...] = knob((), help="request paths, taken in turn; empty = the URL's path",
                                   group="target", widget=False)
@@ -55,6 +56,18 @@ class LoadSpec:
              "request (too_large) and the connection, so a hostile server cannot grow the "
              "generator's memory", flag="--max-message-bytes", metavar="BYTES", group="websocket",
         label="message limit")
+
+    # --- TLS (https:// and wss:// targets) -------------------------------------------------------
+    insecure: bool = knob(
+        False, help="https://, wss://: accept any certificate (by default the lab's own CA and the "
+                    "system's are trusted, and the host name is checked)",
+        flag="--insecure", group="tls", widget=False)
+    ca_file: str = knob("", help="https://, wss://: trust this CA (a PEM file) alone, as curl's --cacert",
+                        flag="--ca-file", metavar="PEM", group="tls", widget=False)
+    tls_resume: bool = knob(
+        False, help="https://, wss://: offer each new connection the TLS session of an earlier one, "
+                    "so that a server that allows it resumes instead of a full handshake",
+        flag="--tls-resume", group="tls", widget=False)
 
     # --- load model -------------------------------------------------------------------------
     mode: Literal["closed", "open"] = knob(
@@ -181,7 +194,7 @@ class LoadSpec:
                 raise ConfigError("headers", f"{name!r}: {value!r} is not one header line "
                                   "(a name without ':', no CR or LF)")
         if self.target.websocket and (self.paths or not self.keepalive or self.method != "GET"):
-            raise ConfigError("url", "a ws:// run sends messages on its URL's path over kept "
+            raise ConfigError("url", "a ws:// or wss:// run sends messages on its URL's path over kept "
                               "connections: no paths, keepalive off or method other than GET")
         if self.target.websocket and self.message_bytes > self.max_message_bytes:
             raise ConfigError("max_message_bytes", f"{self.max_message_bytes} bytes is less than "
@@ -190,6 +203,13 @@ class LoadSpec:
         if self.target.websocket and (self.retries or self.deadline_seconds is not None):
             raise ConfigError("retries", "retries and deadlines apply to http:// requests, not to "
                               "the messages of a ws:// run")
+        if not self.target.tls:
+            for name, asked in (("insecure", self.insecure), ("ca_file", self.ca_file),
+                                ("tls_resume", self.tls_resume)):
+                if asked:
+                    raise ConfigError(name, "applies to https:// and wss:// targets only")
+        if self.insecure and self.ca_file:
+            raise ConfigError("ca_file", "checks the certificate, which insecure does not: give one")
         parse_thresholds(self.thresholds)
         require_loopback(parse_target(self.url).host, allow_remote=self.allow_remote)
 
@@ -249,11 +269,16 @@ class Target:
     port: int
     path: str  # path plus query, at least "/"
     host_header: str
-    websocket: bool = False  # a ws:// URL: messages on an upgraded connection
+    websocket: bool = False  # a ws:// or wss:// URL: messages on an upgraded connection
+    tls: bool = False  # https:// or wss://
+
+
+SCHEMES = {"http": (False, False), "ws": (True, False), "https": (False, True), "wss": (True, True)}
 
 
 def parse_target(url: str) -> Target:
-    """Split an ``http://`` or ``ws://`` URL; anything else is a :class:`ConfigError` naming ``url``."""
+    """Split an ``http://``, ``https://``, ``ws://`` or ``wss://`` URL; anything else is a
+    :class:`ConfigError` naming ``url``."""
     parts = urlsplit(url)
     if url.startswith("/"):
         raise ConfigError("url", f"{url!r} is a path: give the whole URL, e.g. "
@@ -261,19 +286,20 @@ def parse_target(url: str) -> Target:
     if "://" not in url:  # 127.0.0.1:8080/fast, as curl and wrk's users often type it
         raise ConfigError("url", f"{url!r} has no scheme: write http://{url} (ws:// for "
                           "WebSocket)")
-    if parts.scheme not in ("http", "ws"):
-        raise ConfigError("url", f"{url!r}: only http:// and ws:// targets are supported")
+    if parts.scheme not in SCHEMES:
+        raise ConfigError("url", f"{url!r}: only http://, https://, ws:// and wss:// targets are supported")
+    websocket, tls = SCHEMES[parts.scheme]
     if not parts.hostname:
         raise ConfigError("url", f"{url!r} has no host")
     try:
-        port = parts.port or 80
+        port = parts.port or (443 if tls else 80)
     except ValueError as error:
         raise ConfigError("url", f"{url!r}: {error}") from None
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
     return Target(host=parts.hostname, port=port, path=path, host_header=parts.netloc,
-                  websocket=parts.scheme == "ws")
+                  websocket=websocket, tls=tls)
 
 
 def message_payload(spec: LoadSpec) -> bytes:

@@ -28,7 +28,7 @@ from lab.engine.core import Engine, make_engine
 from lab.engine.http_lane import HttpLane
 from lab.engine.lane import Lane
 from lab.engine.live import FrameMeter
-from lab.engine.plan import EnginePlan, RetryPolicy, WebSocketPlan
+from lab.engine.plan import EnginePlan, RetryPolicy, TlsPlan, WebSocketPlan
 from lab.engine.spec import (
     LoadSpec,
     build_request,
@@ -109,6 +109,7 @@ class WorkerReport:
     frames_dropped: int = 0  # live frames the pipe had no room for (a parent not reading)
     cpu_ns: int = 0  # CPU time this process used while offering the load (user + system)
     frames_cpu_ns: int = 0  # of which making and sending live frames
+    tls: dict[str, Any] | None = None  # https://, wss://: what the handshakes negotiated (TlsClient.counts)
 
 
 def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
@@ -127,8 +128,12 @@ def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
         websocket = WebSocketPlan(uri=spec.url, payload=message_payload(spec),
                                   text=spec.message_type == "text", compression=spec.ws_compression,
                                   max_message_bytes=spec.max_message_bytes)
+    tls = None
+    if target.tls:
+        tls = TlsPlan(server_hostname=target.host, insecure=spec.insecure, ca_file=spec.ca_file,
+                      resume=spec.tls_resume)
     return EnginePlan(
-        host=target.host, port=target.port,
+        host=target.host, port=target.port, tls=tls,
         # A WebSocket lane builds its frame per connection (the mask is the connection's).
         requests=() if websocket else tuple(build_request(spec, path) for path in spec.request_paths),
         websocket=websocket,
@@ -217,7 +222,8 @@ async def _run(engine: Engine, worker: int, board: SharedBoard,
                         stopped_by_owner=engine.stopped_by_owner, gave_up=engine.gave_up,
                         frames=() if meter is None else tuple(meter.rest()),
                         frames_dropped=0 if meter is None else meter.dropped, cpu_ns=cpu_ns,
-                        frames_cpu_ns=0 if meter is None else meter.cpu_ns)
+                        frames_cpu_ns=0 if meter is None else meter.cpu_ns,
+                        tls=None if engine.tls is None else engine.tls.counts())
 
 
 def start_workers(spec: LoadSpec, context: ProcessContext, board: SharedBoard, *,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lab.measure import figures
-from lab.measure.run import RunOutcome, threshold_checks
+from lab.measure.run import RunOutcome, threshold_checks, tls_document
 from lab.measure.stats import LatencySummary
 from lab.measure.summary import Goodput, RunSummary, describe_counts, timeline_unsupported
 
@@ -86,6 +86,8 @@ def format_run(summary: RunSummary, load_spec: Mapping[str, Any], outcome: RunOu
     if checks:
         lines.append("Thresholds:")
         lines.extend(f"  {check.describe()}" for check in checks)
+    if outcome.tls is not None:
+        lines.append(_tls_line(outcome.tls))
     if outcome.calibration is not None:
         c = outcome.calibration
         lines.append(f"Generator's own latency (calibration, {c['requests']} requests): "
@@ -107,6 +109,19 @@ def _goodput_lines(goodput: Goodput) -> list[str]:
             f"requests answered{within} ({goodput.good_share * 100:.1f} %)",
             f"Attempts: {goodput.attempts:,} = {goodput.requests:,} requests + {goodput.retries:,} "
             f"retries (retries {goodput.retry_share * 100:.1f} % of the load)"]
+
+
+def _tls_line(counts: Mapping[str, Any]) -> str:
+    """What the run's TLS handshakes agreed on, as ``tls_document`` says it in ``--json``."""
+    tls = tls_document(counts)
+    line = f"TLS: {tls['handshakes']:,} handshakes"
+    if tls["version"] is not None:
+        line += f", {tls['version']} {tls['cipher']}, {tls['resumed']:,} resumed"
+        if tls["resumed_share"] is not None:
+            line += f" ({tls['resumed_share'] * 100:.0f} %)"
+    if tls["failures"]:
+        line += "; failed: " + describe_counts(tls["failures"])
+    return line
 
 
 def _heading(spec: Mapping[str, Any]) -> list[str]:
@@ -148,6 +163,8 @@ def _latency_lines(summary: RunSummary) -> list[str]:
     lines.append(_latency_line("TTFB", summary.ttfb))
     if summary.connect.count:  # a run whose connections all opened in its warm-up has none
         lines.append(_latency_line("Connect", summary.connect))
+    if summary.tls.count:  # the same connections' TLS handshakes
+        lines.append(_latency_line("TLS", summary.tls))
     lines.append("  Latency Distribution (ms)" + ("   corrected  uncorrected" if corrected else ""))
     # wrk --latency prints 50/75/90/99; every listed percentile and the max is where latency
     # hides. A percentile is written as wrk writes it (99.9%), beside its max.
@@ -238,6 +255,8 @@ def describe_lines(summary: RunSummary, load_spec: Mapping[str, Any], outcome: R
         lines.extend(_goodput_lines(summary.goodput))
     if summary.open_loop and summary.target_rate is not None:
         lines.append(_target_line(summary))
+    if outcome.tls is not None:
+        lines.append(_tls_line(outcome.tls))
     lines.append("")
     lines.extend(latency_table(summary).map(_three_decimals).to_string().splitlines())
     marked = sorted({distribution.count for distribution in _distributions(summary).values()
@@ -293,6 +312,8 @@ def _distributions(summary: RunSummary) -> dict[str, LatencySummary]:
         columns["uncorrected"] = summary.uncorrected
     columns["ttfb"] = summary.ttfb
     columns["connect"] = summary.connect
+    if summary.tls.count:
+        columns["tls"] = summary.tls
     return columns
 
 

@@ -39,6 +39,10 @@ class RunOutcome:
     calibration: dict[str, Any] | None = None  # Calibration.as_dict()
     # On a Dask cluster: the scheduler and each worker's share ({"address", "per_worker"}).
     cluster: dict[str, Any] | None = None
+    # An https:// or wss:// run: what its connections negotiated, over the whole run (the
+    # connections opened before it too), as counts -- {"handshakes", "resumed", "versions",
+    # "ciphers", "failures"}, see tls_counts(); None for a plain run.
+    tls: dict[str, Any] | None = None
 
     @property
     def measured_seconds(self) -> float:
@@ -48,7 +52,7 @@ class RunOutcome:
     def as_dict(self) -> dict[str, Any]:
         return {"window_ns": list(self.window_ns), "abandoned": self.abandoned,
                 "stopped_early": self.stopped_early, "problems": list(self.problems),
-                "calibration": self.calibration, "cluster": self.cluster}
+                "calibration": self.calibration, "cluster": self.cluster, "tls": self.tls}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunOutcome:
@@ -59,7 +63,43 @@ class RunOutcome:
                    problems=tuple(str(problem) for problem in plain.sequence(
                        values.get("problems", []), "problems")),
                    calibration=plain.mapping_or_none(values.get("calibration"), "calibration"),
-                   cluster=plain.mapping_or_none(values.get("cluster"), "cluster"))
+                   cluster=plain.mapping_or_none(values.get("cluster"), "cluster"),
+                   tls=None if values.get("tls") is None else tls_counts(values["tls"]))
+
+
+def tls_counts(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's TLS counts, checked (a record's, or several workers' merged by the caller):
+    ``handshakes`` and ``resumed`` whole numbers, ``versions``, ``ciphers`` and ``failures``
+    (a reason in words) each name -> count. Mistyped values raise TypeError or ValueError."""
+    def whole(value: Any, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"tls.{what} must be a count, not {value!r}")
+        return value
+
+    def counts(key: str) -> dict[str, int]:
+        return {plain.text(name, f"tls.{key}"): whole(count, f"{key}.{name}")
+                for name, count in plain.mapping(values.get(key, {}), f"tls.{key}").items()}
+
+    checked = plain.mapping(values, "tls")
+    return {"handshakes": whole(checked.get("handshakes", 0), "handshakes"),
+            "resumed": whole(checked.get("resumed", 0), "resumed"),
+            "versions": counts("versions"), "ciphers": counts("ciphers"), "failures": counts("failures")}
+
+
+def tls_document(counts: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``tls`` object of an https:// or wss:// run's ``--json``: the version and cipher most
+    connections negotiated (null when no handshake succeeded), every one counted, the share
+    of handshakes that resumed a session, and why handshakes failed."""
+    def most(key: str) -> str | None:
+        named: Mapping[str, int] = counts.get(key, {})
+        return max(named, key=named.__getitem__) if named else None
+
+    handshakes, resumed = int(counts.get("handshakes", 0)), int(counts.get("resumed", 0))
+    return {"version": most("versions"), "cipher": most("ciphers"),
+            "versions": dict(counts.get("versions", {})), "ciphers": dict(counts.get("ciphers", {})),
+            "handshakes": handshakes, "resumed": resumed,
+            "resumed_share": resumed / handshakes if handshakes else None,
+            "failures": dict(counts.get("failures", {}))}
 
 
 def summarize_measured(samples: np.ndarray, load_spec: Mapping[str, Any],
@@ -156,10 +196,12 @@ def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_a
         "latency_ms": _figures(summary.latency),
         "ttfb_ms": _figures(summary.ttfb),
         "connect_ms": _figures(summary.connect),
+        **({"tls_ms": _figures(summary.tls)} if outcome.tls is not None else {}),
         "status_latency_ms": {code: _figures(figures) for code, figures in summary.by_status.items()},
     }
     distributions: dict[str, LatencySummary | None] = {
         "latency_ms": summary.latency, "ttfb_ms": summary.ttfb, "connect_ms": summary.connect,
+        **({"tls_ms": summary.tls} if outcome.tls is not None else {}),
         **{f"status_latency_ms.{code}": figures for code, figures in summary.by_status.items()}}
     if summary.open_loop:
         document.update({
@@ -175,6 +217,8 @@ def run_document(summary: RunSummary, load_spec: Mapping[str, Any], *, started_a
     document["unsupported_percentiles"] = unsupported_paths(distributions)
     document.update({"abandoned": outcome.abandoned, "stopped_early": outcome.stopped_early,
                      "measured_duration_seconds": outcome.measured_seconds})
+    if outcome.tls is not None:
+        document["tls"] = tls_document(outcome.tls)
     if outcome.cluster is not None:
         document["cluster"] = outcome.cluster
     if checks:

@@ -40,6 +40,8 @@ class ErrorKind(enum.IntEnum):
     # the request's deadline (across its attempts, LoadSpec.deadline_seconds) passed before an
     # answer: its attempt was cut short, or it waited for a connection past it and never went
     DEADLINE = 11
+    # the TLS handshake failed: the certificate, no common version, not TLS at all, or no answer
+    TLS_FAILED = 12
 
     @property
     def label(self) -> str:
@@ -58,43 +60,58 @@ SAMPLE_DTYPE = np.dtype([
     ("status", np.int16),  # HTTP status; 0 when there was none; 101 for a WebSocket message
     ("response_bytes", np.int64),  # bytes received for this response, headers included
     ("error", np.int8),  # an ErrorKind value
+    # duration of the TLS handshake of the connection this request opened, from the TCP
+    # connection being up to the handshake's end; MISSING if reused, or plain (http://, ws://)
+    ("tls_ns", np.int64),
+    ("tls_resumed", np.int8),  # that handshake resumed an earlier session: 1, or 0; MISSING if none
     ("worker", np.int16),  # which generator process sent it
     ("attempt", np.int8),  # 0 for a request's first attempt, n for its n-th retry
 ])
 
-# The format before ``attempt`` existed: records saved then are read as first attempts.
-SAMPLE_DTYPE_WITHOUT_ATTEMPT = np.dtype([(name, SAMPLE_DTYPE[name]) for name in SAMPLE_DTYPE.names or ()
-                                         if name != "attempt"])
-
 # Every other list of columns is derived from the dtype above, so that a column is added there
 # and nowhere else.
+# What a new TLS connection adds to its first request's row: recorded apart from the rows, once
+# per connection, so that a request on a kept connection costs what it did before TLS.
+TLS_COLUMNS: tuple[str, ...] = ("tls_ns", "tls_resumed")
 # What a generator process records per request, in this order (its worker tags them later).
-RECORDED_COLUMNS: tuple[str, ...] = tuple(name for name in SAMPLE_DTYPE.names or () if name != "worker")
+RECORDED_COLUMNS: tuple[str, ...] = tuple(name for name in SAMPLE_DTYPE.names or ()
+                                          if name != "worker" and name not in TLS_COLUMNS)
 # Times in nanoseconds: MISSING where they do not apply.
 TIME_COLUMNS: tuple[str, ...] = tuple(name for name in SAMPLE_DTYPE.names or () if name.endswith("_ns"))
-# Of those, the instants read on a generator's clock: moved as a whole onto another clock (a
-# Dask worker's onto the client's). ``connect_ns`` is a duration, the same on every clock.
-CLOCK_COLUMNS: tuple[str, ...] = tuple(name for name in TIME_COLUMNS if name != "connect_ns")
+# Of those, the durations: the same on every clock.
+DURATION_COLUMNS: tuple[str, ...] = ("connect_ns", "tls_ns")
+# The instants read on a generator's clock: moved as a whole onto another clock (a Dask
+# worker's onto the client's).
+CLOCK_COLUMNS: tuple[str, ...] = tuple(name for name in TIME_COLUMNS if name not in DURATION_COLUMNS)
+# Columns that hold MISSING where they do not apply (besides the times).
+FLAG_COLUMNS: tuple[str, ...] = ("tls_resumed",)
+
+# The samples of records saved before the TLS columns or ``attempt`` existed: read, they gain
+# those columns (TLS ones MISSING, ``attempt`` 0: a first attempt; see upgrade()).
+_ADDED_LATER = (TLS_COLUMNS, ("attempt",), (*TLS_COLUMNS, "attempt"))
+LEGACY_SAMPLE_DTYPES: tuple[np.dtype, ...] = tuple(
+    np.dtype([(name, SAMPLE_DTYPE[name]) for name in SAMPLE_DTYPE.names or () if name not in added])
+    for added in _ADDED_LATER)
 
 
 def empty(count: int = 0) -> np.ndarray:
     """A samples array of ``count`` rows, every time MISSING."""
     samples = np.zeros(count, dtype=SAMPLE_DTYPE)
-    for name in TIME_COLUMNS:
+    for name in (*TIME_COLUMNS, *FLAG_COLUMNS):
         samples[name] = MISSING
     return samples
 
 
-def with_attempts(samples: np.ndarray) -> np.ndarray:
-    """Samples in the current format: rows saved before ``attempt`` existed become first attempts."""
+def upgrade(samples: np.ndarray) -> np.ndarray:
+    """Samples in an older layout (:data:`LEGACY_SAMPLE_DTYPES`) in the current one: the TLS
+    columns they lack are MISSING, as for a request those columns do not apply to, and a row
+    without ``attempt`` is a first attempt (0)."""
     if samples.dtype == SAMPLE_DTYPE:
         return samples
-    if samples.dtype != SAMPLE_DTYPE_WITHOUT_ATTEMPT:
-        raise TypeError(f"not a samples array: {samples.dtype}")
-    upgraded = np.zeros(samples.shape, dtype=SAMPLE_DTYPE)
+    current = empty(len(samples))
     for name in samples.dtype.names or ():
-        upgraded[name] = samples[name]
-    return upgraded
+        current[name] = samples[name]
+    return current
 
 
 def first_attempts(samples: np.ndarray) -> np.ndarray:

@@ -55,6 +55,7 @@ METRICS: dict[str, str] = {
     "uncorrected": "latency from the actual send (what a closed-loop tool would report)",
     "ttfb": "time to first byte, from the actual send",
     "connect": "TCP connect time, for requests that opened a connection",
+    "tls": "TLS handshake time, for requests that opened a TLS connection (https://, wss://)",
 }
 
 # The share the seed article claims, "under 2 ms", and its neighbours. (Its 99.57 % is wrk's
@@ -95,6 +96,12 @@ def connect_ns(samples: np.ndarray) -> np.ndarray:
     return np.asarray(samples["connect_ns"][opened], dtype=np.int64)
 
 
+def tls_ns(samples: np.ndarray) -> np.ndarray:
+    """Handshake times of the requests that opened a TLS connection (a failed handshake has
+    none: it is a ``tls_failed`` error)."""
+    return np.asarray(samples["tls_ns"][samples["tls_ns"] != MISSING], dtype=np.int64)
+
+
 def metric_ns(samples: np.ndarray, metric: str) -> np.ndarray:
     """One figure per request, in nanoseconds, for a metric named in ``METRICS``: latencies of
     successful requests, connect times of every connection opened."""
@@ -106,6 +113,8 @@ def metric_ns(samples: np.ndarray, metric: str) -> np.ndarray:
         return ttfb_ns(samples)
     if metric == "connect":
         return connect_ns(samples)
+    if metric == "tls":
+        return tls_ns(samples)
     raise ConfigError("metric", f"{metric!r} is not allowed; allowed: one of {', '.join(METRICS)}")
 
 
@@ -201,6 +210,7 @@ class RunSummary:
     uncorrected: LatencySummary | None  # from the actual send; None in a closed loop (== latency)
     ttfb: LatencySummary
     connect: LatencySummary  # connects requests waited for (reconnects, no keep-alive)
+    tls: LatencySummary  # TLS handshakes requests waited for, as connect; empty for a plain run
     send_lag: LatencySummary | None  # open loop: actual minus intended send, of sent requests
     by_status: dict[str, LatencySummary]  # latency of every answer, per status code
     share_under: dict[str, float]  # threshold in ms ("2") -> fraction of successful requests below it
@@ -267,6 +277,9 @@ class RunSummary:
             late=None if values["late"] is None else int(values["late"]),
             latency=latency(values["latency"], "latency"), uncorrected=optional_latency("uncorrected"),
             ttfb=latency(values["ttfb"], "ttfb"), connect=latency(values["connect"], "connect"),
+            # A summary saved before TLS was measured: the run had no handshake.
+            tls=(summarize(np.empty(0, np.int64)) if values.get("tls") is None
+                 else latency(values["tls"], "tls")),
             send_lag=optional_latency("send_lag"),
             by_status={str(k): latency(v, f"by_status.{k}")
                        for k, v in plain.mapping(values["by_status"], "by_status").items()},
@@ -319,6 +332,7 @@ def summarize_run(samples: np.ndarray, *, window_ns: tuple[int, int] | None = No
         uncorrected=summarize(metric_ns(samples, "uncorrected")) if open_loop else None,
         ttfb=summarize(metric_ns(samples, "ttfb")),
         connect=summarize(connect_ns(samples)),
+        tls=summarize(tls_ns(samples)),
         send_lag=send_lag,
         by_status=latency_by_status(replies),
         share_under={threshold_key(t): share_under(latencies, t) for t in thresholds_ms},

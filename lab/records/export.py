@@ -65,6 +65,7 @@ def to_dataframe(source: Record | np.ndarray) -> pd.DataFrame:
     frame = pd.DataFrame({
         name: pd.Series(samples[name], dtype="Int64").mask(samples[name] == MISSING)
         for name in TIME_COLUMNS})
+    frame["tls_resumed"] = samples["tls_resumed"]
     frame["status"] = samples["status"]
     frame["response_bytes"] = samples["response_bytes"]
     frame["error"] = pd.Categorical([ErrorKind(int(code)).label for code in samples["error"]],
@@ -76,6 +77,7 @@ def to_dataframe(source: Record | np.ndarray) -> pd.DataFrame:
     frame["uncorrected_latency_ms"] = _where_ok(ok, samples["done_ns"] - samples["sent_ns"])
     frame["ttfb_ms"] = _where_ok(ok, samples["first_byte_ns"] - samples["sent_ns"])
     frame["connect_ms"] = _where_ok(ok & (samples["connect_ns"] != MISSING), samples["connect_ns"])
+    frame["tls_ms"] = _where_ok(ok & (samples["tls_ns"] != MISSING), samples["tls_ns"])
     if isinstance(source, Record) and samples.size:
         origin_ns, origin_utc = run_start(source)
         since_ns = start_ns(samples) - origin_ns
@@ -108,7 +110,10 @@ def samples_from_dataframe(frame: pd.DataFrame) -> np.ndarray:
     """Rebuild the raw samples from an exported table (derived columns are ignored)."""
     samples = empty(len(frame))
     for name in TIME_COLUMNS:
-        samples[name] = frame[name].astype("Int64").fillna(MISSING).to_numpy(dtype=np.int64)
+        if name in frame:  # (a table exported before a column existed lacks it: MISSING)
+            samples[name] = frame[name].astype("Int64").fillna(MISSING).to_numpy(dtype=np.int64)
+    if "tls_resumed" in frame:
+        samples["tls_resumed"] = frame["tls_resumed"].to_numpy(dtype=np.int8)
     codes = {label: int(kind) for label, kind in zip(ERROR_LABELS, ErrorKind, strict=True)}
     samples["error"] = [codes[str(label)] for label in frame["error"]]
     for name in ("status", "response_bytes", "worker"):
@@ -123,7 +128,7 @@ def read_csv(path: Path | str) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={name: "Int64" for name in TIME_COLUMNS}, keep_default_na=False,
                         na_values={name: [""] for name in (*TIME_COLUMNS, "latency_ms",
                                                            "uncorrected_latency_ms", "ttfb_ms",
-                                                           "connect_ms")})
+                                                           "connect_ms", "tls_ms")})
     frame["error"] = pd.Categorical(frame["error"].astype(str), categories=ERROR_LABELS)
     if "start_utc" in frame:
         frame["start_utc"] = pd.to_datetime(frame["start_utc"], utc=True, format="ISO8601")

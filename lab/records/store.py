@@ -40,7 +40,7 @@ import pandas as pd
 
 from lab.errors import CorruptRecord, RecordNotFound
 from lab.measure import plain, report
-from lab.measure.samples import SAMPLE_DTYPE, SAMPLE_DTYPE_WITHOUT_ATTEMPT, with_attempts
+from lab.measure.samples import LEGACY_SAMPLE_DTYPES, SAMPLE_DTYPE, upgrade
 from lab.measure.summary import RunSummary
 from lab.records import schema
 from lab.records.environment import SOURCE_ROOT
@@ -66,10 +66,6 @@ MAX_LISTED_SETTINGS = 10
 MEASURED_COLUMN = "measured_s"  # how long the load ran, beside the duration asked (a stopped run)
 
 _data_dir_override: Path | None = None
-
-# Read: the current format, and the one before retries numbered their attempts.
-SAMPLE_FORMATS = (SAMPLE_DTYPE, SAMPLE_DTYPE_WITHOUT_ATTEMPT)
-
 
 EXPORTS_DIRECTORY = "exports"
 # A sweep's own document (its plan, effects and rounds: what `sweep --json` prints) beside the
@@ -459,9 +455,14 @@ def _samples_rows(path: Path) -> int:
     """Rows in a .npy file, from its header alone (listing must not read every sample)."""
     with _open_regular(path) as stream:
         shape, dtype = _npy_header(stream)
-    if dtype not in SAMPLE_FORMATS or len(shape) != 1:
+    if not _lab_samples(dtype) or len(shape) != 1:
         raise CorruptRecord(f"{SAMPLES_FILE} is not in the lab's sample format")
     return int(shape[0])
+
+
+def _lab_samples(dtype: np.dtype[Any]) -> bool:
+    """The lab's sample layout, this one or one an older lab wrote (read, it is upgraded)."""
+    return dtype == SAMPLE_DTYPE or dtype in LEGACY_SAMPLE_DTYPES
 
 
 def _read_samples(path: Path, expected_sha256: str) -> np.ndarray:
@@ -474,13 +475,13 @@ def _read_samples(path: Path, expected_sha256: str) -> np.ndarray:
             raise CorruptRecord(f"{SAMPLES_FILE} does not match its checksum")
         stream.seek(0)
         shape, dtype = _npy_header(stream)
-        if dtype not in SAMPLE_FORMATS or len(shape) != 1:
+        if not _lab_samples(dtype) or len(shape) != 1:
             raise CorruptRecord(f"{SAMPLES_FILE} is not in the lab's sample format")
         data = stream.read()
     rows = len(data) // dtype.itemsize
     if rows < shape[0]:
         raise CorruptRecord(f"{SAMPLES_FILE} is truncated: {rows} of {shape[0]} rows")
-    return with_attempts(np.frombuffer(data, dtype=dtype, count=shape[0]))
+    return upgrade(np.frombuffer(data, dtype=dtype, count=shape[0]))
 
 
 def _read_record(directory: Path) -> Record:
