@@ -67,7 +67,7 @@ def test_bad_value_shows_a_message_and_the_next_run_works(panel):
 
     panel.server_form.controls["read_buffer_bytes"].value_widget.value = 3
     assert panel.start_run() is None
-    assert "read_buffer_bytes" in panel.message.value
+    assert "read buffer (bytes): " in panel.message.value  # by the label the panel shows
     assert panel.server_form.controls["read_buffer_bytes"].value_widget.value == 65536  # reset
 
     panel.load_form.controls["connections"].value_widget.value = 2
@@ -433,3 +433,56 @@ def test_a_panel_hosts_an_asgi_app_and_keeps_it_across_an_isolation_switch(tmp_p
         assert httpx.get(hosted.server.url + "/still").text == "/still"
     finally:
         hosted.close()
+
+
+def test_a_refused_run_clears_the_last_result_and_marks_the_field_by_its_label(panel):
+    panel.path.value = "/no-such-page"
+    asyncio.run(press_run(panel))
+    assert panel.progress.bar_style == "danger" and "done: " in panel.progress_text.value
+    duration = panel.load_form.controls["duration_seconds"]
+    duration.value_widget.value = -1
+    assert panel.start_run() is None
+    assert "not started: duration (s): " in panel.message.value
+    assert "duration_seconds" not in panel.message.value
+    # the previous run's red bar and "done: ..." line are not this refusal's result
+    assert panel.progress_text.value == "" and panel.progress.bar_style == "" and panel.progress.value == 0
+    assert "lab-invalid" in duration.widget._dom_classes
+    marked = [name for name, control in panel.load_form.controls.items()
+              if "lab-invalid" in control.widget._dom_classes]
+    assert marked == ["duration_seconds"]
+
+    duration.value_widget.value = 0.3
+    panel.path.value = "/fast"
+    assert asyncio.run(press_run(panel)) is not None
+    assert "lab-invalid" not in duration.widget._dom_classes  # the mark goes with the error
+
+
+def test_a_refused_server_value_is_named_by_its_label_beside_apply(panel):
+    panel.server_form.controls["read_buffer_bytes"].value_widget.value = 3
+    assert panel.apply() is False
+    label = panel.server_form.controls["read_buffer_bytes"].label
+    assert f"not applied: {label}: " in panel.apply_message.value
+    assert "lab-invalid" in panel.server_form.controls["read_buffer_bytes"].widget._dom_classes
+    assert panel.message.value == ""  # the answer is beside the button that asked
+
+
+def test_apply_answers_beside_its_button(panel):
+    panel.server_form.controls["nodelay"].value_widget.value = False
+    assert panel.apply()
+    assert "applied nodelay=False" in panel.apply_message.value
+    assert panel.message.value == ""
+    server_column = panel.widget.children[1].children[0]
+    assert any(panel.apply_button in row.children and panel.apply_message in row.children
+               for row in server_column.children if hasattr(row, "children"))  # Apply's own row
+
+
+def test_choosing_the_open_loop_ticks_the_rate(panel):
+    rate = panel.load_form.controls["rate"]
+    assert rate.enabled is not None and not rate.enabled.value
+    panel.load_form.controls["mode"].value_widget.value = "open"
+    assert rate.enabled.value and not rate.value_widget.disabled
+    assert panel.load_spec().rate == rate.value_widget.value >= 1  # a start, not the box's 0.1
+    rate.value_widget.value = 250
+    panel.load_form.controls["mode"].value_widget.value = "closed"
+    panel.load_form.controls["mode"].value_widget.value = "open"
+    assert panel.load_spec().rate == 250  # a rate the user typed is kept

@@ -49,6 +49,10 @@ DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}
 PROGRESS_INTERVAL_SECONDS = 0.15  # also how often the live view is redrawn
 EXPORT_FORMATS = ("csv", "parquet", "json", "hgrm")
 ERROR_COLOUR, OK_COLOUR = compare.FAILED_COLOUR, "#2e7d32"
+INVALID_CLASS = "lab-invalid"  # a field whose value was refused (PANEL_CSS marks it)
+# What choosing the open loop puts in an empty rate box: a rate any server here keeps up with,
+# a start to change rather than 0.1 requests/s (the box's minimum), which measures nothing.
+OPEN_LOOP_START_RATE = 100.0
 # Sized for JupyterLab's output area at a 1400 px window with the file browser open (about
 # 880 px wide): two plots side by side, each drawn at the size it is shown (text stays legible),
 # and shrunk, never cut, where the area is narrower.
@@ -63,7 +67,9 @@ PANEL_CSS = """<style>
   border: 1px solid var(--jp-border-color2, #ccc); overflow-wrap: anywhere; }
 .lab-panel .lab-table thead th { text-align: center; }
 .lab-panel img { max-width: 100%; height: auto; }
-.lab-panel .widget-html-content { white-space: normal; }
+.lab-panel .widget-html-content { white-space: normal; overflow-wrap: anywhere; }
+.lab-panel .lab-invalid .widget-label { color: #b00020; font-weight: bold; }
+.lab-panel .lab-invalid input, .lab-panel .lab-invalid select { outline: 2px solid #b00020; }
 </style>"""
 
 
@@ -143,6 +149,7 @@ class LabPanel:
         self._run: Run | None = None
         self._load_template = LoadSpec(url=self._target(path), **{**DEFAULT_LOAD, **(load or {})})
         self.live = LiveView()  # the running load, drawn as it happens (lab/notebook/live.py)
+        self._marked: list[widgets.Widget] = []  # rows marked for a refused value
         self._build_widgets(path, cluster)
 
     # --- layout ---------------------------------------------------------------------------
@@ -166,6 +173,8 @@ class LabPanel:
                                     layout=widgets.Layout(width="100%", max_width="360px"))
         self.apply_button = widgets.Button(description="Apply", icon="check",
                                            tooltip="reconfigure the running server")
+        # Apply answers beside its button, not in the message line under both columns
+        self.apply_message = widgets.HTML("", layout=widgets.Layout(flex="1 1 0%", min_width="0"))
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.progress = widgets.FloatProgress(value=0, min=0, max=1,
@@ -178,9 +187,11 @@ class LabPanel:
         self.summary_view = widgets.HTML("")
         self.plots_view = widgets.HBox([], layout=widgets.Layout(flex_flow="row wrap"))
         self.runs_view = widgets.HTML("")
+        # Fixed flex bases, not the content's width: a long answer beside Save/Export or a long
+        # run label must wrap in its own box, not widen it and push the buttons onto a new row.
         self.overlay_pick = widgets.SelectMultiple(
-            options=[], description="overlay", layout=widgets.Layout(width="auto", flex="1 1 auto",
-                                                                     height="90px"))
+            options=[], description="overlay", layout=widgets.Layout(width="auto", flex="1 1 300px",
+                                                                     min_width="0", height="90px"))
         self.overlay_button = widgets.Button(description="Overlay", icon="layer-group")
         self.overlay_view = widgets.HBox([])
         self.keep_message = widgets.HTML("")  # Save/Export say what they did beside the buttons
@@ -196,12 +207,13 @@ class LabPanel:
         self.export_button.on_click(lambda _: self.export())
         self.overlay_button.on_click(lambda _: self.overlay())
         self.isolation.observe(lambda _: self.apply(), names="value")
+        self.load_form.controls["mode"].value_widget.observe(self._mode_chosen, names="value")
 
         path_rows = [self.network_path_form.widget] if self.network_path_form else []
         column = widgets.Layout(flex="1 1 360px", min_width="0")
         server_box = widgets.VBox([widgets.HTML("<h4>Server</h4>"), self.server_status,
                                    self.isolation, self.server_form.widget, *path_rows,
-                                   self.apply_button],
+                                   widgets.HBox([self.apply_button, self.apply_message])],
                                   layout=column)
         load_box = widgets.VBox([widgets.HTML("<h4>Load</h4>"), self.path, self.cluster,
                                  self.load_form.widget,
@@ -209,7 +221,7 @@ class LabPanel:
                                  self.progress, self.progress_text], layout=column)
         keeping = widgets.VBox([self.overlay_button,
                                 widgets.HBox([self.save_button, self.export_format, self.export_button]),
-                                self.keep_message], layout=widgets.Layout(flex="0 1 auto", min_width="0"))
+                                self.keep_message], layout=widgets.Layout(flex="1 1 300px", min_width="0"))
         results_box = widgets.VBox([
             widgets.HTML("<h4>Last run</h4>"), self.summary_view, self.plots_view,
             widgets.HTML("<h4>Runs of this session</h4>"), self.runs_view,
@@ -248,21 +260,25 @@ class LabPanel:
 
         During a run too: the change is marked on the live view and in the run's record.
         """
+        return self._apply(near=self.apply_message)
+
+    def _apply(self, *, near: widgets.HTML) -> bool:
+        self._unmark()
         try:
             changes = self.server_form.changes_from(self.server.config)
             if self.isolation.value != self.server.isolation:
                 if self._run is not None:
                     raise ConfigError("isolation", "cannot move the server during a run")
                 self._switch_isolation(self.server.config.replace(**changes))
-                self._say(f"server restarted in a {self.isolation.value}")
+                self._say(f"server restarted in a {self.isolation.value}", near=near)
                 return True
             if changes:
                 self.server.reconfigure(**changes)
-                self._say("applied " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
-            self._apply_network_path()
+                self._say("applied " + ", ".join(f"{k}={v!r}" for k, v in changes.items()), near=near)
+            self._apply_network_path(near)
             return True
         except (ConfigError, OSError, RuntimeError) as error:
-            self._say(f"not applied: {error}", error=True)
+            self._say(f"not applied: {self._refusal(error)}", error=True, near=near)
             self.server_form.show(self.server.config)
             if self.network_path_form is not None and self.server.path is not None:
                 self.network_path_form.show(self.server.path.spec)
@@ -271,7 +287,48 @@ class LabPanel:
         finally:
             self._show_server_status()
 
-    def _apply_network_path(self) -> None:
+    # --- a refused value: named as the panel shows it, and marked ------------------------
+
+    def _field(self, option: str) -> tuple[str, widgets.Widget] | None:
+        """The label and the row of the widget that sets ``option``, if the panel has one."""
+        forms = [self.server_form, self.load_form, self.network_path_form]
+        for form in forms:
+            if form is not None and option in form.controls:
+                control = form.controls[option]
+                return control.label, control.widget
+        boxes: dict[str, widgets.Widget] = {"path": self.path, "cluster": self.cluster,
+                                            "isolation": self.isolation}
+        return (boxes[option].description, boxes[option]) if option in boxes else None
+
+    def _refusal(self, error: Exception) -> str:
+        """Why a value was refused, naming the field by the label the user sees
+        (``duration (s): -1.0 is out of range``), and marking that field."""
+        if not isinstance(error, ConfigError):
+            return str(error)
+        field = self._field(error.option)
+        if field is None:
+            return str(error)
+        label, row = field
+        row.add_class(INVALID_CLASS)
+        self._marked.append(row)
+        return f"{label}: {error.message}"
+
+    def _unmark(self) -> None:
+        for row in self._marked:
+            row.remove_class(INVALID_CLASS)
+        self._marked = []
+
+    def _mode_chosen(self, change: dict[str, Any]) -> None:
+        """The open loop needs a rate: choosing it ticks the rate's box (with a rate to start
+        from if the box holds none a user typed)."""
+        rate = self.load_form.controls["rate"]
+        if change["new"] != "open" or rate.enabled is None or rate.enabled.value:
+            return
+        rate.enabled.value = True
+        if not rate.value_widget.value or rate.value_widget.value <= (rate.spec.minimum or 0):
+            rate.value_widget.value = OPEN_LOOP_START_RATE
+
+    def _apply_network_path(self, near: widgets.HTML) -> None:
         """Hand changed "network path" knobs to the running relay (ConfigError if bad)."""
         emulated = self.server.path
         if self.network_path_form is None or emulated is None:
@@ -279,7 +336,7 @@ class LabPanel:
         wanted = self.network_path_form.build(emulated.spec)
         if wanted != emulated.spec:
             emulated.update(wanted)
-            self._say(f"network path now {wanted}")
+            self._say(f"network path now {wanted}", near=near)
 
     def _switch_isolation(self, config: ServerConfig) -> None:
         port = self.server.port
@@ -317,14 +374,18 @@ class LabPanel:
         if self._run is not None:
             self._say("a run is going already", error=True)
             return None
-        if not self.apply():
+        # A refused run is no run: the last run's red bar and "done: ..." line would read as
+        # this one's result.
+        if not self._apply(near=self.message):
+            self._clear_progress()
             return None
         try:
             spec = self.load_spec()
             cluster = self.cluster.value.strip() or None  # checked before a cluster starts
             self._run = start_load(spec, live=True, cluster=cluster)
         except (LabError, OSError) as error:
-            self._say(f"not started: {error}", error=True)
+            self._say(f"not started: {self._refusal(error)}", error=True)
+            self._clear_progress()
             return None
         self._set_running(True)
         self.live.begin(self._run, self.server)
@@ -369,6 +430,11 @@ class LabPanel:
         self.progress_text.value = coloured(progress_line(progress, run.live_totals), error=failing) \
             if done or failing else html.escape(progress_line(progress, run.live_totals))
         self.progress.bar_style = ("danger" if failing else "success") if done else ""
+
+    def _clear_progress(self) -> None:
+        self.progress.value = 0
+        self.progress.bar_style = ""
+        self.progress_text.value = ""
 
     def _set_running(self, running: bool) -> None:
         self.run_button.disabled = running
