@@ -111,6 +111,8 @@ def test_stop_ends_a_long_run_early_and_keeps_its_samples(panel):
     assert record is not None
     assert len(record.samples) > 0
     assert "stopped early" in panel.message.value
+    outcome = panel.runs_view.value.split("<th>outcome</th>")[1].split("</tr>")[0]
+    assert "passed" not in outcome and "STOPPED" in outcome  # a part of a run did not pass
 
 
 def test_save_and_export(panel, tmp_path):
@@ -486,3 +488,78 @@ def test_choosing_the_open_loop_ticks_the_rate(panel):
     panel.load_form.controls["mode"].value_widget.value = "closed"
     panel.load_form.controls["mode"].value_widget.value = "open"
     assert panel.load_spec().rate == 250  # a rate the user typed is kept
+
+
+def test_a_saved_cli_run_is_loaded_into_the_session_and_overlaid(panel, tmp_path):
+    import subprocess
+    import sys
+
+    asyncio.run(press_run(panel))
+    command = [sys.executable, "-m", "lab", "bench", panel.server.url + "/fast", "-c", "2", "-d", "0.5",
+               "--save", "--name", "from the cli", "--data-dir", str(panel.store.path)]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert panel.load_run("no such run") is None
+    assert "not loaded: " in panel.keep_message.value and "#b00020" in panel.keep_message.value
+    record = panel.load_run("from the cli")
+    assert record is not None and record.name == "from the cli"
+    assert "loaded from the cli (" in panel.keep_message.value
+    assert [kept.name for kept in panel.records] == ["run 1", "from the cli"]
+    assert "from the cli" in panel.runs_view.value  # a column of the session's table
+    assert any(label.startswith("from the cli") for label, _ in panel.overlay_pick.options)
+    figure = panel.overlay([0, 1])
+    assert figure is not None and len(figure.axes[0].lines) >= 2
+    assert panel.load_run(record.id) is None and "already" in panel.keep_message.value
+
+    asyncio.run(press_run(panel))  # the next run of the session is run 2, not run 3
+    assert panel.records[-1].name == "run 2"
+
+
+def test_saved_panel_runs_keep_their_label_and_never_share_a_name(panel, tmp_path):
+    asyncio.run(press_run(panel))
+    panel.server_form.controls["nodelay"].value_widget.value = False
+    asyncio.run(press_run(panel))
+    panel.overlay_pick.value = (0, 1)
+    panel.save()
+    names = sorted(info.name for info in panel.store.infos())
+    assert names == ["run 1 · nodelay on", "run 2 · nodelay off"]
+    # a second session, in the same data folder, makes its own "run 1 · nodelay on"
+    other = LabPanel(store=panel.store, load=QUICK_LOAD)
+    try:
+        asyncio.run(press_run(other))
+        other.server_form.controls["nodelay"].value_widget.value = False
+        asyncio.run(press_run(other))
+        other.overlay_pick.value = (0,)
+        other.save()
+    finally:
+        other.close()
+    names = sorted(info.name for info in panel.store.infos())
+    assert names == ["run 1 · nodelay on", "run 1 · nodelay on (2)", "run 2 · nodelay off"]
+    assert "run 1 · nodelay on (2)" in other.keep_message.value
+    assert "run 1 · nodelay on (2)" in other.saved_pick.options  # offered for Load
+
+
+def test_the_runs_table_names_settings_by_their_labels_and_leaves_out_what_a_run_did_not_record(panel):
+    asyncio.run(press_run(panel))
+    panel.load_form.controls["duration_seconds"].value_widget.value = 0.3
+    asyncio.run(press_run(panel))
+    rows = [row.split("</th>")[0] for row in panel.runs_view.value.split("<tr><th>")[1:]]
+    assert "duration (s)" in rows and "duration_seconds" not in rows  # as the widget names it
+
+    cli_run = _record("from the cli")  # a run of a server the lab did not start: no server settings
+    cli_run = Record.create(samples=cli_run.samples, name="from the cli", load_spec=cli_run.load_spec)
+    view = comparison_view([panel.records[0], cli_run], setting_labels=panel._setting_labels())
+    assert not any(label.startswith("nodelay") for label in view.table.index)  # no row of dashes
+    assert "server settings not compared: not recorded in from the cli" in view.notes
+    assert short_labels([panel.records[0], cli_run])[1].startswith("from the cli")
+    assert len(short_labels([panel.records[0], cli_run])[1]) < 80  # not every server knob "-"
+
+
+def test_a_setting_both_parts_name_alike_says_whose_it_is():
+    from lab.records.compare import _setting_row_labels
+
+    labels = _setting_row_labels(["server.keepalive", "load.keepalive", "load.duration_seconds"],
+                                 {"server.keepalive": "keepalive", "load.keepalive": "keepalive",
+                                  "load.duration_seconds": "duration (s)"})
+    assert labels == {"server.keepalive": "server keepalive", "load.keepalive": "load keepalive",
+                      "load.duration_seconds": "duration (s)"}

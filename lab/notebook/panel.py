@@ -150,6 +150,7 @@ class LabPanel:
         self._load_template = LoadSpec(url=self._target(path), **{**DEFAULT_LOAD, **(load or {})})
         self.live = LiveView()  # the running load, drawn as it happens (lab/notebook/live.py)
         self._marked: list[widgets.Widget] = []  # rows marked for a refused value
+        self._runs_made = 0  # this session's runs ("run 1", ...); loaded runs keep their names
         self._build_widgets(path, cluster)
 
     # --- layout ---------------------------------------------------------------------------
@@ -198,6 +199,14 @@ class LabPanel:
         self.export_format = widgets.Dropdown(options=EXPORT_FORMATS, value="csv",
                                               layout=widgets.Layout(width="100px"))
         self.save_button = widgets.Button(description="Save", icon="save", disabled=True)
+        # A saved run (bench --save, an earlier session) brought in beside this session's runs:
+        # a name, an id, a prefix of one or "latest", as the CLI takes them.
+        self.saved_pick = widgets.Combobox(options=[], placeholder="saved run: name or id",
+                                           ensure_option=False,
+                                           layout=widgets.Layout(flex="1 1 160px", min_width="0"))
+        self.load_button = widgets.Button(description="Load", icon="folder-open",
+                                          tooltip="bring a saved run into this session's runs",
+                                          layout=widgets.Layout(flex="0 0 auto", width="auto"))
         self.export_button = widgets.Button(description="Export", icon="download", disabled=True)
 
         self.apply_button.on_click(lambda _: self.apply())
@@ -206,6 +215,7 @@ class LabPanel:
         self.save_button.on_click(lambda _: self.save())
         self.export_button.on_click(lambda _: self.export())
         self.overlay_button.on_click(lambda _: self.overlay())
+        self.load_button.on_click(lambda _: self.load_run(self.saved_pick.value))
         self.isolation.observe(lambda _: self.apply(), names="value")
         self.load_form.controls["mode"].value_widget.observe(self._mode_chosen, names="value")
 
@@ -221,6 +231,7 @@ class LabPanel:
                                  self.progress, self.progress_text], layout=column)
         keeping = widgets.VBox([self.overlay_button,
                                 widgets.HBox([self.save_button, self.export_format, self.export_button]),
+                                widgets.HBox([self.saved_pick, self.load_button]),
                                 self.keep_message], layout=widgets.Layout(flex="1 1 300px", min_width="0"))
         results_box = widgets.VBox([
             widgets.HTML("<h4>Last run</h4>"), self.summary_view, self.plots_view,
@@ -231,6 +242,7 @@ class LabPanel:
         self.widget = widgets.VBox([widgets.HTML(PANEL_CSS), top, self.message, self.live, results_box])
         self.widget.add_class("lab-panel")
         self._show_server_status()
+        self._list_saved_runs()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -443,8 +455,9 @@ class LabPanel:
         self.save_button.disabled = self.export_button.disabled = running or not self.records
 
     def _finish(self, result: LoadResult, changes: list[tuple[int, str]] | None = None) -> Record:
+        self._runs_made += 1
         record = record_from_result(result, server_config=self.server.config,
-                                    name=f"run {len(self.records) + 1}", changes=changes or ())
+                                    name=f"run {self._runs_made}", changes=changes or ())
         self.records.append(record)
         self.results.append(result)
         outcome, failure = result.verdict()
@@ -474,7 +487,14 @@ class LabPanel:
         # at the box's edge, and the part cut off is the part that tells runs apart.
         labels = compare.short_labels(self.records)
         self.overlay_pick.options = [(label, index) for index, label in enumerate(labels)]
-        self.runs_view.value = compare.comparison_view(self.records).to_html()
+        self.runs_view.value = compare.comparison_view(
+            self.records, setting_labels=self._setting_labels()).to_html()
+
+    def _setting_labels(self) -> dict[str, str]:
+        """The runs table's settings by the labels of the widgets that set them."""
+        forms = {"server": self.server_form, "load": self.load_form}
+        return {f"{part}.{name}": control.label
+                for part, form in forms.items() for name, control in form.controls.items()}
 
     def runs_table(self) -> pd.DataFrame:
         """This session's runs side by side: the settings that differ and the figures."""
@@ -512,14 +532,58 @@ class LabPanel:
         return [self.records[i] for i in picked] if picked else self.records[-1:]
 
     def save(self) -> list[Path]:
-        """Save the picked runs (or the last one) as records in the data folder."""
+        """Save the picked runs (or the last one) as records in the data folder, each named by
+        its label in the panel (``run 2 · nodelay off``), made unique in the folder."""
+        chosen = self._chosen_records()
+        labels = dict(zip((record.id for record in self.records), compare.short_labels(self.records),
+                          strict=True))
         try:
-            paths = [self._store().save(record) for record in self._chosen_records()]
-        except OSError as error:
+            store = self._store()
+            taken = {info.name for info in store.scan()[0]}
+            saved = []
+            for record in chosen:
+                named = record.replace(name=_unique_name(labels[record.id], taken))
+                taken.add(named.name)
+                saved.append((named, store.save(named)))
+        except (OSError, ConfigError) as error:
             self._say(f"not saved: {error}", error=True, near=self.keep_message)
             return []
-        self._say(f"saved {_names(self._chosen_records())} in {_folders(paths)}", near=self.keep_message)
+        paths = [path for _, path in saved]
+        self._say(f"saved {_names([record for record, _ in saved])} in {_folders(paths)}",
+                  near=self.keep_message)
+        self._list_saved_runs()
         return paths
+
+    def load_run(self, reference: str) -> Record | None:
+        """Bring a saved run (``bench --save``, an earlier session: a name, an id, a prefix of
+        one, or ``latest``) into this session's runs, to compare and overlay; None (and the
+        reason beside the Load button) when there is no such run."""
+        reference = reference.strip()
+        try:
+            if not reference:
+                raise ConfigError("saved run", "give a run's name or id (python -m lab runs lists them)")
+            record = self._store().load(reference)
+        except (LabError, OSError) as error:
+            self._say(f"not loaded: {error}", error=True, near=self.keep_message)
+            return None
+        if any(kept.id == record.id for kept in self.records):
+            self._say(f"{record.name} ({record.id}) is among this session's runs already",
+                      near=self.keep_message)
+            return None
+        self.records.append(record)
+        self._show_runs()
+        self._set_running(self._run is not None)
+        self._say(f"loaded {record.name} ({record.id}, {record.summary.requests:,} requests)",
+                  near=self.keep_message)
+        return record
+
+    def _list_saved_runs(self) -> None:
+        """The saved runs' names, newest first, as the Load box's suggestions."""
+        try:  # scan(), not infos(): a foreign entry in the folder is no reason to warn here
+            infos = (self.store or RecordStore()).scan()[0]
+        except OSError:
+            infos = []
+        self.saved_pick.options = list(dict.fromkeys(info.name for info in reversed(infos)))
 
     def export(self, format: str | None = None) -> list[Path]:
         """Export the picked runs (or the last one) to <data folder>/exports/."""
@@ -542,6 +606,15 @@ class LabPanel:
         if self._owns_server:
             self.server.stop()
         self.widget.close()
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name (2)``, ``name (3)``...: the first not ``taken``."""
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name} ({number})"
+    return candidate
 
 
 def _names(records: list[Record]) -> str:
