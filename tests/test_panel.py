@@ -141,6 +141,8 @@ def test_a_run_without_a_success_is_shown_failed_in_red(panel):
     message = panel.message.value
     assert "#b00020" in message and "#2e7d32" not in message  # red, not green
     assert "FAILED: no request succeeded: every answer was 404" in message
+    assert panel.message_text.startswith("FAILED: no request succeeded: every answer was 404 -- ")
+    assert "<" not in panel.message_text  # what notebook 09 prints: no raw HTML
     assert "404: " in message  # the status codes are named
     assert "no request succeeded" in panel.summary_view.value and "#b00020" in panel.summary_view.value
     assert panel.figures == [] and panel.plots_view.children == ()  # no empty axes
@@ -563,3 +565,11 @@ def test_a_setting_both_parts_name_alike_says_whose_it_is():
                                   "load.duration_seconds": "duration (s)"})
     assert labels == {"server.keepalive": "server keepalive", "load.keepalive": "load keepalive",
                       "load.duration_seconds": "duration (s)"}
+
+
+def test_the_load_form_puts_the_websocket_knobs_after_the_ones_every_run_uses(panel):
+    titles = [box.children[0].value for box in panel.load_form.widget.children]
+    assert titles[-1] == "<b>websocket</b>" and titles.index("<b>load</b>") < titles.index("<b>bounds</b>")
+    assert list(panel.load_form.values())  # the knobs themselves are all still there
+    thresholds = panel.load_form.controls["thresholds"].value_widget
+    assert thresholds.layout.flex.startswith("1 1")  # takes the rest of its row, not 130 px

@@ -67,12 +67,19 @@ class LiveView(anywidget.AnyWidget):
     redraws = traitlets.Int(0).tag(sync=True)  # set by the browser
     window_seconds = traitlets.Float(WINDOW_SECONDS).tag(sync=True)
     span_seconds = traitlets.Float(0.0).tag(sync=True)  # the run's planned length (time axis)
+    reveals = traitlets.Int(0).tag(sync=True)  # each increase scrolls the view into the window
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._run: Run | None = None
         self._changes_seen = 0
         self._start_ns = 0
+
+    def scroll_into_view(self) -> None:
+        """Scroll the browser's window to the view (its bottom edge at the window's, with what
+        is above it -- a panel's knobs and Run -- in sight): for a notebook that starts a run
+        from code, since JupyterLab's Run All leaves the window at the notebook's last cell."""
+        self.reveals += 1
 
     # --- following a run --------------------------------------------------------------------
 

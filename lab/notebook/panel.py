@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import html
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
 
 WEBSOCKET_PREFIX = "/ws/"  # a path under it is loaded with WebSocket messages (ws://)
+# The load's groups shown last: only a path under WEBSOCKET_PREFIX uses the WebSocket knobs,
+# and above connections and duration they hide the knobs every run uses.
+LATER_LOAD_GROUPS = ("websocket",)
 DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}
 PROGRESS_INTERVAL_SECONDS = 0.15  # also how often the live view is redrawn
 EXPORT_FORMATS = ("csv", "parquet", "json", "hgrm")
@@ -158,7 +162,7 @@ class LabPanel:
     def _build_widgets(self, path: str, cluster: str | None) -> None:
         self.server_form = KnobForm(
             ServerConfig, self.server.config, tabs=True)
-        self.load_form = KnobForm(LoadSpec, self._load_template)
+        self.load_form = KnobForm(LoadSpec, self._load_template, later_groups=LATER_LOAD_GROUPS)
         # the "network path" knobs, from lab.netpath.Path, when the server is behind one
         emulated = self.server.path
         self.network_path_form = KnobForm(NetworkPath, emulated.spec) if emulated else None
@@ -253,6 +257,12 @@ class LabPanel:
         """Show ``text`` in the panel's message line, or in ``near`` (beside the buttons that
         did it, so the answer appears where the user looks)."""
         (near or self.message).value = coloured(text, error=error)
+
+    @property
+    def message_text(self) -> str:
+        """The message line as plain text (its widget holds HTML, for the colour): what a
+        notebook prints."""
+        return html.unescape(re.sub(r"<[^>]*>", "", self.message.value))
 
     def _show_server_status(self) -> None:
         behind = f", behind {self.server.path.spec}" if self.server.path is not None else ""

@@ -254,6 +254,8 @@ function render({ model, el }) {
   for (const name of ["points", "markers", "stats", "title", "caption", "window_seconds", "span_seconds"]) {
     model.on(`change:${name}`, schedule);
   }
+  // Asked from Python (LiveView.scroll_into_view): the window follows a run started by code.
+  model.on("change:reveals", () => root.scrollIntoView({ block: "end" }));
   const resize = new ResizeObserver(schedule);
   resize.observe(root);
   schedule();
