@@ -573,3 +573,9 @@ def test_the_load_form_puts_the_websocket_knobs_after_the_ones_every_run_uses(pa
     assert list(panel.load_form.values())  # the knobs themselves are all still there
     thresholds = panel.load_form.controls["thresholds"].value_widget
     assert thresholds.layout.flex.startswith("1 1")  # takes the rest of its row, not 130 px
+
+
+def test_a_float_knob_is_shown_as_a_box_can_hold_it(panel):
+    panel.set(duration_seconds=3 * 1.2)  # 3.5999999999999996, cut at the box's edge
+    assert panel.load_form.controls["duration_seconds"].value_widget.value == 3.6
+    assert panel.load_spec().duration_seconds == 3.6

@@ -76,9 +76,9 @@ class LiveView(anywidget.AnyWidget):
         self._start_ns = 0
 
     def scroll_into_view(self) -> None:
-        """Scroll the browser's window to the view (its bottom edge at the window's, with what
-        is above it -- a panel's knobs and Run -- in sight): for a notebook that starts a run
-        from code, since JupyterLab's Run All leaves the window at the notebook's last cell."""
+        """Scroll the browser's window to the view (centred, with what is above it in a panel
+        -- Run, Stop, the progress line -- in sight): for a notebook that starts a run from
+        code, since JupyterLab's Run All leaves the window at the notebook's last cell."""
         self.reveals += 1
 
     # --- following a run --------------------------------------------------------------------

@@ -63,7 +63,7 @@ class KnobControl:
             # while validation names the knob and its range in the panel's message.
             number_class = widgets.IntText if base is int else widgets.FloatText
             start = value if value is not None else (spec.minimum or 0)
-            return number_class(value=start, layout=layout)
+            return number_class(value=_shown(start), layout=layout)
         if base is tuple:  # a list of words (thresholds): comma-separated in one box
             # Short enough for the box (a longer placeholder is cut), in the CLI's word for one
             # item ("EXPR, …"); the tooltip has the help with its examples. The box takes the
@@ -94,7 +94,13 @@ class KnobControl:
         if self.base is tuple:
             self.value_widget.value = ", ".join(value)
         elif value is not None or self.base is bool:  # a three-state knob shows None itself
-            self.value_widget.value = value
+            self.value_widget.value = _shown(value)
+
+
+def _shown(value: Any) -> Any:
+    """A float as a box can show it: 3 * 1.2 is 3.5999999999999996, which a 130 px box cuts;
+    12 significant digits are more than any knob means and give 3.6."""
+    return float(f"{value:.12g}") if isinstance(value, float) else value
 
 
 class KnobForm:

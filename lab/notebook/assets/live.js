@@ -255,7 +255,9 @@ function render({ model, el }) {
     model.on(`change:${name}`, schedule);
   }
   // Asked from Python (LiveView.scroll_into_view): the window follows a run started by code.
-  model.on("change:reveals", () => root.scrollIntoView({ block: "end" }));
+  // Centred: what is above it in a panel (Run, Stop, the progress line) stays in sight, and a
+  // caption that wraps onto another line later does not push the plot's bottom out of it.
+  model.on("change:reveals", () => root.scrollIntoView({ block: "center" }));
   const resize = new ResizeObserver(schedule);
   resize.observe(root);
   schedule();
