@@ -227,7 +227,8 @@ def test_panel_change_during_a_run_is_marked_live_and_in_the_record(panel):
         while panel.live.frames < 4:
             await asyncio.sleep(0.05)
         panel.set(isolation="process")  # moving the server mid-run is refused, and shown so
-        assert "cannot move the server during a run" in panel.message.value
+        # answered beside Apply, where every server change answers, named by the box's label
+        assert "not applied: server in: cannot move the server during a run" in panel.apply_message.value
         assert panel.isolation.value == "thread" == panel.server.isolation
         panel.set(nodelay=False)
         assert panel.apply()  # Apply works during a run
