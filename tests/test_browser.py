@@ -248,6 +248,51 @@ def assert_the_checks_see_clipping(page: Any) -> None:
     probe.evaluate("(probe) => probe.remove()")
 
 
+# Pixels in the errors colour (#d62728) in the live view's rate plot (its canvas rows 225-290 px,
+# below the latency plot and the legend): the errors/s line, not the red note "no request
+# succeeded" written on the latency plot.
+RED_PIXELS_JS = """(view) => {
+  const canvas = view.querySelector('canvas');
+  const ratio = canvas.width / canvas.clientWidth;
+  const top = Math.round(225 * ratio), bottom = Math.round(290 * ratio);
+  const data = canvas.getContext('2d').getImageData(0, top, canvas.width, bottom - top).data;
+  let red = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    const near = (value, target) => Math.abs(value - target) < 20;
+    if (near(data[i], 214) && near(data[i + 1], 39) && near(data[i + 2], 40)) red++;
+  }
+  return red;
+}"""
+NEAR_PX = 150  # an answer this close to its button is where the user looks
+
+
+def in_viewport(locator: Any) -> bool:
+    """The element is wholly inside the part of the notebook the window shows (under the
+    toolbar, above the status bar)."""
+    box = locator.bounding_box()
+    shown = locator.page.locator(".jp-NotebookPanel-notebook").first.bounding_box()
+    return box is not None and shown is not None and box["y"] >= shown["y"] - 1 \
+        and box["y"] + box["height"] <= shown["y"] + shown["height"] + 1
+
+
+def button_box(panel: Any, name: str, *, relative: bool = False) -> dict[str, float]:
+    """The button's box in the window, or (``relative``) from the panel's top left corner: a
+    click scrolls the window, which moves every box in it but no button in the panel."""
+    box = panel.locator("button.widget-button", has_text=re.compile(f"^\\s*{name}$")).first.bounding_box()
+    assert box is not None, f"no {name} button"
+    origin = panel.bounding_box() if relative else {"x": 0, "y": 0}
+    box = {**box, "x": box["x"] - origin["x"], "y": box["y"] - origin["y"]}
+    return {key: round(value) for key, value in box.items()}
+
+
+def assert_near(answer: Any, button: dict[str, float]) -> None:
+    """The answer's box within NEAR_PX of the button's, both ways (centre to centre)."""
+    box = answer.bounding_box()
+    dy = abs((box["y"] + box["height"] / 2) - (button["y"] + button["height"] / 2))
+    dx = max(0.0, box["x"] - (button["x"] + button["width"]), button["x"] - (box["x"] + box["width"]))
+    assert dy < NEAR_PX and dx < NEAR_PX, f"answer at {box}, button at {button}"
+
+
 def screenshot(page: Any, name: str) -> None:
     page.screenshot(path=str(SCREENSHOT_DIR / name))
 
@@ -268,10 +313,11 @@ def expected_labels() -> list[str]:
 
 
 @pytest.mark.timeout(240)
-def test_quickstart_panel_in_jupyterlab_shows_nothing_clipped(jupyterlab, browser_page):
+def test_quickstart_panel_in_jupyterlab_shows_nothing_clipped(jupyterlab, browser_page, tmp_path):
     from playwright.sync_api import expect
 
     page = browser_page
+    data_dir = tmp_path / "data"  # the jupyterlab fixture's LAB_DATA_DIR
     open_and_run_all(page, jupyterlab, "01-quickstart.ipynb")
     assert_the_checks_see_clipping(page)
     run_button = page.locator("button.widget-button.mod-primary", has_text="Run")
@@ -328,6 +374,34 @@ def test_quickstart_panel_in_jupyterlab_shows_nothing_clipped(jupyterlab, browse
     panel.locator("h4", has_text="Last run").evaluate("(title) => title.scrollIntoView({block: 'start'})")
     screenshot(page, "quickstart-3-failed-run.png")
 
+    # Its live view ends (it froze at "running" on a run with no success) and draws the errors.
+    live = panel.locator(".lab-live-view")
+    expect(live.locator("div").nth(1)).to_contain_text("done", timeout=10_000)
+    assert "running" not in live.locator("div").nth(1).inner_text()
+    expect(live.locator("div").nth(1)).to_contain_text("errors")
+    assert live.evaluate(RED_PIXELS_JS) > 200, "no errors/s line on the live view"
+    live.evaluate("(view) => view.scrollIntoView({block: 'center'})")
+    screenshot(page, "quickstart-3b-failed-run-live-view.png")
+
+    # A refused run clears that red result and names and marks the field by its label.
+    duration = knob_row(panel, "duration (s)")
+    duration.locator("input").fill("-1")
+    duration.locator("input").press("Tab")
+    panel.locator("button.widget-button.mod-primary", has_text="Run").click()
+    refusal = panel.locator("span", has_text="not started: duration (s): -1")
+    expect(refusal).to_be_visible(timeout=10_000)
+    expect(panel.locator(".widget-html", has_text="done:")).to_have_count(0)
+    expect(panel.locator(".progress-bar-danger")).to_have_count(0)
+    assert "lab-invalid" in (duration.get_attribute("class") or "")
+    assert duration.locator(".widget-label").first.evaluate(
+        "(label) => getComputedStyle(label).color") == "rgb(176, 0, 32)"
+    duration.evaluate("(row) => row.scrollIntoView({block: 'center'})")
+    screenshot(page, "quickstart-3c-refused-run.png")
+    duration.locator("input").fill("0.5")
+    duration.locator("input").press("Tab")
+    path_box.fill("/fast")
+    path_box.press("Tab")
+
     # Overlay every run, then Save: the answer appears beside the buttons.
     pick = panel.locator("select[multiple]")
     pick.select_option(index=[0, 1, 2])
@@ -345,6 +419,50 @@ def test_quickstart_panel_in_jupyterlab_shows_nothing_clipped(jupyterlab, browse
     saved.evaluate("(line) => line.scrollIntoView({block: 'center'})")
     screenshot(page, "quickstart-5-overlay.png")
 
+    # Apply's and Export's answers appear beside their buttons, and no button moves.
+    buttons = ["Apply", "Run", "Overlay", "Save", "Export", "Load"]
+    before = {name: button_box(panel, name, relative=True) for name in buttons}
+    panel.locator(".lm-TabBar-tab", has_text="tcp").click()
+    knob_row(panel, "nodelay").locator("input[type=checkbox]").check()
+    panel.locator("button", has_text="Apply").click()
+    applied = panel.locator("span", has_text="applied nodelay=True")
+    expect(applied).to_be_visible(timeout=10_000)
+    assert_near(applied, button_box(panel, "Apply"))
+    panel.locator("button", has_text="Export").click()
+    exported = panel.locator("span", has_text="exported ")
+    expect(exported).to_be_visible(timeout=30_000)
+    assert_near(exported, button_box(panel, "Export"))
+    after = {name: button_box(panel, name, relative=True) for name in buttons}
+    assert after == before, f"buttons moved: {before} -> {after}"
+    exported.evaluate("(line) => line.scrollIntoView({block: 'center'})")
+    screenshot(page, "quickstart-5b-export-answer.png")
+
+    # A run saved by the CLI is loaded into the panel and overlaid with the panel's first run.
+    url = panel.locator(".widget-html code").first.inner_text()
+    bench = subprocess.run([sys.executable, "-m", "lab", "bench", f"{url}/fast", "-c", "2", "-d", "0.5",
+                            "--save", "--name", "from the cli", "--data-dir", str(data_dir)],
+                           capture_output=True, text=True, timeout=120)
+    assert bench.returncode == 0, bench.stderr
+    saved_box = panel.locator("input[placeholder='saved run: name or id']")
+    saved_box.fill("from the cli")
+    panel.locator("button", has_text="Load").click()
+    loaded = panel.locator("span", has_text="loaded from the cli (")
+    expect(loaded).to_be_visible(timeout=30_000)
+    assert_near(loaded, button_box(panel, "Load"))
+    expect(panel.locator(".lab-comparison thead th", has_text=re.compile("^from the cli$"))).to_have_count(1)
+    pick.select_option(label=[pick.locator("option").first.inner_text(),
+                              pick.locator("option", has_text="from the cli").inner_text()])
+    overlay = panel.locator("img").last
+    first_overlay = overlay.get_attribute("src")
+    panel.locator("button", has_text="Overlay").click()
+    expect(overlay).not_to_have_attribute("src", first_overlay or "", timeout=30_000)
+    expect(panel.locator("img")).to_have_count(1)
+    overlay.evaluate("(image) => image.scrollIntoView({block: 'center'})")
+    screenshot(page, "quickstart-6-cli-run-overlaid.png")
+
+    # Three thresholds fit their box.
+    thresholds = knob_row(panel, "thresholds").locator("input")
+    thresholds.fill("p99<0.1ms, p50<1ms, errors<1%")
     assert_nothing_clipped(panel, "the panel after three runs and an overlay")
     # The notebook's own outputs above the panel (tables, plots) fit too.
     for index, output in enumerate(page.locator(".jp-OutputArea-output").all()):
@@ -376,7 +494,11 @@ def test_live_tuning_notebook_redraws_during_the_run(jupyterlab, browser_page):
     view = page.locator(".lab-live-view")
     expect(view).to_have_count(1, timeout=120_000)
     expect(view.locator("div").nth(1)).to_contain_text("running", timeout=120_000)
-    view.evaluate("(view) => view.scrollIntoView({block: 'center'})")
+    # Run All leaves JupyterLab's window at the last cell; the notebook brings its live view and
+    # the panel around it into the window itself while the run lasts: nothing here scrolls
+    # before the run is over, and the screenshot during the run shows what a reader sees.
+    panel = page.locator(".lab-panel")
+    in_window: dict[str, bool] = {}
 
     # While the run lasts, the picture changes from one moment to the next (frames arrive
     # 6-7 times a second); collect what it showed until the run cell prints its result.
@@ -390,11 +512,18 @@ def test_live_tuning_notebook_redraws_during_the_run(jupyterlab, browser_page):
         if "running" in snapshot["figures"]:
             pictures.append(snapshot["picture"])
             figures.append(snapshot["figures"])
+            if len(pictures) == 3:  # a moment after the scroll the run cell asked for
+                in_window = {name: in_viewport(locator) for name, locator in [
+                    ("live view", view), ("Run", panel.locator("button", has_text="Run").first),
+                    ("Stop", panel.locator("button:enabled", has_text="Stop")),
+                    ("progress", panel.locator(".widget-html", has_text="s left").first)]}
+                screenshot(page, "live-0-during-run-all.png")  # what Run All shows a reader
             if not shot_during and len(pictures) >= 8:
                 screenshot(page, "live-1-during-the-run.png")
                 shot_during = True
         page.wait_for_timeout(200)
     assert done.count() == 1, "the run cell did not finish within 60 s"
+    assert in_window and all(in_window.values()), f"not in the window during the run: {in_window}"
     assert len(pictures) >= 5, f"only {len(pictures)} looks at the live view while it ran"
     distinct = len(set(pictures))
     assert distinct >= 5, f"the canvas changed only {distinct - 1} times in {len(pictures)} looks"

@@ -227,7 +227,8 @@ def test_panel_change_during_a_run_is_marked_live_and_in_the_record(panel):
         while panel.live.frames < 4:
             await asyncio.sleep(0.05)
         panel.set(isolation="process")  # moving the server mid-run is refused, and shown so
-        assert "cannot move the server during a run" in panel.message.value
+        # answered beside Apply, where every server change answers, named by the box's label
+        assert "not applied: server in: cannot move the server during a run" in panel.apply_message.value
         assert panel.isolation.value == "thread" == panel.server.isolation
         panel.set(nodelay=False)
         assert panel.apply()  # Apply works during a run
@@ -309,3 +310,51 @@ def test_the_live_running_figures_mark_a_percentile_too_few_requests_support() -
     assert _running(frame, 99.9) == UNSUPPORTED  # 200 requests: p99.9 would be the max
     assert _running(frame, 99) == UNSUPPORTED  # p99 needs 500
     assert _running(frame, 50) == pytest.approx(5.0, rel=RESOLUTION)
+
+
+def test_an_all_404_run_ends_in_the_view_with_its_errors_and_no_partial_last_rate(server):
+    view = LiveView()
+    run = start_load(LoadSpec(url=server.url + "/nope", connections=2, duration_seconds=1.0), live=True)
+    asyncio.run(view.follow(run, server, interval=0.05))
+    assert view.stats["phase"] == "done" and view.stats["errors"] == view.stats["requests"] > 0
+    assert view.stats["p50_ms"] is None  # no success: the script must draw None as a dash
+    end_s = (run.result().end_ns - run.start_ns) / 1e9
+    full = [point for point in view.points if point[0] <= end_s + 0.005]
+    after = [point for point in view.points if point[0] > end_s + 0.005]
+    assert full and all(point[5] == point[4] > 0 for point in full)  # every request an error
+    # The interval the run ended in holds a part of one: no rate, not a drop to ~0 at the end.
+    assert all(point[4] is None and point[5] is None for point in after)
+
+
+# The script's own helpers, run by Node on the values Python sends (a NaN arrives as null).
+LIVE_SCRIPT_CHECKS = """
+import { statsText, niceCeiling, logGridlines } from %s;
+const stats = { phase: "done", elapsed_s: 1, requests: 14040, errors: 14040, rps: 14039.1,
+                p50_ms: null, p99_ms: null, p99_9_ms: null, max_ms: null };
+console.log(JSON.stringify({
+  stats: statsText(stats),
+  ceilings: [75110, 110, 100, 3, 0].map(niceCeiling),
+  lines: logGridlines(0, 2, 90).map((line) => line.value),
+  crowded: logGridlines(-2, 3, 20).map((line) => line.value),
+}));
+"""
+
+
+def test_the_live_script_draws_a_failed_run_and_reads_its_axes():
+    import shutil
+    import subprocess
+
+    from lab.notebook.live import ASSET
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node is not installed (scripts/setup.sh --system installs it)")
+    script = LIVE_SCRIPT_CHECKS % json.dumps(ASSET.as_uri())
+    answer = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True,
+                            text=True, timeout=30, check=True)
+    checked = json.loads(answer.stdout)
+    assert checked["stats"] == ("done 1.00 s: 14,040 requests, 14,039 req/s, 14,040 errors | "
+                                "p50 –, p99 –, p99.9 –, max –")
+    assert checked["ceilings"] == [100_000, 200, 100, 5, 1]  # never an odd top like 75,110/s
+    assert checked["lines"] == [1, 2, 5, 10, 20, 50, 100]  # 44 ms lies between 20 and 50
+    assert checked["crowded"] == [0.01, 0.1, 1, 10, 100, 1000]  # decades only when tight

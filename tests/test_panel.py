@@ -67,7 +67,7 @@ def test_bad_value_shows_a_message_and_the_next_run_works(panel):
 
     panel.server_form.controls["read_buffer_bytes"].value_widget.value = 3
     assert panel.start_run() is None
-    assert "read_buffer_bytes" in panel.message.value
+    assert "read buffer (bytes): " in panel.message.value  # by the label the panel shows
     assert panel.server_form.controls["read_buffer_bytes"].value_widget.value == 65536  # reset
 
     panel.load_form.controls["connections"].value_widget.value = 2
@@ -111,6 +111,8 @@ def test_stop_ends_a_long_run_early_and_keeps_its_samples(panel):
     assert record is not None
     assert len(record.samples) > 0
     assert "stopped early" in panel.message.value
+    outcome = panel.runs_view.value.split("<th>outcome</th>")[1].split("</tr>")[0]
+    assert "passed" not in outcome and "STOPPED" in outcome  # a part of a run did not pass
 
 
 def test_save_and_export(panel, tmp_path):
@@ -139,6 +141,8 @@ def test_a_run_without_a_success_is_shown_failed_in_red(panel):
     message = panel.message.value
     assert "#b00020" in message and "#2e7d32" not in message  # red, not green
     assert "FAILED: no request succeeded: every answer was 404" in message
+    assert panel.message_text.startswith("FAILED: no request succeeded: every answer was 404 -- ")
+    assert "<" not in panel.message_text  # what notebook 09 prints: no raw HTML
     assert "404: " in message  # the status codes are named
     assert "no request succeeded" in panel.summary_view.value and "#b00020" in panel.summary_view.value
     assert panel.figures == [] and panel.plots_view.children == ()  # no empty axes
@@ -433,3 +437,145 @@ def test_a_panel_hosts_an_asgi_app_and_keeps_it_across_an_isolation_switch(tmp_p
         assert httpx.get(hosted.server.url + "/still").text == "/still"
     finally:
         hosted.close()
+
+
+def test_a_refused_run_clears_the_last_result_and_marks_the_field_by_its_label(panel):
+    panel.path.value = "/no-such-page"
+    asyncio.run(press_run(panel))
+    assert panel.progress.bar_style == "danger" and "done: " in panel.progress_text.value
+    duration = panel.load_form.controls["duration_seconds"]
+    duration.value_widget.value = -1
+    assert panel.start_run() is None
+    assert "not started: duration (s): " in panel.message.value
+    assert "duration_seconds" not in panel.message.value
+    # the previous run's red bar and "done: ..." line are not this refusal's result
+    assert panel.progress_text.value == "" and panel.progress.bar_style == "" and panel.progress.value == 0
+    assert "lab-invalid" in duration.widget._dom_classes
+    marked = [name for name, control in panel.load_form.controls.items()
+              if "lab-invalid" in control.widget._dom_classes]
+    assert marked == ["duration_seconds"]
+
+    duration.value_widget.value = 0.3
+    panel.path.value = "/fast"
+    assert asyncio.run(press_run(panel)) is not None
+    assert "lab-invalid" not in duration.widget._dom_classes  # the mark goes with the error
+
+
+def test_a_refused_server_value_is_named_by_its_label_beside_apply(panel):
+    panel.server_form.controls["read_buffer_bytes"].value_widget.value = 3
+    assert panel.apply() is False
+    label = panel.server_form.controls["read_buffer_bytes"].label
+    assert f"not applied: {label}: " in panel.apply_message.value
+    assert "lab-invalid" in panel.server_form.controls["read_buffer_bytes"].widget._dom_classes
+    assert panel.message.value == ""  # the answer is beside the button that asked
+
+
+def test_apply_answers_beside_its_button(panel):
+    panel.server_form.controls["nodelay"].value_widget.value = False
+    assert panel.apply()
+    assert "applied nodelay=False" in panel.apply_message.value
+    assert panel.message.value == ""
+    server_column = panel.widget.children[1].children[0]
+    assert any(panel.apply_button in row.children and panel.apply_message in row.children
+               for row in server_column.children if hasattr(row, "children"))  # Apply's own row
+
+
+def test_choosing_the_open_loop_ticks_the_rate(panel):
+    rate = panel.load_form.controls["rate"]
+    assert rate.enabled is not None and not rate.enabled.value
+    panel.load_form.controls["mode"].value_widget.value = "open"
+    assert rate.enabled.value and not rate.value_widget.disabled
+    assert panel.load_spec().rate == rate.value_widget.value >= 1  # a start, not the box's 0.1
+    rate.value_widget.value = 250
+    panel.load_form.controls["mode"].value_widget.value = "closed"
+    panel.load_form.controls["mode"].value_widget.value = "open"
+    assert panel.load_spec().rate == 250  # a rate the user typed is kept
+
+
+def test_a_saved_cli_run_is_loaded_into_the_session_and_overlaid(panel, tmp_path):
+    import subprocess
+    import sys
+
+    asyncio.run(press_run(panel))
+    command = [sys.executable, "-m", "lab", "bench", panel.server.url + "/fast", "-c", "2", "-d", "0.5",
+               "--save", "--name", "from the cli", "--data-dir", str(panel.store.path)]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert panel.load_run("no such run") is None
+    assert "not loaded: " in panel.keep_message.value and "#b00020" in panel.keep_message.value
+    record = panel.load_run("from the cli")
+    assert record is not None and record.name == "from the cli"
+    assert "loaded from the cli (" in panel.keep_message.value
+    assert [kept.name for kept in panel.records] == ["run 1", "from the cli"]
+    assert "from the cli" in panel.runs_view.value  # a column of the session's table
+    assert any(label.startswith("from the cli") for label, _ in panel.overlay_pick.options)
+    figure = panel.overlay([0, 1])
+    assert figure is not None and len(figure.axes[0].lines) >= 2
+    assert panel.load_run(record.id) is None and "already" in panel.keep_message.value
+
+    asyncio.run(press_run(panel))  # the next run of the session is run 2, not run 3
+    assert panel.records[-1].name == "run 2"
+
+
+def test_saved_panel_runs_keep_their_label_and_never_share_a_name(panel, tmp_path):
+    asyncio.run(press_run(panel))
+    panel.server_form.controls["nodelay"].value_widget.value = False
+    asyncio.run(press_run(panel))
+    panel.overlay_pick.value = (0, 1)
+    panel.save()
+    names = sorted(info.name for info in panel.store.infos())
+    assert names == ["run 1 · nodelay on", "run 2 · nodelay off"]
+    # a second session, in the same data folder, makes its own "run 1 · nodelay on"
+    other = LabPanel(store=panel.store, load=QUICK_LOAD)
+    try:
+        asyncio.run(press_run(other))
+        other.server_form.controls["nodelay"].value_widget.value = False
+        asyncio.run(press_run(other))
+        other.overlay_pick.value = (0,)
+        other.save()
+    finally:
+        other.close()
+    names = sorted(info.name for info in panel.store.infos())
+    assert names == ["run 1 · nodelay on", "run 1 · nodelay on (2)", "run 2 · nodelay off"]
+    assert "run 1 · nodelay on (2)" in other.keep_message.value
+    assert "run 1 · nodelay on (2)" in other.saved_pick.options  # offered for Load
+
+
+def test_the_runs_table_names_settings_by_their_labels_and_leaves_out_what_a_run_did_not_record(panel):
+    asyncio.run(press_run(panel))
+    panel.load_form.controls["duration_seconds"].value_widget.value = 0.3
+    asyncio.run(press_run(panel))
+    rows = [row.split("</th>")[0] for row in panel.runs_view.value.split("<tr><th>")[1:]]
+    assert "duration (s)" in rows and "duration_seconds" not in rows  # as the widget names it
+
+    cli_run = _record("from the cli")  # a run of a server the lab did not start: no server settings
+    cli_run = Record.create(samples=cli_run.samples, name="from the cli", load_spec=cli_run.load_spec)
+    view = comparison_view([panel.records[0], cli_run], setting_labels=panel._setting_labels())
+    assert not any(label.startswith("nodelay") for label in view.table.index)  # no row of dashes
+    assert "server settings not compared: not recorded in from the cli" in view.notes
+    assert short_labels([panel.records[0], cli_run])[1].startswith("from the cli")
+    assert len(short_labels([panel.records[0], cli_run])[1]) < 80  # not every server knob "-"
+
+
+def test_a_setting_both_parts_name_alike_says_whose_it_is():
+    from lab.records.compare import _setting_row_labels
+
+    labels = _setting_row_labels(["server.keepalive", "load.keepalive", "load.duration_seconds"],
+                                 {"server.keepalive": "keepalive", "load.keepalive": "keepalive",
+                                  "load.duration_seconds": "duration (s)"})
+    assert labels == {"server.keepalive": "server keepalive", "load.keepalive": "load keepalive",
+                      "load.duration_seconds": "duration (s)"}
+
+
+def test_the_load_form_puts_the_websocket_knobs_after_the_ones_every_run_uses(panel):
+    titles = [box.children[0].value for box in panel.load_form.widget.children]
+    assert titles[-1] == "<b>websocket</b>" and titles.index("<b>load</b>") < titles.index("<b>bounds</b>")
+    assert list(panel.load_form.values())  # the knobs themselves are all still there
+    thresholds = panel.load_form.controls["thresholds"].value_widget
+    assert thresholds.layout.flex.startswith("1 1")  # takes the rest of its row, not 130 px
+
+
+def test_a_float_knob_is_shown_as_a_box_can_hold_it(panel):
+    panel.set(duration_seconds=3 * 1.2)  # 3.5999999999999996, cut at the box's edge
+    assert panel.load_form.controls["duration_seconds"].value_widget.value == 3.6
+    assert panel.load_spec().duration_seconds == 3.6

@@ -40,6 +40,8 @@ from lab.units import NS_PER_S
 
 ASSET = Path(__file__).resolve().parent / "assets" / "live.js"
 UPDATE_SECONDS = 0.15  # 6-7 updates a second; each carries the 1-2 frames that closed meanwhile
+# An interval ending later than this share of an interval after the run's end is partial.
+PARTIAL_TOLERANCE = 0.05
 WINDOW_SECONDS = 30.0  # the time axis shows the last 30 s; longer runs scroll
 # Why the live figures and the run's final ones differ: said in the view, from the histogram's
 # own declaration of its resolution.
@@ -65,12 +67,19 @@ class LiveView(anywidget.AnyWidget):
     redraws = traitlets.Int(0).tag(sync=True)  # set by the browser
     window_seconds = traitlets.Float(WINDOW_SECONDS).tag(sync=True)
     span_seconds = traitlets.Float(0.0).tag(sync=True)  # the run's planned length (time axis)
+    reveals = traitlets.Int(0).tag(sync=True)  # each increase scrolls the view into the window
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._run: Run | None = None
         self._changes_seen = 0
         self._start_ns = 0
+
+    def scroll_into_view(self) -> None:
+        """Scroll the browser's window to the view (centred, with what is above it in a panel
+        -- Run, Stop, the progress line -- in sight): for a notebook that starts a run from
+        code, since JupyterLab's Run All leaves the window at the notebook's last cell."""
+        self.reveals += 1
 
     # --- following a run --------------------------------------------------------------------
 
@@ -112,7 +121,10 @@ class LiveView(anywidget.AnyWidget):
     def end(self, server: ServerHandle | None = None) -> None:
         """The run is over: the last frames, the last changes, the final figures."""
         self.update(server)
-        self._run = None
+        run, self._run = self._run, None
+        if run is not None and run.done() and self._start_ns:
+            end_s = (run.result().end_ns - self._start_ns) / NS_PER_S
+            self.points = _without_partial_rates(self.points, end_s, run.live_interval_s or 0.1)
 
     async def follow(self, run: Run, server: ServerHandle | None = None, *,
                      interval: float = UPDATE_SECONDS) -> None:
@@ -165,6 +177,15 @@ def _running(totals: Frame, percent: float) -> float | str | None:
 
 def _finite(value: float) -> float | None:
     return None if value != value else round(value, 4)  # NaN (no successful request) -> None
+
+
+def _without_partial_rates(points: list[list[Any]], end_s: float,
+                           interval_s: float) -> list[list[Any]]:
+    """``points`` with no requests/s or errors/s for an interval the run ended inside: its
+    count covers part of the interval (the last requests draining, or a Stop), and divided by
+    the whole interval it reads as a collapse at the end of every run. Its latencies stay."""
+    partial = end_s + PARTIAL_TOLERANCE * interval_s
+    return [[*point[:4], None, None] if point[0] > partial else point for point in points]
 
 
 def _point(frame: Frame, interval_s: float) -> list[float | None]:

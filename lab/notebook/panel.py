@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import html
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,17 @@ from lab.records.store import RecordStore
 from lab.server import ServerHandle, start_server
 
 WEBSOCKET_PREFIX = "/ws/"  # a path under it is loaded with WebSocket messages (ws://)
+# The load's groups shown last: only a path under WEBSOCKET_PREFIX uses the WebSocket knobs,
+# and above connections and duration they hide the knobs every run uses.
+LATER_LOAD_GROUPS = ("websocket",)
 DEFAULT_LOAD = {"connections": 10, "duration_seconds": 3.0}
 PROGRESS_INTERVAL_SECONDS = 0.15  # also how often the live view is redrawn
 EXPORT_FORMATS = ("csv", "parquet", "json", "hgrm")
 ERROR_COLOUR, OK_COLOUR = compare.FAILED_COLOUR, "#2e7d32"
+INVALID_CLASS = "lab-invalid"  # a field whose value was refused (PANEL_CSS marks it)
+# What choosing the open loop puts in an empty rate box: a rate any server here keeps up with,
+# a start to change rather than 0.1 requests/s (the box's minimum), which measures nothing.
+OPEN_LOOP_START_RATE = 100.0
 # Sized for JupyterLab's output area at a 1400 px window with the file browser open (about
 # 880 px wide): two plots side by side, each drawn at the size it is shown (text stays legible),
 # and shrunk, never cut, where the area is narrower.
@@ -64,7 +72,9 @@ PANEL_CSS = """<style>
   border: 1px solid var(--jp-border-color2, #ccc); overflow-wrap: anywhere; }
 .lab-panel .lab-table thead th { text-align: center; }
 .lab-panel img { max-width: 100%; height: auto; }
-.lab-panel .widget-html-content { white-space: normal; }
+.lab-panel .widget-html-content { white-space: normal; overflow-wrap: anywhere; }
+.lab-panel .lab-invalid .widget-label { color: #b00020; font-weight: bold; }
+.lab-panel .lab-invalid input, .lab-panel .lab-invalid select { outline: 2px solid #b00020; }
 </style>"""
 
 
@@ -144,6 +154,8 @@ class LabPanel:
         self._run: Run | None = None
         self._load_template = LoadSpec(url=self._target(path), **{**DEFAULT_LOAD, **(load or {})})
         self.live = LiveView()  # the running load, drawn as it happens (lab/notebook/live.py)
+        self._marked: list[widgets.Widget] = []  # rows marked for a refused value
+        self._runs_made = 0  # this session's runs ("run 1", ...); loaded runs keep their names
         self._build_widgets(path, cluster)
 
     # --- layout ---------------------------------------------------------------------------
@@ -151,7 +163,7 @@ class LabPanel:
     def _build_widgets(self, path: str, cluster: str | None) -> None:
         self.server_form = KnobForm(
             ServerConfig, self.server.config, tabs=True)
-        self.load_form = KnobForm(LoadSpec, self._load_template)
+        self.load_form = KnobForm(LoadSpec, self._load_template, later_groups=LATER_LOAD_GROUPS)
         # the "network path" knobs, from lab.netpath.Path, when the server is behind one
         emulated = self.server.path
         self.network_path_form = KnobForm(NetworkPath, emulated.spec) if emulated else None
@@ -167,6 +179,8 @@ class LabPanel:
                                     layout=widgets.Layout(width="100%", max_width="360px"))
         self.apply_button = widgets.Button(description="Apply", icon="check",
                                            tooltip="reconfigure the running server")
+        # Apply answers beside its button, not in the message line under both columns
+        self.apply_message = widgets.HTML("", layout=widgets.Layout(flex="1 1 0%", min_width="0"))
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.progress = widgets.FloatProgress(value=0, min=0, max=1,
@@ -179,15 +193,25 @@ class LabPanel:
         self.summary_view = widgets.HTML("")
         self.plots_view = widgets.HBox([], layout=widgets.Layout(flex_flow="row wrap"))
         self.runs_view = widgets.HTML("")
+        # Fixed flex bases, not the content's width: a long answer beside Save/Export or a long
+        # run label must wrap in its own box, not widen it and push the buttons onto a new row.
         self.overlay_pick = widgets.SelectMultiple(
-            options=[], description="overlay", layout=widgets.Layout(width="auto", flex="1 1 auto",
-                                                                     height="90px"))
+            options=[], description="overlay", layout=widgets.Layout(width="auto", flex="1 1 300px",
+                                                                     min_width="0", height="90px"))
         self.overlay_button = widgets.Button(description="Overlay", icon="layer-group")
         self.overlay_view = widgets.HBox([])
         self.keep_message = widgets.HTML("")  # Save/Export say what they did beside the buttons
         self.export_format = widgets.Dropdown(options=EXPORT_FORMATS, value="csv",
                                               layout=widgets.Layout(width="100px"))
         self.save_button = widgets.Button(description="Save", icon="save", disabled=True)
+        # A saved run (bench --save, an earlier session) brought in beside this session's runs:
+        # a name, an id, a prefix of one or "latest", as the CLI takes them.
+        self.saved_pick = widgets.Combobox(options=[], placeholder="saved run: name or id",
+                                           ensure_option=False,
+                                           layout=widgets.Layout(flex="1 1 160px", min_width="0"))
+        self.load_button = widgets.Button(description="Load", icon="folder-open",
+                                          tooltip="bring a saved run into this session's runs",
+                                          layout=widgets.Layout(flex="0 0 auto", width="auto"))
         self.export_button = widgets.Button(description="Export", icon="download", disabled=True)
         self.report_button = widgets.Button(description="Report", icon="file-code", disabled=True,
                                             tooltip="the picked runs (or all) as one HTML file to share")
@@ -199,13 +223,15 @@ class LabPanel:
         self.export_button.on_click(lambda _: self.export())
         self.report_button.on_click(lambda _: self.report())
         self.overlay_button.on_click(lambda _: self.overlay())
+        self.load_button.on_click(lambda _: self.load_run(self.saved_pick.value))
         self.isolation.observe(lambda _: self.apply(), names="value")
+        self.load_form.controls["mode"].value_widget.observe(self._mode_chosen, names="value")
 
         path_rows = [self.network_path_form.widget] if self.network_path_form else []
         column = widgets.Layout(flex="1 1 360px", min_width="0")
         server_box = widgets.VBox([widgets.HTML("<h4>Server</h4>"), self.server_status,
                                    self.isolation, self.server_form.widget, *path_rows,
-                                   self.apply_button],
+                                   widgets.HBox([self.apply_button, self.apply_message])],
                                   layout=column)
         load_box = widgets.VBox([widgets.HTML("<h4>Load</h4>"), self.path, self.cluster,
                                  self.load_form.widget,
@@ -214,7 +240,8 @@ class LabPanel:
         keeping = widgets.VBox([self.overlay_button,
                                 widgets.HBox([self.save_button, self.export_format, self.export_button,
                                               self.report_button]),
-                                self.keep_message], layout=widgets.Layout(flex="0 1 auto", min_width="0"))
+                                widgets.HBox([self.saved_pick, self.load_button]),
+                                self.keep_message], layout=widgets.Layout(flex="1 1 300px", min_width="0"))
         results_box = widgets.VBox([
             widgets.HTML("<h4>Last run</h4>"), self.summary_view, self.plots_view,
             widgets.HTML("<h4>Runs of this session</h4>"), self.runs_view,
@@ -224,6 +251,7 @@ class LabPanel:
         self.widget = widgets.VBox([widgets.HTML(PANEL_CSS), top, self.message, self.live, results_box])
         self.widget.add_class("lab-panel")
         self._show_server_status()
+        self._list_saved_runs()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -234,6 +262,12 @@ class LabPanel:
         """Show ``text`` in the panel's message line, or in ``near`` (beside the buttons that
         did it, so the answer appears where the user looks)."""
         (near or self.message).value = coloured(text, error=error)
+
+    @property
+    def message_text(self) -> str:
+        """The message line as plain text (its widget holds HTML, for the colour): what a
+        notebook prints."""
+        return html.unescape(re.sub(r"<[^>]*>", "", self.message.value))
 
     def _show_server_status(self) -> None:
         behind = f", behind {self.server.path.spec}" if self.server.path is not None else ""
@@ -253,21 +287,25 @@ class LabPanel:
 
         During a run too: the change is marked on the live view and in the run's record.
         """
+        return self._apply(near=self.apply_message)
+
+    def _apply(self, *, near: widgets.HTML) -> bool:
+        self._unmark()
         try:
             changes = self.server_form.changes_from(self.server.config)
             if self.isolation.value != self.server.isolation:
                 if self._run is not None:
                     raise ConfigError("isolation", "cannot move the server during a run")
                 self._switch_isolation(self.server.config.replace(**changes))
-                self._say(f"server restarted in a {self.isolation.value}")
+                self._say(f"server restarted in a {self.isolation.value}", near=near)
                 return True
             if changes:
                 self.server.reconfigure(**changes)
-                self._say("applied " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
-            self._apply_network_path()
+                self._say("applied " + ", ".join(f"{k}={v!r}" for k, v in changes.items()), near=near)
+            self._apply_network_path(near)
             return True
         except (ConfigError, OSError, RuntimeError) as error:
-            self._say(f"not applied: {error}", error=True)
+            self._say(f"not applied: {self._refusal(error)}", error=True, near=near)
             self.server_form.show(self.server.config)
             if self.network_path_form is not None and self.server.path is not None:
                 self.network_path_form.show(self.server.path.spec)
@@ -276,7 +314,48 @@ class LabPanel:
         finally:
             self._show_server_status()
 
-    def _apply_network_path(self) -> None:
+    # --- a refused value: named as the panel shows it, and marked ------------------------
+
+    def _field(self, option: str) -> tuple[str, widgets.Widget] | None:
+        """The label and the row of the widget that sets ``option``, if the panel has one."""
+        forms = [self.server_form, self.load_form, self.network_path_form]
+        for form in forms:
+            if form is not None and option in form.controls:
+                control = form.controls[option]
+                return control.label, control.widget
+        boxes: dict[str, widgets.Widget] = {"path": self.path, "cluster": self.cluster,
+                                            "isolation": self.isolation}
+        return (boxes[option].description, boxes[option]) if option in boxes else None
+
+    def _refusal(self, error: Exception) -> str:
+        """Why a value was refused, naming the field by the label the user sees
+        (``duration (s): -1.0 is out of range``), and marking that field."""
+        if not isinstance(error, ConfigError):
+            return str(error)
+        field = self._field(error.option)
+        if field is None:
+            return str(error)
+        label, row = field
+        row.add_class(INVALID_CLASS)
+        self._marked.append(row)
+        return f"{label}: {error.message}"
+
+    def _unmark(self) -> None:
+        for row in self._marked:
+            row.remove_class(INVALID_CLASS)
+        self._marked = []
+
+    def _mode_chosen(self, change: dict[str, Any]) -> None:
+        """The open loop needs a rate: choosing it ticks the rate's box (with a rate to start
+        from if the box holds none a user typed)."""
+        rate = self.load_form.controls["rate"]
+        if change["new"] != "open" or rate.enabled is None or rate.enabled.value:
+            return
+        rate.enabled.value = True
+        if not rate.value_widget.value or rate.value_widget.value <= (rate.spec.minimum or 0):
+            rate.value_widget.value = OPEN_LOOP_START_RATE
+
+    def _apply_network_path(self, near: widgets.HTML) -> None:
         """Hand changed "network path" knobs to the running relay (ConfigError if bad)."""
         emulated = self.server.path
         if self.network_path_form is None or emulated is None:
@@ -284,7 +363,7 @@ class LabPanel:
         wanted = self.network_path_form.build(emulated.spec)
         if wanted != emulated.spec:
             emulated.update(wanted)
-            self._say(f"network path now {wanted}")
+            self._say(f"network path now {wanted}", near=near)
 
     def _switch_isolation(self, config: ServerConfig) -> None:
         port = self.server.port
@@ -322,14 +401,18 @@ class LabPanel:
         if self._run is not None:
             self._say("a run is going already", error=True)
             return None
-        if not self.apply():
+        # A refused run is no run: the last run's red bar and "done: ..." line would read as
+        # this one's result.
+        if not self._apply(near=self.message):
+            self._clear_progress()
             return None
         try:
             spec = self.load_spec()
             cluster = self.cluster.value.strip() or None  # checked before a cluster starts
             self._run = start_load(spec, live=True, cluster=cluster)
         except (LabError, OSError) as error:
-            self._say(f"not started: {error}", error=True)
+            self._say(f"not started: {self._refusal(error)}", error=True)
+            self._clear_progress()
             return None
         self._set_running(True)
         self.live.begin(self._run, self.server)
@@ -375,6 +458,11 @@ class LabPanel:
             if done or failing else html.escape(progress_line(progress, run.live_totals))
         self.progress.bar_style = ("danger" if failing else "success") if done else ""
 
+    def _clear_progress(self) -> None:
+        self.progress.value = 0
+        self.progress.bar_style = ""
+        self.progress_text.value = ""
+
     def _set_running(self, running: bool) -> None:
         self.run_button.disabled = running
         self.stop_button.disabled = not running
@@ -383,8 +471,9 @@ class LabPanel:
         self.report_button.disabled = running or not self.records
 
     def _finish(self, result: LoadResult, changes: list[tuple[int, str]] | None = None) -> Record:
+        self._runs_made += 1
         record = record_from_result(result, server_config=self.server.config,
-                                    name=f"run {len(self.records) + 1}", changes=changes or ())
+                                    name=f"run {self._runs_made}", changes=changes or ())
         self.records.append(record)
         self.results.append(result)
         outcome, failure = result.verdict()
@@ -414,7 +503,14 @@ class LabPanel:
         # at the box's edge, and the part cut off is the part that tells runs apart.
         labels = compare.short_labels(self.records)
         self.overlay_pick.options = [(label, index) for index, label in enumerate(labels)]
-        self.runs_view.value = compare.comparison_view(self.records).to_html()
+        self.runs_view.value = compare.comparison_view(
+            self.records, setting_labels=self._setting_labels()).to_html()
+
+    def _setting_labels(self) -> dict[str, str]:
+        """The runs table's settings by the labels of the widgets that set them."""
+        forms = {"server": self.server_form, "load": self.load_form}
+        return {f"{part}.{name}": control.label
+                for part, form in forms.items() for name, control in form.controls.items()}
 
     def runs_table(self) -> pd.DataFrame:
         """This session's runs side by side: the settings that differ and the figures."""
@@ -452,14 +548,58 @@ class LabPanel:
         return [self.records[i] for i in picked] if picked else self.records[-1:]
 
     def save(self) -> list[Path]:
-        """Save the picked runs (or the last one) as records in the data folder."""
+        """Save the picked runs (or the last one) as records in the data folder, each named by
+        its label in the panel (``run 2 · nodelay off``), made unique in the folder."""
+        chosen = self._chosen_records()
+        labels = dict(zip((record.id for record in self.records), compare.short_labels(self.records),
+                          strict=True))
         try:
-            paths = [self._store().save(record) for record in self._chosen_records()]
-        except OSError as error:
+            store = self._store()
+            taken = {info.name for info in store.scan()[0]}
+            saved = []
+            for record in chosen:
+                named = record.replace(name=_unique_name(labels[record.id], taken))
+                taken.add(named.name)
+                saved.append((named, store.save(named)))
+        except (OSError, ConfigError) as error:
             self._say(f"not saved: {error}", error=True, near=self.keep_message)
             return []
-        self._say(f"saved {_names(self._chosen_records())} in {_folders(paths)}", near=self.keep_message)
+        paths = [path for _, path in saved]
+        self._say(f"saved {_names([record for record, _ in saved])} in {_folders(paths)}",
+                  near=self.keep_message)
+        self._list_saved_runs()
         return paths
+
+    def load_run(self, reference: str) -> Record | None:
+        """Bring a saved run (``bench --save``, an earlier session: a name, an id, a prefix of
+        one, or ``latest``) into this session's runs, to compare and overlay; None (and the
+        reason beside the Load button) when there is no such run."""
+        reference = reference.strip()
+        try:
+            if not reference:
+                raise ConfigError("saved run", "give a run's name or id (python -m lab runs lists them)")
+            record = self._store().load(reference)
+        except (LabError, OSError) as error:
+            self._say(f"not loaded: {error}", error=True, near=self.keep_message)
+            return None
+        if any(kept.id == record.id for kept in self.records):
+            self._say(f"{record.name} ({record.id}) is among this session's runs already",
+                      near=self.keep_message)
+            return None
+        self.records.append(record)
+        self._show_runs()
+        self._set_running(self._run is not None)
+        self._say(f"loaded {record.name} ({record.id}, {record.summary.requests:,} requests)",
+                  near=self.keep_message)
+        return record
+
+    def _list_saved_runs(self) -> None:
+        """The saved runs' names, newest first, as the Load box's suggestions."""
+        try:  # scan(), not infos(): a foreign entry in the folder is no reason to warn here
+            infos = (self.store or RecordStore()).scan()[0]
+        except OSError:
+            infos = []
+        self.saved_pick.options = list(dict.fromkeys(info.name for info in reversed(infos)))
 
     def export(self, format: str | None = None) -> list[Path]:
         """Export the picked runs (or the last one) to <data folder>/exports/."""
@@ -499,6 +639,15 @@ class LabPanel:
         if self._owns_server:
             self.server.stop()
         self.widget.close()
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name (2)``, ``name (3)``...: the first not ``taken``."""
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name} ({number})"
+    return candidate
 
 
 def _names(records: list[Record]) -> str:

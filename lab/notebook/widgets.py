@@ -63,12 +63,15 @@ class KnobControl:
             # while validation names the knob and its range in the panel's message.
             number_class = widgets.IntText if base is int else widgets.FloatText
             start = value if value is not None else (spec.minimum or 0)
-            return number_class(value=start, layout=layout)
+            return number_class(value=_shown(start), layout=layout)
         if base is tuple:  # a list of words (thresholds): comma-separated in one box
             # Short enough for the box (a longer placeholder is cut), in the CLI's word for one
-            # item ("EXPR, …"); the tooltip has the help with its examples.
+            # item ("EXPR, …"); the tooltip has the help with its examples. The box takes the
+            # rest of its row: three thresholds ("p99<0.1ms, p50<1ms, errors<1%") do not fit 130 px.
             words = f"{spec.metavar or 'a'}, …"
-            return widgets.Text(value=", ".join(value), placeholder=words, layout=layout)
+            return widgets.Text(value=", ".join(value), placeholder=words,
+                                layout=widgets.Layout(width="auto", flex=f"1 1 {VALUE_WIDTH}",
+                                                      min_width=VALUE_WIDTH))
         return widgets.Text(value="" if value is None else str(value), layout=layout)
 
     def _sync_enabled(self, _change: Any = None) -> None:
@@ -91,14 +94,24 @@ class KnobControl:
         if self.base is tuple:
             self.value_widget.value = ", ".join(value)
         elif value is not None or self.base is bool:  # a three-state knob shows None itself
-            self.value_widget.value = value
+            self.value_widget.value = _shown(value)
+
+
+def _shown(value: Any) -> Any:
+    """A float as a box can show it: 3 * 1.2 is 3.5999999999999996, which a 130 px box cuts;
+    12 significant digits are more than any knob means and give 3.6."""
+    return float(f"{value:.12g}") if isinstance(value, float) else value
 
 
 class KnobForm:
     """Controls for some knobs of one configuration class, grouped as the class groups them."""
 
-    def __init__(self, config_class: type, current: Any, *, tabs: bool = False) -> None:
+    def __init__(self, config_class: type, current: Any, *, tabs: bool = False,
+                 later_groups: tuple[str, ...] = ()) -> None:
+        """``later_groups``: groups shown after the others, whatever the declaration's order
+        (the WebSocket knobs, which only a ws:// target uses, after connections and duration)."""
         self.config_class = config_class
+        self.later_groups = later_groups
         self.controls: dict[str, KnobControl] = {}
         for field, spec in knobs(config_class):
             if not spec.widget:
@@ -115,6 +128,8 @@ class KnobForm:
         groups: dict[str, list[widgets.Widget]] = {}
         for control in self.controls.values():
             groups.setdefault(control.spec.group, []).append(control.widget)
+        later = {group: groups.pop(group) for group in self.later_groups if group in groups}
+        groups.update(later)
         if tabs:  # one tab per group keeps a long form short
             tab = widgets.Tab(children=[widgets.VBox(rows) for rows in groups.values()])
             tab.titles = tuple(groups)

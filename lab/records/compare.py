@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +22,7 @@ from lab.measure import figures as catalogue
 from lab.measure.report import MISSING as MISSING
 from lab.measure.report import SIGNIFICANT_DIGITS as SIGNIFICANT_DIGITS
 from lab.measure.report import format_figure, format_ratio, side_by_side_column
+from lab.measure.thresholds import Outcome
 from lab.records.record import Record, differing_keys, short_key
 from lab.records.store import RecordStore
 
@@ -36,7 +37,7 @@ def labels(records: Sequence[Record]) -> list[str]:
     records when there are any (``nagle: nodelay=False``); the id too when names repeat and
     settings do not tell the records apart."""
     names = [record.name for record in records]
-    keys = differing_settings(records)
+    keys = comparable_settings(records)
     values = {key: setting_texts(records, key) for key in keys}
     texts = [", ".join(f"{short_key(key, keys)}={values[key][index]}" for key in keys)
              for index in range(len(records))] if keys else []
@@ -138,10 +139,18 @@ def format_setting(value: Any) -> str:
     return str(value)
 
 
+def comparable_settings(records: Sequence[Record]) -> list[str]:
+    """:func:`differing_settings` that every record has: a setting one run did not record (the
+    server of a ``bench`` run the lab did not start, a knob newer than the record) is unknown
+    there, and tells the runs apart no better than their names do."""
+    settings = [record.settings() for record in records]
+    return [key for key in differing_settings(records) if all(key in flat for flat in settings)]
+
+
 def short_labels(records: Sequence[Record]) -> list[str]:
     """A short label per record, what tells it apart first: ``run 2 · nodelay off ·
     split_writes on`` (only the settings that differ, without their ``server.``/``load.``)."""
-    keys = differing_settings(records)
+    keys = comparable_settings(records)
     values = {key: setting_texts(records, key) for key in keys}
     return [" · ".join([name, *(f"{short_key(key, keys)} {values[key][index]}" for key in keys)])
             for index, name in enumerate(_column_names(records))]
@@ -196,9 +205,13 @@ def _failed_style(failed: bool) -> str:
 
 
 def comparison_view(records: Sequence[Record], *, baseline: int = 0,
-                    max_runs: int = MAX_SHOWN_RUNS) -> ComparisonView:
+                    max_runs: int = MAX_SHOWN_RUNS,
+                    setting_labels: Mapping[str, str] | None = None) -> ComparisonView:
     """The runs side by side as people read them (see :class:`ComparisonView`); with more runs
-    than ``max_runs``, the baseline and the latest ones."""
+    than ``max_runs``, the baseline and the latest ones. ``setting_labels``: a setting's row
+    label by its key (``load.duration_seconds`` -> ``duration (s)``, as the panel's widgets
+    name it); a setting without one is named by its key. A setting some run did not record is
+    left out, and the notes say which runs lack it."""
     table = compare(records, baseline=baseline)
     columns = list(table.columns[:len(records)])
     shown = _shown_runs(len(records), baseline, max_runs)
@@ -207,20 +220,26 @@ def comparison_view(records: Sequence[Record], *, baseline: int = 0,
         notes.append(f"showing {len(shown)} of {len(records)} runs (the baseline and the latest); "
                      "compare() gives them all")
     keys = differing_settings(records)
+    comparable = comparable_settings(records)
+    unrecorded = _unrecorded(records, [key for key in keys if key not in comparable], columns)
+    notes.extend(unrecorded)
     settings = {key: setting_texts(records, key) for key in keys}
+    row_labels = _setting_row_labels(comparable, setting_labels or {})
     view: dict[str, list[str]] = {columns[index]: [] for index in shown}
     failures = [failure(record) for record in records]
     failed = {columns[index]: reason for index, reason in enumerate(failures)
               if reason is not None and index in shown}
     labels_: list[str] = [OUTCOME_ROW]
     for index in shown:
-        view[columns[index]].append("passed" if failures[index] is None else f"FAILED: {failures[index]}")
+        view[columns[index]].append(outcome_text(records[index]))
     for label in table.index:
         values = [table.loc[label, column] for column in columns]
+        if label in keys and label not in comparable:
+            continue  # said in the notes, once per part, not as a row of dashes per setting
         if label not in keys and all(_is_missing(value) for value in values):
             notes.append(f"not shown: {label} ({MISSING_REASONS.get(label, 'no run here measured it')})")
             continue
-        labels_.append(short_key(label, keys) if label in keys else label)
+        labels_.append(row_labels[label] if label in keys else label)
         for index in shown:
             view[columns[index]].append(
                 settings[label][index] if label in keys
@@ -235,11 +254,39 @@ def comparison_view(records: Sequence[Record], *, baseline: int = 0,
     return ComparisonView(table=frame, failed=failed, notes=tuple(notes))
 
 
+def _setting_row_labels(keys: Sequence[str], labels: Mapping[str, str]) -> dict[str, str]:
+    """Each setting's row label: its given label, or its short key; a label two parts share
+    (``keepalive`` of the server and of the load) gets its part in front."""
+    rows = {key: labels.get(key, short_key(key, keys)) for key in keys}
+    shared = {label for label in rows.values() if list(rows.values()).count(label) > 1}
+    return {key: f"{key.split('.', 1)[0]} {label}" if label in shared else label
+            for key, label in rows.items()}
+
+
+def _unrecorded(records: Sequence[Record], keys: Sequence[str], columns: Sequence[str]) -> list[str]:
+    """``server settings not recorded in: cli run`` per part of the settings (server, load)."""
+    notes = []
+    for part in dict.fromkeys(key.split(".", 1)[0] for key in keys):
+        lacking = [column for record, column in zip(records, columns, strict=True)
+                   if any(key.startswith(f"{part}.") and key not in record.settings() for key in keys)]
+        notes.append(f"{part} settings not compared: not recorded in {', '.join(lacking)}")
+    return notes
+
+
 def _figure_cell(table: pd.DataFrame, label: str, column: str, base: str) -> str:
     """``43.98 (×239)``: the figure, and its ratio to the baseline's where there is one."""
     text = format_figure(table.loc[label, column])
     ratio = table.loc[label, f"{column} ÷ {base}"] if column != base else float("nan")
     return f"{text} ({format_ratio(ratio)})" if isinstance(ratio, float) and not math.isnan(ratio) else text
+
+
+def outcome_text(record: Record) -> str:
+    """The outcome row's cell: ``passed``, ``STOPPED: ...`` (the panel's word for a run ended
+    with Stop) or ``FAILED: ...``."""
+    outcome, reason = record.verdict()
+    if reason is None:
+        return "passed"
+    return f"{'STOPPED' if outcome is Outcome.STOPPED else 'FAILED'}: {reason}"
 
 
 def failure(record: Record) -> str | None:

@@ -6,14 +6,17 @@
 // its redraws in `redraws` so that a browser test can see it move.
 
 const COLOURS = { p50: "#1f77b4", p99: "#ff7f0e", max: "#7f7f7f", rate: "#2ca02c",
-                  errors: "#d62728", marker: "#444", grid: "#e6e6e6", text: "#222" };
+                  errors: "#d62728", marker: "#444", grid: "#e6e6e6", minorGrid: "#f3f3f3",
+                  text: "#222", minorText: "#888" };
 const HEIGHT = 320;
 const MARGIN = { left: 64, right: 16, top: 24, bottom: 26 };
 const GAP = 30; // between the latency plot and the rate plot
 
-function niceNumber(value) {
+export function niceNumber(value) {
   if (typeof value === "string") return value; // a mark such as "too few", not a number
-  if (!isFinite(value)) return "–";
+  // null is what Python's NaN arrives as (no request succeeded): isFinite(null) is true, and
+  // null.toFixed would throw and freeze the view on its last picture.
+  if (typeof value !== "number" || !isFinite(value)) return "–";
   if (value >= 100) return value.toFixed(0);
   if (value >= 10) return value.toFixed(1);
   if (value >= 1) return value.toFixed(2);
@@ -21,20 +24,45 @@ function niceNumber(value) {
 }
 
 function milliseconds(value) {
-  return typeof value === "string" ? value : `${niceNumber(value)} ms`;
+  if (typeof value === "string") return value;
+  return typeof value === "number" && isFinite(value) ? `${niceNumber(value)} ms` : "–";
 }
 
 function rateText(value) {
   return Math.round(value).toLocaleString("en-US");
 }
 
-function statsText(stats) {
+export function statsText(stats) {
   if (!stats || !stats.requests) return stats && stats.phase ? stats.phase : "waiting for a run";
   const errors = stats.errors ? `, ${rateText(stats.errors)} errors` : ", no errors";
   return `${stats.phase} ${niceNumber(stats.elapsed_s)} s: ${rateText(stats.requests)} requests, ` +
     `${rateText(stats.rps)} req/s${errors} | p50 ${milliseconds(stats.p50_ms)}, ` +
     `p99 ${milliseconds(stats.p99_ms)}, p99.9 ${milliseconds(stats.p99_9_ms)}, ` +
     `max ${milliseconds(stats.max_ms)}`;
+}
+
+// Gridlines of a log axis from 10^d0 to 10^d1: every decade, and 2 and 5 within it while the
+// lines stay `minGap` px apart (a 44 ms line is read between 20 and 50, not between 10 and 100).
+export function logGridlines(d0, d1, pixelsPerDecade, minGap = 14) {
+  const lines = [];
+  const steps = pixelsPerDecade * Math.log10(2.5) >= minGap ? [1, 2, 5] : [1];
+  for (let d = d0; d <= d1; d++) {
+    for (const m of steps) {
+      const value = m * Math.pow(10, d);
+      if (d === d1 && m > 1) break;
+      lines.push({ value, major: m === 1 });
+    }
+  }
+  return lines;
+}
+
+// The top of a linear axis from zero: the first 1, 2 or 5 x 10^k at or above `value`, so the
+// axis reads 100,000/s rather than 75,110/s.
+export function niceCeiling(value) {
+  if (!(value > 0)) return 1;
+  const power = Math.pow(10, Math.floor(Math.log10(value)));
+  for (const m of [1, 2, 5, 10]) if (m * power >= value * (1 - 1e-9)) return m * power;
+  return 10 * power;
 }
 
 function draw(canvas, model) {
@@ -70,7 +98,8 @@ function draw(canvas, model) {
       if (v > 0 && isFinite(v)) { low = Math.min(low, v); high = Math.max(high, v); }
     }
   }
-  if (!isFinite(low)) { low = 0.01; high = 10; }
+  const hasLatency = isFinite(low);
+  if (!hasLatency) { low = 0.01; high = 10; }
   const d0 = Math.floor(Math.log10(low)), d1 = Math.max(Math.ceil(Math.log10(high)), d0 + 1);
   const y = (ms) => MARGIN.top + latencyHeight -
     ((Math.log10(ms) - d0) / (d1 - d0)) * latencyHeight;
@@ -79,21 +108,35 @@ function draw(canvas, model) {
   g.fillStyle = COLOURS.text;
   g.textAlign = "right";
   g.textBaseline = "middle";
-  for (let d = d0; d <= d1; d++) {
-    const yy = y(Math.pow(10, d));
+  for (const { value, major } of logGridlines(d0, d1, latencyHeight / (d1 - d0))) {
+    const yy = y(value);
+    g.strokeStyle = major ? COLOURS.grid : COLOURS.minorGrid;
     g.beginPath(); g.moveTo(MARGIN.left, yy); g.lineTo(MARGIN.left + plotWidth, yy); g.stroke();
-    g.fillText(`${niceNumber(Math.pow(10, d))} ms`, MARGIN.left - 6, yy);
+    g.fillStyle = major ? COLOURS.text : COLOURS.minorText;
+    g.fillText(`${niceNumber(value)} ms`, MARGIN.left - 6, yy);
+  }
+  if (!hasLatency && points.length) {
+    // every request failed: say so where the lines would be, rather than leave empty axes
+    g.fillStyle = COLOURS.errors;
+    g.textAlign = "center";
+    g.fillText("no request succeeded: no latency to draw", MARGIN.left + plotWidth / 2,
+               MARGIN.top + latencyHeight / 2);
+    g.textAlign = "right";
   }
 
-  const line = (column, colour, scaleY, dash) => {
+  // A gap wherever a value is missing (null: no success in the interval on the latency axes, a
+  // partial last interval on the rate axis) or, with `zeroIsGap`, zero (log axes; errors/s).
+  const line = (column, colour, scaleY, { dash = [], zeroIsGap = false } = {}) => {
     g.strokeStyle = colour;
     g.lineWidth = 1.5;
-    g.setLineDash(dash || []);
+    g.setLineDash(dash);
     g.beginPath();
     let pen = false;
     for (const p of points) {
       const v = p[column];
-      if (p[0] < x0 || !(v > 0) || !isFinite(v)) { pen = false; continue; }
+      if (p[0] < x0 || typeof v !== "number" || !isFinite(v) || v < 0 || (zeroIsGap && v === 0)) {
+        pen = false; continue;
+      }
       const xx = x(p[0]), yy = scaleY(v);
       if (pen) g.lineTo(xx, yy); else g.moveTo(xx, yy);
       pen = true;
@@ -101,26 +144,26 @@ function draw(canvas, model) {
     g.stroke();
     g.setLineDash([]);
   };
-  line(3, COLOURS.max, y, [3, 3]);
-  line(2, COLOURS.p99, y);
-  line(1, COLOURS.p50, y);
+  line(3, COLOURS.max, y, { dash: [3, 3], zeroIsGap: true });
+  line(2, COLOURS.p99, y, { zeroIsGap: true });
+  line(1, COLOURS.p50, y, { zeroIsGap: true });
 
   // Rate and errors: linear, from zero.
-  let rateMax = 1;
-  for (const p of points) if (p[0] >= x0) rateMax = Math.max(rateMax, p[4], p[5]);
+  let highest = 0;
+  for (const p of points) if (p[0] >= x0) highest = Math.max(highest, p[4] || 0, p[5] || 0);
+  const rateMax = niceCeiling(highest);
   const yr = (v) => rateTop + rateHeight - (v / rateMax) * rateHeight;
-  g.strokeStyle = COLOURS.grid;
-  g.beginPath(); g.moveTo(MARGIN.left, yr(0)); g.lineTo(MARGIN.left + plotWidth, yr(0)); g.stroke();
-  g.beginPath(); g.moveTo(MARGIN.left, yr(rateMax)); g.lineTo(MARGIN.left + plotWidth, yr(rateMax));
-  g.stroke();
   g.fillStyle = COLOURS.text;
-  g.fillText(`${rateText(rateMax)}/s`, MARGIN.left - 6, yr(rateMax));
-  g.fillText("0/s", MARGIN.left - 6, yr(0));
-  line(4, COLOURS.rate, yr);
-  g.fillStyle = COLOURS.errors;
-  for (const p of points) {
-    if (p[0] >= x0 && p[5] > 0) g.fillRect(x(p[0]) - 1.5, yr(p[5]), 3, yr(0) - yr(p[5]));
+  for (const v of [0, rateMax / 2, rateMax]) {
+    g.strokeStyle = COLOURS.grid;
+    g.beginPath(); g.moveTo(MARGIN.left, yr(v)); g.lineTo(MARGIN.left + plotWidth, yr(v)); g.stroke();
+    g.fillText(`${v.toLocaleString("en-US", { maximumFractionDigits: 1 })}/s`, MARGIN.left - 6, yr(v));
   }
+  line(4, COLOURS.rate, yr);
+  // Errors/s only in a run that has errors (a red line along zero would read as an alarm), zeros
+  // included then, so one bad interval is a visible spike; drawn last: where every request fails
+  // it covers requests/s.
+  if (points.some((p) => p[5] > 0)) line(5, COLOURS.errors, yr);
 
   // Time axis.
   g.fillStyle = COLOURS.text;
@@ -211,6 +254,10 @@ function render({ model, el }) {
   for (const name of ["points", "markers", "stats", "title", "caption", "window_seconds", "span_seconds"]) {
     model.on(`change:${name}`, schedule);
   }
+  // Asked from Python (LiveView.scroll_into_view): the window follows a run started by code.
+  // Centred: what is above it in a panel (Run, Stop, the progress line) stays in sight, and a
+  // caption that wraps onto another line later does not push the plot's bottom out of it.
+  model.on("change:reveals", () => root.scrollIntoView({ block: "center" }));
   const resize = new ResizeObserver(schedule);
   resize.observe(root);
   schedule();
