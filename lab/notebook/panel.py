@@ -64,9 +64,12 @@ OPEN_LOOP_START_RATE = 100.0
 PLOT_SIZE_INCHES, PLOT_DPI = (5.4, 3.4), 80
 OVERLAY_SIZE_INCHES = (10.6, 4.6)
 # Scoped to the panel: JupyterLab's widget tabs have a fixed width that cuts titles short
-# ("listene"), and tables and pictures must shrink with the output area instead of overflowing.
+# ("listene"), the server's ten knob groups do not fit one row of tabs (they wrap), and tables
+# and pictures must shrink with the output area instead of overflowing.
 PANEL_CSS = """<style>
 .lab-panel .lm-TabBar-tab { flex: 0 0 auto !important; min-width: 0 !important; max-width: none !important; }
+.lab-panel .lm-TabBar { min-height: var(--jp-private-horizontal-tab-height, 24px); height: auto !important; }
+.lab-panel .lm-TabBar-content { flex-wrap: wrap; }
 .lab-panel .lab-table { border-collapse: collapse; font-size: 12px; margin: 4px 0; }
 .lab-panel .lab-table th, .lab-panel .lab-table td { padding: 2px 6px; text-align: right;
   border: 1px solid var(--jp-border-color2, #ccc); overflow-wrap: anywhere; }

@@ -72,6 +72,12 @@ class KnobControl:
             return widgets.Text(value=", ".join(value), placeholder=words,
                                 layout=widgets.Layout(width="auto", flex=f"1 1 {VALUE_WIDTH}",
                                                       min_width=VALUE_WIDTH))
+        if spec.metavar is not None and "," in spec.metavar:
+            # A list written as text (the /metrics buckets: 14 bounds, ~60 characters): a box
+            # that wraps, across the rest of its row, so that no part of it is hidden.
+            return widgets.Textarea(value="" if value is None else str(value), rows=2,
+                                    layout=widgets.Layout(width="auto", flex=f"1 1 {VALUE_WIDTH}",
+                                                          min_width=VALUE_WIDTH))
         return widgets.Text(value="" if value is None else str(value), layout=layout)
 
     def _sync_enabled(self, _change: Any = None) -> None:
