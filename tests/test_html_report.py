@@ -114,6 +114,22 @@ def two_runs_report(two_runs: list[Record]) -> str:
     return report_html(two_runs)
 
 
+def test_record_report_writes_the_same_report(two_runs: list[Record], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``record.report()``, the method the issue names: the run (and others compared with it)
+    as the same page ``lab report`` writes, by default beside the other exports' names."""
+    def same(page: str) -> str:  # matplotlib names each SVG's markers and clips at random
+        return re.sub(r"\b(m|p|image)[0-9a-f]{10}\b", "ID", page)
+
+    first, second = two_runs
+    written = Path(first.report(tmp_path / "both.html", others=[second], title="t"))
+    assert same(written.read_text()) == same(report_html(two_runs, title="t"))
+    monkeypatch.chdir(tmp_path)
+    alone = Path(first.report())
+    assert alone.name == f"{first.id}-nagle-on.html"
+    assert same(alone.read_text()) == same(report_html([first]))
+
+
 def test_the_check_finds_every_kind_of_external_reference() -> None:
     """The checker below is not vacuous: each way a page can reach out is caught."""
     page = ("<html><head><link rel='stylesheet' href='https://cdn.example/x.css'>"

@@ -201,6 +201,21 @@ class Record:
         return verdict(self.summary, threshold_checks(self.load_spec, self.summary),
                        outcome.problems, stopped=outcome.stopped_early)
 
+    def report(self, path: str | PurePath | None = None, *, others: Sequence[Record] = (),
+               title: str | None = None) -> PurePath:
+        """This run -- and ``others`` compared with it, as ratios against this one -- as one
+        self-contained HTML file to share (lab/records/html_report.py; ``python -m lab report``
+        and ``lab.report`` write the same file). ``path`` defaults to ``<id>-<name>.html`` in
+        the current folder, as an export's file is named. Returns the path written."""
+        # The one place storage reaches presentation: only when called, never when loaded, so
+        # saving and listing runs still load no plotting (tests/test_architecture.py).
+        from lab.records import html_report
+
+        if path is None:
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.name)[:60].strip("-.") or "run"
+            path = f"{self.id}-{slug}.html"
+        return html_report.write_report([self, *others], str(path), title=title)
+
     def to_json_dict(self) -> dict[str, Any]:
         """The object ``bench --json`` printed for this run (``show RUN --json``)."""
         outcome = self.run_outcome()
