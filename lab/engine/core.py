@@ -443,10 +443,15 @@ class OpenLoop(Engine):
 
     def _dispatch(self) -> None:
         now = perf_counter_ns()
+        if self._send_due(now):
+            self._arm(now)
+
+    def _send_due(self, now: int) -> bool:
+        """Send (or queue) every request due by ``now``; False once the offering has ended."""
         while self.next_intended_ns <= now:
             if not self.may_start(self.next_intended_ns):
                 self.check_finished()
-                return
+                return False
             intended = self.next_intended_ns
             self.started += 1
             self.scheduled += 1
@@ -455,7 +460,7 @@ class OpenLoop(Engine):
                 self.idle.pop().send(intended)
             else:
                 self.queue.append((intended, 0))
-        self._arm(now)
+        return True
 
     def _arm(self, now: int) -> None:
         assert self.timer is not None
@@ -511,6 +516,11 @@ class OpenLoop(Engine):
         self.queue.clear()
 
     def _housekeep(self) -> None:
+        if not self.stopping:
+            # A dispatcher running late (a busy loop, a busy machine) still owes the requests
+            # due before the deadline: send them before the deadline check below ends the
+            # offering, or the run offers fewer than rate x duration and says nothing.
+            self._send_due(perf_counter_ns())
         if self.stopping and not self.stopped_by_owner and self.queue:
             self._expire_queue(perf_counter_ns())
         elif self.queue and self.plan.retry is not None and self.plan.retry.deadline_ns is not None:
