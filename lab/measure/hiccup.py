@@ -1,4 +1,4 @@
-"""A hiccup series' figures: how late an event loop woke (lab/http/hiccup.py's meter), as a
+"""A hiccup series' figures: how late an event loop woke (lab/resources.py's meter), as a
 distribution and as the few largest stalls placed on a run's time axis.
 
 A series is any array with ``at_ns`` (when the loop woke, perf_counter_ns: the samples' clock)
