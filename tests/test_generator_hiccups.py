@@ -110,8 +110,8 @@ def test_a_local_result_without_the_meter_has_no_series(plain_server: ServerHand
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--pause-ms", "300"], "--pause-every: a pause of the generator's loop needs both"),
-    (["--pause-every", "1"], "--pause-ms: a pause of the generator's loop needs both"),
+    (["--pause-ms", "300"], "--pause-every: a pause of the generator's loop needs how often"),
+    (["--pause-every", "1"], "--pause-ms: a pause of the generator's loop needs its length"),
     (["--pause-every", "0"], "--pause-every: 0.0 is out of range"),
 ])
 def test_a_pause_half_asked_for_is_one_line_naming_the_flag(argv: list[str], message: str) -> None:

@@ -226,10 +226,13 @@ class LoadSpec:
                     raise ConfigError(name, "applies to https:// and wss:// targets only")
         if self.insecure and self.ca_file:
             raise ConfigError("ca_file", "checks the certificate, which insecure does not: give one")
-        if (self.pause_every_seconds is None) != (self.pause_ms == 0):
-            raise ConfigError("pause_ms" if self.pause_every_seconds is not None else "pause_every_seconds",
-                              "a pause of the generator's loop needs both pause_every_seconds "
-                              "and a pause_ms above 0")
+        # Each names the half that is missing (a flag on the CLI, a field in Python).
+        if self.pause_every_seconds is None and self.pause_ms:
+            raise ConfigError("pause_every_seconds", "a pause of the generator's loop needs how "
+                              "often, besides its length")
+        if self.pause_every_seconds is not None and not self.pause_ms:
+            raise ConfigError("pause_ms", "a pause of the generator's loop needs its length "
+                              "(above 0 ms), besides how often")
         parse_thresholds(self.thresholds)
         require_loopback(parse_target(self.url).host, allow_remote=self.allow_remote)
 
