@@ -81,7 +81,7 @@ from lab.engine.worker import SharedBoard, WorkerReport, plan_for, start_workers
 from lab.errors import ConfigError
 from lab.measure.frames import Frame
 from lab.measure.samples import SAMPLE_DTYPE, merge
-from lab.resources import process_context, refuse_when_imported_by_a_new_process
+from lab.resources import merge_series, process_context, refuse_when_imported_by_a_new_process
 from lab.units import NS_PER_S
 
 if TYPE_CHECKING:
@@ -323,7 +323,9 @@ class LoadRun(Run):
             # target gone) were not stopped by the user.
             stopped_early=self._stopped,
             calibration=self._calibration, problems=tuple(self._problems),
-            tls=merge_counts([r.tls for r in reports if r.tls is not None]))
+            tls=merge_counts([r.tls for r in reports if r.tls is not None]),
+            generator_hiccups=None if not self.spec.hiccup_meter else merge_series(
+                [r.hiccups for r in reports if r.hiccups is not None]))
 
 
 @overload

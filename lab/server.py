@@ -40,14 +40,13 @@ from lab.http.asgi import AsgiApp, AsgiHost, Lifespan, serve_app
 from lab.http.config import TLS_CONTEXT_KNOBS, ServerConfig, server_tls_context
 from lab.http.core import LabServer
 from lab.http.demo_routes import demo_router
-from lab.http.hiccup import merge_series
 from lab.http.knobs import restart_knobs
 from lab.http.routing import Router
 from lab.http.state import add_snapshots
 from lab.netpath import EmulatedPath, Path, start_path
 from lab.netpath.system import enter_namespace
 from lab.options import Knob, changed_knobs, format_value, knobs
-from lab.resources import process_context, refuse_when_imported_by_a_new_process
+from lab.resources import merge_series, process_context, refuse_when_imported_by_a_new_process
 from lab.tls import tls_dir
 
 if TYPE_CHECKING:
@@ -458,7 +457,7 @@ class ServerHandle:
     def hiccups(self, since_ns: int = 0) -> np.ndarray:
         """The hiccup meter's series (``hiccup_meter`` on): each tick of the server's loop since
         ``since_ns`` (perf_counter_ns, the clock of a run's samples) and how late it woke, every
-        worker's merged in time order (lab/http/hiccup.py; figures in lab/measure/hiccup.py).
+        worker's merged in time order (lab/resources.py's meter; figures in lab/measure/hiccup.py).
         Empty while the meter is off; a listener re-created by a reconfigure starts a new one."""
         return self._require_running().hiccups(since_ns)
 

@@ -224,8 +224,9 @@ def test_help_documents_exit_codes_and_readable_ranges() -> None:
 # --- one run, one set of figures ----------------------------------------------------------------
 
 @pytest.mark.parametrize("load", [["-c", "4", "-d", "0.5", "--warmup", "0.2"],
-                                  ["-c", "4", "--stage", "0.3s:200", "--stage", "0.3s:0-400"]],
-                         ids=["warm-up", "stages"])
+                                  ["-c", "4", "--stage", "0.3s:200", "--stage", "0.3s:0-400"],
+                                  ["-c", "4", "-d", "0.5", "--hiccup-meter"]],
+                         ids=["warm-up", "stages", "generator hiccups"])
 def test_show_json_prints_what_bench_json_printed(load: list[str], server: ServerHandle,
                                                   tmp_path: Path) -> None:
     done = bench(server.url + "/fast", *load, "--json",

@@ -14,13 +14,13 @@ from rawhttp import Reader, connect, get
 from lab.cli import main
 from lab.errors import CorruptRecord
 from lab.http.config import ServerConfig
-from lab.http.hiccup import HICCUP_FIELDS
 from lab.measure.hiccup import hiccup_record, hiccup_summary, largest_hiccups
 from lab.measure.samples import start_ns
 from lab.records.export import summary_document
 from lab.records.plots import timeline
 from lab.records.record import Record
 from lab.records.store import RecordStore
+from lab.resources import HICCUP_FIELDS
 from lab.server import ServerHandle, start_server
 from lab.units import NS_PER_MS
 

@@ -59,6 +59,19 @@ def test_run_button_makes_a_run_with_samples_and_a_figure(panel):
         assert figure.axes and figure.axes[0].lines
 
 
+def test_a_run_keeps_the_servers_and_the_generators_hiccups_apart(tmp_path):
+    panel = LabPanel(store=RecordStore(tmp_path / "data"), load={**QUICK_LOAD, "hiccup_meter": True})
+    try:
+        panel.set(hiccup_meter=True)  # by name, the server's knob (the load's is set above)
+        assert panel.apply(), panel.message.value
+        record = asyncio.run(press_run(panel))
+    finally:
+        panel.close()
+    assert record is not None, panel.message.value
+    assert [hiccups.source for hiccups in record.hiccups] == ["server", "generator"]
+    assert all(hiccups.distribution.count > 0 for hiccups in record.hiccups)
+
+
 def test_bad_value_shows_a_message_and_the_next_run_works(panel):
     panel.load_form.controls["connections"].value_widget.value = 0
     assert panel.start_run() is None

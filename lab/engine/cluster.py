@@ -47,10 +47,11 @@ from lab.engine.result import LoadResult, wall_clock
 from lab.engine.run import Run
 from lab.engine.secure import merge_counts
 from lab.engine.spec import LoadSpec
-from lab.engine.worker import engine_for
+from lab.engine.worker import LoopWatch, engine_for
 from lab.errors import ConfigError, LoadError
 from lab.measure.frames import Frame
 from lab.measure.samples import CLOCK_COLUMNS, MISSING, SAMPLE_DTYPE, ErrorKind, empty, merge
+from lab.resources import merge_series
 from lab.units import NS_PER_S
 
 if TYPE_CHECKING:
@@ -304,6 +305,7 @@ def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | N
     from distributed import Event, Queue
 
     engine = engine_for(spec, index)
+    watch = LoopWatch(spec, index)
     meters: list[FrameMeter] = []
     stopped = threading.Event()  # the owner asked the run to stop (ClusterRun.stop)
     running = threading.Event()
@@ -338,9 +340,14 @@ def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | N
                 last_report[0] = now
                 sender.counts(current.recorder.count, current.errors)
 
-        await engine.run(start_ns, should_stop=stopped.is_set, on_housekeeping=report)
+        watch.start(loop, start_ns)
+        try:
+            await engine.run(start_ns, should_stop=stopped.is_set, on_housekeeping=report)
+        finally:
+            hiccups.append(watch.stop())
         return start_ns
 
+    hiccups: list[np.ndarray | None] = []
     sender = _QueueSender(Queue(f"{name}-progress"), index)
     running.set()
     watcher = threading.Thread(target=watch_for_stop, args=(Event(f"{name}-stop"),), daemon=True)
@@ -356,12 +363,14 @@ def run_segment(spec: LoadSpec, index: int, name: str, live_interval_ns: int | N
             "gave_up": engine.gave_up, "tls": None if engine.tls is None else engine.tls.counts(),
             "rows": len(samples), "samples": zlib.compress(samples.tobytes(), 1),
             "frames": [] if not meters else meters[0].rest(),
-            "frames_dropped": 0 if not meters else meters[0].dropped}
+            "frames_dropped": 0 if not meters else meters[0].dropped,
+            "hiccups": hiccups[0] if hiccups else None}
 
 
 def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any] | None],
            start_ns: int, address: str, *, stopped_early: bool = False) -> LoadResult:
     parts, starts, ends = [], [start_ns], [start_ns]
+    hiccups: list[np.ndarray] = []
     for segment, outcome in zip(segments, outcomes, strict=True):
         if outcome is None:
             parts.append(_lost_row(segment.index, start_ns))
@@ -369,6 +378,10 @@ def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any
         samples = np.frombuffer(zlib.decompress(outcome["samples"]), dtype=SAMPLE_DTYPE).copy()
         _shift(samples, segment.clock_offset_ns)
         parts.append(samples)
+        if outcome.get("hiccups") is not None:
+            series = outcome["hiccups"].copy()
+            series["at_ns"] += segment.clock_offset_ns  # onto the client's clock, as the samples
+            hiccups.append(series)
         starts.append(outcome["start_ns"] + segment.clock_offset_ns)
         ends.append(outcome["end_ns"] + segment.clock_offset_ns)
     # A worker starts after the client's start time, but its clock offset is only known to
@@ -387,7 +400,8 @@ def _merge(spec: LoadSpec, segments: list[Segment], outcomes: list[dict[str, Any
         abandoned=sum(outcome["abandoned"] for outcome in outcomes if outcome is not None),
         stopped_early=stopped_early,
         tls=merge_counts([outcome["tls"] for outcome in outcomes
-                          if outcome is not None and outcome.get("tls") is not None]))
+                          if outcome is not None and outcome.get("tls") is not None]),
+        generator_hiccups=merge_series(hiccups) if spec.hiccup_meter else None)
     # Each worker's share of the measured requests (a lost worker's is its worker_lost row),
     # so the shares add up to `requests`.
     counts = np.bincount(result.measured_samples()["worker"], minlength=len(segments))

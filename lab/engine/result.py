@@ -20,6 +20,7 @@ import numpy as np
 
 from lab.engine.calibration import Calibration
 from lab.engine.spec import LoadSpec
+from lab.measure.hiccup import HiccupRecord, run_hiccup_record
 from lab.measure.run import (
     RunOutcome,
     StageResult,
@@ -52,12 +53,17 @@ class LoadResult:
     summary: RunSummary  # every figure of the measured part; see lab.measure.summary
     calibration: Calibration | None = None
     checks: tuple[ThresholdCheck, ...] = field(default=())  # the spec's thresholds, checked
+    # hiccup_meter: how late the generator's own loops woke, every 1 ms tick of every worker
+    # from the load's start (lab.resources.HICCUP_FIELDS, on the samples' clock); None when off.
+    # Only the generator's: a server's meter is the server handle's (ServerHandle.hiccups()).
+    generator_hiccups: np.ndarray | None = None
 
     @classmethod
     def of_run(cls, spec: LoadSpec, samples: np.ndarray, *, start_ns_: int, end_ns: int,
                started_at: str, abandoned: int = 0, stopped_early: bool = False,
                calibration: Calibration | None = None, problems: tuple[str, ...] = (),
-               cluster: dict[str, Any] | None = None, tls: dict[str, Any] | None = None) -> LoadResult:
+               cluster: dict[str, Any] | None = None, tls: dict[str, Any] | None = None,
+               generator_hiccups: np.ndarray | None = None) -> LoadResult:
         """The result of merged samples: warm-up cut, the one summary computed, thresholds checked."""
         warmup_end = start_ns_ + round(spec.warmup_seconds * NS_PER_S)
         outcome_ = RunOutcome(window_ns=(warmup_end, max(end_ns, warmup_end)), abandoned=abandoned,
@@ -68,7 +74,7 @@ class LoadResult:
         summary = summarize_measured(measured(samples, warmup_end), settings, outcome_.window_ns)
         return cls(spec=spec, samples=samples, start_ns=start_ns_, started_at=started_at,
                    outcome=outcome_, summary=summary, calibration=calibration,
-                   checks=threshold_checks(settings, summary))
+                   checks=threshold_checks(settings, summary), generator_hiccups=generator_hiccups)
 
     def given_up(self, problem: str) -> LoadResult:
         """This result of a run that was stopped because it would not end: incomplete, for
@@ -122,7 +128,20 @@ class LoadResult:
                                 outcome=self.outcome)
         if self.spec.stages:
             document["stages"] = stages_document(self.stage_results())
+        hiccups = self.generator_hiccup_record()
+        if hiccups is not None:
+            # The shape and key of a record's (export, show --json): a list, each entry saying
+            # whose loop it timed; a bench run knows only the generator's.
+            document["hiccups"] = [hiccups.as_dict()]
         return document
+
+    def generator_hiccup_record(self) -> HiccupRecord | None:
+        """The generator's hiccups as a record keeps them (source "generator"): their
+        distribution and the largest of each 100 ms of the measured run; None when not measured."""
+        if self.generator_hiccups is None:
+            return None
+        return run_hiccup_record(self.generator_hiccups, source="generator",
+                                 samples=self.measured_samples(), window_ns=self.outcome.window_ns)
 
     def stage_results(self) -> list[StageResult]:
         """Each rate stage's own figures (see :func:`stage_results`)."""

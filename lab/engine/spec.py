@@ -161,6 +161,22 @@ class LoadSpec:
              "request answered within it counts towards goodput (None = no deadline)",
         flag="--deadline", metavar="S", group="retries")
 
+    # --- the generator's own loop (issue 28) -------------------------------------------------
+    hiccup_meter: bool = knob(
+        False, help="measure how late each generator worker's own loop wakes against a 1 ms "
+        "tick, as jHiccup does (the server's meter is serve --hiccup-meter): a stall of the "
+        "generator shows here, a slow server does not; kept as the run's generator hiccups",
+        flag="--hiccup-meter", group="generator loop", widget=False)
+    pause_every_seconds: float | None = knob(
+        None, minimum=0.01, maximum=3600, unit="s", label="pause every",
+        help="freeze each generator worker's loop this often, the first this long after the "
+             "load starts (None = never), as a client's GC pause would: the server is not "
+             "stalled, yet latencies timed from the intended send grow",
+        flag="--pause-every", metavar="S", group="generator loop", widget=False)
+    pause_ms: float = knob(0.0, minimum=0, maximum=60_000, unit="ms", label="pause length",
+                           help="how long each pause of the generator's loop lasts",
+                           flag="--pause-ms", metavar="MS", group="generator loop", widget=False)
+
     # --- pass/fail --------------------------------------------------------------------------
     thresholds: tuple[str, ...] = knob(
         (), help="a condition the run must meet, checked on its figures (repeatable), e.g. "
@@ -210,6 +226,13 @@ class LoadSpec:
                     raise ConfigError(name, "applies to https:// and wss:// targets only")
         if self.insecure and self.ca_file:
             raise ConfigError("ca_file", "checks the certificate, which insecure does not: give one")
+        # Each names the half that is missing (a flag on the CLI, a field in Python).
+        if self.pause_every_seconds is None and self.pause_ms:
+            raise ConfigError("pause_every_seconds", "a pause of the generator's loop needs how "
+                              "often, besides its length")
+        if self.pause_every_seconds is not None and not self.pause_ms:
+            raise ConfigError("pause_ms", "a pause of the generator's loop needs its length "
+                              "(above 0 ms), besides how often")
         parse_thresholds(self.thresholds)
         require_loopback(parse_target(self.url).host, allow_remote=self.allow_remote)
 

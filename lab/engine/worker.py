@@ -38,7 +38,7 @@ from lab.engine.spec import (
     worker_max_requests,
 )
 from lab.engine.websocket import WebSocketLane
-from lab.resources import ProcessContext, raise_open_file_limit
+from lab.resources import HiccupMeter, ProcessContext, raise_open_file_limit
 from lab.units import NS_PER_MS, NS_PER_S
 
 START_MARGIN_NS = 50_000_000  # between agreeing on a start time and starting: time to get ready
@@ -110,6 +110,7 @@ class WorkerReport:
     cpu_ns: int = 0  # CPU time this process used while offering the load (user + system)
     frames_cpu_ns: int = 0  # of which making and sending live frames
     tls: dict[str, Any] | None = None  # https://, wss://: what the handshakes negotiated (TlsClient.counts)
+    hiccups: np.ndarray | None = None  # hiccup_meter: this loop's series (lab.resources.HICCUP_FIELDS)
 
 
 def plan_for(spec: LoadSpec, worker: int) -> EnginePlan:
@@ -167,6 +168,49 @@ def engine_for(spec: LoadSpec, worker: int) -> Engine:
     return make_engine(plan, lane_type_for(plan))
 
 
+class LoopWatch:
+    """What a generator worker's loop does beside the load, as the spec asks: its hiccup meter
+    (``hiccup_meter``) and its injected pauses (``pause_every_seconds``, ``pause_ms``).
+
+    Neither touches the engine: with both off, nothing is scheduled on the loop at all.
+    """
+
+    def __init__(self, spec: LoadSpec, worker: int) -> None:
+        self.meter = HiccupMeter(worker=worker) if spec.hiccup_meter else None
+        self._pause_every_ns = (None if spec.pause_every_seconds is None
+                                else round(spec.pause_every_seconds * NS_PER_S))
+        self._pause_s = spec.pause_ms * NS_PER_MS / NS_PER_S
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pause_timer: asyncio.TimerHandle | None = None
+        self._start_ns = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop, start_ns: int) -> None:
+        """From the loop's thread, once the load's start time (``start_ns``) is agreed."""
+        self._loop, self._start_ns = loop, start_ns
+        if self.meter is not None:
+            self.meter.start(loop)
+        if self._pause_every_ns is not None:
+            first_ns = start_ns + self._pause_every_ns - perf_counter_ns()
+            self._pause_timer = loop.call_later(max(first_ns, 0) / NS_PER_S, self._pause)
+
+    def _pause(self) -> None:
+        # A blocking sleep, as the server's stall injector does: the whole loop stops, as it
+        # would for a collection or a process not scheduled.
+        time.sleep(self._pause_s)
+        assert self._loop is not None and self._pause_every_ns is not None
+        self._pause_timer = self._loop.call_later(self._pause_every_ns / NS_PER_S, self._pause)
+
+    def stop(self) -> np.ndarray | None:
+        """Stop both; the meter's series from the load's start (None without a meter)."""
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
+        if self.meter is None:
+            return None
+        self.meter.stop()
+        return self.meter.series(self._start_ns)
+
+
 @dataclass(frozen=True)
 class LiveFrames:
     """Where and how often a worker sends live frames."""
@@ -185,7 +229,7 @@ def worker_main(spec: LoadSpec, worker: int, board: SharedBoard, channel: Connec
         # Almost nothing on the hot path makes reference cycles; a collection pass in the
         # middle of a run would only add pauses to the measured latencies.
         gc.disable()
-        report = uvloop.run(_run(engine, worker, board, live))
+        report = uvloop.run(_run(engine, worker, board, live, LoopWatch(spec, worker)))
     except BaseException as error:  # report anything, never leave the parent waiting
         channel.send(WorkerReport(worker, 0, 0, 0, 0, False, error=f"{type(error).__name__}: {error}"))
         channel.send_bytes(b"")
@@ -201,7 +245,7 @@ def worker_main(spec: LoadSpec, worker: int, board: SharedBoard, channel: Connec
 
 
 async def _run(engine: Engine, worker: int, board: SharedBoard,
-               live: LiveFrames | None) -> WorkerReport:
+               live: LiveFrames | None, watch: LoopWatch) -> WorkerReport:
     connect_failures = await engine.connect()
     loop = asyncio.get_running_loop()
     # The barrier blocks; run it off the loop so that open connections are still served.
@@ -215,7 +259,11 @@ async def _run(engine: Engine, worker: int, board: SharedBoard,
             meter.look(perf_counter_ns())
 
     cpu_before = time.process_time_ns()
-    await engine.run(start_ns, should_stop=board.stop_requested, on_housekeeping=publish)
+    watch.start(loop, start_ns)
+    try:
+        await engine.run(start_ns, should_stop=board.stop_requested, on_housekeeping=publish)
+    finally:
+        hiccups = watch.stop()
     cpu_ns = time.process_time_ns() - cpu_before
     return WorkerReport(worker=worker, start_ns=start_ns, end_ns=engine.end_ns,
                         abandoned=engine.abandoned, connect_failures=connect_failures,
@@ -223,7 +271,7 @@ async def _run(engine: Engine, worker: int, board: SharedBoard,
                         frames=() if meter is None else tuple(meter.rest()),
                         frames_dropped=0 if meter is None else meter.dropped, cpu_ns=cpu_ns,
                         frames_cpu_ns=0 if meter is None else meter.cpu_ns,
-                        tls=None if engine.tls is None else engine.tls.counts())
+                        tls=None if engine.tls is None else engine.tls.counts(), hiccups=hiccups)
 
 
 def start_workers(spec: LoadSpec, context: ProcessContext, board: SharedBoard, *,

@@ -20,12 +20,11 @@ from lab.http.asgi import AppConnection, AsgiHost
 from lab.http.config import ServerConfig
 from lab.http.connection import HttpConnection
 from lab.http.handshake import Handshakes
-from lab.http.hiccup import HiccupMeter
 from lab.http.knobs import socket_plan
 from lab.http.listener import Listener
 from lab.http.routing import Router
 from lab.http.state import ServerState, ServerStats, Settings
-from lab.resources import raise_open_file_limit
+from lab.resources import HiccupMeter, raise_open_file_limit
 
 
 def sweep_interval(config: ServerConfig) -> float:

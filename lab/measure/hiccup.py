@@ -1,4 +1,4 @@
-"""A hiccup series' figures: how late an event loop woke (lab/http/hiccup.py's meter), as a
+"""A hiccup series' figures: how late an event loop woke (lab/resources.py's meter), as a
 distribution and as the few largest stalls placed on a run's time axis.
 
 A series is any array with ``at_ns`` (when the loop woke, perf_counter_ns: the samples' clock)
@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from lab.measure.samples import start_ns as samples_start_ns
 from lab.measure.stats import LatencySummary, summarize
+from lab.measure.summary import measured_window_ns
 from lab.units import NS_PER_MS, NS_PER_S
 
 
@@ -86,6 +88,18 @@ def hiccup_record(series: np.ndarray, *, source: str, start_ns: int, end_ns: int
     return HiccupRecord(source=source, distribution=hiccup_summary(inside), interval_s=interval_s,
                         series=tuple((round(bucket * interval_s, 6), peak / NS_PER_MS)
                                      for bucket, peak in sorted(peaks.items())))
+
+
+def run_hiccup_record(series: np.ndarray, *, source: str, samples: np.ndarray,
+                      window_ns: tuple[int, int] | None) -> HiccupRecord:
+    """:func:`hiccup_record` on a run's own time axis: from its first measured request to the
+    end of its measured window (``samples``: the measured ones). A meter ticks before and after
+    a run too; both the server's and the generator's are cut the same way, so their series
+    line up."""
+    first, last = measured_window_ns(samples, window_ns)
+    if samples.size:
+        first = int(samples_start_ns(samples).min())
+    return hiccup_record(series, source=source, start_ns=first, end_ns=last)
 
 
 def describe_hiccups(hiccups: HiccupRecord) -> str:

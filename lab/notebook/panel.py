@@ -475,8 +475,12 @@ class LabPanel:
 
     def _finish(self, result: LoadResult, changes: list[tuple[int, str]] | None = None) -> Record:
         self._runs_made += 1
+        # The server's meter beside the generator's (load={"hiccup_meter": True}): the record
+        # keeps each, named by whose loop it timed.
+        server_hiccups = self.server.hiccups(result.start_ns) if self.server.config.hiccup_meter else None
         record = record_from_result(result, server_config=self.server.config,
-                                    name=f"run {self._runs_made}", changes=changes or ())
+                                    name=f"run {self._runs_made}", changes=changes or (),
+                                    server_hiccups=server_hiccups)
         self.records.append(record)
         self.results.append(result)
         outcome, failure = result.verdict()

@@ -17,9 +17,7 @@ import numpy as np
 
 from lab.addresses import path_in_front_of
 from lab.engine.result import LoadResult
-from lab.measure.hiccup import hiccup_record
-from lab.measure.samples import start_ns
-from lab.measure.summary import measured_window_ns
+from lab.measure.hiccup import run_hiccup_record
 from lab.options import as_dict
 from lab.records.record import Marker, Record
 from lab.records.store import RecordStore
@@ -37,17 +35,17 @@ def record_from_result(result: LoadResult, *, server_config: Any = None, name: s
     --json`` -- give exactly the figures the run printed. ``changes``: (perf_counter_ns,
     label) of knobs changed during the run, kept as markers on its timeline.
     ``server_hiccups``: the server's hiccup-meter series (``ServerHandle.hiccups()``), kept
-    as the largest hiccup of each 100 ms of the measured window and their distribution.
+    as the largest hiccup of each 100 ms of the measured window and their distribution; the
+    generator's own (``LoadSpec(hiccup_meter=True)``) is kept the same way from the result.
     """
     samples = result.measured_samples()
-    hiccups = []
-    if server_hiccups is not None:
-        # The run's own time axis: from its first request to the end of its measured window
-        # (the server's meter ticked before and after it too).
-        first, last = measured_window_ns(samples, result.outcome.window_ns)
-        if samples.size:
-            first = int(start_ns(samples).min())
-        hiccups.append(hiccup_record(server_hiccups, source="server", start_ns=first, end_ns=last))
+    # The server's first, then the generator's: each says whose loop it timed (``source``).
+    hiccups = [] if server_hiccups is None else [
+        run_hiccup_record(server_hiccups, source="server", samples=samples,
+                          window_ns=result.outcome.window_ns)]
+    generator_hiccups = result.generator_hiccup_record()
+    if generator_hiccups is not None:
+        hiccups.append(generator_hiccups)
     return Record.create(
         samples=samples, load_spec=result.spec_dict(),
         server_config=_with_network_path(server_config, result.spec.target.host),

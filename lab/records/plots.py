@@ -240,6 +240,9 @@ def timeline(records: Records, *, interval_s: float | None = None, max_points: i
     return figure
 
 
+HICCUP_LINE_STYLES = {"server": "-.", "generator": ":"}
+
+
 def _hiccup_line(axes: Axes, hiccups: HiccupRecord, colour: str, label: str) -> None:
     """A loop's largest hiccup of each interval, on the run's time axis: a platform stall lines
     up with the requests it held; slow work leaves it flat."""
@@ -247,9 +250,10 @@ def _hiccup_line(axes: Axes, hiccups: HiccupRecord, colour: str, label: str) -> 
         return
     starts, peaks = (np.asarray(column, dtype=np.float64) for column in zip(*hiccups.series, strict=True))
     # The latency axis is logarithmic: a loop that woke on time is drawn at 1 us, not lost at 0.
+    # The server's and the generator's are drawn apart (and named) so a stall reads as whose.
     axes.plot(starts + hiccups.interval_s / 2, np.maximum(peaks, 0.001), color=colour, linewidth=0.9,
-              linestyle="-.", label=f"{label}: {hiccups.source} loop hiccups (max per "
-                                    f"{hiccups.interval_s:g} s)")
+              linestyle=HICCUP_LINE_STYLES.get(hiccups.source, "-."),
+              label=f"{label}: {hiccups.source} loop hiccups (max per {hiccups.interval_s:g} s)")
 
 
 def _mark_changes(top: Axes, bottom: Axes, record: Record, colour: str) -> None:

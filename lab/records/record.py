@@ -228,6 +228,8 @@ class Record:
             document["stages"] = stages_document(stage_results(
                 self.samples, parse_stages(tuple(stages)), outcome.window_ns[0],
                 stored_late_after_ms(self.load_spec)))
+        if self.hiccups:  # as bench --json gives the generator's, and the JSON export every loop's
+            document["hiccups"] = [hiccups.as_dict() for hiccups in self.hiccups]
         return document
 
     def timeline(self, interval_s: float | None = None) -> pd.DataFrame:
