@@ -269,7 +269,7 @@ def test_the_panel_shows_the_network_path_knobs_and_applies_them() -> None:
         assert panel.server.path is not None and panel.server.path.spec.delay_ms == 7.5
         form.controls["loss_percent"].value_widget.value = 250.0
         assert not panel.apply()
-        assert "loss_percent" in panel.message.value
+        assert "loss percent (%)" in panel.apply_message.value  # by its label, beside Apply
         assert form.controls["loss_percent"].get() == 0  # the form shows what the relay does
         # By name, as typed, like every other knob of the panel:
         panel.set(delay_ms="12ms", loss_percent=1)
