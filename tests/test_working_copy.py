@@ -81,3 +81,23 @@ def test_open_lab_opens_the_copies_not_the_shipped_notebooks():
     assert 'cd "$copies"' in script and "cd notebooks" not in script
     ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "my-notebooks/x.ipynb"])
     assert ignored.returncode == 0, "my-notebooks/ must be git-ignored"
+
+
+def test_a_module_a_notebook_imports_is_copied_beside_the_copies_once(tmp_path):
+    """Notebook 16 imports ``your_app`` from its own folder: opened from the copies, it must
+    find it there; the reader's edits to it stay theirs."""
+    shipped, copies = tmp_path / "notebooks", tmp_path / "copies"
+    shipped.mkdir()
+    _notebook(shipped / "16-app.ipynb", "import your_app")
+    (shipped / "your_app.py").write_text("app = 'shipped'\n")
+    assert prepare(shipped, copies) == [f"copied {shipped / '16-app.ipynb'} to {copies / '16-app.ipynb'}",
+                                        f"copied {shipped / 'your_app.py'} to {copies / 'your_app.py'}"]
+    (copies / "your_app.py").write_text("app = 'mine'\n")
+    assert prepare(shipped, copies) == []
+    assert (copies / "your_app.py").read_text() == "app = 'mine'\n"
+
+
+def test_every_module_the_shipped_notebooks_import_from_their_folder_is_copied(tmp_path):
+    shipped = Path(__file__).resolve().parent.parent / "notebooks"
+    prepare(shipped, tmp_path)
+    assert (tmp_path / "your_app.py").exists()

@@ -29,8 +29,9 @@ ORIGIN_KEY = "copied_from_sha256"
 
 
 def prepare(shipped: Path, copies: Path) -> list[str]:
-    """Copy each ``shipped/*.ipynb`` missing from ``copies``; return a line per notebook that
-    was copied or whose shipped version changed since its copy was made."""
+    """Copy each ``shipped/*.ipynb`` (and each module beside them, ``*.py``) missing from
+    ``copies``; return a line per file copied and per notebook whose shipped version changed
+    since its copy was made."""
     copies.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     for source in sorted(shipped.glob("*.ipynb")):
@@ -42,6 +43,13 @@ def prepare(shipped: Path, copies: Path) -> list[str]:
         elif _origin(target) not in (digest, None):
             lines.append(f"{source} changed since {target} was copied from it; rename or delete "
                          "your copy to get the new one")
+    for source in sorted(shipped.glob("*.py")):
+        # A module a notebook imports from its own folder (notebook 16's your_app.py): beside
+        # the copies too, once -- the reader may make it their own app.
+        target = copies / source.name
+        if not target.exists():
+            target.write_bytes(source.read_bytes())
+            lines.append(f"copied {source} to {target}")
     return lines
 
 
