@@ -61,10 +61,12 @@ def test_intervals_follow_the_run_in_time_and_keep_its_figures(open_loop_run: Re
     for histogram in corrected:
         merged.add(histogram)
     exact_ms = latency_ns(open_loop_run.samples) / NS_PER_MS
-    # 3 significant digits: HdrHistogram's own bound on how far a recorded value may move
+    # 3 significant digits: HdrHistogram's own bound on how far a recorded value may move. Its
+    # percentile is the value of rank ceil(p * n), numpy's inverted_cdf ("higher" took the next
+    # sample, 0.65 % away in one CI run of 800 samples)
     assert merged.get_max_value() / NS_PER_MS == pytest.approx(exact_ms.max(), rel=1e-3)
     assert merged.get_value_at_percentile(50) / NS_PER_MS == pytest.approx(
-        np.percentile(exact_ms, 50, method="higher"), rel=2e-3)
+        np.percentile(exact_ms, 50, method="inverted_cdf"), rel=2e-3)
     # the responder's loop freezes 30 ms every 0.3 s: only the corrected figure carries it
     assert max(h.get_max_value() for h in corrected) >= max(h.get_max_value() for h in uncorrected)
     assert max(h.get_max_value() for h in corrected) / NS_PER_MS > 20
