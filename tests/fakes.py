@@ -11,7 +11,8 @@ import asyncio
 import itertools
 import re
 import string
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httptools
@@ -224,3 +225,13 @@ def heads(draw: Any) -> bytes:
     for _ in range(part("hosts", st.just(1))):
         lines.insert(draw(st.integers(1, len(lines))), b"Host: " + draw(plain_values) + b"\r\n")
     return b"".join(lines) + b"\r\n"
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Poll ``condition`` every 10 ms until it holds or ``seconds`` pass; its last answer."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()

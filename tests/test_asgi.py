@@ -19,6 +19,7 @@ import asgi_apps
 import httpx
 import pytest
 from asgi_apps import BACKGROUND, EVENTS, RELEASE_BODY
+from fakes import wait_for
 from rawhttp import Reader, close_kind, connect, exchange, get
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
@@ -55,15 +56,6 @@ def _fresh_records() -> Iterator[None]:
     RELEASE_BODY.clear()
     yield
     RELEASE_BODY.set()  # an app still holding its body lets go before the server stops
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 # --- the HTTP scope and messages ---------------------------------------------------------------

@@ -44,6 +44,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes import wait_for
 from rawhttp import Answer, Reader, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
@@ -134,15 +135,6 @@ async def body_echo_app(scope: Scope, receive: Receive, send: Send) -> None:
 def host(make_server: Callable[..., ServerHandle]) -> HostApp:
     """The lab's server in a thread of the test, hosting the given app (lifespan off, as upstream)."""
     return lambda app, **knobs: make_server(app=app, **{"lifespan": "off", **knobs})
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def exchange_raw(port: int, data: bytes, count: int = 1) -> tuple[list[Answer], str]:

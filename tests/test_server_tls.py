@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
+from fakes import wait_for
 from rawhttp import GET_FAST, GET_FAST_CLOSE, Reader, get
 from websockets.sync.client import connect as ws_connect
 
@@ -59,15 +60,6 @@ def fetch(port: int, **connect: Any) -> tuple[ssl.SSLSocket, int]:
     connection = tls_connect(port, **connect)
     connection.sendall(GET_FAST)
     return connection, Reader(connection).response().status
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 # --- it serves, and each knob shows on the client's side ---------------------------------------
