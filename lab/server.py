@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from lab.errors import ConfigError, ServerError
 from lab.http.asgi import AsgiApp, AsgiHost, Lifespan, serve_app
 from lab.http.config import TLS_CONTEXT_KNOBS, ServerConfig, server_tls_context
-from lab.http.core import LabServer
+from lab.http.core import GOING_AWAY, SERVICE_RESTART, LabServer
 from lab.http.demo_routes import demo_router
 from lab.http.knobs import restart_knobs
 from lab.http.routing import Router
@@ -142,7 +142,7 @@ def serve_until_stopped(config: ServerConfig, router: Router, on_ready: ReadyHoo
     try:
         loop.run_forever()
     finally:
-        loop.run_until_complete(server.close())
+        loop.run_until_complete(server.close(SERVICE_RESTART if server.restarting else GOING_AWAY))
         loop.close()
 
 
@@ -208,11 +208,19 @@ class ThreadRunner:
         assert server is not None
         return self._call(lambda: server.hiccups.series(since_ns))
 
-    def stop(self) -> None:
+    def stop(self, restarting: bool = False) -> None:
+        """Stop the loop; the server closes its connections gracefully (``restarting`` tells
+        WebSocket clients the server comes back: close code 1012 rather than 1001)."""
         if self._loop is None or self._thread is None:
             return
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        server, loop = self._server, self._loop
+
+        def stop_loop() -> None:
+            if server is not None:
+                server.restarting = restarting
+            loop.stop()
+        if loop.is_running():
+            loop.call_soon_threadsafe(stop_loop)
         self._thread.join(STOP_TIMEOUT_SECONDS)
         self._loop = None
 
@@ -326,10 +334,10 @@ class ProcessRunner:
     def pids(self) -> tuple[int, ...]:
         return tuple(process.pid for process, _ in self._workers if process.pid is not None)
 
-    def stop(self) -> None:
+    def stop(self, restarting: bool = False) -> None:
         for _, pipe in self._workers:
             with contextlib.suppress(OSError, ValueError):
-                pipe.send(("stop",))
+                pipe.send(("stop", restarting))
         for process, pipe in self._workers:
             process.join(STOP_TIMEOUT_SECONDS)
             if process.is_alive():
@@ -369,6 +377,7 @@ def worker_main(config: ServerConfig, pipe: multiprocessing.connection.Connectio
                 server.apply(arguments[0])
                 pipe.send(("applied", None))
             elif command == "stop":
+                server.restarting = arguments[0]
                 loop.stop()
 
         loop.add_reader(pipe.fileno(), on_command)
@@ -494,7 +503,7 @@ class ServerHandle:
 
     def _restart(self, new_config: ServerConfig, keep_port: bool) -> None:
         old_port = self.port
-        self._stop_runner()
+        self._stop_runner(restarting=True)
         if keep_port and new_config.host == self.config.host:
             try:
                 self._start(new_config.replace(port=old_port))
@@ -511,9 +520,9 @@ class ServerHandle:
         if self.path is not None:
             self.path.stop()
 
-    def _stop_runner(self) -> None:
+    def _stop_runner(self, restarting: bool = False) -> None:
         if self._runner is not None:
-            self._runner.stop()
+            self._runner.stop(restarting)
             self._runner = None
 
     def _require_running(self) -> ThreadRunner | ProcessRunner:

@@ -191,6 +191,14 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._task.cancel()
         self._wake_writer()
 
+    def shut_down(self, websocket_code: int) -> None:
+        """The server is stopping: close now when no answer is being made (FIN; a request
+        still arriving is dropped, as uvicorn drops it), else after that answer, which says
+        "Connection: close". Requests pipelined behind it are not answered."""
+        self.closing = True
+        if not self._busy and self.transport is not None:
+            self.transport.close()
+
     def eof_received(self) -> bool:
         # The client has finished sending. Answer what is already queued, then close; with
         # nothing queued (or after an error answer) there is nothing to wait for.

@@ -26,6 +26,14 @@ from lab.http.routing import Router
 from lab.http.state import ServerState, ServerStats, Settings
 from lab.resources import HiccupMeter, raise_open_file_limit
 
+# How long a stopping server lets its open connections end on their own -- an answer being
+# made goes out, a WebSocket client answers our close frame -- before it cuts the rest. As
+# long as the WebSocket close handshake's own timeout (lab/http/websocket.py).
+SHUTDOWN_GRACE_SECONDS = 2.0
+# The close code WebSocket clients get when the server stops (RFC 6455 section 7.4.1, "going
+# away") or restarts its listener for a reconfigure (IANA's 1012, "service restart": come back).
+GOING_AWAY, SERVICE_RESTART = 1001, 1012
+
 
 def sweep_interval(config: ServerConfig) -> float:
     """How often to check deadlines: a quarter of the shortest timeout, within [5 ms, 250 ms]."""
@@ -72,6 +80,7 @@ class LabServer:
         self.hiccups = HiccupMeter()
         self._gc_heap: list[list[int]] | None = None  # what a GC stall collects over
         self.port = 0
+        self.restarting = False  # set before a stop that a restart follows (WebSocket code 1012)
 
     async def start(self, sock: socket.socket | None = None) -> int:
         raise_open_file_limit()  # each connection is a descriptor; 1024 is a common default
@@ -181,7 +190,10 @@ class LabServer:
         """The socket it accepts from (handed to the other workers when they share it)."""
         return self._listener.sock if self._listener is not None else None
 
-    async def close(self) -> None:
+    async def close(self, websocket_code: int = GOING_AWAY) -> None:
+        """Stop accepting, let the open connections end (within SHUTDOWN_GRACE_SECONDS), cut
+        what is left, then shut a hosted app down. ``websocket_code`` is what WebSocket clients
+        are told: 1001 when the server stops, 1012 when it restarts for a reconfigure."""
         self._cancel_timers()
         self.hiccups.stop()
         if self._listener is not None:
@@ -190,13 +202,26 @@ class LabServer:
         if self._handshakes is not None:
             await self._handshakes.close()
         if self.state is not None:
-            for connection in list(self.state.connections):
-                if connection.transport is not None:
-                    connection.transport.abort()
+            await self._end_connections(self.state, websocket_code)
             await self.state.backend.close()
         self._listener = None
         if self.app is not None:
             await self.app.shutdown()
+
+    @staticmethod
+    async def _end_connections(state: ServerState, websocket_code: int) -> None:
+        """As uvicorn and nginx stop: an idle connection is closed (FIN, not a reset), one
+        making an answer closes after it, a WebSocket gets a close frame; whatever is still
+        open after the grace period (a client that neither reads nor answers) is cut."""
+        for connection in list(state.connections):
+            connection.shut_down(websocket_code)
+        give_up = state.loop.time() + SHUTDOWN_GRACE_SECONDS
+        await asyncio.sleep(0)  # closed transports report connection_lost on the next turn
+        while state.connections and state.loop.time() < give_up:
+            await asyncio.sleep(0.001)  # a restart's pause is as long as this wait: keep it short
+        for connection in list(state.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
 
     def stats(self) -> dict[str, Any]:
         return self.state.stats.snapshot() if self.state else ServerStats().snapshot()

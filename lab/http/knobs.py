@@ -81,8 +81,8 @@ _TAKES_EFFECT = {
                      "once)",
     Where.WEBSOCKET_MESSAGE: "for new WebSockets, and for open ones from their **next message** "
                              "(the idle deadline is set at each message)",
-    Where.LISTENER: "the listener is **re-created** (same port): open connections are closed and "
-                    "the load reconnects",
+    Where.LISTENER: "the listener is **re-created** (same port): open connections close once "
+                    "their answer is out (WebSockets get close code 1012) and the load reconnects",
 }
 
 

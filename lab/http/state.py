@@ -38,6 +38,8 @@ class OpenConnection(Protocol):
 
     def expire(self) -> None: ...
 
+    def shut_down(self, websocket_code: int) -> None: ...
+
 
 class ServerStats:
     """Live counters, bumped on the hot path (plain attributes: no locks, no dict lookups)."""
