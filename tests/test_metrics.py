@@ -64,6 +64,19 @@ def test_the_estimate_equals_prometheus_formula_on_the_scraped_text() -> None:
     assert counted_by_1ms <= DELAYS_MS.count(0) + DELAYS_MS.count(1)
 
 
+def test_streamed_answers_are_observed_with_their_whole_duration() -> None:
+    # /stream/3 writes its head at once and its chunks 10 ms apart: a duration taken at the head
+    # would fall in the 1 ms bucket, the whole answer's cannot be under 20 ms.
+    streams = 4
+    with start_server(ServerConfig(metrics=True, metrics_buckets=BUCKETS)) as server:
+        for _ in range(streams):
+            answer = exchange(server.port, get("/stream/3"))
+            assert answer.status == 200
+        text = scrape(server.port)
+    assert f"http_request_duration_seconds_count {float(streams)}" in text
+    assert dict(scraped_buckets(text))[0.01] == 0
+
+
 def test_metrics_off_is_a_404_that_names_the_knob_and_costs_no_timing() -> None:
     with start_server(ServerConfig()) as server:
         exchange(server.port, get("/fast"))

@@ -405,7 +405,7 @@ class HttpCycle:
         self.complete = True
         self.connection.closing = True
         if self.streaming:
-            self.connection._end_stream(False)
+            self.connection._end_stream(False, self.started_ns)
         else:
             self.connection._next_in_queue()
 
@@ -562,7 +562,7 @@ class HttpCycle:
                                f"{self._content_length}")
         self.complete = True
         self._wake()
-        self.connection._end_stream(self._stream_keep)
+        self.connection._end_stream(self._stream_keep, self.started_ns)
 
 
 # --- WebSocket --------------------------------------------------------------------------

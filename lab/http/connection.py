@@ -651,7 +651,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.state.stats.count_error("handler_error")
             self.state.log_handler_error(request, error)
             self.closing = True
-        self._end_stream(keep)
+        self._end_stream(keep, started_ns)
 
     def _start_stream(self, request: Request, fixed_head: bytes, keep_alive: bool) -> bool:
         """Write a streamed answer's head; True when the connection stays open after it."""
@@ -661,9 +661,12 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._write(fixed_head + self.state.date_line + connection_line + b"\r\n", 0)
         return connection_line is not self.settings.close_line
 
-    def _end_stream(self, keep: bool) -> None:
-        """A streamed answer is complete (or cut): count it and go on with the queue."""
+    def _end_stream(self, keep: bool, started_ns: int = 0) -> None:
+        """A streamed answer is complete (or cut): count it (its duration runs to its last
+        byte, as a dashboard's middleware measures it) and go on with the queue."""
         self.state.stats.requests += 1
+        if started_ns and self.settings.metrics:
+            self.state.durations.observe_ns(time.perf_counter_ns() - started_ns)
         if not keep:
             self.closing = True
         self._next_in_queue()

@@ -52,7 +52,8 @@ def format_bounds(bounds: Iterable[float]) -> str:
 
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-HELP = "Time the lab server took to answer a request, from its parsed head to its answer written"
+HELP = ("Time the lab server took to answer a request, from its parsed head to its answer written "
+        "(a streamed answer: to its last chunk)")
 
 
 class RequestDurations:
