@@ -256,6 +256,12 @@ def missing_tools() -> str | None:
         return "clang is not installed (Debian: apt-get install clang; scripts/setup.sh --system does)"
     if importlib.util.find_spec("atheris") is None:
         return "atheris is not installed (it is in the dev extra: scripts/setup.sh)"
+    probe = subprocess.run(["clang", "-fsanitize=address", "-x", "c", "-", "-o", os.devnull],
+                           input="int main(void) { return 0; }\n", capture_output=True, text=True,
+                           check=False)
+    if probe.returncode != 0:
+        return ("clang cannot link AddressSanitizer's runtime (Debian: apt-get install "
+                "libclang-rt-dev; scripts/setup.sh --system does)")
     return None
 
 

@@ -21,7 +21,13 @@ if [ "$want_system" = 1 ]; then
   command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
   command -v ss >/dev/null 2>&1 || missing+=(iproute2)
   # benchmarks/fuzz_headscan.py builds the head scanner with clang's ASan and libFuzzer hooks.
-  command -v clang >/dev/null 2>&1 || missing+=(clang)
+  # Their runtimes are libclang-rt-dev, only a Recommends of clang, which --no-install-recommends
+  # skips: a clang that cannot link an ASan program gets them too.
+  if ! command -v clang >/dev/null 2>&1; then
+    missing+=(clang libclang-rt-dev)
+  elif ! echo 'int main(void) { return 0; }' | clang -fsanitize=address -x c - -o /dev/null 2>/dev/null; then
+    missing+=(libclang-rt-dev)
+  fi
   if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
