@@ -333,6 +333,79 @@ def test_bench_save_through_path_to_records_the_path(plain_server: int, tmp_path
     assert record.server_config == {"network_path": "delay=1ms loss=0.1%"}
 
 
+# --- the panel in front of a server it did not start ----------------------------------------
+
+def run_panel(panel: Any) -> lab.Record | None:
+    import asyncio
+
+    async def run() -> lab.Record | None:
+        task = panel.start_run()
+        assert task is not None, panel.message_text
+        return await task
+    return asyncio.run(run())
+
+
+def test_a_panel_loads_a_server_it_did_not_start_and_has_no_server_knobs(plain_server: int,
+                                                                      tmp_path: FilePath) -> None:
+    from lab.notebook.panel import LabPanel
+
+    panel = LabPanel(to=f"127.0.0.1:{plain_server}", path="/small.txt", store=lab.RecordStore(tmp_path),
+                     load={"connections": 2, "duration_seconds": 0.3})
+    try:
+        assert panel.server is None and panel.server_form is None and panel.network_path_form is None
+        assert "not started by the lab" in panel.server_status.value
+        record = run_panel(panel)
+        with pytest.raises(ConfigError, match="did not start") as caught:
+            panel.set(nodelay=False)  # it would change nothing on that server
+        assert caught.value.option == "nodelay"
+        with pytest.raises(ConfigError, match="did not start"):
+            panel.set(isolation="process")
+        panel.set(connections=3)  # the load's knobs are all there
+        assert panel.apply(), panel.message_text  # nothing to apply is no failure
+    finally:
+        panel.close()
+    assert record is not None and record.summary.succeeded > 0 and record.summary.errors == {}
+    assert record.load_spec["url"] == f"http://127.0.0.1:{plain_server}/small.txt"
+    assert record.server_config is None  # its settings are its own: the record does not guess
+
+
+def test_a_panel_to_nothing_listening_or_beside_its_own_server_is_one_line_naming_to() -> None:
+    from lab.notebook.panel import LabPanel
+
+    with pytest.raises(ConfigError, match=r"nothing is listening on 127\.0\.0\.1:") as caught:
+        LabPanel(to=f"127.0.0.1:{free_port()}")
+    assert caught.value.option == "to"
+    with pytest.raises(ConfigError, match="not both") as caught:
+        LabPanel(to="127.0.0.1:8000", app="asgi_apps:raw_ok")
+    assert caught.value.option == "to"
+
+
+@needs_privilege
+def test_a_panel_puts_a_path_in_front_of_a_server_it_did_not_start(plain_server: int,
+                                                                 tmp_path: FilePath) -> None:
+    from lab.notebook.panel import LabPanel
+
+    panel = LabPanel(to=plain_server, network_path="delay=5ms", path="/small.txt",
+                     store=lab.RecordStore(tmp_path), load={"connections": 1, "duration_seconds": 0.5})
+    try:
+        front = panel.front
+        assert front is not None and panel.network_path_form is not None
+        assert panel.base_url == front.url and "behind delay=5ms" in panel.server_status.value
+        panel.set(delay_ms="10ms")
+        assert panel.apply(), panel.message_text
+        assert front.spec.delay_ms == 10 and "network path now delay=10ms" in panel.apply_message.value
+        record = run_panel(panel)
+        panel.network_path_form.controls["loss_percent"].value_widget.value = 250
+        assert not panel.apply()  # refused, named by its label beside Apply, path unchanged
+        assert "loss percent (%)" in panel.apply_message.value and front.spec.loss_percent == 0
+    finally:
+        panel.close()
+    assert not front.running  # the panel removed the path it made
+    assert record is not None and record.summary.succeeded > 0
+    assert record.server_config == {"network_path": "delay=10ms"}
+    assert record.summary.latency.p50 >= 19  # every answer crossed the 20 ms round trip
+
+
 # --- sweeps and capacity behind a path ------------------------------------------------------
 
 def test_a_sweep_plan_reads_path_knobs_as_the_path_text_does(monkeypatch: pytest.MonkeyPatch) -> None:

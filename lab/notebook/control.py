@@ -27,8 +27,18 @@ from lab.server import Isolation, ServerHandle
 
 PANEL_TEXT_KNOBS = ("path", "isolation", "cluster")  # the panel's own boxes beside the knob forms
 PATH_KNOBS = frozenset(field.name for field, _ in declared_knobs(NetworkPath))
+SERVER_KNOBS = frozenset(field.name for field, _ in declared_knobs(ServerConfig))
 # Server knobs without a widget: where the panel's server listens, fixed while it runs.
 FIXED_SERVER_KNOBS = frozenset(field.name for field, spec in declared_knobs(ServerConfig) if not spec.widget)
+
+
+class EmulatedLink(Protocol):
+    """The emulated path in front of the panel's server: the lab's own (``ServerHandle.path``)
+    or one put in front of a server the lab did not start (``PathInFront``)."""
+
+    @property
+    def spec(self) -> NetworkPath: ...
+    def update(self, spec: NetworkPath | str) -> NetworkPath: ...
 
 
 class KnobbedPanel(Protocol):
@@ -36,13 +46,15 @@ class KnobbedPanel(Protocol):
     forms and boxes, and its check of the load they describe."""
 
     @property
-    def server(self) -> ServerHandle: ...
+    def server(self) -> ServerHandle | None: ...  # None: a server the lab did not start
     @property
-    def server_form(self) -> KnobForm: ...
+    def server_form(self) -> KnobForm | None: ...
     @property
     def load_form(self) -> KnobForm: ...
     @property
     def network_path_form(self) -> KnobForm | None: ...
+    @property
+    def network_link(self) -> EmulatedLink | None: ...
     @property
     def path(self) -> widgets.Text: ...
     @property
@@ -59,8 +71,9 @@ def set_knobs(panel: KnobbedPanel, knobs: Mapping[str, Any]) -> None:
     load_values: dict[str, Any] = {}
     path_values: dict[str, Any] = {}
     path_form = panel.network_path_form
+    server_controls = panel.server_form.controls if panel.server_form is not None else {}
     for name, value in knobs.items():
-        if name in panel.server_form.controls:
+        if name in server_controls:
             server_values[name] = _parsed(ServerConfig, name, value)
         elif name in panel.load_form.controls:
             load_values[name] = _parsed(LoadSpec, name, value)
@@ -69,14 +82,20 @@ def set_knobs(panel: KnobbedPanel, knobs: Mapping[str, Any]) -> None:
         elif name in PATH_KNOBS:
             raise ConfigError(name, "is a knob of the emulated network path, and this panel's server "
                               "has none; start it with LabPanel(network_path='delay=20ms')")
+        elif name in SERVER_KNOBS and panel.server is None:
+            raise ConfigError(name, "is a knob of the lab's own server; this panel loads a server "
+                              "the lab did not start (to=...), whose settings are its own")
         elif name in FIXED_SERVER_KNOBS:
             raise ConfigError(name, "is fixed while the panel runs (where its server listens)")
         elif name not in PANEL_TEXT_KNOBS:
             path_names = list(path_form.controls) if path_form is not None else []
-            known = sorted([*panel.server_form.controls, *panel.load_form.controls, *path_names,
+            known = sorted([*server_controls, *panel.load_form.controls, *path_names,
                             *PANEL_TEXT_KNOBS])
             raise ConfigError(name, "is not a knob of the panel; its knobs: " + ", ".join(known))
     isolations = get_args(Isolation)
+    if "isolation" in knobs and panel.server is None:
+        raise ConfigError("isolation", "this panel loads a server the lab did not start (to=...); "
+                          "where it runs is its own")
     if "isolation" in knobs and knobs["isolation"] not in isolations:
         raise ConfigError("isolation",
                           f"{knobs['isolation']!r} is not allowed; allowed: {', '.join(isolations)}")
@@ -86,22 +105,28 @@ def set_knobs(panel: KnobbedPanel, knobs: Mapping[str, Any]) -> None:
 
         parse_cluster(cluster)
 
-    undo_server, undo_load = panel.server_form.values(), panel.load_form.values()
+    server_form = panel.server_form
+    undo_server = server_form.values() if server_form is not None else {}
+    undo_load = panel.load_form.values()
     undo_network = path_form.values() if path_form is not None else {}
     undo_path = panel.path.value
     try:
-        _show(panel.server_form, server_values)
+        if server_form is not None:
+            _show(server_form, server_values)
         _show(panel.load_form, load_values)
-        if path_form is not None and panel.server.path is not None:
+        link = panel.network_link
+        if path_form is not None and link is not None:
             _show(path_form, path_values)
-            path_form.build(panel.server.path.spec)
+            path_form.build(link.spec)
         if "path" in knobs:
             panel.path.value = str(knobs["path"])
         # The same checks Apply and Run make, now: a bad value is named where it was set.
-        panel.server.config.replace(**panel.server_form.values())
+        if panel.server is not None and server_form is not None:
+            panel.server.config.replace(**server_form.values())
         panel.load_spec()
     except ConfigError:
-        _show(panel.server_form, undo_server)
+        if server_form is not None:
+            _show(server_form, undo_server)
         _show(panel.load_form, undo_load)
         if path_form is not None:
             _show(path_form, undo_network)

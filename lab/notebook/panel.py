@@ -4,6 +4,9 @@
     panel = lab.panel()        # starts a server in a background thread of the kernel
     panel                       # shows the widgets
 
+    # or your own server, which the lab did not start, behind an emulated network path:
+    panel = lab.panel(to="127.0.0.1:8000", network_path="delay=20ms loss=1%")
+
 Every knob widget is generated from ``ServerConfig`` and ``LoadSpec`` (lab/notebook/widgets.py), so
 nothing here defines a knob. The load always runs in processes of its own and the panel
 follows it from a task on the kernel's event loop, so the kernel stays free during a run and
@@ -35,7 +38,10 @@ from lab.measure import report
 from lab.measure.frames import Frame
 from lab.measure.thresholds import Outcome
 from lab.netpath import Path as NetworkPath
-from lab.notebook.control import set_knobs
+from lab.netpath import PathInFront, start_path_to
+from lab.netpath.front import check_listening, parse_target
+from lab.netpath.spec import Target
+from lab.notebook.control import EmulatedLink, set_knobs
 from lab.notebook.live import LiveView
 from lab.notebook.widgets import KnobForm
 from lab.records import compare, plots
@@ -134,6 +140,19 @@ def figure_image(figure: Figure, *, size: tuple[float, float] = PLOT_SIZE_INCHES
                          layout=widgets.Layout(width=f"{width}px", max_width="100%", height="auto"))
 
 
+def reach_outside_server(target: Target,
+                         network_path: NetworkPath | str | None) -> tuple[str, PathInFront | None]:
+    """The URL of a server on this machine that the lab did not start, through an emulated
+    path in front of it when ``network_path`` asks for one (a ConfigError naming ``to`` if
+    nothing listens there)."""
+    if network_path is not None:
+        front = start_path_to(network_path, target)
+        return front.url, front
+    host, port = parse_target(target)
+    check_listening(host, port)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}", None
+
+
 class LabPanel:
     """Widgets for one tuning session: a server, its knobs, the load, and the runs so far."""
 
@@ -141,14 +160,25 @@ class LabPanel:
                  path: str = "/fast", store: RecordStore | None = None,
                  load: dict[str, Any] | None = None,
                  network_path: NetworkPath | str | None = None, cluster: str | None = None,
-                 app: AsgiApp | str | None = None) -> None:
-        self._owns_server = server is None
+                 app: AsgiApp | str | None = None, to: Target | None = None) -> None:
+        if to is not None and (server is not None or app is not None):
+            raise ConfigError("to", "a panel drives a server the lab starts (server=, app=) or one "
+                              "it did not start (to=), not both")
+        self._owns_server = server is None and to is None
         # app: an ASGI app served instead of the demo routes ("module:attribute" keeps it
         # when the isolation is switched to processes)
         self._app = app
-        # network_path: the server behind an emulated path (lab/netpath; needs root)
-        self.server = server or start_server(isolation=isolation,  # type: ignore[arg-type]
-                                             path=network_path, app=app)
+        # to: a server on this machine the lab did not start (uvicorn, nginx, a Go service):
+        # the panel loads it, through an emulated path if network_path says so. Its settings
+        # are its own, so the panel shows no server knobs for it.
+        self.server: ServerHandle | None = None
+        self.front: PathInFront | None = None
+        if to is not None:
+            self._outside_url, self.front = reach_outside_server(to, network_path)
+        else:
+            # network_path: the server behind an emulated path (lab/netpath; needs root)
+            self.server = server or start_server(isolation=isolation,  # type: ignore[arg-type]
+                                                 path=network_path, app=app)
         self.store = store
         self.records: list[Record] = []
         self.results: list[LoadResult] = []
@@ -161,16 +191,28 @@ class LabPanel:
         self._runs_made = 0  # this session's runs ("run 1", ...); loaded runs keep their names
         self._build_widgets(path, cluster)
 
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT`` of the server the load goes to (through the path, if any)."""
+        return self.server.url if self.server is not None else self._outside_url
+
+    @property
+    def network_link(self) -> EmulatedLink | None:
+        """The emulated path in front of the server, if there is one."""
+        return self.server.path if self.server is not None else self.front
+
     # --- layout ---------------------------------------------------------------------------
 
     def _build_widgets(self, path: str, cluster: str | None) -> None:
-        self.server_form = KnobForm(
-            ServerConfig, self.server.config, tabs=True)
+        # no server knobs for a server the lab did not start: they would change nothing
+        self.server_form = KnobForm(ServerConfig, self.server.config, tabs=True) \
+            if self.server is not None else None
         self.load_form = KnobForm(LoadSpec, self._load_template, later_groups=LATER_LOAD_GROUPS)
         # the "network path" knobs, from lab.netpath.Path, when the server is behind one
-        emulated = self.server.path
+        emulated = self.network_link
         self.network_path_form = KnobForm(NetworkPath, emulated.spec) if emulated else None
-        self.isolation = widgets.Dropdown(options=["thread", "process"], value=self.server.isolation,
+        self.isolation = widgets.Dropdown(options=["thread", "process"],
+                                          value=self.server.isolation if self.server else "thread",
                                           description="server in", layout=widgets.Layout(width="220px"))
         self.path = widgets.Text(value=path, description="path", layout=widgets.Layout(width="220px"))
         # Where the generator runs: empty for this machine's processes, else a Dask cluster
@@ -231,9 +273,12 @@ class LabPanel:
         self.load_form.controls["mode"].value_widget.observe(self._mode_chosen, names="value")
 
         path_rows = [self.network_path_form.widget] if self.network_path_form else []
+        server_rows = [self.isolation, self.server_form.widget] if self.server_form else []
+        if self.server is None:
+            self.apply_button.tooltip = "change the emulated network path"
         column = widgets.Layout(flex="1 1 360px", min_width="0")
         server_box = widgets.VBox([widgets.HTML("<h4>Server</h4>"), self.server_status,
-                                   self.isolation, self.server_form.widget, *path_rows,
+                                   *server_rows, *path_rows,
                                    widgets.HBox([self.apply_button, self.apply_message])],
                                   layout=column)
         load_box = widgets.VBox([widgets.HTML("<h4>Load</h4>"), self.path, self.cluster,
@@ -273,9 +318,13 @@ class LabPanel:
         return html.unescape(re.sub(r"<[^>]*>", "", self.message.value))
 
     def _show_server_status(self) -> None:
-        behind = f", behind {self.server.path.spec}" if self.server.path is not None else ""
-        self.server_status.value = (f"<code>{html.escape(self.server.url)}</code> "
-                                    f"({self.server.isolation}{html.escape(behind)})")
+        link = self.network_link
+        behind = f", behind {link.spec}" if link is not None else ""
+        if self.server is not None:
+            where = f"{self.server.isolation}{behind}"
+        else:
+            where = f"not started by the lab: its settings are its own{behind}"
+        self.server_status.value = f"<code>{html.escape(self.base_url)}</code> ({html.escape(where)})"
 
     # --- server ---------------------------------------------------------------------------
 
@@ -294,6 +343,8 @@ class LabPanel:
 
     def _apply(self, *, near: widgets.HTML) -> bool:
         self._unmark()
+        if self.server is None or self.server_form is None:
+            return self._apply_path_only(near)
         try:
             changes = self.server_form.changes_from(self.server.config)
             if self.isolation.value != self.server.isolation:
@@ -310,12 +361,29 @@ class LabPanel:
         except (ConfigError, OSError, RuntimeError) as error:
             self._say(f"not applied: {self._refusal(error)}", error=True, near=near)
             self.server_form.show(self.server.config)
-            if self.network_path_form is not None and self.server.path is not None:
-                self.network_path_form.show(self.server.path.spec)
+            self._show_network_path()
             self.isolation.value = self.server.isolation  # a refused move shows where it still is
             return False
         finally:
             self._show_server_status()
+
+    def _apply_path_only(self, near: widgets.HTML) -> bool:
+        """Apply for a server the lab did not start: only the network path can change."""
+        try:
+            self._apply_network_path(near)
+            return True
+        except (ConfigError, OSError, RuntimeError) as error:
+            self._say(f"not applied: {self._refusal(error)}", error=True, near=near)
+            self._show_network_path()
+            return False
+        finally:
+            self._show_server_status()
+
+    def _show_network_path(self) -> None:
+        """The network-path widgets as the running path is (after a refused change)."""
+        link = self.network_link
+        if self.network_path_form is not None and link is not None:
+            self.network_path_form.show(link.spec)
 
     # --- a refused value: named as the panel shows it, and marked ------------------------
 
@@ -360,7 +428,7 @@ class LabPanel:
 
     def _apply_network_path(self, near: widgets.HTML) -> None:
         """Hand changed "network path" knobs to the running relay (ConfigError if bad)."""
-        emulated = self.server.path
+        emulated = self.network_link
         if self.network_path_form is None or emulated is None:
             return
         wanted = self.network_path_form.build(emulated.spec)
@@ -369,6 +437,7 @@ class LabPanel:
             self._say(f"network path now {wanted}", near=near)
 
     def _switch_isolation(self, config: ServerConfig) -> None:
+        assert self.server is not None  # a server the lab did not start has no isolation box
         port = self.server.port
         emulated = self.server.path.spec if self.server.path is not None else None
         self.server.stop()
@@ -392,7 +461,7 @@ class LabPanel:
 
     def _target(self, path: str) -> str:
         """The server's URL for ``path``: ws:// for the WebSocket routes, http:// otherwise."""
-        url = self.server.url + path
+        url = self.base_url + path
         return url.replace("http://", "ws://", 1) if path.startswith(WEBSOCKET_PREFIX) else url
 
     def start_run(self) -> asyncio.Task[Record | None] | None:
@@ -440,7 +509,8 @@ class LabPanel:
             result = run.result()
             self._show_progress(run)
             self.live.end(self.server)
-            return self._finish(result, self.live.changes_during(run, self.server))
+            changes = self.live.changes_during(run, self.server) if self.server is not None else []
+            return self._finish(result, changes)
         except Exception as error:  # the panel must stay usable whatever the run did
             self._say(f"the run failed: {error}", error=True)
             return None
@@ -477,8 +547,12 @@ class LabPanel:
         self._runs_made += 1
         # The server's meter beside the generator's (load={"hiccup_meter": True}): the record
         # keeps each, named by whose loop it timed.
-        server_hiccups = self.server.hiccups(result.start_ns) if self.server.config.hiccup_meter else None
-        record = record_from_result(result, server_config=self.server.config,
+        server = self.server
+        server_hiccups = server.hiccups(result.start_ns) \
+            if server is not None and server.config.hiccup_meter else None
+        # a server the lab did not start: its settings are unknown (the record still says which
+        # network path the run went through)
+        record = record_from_result(result, server_config=server.config if server else None,
                                     name=f"run {self._runs_made}", changes=changes or (),
                                     server_hiccups=server_hiccups)
         self.records.append(record)
@@ -517,7 +591,8 @@ class LabPanel:
         """The runs table's settings by the labels of the widgets that set them."""
         forms = {"server": self.server_form, "load": self.load_form}
         return {f"{part}.{name}": control.label
-                for part, form in forms.items() for name, control in form.controls.items()}
+                for part, form in forms.items() if form is not None
+                for name, control in form.controls.items()}
 
     def runs_table(self) -> pd.DataFrame:
         """This session's runs side by side: the settings that differ and the figures."""
@@ -641,10 +716,12 @@ class LabPanel:
         return path
 
     def close(self) -> None:
-        """Stop a run in progress and the server the panel started."""
+        """Stop a run in progress, and the server or the network path the panel started."""
         self.stop_run()
-        if self._owns_server:
+        if self._owns_server and self.server is not None:
             self.server.stop()
+        if self.front is not None:  # the path the panel put in front of a server it did not start
+            self.front.stop()
         self.widget.close()
 
 
