@@ -378,6 +378,9 @@ def test_a_panel_to_nothing_listening_or_beside_its_own_server_is_one_line_namin
     with pytest.raises(ConfigError, match="not both") as caught:
         LabPanel(to="127.0.0.1:8000", app="asgi_apps:raw_ok")
     assert caught.value.option == "to"
+    with pytest.raises(ConfigError, match="where it runs is its own") as caught:
+        LabPanel(to="127.0.0.1:8000", isolation="process")
+    assert caught.value.option == "isolation"
 
 
 @needs_privilege

@@ -164,6 +164,9 @@ class LabPanel:
         if to is not None and (server is not None or app is not None):
             raise ConfigError("to", "a panel drives a server the lab starts (server=, app=) or one "
                               "it did not start (to=), not both")
+        if to is not None and isolation != "thread":
+            raise ConfigError("isolation", "the server at `to` was not started by the lab; where "
+                              "it runs is its own")
         self._owns_server = server is None and to is None
         # app: an ASGI app served instead of the demo routes ("module:attribute" keeps it
         # when the isolation is switched to processes)
