@@ -142,8 +142,22 @@ def serve_until_stopped(config: ServerConfig, router: Router, on_ready: ReadyHoo
     try:
         loop.run_forever()
     finally:
-        loop.run_until_complete(server.close(SERVICE_RESTART if server.restarting else GOING_AWAY))
+        _finish_closing(loop, server)
         loop.close()
+
+
+def _finish_closing(loop: asyncio.AbstractEventLoop, server: LabServer) -> None:
+    """Run the server's close to its end. Open connections get a grace period, and a stop asked
+    again meanwhile (a second signal, a worker's parent saying stop after a SIGTERM) stops the
+    loop again: that interrupts only this wait, so it is taken up again until the close is done."""
+    closing = loop.create_task(server.close(SERVICE_RESTART if server.restarting else GOING_AWAY))
+    while True:
+        try:
+            loop.run_until_complete(closing)
+            return
+        except RuntimeError:  # "Event loop stopped before Future completed"
+            if closing.done() or loop.is_closed():
+                raise
 
 
 # --- runners: where the loop lives ----------------------------------------------------------

@@ -6,7 +6,10 @@ neither reads nor answers cannot hold the stop beyond the grace period."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -143,3 +146,38 @@ def test_clients_that_neither_read_nor_answer_cannot_hold_the_stop_beyond_the_gr
     with stuck, waiting:
         assert SHUTDOWN_GRACE_SECONDS * 0.9 <= took <= SHUTDOWN_GRACE_SECONDS + 3, took
         assert read_until_closed(waiting) == b"", "cut unanswered when the grace ran out"
+
+
+def serve_cli(*flags: str) -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", "0", *flags],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()  # type: ignore[union-attr]
+    assert line.startswith("listening on http://127.0.0.1:"), line + process.stderr.read()  # type: ignore[union-attr]
+    return process, int(line.rsplit(":", 1)[1])
+
+
+@pytest.mark.timing
+def test_serve_says_it_waits_and_a_second_ctrl_c_cuts_the_wait_without_a_traceback() -> None:
+    # The first Ctrl-C leaves open connections their grace period and says so; the second one
+    # (a user who will not wait) cuts them at once. Before, the second one stopped the loop in
+    # the middle of the close: a RuntimeError traceback.
+    process, port = serve_cli()
+    try:
+        with connect(port) as held:
+            held.sendall(b"GET /delay/60000 HTTP/1.1\r\nHost: t\r\n\r\n")
+            time.sleep(0.3)  # the request is being answered
+            process.send_signal(signal.SIGINT)
+            said = process.stdout.readline()  # type: ignore[union-attr]
+            assert said.startswith("stopping: 1 open connection(s) get up to"), said
+            assert "Ctrl-C again cuts them" in said
+            second = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=15) == 0
+            assert time.monotonic() - second < 0.75 * SHUTDOWN_GRACE_SECONDS  # not the whole grace
+            assert held.recv(65536) == b""  # cut, never answered
+        out, err = process.communicate(timeout=5)
+        assert "Traceback" not in err, err
+        assert out.strip().splitlines()[-1] == f"stopped (SIGINT): no longer listening on http://127.0.0.1:{port}"
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -13,7 +13,7 @@ from lab.errors import ConfigError
 from lab.http import connection
 from lab.http.asgi import AsgiHost, Lifespan, serve_app
 from lab.http.config import ServerConfig
-from lab.http.core import LabServer
+from lab.http.core import SHUTDOWN_GRACE_SECONDS, LabServer
 from lab.http.routing import Router
 from lab.netpath import EmulatedPath, Path, start_path
 from lab.netpath.spec import ALLOWED_FORM
@@ -108,15 +108,32 @@ def _serve_here(config: ServerConfig, served: Served) -> int:
     """One worker: the loop runs in this process, with nothing between it and the socket."""
     stopped_by: int | None = None
     listening_on: int | None = None
+    serving: LabServer | None = None
+
+    def cut(*_: object) -> None:
+        if serving is not None:
+            serving.cut_now()
 
     def stop(loop: asyncio.AbstractEventLoop, signal_number: int) -> None:
         nonlocal stopped_by
+        if stopped_by is not None:  # a second Ctrl-C while open connections finish: cut them
+            cut()
+            return
         stopped_by = signal_number
+        # From here a stop signal cuts the open connections, by Python's own handler rather
+        # than the loop's: uvloop pauses its signal handling between run_forever and the
+        # close's run_until_complete, and a signal sent in that moment was lost.
+        for each in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(each, cut)
+        if serving is not None and serving.open_connections:
+            print(f"stopping: {serving.open_connections} open connection(s) get up to "
+                  f"{SHUTDOWN_GRACE_SECONDS:g} s to finish (Ctrl-C again cuts them)", flush=True)
         loop.stop()
 
     def ready(loop: asyncio.AbstractEventLoop, server: LabServer, port: int) -> None:
-        nonlocal listening_on
+        nonlocal listening_on, serving
         listening_on = port
+        serving = server
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signal_number, stop, loop, signal_number)
         # Announce from inside the running loop: uvloop can miss a signal that arrives between

@@ -81,6 +81,7 @@ class LabServer:
         self._gc_heap: list[list[int]] | None = None  # what a GC stall collects over
         self.port = 0
         self.restarting = False  # set before a stop that a restart follows (WebSocket code 1012)
+        self._cutting = False  # a stop that no longer waits for open connections (cut_now)
 
     async def start(self, sock: socket.socket | None = None) -> int:
         raise_open_file_limit()  # each connection is a descriptor; 1024 is a common default
@@ -208,8 +209,15 @@ class LabServer:
         if self.app is not None:
             await self.app.shutdown()
 
-    @staticmethod
-    async def _end_connections(state: ServerState, websocket_code: int) -> None:
+    def cut_now(self) -> None:
+        """Stop waiting for open connections to end (a second Ctrl-C): cut them at once."""
+        self._cutting = True
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.state.connections) if self.state is not None else 0
+
+    async def _end_connections(self, state: ServerState, websocket_code: int) -> None:
         """As uvicorn and nginx stop: an idle connection is closed (FIN, not a reset), one
         making an answer closes after it, a WebSocket gets a close frame; whatever is still
         open after the grace period (a client that neither reads nor answers) is cut."""
@@ -217,7 +225,7 @@ class LabServer:
             connection.shut_down(websocket_code)
         give_up = state.loop.time() + SHUTDOWN_GRACE_SECONDS
         await asyncio.sleep(0)  # closed transports report connection_lost on the next turn
-        while state.connections and state.loop.time() < give_up:
+        while state.connections and state.loop.time() < give_up and not self._cutting:
             await asyncio.sleep(0.001)  # a restart's pause is as long as this wait: keep it short
         for connection in list(state.connections):
             if connection.transport is not None:
