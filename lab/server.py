@@ -35,10 +35,12 @@ from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from websockets.frames import CloseCode
+
 from lab.errors import ConfigError, ServerError
 from lab.http.asgi import AsgiApp, AsgiHost, Lifespan, serve_app
 from lab.http.config import TLS_CONTEXT_KNOBS, ServerConfig, server_tls_context
-from lab.http.core import GOING_AWAY, SERVICE_RESTART, LabServer
+from lab.http.core import LabServer
 from lab.http.demo_routes import demo_router
 from lab.http.knobs import restart_knobs
 from lab.http.routing import Router
@@ -150,7 +152,8 @@ def _finish_closing(loop: asyncio.AbstractEventLoop, server: LabServer) -> None:
     """Run the server's close to its end. Open connections get a grace period, and a stop asked
     again meanwhile (a second signal, a worker's parent saying stop after a SIGTERM) stops the
     loop again: that interrupts only this wait, so it is taken up again until the close is done."""
-    closing = loop.create_task(server.close(SERVICE_RESTART if server.restarting else GOING_AWAY))
+    code = CloseCode.SERVICE_RESTART if server.restarting else CloseCode.GOING_AWAY
+    closing = loop.create_task(server.close(code))
     while True:
         try:
             loop.run_until_complete(closing)

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from websockets.frames import CloseCode
+
 from lab.http.asgi import AppConnection, AsgiHost
 from lab.http.config import ServerConfig
 from lab.http.connection import HttpConnection
@@ -24,15 +26,13 @@ from lab.http.knobs import socket_plan
 from lab.http.listener import Listener
 from lab.http.routing import Router
 from lab.http.state import ServerState, ServerStats, Settings
+from lab.http.websocket import CLOSE_TIMEOUT_SECONDS
 from lab.resources import HiccupMeter, raise_open_file_limit
 
 # How long a stopping server lets its open connections end on their own -- an answer being
-# made goes out, a WebSocket client answers our close frame -- before it cuts the rest. As
-# long as the WebSocket close handshake's own timeout (lab/http/websocket.py).
-SHUTDOWN_GRACE_SECONDS = 2.0
-# The close code WebSocket clients get when the server stops (RFC 6455 section 7.4.1, "going
-# away") or restarts its listener for a reconfigure (IANA's 1012, "service restart": come back).
-GOING_AWAY, SERVICE_RESTART = 1001, 1012
+# made goes out, a WebSocket client answers our close frame -- before it cuts the rest: the
+# WebSocket close handshake's own timeout, so a client that answers in time is never cut.
+SHUTDOWN_GRACE_SECONDS = CLOSE_TIMEOUT_SECONDS
 
 
 def sweep_interval(config: ServerConfig) -> float:
@@ -191,7 +191,7 @@ class LabServer:
         """The socket it accepts from (handed to the other workers when they share it)."""
         return self._listener.sock if self._listener is not None else None
 
-    async def close(self, websocket_code: int = GOING_AWAY) -> None:
+    async def close(self, websocket_code: int = CloseCode.GOING_AWAY) -> None:
         """Stop accepting, let the open connections end (within SHUTDOWN_GRACE_SECONDS), cut
         what is left, then shut a hosted app down. ``websocket_code`` is what WebSocket clients
         are told: 1001 when the server stops, 1012 when it restarts for a reconfigure."""

@@ -476,7 +476,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
     def shut_down(self, code: int) -> None:
         """The server is stopping (1001) or restarting (1012): a close frame that says so; the
         server waits a little for the client's answer, as after any close it sends."""
-        self.close(code, "server restarting" if code == 1012 else "server stopping")
+        self.close(code, "server restarting" if code == CloseCode.SERVICE_RESTART else "server stopping")
 
     def start(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` for this connection; it is cancelled when the connection goes."""

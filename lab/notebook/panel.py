@@ -50,7 +50,7 @@ from lab.records.export import default_export_path, export
 from lab.records.html_report import write_report
 from lab.records.record import Record
 from lab.records.store import RecordStore
-from lab.server import ServerHandle, start_server
+from lab.server import ServerHandle, format_url, start_server
 
 WEBSOCKET_PREFIX = "/ws/"  # a path under it is loaded with WebSocket messages (ws://)
 # The load's groups shown last: only a path under WEBSOCKET_PREFIX uses the WebSocket knobs,
@@ -150,7 +150,7 @@ def reach_outside_server(target: Target,
         return front.url, front
     host, port = parse_target(target)
     check_listening(host, port)
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}", None
+    return format_url(host, port), None
 
 
 class LabPanel:
